@@ -1,0 +1,173 @@
+//! The shell adapter: `dualkey shell --as OPERATOR` reads lines from stdin and prints replies
+//! and cards as text, each button as `[BUTTON-ID]`, flushing every line. Input lines:
+//!
+//! - `/db COMMAND ...`: a slash command (the configured command name);
+//! - `as NAME`: act as operator NAME from now on; `as slack:U0ALICE` or `as discord:3000...`
+//!   acts as that platform account, to try the cross-platform two-person rule;
+//! - `click BUTTON-ID`: click a button (`click approve:r3f9a1c2b7`);
+//! - empty lines and `# comments` are ignored.
+//!
+//! At end of input it waits until the operations the input started have finished and their
+//! updates are printed, then exits.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+
+use crate::core::dispatch::{Core, Responder};
+use crate::core::event::{Actor, ChannelRef, EventKind, InboundEvent, MessageRef, Platform};
+use crate::core::reply::Reply;
+use crate::outbox::{ChatOut, DeliveryError};
+
+/// The shell's channel id.
+pub const SHELL_CHANNEL: &str = "shell";
+
+/// Prints to stdout (or any writer), numbering messages so edits can name them.
+#[derive(Clone)]
+pub struct ShellOut {
+    out: Arc<Mutex<Box<dyn Write + Send>>>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl ShellOut {
+    /// Prints to the process's stdout.
+    pub fn stdout() -> ShellOut {
+        ShellOut::new(Box::new(std::io::stdout()))
+    }
+
+    /// Prints to `w`.
+    pub fn new(w: Box<dyn Write + Send>) -> ShellOut {
+        ShellOut {
+            out: Arc::new(Mutex::new(w)),
+            next_id: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// Prints text and flushes.
+    pub fn print(&self, text: &str) {
+        let mut w = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(w, "{text}");
+        let _ = w.flush();
+    }
+
+    fn next(&self) -> String {
+        self.next_id.fetch_add(1, Ordering::SeqCst).to_string()
+    }
+}
+
+#[async_trait]
+impl ChatOut for ShellOut {
+    fn platform(&self) -> Platform {
+        Platform::Shell
+    }
+
+    async fn post(&self, _channel: &str, reply: &Reply) -> Result<String, DeliveryError> {
+        let id = self.next();
+        self.print(&reply.to_text());
+        Ok(id)
+    }
+
+    async fn edit(&self, _channel: &str, message_id: &str, reply: &Reply) -> Result<(), DeliveryError> {
+        self.print(&format!("(update of message {message_id})\n{}", reply.to_text()));
+        Ok(())
+    }
+}
+
+struct ShellResponder<'a>(&'a ShellOut);
+
+#[async_trait]
+impl Responder for ShellResponder<'_> {
+    async fn respond(&self, reply: Reply) -> anyhow::Result<Option<MessageRef>> {
+        let id = self.0.next();
+        self.0.print(&reply.to_text());
+        Ok(Some(MessageRef {
+            channel: ChannelRef {
+                platform: Platform::Shell,
+                id: SHELL_CHANNEL.into(),
+            },
+            id,
+        }))
+    }
+}
+
+/// Parses an `as` argument into an actor.
+fn actor_for(core: &Core, who: &str) -> Result<Actor, String> {
+    let (platform, account) = match who.split_once(':') {
+        Some(("slack", a)) => (Platform::Slack, a),
+        Some(("discord", a)) => (Platform::Discord, a),
+        Some((p, _)) => return Err(format!("unknown platform `{p}`; use slack:ID, discord:ID or an operator name")),
+        None => {
+            if !core.directory.knows(who) {
+                return Err(format!("`{who}` is not an operator in the config"));
+            }
+            (Platform::Shell, who)
+        }
+    };
+    Ok(Actor {
+        platform,
+        account: account.to_string(),
+        display: who.to_string(),
+    })
+}
+
+/// Runs the shell loop over `input` until end of input, then waits for started work.
+pub async fn run<R: AsyncBufRead + Unpin>(core: Arc<Core>, out: ShellOut, start_as: &str, input: R) -> anyhow::Result<()> {
+    let mut actor = actor_for(&core, start_as).map_err(anyhow::Error::msg)?;
+    let slash = core.slash().to_string();
+    let mut lines = input.lines();
+    let channel = ChannelRef {
+        platform: Platform::Shell,
+        id: SHELL_CHANNEL.into(),
+    };
+    while let Some(line) = lines.next_line().await? {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let kind = if let Some(rest) = line.strip_prefix("as ") {
+            match actor_for(&core, rest.trim()) {
+                Ok(a) => {
+                    out.print(&format!("(now acting as {})", a.display));
+                    actor = a;
+                }
+                Err(e) => out.print(&format!("error: {e}")),
+            }
+            continue;
+        } else if let Some(rest) = line.strip_prefix("click ") {
+            EventKind::Action {
+                action_id: rest.trim().to_string(),
+            }
+        } else if line == slash || line.starts_with(&format!("{slash} ")) {
+            EventKind::Command {
+                text: line[slash.len()..].trim().to_string(),
+            }
+        } else {
+            let shown: String = line.chars().take(60).collect();
+            out.print(&format!("error: `{shown}` is not understood; type `{slash} help`, `as NAME` or `click BUTTON-ID`"));
+            continue;
+        };
+        let ev = InboundEvent {
+            delivery_id: uuid::Uuid::new_v4().to_string(),
+            actor: actor.clone(),
+            channel: channel.clone(),
+            kind,
+        };
+        core.handle(ev, &ShellResponder(&out)).await;
+    }
+    // End of input: wait for the work the input started, and for its updates to print.
+    loop {
+        let idle = crate::worker::Worker::idle(&core).await?;
+        let pending = core
+            .store
+            .outbox_due(Platform::Shell.as_str(), core.clock.now_ms(), 1)
+            .await?;
+        if idle && pending.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(())
+}

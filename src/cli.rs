@@ -1,0 +1,207 @@
+//! The command line: `dualkey [--config FILE] <serve|shell|config check|audit verify|audit export>`.
+//! `--config` works before or after the subcommand. User mistakes exit with code 2 and a
+//! message naming what is wrong; a broken audit chain exits with 1.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::adapters::shell::{self, ShellOut};
+use crate::config::{Settings, DEFAULT_CONFIG_PATH};
+use crate::core::dispatch::verify_chain;
+use crate::outbox::ChatOut;
+use crate::startup::Application;
+
+/// dualkey: the Prisma + PostgreSQL migration runbook as chat commands, behind two-person approval.
+#[derive(Debug, Parser)]
+#[command(name = "dualkey", version, about, long_about = None)]
+pub struct Cli {
+    /// Config file (default: config/dualkey.toml). Accepted before or after the subcommand.
+    #[arg(long, global = true, value_name = "FILE", env = "DUALKEY_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the bot: state store, worker, outbox delivery and the enabled adapters, until SIGTERM or ctrl-c.
+    Serve,
+    /// Try dualkey locally: read `/db ...`, `as NAME` and `click BUTTON-ID` lines from stdin.
+    Shell {
+        /// The operator (from [[operators]]) you act as at first.
+        #[arg(long = "as", value_name = "OPERATOR")]
+        as_operator: String,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCmd,
+    },
+    /// Audit trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
+}
+
+/// `dualkey config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Validate the config file and say exactly which key is wrong.
+    Check,
+}
+
+/// `dualkey audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Check the hash chain; exit 1 and name the first bad event when it is broken.
+    Verify,
+    /// Write every audit event as JSON lines.
+    Export {
+        /// Output file (default: stdout).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+/// A user mistake: printed without a backtrace, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn load(cli: &Cli) -> anyhow::Result<Settings> {
+    let path = cli.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    Settings::load(&path).map_err(|e| UsageError(e.to_string()).into())
+}
+
+/// Entry point used by `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = if matches!(cli.command, Cmd::Shell { .. }) { "warn" } else { "info" };
+    crate::telemetry::init(level);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(u) = e.downcast_ref::<UsageError>() {
+                eprintln!("error: {u}");
+                ExitCode::from(2)
+            } else {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Cmd::Config { command: ConfigCmd::Check } => {
+            let s = load(&cli)?;
+            println!(
+                "config OK: {} ({} operator(s), environments: {}; store {})",
+                s.source.display(),
+                s.operators.len(),
+                s.environments.keys().cloned().collect::<Vec<_>>().join(", "),
+                crate::config::redact_url(&s.store.url)
+            );
+            for w in s.warnings() {
+                println!("warning: {w}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Serve => {
+            let s = load(&cli)?;
+            for w in s.warnings() {
+                tracing::warn!("{w}");
+            }
+            let app = Application::build(s).await?;
+            tracing::info!("dualkey running; stop with ctrl-c or SIGTERM");
+            app.run_until_stopped(vec![], shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Shell { as_operator } => {
+            let s = load(&cli)?;
+            let app = Application::build(s).await?;
+            let core = app.core();
+            if !core.directory.knows(as_operator) {
+                return Err(UsageError(format!("`{as_operator}` is not an operator in the config ([[operators]] id)")).into());
+            }
+            let out = ShellOut::stdout();
+            let outs: Vec<Arc<dyn ChatOut>> = vec![Arc::new(out.clone())];
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+            let runner = tokio::spawn(app.run_until_stopped(outs, async move {
+                let _ = done_rx.await;
+            }));
+            let result = shell::run(core, out, as_operator, tokio::io::BufReader::new(tokio::io::stdin())).await;
+            let _ = done_tx.send(());
+            runner.await.context("background tasks")??;
+            result?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Audit { command } => {
+            let s = load(&cli)?;
+            let store = crate::store::open(&s.store.url).await.context("opening the state store")?;
+            match command {
+                AuditCmd::Verify => match verify_chain(store.as_ref()).await? {
+                    Ok(n) => {
+                        println!("audit chain intact: {n} events verified");
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(b) => {
+                        println!("AUDIT CHAIN BROKEN: {b}");
+                        Ok(ExitCode::from(1))
+                    }
+                },
+                AuditCmd::Export { output } => {
+                    let mut w: Box<dyn Write> = match output {
+                        Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)),
+                        None => Box::new(std::io::stdout().lock()),
+                    };
+                    let mut after = 0;
+                    loop {
+                        let page = store.audit_page(after, 1000).await?;
+                        if page.is_empty() {
+                            break;
+                        }
+                        for r in &page {
+                            writeln!(w, "{}", serde_json::to_string(r)?)?;
+                        }
+                        after = page.last().map(|r| r.seq).unwrap_or(after);
+                    }
+                    w.flush()?;
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,52 @@
+/// app stop|start|status [ENV]
+///
+/// The environment's configured app commands. `stop` needs approval; `start` runs as an
+/// operation without one; `status` only reads.
+use super::{no_more, Command, CommandSpec, EnvName, OptionSpec, ParseCtx};
+use crate::config::Role;
+
+/// What to do with the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppAction {
+    /// `app_stop` (needs approval).
+    Stop,
+    /// `app_start`.
+    Start,
+    /// `app_status` (read-only).
+    Status,
+}
+
+/// Arguments of `app`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    /// The action.
+    pub action: AppAction,
+    /// Environment.
+    pub env: EnvName,
+}
+
+/// Table row.
+pub const SPEC: CommandSpec = CommandSpec {
+    name: "app",
+    usage: "app stop|start|status [ENV]",
+    summary: "run the app's stop (needs approval), start or status command",
+    role: Role::Viewer,
+    options: &[
+        OptionSpec { name: "action", description: "stop, start or status", required: true, choices: &["stop", "start", "status"] },
+        OptionSpec { name: "env", description: "environment (default: the configured one)", required: false, choices: &[] },
+    ],
+    parse,
+};
+
+fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
+    let action = match args.first().copied() {
+        Some("stop") => AppAction::Stop,
+        Some("start") => AppAction::Start,
+        Some("status") => AppAction::Status,
+        Some(other) => return Err(format!("`{other}` is not stop, start or status")),
+        None => return Err("say what to do: stop, start or status".into()),
+    };
+    let env = ctx.env(args.get(1).copied())?;
+    no_more(args.get(2..).unwrap_or_default())?;
+    Ok(Command::App(Args { action, env }))
+}

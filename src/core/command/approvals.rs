@@ -1,0 +1,24 @@
+/// approvals
+///
+/// Open requests with their plans, votes and expiry.
+use super::{no_more, Command, CommandSpec, ParseCtx};
+use crate::config::Role;
+
+/// Arguments of `approvals` (none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args;
+
+/// Table row.
+pub const SPEC: CommandSpec = CommandSpec {
+    name: "approvals",
+    usage: "approvals",
+    summary: "open requests with their plans, votes and expiry",
+    role: Role::Viewer,
+    options: &[],
+    parse,
+};
+
+fn parse(args: &[&str], _ctx: &ParseCtx) -> Result<Command, String> {
+    no_more(args)?;
+    Ok(Command::Approvals(Args))
+}

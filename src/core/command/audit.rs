@@ -1,0 +1,40 @@
+/// audit [N] | audit verify
+///
+/// The last N audit events (default 10, at most 100), or a check of the hash chain.
+use super::{no_more, Command, CommandSpec, OptionSpec, ParseCtx};
+use crate::config::Role;
+
+/// Arguments of `audit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Args {
+    /// The last N events.
+    Tail(i64),
+    /// Check the chain.
+    Verify,
+}
+
+/// Most events shown at once.
+pub const MAX_TAIL: i64 = 100;
+
+/// Table row.
+pub const SPEC: CommandSpec = CommandSpec {
+    name: "audit",
+    usage: "audit [N|verify]",
+    summary: "the last N audit events (default 10), or verify the hash chain",
+    role: Role::Viewer,
+    options: &[OptionSpec { name: "n", description: "how many events (1-100), or `verify`", required: false, choices: &[] }],
+    parse,
+};
+
+fn parse(args: &[&str], _ctx: &ParseCtx) -> Result<Command, String> {
+    let a = match args.first().copied() {
+        None => Args::Tail(10),
+        Some("verify") => Args::Verify,
+        Some(n) => match n.parse::<i64>() {
+            Ok(n) if (1..=MAX_TAIL).contains(&n) => Args::Tail(n),
+            _ => return Err(format!("`{n}` is not a number from 1 to {MAX_TAIL} or `verify`")),
+        },
+    };
+    no_more(args.get(1..).unwrap_or_default())?;
+    Ok(Command::Audit(a))
+}

@@ -1,0 +1,28 @@
+/// cancel REQUEST
+///
+/// Withdraw a pending request (the requester or an approver).
+use super::{no_more, Command, CommandSpec, OptionSpec, ParseCtx, RequestId};
+use crate::config::Role;
+
+/// Arguments of `cancel`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    /// The request.
+    pub request: RequestId,
+}
+
+/// Table row.
+pub const SPEC: CommandSpec = CommandSpec {
+    name: "cancel",
+    usage: "cancel REQUEST",
+    summary: "withdraw a pending request (requester or an approver)",
+    role: Role::Viewer,
+    options: &[OptionSpec { name: "request", description: "request id, as on the approval card", required: true, choices: &[] }],
+    parse,
+};
+
+fn parse(args: &[&str], _ctx: &ParseCtx) -> Result<Command, String> {
+    let request = RequestId::parse(args.first().ok_or("say which request (see `approvals`)")?)?;
+    no_more(&args[1..])?;
+    Ok(Command::Cancel(Args { request }))
+}

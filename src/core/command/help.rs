@@ -1,0 +1,51 @@
+/// help [COMMAND]
+///
+/// Usage for all commands, or for one.
+use super::{no_more, Command, CommandSpec, OptionSpec, ParseCtx, REGISTRY};
+use crate::config::Role;
+
+/// Arguments of `help`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    /// The command to explain, or all.
+    pub command: Option<&'static str>,
+}
+
+/// Table row.
+pub const SPEC: CommandSpec = CommandSpec {
+    name: "help",
+    usage: "help [COMMAND]",
+    summary: "usage for all commands or one",
+    role: Role::Viewer,
+    options: &[OptionSpec { name: "command", description: "a command name", required: false, choices: &[] }],
+    parse,
+};
+
+fn parse(args: &[&str], _ctx: &ParseCtx) -> Result<Command, String> {
+    let command = match args.first() {
+        None => None,
+        Some(name) => Some(super::spec(name).map(|s| s.name).ok_or_else(|| format!("no command `{name}`"))?),
+    };
+    no_more(args.get(1..).unwrap_or_default())?;
+    Ok(Command::Help(Args { command }))
+}
+
+/// The full help text, generated from the registry.
+pub fn render_all(slash: &str) -> String {
+    let mut out = format!("dualkey commands ({slash} COMMAND):");
+    for s in REGISTRY {
+        out.push_str(&format!("\n  {slash} {:<36} {}", s.usage, s.summary));
+    }
+    out.push_str("\nButtons: approve:<request> / deny:<request> on approval cards. Destructive steps need a second person.");
+    out
+}
+
+/// Help for one command.
+pub fn render_one(slash: &str, s: &CommandSpec) -> String {
+    let mut out = format!("usage: {slash} {}\n{}", s.usage, s.summary);
+    for o in s.options {
+        let req = if o.required { "required" } else { "optional" };
+        out.push_str(&format!("\n  {:<10} {} ({req})", o.name.to_uppercase(), o.description));
+    }
+    out
+}

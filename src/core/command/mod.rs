@@ -1,0 +1,253 @@
+//! The command registry: one file per slash subcommand, one table ([`REGISTRY`]) that drives
+//! parsing, `help` and platform registration (Discord options, Slack usage).
+//!
+//! Parsing is strict: every token is checked against a small character set before any command
+//! sees it, names must exist (environments, requests), and missing or extra arguments are
+//! errors that come back with the command's usage. Nothing here runs anything.
+//!
+//! To add a command: write `src/core/command/NAME.rs` with a `///` usage line, an `Args`
+//! struct, a `SPEC` and a strict `parse`; add it to [`REGISTRY`] and [`Command`]; handle it in
+//! [`crate::core::dispatch`].
+
+pub mod app;
+pub mod approvals;
+pub mod audit;
+pub mod cancel;
+pub mod help;
+pub mod status;
+
+use crate::config::Role;
+
+/// Longest command text accepted, in bytes.
+pub const MAX_COMMAND_BYTES: usize = 1000;
+
+/// A Discord option / Slack usage argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionSpec {
+    /// Option name (lowercase), e.g. `env`.
+    pub name: &'static str,
+    /// One line for the platform's UI.
+    pub description: &'static str,
+    /// Whether it must be given.
+    pub required: bool,
+    /// Fixed choices, if any.
+    pub choices: &'static [&'static str],
+}
+
+/// One row of the command table.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandSpec {
+    /// Subcommand name.
+    pub name: &'static str,
+    /// Usage after the slash command (`app stop|start|status [ENV]`).
+    pub usage: &'static str,
+    /// One line.
+    pub summary: &'static str,
+    /// Role needed to run it (requesting a destructive action needs `operator`; voting is
+    /// checked separately).
+    pub role: Role,
+    /// Options, in order, for platform registration.
+    pub options: &'static [OptionSpec],
+    /// Strict parser for the arguments after the name.
+    pub parse: fn(&[&str], &ParseCtx) -> Result<Command, String>,
+}
+
+/// Everything a parser may check names against.
+#[derive(Debug, Clone)]
+pub struct ParseCtx {
+    /// Configured environment names.
+    pub envs: Vec<String>,
+    /// The environment used when none is named.
+    pub default_env: String,
+}
+
+impl ParseCtx {
+    /// Parses an optional environment argument: it must be a configured environment.
+    pub fn env(&self, tok: Option<&str>) -> Result<EnvName, String> {
+        match tok {
+            None => Ok(EnvName(self.default_env.clone())),
+            Some(t) if self.envs.iter().any(|e| e == t) => Ok(EnvName(t.to_string())),
+            Some(t) => Err(format!("unknown environment `{t}` (known: {})", self.envs.join(", "))),
+        }
+    }
+}
+
+/// A configured environment name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvName(pub String);
+
+/// A request id of the form `r` + 9 lowercase hex digits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    /// Parses a request id (shape only; existence is checked against the store).
+    pub fn parse(s: &str) -> Result<RequestId, String> {
+        let ok = s.len() == 10 && s.starts_with('r') && s[1..].chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+        if ok {
+            Ok(RequestId(s.to_string()))
+        } else {
+            Err(format!("`{s}` is not a request id (like r3f9a1c2b7); `approvals` lists them"))
+        }
+    }
+
+    /// A new random id.
+    pub fn generate() -> RequestId {
+        RequestId(format!("r{:09x}", rand::random::<u64>() & 0xf_ffff_ffff))
+    }
+}
+
+/// A parsed command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `help [command]`
+    Help(help::Args),
+    /// `status [ENV]`
+    Status(status::Args),
+    /// `app stop|start|status [ENV]`
+    App(app::Args),
+    /// `approvals`
+    Approvals(approvals::Args),
+    /// `cancel REQUEST`
+    Cancel(cancel::Args),
+    /// `audit [N]` / `audit verify`
+    Audit(audit::Args),
+}
+
+/// All commands, in help order.
+pub const REGISTRY: &[CommandSpec] = &[help::SPEC, status::SPEC, app::SPEC, approvals::SPEC, cancel::SPEC, audit::SPEC];
+
+/// Finds a command by name.
+pub fn spec(name: &str) -> Option<&'static CommandSpec> {
+    REGISTRY.iter().find(|s| s.name == name)
+}
+
+/// A rejected command: what was wrong and, when the command is known, its usage.
+#[derive(Debug, Clone)]
+pub struct ParseError {
+    /// The command, when it was recognised.
+    pub command: Option<&'static CommandSpec>,
+    /// What was wrong.
+    pub message: String,
+}
+
+impl ParseError {
+    /// The text shown to the user; `slash` is the configured command (`/db`).
+    pub fn render(&self, slash: &str) -> String {
+        match self.command {
+            Some(c) => format!("{}\nusage: {slash} {}", self.message, c.usage),
+            None => format!("{}\nTry `{slash} help` for the list of commands.", self.message),
+        }
+    }
+}
+
+fn allowed_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '=')
+}
+
+/// Splits and checks the text after the slash command; never panics.
+pub fn parse(text: &str, ctx: &ParseCtx) -> Result<(&'static CommandSpec, Command), ParseError> {
+    let err = |command, message: String| ParseError { command, message };
+    if text.len() > MAX_COMMAND_BYTES {
+        return Err(err(None, format!("command too long ({} bytes; the limit is {MAX_COMMAND_BYTES})", text.len())));
+    }
+    let tokens: Vec<&str> = text.split_ascii_whitespace().collect();
+    let Some((&name, args)) = tokens.split_first() else {
+        return Err(err(None, "no command given".into()));
+    };
+    let spec = spec(name).ok_or_else(|| {
+        let shown: String = name.chars().take(40).collect();
+        err(None, format!("unknown command `{}`", shown.escape_default()))
+    })?;
+    for t in args {
+        if let Some(bad) = t.chars().find(|c| !allowed_char(*c)) {
+            let shown: String = t.chars().take(40).collect();
+            return Err(err(
+                Some(spec),
+                format!("unexpected character `{}` in `{}`", bad.escape_default(), shown.escape_default()),
+            ));
+        }
+        if t.contains("..") {
+            return Err(err(Some(spec), format!("`{t}` is not a valid name")));
+        }
+    }
+    (spec.parse)(args, ctx).map(|c| (spec, c)).map_err(|m| err(Some(spec), m))
+}
+
+/// Fails when arguments are left over.
+pub(crate) fn no_more(rest: &[&str]) -> Result<(), String> {
+    match rest.first() {
+        None => Ok(()),
+        Some(t) => Err(format!("unexpected argument `{t}`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ctx() -> ParseCtx {
+        ParseCtx {
+            envs: vec!["production".into(), "staging".into()],
+            default_env: "production".into(),
+        }
+    }
+
+    #[test]
+    fn usage_and_registration_options_agree() {
+        for s in REGISTRY {
+            assert!(s.usage.starts_with(s.name), "{} usage must start with its name", s.name);
+            for o in s.options {
+                let shown = o.name.to_uppercase();
+                let in_usage = s.usage.contains(&shown) || o.choices.iter().all(|c| s.usage.contains(c));
+                assert!(in_usage, "{}: option {} missing from usage `{}`", s.name, o.name, s.usage);
+            }
+            let help = help::render_all("/db");
+            assert!(help.contains(s.usage), "help lacks {}", s.usage);
+        }
+    }
+
+    #[test]
+    fn hostile_input_is_rejected_with_usage() {
+        let hostile = [
+            "", "   ", "app stop ../production", "app stop production;rm", "app stop 'production'", "app stop \"production\"",
+            "app stop prod`id`", "app stop $(id)", "app stop production extra", "app explode",
+            "status ../../etc/passwd", "status производство", "status production\u{0}", "cancel r123", "cancel ../r123456789",
+            "audit -5", "audit 99999999999999999999", "audit verify now", "drop table", "help nosuch",
+        ];
+        for h in hostile {
+            assert!(parse(h, &ctx()).is_err(), "accepted hostile input {h:?}");
+        }
+        let long = format!("status {}", "a".repeat(10_000));
+        let e = parse(&long, &ctx()).unwrap_err();
+        assert!(e.message.contains("too long"));
+    }
+
+    #[test]
+    fn good_input_parses() {
+        assert_eq!(parse("status", &ctx()).unwrap().1, Command::Status(status::Args { env: EnvName("production".into()) }));
+        assert_eq!(
+            parse("app stop staging", &ctx()).unwrap().1,
+            Command::App(app::Args { action: app::AppAction::Stop, env: EnvName("staging".into()) })
+        );
+        assert!(matches!(parse("audit verify", &ctx()).unwrap().1, Command::Audit(audit::Args::Verify)));
+        assert!(matches!(parse("audit 5", &ctx()).unwrap().1, Command::Audit(audit::Args::Tail(5))));
+        assert!(matches!(parse("cancel r0123456ab", &ctx()).unwrap().1, Command::Cancel(_)));
+    }
+
+    proptest! {
+        #[test]
+        fn the_parser_never_panics(s in "\\PC{0,300}") {
+            let _ = parse(&s, &ctx());
+        }
+
+        #[test]
+        fn accepted_tokens_only_use_safe_characters(s in "[a-z ;'\"./$`|&]{0,40}") {
+            if let Ok((spec, _)) = parse(&s, &ctx()) {
+                prop_assert!(!s.contains(';') && !s.contains('\'') && !s.contains('"') && !s.contains('/') && !s.contains('$'));
+                prop_assert!(REGISTRY.iter().any(|r| r.name == spec.name));
+            }
+        }
+    }
+}

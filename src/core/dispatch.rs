@@ -1,0 +1,743 @@
+//! The dispatcher: takes an acknowledged [`InboundEvent`], dedupes it, parses it with the
+//! command's own parser, authorizes the canonical operator (fail closed) and either answers a
+//! read-only command, records an approval request, records a vote, or queues an operation.
+//! Every state change commits together with its audit event; chat updates go through the
+//! outbox afterwards.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::config::{Role, Settings};
+use crate::core::approval::{self, Decision, RequestFacts, RequestState, VoteRefusal};
+use crate::core::audit::{AuditRecord, NewAudit, Verifier};
+use crate::core::command::{self, app::AppAction, Command, ParseCtx, RequestId};
+use crate::core::event::{Actor, ChannelRef, EventKind, InboundEvent, MessageRef, Platform};
+use crate::core::identity::{Directory, Operator};
+use crate::core::operation::{OperationKind, OperationState, Plan};
+use crate::core::reply::{Button, Card, Reply, Style};
+use crate::runbook;
+use crate::store::{NewOutbox, OperationRow, RequestRow, Store, StoreResult, Tx};
+
+/// How an adapter answers the event being handled (the "reply" of the backend contract).
+/// Returns where the message was posted, when the platform lets it be edited later.
+#[async_trait]
+pub trait Responder: Send + Sync {
+    /// Sends a reply to the person or channel the event came from.
+    async fn respond(&self, reply: Reply) -> anyhow::Result<Option<MessageRef>>;
+}
+
+/// Shared state of the core: config, identities, store, clock, and wake-ups for the worker and
+/// the outbox.
+pub struct Core {
+    /// Validated settings.
+    pub settings: Arc<Settings>,
+    /// Account -> operator.
+    pub directory: Directory,
+    /// State store.
+    pub store: Arc<dyn Store>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Woken when an operation is queued.
+    pub worker_wake: Arc<Notify>,
+    /// Woken when a message is put in the outbox.
+    pub outbox_wake: Arc<Notify>,
+    /// Operations this process is running, including their final card update.
+    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A user-facing refusal or mistake (shown as is), as opposed to an internal fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UserError(pub String);
+
+fn short_id(prefix: char) -> String {
+    format!("{prefix}{:09x}", rand::random::<u64>() & 0xf_ffff_ffff)
+}
+
+fn fmt_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn fmt_left(ms: i64) -> String {
+    if ms <= 0 {
+        return "now".into();
+    }
+    crate::config::format_duration(std::time::Duration::from_secs(((ms + 999) / 1000) as u64))
+}
+
+impl Core {
+    /// Names a parser may check against.
+    pub fn parse_ctx(&self) -> ParseCtx {
+        ParseCtx {
+            envs: self.settings.environments.keys().cloned().collect(),
+            default_env: self.settings.default_env().to_string(),
+        }
+    }
+
+    /// The slash command as users type it.
+    pub fn slash(&self) -> &str {
+        &self.settings.slack.command
+    }
+
+    /// Appends an audit event inside `tx` and queues it for every enabled audit channel.
+    pub async fn audit_tx(&self, tx: &mut Box<dyn Tx>, ev: NewAudit) -> StoreResult<AuditRecord> {
+        let now = self.clock.now_ms();
+        let rec = tx.append_audit(&ev, now).await?;
+        let line = serde_json::to_string(&Reply::public(rec.render())).expect("reply serializes");
+        for (platform, enabled, channel) in [
+            (Platform::Slack, self.settings.slack.enabled, &self.settings.slack.audit_channel),
+            (Platform::Discord, self.settings.discord.enabled, &self.settings.discord.audit_channel),
+        ] {
+            if enabled && !channel.is_empty() {
+                tx.enqueue_outbox(
+                    &NewOutbox {
+                        platform: platform.as_str().into(),
+                        channel: channel.clone(),
+                        op: "post".into(),
+                        message_id: None,
+                        payload: line.clone(),
+                    },
+                    now,
+                )
+                .await?;
+            }
+        }
+        Ok(rec)
+    }
+
+    /// Appends one audit event in its own transaction.
+    pub async fn audit(&self, ev: NewAudit) -> StoreResult<AuditRecord> {
+        let mut tx = self.store.begin().await?;
+        let rec = self.audit_tx(&mut tx, ev).await?;
+        tx.commit().await?;
+        self.outbox_wake.notify_one();
+        Ok(rec)
+    }
+
+    /// Queues an edit of a posted message (`message_json` is a stored [`MessageRef`]).
+    pub async fn edit_message(&self, message_json: &str, reply: &Reply) -> anyhow::Result<()> {
+        let msg: MessageRef = serde_json::from_str(message_json).context("stored message reference")?;
+        let mut tx = self.store.begin().await?;
+        tx.enqueue_outbox(
+            &NewOutbox {
+                platform: msg.channel.platform.as_str().into(),
+                channel: msg.channel.id.clone(),
+                op: "edit".into(),
+                message_id: Some(msg.id.clone()),
+                payload: serde_json::to_string(reply)?,
+            },
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        self.outbox_wake.notify_one();
+        Ok(())
+    }
+
+    /// Queues a new message in a channel.
+    pub async fn post(&self, channel: &ChannelRef, reply: &Reply) -> anyhow::Result<()> {
+        let mut tx = self.store.begin().await?;
+        tx.enqueue_outbox(
+            &NewOutbox {
+                platform: channel.platform.as_str().into(),
+                channel: channel.id.clone(),
+                op: "post".into(),
+                message_id: None,
+                payload: serde_json::to_string(reply)?,
+            },
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        self.outbox_wake.notify_one();
+        Ok(())
+    }
+
+    /// Handles one event; internal faults are logged with a reference id and the person is
+    /// told the reference, never the cause chain.
+    #[tracing::instrument(skip_all, fields(platform = ev.actor.platform.as_str(), account = %ev.actor.account, delivery = %ev.delivery_id))]
+    pub async fn handle(&self, ev: InboundEvent, out: &dyn Responder) {
+        if let Err(e) = self.handle_inner(&ev, out).await {
+            match e.downcast_ref::<UserError>() {
+                Some(u) => {
+                    let _ = out.respond(Reply::ephemeral(u.0.clone())).await;
+                }
+                None => {
+                    let reference = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+                    tracing::error!(reference = %reference, error = format!("{e:#}"), "event failed");
+                    let _ = out
+                        .respond(Reply::ephemeral(format!(
+                            "Something went wrong inside dualkey (reference {reference}); nothing was approved or run by this message. The details are in dualkey's log."
+                        )))
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn handle_inner(&self, ev: &InboundEvent, out: &dyn Responder) -> anyhow::Result<()> {
+        let now = self.clock.now_ms();
+        let mut tx = self.store.begin().await?;
+        let first = tx
+            .first_delivery(&format!("{}:{}", ev.actor.platform.as_str(), ev.delivery_id), now)
+            .await?;
+        tx.commit().await?;
+        if !first {
+            tracing::info!("duplicate delivery ignored");
+            return Ok(());
+        }
+        let who = self.directory.resolve(&ev.actor);
+        match &ev.kind {
+            EventKind::Command { text } => self.on_command(ev, &who, text, out).await,
+            EventKind::Action { action_id } => self.on_action(ev, &who, action_id, out).await,
+        }
+    }
+
+    fn actor_audit(&self, actor: &Actor, who: &Operator, env: Option<&str>, action: &str, details: serde_json::Value) -> NewAudit {
+        NewAudit {
+            operator: who.id.clone(),
+            account: Some(actor.qualified()),
+            env: env.map(str::to_string),
+            action: action.into(),
+            details,
+        }
+    }
+
+    async fn on_command(&self, ev: &InboundEvent, who: &Operator, text: &str, out: &dyn Responder) -> anyhow::Result<()> {
+        let shown: String = text.chars().take(200).collect();
+        if who.roles.is_empty() {
+            self.audit(self.actor_audit(&ev.actor, who, None, "command.refused", json!({"text": shown, "reason": "not an operator"}))).await?;
+            out.respond(Reply::ephemeral(format!(
+                "You are not allowed to use dualkey. Ask an admin to add your account ({}) to [[operators]] in the config.",
+                ev.actor.qualified()
+            )))
+            .await?;
+            return Ok(());
+        }
+        let (spec, cmd) = match command::parse(text, &self.parse_ctx()) {
+            Ok(p) => p,
+            Err(e) => {
+                self.audit(self.actor_audit(&ev.actor, who, None, "command.rejected", json!({"text": shown, "error": e.message}))).await?;
+                out.respond(Reply::ephemeral(e.render(self.slash()))).await?;
+                return Ok(());
+            }
+        };
+        let needs = match &cmd {
+            Command::App(a) if a.action != AppAction::Status => Role::Operator,
+            _ => spec.role,
+        };
+        if !who.can(needs) {
+            self.audit(self.actor_audit(&ev.actor, who, None, "command.refused", json!({"text": shown, "reason": format!("needs the {needs:?} role")}))).await?;
+            out.respond(Reply::ephemeral(format!("`{}` needs the {} role, which you do not have.", spec.name, format!("{needs:?}").to_lowercase())))
+                .await?;
+            return Ok(());
+        }
+        self.audit(self.actor_audit(&ev.actor, who, None, "command", json!({"text": shown}))).await?;
+        match cmd {
+            Command::Help(a) => {
+                let text = match a.command.and_then(command::spec) {
+                    Some(s) => command::help::render_one(self.slash(), s),
+                    None => command::help::render_all(self.slash()),
+                };
+                out.respond(Reply::ephemeral(text)).await?;
+            }
+            Command::Status(a) => {
+                out.respond(Reply::ephemeral(self.status_text(&a.env.0).await?)).await?;
+            }
+            Command::App(a) => match a.action {
+                AppAction::Status => {
+                    let e = &self.settings.environments[&a.env.0];
+                    let timeout = std::time::Duration::from_secs(e.app_timeout_secs);
+                    let text = match crate::dbops::app::run(&e.app_status, timeout).await {
+                        Ok(o) => format!("app status in {} (exit {}):\n{}", a.env.0, o.code.map(|c| c.to_string()).unwrap_or("signal".into()), o.tail),
+                        Err(err) => format!("app status in {} failed: {err}", a.env.0),
+                    };
+                    out.respond(Reply::ephemeral(text)).await?;
+                }
+                AppAction::Stop => self.request_operation(ev, who, OperationKind::AppStop, &a.env.0, out).await?,
+                AppAction::Start => self.request_operation(ev, who, OperationKind::AppStart, &a.env.0, out).await?,
+            },
+            Command::Approvals(_) => {
+                out.respond(Reply::ephemeral(self.approvals_text().await?)).await?;
+            }
+            Command::Cancel(a) => self.cancel(ev, who, &a.request, out).await?,
+            Command::Audit(command::audit::Args::Tail(n)) => {
+                let lines: Vec<String> = self.store.audit_tail(n).await?.iter().map(|r| r.render()).collect();
+                out.respond(Reply::ephemeral(if lines.is_empty() { "The audit trail is empty.".into() } else { lines.join("\n") })).await?;
+            }
+            Command::Audit(command::audit::Args::Verify) => {
+                let text = match verify_chain(self.store.as_ref()).await? {
+                    Ok(n) => format!("audit chain intact: {n} events verified"),
+                    Err(b) => format!("AUDIT CHAIN BROKEN: {b}"),
+                };
+                out.respond(Reply::ephemeral(text)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Plans an operation and either records an approval request (posting its card) or, for
+    /// kinds that need none, queues it directly. Refuses when the environment is busy.
+    pub async fn request_operation(&self, ev: &InboundEvent, who: &Operator, kind: OperationKind, env: &str, out: &dyn Responder) -> anyhow::Result<()> {
+        let plan = runbook::plan(&self.settings, &kind, env)
+            .await
+            .map_err(|e| UserError(format!("Cannot plan {} in {env}: {e}", kind.name())))?;
+        let requester = who.id.clone().context("operators always have an id")?;
+        let now = self.clock.now_ms();
+        let channel_json = serde_json::to_string(&ev.channel)?;
+        let kind_json = serde_json::to_string(&kind)?;
+        let plan_json = serde_json::to_string(&plan)?;
+        let mut tx = self.store.begin().await?;
+        if let Some(busy) = tx.active_operation_for_env(env).await? {
+            let msg = format!("{env} is busy: operation {} ({}, {}) holds it. Wait for it to finish, then ask again.", busy.id, kind_name(&busy.kind_json), describe_state(&busy));
+            self.audit_tx(&mut tx, self.actor_audit(&ev.actor, who, Some(env), "request.refused", json!({"kind": kind.name(), "reason": msg}))).await?;
+            tx.commit().await?;
+            return Err(UserError(msg).into());
+        }
+        if kind.needs_approval() {
+            let id = RequestId::generate().0;
+            let ttl = self.settings.approvals.ttl.0.as_millis() as i64;
+            let row = RequestRow {
+                id: id.clone(),
+                env: env.into(),
+                kind_json,
+                plan_json,
+                fingerprint: plan.fingerprint.clone(),
+                requester: requester.clone(),
+                requester_account: ev.actor.qualified(),
+                state: RequestState::Pending.as_str().into(),
+                required_votes: self.settings.approvals.required as i64,
+                created_at: now,
+                expires_at: now + ttl,
+                decided_at: None,
+                decided_by: None,
+                channel_json,
+                message_json: None,
+            };
+            tx.insert_request(&row).await?;
+            self.audit_tx(
+                &mut tx,
+                self.actor_audit(&ev.actor, who, Some(env), "request.created", json!({"request": id, "kind": kind.name(), "plan": plan.summary, "steps": plan.steps.len(), "warnings": plan.warnings, "fingerprint": plan.short_fingerprint(), "expires_at": fmt_time(row.expires_at)})),
+            )
+            .await?;
+            tx.commit().await?;
+            self.outbox_wake.notify_one();
+            let card = self.request_card(&id).await?;
+            if let Some(msg) = out.respond(card).await? {
+                let mut tx = self.store.begin().await?;
+                tx.set_request_message(&id, &serde_json::to_string(&msg)?).await?;
+                tx.commit().await?;
+            }
+        } else {
+            let op = OperationRow {
+                id: short_id('o'),
+                request_id: None,
+                env: env.into(),
+                kind_json,
+                plan_json,
+                fingerprint: plan.fingerprint.clone(),
+                requester,
+                state: OperationState::Queued.as_str().into(),
+                current_step: None,
+                created_at: now,
+                started_at: None,
+                finished_at: None,
+                worker: None,
+                heartbeat_at: None,
+                error: None,
+                channel_json,
+                message_json: None,
+            };
+            tx.insert_operation(&op).await?;
+            self.audit_tx(&mut tx, self.actor_audit(&ev.actor, who, Some(env), "operation.queued", json!({"operation": op.id, "kind": kind.name(), "plan": plan.summary, "fingerprint": plan.short_fingerprint()}))).await?;
+            tx.commit().await?;
+            self.outbox_wake.notify_one();
+            let card = self.operation_card(&op.id).await?;
+            if let Some(msg) = out.respond(card).await? {
+                let mut tx = self.store.begin().await?;
+                tx.set_operation_message(&op.id, &serde_json::to_string(&msg)?).await?;
+                tx.commit().await?;
+            }
+            self.worker_wake.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn on_action(&self, ev: &InboundEvent, who: &Operator, action_id: &str, out: &dyn Responder) -> anyhow::Result<()> {
+        let parsed = action_id
+            .split_once(':')
+            .and_then(|(verb, id)| {
+                let d = match verb {
+                    "approve" => Decision::Approve,
+                    "deny" => Decision::Deny,
+                    _ => return None,
+                };
+                RequestId::parse(id).ok().map(|r| (d, r))
+            });
+        let Some((decision, request)) = parsed else {
+            let shown: String = action_id.chars().take(80).collect();
+            self.audit(self.actor_audit(&ev.actor, who, None, "action.rejected", json!({"action": shown}))).await?;
+            return Err(UserError(format!("Unknown button `{}`.", shown.escape_default())).into());
+        };
+        self.vote(ev, who, &request.0, decision, out).await
+    }
+
+    /// Records a vote: one locked read, the rules, one conditional write and its audit event,
+    /// all in one transaction. Approval queues the operation in the same transaction.
+    #[tracing::instrument(skip_all, fields(request = %request_id, decision = decision.as_str()))]
+    pub async fn vote(&self, ev: &InboundEvent, who: &Operator, request_id: &str, decision: Decision, out: &dyn Responder) -> anyhow::Result<()> {
+        let now = self.clock.now_ms();
+        let mut tx = self.store.begin().await?;
+        let req = tx.lock_request(request_id).await?;
+        let refusal = match &req {
+            None => Some(VoteRefusal::Unknown(request_id.into())),
+            Some(r) => {
+                let facts = RequestFacts {
+                    state: RequestState::parse(&r.state).unwrap_or(RequestState::Cancelled),
+                    requester: &r.requester,
+                    expires_at_ms: r.expires_at,
+                };
+                approval::judge_vote(&facts, who, now).err()
+            }
+        };
+        let env = req.as_ref().map(|r| r.env.clone());
+        if let Some(refusal) = refusal {
+            self.audit_tx(&mut tx, self.actor_audit(&ev.actor, who, env.as_deref(), "vote.refused", json!({"request": request_id, "decision": decision.as_str(), "reason": refusal.to_string()}))).await?;
+            tx.commit().await?;
+            self.outbox_wake.notify_one();
+            return Err(UserError(format!("Vote not counted: {refusal}.")).into());
+        }
+        let req = req.expect("checked above");
+        let voter = who.id.clone().expect("approvers have ids");
+        if tx.has_voted(request_id, &voter).await? {
+            // A second click by the same approver is a no-op.
+            tx.commit().await?;
+            out.respond(Reply::ephemeral(format!("You already voted on {request_id}; nothing changed."))).await?;
+            return Ok(());
+        }
+        let vote = crate::store::VoteRow {
+            request_id: request_id.into(),
+            voter: voter.clone(),
+            account: ev.actor.qualified(),
+            decision: decision.as_str().into(),
+            at: now,
+        };
+        if !tx.insert_vote_if_open(&vote, now).await? {
+            drop(tx);
+            return Err(UserError("Vote not counted: the request is no longer open.".into()).into());
+        }
+        self.audit_tx(&mut tx, self.actor_audit(&ev.actor, who, Some(&req.env), &format!("vote.{}", decision.as_str()), json!({"request": request_id}))).await?;
+        let mut queued = None;
+        let outcome = match decision {
+            Decision::Deny => {
+                tx.transition_request(request_id, "pending", "denied", Some(&voter), now).await?;
+                self.audit_tx(&mut tx, NewAudit::system("request.denied", Some(&req.env), json!({"request": request_id, "by": voter}))).await?;
+                format!("Denied {request_id}; it will not run.")
+            }
+            Decision::Approve => {
+                let approvals = tx.count_votes(request_id, "approve").await?;
+                if approval::is_complete(approvals, req.required_votes) && tx.transition_request(request_id, "pending", "approved", Some(&voter), now).await? {
+                    let op = OperationRow {
+                        id: short_id('o'),
+                        request_id: Some(req.id.clone()),
+                        env: req.env.clone(),
+                        kind_json: req.kind_json.clone(),
+                        plan_json: req.plan_json.clone(),
+                        fingerprint: req.fingerprint.clone(),
+                        requester: req.requester.clone(),
+                        state: OperationState::Queued.as_str().into(),
+                        current_step: None,
+                        created_at: now,
+                        started_at: None,
+                        finished_at: None,
+                        worker: None,
+                        heartbeat_at: None,
+                        error: None,
+                        channel_json: req.channel_json.clone(),
+                        message_json: req.message_json.clone(),
+                    };
+                    tx.insert_operation(&op).await?;
+                    self.audit_tx(&mut tx, NewAudit::system("request.approved", Some(&req.env), json!({"request": request_id, "operation": op.id, "votes": approvals}))).await?;
+                    let msg = format!("Approved {request_id}: operation {} is queued.", op.id);
+                    queued = Some(op.id);
+                    msg
+                } else {
+                    format!("Vote recorded on {request_id} ({approvals}/{} approvals).", req.required_votes)
+                }
+            }
+        };
+        tx.commit().await?;
+        self.outbox_wake.notify_one();
+        if queued.is_some() {
+            self.worker_wake.notify_one();
+        }
+        self.refresh_request_card(request_id).await?;
+        out.respond(Reply::ephemeral(outcome)).await?;
+        Ok(())
+    }
+
+    async fn cancel(&self, ev: &InboundEvent, who: &Operator, request: &RequestId, out: &dyn Responder) -> anyhow::Result<()> {
+        let now = self.clock.now_ms();
+        let mut tx = self.store.begin().await?;
+        let Some(req) = tx.lock_request(&request.0).await? else {
+            return Err(UserError(format!("There is no request `{}`; `approvals` lists the open ones.", request.0)).into());
+        };
+        let facts = RequestFacts {
+            state: RequestState::parse(&req.state).unwrap_or(RequestState::Cancelled),
+            requester: &req.requester,
+            expires_at_ms: req.expires_at,
+        };
+        if let Err(refusal) = approval::judge_cancel(&facts, who, now) {
+            self.audit_tx(&mut tx, self.actor_audit(&ev.actor, who, Some(&req.env), "cancel.refused", json!({"request": req.id, "reason": refusal.to_string()}))).await?;
+            tx.commit().await?;
+            return Err(UserError(format!("Not cancelled: {refusal}.")).into());
+        }
+        tx.transition_request(&req.id, "pending", "cancelled", who.id.as_deref(), now).await?;
+        self.audit_tx(&mut tx, self.actor_audit(&ev.actor, who, Some(&req.env), "request.cancelled", json!({"request": req.id}))).await?;
+        tx.commit().await?;
+        self.outbox_wake.notify_one();
+        self.refresh_request_card(&req.id).await?;
+        out.respond(Reply::ephemeral(format!("Cancelled {}.", req.id))).await?;
+        Ok(())
+    }
+
+    /// Marks pending requests whose time is up as expired (each with its audit event) and
+    /// updates their cards. Returns how many expired.
+    pub async fn expire_requests(&self) -> anyhow::Result<usize> {
+        let now = self.clock.now_ms();
+        let mut tx = self.store.begin().await?;
+        let due = tx.due_expired_requests(now).await?;
+        for r in &due {
+            tx.transition_request(&r.id, "pending", "expired", None, now).await?;
+            self.audit_tx(&mut tx, NewAudit::system("request.expired", Some(&r.env), json!({"request": r.id}))).await?;
+        }
+        tx.commit().await?;
+        for r in &due {
+            self.refresh_request_card(&r.id).await?;
+        }
+        Ok(due.len())
+    }
+
+    /// Re-renders a request's card and queues the edit (when the card was posted).
+    pub async fn refresh_request_card(&self, request_id: &str) -> anyhow::Result<()> {
+        if let Some(req) = self.store.get_request(request_id).await? {
+            if let Some(msg) = &req.message_json {
+                let card = self.request_card(request_id).await?;
+                self.edit_message(msg, &card).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-renders the card that shows an operation (its request's card, or its own).
+    pub async fn refresh_operation_card(&self, op: &OperationRow) -> anyhow::Result<()> {
+        match &op.request_id {
+            Some(r) => self.refresh_request_card(r).await,
+            None => {
+                let fresh = self.store.get_operation(&op.id).await?;
+                if let Some(msg) = fresh.as_ref().and_then(|o| o.message_json.clone()) {
+                    let card = self.operation_card(&op.id).await?;
+                    self.edit_message(&msg, &card).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The approval card of a request: who asked, environment, plan, warnings, fingerprint,
+    /// expiry, votes, the operation's progress, and the buttons while it is open.
+    pub async fn request_card(&self, request_id: &str) -> anyhow::Result<Reply> {
+        let req = self.store.get_request(request_id).await?.context("request vanished")?;
+        let plan: Plan = serde_json::from_str(&req.plan_json)?;
+        let votes = self.store.votes(request_id).await?;
+        let op = self.store.operation_for_request(request_id).await?;
+        let now = self.clock.now_ms();
+        let state = RequestState::parse(&req.state).unwrap_or(RequestState::Cancelled);
+        let approvals = votes.iter().filter(|v| v.decision == "approve").count();
+        let mut fields = vec![
+            ("Requested by".to_string(), format!("{} ({})", req.requester, req.requester_account)),
+            ("Environment".to_string(), req.env.clone()),
+            ("Fingerprint".to_string(), plan.short_fingerprint().to_string()),
+        ];
+        let (status, style) = match (&op, state) {
+            (Some(o), _) => (describe_state(o), op_style(o)),
+            (None, RequestState::Pending) if now >= req.expires_at => ("expired".to_string(), Style::Warning),
+            (None, RequestState::Pending) => (
+                format!("waiting for approval: {approvals}/{} votes, expires {} (in {})", req.required_votes, fmt_time(req.expires_at), fmt_left(req.expires_at - now)),
+                Style::Pending,
+            ),
+            (None, s) => (s.as_str().to_string(), if s == RequestState::Denied { Style::Danger } else { Style::Warning }),
+        };
+        fields.push(("Status".into(), status));
+        if !votes.is_empty() {
+            let v: Vec<String> = votes.iter().map(|v| format!("{} {}d", v.voter, v.decision)).collect();
+            fields.push(("Votes".into(), v.join(", ")));
+        }
+        let mut lines = plan_lines(&plan);
+        if let Some(o) = &op {
+            lines.extend(self.step_lines(o).await?);
+        }
+        let buttons = if state == RequestState::Pending && now < req.expires_at {
+            vec![
+                Button { id: format!("approve:{}", req.id), label: "Approve".into(), danger: false },
+                Button { id: format!("deny:{}", req.id), label: "Deny".into(), danger: true },
+            ]
+        } else {
+            vec![]
+        };
+        Ok(Reply::card(Card {
+            title: format!("Request {}: {}", req.id, plan.summary),
+            fields,
+            lines,
+            buttons,
+            style,
+        }))
+    }
+
+    /// The card of an operation that needed no approval.
+    pub async fn operation_card(&self, op_id: &str) -> anyhow::Result<Reply> {
+        let op = self.store.get_operation(op_id).await?.context("operation vanished")?;
+        let plan: Plan = serde_json::from_str(&op.plan_json)?;
+        let mut lines = plan_lines(&plan);
+        lines.extend(self.step_lines(&op).await?);
+        Ok(Reply::card(Card {
+            title: format!("Operation {}: {}", op.id, plan.summary),
+            fields: vec![
+                ("Requested by".into(), op.requester.clone()),
+                ("Environment".into(), op.env.clone()),
+                ("Status".into(), describe_state(&op)),
+            ],
+            lines,
+            buttons: vec![],
+            style: op_style(&op),
+        }))
+    }
+
+    async fn step_lines(&self, op: &OperationRow) -> anyhow::Result<Vec<String>> {
+        let mut lines = Vec::new();
+        for s in self.store.steps(&op.id).await? {
+            let out = s.output.as_deref().unwrap_or("");
+            lines.push(format!("step {} {}: {}{}", s.idx + 1, s.name, s.state, if out.is_empty() { String::new() } else { format!(" ({out})") }));
+        }
+        if let Some(err) = &op.error {
+            lines.push(format!("error: {err}"));
+        }
+        Ok(lines)
+    }
+
+    async fn status_text(&self, env: &str) -> anyhow::Result<String> {
+        let mut out = vec![format!("dualkey status for {env}")];
+        let active: Vec<OperationRow> = self.store.active_operations().await?.into_iter().filter(|o| o.env == env).collect();
+        if active.is_empty() {
+            out.push("operation: none running".into());
+        }
+        for o in &active {
+            out.push(format!("operation: {} {} ({})", o.id, kind_name(&o.kind_json), describe_state(o)));
+        }
+        let now = self.clock.now_ms();
+        let open: Vec<RequestRow> = self.store.list_requests(Some("pending"), 100).await?.into_iter().filter(|r| r.env == env && r.expires_at > now).collect();
+        out.push(format!("open requests: {}", open.len()));
+        for r in &open {
+            out.push(format!("  {} {} by {}, expires in {}", r.id, kind_name(&r.kind_json), r.requester, fmt_left(r.expires_at - now)));
+        }
+        if let Some(last) = self.store.recent_operations(20).await?.into_iter().find(|o| o.env == env && OperationState::parse(&o.state).is_some_and(|s| s.is_final())) {
+            out.push(format!("last operation: {} {} {}", last.id, kind_name(&last.kind_json), describe_state(&last)));
+        }
+        Ok(out.join("\n"))
+    }
+
+    async fn approvals_text(&self) -> anyhow::Result<String> {
+        let now = self.clock.now_ms();
+        let open: Vec<RequestRow> = self.store.list_requests(Some("pending"), 100).await?.into_iter().filter(|r| r.expires_at > now).collect();
+        if open.is_empty() {
+            return Ok("No open requests.".into());
+        }
+        let mut out = vec![format!("{} open request(s):", open.len())];
+        for r in open {
+            let plan: Plan = serde_json::from_str(&r.plan_json)?;
+            let votes = self.store.votes(&r.id).await?;
+            let approvals = votes.iter().filter(|v| v.decision == "approve").count();
+            out.push(format!(
+                "{} [{}] {} by {}: {approvals}/{} votes, expires in {}, fingerprint {} [approve:{}] [deny:{}]",
+                r.id,
+                r.env,
+                plan.summary,
+                r.requester,
+                r.required_votes,
+                fmt_left(r.expires_at - now),
+                plan.short_fingerprint(),
+                r.id,
+                r.id
+            ));
+            for (i, s) in plan.steps.iter().enumerate() {
+                out.push(format!("    {}. {}: {}", i + 1, s.name, s.detail));
+            }
+        }
+        Ok(out.join("\n"))
+    }
+}
+
+fn plan_lines(plan: &Plan) -> Vec<String> {
+    let mut lines = vec!["Plan:".to_string()];
+    for (i, s) in plan.steps.iter().enumerate() {
+        lines.push(format!("  {}. {}: {}", i + 1, s.name, s.detail));
+    }
+    for w in &plan.warnings {
+        lines.push(format!("WARNING: {w}"));
+    }
+    lines
+}
+
+/// The operation kind's short name from its stored JSON.
+pub fn kind_name(kind_json: &str) -> String {
+    serde_json::from_str::<OperationKind>(kind_json)
+        .map(|k| k.name().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// A human description of an operation's state (`running step 2/5`).
+pub fn describe_state(o: &OperationRow) -> String {
+    let steps = serde_json::from_str::<Plan>(&o.plan_json).map(|p| p.steps.len()).unwrap_or(0);
+    match (o.state.as_str(), o.current_step) {
+        ("running", Some(k)) => format!("operation {} running step {}/{steps}", o.id, k + 1),
+        ("running", None) => format!("operation {} starting", o.id),
+        ("interrupted", Some(k)) => format!("operation {} interrupted in step {}/{steps}", o.id, k + 1),
+        (s, _) => format!("operation {} {s}", o.id),
+    }
+}
+
+fn op_style(o: &OperationRow) -> Style {
+    match o.state.as_str() {
+        "succeeded" => Style::Success,
+        "failed" | "interrupted" => Style::Danger,
+        "cancelled" => Style::Warning,
+        _ => Style::Pending,
+    }
+}
+
+/// Walks the whole audit chain; `Ok(Ok(n))` when intact, `Ok(Err(first broken link))` when not.
+pub async fn verify_chain(store: &dyn Store) -> StoreResult<Result<i64, crate::core::audit::BrokenLink>> {
+    let mut v = Verifier::default();
+    let mut after = 0;
+    loop {
+        let page = store.audit_page(after, 1000).await?;
+        if page.is_empty() {
+            break;
+        }
+        for r in &page {
+            if let Err(b) = v.check(r) {
+                return Ok(Err(b));
+            }
+        }
+        after = page.last().map(|r| r.seq).unwrap_or(after);
+    }
+    let (head_seq, head_hash) = store.audit_head().await?;
+    Ok(v.finish(head_seq, &head_hash).map(|_| v.checked))
+}

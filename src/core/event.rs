@@ -1,0 +1,97 @@
+//! Neutral inbound events: what an adapter hands to the dispatcher after it has verified and
+//! acknowledged a platform payload.
+
+use serde::{Deserialize, Serialize};
+
+/// A chat platform (or the local shell).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    /// Slack.
+    Slack,
+    /// Discord.
+    Discord,
+    /// The local terminal adapter.
+    Shell,
+}
+
+impl Platform {
+    /// Lowercase name as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Slack => "slack",
+            Platform::Discord => "discord",
+            Platform::Shell => "shell",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<Platform> {
+        match s {
+            "slack" => Some(Platform::Slack),
+            "discord" => Some(Platform::Discord),
+            "shell" => Some(Platform::Shell),
+            _ => None,
+        }
+    }
+}
+
+/// Who sent an event, as the platform knows them. Access control uses `platform` + `account`
+/// only (resolved to an operator); `display` is for humans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// The platform the account lives on.
+    pub platform: Platform,
+    /// The platform's stable user id (Slack `U…`, Discord snowflake, shell operator name).
+    pub account: String,
+    /// A display name, never used for decisions.
+    pub display: String,
+}
+
+impl Actor {
+    /// `platform:account`, as written in the audit trail.
+    pub fn qualified(&self) -> String {
+        format!("{}:{}", self.platform.as_str(), self.account)
+    }
+}
+
+/// A channel on a platform.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChannelRef {
+    /// The platform.
+    pub platform: Platform,
+    /// The platform's channel id.
+    pub id: String,
+}
+
+/// A message the bot posted, so it can be edited later (progress, votes, outcome).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRef {
+    /// Where the message is.
+    pub channel: ChannelRef,
+    /// The platform's message id (Slack `ts`, Discord message id, shell sequence).
+    pub id: String,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A slash command; `text` is everything after the command name (`"rollback X production"`).
+    Command { text: String },
+    /// A button click; `action_id` is the button id (`approve:<request-id>`).
+    Action { action_id: String },
+}
+
+/// A verified, acknowledged event from an adapter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundEvent {
+    /// Platform delivery id (Slack `trigger_id`, Discord interaction id, Socket Mode envelope
+    /// id): the same delivery handled twice acts once.
+    pub delivery_id: String,
+    /// Who sent it.
+    pub actor: Actor,
+    /// Where it was sent.
+    pub channel: ChannelRef,
+    /// The command or click.
+    pub kind: EventKind,
+}

@@ -1,0 +1,12 @@
+//! `core` decides: platform-neutral events and replies, identities and roles, the command
+//! registry, approval rules, the operation state machine, the audit chain and the dispatcher
+//! that ties them together. Nothing here names a chat SDK.
+
+pub mod approval;
+pub mod audit;
+pub mod command;
+pub mod dispatch;
+pub mod event;
+pub mod identity;
+pub mod operation;
+pub mod reply;

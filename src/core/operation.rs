@@ -1,0 +1,193 @@
+//! Operations (SPEC section 4): what an approved request becomes. An operation has a kind, a
+//! plan (steps, warnings and the facts it was computed from, hashed into a fingerprint), and a
+//! state: queued -> running (step k) -> succeeded | failed, or cancelled / interrupted.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What an operation does. Stored as JSON; new kinds are added as variants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum OperationKind {
+    /// Run the environment's `app_stop` command.
+    AppStop,
+    /// Run the environment's `app_start` command.
+    AppStart,
+}
+
+impl OperationKind {
+    /// Short name used in audit lines and cards (`app-stop`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            OperationKind::AppStop => "app-stop",
+            OperationKind::AppStart => "app-start",
+        }
+    }
+
+    /// Whether the kind needs a two-person approval before it runs.
+    pub fn needs_approval(&self) -> bool {
+        match self {
+            OperationKind::AppStop => true,
+            OperationKind::AppStart => false,
+        }
+    }
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedStep {
+    /// Short name (`stop app`).
+    pub name: String,
+    /// What exactly runs (`docker compose stop backend`).
+    pub detail: String,
+}
+
+/// A plan: computed when the request is made and again right before the first step runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// One line for humans.
+    pub summary: String,
+    /// Steps in order.
+    pub steps: Vec<PlannedStep>,
+    /// Data-loss and other warnings.
+    pub warnings: Vec<String>,
+    /// The facts the plan depends on (applied migrations, backup ids, app commands...).
+    pub facts: Vec<String>,
+    /// SHA-256 over kind, environment, steps and facts (first 16 hex digits shown).
+    pub fingerprint: String,
+}
+
+impl Plan {
+    /// Builds a plan and computes its fingerprint.
+    pub fn new(
+        kind: &OperationKind,
+        env: &str,
+        summary: String,
+        steps: Vec<PlannedStep>,
+        warnings: Vec<String>,
+        facts: Vec<String>,
+    ) -> Plan {
+        let material = serde_json::json!({
+            "kind": kind, "env": env, "steps": steps, "warnings": warnings, "facts": facts,
+        });
+        let fingerprint = hex::encode(Sha256::digest(material.to_string().as_bytes()));
+        Plan {
+            summary,
+            steps,
+            warnings,
+            facts,
+            fingerprint,
+        }
+    }
+
+    /// The short fingerprint shown on cards.
+    pub fn short_fingerprint(&self) -> &str {
+        &self.fingerprint[..16]
+    }
+
+    /// Explains how `newer` differs from `self` (for a stale-plan refusal).
+    pub fn diff(&self, newer: &Plan) -> String {
+        let gone: Vec<&String> = self.facts.iter().filter(|f| !newer.facts.contains(f)).collect();
+        let new: Vec<&String> = newer.facts.iter().filter(|f| !self.facts.contains(f)).collect();
+        let mut parts = Vec::new();
+        if !gone.is_empty() {
+            parts.push(format!("no longer true: {}", gone.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ")));
+        }
+        if !new.is_empty() {
+            parts.push(format!("now true: {}", new.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ")));
+        }
+        if parts.is_empty() {
+            parts.push("the steps changed".into());
+        }
+        parts.join(" / ")
+    }
+}
+
+/// Operation states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperationState {
+    /// Approved (or needing no approval), waiting for the worker.
+    Queued,
+    /// A worker runs it; `current_step` says which step.
+    Running,
+    /// All steps succeeded.
+    Succeeded,
+    /// A step failed, or the plan changed before the first step.
+    Failed,
+    /// Withdrawn before it ran.
+    Cancelled,
+    /// The bot died while it ran; never resumed by itself.
+    Interrupted,
+}
+
+impl OperationState {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationState::Queued => "queued",
+            OperationState::Running => "running",
+            OperationState::Succeeded => "succeeded",
+            OperationState::Failed => "failed",
+            OperationState::Cancelled => "cancelled",
+            OperationState::Interrupted => "interrupted",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<OperationState> {
+        Some(match s {
+            "queued" => OperationState::Queued,
+            "running" => OperationState::Running,
+            "succeeded" => OperationState::Succeeded,
+            "failed" => OperationState::Failed,
+            "cancelled" => OperationState::Cancelled,
+            "interrupted" => OperationState::Interrupted,
+            _ => return None,
+        })
+    }
+
+    /// True when no further transition is possible.
+    pub fn is_final(self) -> bool {
+        !matches!(self, OperationState::Queued | OperationState::Running)
+    }
+
+    /// The transitions the state machine allows.
+    pub fn can_become(self, next: OperationState) -> bool {
+        use OperationState::*;
+        matches!(
+            (self, next),
+            (Queued, Running) | (Queued, Cancelled) | (Queued, Failed) | (Running, Succeeded) | (Running, Failed) | (Running, Interrupted)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_changes_with_facts_and_not_otherwise() {
+        let k = OperationKind::AppStop;
+        let step = vec![PlannedStep { name: "stop".into(), detail: "x".into() }];
+        let a = Plan::new(&k, "production", "s".into(), step.clone(), vec![], vec!["argv=x".into()]);
+        let b = Plan::new(&k, "production", "s".into(), step.clone(), vec![], vec!["argv=x".into()]);
+        let c = Plan::new(&k, "production", "s".into(), step.clone(), vec![], vec!["argv=y".into()]);
+        let d = Plan::new(&k, "staging", "s".into(), step, vec![], vec!["argv=x".into()]);
+        assert_eq!(a.fingerprint, b.fingerprint);
+        assert_ne!(a.fingerprint, c.fingerprint);
+        assert_ne!(a.fingerprint, d.fingerprint);
+        assert!(a.diff(&c).contains("argv=y"));
+    }
+
+    #[test]
+    fn final_states_do_not_move() {
+        use OperationState::*;
+        for s in [Succeeded, Failed, Cancelled, Interrupted] {
+            for n in [Queued, Running, Succeeded, Failed, Cancelled, Interrupted] {
+                assert!(!s.can_become(n), "{s:?} -> {n:?}");
+            }
+        }
+        assert!(Running.can_become(Interrupted));
+        assert!(!Queued.can_become(Interrupted));
+    }
+}

@@ -1,0 +1,130 @@
+//! Neutral replies: plain text or a card with fields and buttons. Adapters render them natively
+//! (Block Kit, Discord components) or as text ([`Reply::to_text`]) where they cannot.
+
+use serde::{Deserialize, Serialize};
+
+/// Who sees a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Visibility {
+    /// Only the person who asked.
+    Ephemeral,
+    /// Everyone in the channel.
+    InChannel,
+}
+
+/// The tone of a card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Style {
+    /// Informational.
+    Info,
+    /// Waiting for something (approval, a running step).
+    Pending,
+    /// Done well.
+    Success,
+    /// Needs attention.
+    Warning,
+    /// Failed or refused.
+    Danger,
+}
+
+/// A button; `id` is what comes back as the click's action id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Button {
+    /// `approve:<request-id>`, `deny:<request-id>`, ...
+    pub id: String,
+    /// Label shown.
+    pub label: String,
+    /// Danger buttons are red where the platform can.
+    pub danger: bool,
+}
+
+/// A structured message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Card {
+    /// First line.
+    pub title: String,
+    /// Label/value rows.
+    pub fields: Vec<(String, String)>,
+    /// Free text under the fields (plans, warnings), one entry per line.
+    pub lines: Vec<String>,
+    /// Buttons.
+    pub buttons: Vec<Button>,
+    /// Tone.
+    pub style: Style,
+}
+
+/// What the bot says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// Plain text (may hold several lines).
+    Text(String),
+    /// A card.
+    Card(Card),
+}
+
+/// A reply with its visibility.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// Who sees it.
+    pub visibility: Visibility,
+    /// What it says.
+    pub body: Body,
+}
+
+impl Reply {
+    /// An ephemeral text reply (errors, usage, refusals).
+    pub fn ephemeral(text: impl Into<String>) -> Reply {
+        Reply {
+            visibility: Visibility::Ephemeral,
+            body: Body::Text(text.into()),
+        }
+    }
+
+    /// A text reply everyone in the channel sees.
+    pub fn public(text: impl Into<String>) -> Reply {
+        Reply {
+            visibility: Visibility::InChannel,
+            body: Body::Text(text.into()),
+        }
+    }
+
+    /// A card everyone in the channel sees.
+    pub fn card(card: Card) -> Reply {
+        Reply {
+            visibility: Visibility::InChannel,
+            body: Body::Card(card),
+        }
+    }
+
+    /// The text fallback used by the shell and by platforms that cannot render a card:
+    /// buttons appear as `[BUTTON-ID]`.
+    pub fn to_text(&self) -> String {
+        match &self.body {
+            Body::Text(t) => t.clone(),
+            Body::Card(c) => {
+                let mut out = String::new();
+                let mark = match c.style {
+                    Style::Info => "",
+                    Style::Pending => "[pending] ",
+                    Style::Success => "[ok] ",
+                    Style::Warning => "[warning] ",
+                    Style::Danger => "[failed] ",
+                };
+                out.push_str(&format!("== {mark}{} ==", c.title));
+                for (k, v) in &c.fields {
+                    out.push_str(&format!("\n{k}: {v}"));
+                }
+                for l in &c.lines {
+                    out.push('\n');
+                    out.push_str(l);
+                }
+                if !c.buttons.is_empty() {
+                    out.push('\n');
+                    let b: Vec<String> = c.buttons.iter().map(|b| format!("[{}]", b.id)).collect();
+                    out.push_str(&b.join(" "));
+                }
+                out
+            }
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! `pg_dump -Fc` into `<backup_dir>/<env>/<database>_<ts>_<kind>.dump`.
+//!
+//! The dump is streamed from `pg_dump`'s stdout into `<file>.partial` by a blocking thread that
+//! hashes (SHA-256) and writes 1 MiB at a time, asking the kernel to start writeback as it goes so
+//! that the final `fsync` is short. Then the file is fsynced, renamed to its final name and the
+//! folder fsynced.
+//!
+//! Invariant: only a dump whose `pg_dump` exited 0 and whose bytes are all on disk ever gets its
+//! final name. A failed `pg_dump`, a killed one, a write error or a dropped future leaves no file:
+//! the `.partial` is removed by a drop guard, and `kill_on_drop` ends the child. (A bot killed with
+//! SIGKILL cannot run the guard: [`super::cleanup_partials`] removes such leftovers at start-up.)
+//!
+//! Note: because `pg_dump` writes to a pipe, the archive carries no data offsets. `pg_restore`
+//! reads it sequentially, which is all dualkey does (`--single-transaction` restores, `--list`);
+//! parallel `pg_restore -j` of these files is not possible.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use super::files::{dump_file_name, PARTIAL_SUFFIX};
+use super::tools::{self, ToolNotFound};
+use super::url::{PgUrl, UrlError};
+use super::{check_env_name, BackupKind, InvalidEnvName};
+
+/// What to dump and where.
+#[derive(Debug, Clone, Copy)]
+pub struct DumpRequest<'a> {
+    /// The target database's URL (a secret: never logged).
+    pub database_url: &'a str,
+    /// The configured `backup_dir`; the dump goes into its `<env>` subfolder.
+    pub backup_dir: &'a Path,
+    /// The environment name (one safe folder name, see [`check_env_name`]).
+    pub env: &'a str,
+    /// Why the backup is taken.
+    pub kind: BackupKind,
+    /// A directory holding `pg_dump`, if configured; otherwise `PATH`, then
+    /// `/usr/lib/postgresql/<major>/bin`.
+    pub pg_bin_dir: Option<&'a Path>,
+}
+
+/// Progress of a running dump, reported about once a second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DumpProgress {
+    /// Bytes written to the file so far.
+    pub bytes_written: u64,
+    /// Time since `pg_dump` started.
+    pub elapsed: Duration,
+}
+
+/// A finished dump, on disk under its final name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpOutcome {
+    /// Full path of the dump.
+    pub path: PathBuf,
+    /// Its file name (`<database>_<ts>_<kind>.dump`).
+    pub file_name: String,
+    /// Environment it belongs to.
+    pub env: String,
+    /// The database that was dumped (as named in the URL).
+    pub database: String,
+    /// Why it was taken.
+    pub kind: BackupKind,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// SHA-256 of the file, lowercase hex.
+    pub sha256: String,
+    /// When the dump started (the time in the file name, UTC).
+    pub started_at: DateTime<Utc>,
+    /// Wall time from start to the file being durable under its final name.
+    pub duration: Duration,
+}
+
+/// Why a dump failed. In every case no file was left behind.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    /// The database URL could not be parsed.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// The environment name cannot be a folder name.
+    #[error(transparent)]
+    InvalidEnv(#[from] InvalidEnvName),
+    /// `pg_dump` was not found.
+    #[error(transparent)]
+    ToolNotFound(#[from] ToolNotFound),
+    /// A file-system operation failed (creating the folder, writing, syncing, renaming).
+    #[error("could not {action} {}: {error}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        error: io::Error,
+    },
+    /// `pg_dump` could not be started.
+    #[error("could not start pg_dump: {0}")]
+    Spawn(io::Error),
+    /// `pg_dump` exited with an error or was killed.
+    #[error("pg_dump failed ({status}): {stderr}")]
+    Failed {
+        /// `exit code N` or `killed by signal N`.
+        status: String,
+        /// The end of what `pg_dump` printed on stderr, secrets redacted.
+        stderr: String,
+    },
+    /// Another backup already has this file name (two in the same second, several times over).
+    #[error("a backup named {} already exists", .0.display())]
+    NameTaken(PathBuf),
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> DumpError + 'a {
+    move |error| DumpError::Io { action, path: path.to_path_buf(), error }
+}
+
+/// Removes the `.partial` file when dropped, unless disarmed: on every error path and when the
+/// dump's future is dropped.
+struct PartialGuard(Option<PathBuf>);
+
+impl Drop for PartialGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Dumps the database with `pg_dump -Fc` into `<backup_dir>/<env>/<database>_<ts>_<kind>.dump`.
+///
+/// `on_progress` is called from the calling task at most about once a second while the dump runs
+/// (not at the start and not at the end); it must not block (send to a channel to edit a chat
+/// message). Dropping the returned future kills `pg_dump` and removes the partial file.
+#[tracing::instrument(skip_all, fields(env = req.env, kind = %req.kind))]
+pub async fn dump(
+    req: &DumpRequest<'_>,
+    mut on_progress: impl FnMut(DumpProgress),
+) -> Result<DumpOutcome, DumpError> {
+    let url = PgUrl::parse(req.database_url)?;
+    check_env_name(req.env)?;
+    let pg_dump = tools::locate("pg_dump", req.pg_bin_dir)?;
+    let dir = req.backup_dir.join(req.env);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(io_err("create the backup folder", &dir))?;
+    let database = url.database().to_string();
+
+    // Pick a free name; two dumps in the same second wait for the next one.
+    let mut attempt = 0;
+    let (started_at, file_name, final_path, partial_path, file) = loop {
+        let started_at = Utc::now();
+        let file_name = dump_file_name(&database, started_at, req.kind);
+        let final_path = dir.join(&file_name);
+        let partial_path = dir.join(format!("{file_name}{PARTIAL_SUFFIX}"));
+        if final_path.symlink_metadata().is_err() {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&partial_path)
+            {
+                Ok(file) => break (started_at, file_name, final_path, partial_path, file),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err("create", &partial_path)(e)),
+            }
+        }
+        attempt += 1;
+        if attempt >= 3 {
+            return Err(DumpError::NameTaken(final_path));
+        }
+        let to_next_second = 1_000 - u64::from(started_at.timestamp_subsec_millis().min(999)) + 5;
+        tokio::time::sleep(Duration::from_millis(to_next_second)).await;
+    };
+    let mut guard = PartialGuard(Some(partial_path.clone()));
+    tracing::info!(file = %file_name, database = %database, "pg_dump started");
+    let start = Instant::now();
+
+    let mut cmd = tools::command(&pg_dump, &url);
+    cmd.arg("--format=custom")
+        .arg("--no-password")
+        .args(url.connection_args())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(DumpError::Spawn)?;
+    let stderr = tools::collect_stderr(child.stderr.take());
+    let stdout = child
+        .stdout
+        .take()
+        .expect("stdout is piped")
+        .into_owned_fd()
+        .map_err(DumpError::Spawn)?;
+    enlarge_pipe(&stdout);
+
+    let written = Arc::new(AtomicU64::new(0));
+    let mut copy = tokio::task::spawn_blocking({
+        let written = Arc::clone(&written);
+        move || copy_hash_sync(stdout, file, &written)
+    });
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let copied = loop {
+        tokio::select! {
+            r = &mut copy => break r,
+            _ = ticker.tick() => on_progress(DumpProgress {
+                bytes_written: written.load(Ordering::Relaxed),
+                elapsed: start.elapsed(),
+            }),
+        }
+    };
+    let copied = match copied {
+        Ok(r) => r,
+        Err(join) => Err(io::Error::other(format!("copy thread failed: {join}"))),
+    };
+    let (size_bytes, digest) = match copied {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return Err(io_err("write", &partial_path)(e));
+        }
+    };
+    let status = child.wait().await.map_err(DumpError::Spawn)?;
+    let stderr = stderr.await.unwrap_or_default();
+    if !status.success() {
+        let status = tools::describe_status(&status);
+        let stderr = tools::summarize_stderr(&stderr, Some(&url));
+        tracing::warn!(%status, %stderr, "pg_dump failed");
+        return Err(DumpError::Failed { status, stderr });
+    }
+
+    // No await from here on: the rename and its bookkeeping cannot be cut in half by a cancel.
+    if final_path.symlink_metadata().is_ok() {
+        return Err(DumpError::NameTaken(final_path));
+    }
+    std::fs::rename(&partial_path, &final_path).map_err(io_err("rename", &partial_path))?;
+    guard.0 = None;
+    if let Err(e) = File::open(&dir).and_then(|d| d.sync_all()) {
+        let _ = std::fs::remove_file(&final_path);
+        return Err(io_err("sync the backup folder", &dir)(e));
+    }
+    let duration = start.elapsed();
+    tracing::info!(file = %file_name, size_bytes, ?duration, "pg_dump finished");
+    Ok(DumpOutcome {
+        path: final_path,
+        file_name,
+        env: req.env.to_string(),
+        database,
+        kind: req.kind,
+        size_bytes,
+        sha256: hex::encode(digest),
+        started_at,
+        duration,
+    })
+}
+
+/// Asks for a 1 MiB pipe (the unprivileged maximum by default), so `pg_dump` blocks less often.
+fn enlarge_pipe(fd: &OwnedFd) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: fcntl on a file descriptor we own; failure is harmless and ignored.
+    unsafe {
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = fd;
+}
+
+/// Starts writeback of a range already written, without waiting, so that dirty pages do not pile
+/// up for the final fsync.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: sync_file_range on a file descriptor we own; it only schedules I/O.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
+}
+
+const BUF_SIZE: usize = 1 << 20;
+const WRITEBACK_EVERY: u64 = 32 << 20;
+
+/// Copies `src` to `file` until end of input, hashing on the way, then fsyncs the file.
+fn copy_hash_sync(src: OwnedFd, mut file: File, written: &AtomicU64) -> io::Result<(u64, [u8; 32])> {
+    let mut src = File::from(src);
+    let mut buf = vec![0u8; BUF_SIZE];
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    let mut flushed = 0u64;
+    loop {
+        // Fill at least half the buffer (or reach the end) before hashing and writing.
+        let mut filled = 0;
+        let mut eof = false;
+        while filled < BUF_SIZE / 2 {
+            match src.read(&mut buf[filled..]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled > 0 {
+            hasher.update(&buf[..filled]);
+            file.write_all(&buf[..filled])?;
+            total += filled as u64;
+            written.store(total, Ordering::Relaxed);
+            if total - flushed >= WRITEBACK_EVERY {
+                start_writeback(&file, flushed, total - flushed);
+                flushed = total;
+            }
+        }
+        if eof {
+            break;
+        }
+    }
+    file.sync_all()?;
+    Ok((total, hasher.finalize().into()))
+}

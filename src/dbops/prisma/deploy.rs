@@ -1,0 +1,323 @@
+//! `prisma migrate deploy`, with the engine's order of checks and its exact writes
+//! (`apply_migrations.rs`, `sql_migration_persistence.rs`):
+//!
+//! 1. P3019 (lock-file provider);
+//! 2. advisory lock 72707369 (10 s, P1002);
+//! 3. initialize: if `_prisma_migrations` is missing, P3005 when the schema has other tables
+//!    (PostGIS tables ignored), else `CREATE TABLE`;
+//! 4. load rows; P3009 when any row is failed (one line per failed row, chrono `Display`
+//!    timestamps, logs never appended because Prisma's read discards them);
+//! 5. pending = local migrations with **no row that is not rolled back**, in folder order (so a
+//!    rolled-back migration is applied again; checksums, ordering and database-only rows are not
+//!    checked);
+//! 6. per migration: P3015 if its script is unreadable; `INSERT (id, checksum, started_at,
+//!    migration_name)`; the script as ONE simple-protocol query (one implicit transaction, so a
+//!    failing script leaves nothing behind); on success `applied_steps_count + 1` then
+//!    `finished_at`; on failure `logs` = the P3018 text and stop. Each bookkeeping write is its own
+//!    autocommit statement.
+//!
+//! Deviation, on purpose: if a script leaves the session inside an aborted explicit transaction
+//! (`BEGIN; …` then an error), dualkey issues `ROLLBACK` so the failure can still be recorded;
+//! the native engine would fail to write `logs`.
+
+use super::error::{PrismaError, PrismaUserError};
+use super::migrations::list_migrations;
+use super::observer::ProgressObserver;
+use super::render::{render_deploy, PrismaCliOutput};
+use super::table::{render_script_error, Target};
+use chrono::Utc;
+use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
+
+/// Progress of a deploy, one migration at a time.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum DeployEvent {
+    /// About to apply: nothing has been written for this migration yet. An observer error here
+    /// stops the deploy before this migration.
+    Starting {
+        /// The migration.
+        migration: String,
+        /// 1-based position among the pending migrations.
+        index: usize,
+        /// Number of pending migrations.
+        total: usize,
+        /// Checksum that will be recorded.
+        checksum: String,
+    },
+    /// Applied and recorded as finished. An observer error stops before the next migration.
+    Applied {
+        /// The migration.
+        migration: String,
+        /// Wall time of the script.
+        duration_ms: u64,
+    },
+    /// The script failed; its row is left failed with `logs` set, and the deploy stops.
+    Failed {
+        /// The migration.
+        migration: String,
+        /// The P3018 (or P3015) error.
+        error: PrismaUserError,
+    },
+}
+
+/// Why a deploy stopped part-way.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum DeployStopReason {
+    /// The script failed (P3018); the migration's row is failed.
+    ScriptFailed {
+        /// The P3018 error with the PostgreSQL error.
+        error: PrismaUserError,
+    },
+    /// The script could not be read (P3015); nothing was written for it.
+    ScriptUnreadable {
+        /// The P3015 error.
+        error: PrismaUserError,
+    },
+    /// The observer asked to stop; nothing was written for `migration`.
+    Observer {
+        /// The observer's reason.
+        message: String,
+    },
+}
+
+/// Where and why a deploy stopped.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeployStop {
+    /// The migration that failed, or that was not started.
+    pub migration: String,
+    /// Why.
+    #[serde(flatten)]
+    pub reason: DeployStopReason,
+}
+
+impl DeployStop {
+    /// The stop as the CLI prints it on stderr.
+    pub fn cli_stderr(&self) -> String {
+        match &self.reason {
+            DeployStopReason::ScriptFailed { error }
+            | DeployStopReason::ScriptUnreadable { error } => error.cli_stderr(),
+            DeployStopReason::Observer { message } => {
+                format!("Error: stopped by the caller: {message}\n")
+            }
+        }
+    }
+
+    /// The Prisma error, when the stop is one Prisma would report.
+    pub fn prisma_error(&self) -> Option<&PrismaUserError> {
+        match &self.reason {
+            DeployStopReason::ScriptFailed { error }
+            | DeployStopReason::ScriptUnreadable { error } => Some(error),
+            DeployStopReason::Observer { .. } => None,
+        }
+    }
+}
+
+/// Result of a deploy that got past its preconditions.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeployOutcome {
+    /// Number of local migration folders.
+    pub migrations_found: usize,
+    /// Migrations applied by this deploy, in order.
+    pub applied: Vec<String>,
+    /// Set when the deploy stopped before applying everything pending.
+    pub stopped: Option<DeployStop>,
+}
+
+impl DeployOutcome {
+    /// True when every pending migration was applied.
+    pub fn is_success(&self) -> bool {
+        self.stopped.is_none()
+    }
+
+    /// What `prisma migrate deploy` prints for this outcome.
+    pub fn render_prisma(&self) -> PrismaCliOutput {
+        render_deploy(self.migrations_found, &Ok(self.clone()))
+    }
+}
+
+/// Applies the pending migrations exactly as `prisma migrate deploy` would.
+///
+/// `Err` means nothing was applied (P3019, P1002, P3005, P3009, cannot connect) or a fault cut
+/// the run short (then the events already reported what was done). Script failures are in
+/// [`DeployOutcome::stopped`].
+pub async fn deploy<O>(
+    database_url: &str,
+    migrations_dir: &Path,
+    observer: &mut O,
+) -> Result<DeployOutcome, PrismaError>
+where
+    O: ProgressObserver<DeployEvent> + ?Sized,
+{
+    let folder = list_migrations(migrations_dir);
+    folder.check_provider()?;
+    let mut target = Target::connect(database_url).await?;
+    let result = async {
+        target.acquire_lock().await?;
+        target.initialize_for_deploy().await?;
+        let rows = target.load_rows().await?.unwrap_or_default();
+        let failed: Vec<_> = rows.iter().filter(|r| r.is_failed()).collect();
+        if !failed.is_empty() {
+            let details: String = failed
+                .iter()
+                .map(|r| {
+                    format!(
+                        "The `{}` migration started at {} failed\n",
+                        r.migration_name, r.started_at
+                    )
+                })
+                .collect();
+            return Err(PrismaUserError::found_failed_migrations(&details).into());
+        }
+        let pending: Vec<_> = folder
+            .migrations
+            .iter()
+            .filter(|m| {
+                !rows
+                    .iter()
+                    .any(|r| r.rolled_back_at.is_none() && r.migration_name == m.name)
+            })
+            .collect();
+        let total = pending.len();
+        let next_names: Vec<String> = pending.iter().map(|m| m.name.clone()).collect();
+        let mut outcome = DeployOutcome {
+            migrations_found: folder.migrations.len(),
+            applied: Vec::new(),
+            stopped: None,
+        };
+        for (i, migration) in pending.into_iter().enumerate() {
+            let stop = |reason| DeployStop {
+                migration: migration.name.clone(),
+                reason,
+            };
+            let script = match migration.script_or_p3015() {
+                Ok(s) => s,
+                Err(error) => {
+                    let event = DeployEvent::Failed {
+                        migration: migration.name.clone(),
+                        error: error.clone(),
+                    };
+                    let _ = observer.on_event(&event).await;
+                    outcome.stopped = Some(stop(DeployStopReason::ScriptUnreadable { error }));
+                    return Ok(outcome);
+                }
+            };
+            let checksum = super::checksum::render_checksum(script);
+            let starting = DeployEvent::Starting {
+                migration: migration.name.clone(),
+                index: i + 1,
+                total,
+                checksum: checksum.clone(),
+            };
+            if let Err(message) = observer.on_event(&starting).await {
+                outcome.stopped = Some(stop(DeployStopReason::Observer { message }));
+                return Ok(outcome);
+            }
+            let id = uuid::Uuid::new_v4().to_string();
+            sqlx::query(
+                r#"INSERT INTO "_prisma_migrations" ("id", "checksum", "started_at", "migration_name") VALUES ($1, $2, $3, $4)"#,
+            )
+            .bind(&id)
+            .bind(&checksum)
+            .bind(Utc::now())
+            .bind(&migration.name)
+            .execute(&mut target.conn)
+            .await
+            .map_err(PrismaError::db("recording the migration start"))?;
+            let started = Instant::now();
+            match sqlx::raw_sql(script).execute(&mut target.conn).await {
+                Ok(_) => {
+                    sqlx::query(r#"UPDATE "_prisma_migrations" SET "applied_steps_count" = ("applied_steps_count" + $1) WHERE "id" = $2"#)
+                        .bind(1i32)
+                        .bind(&id)
+                        .execute(&mut target.conn)
+                        .await
+                        .map_err(PrismaError::db("recording the applied step"))?;
+                    sqlx::query(r#"UPDATE "_prisma_migrations" SET "finished_at" = $1 WHERE "id" = $2"#)
+                        .bind(Utc::now())
+                        .bind(&id)
+                        .execute(&mut target.conn)
+                        .await
+                        .map_err(PrismaError::db("recording the migration as finished"))?;
+                    outcome.applied.push(migration.name.clone());
+                    let event = DeployEvent::Applied {
+                        migration: migration.name.clone(),
+                        duration_ms: started.elapsed().as_millis() as u64,
+                    };
+                    if let Err(message) = observer.on_event(&event).await {
+                        if let Some(next) = next_names.get(i + 1) {
+                            outcome.stopped = Some(DeployStop {
+                                migration: next.clone(),
+                                reason: DeployStopReason::Observer { message },
+                            });
+                            return Ok(outcome);
+                        }
+                    }
+                }
+                Err(err @ sqlx::Error::Database(_)) => {
+                    let (code, text) = render_script_error(script, &err);
+                    let error = PrismaUserError::apply_migration_failed(&migration.name, &code, &text);
+                    record_failure(&mut target, &id, &error.message).await?;
+                    let event = DeployEvent::Failed {
+                        migration: migration.name.clone(),
+                        error: error.clone(),
+                    };
+                    let _ = observer.on_event(&event).await;
+                    outcome.stopped = Some(stop(DeployStopReason::ScriptFailed { error }));
+                    return Ok(outcome);
+                }
+                Err(err) => return Err(PrismaError::db("running a migration script")(err)),
+            }
+        }
+        Ok(outcome)
+    }
+    .await;
+    target.close().await;
+    result
+}
+
+/// `UPDATE … SET logs = $1`, after rolling back an explicit transaction the script left aborted.
+async fn record_failure(target: &mut Target, id: &str, logs: &str) -> Result<(), PrismaError> {
+    async fn update(
+        conn: &mut sqlx::PgConnection,
+        id: &str,
+        logs: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(r#"UPDATE "_prisma_migrations" SET "logs" = $1 WHERE "id" = $2"#)
+            .bind(logs)
+            .bind(id)
+            .execute(conn)
+            .await
+            .map(|_| ())
+    }
+    match update(&mut target.conn, id, logs).await {
+        Ok(()) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("25P02") => {
+            sqlx::raw_sql("ROLLBACK")
+                .execute(&mut target.conn)
+                .await
+                .map_err(PrismaError::db(
+                    "rolling back the failed script's transaction",
+                ))?;
+            update(&mut target.conn, id, logs)
+                .await
+                .map_err(PrismaError::db("recording the migration failure"))
+        }
+        Err(e) => Err(PrismaError::db("recording the migration failure")(e)),
+    }
+}
+
+/// `prisma migrate deploy` in one call: deploys (without an observer) and renders what the CLI
+/// prints, with its exit code.
+pub async fn deploy_prisma_cli(database_url: &str, migrations_dir: &Path) -> PrismaCliOutput {
+    let found = list_migrations(migrations_dir).migrations.len();
+    let result = deploy(
+        database_url,
+        migrations_dir,
+        &mut super::observer::NoProgress,
+    )
+    .await;
+    render_deploy(found, &result)
+}

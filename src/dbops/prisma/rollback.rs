@@ -1,0 +1,341 @@
+//! dualkey's `down` rollback strategy (not a Prisma command).
+//!
+//! To roll back migration M: take M's applied row (finished, not rolled back) and every applied row
+//! that started after it, by `started_at` (the order they were applied), and undo them newest
+//! first. Each needs a `down.sql` in its folder, else the rollback is refused. Under Prisma's
+//! advisory lock, in ONE transaction, each `down.sql` runs (as one simple-protocol query) and then
+//! its row gets `rolled_back_at = now()`; either everything is undone or nothing is. Afterwards
+//! the rows read as rolled back, so `prisma migrate status` says up to date (Prisma's quirk) while
+//! `deploy` (dualkey's or the real CLI) applies those migrations again.
+//!
+//! Refusals, before anything runs: no migrations table, M not applied, a `down.sql` missing,
+//! failed rows present (the next deploy would be refused with P3009), or the plan changed since
+//! it was approved (fingerprint).
+//!
+//! Limits: `down.sql` runs inside a transaction block, so statements that cannot (e.g.
+//! `CREATE INDEX CONCURRENTLY`) fail and roll everything back; a `down.sql` that ends the
+//! transaction itself (`COMMIT`) is detected after it ran and reported as an error, but what it
+//! committed stays committed.
+
+use super::error::{PrismaError, RollbackRefusal};
+use super::migrations::{list_migrations, MigrationsFolder};
+use super::observer::ProgressObserver;
+use super::table::{render_script_error, MigrationRow, Target};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::Connection;
+use std::path::Path;
+use std::time::Instant;
+
+/// One migration to undo.
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackStep {
+    /// The migration.
+    pub migration: String,
+    /// Id of the applied row that will be marked rolled back.
+    pub row_id: String,
+    /// When it was applied (row `started_at`).
+    pub started_at: DateTime<Utc>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Whether the migration has a local folder.
+    pub local: bool,
+    /// The `down.sql` text (UTF-8-lossy), `None` when missing.
+    pub down_sql: Option<String>,
+}
+
+impl RollbackStep {
+    /// Whether this step can run.
+    pub fn has_down_sql(&self) -> bool {
+        self.down_sql.is_some()
+    }
+}
+
+/// The rollback plan: what would be undone, newest first, and what blocks it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackPlan {
+    /// The migration the operator asked to roll back.
+    pub target: String,
+    /// Migrations to undo, newest first (the target is last).
+    pub steps: Vec<RollbackStep>,
+    /// Failed rows in the database (they block the rollback).
+    pub failed_migrations: Vec<String>,
+    /// Fingerprint of the plan (see [`RollbackPlan::fingerprint`]).
+    pub fingerprint: String,
+}
+
+impl RollbackPlan {
+    /// Names to undo, newest first.
+    pub fn names(&self) -> Vec<&str> {
+        self.steps.iter().map(|s| s.migration.as_str()).collect()
+    }
+
+    /// Steps without a `down.sql`, newest first.
+    pub fn missing_down_sql(&self) -> Vec<&str> {
+        self.steps
+            .iter()
+            .filter(|s| !s.has_down_sql())
+            .map(|s| s.migration.as_str())
+            .collect()
+    }
+
+    /// Why this plan cannot run, if it cannot.
+    pub fn refusal(&self) -> Option<RollbackRefusal> {
+        if !self.failed_migrations.is_empty() {
+            return Some(RollbackRefusal::FailedMigrationsPresent {
+                migrations: self.failed_migrations.clone(),
+            });
+        }
+        let missing = self.missing_down_sql();
+        if !missing.is_empty() {
+            return Some(RollbackRefusal::MissingDownSql {
+                migrations: missing.into_iter().map(String::from).collect(),
+            });
+        }
+        None
+    }
+
+    /// SHA-256 (hex) over the target, each step's row id, name, `started_at` and `down.sql`
+    /// checksum, and the failed rows: it changes when anything the approvers saw changes.
+    pub fn fingerprint(&self) -> String {
+        compute_fingerprint(&self.target, &self.steps, &self.failed_migrations)
+    }
+}
+
+fn compute_fingerprint(target: &str, steps: &[RollbackStep], failed: &[String]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"dualkey-rollback-down-v1\n");
+    h.update(target.as_bytes());
+    h.update(b"\n");
+    for s in steps {
+        let down = s
+            .down_sql
+            .as_deref()
+            .map(super::checksum::render_checksum)
+            .unwrap_or_else(|| "-".into());
+        h.update(
+            format!(
+                "{}\t{}\t{}\t{}\n",
+                s.row_id,
+                s.migration,
+                s.started_at.to_rfc3339(),
+                down
+            )
+            .as_bytes(),
+        );
+    }
+    for f in failed {
+        h.update(format!("failed\t{f}\n").as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// Computes the plan from a folder listing and the rows (`None`: no table). Reads `down.sql` files.
+pub fn compute_rollback_plan(
+    folder: &MigrationsFolder,
+    rows: Option<&[MigrationRow]>,
+    migration: &str,
+) -> Result<RollbackPlan, PrismaError> {
+    let rows = rows.ok_or(RollbackRefusal::NoMigrationsTable)?;
+    let applied: Vec<&MigrationRow> = rows.iter().filter(|r| r.is_applied()).collect();
+    let idx = applied
+        .iter()
+        .rposition(|r| r.migration_name == migration)
+        .ok_or_else(|| RollbackRefusal::NotApplied {
+            migration: migration.to_string(),
+        })?;
+    let mut steps = Vec::new();
+    for row in applied[idx..].iter().rev() {
+        let local = folder.get(&row.migration_name);
+        let down_sql = match local {
+            Some(l) => l.read_down_sql()?,
+            None => None,
+        };
+        steps.push(RollbackStep {
+            migration: row.migration_name.clone(),
+            row_id: row.id.clone(),
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            local: local.is_some(),
+            down_sql,
+        });
+    }
+    let failed_migrations: Vec<String> = rows
+        .iter()
+        .filter(|r| r.is_failed())
+        .map(|r| r.migration_name.clone())
+        .collect();
+    let fingerprint = compute_fingerprint(migration, &steps, &failed_migrations);
+    Ok(RollbackPlan {
+        target: migration.to_string(),
+        steps,
+        failed_migrations,
+        fingerprint,
+    })
+}
+
+/// Computes the rollback plan against the target database (no lock, no writes), for showing the
+/// plan, its SQL and its data-loss warnings before approval. A plan that cannot run is still
+/// returned; see [`RollbackPlan::refusal`].
+pub async fn plan_rollback(
+    database_url: &str,
+    migrations_dir: &Path,
+    migration: &str,
+) -> Result<RollbackPlan, PrismaError> {
+    let folder = list_migrations(migrations_dir);
+    let mut target = Target::connect(database_url).await?;
+    let rows = target.load_rows().await;
+    target.close().await;
+    compute_rollback_plan(&folder, rows?.as_deref(), migration)
+}
+
+/// Progress of a `down` rollback. Events before the commit are provisional: if anything fails
+/// later, the whole transaction is rolled back.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RollbackEvent {
+    /// About to run this `down.sql`. An observer error here rolls everything back.
+    Starting {
+        /// The migration.
+        migration: String,
+        /// 1-based position (newest first).
+        index: usize,
+        /// Number of steps.
+        total: usize,
+    },
+    /// `down.sql` ran and the row was marked (not yet committed). An observer error rolls back.
+    Ran {
+        /// The migration.
+        migration: String,
+        /// Wall time of the script.
+        duration_ms: u64,
+    },
+    /// `down.sql` failed; everything is being rolled back.
+    Failed {
+        /// The migration.
+        migration: String,
+        /// The PostgreSQL error.
+        error: String,
+    },
+}
+
+/// A committed rollback.
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackOutcome {
+    /// The migration the operator asked to roll back.
+    pub target: String,
+    /// Migrations undone, newest first.
+    pub rolled_back: Vec<String>,
+    /// Ids of the rows marked rolled back, same order.
+    pub row_ids: Vec<String>,
+    /// Fingerprint of the plan that ran.
+    pub fingerprint: String,
+}
+
+/// Runs the `down` rollback of `migration` (see the module docs). With `expected_fingerprint`,
+/// stops before the first step when the plan recomputed under the lock differs from it.
+pub async fn rollback_down<O>(
+    database_url: &str,
+    migrations_dir: &Path,
+    migration: &str,
+    expected_fingerprint: Option<&str>,
+    observer: &mut O,
+) -> Result<RollbackOutcome, PrismaError>
+where
+    O: ProgressObserver<RollbackEvent> + ?Sized,
+{
+    let mut target = Target::connect(database_url).await?;
+    let result = async {
+        target.acquire_lock().await?;
+        let folder = list_migrations(migrations_dir);
+        let rows = target.load_rows().await?;
+        let plan = compute_rollback_plan(&folder, rows.as_deref(), migration)?;
+        if let Some(refusal) = plan.refusal() {
+            return Err(refusal.into());
+        }
+        if let Some(expected) = expected_fingerprint {
+            if expected != plan.fingerprint {
+                return Err(RollbackRefusal::PlanChanged {
+                    expected: expected.to_string(),
+                    actual: plan.fingerprint.clone(),
+                }
+                .into());
+            }
+        }
+        let total = plan.steps.len();
+        let mut tx = target
+            .conn
+            .begin()
+            .await
+            .map_err(PrismaError::db("starting the rollback transaction"))?;
+        for (i, step) in plan.steps.iter().enumerate() {
+            let down = step.down_sql.as_deref().unwrap_or_default();
+            let starting = RollbackEvent::Starting {
+                migration: step.migration.clone(),
+                index: i + 1,
+                total,
+            };
+            observer.on_event(&starting).await.map_err(PrismaError::Aborted)?;
+            let started = Instant::now();
+            if let Err(err) = sqlx::raw_sql(down).execute(&mut *tx).await {
+                if !matches!(err, sqlx::Error::Database(_)) {
+                    return Err(PrismaError::db("running down.sql")(err));
+                }
+                let (code, text) = render_script_error(down, &err);
+                let failed = RollbackEvent::Failed {
+                    migration: step.migration.clone(),
+                    error: text.clone(),
+                };
+                let _ = observer.on_event(&failed).await;
+                return Err(PrismaError::DownScriptFailed {
+                    migration: step.migration.clone(),
+                    database_error_code: code,
+                    database_error: text,
+                });
+            }
+            // A script that ran COMMIT/ROLLBACK itself left our transaction block: detect it.
+            let still_in_tx: bool = sqlx::query_scalar("SELECT now() <> statement_timestamp()")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(PrismaError::db("checking the rollback transaction"))?;
+            if !still_in_tx {
+                return Err(PrismaError::Engine(format!(
+                    "down.sql of `{}` ended the rollback transaction itself (COMMIT or ROLLBACK in the script); what it committed stays committed and no row was marked rolled back: check the database before anything else",
+                    step.migration
+                )));
+            }
+            let updated = sqlx::query(
+                r#"UPDATE "_prisma_migrations" SET "rolled_back_at" = $1 WHERE "id" = $2 AND "finished_at" IS NOT NULL AND "rolled_back_at" IS NULL"#,
+            )
+            .bind(Utc::now())
+            .bind(&step.row_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(PrismaError::db("marking the migration rolled back"))?;
+            if updated.rows_affected() != 1 {
+                return Err(PrismaError::Aborted(format!(
+                    "the _prisma_migrations row of `{}` changed while its down.sql ran; everything was rolled back",
+                    step.migration
+                )));
+            }
+            let ran = RollbackEvent::Ran {
+                migration: step.migration.clone(),
+                duration_ms: started.elapsed().as_millis() as u64,
+            };
+            observer.on_event(&ran).await.map_err(PrismaError::Aborted)?;
+        }
+        tx.commit()
+            .await
+            .map_err(PrismaError::db("committing the rollback"))?;
+        Ok(RollbackOutcome {
+            target: plan.target.clone(),
+            rolled_back: plan.steps.iter().map(|s| s.migration.clone()).collect(),
+            row_ids: plan.steps.iter().map(|s| s.row_id.clone()).collect(),
+            fingerprint: plan.fingerprint.clone(),
+        })
+    }
+    .await;
+    target.close().await;
+    result
+}

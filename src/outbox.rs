@@ -1,0 +1,118 @@
+//! Outbox delivery: messages written to the store (audit lines, card edits, reports,
+//! interruption notices) are delivered to chat afterwards, in order per channel, retried with
+//! exponential backoff, honouring a platform's `Retry-After`. Nothing is lost while chat is
+//! down; a message that can never be delivered is kept with its error, and logged.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::core::dispatch::Core;
+use crate::core::event::Platform;
+use crate::core::reply::Reply;
+
+/// Why a delivery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// HTTP 429: try again after this long.
+    #[error("rate limited; retry after {0:?}")]
+    RateLimited(Duration),
+    /// Worth retrying (network, 5xx).
+    #[error("{0}")]
+    Transient(String),
+    /// Will never succeed (unknown channel, bad token): kept with its error, not retried.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// The sending half of a chat adapter.
+#[async_trait]
+pub trait ChatOut: Send + Sync {
+    /// Which platform this delivers to.
+    fn platform(&self) -> Platform;
+    /// Posts a message; returns the platform's message id.
+    async fn post(&self, channel: &str, reply: &Reply) -> Result<String, DeliveryError>;
+    /// Replaces a message's content.
+    async fn edit(&self, channel: &str, message_id: &str, reply: &Reply) -> Result<(), DeliveryError>;
+}
+
+/// Backoff after `attempts` failures: 1 s, 2 s, 4 s ... capped at 5 minutes.
+pub fn backoff(attempts: i64) -> Duration {
+    Duration::from_secs(1u64 << attempts.clamp(0, 8) as u32).min(Duration::from_secs(300))
+}
+
+/// Delivers what is due for one adapter, once. Returns how many messages were delivered.
+pub async fn deliver_due(core: &Core, out: &dyn ChatOut) -> anyhow::Result<usize> {
+    let now = core.clock.now_ms();
+    let rows = core.store.outbox_due(out.platform().as_str(), now, 100).await?;
+    let mut blocked: HashSet<String> = HashSet::new();
+    let mut delivered = 0;
+    for row in rows {
+        if blocked.contains(&row.channel) {
+            continue; // keep per-channel order: an earlier message of this channel is waiting
+        }
+        let reply: Reply = match serde_json::from_str(&row.payload) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(outbox = row.id, error = %e, "unreadable outbox payload kept undelivered");
+                core.store.outbox_retry(row.id, i64::MAX, &format!("unreadable payload: {e}")).await?;
+                continue;
+            }
+        };
+        let result = match (row.op.as_str(), &row.message_id) {
+            ("edit", Some(id)) => out.edit(&row.channel, id, &reply).await,
+            _ => out.post(&row.channel, &reply).await.map(|_| ()),
+        };
+        match result {
+            Ok(()) => {
+                core.store.outbox_delivered(row.id, core.clock.now_ms()).await?;
+                delivered += 1;
+            }
+            Err(e) => {
+                blocked.insert(row.channel.clone());
+                let next = match &e {
+                    DeliveryError::RateLimited(after) => now + after.as_millis() as i64,
+                    DeliveryError::Transient(_) => now + backoff(row.attempts).as_millis() as i64,
+                    DeliveryError::Permanent(_) => i64::MAX,
+                };
+                tracing::warn!(outbox = row.id, platform = %row.platform, channel = %row.channel, error = %e, "chat delivery failed");
+                core.store.outbox_retry(row.id, next, &e.to_string()).await?;
+            }
+        }
+    }
+    Ok(delivered)
+}
+
+/// Delivers for every adapter until `shutdown`; woken by `core.outbox_wake` and every 500 ms.
+pub async fn run(core: Arc<Core>, outs: Vec<Arc<dyn ChatOut>>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        for out in &outs {
+            if let Err(e) = deliver_due(&core, out.as_ref()).await {
+                tracing::error!(error = format!("{e:#}"), "outbox pass failed");
+            }
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        tokio::select! {
+            _ = core.outbox_wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(0), Duration::from_secs(1));
+        assert_eq!(backoff(3), Duration::from_secs(8));
+        assert_eq!(backoff(40), Duration::from_secs(256).min(Duration::from_secs(300)));
+    }
+}

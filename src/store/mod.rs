@@ -1,0 +1,250 @@
+//! `store` remembers: the bot's own state (approval requests, votes, operations and their
+//! steps, the audit chain, the chat outbox, delivery dedupe keys) behind one trait, with two
+//! real implementations chosen by URL scheme: SQLite (default, one file) and PostgreSQL (for
+//! several replicas). Both run the same SQL text (`$N` parameters work in both) from one macro,
+//! so they cannot drift apart; the differences (row locks, write serialization, migrations) are
+//! spelled out in [`sql`].
+//!
+//! State changes happen in a [`Tx`]: the core locks what it decides on, writes the change and
+//! its audit event, and commits them together.
+
+mod sql;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::core::audit::{AuditRecord, NewAudit};
+
+pub use sql::{PgStore, SqliteStore};
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or could not be reached.
+    #[error("state store: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Schema migrations failed.
+    #[error("state store migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be read back.
+    #[error("state store holds an unreadable value: {0}")]
+    Corrupt(String),
+    /// The URL is not sqlite:// or postgres://.
+    #[error("store.url must start with sqlite:// or postgres://")]
+    BadUrl,
+}
+
+/// Result alias for store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// An approval request as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRow {
+    pub id: String,
+    pub env: String,
+    /// JSON of [`crate::core::operation::OperationKind`].
+    pub kind_json: String,
+    /// JSON of [`crate::core::operation::Plan`].
+    pub plan_json: String,
+    pub fingerprint: String,
+    /// Operator id of the requester.
+    pub requester: String,
+    /// `platform:account` the request came from.
+    pub requester_account: String,
+    /// `pending`, `approved`, `denied`, `cancelled`, `expired`.
+    pub state: String,
+    pub required_votes: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub decided_at: Option<i64>,
+    pub decided_by: Option<String>,
+    /// JSON of the [`crate::core::event::ChannelRef`] the request was made in.
+    pub channel_json: String,
+    /// JSON of the [`crate::core::event::MessageRef`] of its card, once posted.
+    pub message_json: Option<String>,
+}
+
+/// A vote as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoteRow {
+    pub request_id: String,
+    pub voter: String,
+    pub account: String,
+    pub decision: String,
+    pub at: i64,
+}
+
+/// An operation as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationRow {
+    pub id: String,
+    pub request_id: Option<String>,
+    pub env: String,
+    pub kind_json: String,
+    pub plan_json: String,
+    pub fingerprint: String,
+    pub requester: String,
+    /// See [`crate::core::operation::OperationState`].
+    pub state: String,
+    pub current_step: Option<i64>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub worker: Option<String>,
+    pub heartbeat_at: Option<i64>,
+    pub error: Option<String>,
+    pub channel_json: String,
+    pub message_json: Option<String>,
+}
+
+/// One step of an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRow {
+    pub operation_id: String,
+    pub idx: i64,
+    pub name: String,
+    /// `running`, `succeeded`, `failed`.
+    pub state: String,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub output: Option<String>,
+}
+
+/// A message waiting for (or done with) delivery to chat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub platform: String,
+    pub channel: String,
+    /// `post` or `edit`.
+    pub op: String,
+    /// For `edit`: the message to edit.
+    pub message_id: Option<String>,
+    /// JSON of [`crate::core::reply::Reply`].
+    pub payload: String,
+    pub created_at: i64,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub delivered_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// A message to put in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutbox {
+    pub platform: String,
+    pub channel: String,
+    pub op: String,
+    pub message_id: Option<String>,
+    pub payload: String,
+}
+
+/// Which database backs the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The state store.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+    /// Starts a write transaction (SQLite: `BEGIN IMMEDIATE` behind a process-wide write lock;
+    /// PostgreSQL: READ COMMITTED with explicit row locks).
+    async fn begin(&self) -> StoreResult<Box<dyn Tx>>;
+
+    /// A request by id.
+    async fn get_request(&self, id: &str) -> StoreResult<Option<RequestRow>>;
+    /// Requests in `state` (all when `None`), newest first.
+    async fn list_requests(&self, state: Option<&str>, limit: i64) -> StoreResult<Vec<RequestRow>>;
+    /// Votes on a request, oldest first.
+    async fn votes(&self, request_id: &str) -> StoreResult<Vec<VoteRow>>;
+    /// An operation by id.
+    async fn get_operation(&self, id: &str) -> StoreResult<Option<OperationRow>>;
+    /// The operation an approved request became.
+    async fn operation_for_request(&self, request_id: &str) -> StoreResult<Option<OperationRow>>;
+    /// Queued and running operations, oldest first.
+    async fn active_operations(&self) -> StoreResult<Vec<OperationRow>>;
+    /// Operations, newest first.
+    async fn recent_operations(&self, limit: i64) -> StoreResult<Vec<OperationRow>>;
+    /// Steps of an operation in order.
+    async fn steps(&self, operation_id: &str) -> StoreResult<Vec<StepRow>>;
+    /// The last `n` audit events, oldest first.
+    async fn audit_tail(&self, n: i64) -> StoreResult<Vec<AuditRecord>>;
+    /// Audit events with `seq > after`, up to `limit`, in order.
+    async fn audit_page(&self, after: i64, limit: i64) -> StoreResult<Vec<AuditRecord>>;
+    /// The recorded head of the chain: (seq, hash).
+    async fn audit_head(&self) -> StoreResult<(i64, String)>;
+    /// Undelivered outbox rows of a platform that are due, oldest first.
+    async fn outbox_due(&self, platform: &str, now: i64, limit: i64) -> StoreResult<Vec<OutboxRow>>;
+    /// Outbox rows of a platform (delivered or not), oldest first (for tests and status).
+    async fn outbox_all(&self, platform: &str) -> StoreResult<Vec<OutboxRow>>;
+    /// Marks an outbox row delivered.
+    async fn outbox_delivered(&self, id: i64, now: i64) -> StoreResult<()>;
+    /// Records a failed delivery attempt and when to try again.
+    async fn outbox_retry(&self, id: i64, next_attempt_at: i64, error: &str) -> StoreResult<()>;
+    /// Refreshes a running operation's heartbeat.
+    async fn heartbeat(&self, operation_id: &str, worker: &str, now: i64) -> StoreResult<()>;
+}
+
+/// A write transaction. Dropping it without [`Tx::commit`] rolls it back.
+#[async_trait]
+pub trait Tx: Send {
+    /// Reads a request and locks it until commit (PostgreSQL `FOR UPDATE`).
+    async fn lock_request(&mut self, id: &str) -> StoreResult<Option<RequestRow>>;
+    /// Inserts a new request.
+    async fn insert_request(&mut self, r: &RequestRow) -> StoreResult<()>;
+    /// Records where a request's card was posted.
+    async fn set_request_message(&mut self, id: &str, message_json: &str) -> StoreResult<()>;
+    /// The conditional vote write: inserts the vote only if the request is pending, unexpired
+    /// at `now`, the voter is not the requester and has not voted yet. True when inserted.
+    async fn insert_vote_if_open(&mut self, v: &VoteRow, now: i64) -> StoreResult<bool>;
+    /// Whether `voter` already voted on `request_id`.
+    async fn has_voted(&mut self, request_id: &str, voter: &str) -> StoreResult<bool>;
+    /// Number of votes with `decision`.
+    async fn count_votes(&mut self, request_id: &str, decision: &str) -> StoreResult<i64>;
+    /// Moves a request from `from` to `to`; true when it was in `from`.
+    async fn transition_request(&mut self, id: &str, from: &str, to: &str, by: Option<&str>, now: i64) -> StoreResult<bool>;
+    /// Pending requests whose expiry has passed, locked.
+    async fn due_expired_requests(&mut self, now: i64) -> StoreResult<Vec<RequestRow>>;
+    /// Inserts an operation.
+    async fn insert_operation(&mut self, o: &OperationRow) -> StoreResult<()>;
+    /// The queued or running operation of an environment, if any.
+    async fn active_operation_for_env(&mut self, env: &str) -> StoreResult<Option<OperationRow>>;
+    /// Claims the oldest queued operation whose environment has none running; it becomes
+    /// `running`, owned by `worker`.
+    async fn claim_operation(&mut self, worker: &str, now: i64) -> StoreResult<Option<OperationRow>>;
+    /// Moves an operation between states; true when it was in `from`.
+    async fn transition_operation(&mut self, id: &str, from: &str, to: &str, error: Option<&str>, now: i64) -> StoreResult<bool>;
+    /// Records where an operation's progress is shown.
+    async fn set_operation_message(&mut self, id: &str, message_json: &str) -> StoreResult<()>;
+    /// Running operations whose heartbeat is older than `stale_before` (all running ones when
+    /// `None`), locked.
+    async fn running_operations(&mut self, stale_before: Option<i64>) -> StoreResult<Vec<OperationRow>>;
+    /// Records the start of step `idx` (and sets `current_step`).
+    async fn start_step(&mut self, operation_id: &str, idx: i64, name: &str, now: i64) -> StoreResult<()>;
+    /// Records the end of step `idx`.
+    async fn finish_step(&mut self, operation_id: &str, idx: i64, state: &str, output: &str, now: i64) -> StoreResult<()>;
+    /// Appends an audit event to the hash chain (locks the chain head until commit).
+    async fn append_audit(&mut self, e: &NewAudit, now: i64) -> StoreResult<AuditRecord>;
+    /// Puts a message in the outbox.
+    async fn enqueue_outbox(&mut self, m: &NewOutbox, now: i64) -> StoreResult<i64>;
+    /// Records a delivery key; false when it was seen before.
+    async fn first_delivery(&mut self, key: &str, now: i64) -> StoreResult<bool>;
+    /// Commits.
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
+}
+
+/// Opens (and migrates) the store named by `url`: `sqlite://path` (file and folder created when
+/// missing) or `postgres://...`.
+pub async fn open(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PgStore::open(url).await?))
+    } else {
+        Err(StoreError::BadUrl)
+    }
+}

@@ -1,0 +1,585 @@
+//! The two store backends, generated from one macro so both run the same SQL.
+//!
+//! Differences, and why:
+//! - **Write serialization.** SQLite has one writer; every transaction takes a process-wide
+//!   async mutex and starts with `BEGIN IMMEDIATE`, so two transactions never deadlock on a lock
+//!   upgrade. Other processes (`dualkey audit verify`) wait on `busy_timeout`.
+//!   PostgreSQL runs READ COMMITTED and serializes what matters with row locks: `FOR UPDATE` on
+//!   the request being voted on and on the audit chain head.
+//! - **Migrations** live in `migrations/sqlite` and `migrations/postgres`.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::Row;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use super::*;
+use crate::core::audit::{chain_hash, redact_json};
+
+const REQUEST_COLS: &str = "id, env, kind_json, plan_json, fingerprint, requester, requester_account, state, required_votes, created_at, expires_at, decided_at, decided_by, channel_json, message_json";
+const OPERATION_COLS: &str = "id, request_id, env, kind_json, plan_json, fingerprint, requester, state, current_step, created_at, started_at, finished_at, worker, heartbeat_at, error, channel_json, message_json";
+const AUDIT_COLS: &str = "seq, at, operator, account, env, action, details, prev_hash, hash";
+const OUTBOX_COLS: &str = "id, platform, channel, op, message_id, payload, created_at, attempts, next_attempt_at, delivered_at, last_error";
+
+macro_rules! sql_store {
+    ($store:ident, $tx:ident, $db:ty, $backend:expr, $for_update:expr) => {
+        fn request_row(r: &<$db as sqlx::Database>::Row) -> StoreResult<RequestRow> {
+            Ok(RequestRow {
+                id: r.try_get("id")?,
+                env: r.try_get("env")?,
+                kind_json: r.try_get("kind_json")?,
+                plan_json: r.try_get("plan_json")?,
+                fingerprint: r.try_get("fingerprint")?,
+                requester: r.try_get("requester")?,
+                requester_account: r.try_get("requester_account")?,
+                state: r.try_get("state")?,
+                required_votes: r.try_get("required_votes")?,
+                created_at: r.try_get("created_at")?,
+                expires_at: r.try_get("expires_at")?,
+                decided_at: r.try_get("decided_at")?,
+                decided_by: r.try_get("decided_by")?,
+                channel_json: r.try_get("channel_json")?,
+                message_json: r.try_get("message_json")?,
+            })
+        }
+
+        fn operation_row(r: &<$db as sqlx::Database>::Row) -> StoreResult<OperationRow> {
+            Ok(OperationRow {
+                id: r.try_get("id")?,
+                request_id: r.try_get("request_id")?,
+                env: r.try_get("env")?,
+                kind_json: r.try_get("kind_json")?,
+                plan_json: r.try_get("plan_json")?,
+                fingerprint: r.try_get("fingerprint")?,
+                requester: r.try_get("requester")?,
+                state: r.try_get("state")?,
+                current_step: r.try_get("current_step")?,
+                created_at: r.try_get("created_at")?,
+                started_at: r.try_get("started_at")?,
+                finished_at: r.try_get("finished_at")?,
+                worker: r.try_get("worker")?,
+                heartbeat_at: r.try_get("heartbeat_at")?,
+                error: r.try_get("error")?,
+                channel_json: r.try_get("channel_json")?,
+                message_json: r.try_get("message_json")?,
+            })
+        }
+
+        fn audit_row(r: &<$db as sqlx::Database>::Row) -> StoreResult<AuditRecord> {
+            Ok(AuditRecord {
+                seq: r.try_get("seq")?,
+                at_ms: r.try_get("at")?,
+                operator: r.try_get("operator")?,
+                account: r.try_get("account")?,
+                env: r.try_get("env")?,
+                action: r.try_get("action")?,
+                details: r.try_get("details")?,
+                prev_hash: r.try_get("prev_hash")?,
+                hash: r.try_get("hash")?,
+            })
+        }
+
+        fn outbox_row(r: &<$db as sqlx::Database>::Row) -> StoreResult<OutboxRow> {
+            Ok(OutboxRow {
+                id: r.try_get("id")?,
+                platform: r.try_get("platform")?,
+                channel: r.try_get("channel")?,
+                op: r.try_get("op")?,
+                message_id: r.try_get("message_id")?,
+                payload: r.try_get("payload")?,
+                created_at: r.try_get("created_at")?,
+                attempts: r.try_get("attempts")?,
+                next_attempt_at: r.try_get("next_attempt_at")?,
+                delivered_at: r.try_get("delivered_at")?,
+                last_error: r.try_get("last_error")?,
+            })
+        }
+
+        fn step_row(r: &<$db as sqlx::Database>::Row) -> StoreResult<StepRow> {
+            Ok(StepRow {
+                operation_id: r.try_get("operation_id")?,
+                idx: r.try_get("idx")?,
+                name: r.try_get("name")?,
+                state: r.try_get("state")?,
+                started_at: r.try_get("started_at")?,
+                finished_at: r.try_get("finished_at")?,
+                output: r.try_get("output")?,
+            })
+        }
+
+        /// A write transaction on this backend.
+        pub struct $tx {
+            tx: sqlx::Transaction<'static, $db>,
+            _write_lock: Option<OwnedMutexGuard<()>>,
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            fn backend(&self) -> Backend {
+                $backend
+            }
+
+            async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
+                let (tx, guard) = self.begin_tx().await?;
+                Ok(Box::new($tx { tx, _write_lock: guard }))
+            }
+
+            async fn get_request(&self, id: &str) -> StoreResult<Option<RequestRow>> {
+                let q = format!("SELECT {REQUEST_COLS} FROM requests WHERE id = $1");
+                let row = sqlx::query(&q).bind(id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(request_row).transpose()
+            }
+
+            async fn list_requests(&self, state: Option<&str>, limit: i64) -> StoreResult<Vec<RequestRow>> {
+                let q = format!("SELECT {REQUEST_COLS} FROM requests WHERE ($1 IS NULL OR state = $1) ORDER BY created_at DESC, id DESC LIMIT $2");
+                let rows = sqlx::query(&q).bind(state).bind(limit).fetch_all(&self.pool).await?;
+                rows.iter().map(request_row).collect()
+            }
+
+            async fn votes(&self, request_id: &str) -> StoreResult<Vec<VoteRow>> {
+                let rows = sqlx::query("SELECT request_id, voter, account, decision, at FROM votes WHERE request_id = $1 ORDER BY at, voter")
+                    .bind(request_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(VoteRow {
+                            request_id: r.try_get("request_id")?,
+                            voter: r.try_get("voter")?,
+                            account: r.try_get("account")?,
+                            decision: r.try_get("decision")?,
+                            at: r.try_get("at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn get_operation(&self, id: &str) -> StoreResult<Option<OperationRow>> {
+                let q = format!("SELECT {OPERATION_COLS} FROM operations WHERE id = $1");
+                let row = sqlx::query(&q).bind(id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(operation_row).transpose()
+            }
+
+            async fn operation_for_request(&self, request_id: &str) -> StoreResult<Option<OperationRow>> {
+                let q = format!("SELECT {OPERATION_COLS} FROM operations WHERE request_id = $1");
+                let row = sqlx::query(&q).bind(request_id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(operation_row).transpose()
+            }
+
+            async fn active_operations(&self) -> StoreResult<Vec<OperationRow>> {
+                let q = format!("SELECT {OPERATION_COLS} FROM operations WHERE state IN ('queued', 'running') ORDER BY created_at, id");
+                let rows = sqlx::query(&q).fetch_all(&self.pool).await?;
+                rows.iter().map(operation_row).collect()
+            }
+
+            async fn recent_operations(&self, limit: i64) -> StoreResult<Vec<OperationRow>> {
+                let q = format!("SELECT {OPERATION_COLS} FROM operations ORDER BY created_at DESC, id DESC LIMIT $1");
+                let rows = sqlx::query(&q).bind(limit).fetch_all(&self.pool).await?;
+                rows.iter().map(operation_row).collect()
+            }
+
+            async fn steps(&self, operation_id: &str) -> StoreResult<Vec<StepRow>> {
+                let rows = sqlx::query("SELECT operation_id, idx, name, state, started_at, finished_at, output FROM operation_steps WHERE operation_id = $1 ORDER BY idx")
+                    .bind(operation_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(step_row).collect()
+            }
+
+            async fn audit_tail(&self, n: i64) -> StoreResult<Vec<AuditRecord>> {
+                let q = format!("SELECT {AUDIT_COLS} FROM audit_events ORDER BY seq DESC LIMIT $1");
+                let rows = sqlx::query(&q).bind(n).fetch_all(&self.pool).await?;
+                let mut v: Vec<AuditRecord> = rows.iter().map(audit_row).collect::<StoreResult<_>>()?;
+                v.reverse();
+                Ok(v)
+            }
+
+            async fn audit_page(&self, after: i64, limit: i64) -> StoreResult<Vec<AuditRecord>> {
+                let q = format!("SELECT {AUDIT_COLS} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2");
+                let rows = sqlx::query(&q).bind(after).bind(limit).fetch_all(&self.pool).await?;
+                rows.iter().map(audit_row).collect()
+            }
+
+            async fn audit_head(&self) -> StoreResult<(i64, String)> {
+                let r = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&self.pool).await?;
+                Ok((r.try_get("seq")?, r.try_get("hash")?))
+            }
+
+            async fn outbox_due(&self, platform: &str, now: i64, limit: i64) -> StoreResult<Vec<OutboxRow>> {
+                let q = format!("SELECT {OUTBOX_COLS} FROM outbox WHERE platform = $1 AND delivered_at IS NULL AND next_attempt_at <= $2 ORDER BY id LIMIT $3");
+                let rows = sqlx::query(&q).bind(platform).bind(now).bind(limit).fetch_all(&self.pool).await?;
+                rows.iter().map(outbox_row).collect()
+            }
+
+            async fn outbox_all(&self, platform: &str) -> StoreResult<Vec<OutboxRow>> {
+                let q = format!("SELECT {OUTBOX_COLS} FROM outbox WHERE platform = $1 ORDER BY id");
+                let rows = sqlx::query(&q).bind(platform).fetch_all(&self.pool).await?;
+                rows.iter().map(outbox_row).collect()
+            }
+
+            async fn outbox_delivered(&self, id: i64, now: i64) -> StoreResult<()> {
+                sqlx::query("UPDATE outbox SET delivered_at = $2, attempts = attempts + 1 WHERE id = $1")
+                    .bind(id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn outbox_retry(&self, id: i64, next_attempt_at: i64, error: &str) -> StoreResult<()> {
+                sqlx::query("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(next_attempt_at)
+                    .bind(error)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn heartbeat(&self, operation_id: &str, worker: &str, now: i64) -> StoreResult<()> {
+                sqlx::query("UPDATE operations SET heartbeat_at = $3 WHERE id = $1 AND worker = $2 AND state = 'running'")
+                    .bind(operation_id)
+                    .bind(worker)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl Tx for $tx {
+            async fn lock_request(&mut self, id: &str) -> StoreResult<Option<RequestRow>> {
+                let q = format!("SELECT {REQUEST_COLS} FROM requests WHERE id = $1{}", $for_update);
+                let row = sqlx::query(&q).bind(id).fetch_optional(&mut *self.tx).await?;
+                row.as_ref().map(request_row).transpose()
+            }
+
+            async fn insert_request(&mut self, r: &RequestRow) -> StoreResult<()> {
+                let q = format!("INSERT INTO requests ({REQUEST_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)");
+                sqlx::query(&q)
+                    .bind(&r.id)
+                    .bind(&r.env)
+                    .bind(&r.kind_json)
+                    .bind(&r.plan_json)
+                    .bind(&r.fingerprint)
+                    .bind(&r.requester)
+                    .bind(&r.requester_account)
+                    .bind(&r.state)
+                    .bind(r.required_votes)
+                    .bind(r.created_at)
+                    .bind(r.expires_at)
+                    .bind(r.decided_at)
+                    .bind(&r.decided_by)
+                    .bind(&r.channel_json)
+                    .bind(&r.message_json)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn set_request_message(&mut self, id: &str, message_json: &str) -> StoreResult<()> {
+                sqlx::query("UPDATE requests SET message_json = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(message_json)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn insert_vote_if_open(&mut self, v: &VoteRow, now: i64) -> StoreResult<bool> {
+                // The two-person rule in SQL: only a pending, unexpired request, only a voter who
+                // is not the requester, only once per voter.
+                let res = sqlx::query(
+                    "INSERT INTO votes (request_id, voter, account, decision, at) \
+                     SELECT r.id, $2, $3, $4, $5 FROM requests r \
+                     WHERE r.id = $1 AND r.state = 'pending' AND r.expires_at > $5 AND r.requester <> $2 \
+                     ON CONFLICT (request_id, voter) DO NOTHING",
+                )
+                .bind(&v.request_id)
+                .bind(&v.voter)
+                .bind(&v.account)
+                .bind(&v.decision)
+                .bind(now)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(res.rows_affected() == 1)
+            }
+
+            async fn has_voted(&mut self, request_id: &str, voter: &str) -> StoreResult<bool> {
+                let r = sqlx::query("SELECT COUNT(*) AS n FROM votes WHERE request_id = $1 AND voter = $2")
+                    .bind(request_id)
+                    .bind(voter)
+                    .fetch_one(&mut *self.tx)
+                    .await?;
+                Ok(r.try_get::<i64, _>("n")? > 0)
+            }
+
+            async fn count_votes(&mut self, request_id: &str, decision: &str) -> StoreResult<i64> {
+                let r = sqlx::query("SELECT COUNT(*) AS n FROM votes WHERE request_id = $1 AND decision = $2")
+                    .bind(request_id)
+                    .bind(decision)
+                    .fetch_one(&mut *self.tx)
+                    .await?;
+                Ok(r.try_get("n")?)
+            }
+
+            async fn transition_request(&mut self, id: &str, from: &str, to: &str, by: Option<&str>, now: i64) -> StoreResult<bool> {
+                let res = sqlx::query("UPDATE requests SET state = $3, decided_at = $4, decided_by = $5 WHERE id = $1 AND state = $2")
+                    .bind(id)
+                    .bind(from)
+                    .bind(to)
+                    .bind(now)
+                    .bind(by)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(res.rows_affected() == 1)
+            }
+
+            async fn due_expired_requests(&mut self, now: i64) -> StoreResult<Vec<RequestRow>> {
+                let q = format!("SELECT {REQUEST_COLS} FROM requests WHERE state = 'pending' AND expires_at <= $1 ORDER BY id{}", $for_update);
+                let rows = sqlx::query(&q).bind(now).fetch_all(&mut *self.tx).await?;
+                rows.iter().map(request_row).collect()
+            }
+
+            async fn insert_operation(&mut self, o: &OperationRow) -> StoreResult<()> {
+                let q = format!("INSERT INTO operations ({OPERATION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)");
+                sqlx::query(&q)
+                    .bind(&o.id)
+                    .bind(&o.request_id)
+                    .bind(&o.env)
+                    .bind(&o.kind_json)
+                    .bind(&o.plan_json)
+                    .bind(&o.fingerprint)
+                    .bind(&o.requester)
+                    .bind(&o.state)
+                    .bind(o.current_step)
+                    .bind(o.created_at)
+                    .bind(o.started_at)
+                    .bind(o.finished_at)
+                    .bind(&o.worker)
+                    .bind(o.heartbeat_at)
+                    .bind(&o.error)
+                    .bind(&o.channel_json)
+                    .bind(&o.message_json)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn active_operation_for_env(&mut self, env: &str) -> StoreResult<Option<OperationRow>> {
+                let q = format!("SELECT {OPERATION_COLS} FROM operations WHERE env = $1 AND state IN ('queued', 'running') ORDER BY created_at, id LIMIT 1");
+                let row = sqlx::query(&q).bind(env).fetch_optional(&mut *self.tx).await?;
+                row.as_ref().map(operation_row).transpose()
+            }
+
+            async fn claim_operation(&mut self, worker: &str, now: i64) -> StoreResult<Option<OperationRow>> {
+                let q = format!(
+                    "UPDATE operations SET state = 'running', worker = $1, started_at = $2, heartbeat_at = $2 \
+                     WHERE state = 'queued' AND id = (SELECT o.id FROM operations o WHERE o.state = 'queued' \
+                       AND NOT EXISTS (SELECT 1 FROM operations r WHERE r.env = o.env AND r.state = 'running') \
+                       ORDER BY o.created_at, o.id LIMIT 1) \
+                     RETURNING {OPERATION_COLS}"
+                );
+                match sqlx::query(&q).bind(worker).bind(now).fetch_optional(&mut *self.tx).await {
+                    Ok(row) => row.as_ref().map(operation_row).transpose(),
+                    // Another replica claimed an operation of the same environment first: the
+                    // unique index refused ours. Nothing to claim now.
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            }
+
+            async fn transition_operation(&mut self, id: &str, from: &str, to: &str, error: Option<&str>, now: i64) -> StoreResult<bool> {
+                let res = sqlx::query("UPDATE operations SET state = $3, error = COALESCE($4, error), finished_at = CASE WHEN $3 IN ('succeeded', 'failed', 'cancelled', 'interrupted') THEN $5 ELSE finished_at END WHERE id = $1 AND state = $2")
+                    .bind(id)
+                    .bind(from)
+                    .bind(to)
+                    .bind(error)
+                    .bind(now)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(res.rows_affected() == 1)
+            }
+
+            async fn set_operation_message(&mut self, id: &str, message_json: &str) -> StoreResult<()> {
+                sqlx::query("UPDATE operations SET message_json = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(message_json)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn running_operations(&mut self, stale_before: Option<i64>) -> StoreResult<Vec<OperationRow>> {
+                let q = format!("SELECT {OPERATION_COLS} FROM operations WHERE state = 'running' AND ($1 IS NULL OR heartbeat_at < $1) ORDER BY id{}", $for_update);
+                let rows = sqlx::query(&q).bind(stale_before).fetch_all(&mut *self.tx).await?;
+                rows.iter().map(operation_row).collect()
+            }
+
+            async fn start_step(&mut self, operation_id: &str, idx: i64, name: &str, now: i64) -> StoreResult<()> {
+                sqlx::query("INSERT INTO operation_steps (operation_id, idx, name, state, started_at) VALUES ($1, $2, $3, 'running', $4)")
+                    .bind(operation_id)
+                    .bind(idx)
+                    .bind(name)
+                    .bind(now)
+                    .execute(&mut *self.tx)
+                    .await?;
+                sqlx::query("UPDATE operations SET current_step = $2 WHERE id = $1")
+                    .bind(operation_id)
+                    .bind(idx)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn finish_step(&mut self, operation_id: &str, idx: i64, state: &str, output: &str, now: i64) -> StoreResult<()> {
+                sqlx::query("UPDATE operation_steps SET state = $3, output = $4, finished_at = $5 WHERE operation_id = $1 AND idx = $2")
+                    .bind(operation_id)
+                    .bind(idx)
+                    .bind(state)
+                    .bind(output)
+                    .bind(now)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn append_audit(&mut self, e: &NewAudit, now: i64) -> StoreResult<AuditRecord> {
+                let q = format!("SELECT seq, hash FROM audit_head WHERE id = 1{}", $for_update);
+                let head = sqlx::query(&q).fetch_one(&mut *self.tx).await?;
+                let (prev_seq, prev_hash): (i64, String) = (head.try_get("seq")?, head.try_get("hash")?);
+                let seq = prev_seq + 1;
+                let details = redact_json(&e.details).to_string();
+                let hash = chain_hash(&prev_hash, seq, now, e.operator.as_deref(), e.account.as_deref(), e.env.as_deref(), &e.action, &details);
+                let q = format!("INSERT INTO audit_events ({AUDIT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
+                sqlx::query(&q)
+                    .bind(seq)
+                    .bind(now)
+                    .bind(&e.operator)
+                    .bind(&e.account)
+                    .bind(&e.env)
+                    .bind(&e.action)
+                    .bind(&details)
+                    .bind(&prev_hash)
+                    .bind(&hash)
+                    .execute(&mut *self.tx)
+                    .await?;
+                sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                    .bind(seq)
+                    .bind(&hash)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(AuditRecord {
+                    seq,
+                    at_ms: now,
+                    operator: e.operator.clone(),
+                    account: e.account.clone(),
+                    env: e.env.clone(),
+                    action: e.action.clone(),
+                    details,
+                    prev_hash,
+                    hash,
+                })
+            }
+
+            async fn enqueue_outbox(&mut self, m: &NewOutbox, now: i64) -> StoreResult<i64> {
+                let r = sqlx::query("INSERT INTO outbox (platform, channel, op, message_id, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id")
+                    .bind(&m.platform)
+                    .bind(&m.channel)
+                    .bind(&m.op)
+                    .bind(&m.message_id)
+                    .bind(&m.payload)
+                    .bind(now)
+                    .fetch_one(&mut *self.tx)
+                    .await?;
+                Ok(r.try_get("id")?)
+            }
+
+            async fn first_delivery(&mut self, key: &str, now: i64) -> StoreResult<bool> {
+                let res = sqlx::query("INSERT INTO dedupe (key, at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                    .bind(key)
+                    .bind(now)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(res.rows_affected() == 1)
+            }
+
+            async fn commit(self: Box<Self>) -> StoreResult<()> {
+                self.tx.commit().await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+/// SQLite store (the default): one file, one writer at a time.
+pub struct SqliteStore {
+    pool: sqlx::SqlitePool,
+    write_lock: Arc<Mutex<()>>,
+}
+
+impl SqliteStore {
+    /// Opens `sqlite://path`, creating the folder and file when missing, and migrates it.
+    pub async fn open(url: &str) -> StoreResult<SqliteStore> {
+        use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(15))
+            .foreign_keys(true);
+        if let Some(parent) = opts.get_filename().parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+            }
+        }
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore {
+            pool,
+            write_lock: Arc::new(Mutex::new(())),
+        })
+    }
+
+    async fn begin_tx(&self) -> StoreResult<(sqlx::Transaction<'static, sqlx::Sqlite>, Option<OwnedMutexGuard<()>>)> {
+        let guard = self.write_lock.clone().lock_owned().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok((tx, Some(guard)))
+    }
+}
+
+/// PostgreSQL store, for several replicas sharing the work.
+pub struct PgStore {
+    pool: sqlx::PgPool,
+}
+
+impl PgStore {
+    /// Connects to `postgres://...` and migrates.
+    pub async fn open(url: &str) -> StoreResult<PgStore> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(15))
+            .connect(url)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(PgStore { pool })
+    }
+
+    async fn begin_tx(&self) -> StoreResult<(sqlx::Transaction<'static, sqlx::Postgres>, Option<OwnedMutexGuard<()>>)> {
+        Ok((self.pool.begin().await?, None))
+    }
+}
+
+mod sqlite_impl {
+    use super::*;
+    sql_store!(SqliteStore, SqliteTx, sqlx::Sqlite, Backend::Sqlite, "");
+}
+
+mod pg_impl {
+    use super::*;
+    sql_store!(PgStore, PgTx, sqlx::Postgres, Backend::Postgres, " FOR UPDATE");
+}

@@ -1,0 +1,257 @@
+//! Shared helpers for the integration tests: fresh PostgreSQL databases on the local server.
+
+use sqlx::{Connection, PgConnection};
+
+/// Base URL of the PostgreSQL server used by tests (no database name), from
+/// `DUALKEY_TEST_PG` or the local default `postgres://postgres@127.0.0.1:5432`.
+pub fn pg_base() -> String {
+    std::env::var("DUALKEY_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A database created for one test; dropped (with force) when the value is dropped.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    /// Creates a new, empty database with a unique name on the test server.
+    pub async fn create(prefix: &str) -> TestDb {
+        let name = format!("dk_{}_{}", prefix, uuid::Uuid::new_v4().simple());
+        let name = name[..name.len().min(63)].to_string();
+        let mut admin = PgConnection::connect(&format!("{}/postgres", pg_base()))
+            .await
+            .expect("connect to the test PostgreSQL server (is it running on 127.0.0.1:5432?)");
+        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        TestDb { url: format!("{}/{}", pg_base(), name), name }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let base = pg_base();
+        // Best effort, on a separate thread so it works from inside and outside a runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                if let Ok(mut admin) = PgConnection::connect(&format!("{base}/postgres")).await {
+                    let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-process app: a real store (SQLite file or fresh PostgreSQL database), the real core and
+// worker, a manual clock, and a responder that captures replies.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use dualkey::clock::{Clock, ManualClock};
+use dualkey::config::Settings;
+use dualkey::core::dispatch::{Core, Responder};
+use dualkey::core::event::{Actor, ChannelRef, EventKind, InboundEvent, MessageRef, Platform};
+use dualkey::core::identity::Directory;
+use dualkey::core::reply::Reply;
+
+/// Which store backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates one test per store backend from an `async fn(Backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn on_sqlite() {
+                super::$name(crate::support::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn on_postgres() {
+                super::$name(crate::support::Backend::Postgres).await
+            }
+        }
+    };
+}
+
+/// A config for tests. `marker` collects one line per app command run.
+pub fn test_config(store_url: &str, marker: &std::path::Path, required: u32, extra_approvers: usize) -> String {
+    let m = marker.display();
+    let mut s = format!(
+        r#"
+default_environment = "production"
+[store]
+url = "{store_url}"
+[approvals]
+required = {required}
+ttl = "15m"
+[[operators]]
+id = "alice"
+slack = "U0ALICE"
+discord = "300000000000000001"
+roles = ["operator", "approver"]
+[[operators]]
+id = "bob"
+slack = "U0BOB"
+discord = "300000000000000002"
+roles = ["approver"]
+[[operators]]
+id = "carol"
+slack = "U0CAROL"
+roles = ["viewer"]
+[[operators]]
+id = "dave"
+roles = ["operator"]
+[environments.production]
+database_url_env = "DK_TEST_UNUSED_URL"
+app_stop = ["sh", "-c", "echo stop >> '{m}'"]
+app_start = ["sh", "-c", "echo start >> '{m}'"]
+app_status = ["echo", "backend running"]
+[environments.staging]
+database_url_env = "DK_TEST_UNUSED_URL"
+app_stop = ["sh", "-c", "echo stop-staging >> '{m}'"]
+app_start = ["sh", "-c", "echo start-staging >> '{m}'"]
+app_status = ["echo", "backend running"]
+"#
+    );
+    for i in 0..extra_approvers {
+        s.push_str(&format!("[[operators]]\nid = \"approver{i}\"\nroles = [\"approver\"]\n"));
+    }
+    s
+}
+
+/// An in-process dualkey with a manual clock.
+pub struct TestApp {
+    pub core: Arc<Core>,
+    pub clock: Arc<ManualClock>,
+    pub dir: tempfile::TempDir,
+    pub marker: PathBuf,
+    pub db: Option<TestDb>,
+}
+
+/// Builds a [`TestApp`] on `backend` with `required` votes and extra approvers.
+pub async fn spawn_app(backend: Backend, required: u32, extra_approvers: usize) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("marker.log");
+    let (url, db) = match backend {
+        Backend::Sqlite => (format!("sqlite://{}/state/dualkey.db", dir.path().display()), None),
+        Backend::Postgres => {
+            let db = TestDb::create("store").await;
+            (db.url.clone(), Some(db))
+        }
+    };
+    let text = test_config(&url, &marker, required, extra_approvers);
+    let settings = Settings::from_toml(&text, std::path::Path::new("test.toml")).expect("test config is valid");
+    let store = dualkey::store::open(&url).await.expect("open store");
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let core = Arc::new(Core {
+        directory: Directory::from_settings(&settings),
+        settings: Arc::new(settings),
+        store,
+        clock: clock.clone() as Arc<dyn Clock>,
+        worker_wake: Arc::new(tokio::sync::Notify::new()),
+        outbox_wake: Arc::new(tokio::sync::Notify::new()),
+        in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    });
+    TestApp { core, clock, dir, marker, db }
+}
+
+/// Captures replies.
+#[derive(Default)]
+pub struct Capture {
+    pub replies: Mutex<Vec<Reply>>,
+}
+
+#[async_trait]
+impl Responder for Capture {
+    async fn respond(&self, reply: Reply) -> anyhow::Result<Option<MessageRef>> {
+        let mut r = self.replies.lock().unwrap();
+        r.push(reply);
+        Ok(Some(MessageRef {
+            channel: ChannelRef { platform: Platform::Shell, id: "test".into() },
+            id: r.len().to_string(),
+        }))
+    }
+}
+
+impl Capture {
+    /// All reply texts joined.
+    pub fn text(&self) -> String {
+        self.replies.lock().unwrap().iter().map(|r| r.to_text()).collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// An actor from `platform:account` or a shell operator name.
+pub fn actor(who: &str) -> Actor {
+    let (platform, account) = match who.split_once(':') {
+        Some(("slack", a)) => (Platform::Slack, a),
+        Some(("discord", a)) => (Platform::Discord, a),
+        _ => (Platform::Shell, who),
+    };
+    Actor { platform, account: account.into(), display: who.into() }
+}
+
+impl TestApp {
+    /// Sends an event as `who`; returns the captured replies as text.
+    pub async fn send(&self, who: &str, kind: EventKind) -> String {
+        let cap = Capture::default();
+        let ev = InboundEvent {
+            delivery_id: uuid::Uuid::new_v4().to_string(),
+            actor: actor(who),
+            channel: ChannelRef { platform: Platform::Shell, id: "test".into() },
+            kind,
+        };
+        self.core.handle(ev, &cap).await;
+        cap.text()
+    }
+
+    /// `/db <text>` as `who`.
+    pub async fn cmd(&self, who: &str, text: &str) -> String {
+        self.send(who, EventKind::Command { text: text.into() }).await
+    }
+
+    /// A button click as `who`.
+    pub async fn click(&self, who: &str, id: &str) -> String {
+        self.send(who, EventKind::Action { action_id: id.into() }).await
+    }
+
+    /// The request id on the newest request.
+    pub async fn last_request(&self) -> String {
+        self.core.store.list_requests(None, 1).await.unwrap().remove(0).id
+    }
+
+    /// Lines in the marker file (one per app command run).
+    pub fn marker_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.marker).unwrap_or_default().lines().map(str::to_string).collect()
+    }
+
+    /// Runs the worker until no operation is queued or running (at most 30 s).
+    pub async fn drain_worker(&self) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let w = tokio::spawn(dualkey::worker::Worker::new(self.core.clone()).run(rx));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if dualkey::worker::Worker::idle(&self.core).await.unwrap() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "operations did not finish in 30 s");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        tx.send(true).unwrap();
+        w.await.unwrap();
+    }
+}
