@@ -76,16 +76,26 @@ pub enum AuditCmd {
 pub struct UsageError(pub String);
 
 fn load(cli: &Cli) -> anyhow::Result<Settings> {
-    let path = cli.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
     Settings::load(&path).map_err(|e| UsageError(e.to_string()).into())
 }
 
 /// Entry point used by `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = if matches!(cli.command, Cmd::Shell { .. }) { "warn" } else { "info" };
+    let level = if matches!(cli.command, Cmd::Shell { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
     crate::telemetry::init(level);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -110,7 +120,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -125,13 +136,19 @@ async fn shutdown_signal() {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
-        Cmd::Config { command: ConfigCmd::Check } => {
+        Cmd::Config {
+            command: ConfigCmd::Check,
+        } => {
             let s = load(&cli)?;
             println!(
                 "config OK: {} ({} operator(s), environments: {}; store {})",
                 s.source.display(),
                 s.operators.len(),
-                s.environments.keys().cloned().collect::<Vec<_>>().join(", "),
+                s.environments
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 crate::config::redact_url(&s.store.url)
             );
             for w in s.warnings() {
@@ -154,7 +171,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let app = Application::build(s).await?;
             let core = app.core();
             if !core.directory.knows(as_operator) {
-                return Err(UsageError(format!("`{as_operator}` is not an operator in the config ([[operators]] id)")).into());
+                return Err(UsageError(format!(
+                    "`{as_operator}` is not an operator in the config ([[operators]] id)"
+                ))
+                .into());
             }
             let out = ShellOut::stdout();
             let outs: Vec<Arc<dyn ChatOut>> = vec![Arc::new(out.clone())];
@@ -162,7 +182,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let runner = tokio::spawn(app.run_until_stopped(outs, async move {
                 let _ = done_rx.await;
             }));
-            let result = shell::run(core, out, as_operator, tokio::io::BufReader::new(tokio::io::stdin())).await;
+            let result = shell::run(
+                core,
+                out,
+                as_operator,
+                tokio::io::BufReader::new(tokio::io::stdin()),
+            )
+            .await;
             let _ = done_tx.send(());
             runner.await.context("background tasks")??;
             result?;
@@ -170,7 +196,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Audit { command } => {
             let s = load(&cli)?;
-            let store = crate::store::open(&s.store.url).await.context("opening the state store")?;
+            let store = crate::store::open(&s.store.url)
+                .await
+                .context("opening the state store")?;
             match command {
                 AuditCmd::Verify => match verify_chain(store.as_ref()).await? {
                     Ok(n) => {
@@ -184,7 +212,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 AuditCmd::Export { output } => {
                     let mut w: Box<dyn Write> = match output {
-                        Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)),
+                        Some(p) => Box::new(std::io::BufWriter::new(
+                            std::fs::File::create(p)
+                                .with_context(|| format!("creating {}", p.display()))?,
+                        )),
                         None => Box::new(std::io::stdout().lock()),
                     };
                     let mut after = 0;

@@ -36,7 +36,9 @@ pub enum ConfigError {
 }
 
 /// A person's role (SPEC section 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Read-only commands.
@@ -71,9 +73,11 @@ impl fmt::Debug for HumanDuration {
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_duration(&s)
-            .map(HumanDuration)
-            .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a duration like \"30s\", \"15m\", \"26h\" or \"7d\"")))
+        parse_duration(&s).map(HumanDuration).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not a duration like \"30s\", \"15m\", \"26h\" or \"7d\""
+            ))
+        })
     }
 }
 
@@ -426,9 +430,10 @@ pub struct Settings {
 pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
-        && s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && s
-            .chars()
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
@@ -471,11 +476,20 @@ impl Settings {
 
     /// Checks every rule that types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres://") || self.store.url.starts_with("postgresql://")) {
+        if !(self.store.url.starts_with("sqlite:")
+            || self.store.url.starts_with("postgres://")
+            || self.store.url.starts_with("postgresql://"))
+        {
             return Err(self.invalid("store.url", "must start with sqlite:// or postgres://"));
         }
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(self.invalid("server.listen", format!("`{}` is not an address like 127.0.0.1:8080", self.server.listen)));
+            return Err(self.invalid(
+                "server.listen",
+                format!(
+                    "`{}` is not an address like 127.0.0.1:8080",
+                    self.server.listen
+                ),
+            ));
         }
         if !matches!(self.slack.mode.as_str(), "socket" | "http") {
             return Err(self.invalid("slack.mode", "must be \"socket\" or \"http\""));
@@ -487,56 +501,97 @@ impl Settings {
             return Err(self.invalid("discord.mode", "must be \"gateway\" or \"http\""));
         }
         if self.discord.enabled && self.discord.mode == "http" {
-            let ok = self.discord.public_key.len() == 64 && self.discord.public_key.chars().all(|c| c.is_ascii_hexdigit());
+            let ok = self.discord.public_key.len() == 64
+                && self
+                    .discord
+                    .public_key
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit());
             if !ok {
-                return Err(self.invalid("discord.public_key", "http mode needs the application's 64-hex-digit Ed25519 public key"));
+                return Err(self.invalid(
+                    "discord.public_key",
+                    "http mode needs the application's 64-hex-digit Ed25519 public key",
+                ));
             }
         }
         if self.approvals.required == 0 {
-            return Err(self.invalid("approvals.required", "must be at least 1: the requester can never approve alone"));
+            return Err(self.invalid(
+                "approvals.required",
+                "must be at least 1: the requester can never approve alone",
+            ));
         }
         let mut seen = std::collections::BTreeSet::new();
         let mut accounts = std::collections::BTreeMap::new();
         for (i, op) in self.operators.iter().enumerate() {
             if !valid_name(&op.id) {
-                return Err(self.invalid(format!("operators[{i}].id"), format!("`{}` must be 1-32 of a-z, 0-9, _ and -", op.id)));
+                return Err(self.invalid(
+                    format!("operators[{i}].id"),
+                    format!("`{}` must be 1-32 of a-z, 0-9, _ and -", op.id),
+                ));
             }
             if !seen.insert(op.id.clone()) {
-                return Err(self.invalid(format!("operators[{i}].id"), format!("`{}` is listed twice", op.id)));
+                return Err(self.invalid(
+                    format!("operators[{i}].id"),
+                    format!("`{}` is listed twice", op.id),
+                ));
             }
             if op.roles.is_empty() {
-                return Err(self.invalid(format!("operators[{i}].roles"), "needs at least one of viewer, operator, approver"));
+                return Err(self.invalid(
+                    format!("operators[{i}].roles"),
+                    "needs at least one of viewer, operator, approver",
+                ));
             }
             for (key, acct) in [("slack", &op.slack), ("discord", &op.discord)] {
                 if let Some(a) = acct {
                     if a.trim().is_empty() {
-                        return Err(self.invalid(format!("operators[{i}].{key}"), "is empty; remove the key instead"));
+                        return Err(self.invalid(
+                            format!("operators[{i}].{key}"),
+                            "is empty; remove the key instead",
+                        ));
                     }
                     if let Some(other) = accounts.insert((key, a.clone()), op.id.clone()) {
-                        return Err(self.invalid(format!("operators[{i}].{key}"), format!("account `{a}` already belongs to operator `{other}`")));
+                        return Err(self.invalid(
+                            format!("operators[{i}].{key}"),
+                            format!("account `{a}` already belongs to operator `{other}`"),
+                        ));
                     }
                 }
             }
         }
         if self.environments.is_empty() {
-            return Err(self.invalid("environments", "define at least one [environments.NAME] block"));
+            return Err(self.invalid(
+                "environments",
+                "define at least one [environments.NAME] block",
+            ));
         }
         for (name, env) in &self.environments {
             let k = |f: &str| format!("environments.{name}.{f}");
             if !valid_name(name) {
-                return Err(self.invalid(format!("environments.{name}"), "environment names must be 1-32 of a-z, 0-9, _ and -"));
+                return Err(self.invalid(
+                    format!("environments.{name}"),
+                    "environment names must be 1-32 of a-z, 0-9, _ and -",
+                ));
             }
             if env.database_url_env.trim().is_empty() {
-                return Err(self.invalid(k("database_url_env"), "must name an environment variable"));
+                return Err(
+                    self.invalid(k("database_url_env"), "must name an environment variable")
+                );
             }
-            for (f, argv) in [("app_stop", &env.app_stop), ("app_start", &env.app_start), ("app_status", &env.app_status)] {
+            for (f, argv) in [
+                ("app_stop", &env.app_stop),
+                ("app_start", &env.app_start),
+                ("app_status", &env.app_status),
+            ] {
                 if argv.is_empty() || argv[0].trim().is_empty() {
                     return Err(self.invalid(k(f), "must be a non-empty argument vector like [\"docker\", \"compose\", \"stop\", \"backend\"]"));
                 }
             }
             if let Some(logs) = &env.app_logs {
                 if logs.is_empty() {
-                    return Err(self.invalid(k("app_logs"), "must be a non-empty argument vector or be left out"));
+                    return Err(self.invalid(
+                        k("app_logs"),
+                        "must be a non-empty argument vector or be left out",
+                    ));
                 }
             }
             if env.app_timeout_secs == 0 {
@@ -547,7 +602,10 @@ impl Settings {
             }
             if let Some(st) = &env.require_staging {
                 if st == name || !self.environments.contains_key(st) {
-                    return Err(self.invalid(k("require_staging"), format!("`{st}` is not another environment in [environments.*]")));
+                    return Err(self.invalid(
+                        k("require_staging"),
+                        format!("`{st}` is not another environment in [environments.*]"),
+                    ));
                 }
             }
             if let Some(url) = &env.health_url {
@@ -558,18 +616,30 @@ impl Settings {
         }
         match &self.default_environment {
             Some(d) if !self.environments.contains_key(d) => {
-                return Err(self.invalid("default_environment", format!("`{d}` is not one of [environments.*]")));
+                return Err(self.invalid(
+                    "default_environment",
+                    format!("`{d}` is not one of [environments.*]"),
+                ));
             }
             None if self.environments.len() > 1 => {
-                return Err(self.invalid("default_environment", "required when there is more than one environment"));
+                return Err(self.invalid(
+                    "default_environment",
+                    "required when there is more than one environment",
+                ));
             }
             _ => {}
         }
         if self.monitoring.reminders.is_empty() {
-            return Err(self.invalid("monitoring.reminders", "needs at least one reminder, e.g. [\"5m\", \"15m\", \"30m\"]"));
+            return Err(self.invalid(
+                "monitoring.reminders",
+                "needs at least one reminder, e.g. [\"5m\", \"15m\", \"30m\"]",
+            ));
         }
         if self.schedule.backup_cron.split_whitespace().count() != 5 {
-            return Err(self.invalid("schedule.backup_cron", "must have 5 fields: minute hour day-of-month month day-of-week"));
+            return Err(self.invalid(
+                "schedule.backup_cron",
+                "must have 5 fields: minute hour day-of-month month day-of-week",
+            ));
         }
         Ok(())
     }
@@ -578,7 +648,12 @@ impl Settings {
     pub fn default_env(&self) -> &str {
         match &self.default_environment {
             Some(d) => d,
-            None => self.environments.keys().next().map(|s| s.as_str()).unwrap_or(""),
+            None => self
+                .environments
+                .keys()
+                .next()
+                .map(|s| s.as_str())
+                .unwrap_or(""),
         }
     }
 
@@ -605,7 +680,8 @@ mod tests {
     use super::*;
 
     fn base() -> String {
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/dualkey.toml")).unwrap()
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/dualkey.toml"))
+            .unwrap()
     }
 
     fn check(text: &str) -> Result<Settings, ConfigError> {
@@ -624,13 +700,40 @@ mod tests {
     fn errors_name_the_exact_key() {
         let cases = [
             (base().replace("ttl = \"15m\"", "ttl = \"15x\""), "ttl"),
-            (base().replace("required = 1", "required = 0"), "approvals.required"),
-            (base().replace("roles = [\"viewer\"]", "roles = [\"admin\"]"), "admin"),
-            (base().replace("app_stop = [\"docker\", \"compose\", \"stop\", \"backend\"]", "app_stop = []"), "environments.production.app_stop"),
-            (base().replace("default_environment = \"production\"", "default_environment = \"prod\""), "default_environment"),
-            (base().replace("[server]", "[server]\nlisten_port = 1"), "listen_port"),
-            (base().replace("id = \"bob\"", "id = \"alice\""), "operators[1].id"),
-            (base().replace("slack = \"U0BOB\"", "slack = \"U0ALICE\""), "operators[1].slack"),
+            (
+                base().replace("required = 1", "required = 0"),
+                "approvals.required",
+            ),
+            (
+                base().replace("roles = [\"viewer\"]", "roles = [\"admin\"]"),
+                "admin",
+            ),
+            (
+                base().replace(
+                    "app_stop = [\"docker\", \"compose\", \"stop\", \"backend\"]",
+                    "app_stop = []",
+                ),
+                "environments.production.app_stop",
+            ),
+            (
+                base().replace(
+                    "default_environment = \"production\"",
+                    "default_environment = \"prod\"",
+                ),
+                "default_environment",
+            ),
+            (
+                base().replace("[server]", "[server]\nlisten_port = 1"),
+                "listen_port",
+            ),
+            (
+                base().replace("id = \"bob\"", "id = \"alice\""),
+                "operators[1].id",
+            ),
+            (
+                base().replace("slack = \"U0BOB\"", "slack = \"U0ALICE\""),
+                "operators[1].slack",
+            ),
         ];
         for (text, key) in cases {
             let err = check(&text).expect_err(key).to_string();

@@ -36,7 +36,12 @@ pub trait ChatOut: Send + Sync {
     /// Posts a message; returns the platform's message id.
     async fn post(&self, channel: &str, reply: &Reply) -> Result<String, DeliveryError>;
     /// Replaces a message's content.
-    async fn edit(&self, channel: &str, message_id: &str, reply: &Reply) -> Result<(), DeliveryError>;
+    async fn edit(
+        &self,
+        channel: &str,
+        message_id: &str,
+        reply: &Reply,
+    ) -> Result<(), DeliveryError>;
 }
 
 /// Backoff after `attempts` failures: 1 s, 2 s, 4 s ... capped at 5 minutes.
@@ -47,7 +52,10 @@ pub fn backoff(attempts: i64) -> Duration {
 /// Delivers what is due for one adapter, once. Returns how many messages were delivered.
 pub async fn deliver_due(core: &Core, out: &dyn ChatOut) -> anyhow::Result<usize> {
     let now = core.clock.now_ms();
-    let rows = core.store.outbox_due(out.platform().as_str(), now, 100).await?;
+    let rows = core
+        .store
+        .outbox_due(out.platform().as_str(), now, 100)
+        .await?;
     let mut blocked: HashSet<String> = HashSet::new();
     let mut delivered = 0;
     for row in rows {
@@ -58,7 +66,9 @@ pub async fn deliver_due(core: &Core, out: &dyn ChatOut) -> anyhow::Result<usize
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(outbox = row.id, error = %e, "unreadable outbox payload kept undelivered");
-                core.store.outbox_retry(row.id, i64::MAX, &format!("unreadable payload: {e}")).await?;
+                core.store
+                    .outbox_retry(row.id, i64::MAX, &format!("unreadable payload: {e}"))
+                    .await?;
                 continue;
             }
         };
@@ -68,7 +78,9 @@ pub async fn deliver_due(core: &Core, out: &dyn ChatOut) -> anyhow::Result<usize
         };
         match result {
             Ok(()) => {
-                core.store.outbox_delivered(row.id, core.clock.now_ms()).await?;
+                core.store
+                    .outbox_delivered(row.id, core.clock.now_ms())
+                    .await?;
                 delivered += 1;
             }
             Err(e) => {
@@ -79,7 +91,9 @@ pub async fn deliver_due(core: &Core, out: &dyn ChatOut) -> anyhow::Result<usize
                     DeliveryError::Permanent(_) => i64::MAX,
                 };
                 tracing::warn!(outbox = row.id, platform = %row.platform, channel = %row.channel, error = %e, "chat delivery failed");
-                core.store.outbox_retry(row.id, next, &e.to_string()).await?;
+                core.store
+                    .outbox_retry(row.id, next, &e.to_string())
+                    .await?;
             }
         }
     }
@@ -87,7 +101,11 @@ pub async fn deliver_due(core: &Core, out: &dyn ChatOut) -> anyhow::Result<usize
 }
 
 /// Delivers for every adapter until `shutdown`; woken by `core.outbox_wake` and every 500 ms.
-pub async fn run(core: Arc<Core>, outs: Vec<Arc<dyn ChatOut>>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    core: Arc<Core>,
+    outs: Vec<Arc<dyn ChatOut>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         for out in &outs {
             if let Err(e) = deliver_due(&core, out.as_ref()).await {
@@ -113,6 +131,9 @@ mod tests {
     fn backoff_grows_and_is_capped() {
         assert_eq!(backoff(0), Duration::from_secs(1));
         assert_eq!(backoff(3), Duration::from_secs(8));
-        assert_eq!(backoff(40), Duration::from_secs(256).min(Duration::from_secs(300)));
+        assert_eq!(
+            backoff(40),
+            Duration::from_secs(256).min(Duration::from_secs(300))
+        );
     }
 }

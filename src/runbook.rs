@@ -12,7 +12,10 @@ use crate::dbops;
 #[error("{0}")]
 pub struct StepError(pub String);
 
-fn env_settings<'a>(settings: &'a Settings, env: &str) -> Result<&'a EnvironmentSettings, StepError> {
+fn env_settings<'a>(
+    settings: &'a Settings,
+    env: &str,
+) -> Result<&'a EnvironmentSettings, StepError> {
     settings
         .environments
         .get(env)
@@ -31,28 +34,50 @@ pub async fn plan(settings: &Settings, kind: &OperationKind, env: &str) -> Resul
         detail: argv.join(" "),
     }];
     let facts = vec![format!("command: {argv:?}")];
-    Ok(Plan::new(kind, env, format!("{summary} in {env}"), steps, vec![], facts))
+    Ok(Plan::new(
+        kind,
+        env,
+        format!("{summary} in {env}"),
+        steps,
+        vec![],
+        facts,
+    ))
 }
 
 /// Runs step `idx` of `kind`'s plan; returns a short summary of what happened.
-pub async fn run_step(settings: &Settings, kind: &OperationKind, env: &str, idx: usize) -> Result<String, StepError> {
+pub async fn run_step(
+    settings: &Settings,
+    kind: &OperationKind,
+    env: &str,
+    idx: usize,
+) -> Result<String, StepError> {
     let e = env_settings(settings, env)?;
     let timeout = Duration::from_secs(e.app_timeout_secs);
     match (kind, idx) {
         (OperationKind::AppStop, 0) => run_app(&e.app_stop, timeout).await,
         (OperationKind::AppStart, 0) => run_app(&e.app_start, timeout).await,
-        _ => Err(StepError(format!("{} has no step {}", kind.name(), idx + 1))),
+        _ => Err(StepError(format!(
+            "{} has no step {}",
+            kind.name(),
+            idx + 1
+        ))),
     }
 }
 
 /// Runs an app command; a non-zero exit is a failure.
 pub async fn run_app(argv: &[String], timeout: Duration) -> Result<String, StepError> {
     match dbops::app::run(argv, timeout).await {
-        Ok(out) if out.ok() => Ok(if out.tail.is_empty() { "exit 0".into() } else { format!("exit 0: {}", out.tail) }),
+        Ok(out) if out.ok() => Ok(if out.tail.is_empty() {
+            "exit 0".into()
+        } else {
+            format!("exit 0: {}", out.tail)
+        }),
         Ok(out) => Err(StepError(format!(
             "`{}` exited with {}: {}",
             argv.join(" "),
-            out.code.map(|c| c.to_string()).unwrap_or_else(|| "a signal".into()),
+            out.code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "a signal".into()),
             out.tail
         ))),
         Err(e) => Err(StepError(e.to_string())),

@@ -27,7 +27,10 @@ pub struct Application {
 /// `shell`) never run operations from the same file, which would make each mark the other's
 /// running operations interrupted.
 fn lock_sqlite(url: &str) -> anyhow::Result<Option<std::fs::File>> {
-    let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
+    let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
         return Ok(None);
     };
     let path = path.split('?').next().unwrap_or(path);
@@ -37,7 +40,8 @@ fn lock_sqlite(url: &str) -> anyhow::Result<Option<std::fs::File>> {
     let lock_path = PathBuf::from(format!("{path}.lock"));
     if let Some(parent) = lock_path.parent() {
         if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
         }
     }
     let f = std::fs::OpenOptions::new()
@@ -64,11 +68,17 @@ impl Application {
     }
 
     /// Same as [`Application::build`] with an injected clock.
-    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Application> {
         let store_lock = lock_sqlite(&settings.store.url)?;
-        let store = store::open(&settings.store.url)
-            .await
-            .with_context(|| format!("opening the state store {}", crate::config::redact_url(&settings.store.url)))?;
+        let store = store::open(&settings.store.url).await.with_context(|| {
+            format!(
+                "opening the state store {}",
+                crate::config::redact_url(&settings.store.url)
+            )
+        })?;
         let core = Arc::new(Core {
             directory: Directory::from_settings(&settings),
             settings: Arc::new(settings),
@@ -95,7 +105,11 @@ impl Application {
 
     /// Runs the worker and outbox delivery for `outs` until `shutdown` completes, then waits
     /// for running operations and a last outbox pass.
-    pub async fn run_until_stopped<F: Future<Output = ()>>(self, outs: Vec<Arc<dyn ChatOut>>, shutdown: F) -> anyhow::Result<()> {
+    pub async fn run_until_stopped<F: Future<Output = ()>>(
+        self,
+        outs: Vec<Arc<dyn ChatOut>>,
+        shutdown: F,
+    ) -> anyhow::Result<()> {
         let (tx, rx) = watch::channel(false);
         let worker = tokio::spawn(Worker::new(self.core.clone()).run(rx.clone()));
         let delivery = tokio::spawn(outbox::run(self.core.clone(), outs, rx));

@@ -33,14 +33,22 @@ pub struct Worker {
 impl Worker {
     /// A worker with a unique id (host + process + random).
     pub fn new(core: Arc<Core>) -> Worker {
-        let id = format!("{}-{}-{:06x}", hostname(), std::process::id(), rand::random::<u32>() & 0xff_ffff);
+        let id = format!(
+            "{}-{}-{:06x}",
+            hostname(),
+            std::process::id(),
+            rand::random::<u32>() & 0xff_ffff
+        );
         Worker { core, id }
     }
 
     /// Marks operations left `running` by a dead process as `interrupted`, audits and reports
     /// them. On SQLite (one process per store) every running operation is stale at start-up; on
     /// PostgreSQL only those whose heartbeat is older than [`LEASE`].
-    pub async fn recover_interrupted(core: &Core, at_startup: bool) -> anyhow::Result<Vec<OperationRow>> {
+    pub async fn recover_interrupted(
+        core: &Core,
+        at_startup: bool,
+    ) -> anyhow::Result<Vec<OperationRow>> {
         let now = core.clock.now_ms();
         let stale_before = match (core.store.backend(), at_startup) {
             (Backend::Sqlite, true) => None,
@@ -49,15 +57,32 @@ impl Worker {
         let mut tx = core.store.begin().await?;
         let stale = tx.running_operations(stale_before).await?;
         for op in &stale {
-            tx.transition_operation(&op.id, "running", "interrupted", Some("dualkey stopped while this operation ran; it was not resumed"), now).await?;
+            tx.transition_operation(
+                &op.id,
+                "running",
+                "interrupted",
+                Some("dualkey stopped while this operation ran; it was not resumed"),
+                now,
+            )
+            .await?;
             if let Some(k) = op.current_step {
-                tx.finish_step(&op.id, k, "interrupted", "dualkey stopped during this step", now).await?;
+                tx.finish_step(
+                    &op.id,
+                    k,
+                    "interrupted",
+                    "dualkey stopped during this step",
+                    now,
+                )
+                .await?;
             }
             core.audit_tx(&mut tx, NewAudit::system("operation.interrupted", Some(&op.env), json!({"operation": op.id, "kind": kind_name(&op.kind_json), "step": op.current_step.map(|k| k + 1)}))).await?;
         }
         tx.commit().await?;
         for op in &stale {
-            let step = op.current_step.map(|k| format!(" in step {}", k + 1)).unwrap_or_default();
+            let step = op
+                .current_step
+                .map(|k| format!(" in step {}", k + 1))
+                .unwrap_or_default();
             let text = format!(
                 "Operation {} ({} in {}) was interrupted{step}: dualkey stopped while it ran. It will not be resumed or re-run; check the environment (`status`), then request it again if still needed.",
                 op.id,
@@ -83,7 +108,9 @@ impl Worker {
             while running.try_join_next().is_some() {}
             match self.claim().await {
                 Ok(Some(op)) => {
-                    self.core.in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    self.core
+                        .in_flight
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let core = self.core.clone();
                     let wid = self.id.clone();
                     running.spawn(async move { run_operation(core, wid, op).await });
@@ -96,9 +123,12 @@ impl Worker {
             if let Err(e) = self.core.expire_requests().await {
                 tracing::error!(error = format!("{e:#}"), "expiring requests failed");
             }
-            if self.core.store.backend() == Backend::Postgres && ticks % 10 == 0 {
+            if self.core.store.backend() == Backend::Postgres && ticks.is_multiple_of(10) {
                 if let Err(e) = Worker::recover_interrupted(&self.core, false).await {
-                    tracing::error!(error = format!("{e:#}"), "recovering stale operations failed");
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "recovering stale operations failed"
+                    );
                 }
             }
             tokio::select! {
@@ -109,7 +139,10 @@ impl Worker {
             }
         }
         if !running.is_empty() {
-            tracing::info!(count = running.len(), "waiting for running operations to finish");
+            tracing::info!(
+                count = running.len(),
+                "waiting for running operations to finish"
+            );
         }
         while running.join_next().await.is_some() {}
     }
@@ -129,7 +162,10 @@ impl Worker {
 
     /// True when no operation is queued or running (used by the shell to know when it is done).
     pub async fn idle(core: &Core) -> anyhow::Result<bool> {
-        Ok(core.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0 && core.store.active_operations().await?.is_empty())
+        Ok(
+            core.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0
+                && core.store.active_operations().await?.is_empty(),
+        )
     }
 }
 
@@ -159,8 +195,25 @@ async fn run_operation(core: Arc<Core>, worker: String, op: OperationRow) {
         // Best effort: never leave it running forever.
         if let Ok(mut tx) = core.store.begin().await {
             let now = core.clock.now_ms();
-            let _ = tx.transition_operation(&op.id, "running", "failed", Some("internal error; see dualkey's log"), now).await;
-            let _ = core.audit_tx(&mut tx, NewAudit::system("operation.failed", Some(&op.env), json!({"operation": op.id, "reason": "internal error"}))).await;
+            let _ = tx
+                .transition_operation(
+                    &op.id,
+                    "running",
+                    "failed",
+                    Some("internal error; see dualkey's log"),
+                    now,
+                )
+                .await;
+            let _ = core
+                .audit_tx(
+                    &mut tx,
+                    NewAudit::system(
+                        "operation.failed",
+                        Some(&op.env),
+                        json!({"operation": op.id, "reason": "internal error"}),
+                    ),
+                )
+                .await;
             let _ = tx.commit().await;
         }
     }
@@ -168,14 +221,26 @@ async fn run_operation(core: Arc<Core>, worker: String, op: OperationRow) {
     if let Err(e) = core.refresh_operation_card(&op).await {
         tracing::warn!(error = format!("{e:#}"), "card refresh failed");
     }
-    core.in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    core.in_flight
+        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
 }
 
-async fn finish(core: &Core, op: &OperationRow, to: &str, error: Option<&str>, details: serde_json::Value) -> anyhow::Result<()> {
+async fn finish(
+    core: &Core,
+    op: &OperationRow,
+    to: &str,
+    error: Option<&str>,
+    details: serde_json::Value,
+) -> anyhow::Result<()> {
     let now = core.clock.now_ms();
     let mut tx = core.store.begin().await?;
-    tx.transition_operation(&op.id, "running", to, error, now).await?;
-    core.audit_tx(&mut tx, NewAudit::system(&format!("operation.{to}"), Some(&op.env), details)).await?;
+    tx.transition_operation(&op.id, "running", to, error, now)
+        .await?;
+    core.audit_tx(
+        &mut tx,
+        NewAudit::system(&format!("operation.{to}"), Some(&op.env), details),
+    )
+    .await?;
     tx.commit().await?;
     core.outbox_wake.notify_one();
     Ok(())
@@ -188,7 +253,14 @@ async fn execute(core: &Core, op: &OperationRow) -> anyhow::Result<()> {
         Ok(p) => p,
         Err(e) => {
             let reason = format!("could not recompute the plan before the first step: {e}");
-            return finish(core, op, "failed", Some(&reason), json!({"operation": op.id, "reason": reason})).await;
+            return finish(
+                core,
+                op,
+                "failed",
+                Some(&reason),
+                json!({"operation": op.id, "reason": reason}),
+            )
+            .await;
         }
     };
     if plan.fingerprint != op.fingerprint {
@@ -218,8 +290,22 @@ async fn execute(core: &Core, op: &OperationRow) -> anyhow::Result<()> {
         tx.commit().await?;
         if let Err(e) = result {
             let reason = format!("step {} ({}) failed: {}", idx + 1, step.name, e.0);
-            return finish(core, op, "failed", Some(&reason), json!({"operation": op.id, "step": idx + 1, "reason": e.0})).await;
+            return finish(
+                core,
+                op,
+                "failed",
+                Some(&reason),
+                json!({"operation": op.id, "step": idx + 1, "reason": e.0}),
+            )
+            .await;
         }
     }
-    finish(core, op, "succeeded", None, json!({"operation": op.id, "kind": kind.name(), "steps": plan.steps.len()})).await
+    finish(
+        core,
+        op,
+        "succeeded",
+        None,
+        json!({"operation": op.id, "kind": kind.name(), "steps": plan.steps.len()}),
+    )
+    .await
 }

@@ -70,8 +70,16 @@ impl ChatOut for ShellOut {
         Ok(id)
     }
 
-    async fn edit(&self, _channel: &str, message_id: &str, reply: &Reply) -> Result<(), DeliveryError> {
-        self.print(&format!("(update of message {message_id})\n{}", reply.to_text()));
+    async fn edit(
+        &self,
+        _channel: &str,
+        message_id: &str,
+        reply: &Reply,
+    ) -> Result<(), DeliveryError> {
+        self.print(&format!(
+            "(update of message {message_id})\n{}",
+            reply.to_text()
+        ));
         Ok(())
     }
 }
@@ -98,7 +106,11 @@ fn actor_for(core: &Core, who: &str) -> Result<Actor, String> {
     let (platform, account) = match who.split_once(':') {
         Some(("slack", a)) => (Platform::Slack, a),
         Some(("discord", a)) => (Platform::Discord, a),
-        Some((p, _)) => return Err(format!("unknown platform `{p}`; use slack:ID, discord:ID or an operator name")),
+        Some((p, _)) => {
+            return Err(format!(
+                "unknown platform `{p}`; use slack:ID, discord:ID or an operator name"
+            ))
+        }
         None => {
             if !core.directory.knows(who) {
                 return Err(format!("`{who}` is not an operator in the config"));
@@ -114,7 +126,12 @@ fn actor_for(core: &Core, who: &str) -> Result<Actor, String> {
 }
 
 /// Runs the shell loop over `input` until end of input, then waits for started work.
-pub async fn run<R: AsyncBufRead + Unpin>(core: Arc<Core>, out: ShellOut, start_as: &str, input: R) -> anyhow::Result<()> {
+pub async fn run<R: AsyncBufRead + Unpin>(
+    core: Arc<Core>,
+    out: ShellOut,
+    start_as: &str,
+    input: R,
+) -> anyhow::Result<()> {
     let mut actor = actor_for(&core, start_as).map_err(anyhow::Error::msg)?;
     let slash = core.slash().to_string();
     let mut lines = input.lines();

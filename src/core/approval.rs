@@ -96,7 +96,11 @@ pub enum VoteRefusal {
 }
 
 /// Decides whether `voter` may vote on a request at `now_ms`.
-pub fn judge_vote(req: &RequestFacts<'_>, voter: &Operator, now_ms: i64) -> Result<(), VoteRefusal> {
+pub fn judge_vote(
+    req: &RequestFacts<'_>,
+    voter: &Operator,
+    now_ms: i64,
+) -> Result<(), VoteRefusal> {
     if !voter.can(Role::Approver) || voter.id.is_none() {
         return Err(VoteRefusal::NotApprover);
     }
@@ -128,13 +132,20 @@ pub enum CancelRefusal {
 }
 
 /// Decides whether `who` may withdraw a request.
-pub fn judge_cancel(req: &RequestFacts<'_>, who: &Operator, now_ms: i64) -> Result<(), CancelRefusal> {
+pub fn judge_cancel(
+    req: &RequestFacts<'_>,
+    who: &Operator,
+    now_ms: i64,
+) -> Result<(), CancelRefusal> {
     let is_requester = who.id.as_deref() == Some(req.requester);
-    if !is_requester && !(who.can(Role::Approver) && who.id.is_some()) {
+    let is_approver = who.can(Role::Approver) && who.id.is_some();
+    if !is_requester && !is_approver {
         return Err(CancelRefusal::NotAllowed);
     }
     match req.state {
-        RequestState::Pending if now_ms >= req.expires_at_ms => Err(CancelRefusal::Closed("expired")),
+        RequestState::Pending if now_ms >= req.expires_at_ms => {
+            Err(CancelRefusal::Closed("expired"))
+        }
         RequestState::Pending => Ok(()),
         other => Err(CancelRefusal::Closed(other.as_str())),
     }
@@ -161,12 +172,31 @@ mod tests {
         let bob = op("bob", &[Role::Approver]);
         assert_eq!(judge_vote(&pending, &bob, 999), Ok(()));
         assert_eq!(judge_vote(&pending, &bob, 1000), Err(VoteRefusal::Expired));
-        assert_eq!(judge_vote(&pending, &op("alice", &[Role::Approver]), 1), Err(VoteRefusal::Requester));
-        assert_eq!(judge_vote(&pending, &op("carol", &[Role::Viewer, Role::Operator]), 1), Err(VoteRefusal::NotApprover));
-        let unknown_viewer = Operator { id: None, roles: [Role::Approver].into_iter().collect() };
-        assert_eq!(judge_vote(&pending, &unknown_viewer, 1), Err(VoteRefusal::NotApprover));
-        for (st, name) in [(RequestState::Denied, "denied"), (RequestState::Approved, "approved"), (RequestState::Cancelled, "cancelled")] {
-            let r = RequestFacts { state: st, ..pending.clone() };
+        assert_eq!(
+            judge_vote(&pending, &op("alice", &[Role::Approver]), 1),
+            Err(VoteRefusal::Requester)
+        );
+        assert_eq!(
+            judge_vote(&pending, &op("carol", &[Role::Viewer, Role::Operator]), 1),
+            Err(VoteRefusal::NotApprover)
+        );
+        let unknown_viewer = Operator {
+            id: None,
+            roles: [Role::Approver].into_iter().collect(),
+        };
+        assert_eq!(
+            judge_vote(&pending, &unknown_viewer, 1),
+            Err(VoteRefusal::NotApprover)
+        );
+        for (st, name) in [
+            (RequestState::Denied, "denied"),
+            (RequestState::Approved, "approved"),
+            (RequestState::Cancelled, "cancelled"),
+        ] {
+            let r = RequestFacts {
+                state: st,
+                ..pending.clone()
+            };
             assert_eq!(judge_vote(&r, &bob, 1), Err(VoteRefusal::Closed(name)));
         }
     }
@@ -181,9 +211,22 @@ mod tests {
 
     #[test]
     fn cancel_rules() {
-        let pending = RequestFacts { state: RequestState::Pending, requester: "alice", expires_at_ms: 1000 };
-        assert_eq!(judge_cancel(&pending, &op("alice", &[Role::Operator]), 1), Ok(()));
-        assert_eq!(judge_cancel(&pending, &op("bob", &[Role::Approver]), 1), Ok(()));
-        assert_eq!(judge_cancel(&pending, &op("carol", &[Role::Operator]), 1), Err(CancelRefusal::NotAllowed));
+        let pending = RequestFacts {
+            state: RequestState::Pending,
+            requester: "alice",
+            expires_at_ms: 1000,
+        };
+        assert_eq!(
+            judge_cancel(&pending, &op("alice", &[Role::Operator]), 1),
+            Ok(())
+        );
+        assert_eq!(
+            judge_cancel(&pending, &op("bob", &[Role::Approver]), 1),
+            Ok(())
+        );
+        assert_eq!(
+            judge_cancel(&pending, &op("carol", &[Role::Operator]), 1),
+            Err(CancelRefusal::NotAllowed)
+        );
     }
 }

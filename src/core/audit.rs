@@ -60,6 +60,8 @@ pub struct AuditRecord {
 }
 
 /// The hash of an event: SHA-256 over a JSON array of the previous hash and every field.
+// Every stored column is an argument on purpose: the hash must cover exactly these fields.
+#[allow(clippy::too_many_arguments)]
 pub fn chain_hash(
     prev_hash: &str,
     seq: i64,
@@ -70,7 +72,8 @@ pub fn chain_hash(
     action: &str,
     details: &str,
 ) -> String {
-    let material = serde_json::json!([prev_hash, seq, at_ms, operator, account, env, action, details]);
+    let material =
+        serde_json::json!([prev_hash, seq, at_ms, operator, account, env, action, details]);
     hex::encode(Sha256::digest(material.to_string().as_bytes()))
 }
 
@@ -100,8 +103,15 @@ impl AuditRecord {
             (None, Some(a)) => a.clone(),
             (None, None) => "dualkey".into(),
         };
-        let env = self.env.as_deref().map(|e| format!(" [{e}]")).unwrap_or_default();
-        format!("#{} {at} {who}{env} {} {}", self.seq, self.action, self.details)
+        let env = self
+            .env
+            .as_deref()
+            .map(|e| format!(" [{e}]"))
+            .unwrap_or_default();
+        format!(
+            "#{} {at} {who}{env} {} {}",
+            self.seq, self.action, self.details
+        )
     }
 }
 
@@ -141,7 +151,10 @@ impl Verifier {
         if r.seq != self.next_seq {
             return Err(BrokenLink {
                 seq: self.next_seq,
-                reason: format!("event #{} is missing (found #{} next)", self.next_seq, r.seq),
+                reason: format!(
+                    "event #{} is missing (found #{} next)",
+                    self.next_seq, r.seq
+                ),
             });
         }
         if r.prev_hash != self.prev_hash {
@@ -177,8 +190,14 @@ pub fn redact(text: &str) -> String {
     for word in text.split_inclusive(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
         let w = if word.contains("://") && word.contains('@') {
             crate::config::redact_url(word)
-        } else if ["xoxb-", "xoxp-", "xapp-", "xoxa-"].iter().any(|p| word.starts_with(p)) {
-            "***".to_string() + &word[word.trim_end_matches(|c: char| c.is_whitespace() || c == '"' || c == '\'').len()..]
+        } else if ["xoxb-", "xoxp-", "xapp-", "xoxa-"]
+            .iter()
+            .any(|p| word.starts_with(p))
+        {
+            "***".to_string()
+                + &word[word
+                    .trim_end_matches(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+                    .len()..]
         } else {
             word.to_string()
         };
@@ -191,8 +210,12 @@ pub fn redact(text: &str) -> String {
 pub fn redact_json(v: &serde_json::Value) -> serde_json::Value {
     match v {
         serde_json::Value::String(s) => serde_json::Value::String(redact(s)),
-        serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(redact_json).collect()),
-        serde_json::Value::Object(o) => serde_json::Value::Object(o.iter().map(|(k, v)| (k.clone(), redact_json(v))).collect()),
+        serde_json::Value::Array(a) => {
+            serde_json::Value::Array(a.iter().map(redact_json).collect())
+        }
+        serde_json::Value::Object(o) => {
+            serde_json::Value::Object(o.iter().map(|(k, v)| (k.clone(), redact_json(v))).collect())
+        }
         other => other.clone(),
     }
 }
@@ -204,7 +227,17 @@ mod tests {
     fn rec(prev: &str, seq: i64, action: &str) -> AuditRecord {
         let details = "{}".to_string();
         let hash = chain_hash(prev, seq, 1, None, None, None, action, &details);
-        AuditRecord { seq, at_ms: 1, operator: None, account: None, env: None, action: action.into(), details, prev_hash: prev.into(), hash }
+        AuditRecord {
+            seq,
+            at_ms: 1,
+            operator: None,
+            account: None,
+            env: None,
+            action: action.into(),
+            details,
+            prev_hash: prev.into(),
+            hash,
+        }
     }
 
     #[test]

@@ -92,8 +92,16 @@ impl Core {
         let rec = tx.append_audit(&ev, now).await?;
         let line = serde_json::to_string(&Reply::public(rec.render())).expect("reply serializes");
         for (platform, enabled, channel) in [
-            (Platform::Slack, self.settings.slack.enabled, &self.settings.slack.audit_channel),
-            (Platform::Discord, self.settings.discord.enabled, &self.settings.discord.audit_channel),
+            (
+                Platform::Slack,
+                self.settings.slack.enabled,
+                &self.settings.slack.audit_channel,
+            ),
+            (
+                Platform::Discord,
+                self.settings.discord.enabled,
+                &self.settings.discord.audit_channel,
+            ),
         ] {
             if enabled && !channel.is_empty() {
                 tx.enqueue_outbox(
@@ -123,7 +131,8 @@ impl Core {
 
     /// Queues an edit of a posted message (`message_json` is a stored [`MessageRef`]).
     pub async fn edit_message(&self, message_json: &str, reply: &Reply) -> anyhow::Result<()> {
-        let msg: MessageRef = serde_json::from_str(message_json).context("stored message reference")?;
+        let msg: MessageRef =
+            serde_json::from_str(message_json).context("stored message reference")?;
         let mut tx = self.store.begin().await?;
         tx.enqueue_outbox(
             &NewOutbox {
@@ -186,7 +195,10 @@ impl Core {
         let now = self.clock.now_ms();
         let mut tx = self.store.begin().await?;
         let first = tx
-            .first_delivery(&format!("{}:{}", ev.actor.platform.as_str(), ev.delivery_id), now)
+            .first_delivery(
+                &format!("{}:{}", ev.actor.platform.as_str(), ev.delivery_id),
+                now,
+            )
             .await?;
         tx.commit().await?;
         if !first {
@@ -200,7 +212,14 @@ impl Core {
         }
     }
 
-    fn actor_audit(&self, actor: &Actor, who: &Operator, env: Option<&str>, action: &str, details: serde_json::Value) -> NewAudit {
+    fn actor_audit(
+        &self,
+        actor: &Actor,
+        who: &Operator,
+        env: Option<&str>,
+        action: &str,
+        details: serde_json::Value,
+    ) -> NewAudit {
         NewAudit {
             operator: who.id.clone(),
             account: Some(actor.qualified()),
@@ -210,10 +229,23 @@ impl Core {
         }
     }
 
-    async fn on_command(&self, ev: &InboundEvent, who: &Operator, text: &str, out: &dyn Responder) -> anyhow::Result<()> {
+    async fn on_command(
+        &self,
+        ev: &InboundEvent,
+        who: &Operator,
+        text: &str,
+        out: &dyn Responder,
+    ) -> anyhow::Result<()> {
         let shown: String = text.chars().take(200).collect();
         if who.roles.is_empty() {
-            self.audit(self.actor_audit(&ev.actor, who, None, "command.refused", json!({"text": shown, "reason": "not an operator"}))).await?;
+            self.audit(self.actor_audit(
+                &ev.actor,
+                who,
+                None,
+                "command.refused",
+                json!({"text": shown, "reason": "not an operator"}),
+            ))
+            .await?;
             out.respond(Reply::ephemeral(format!(
                 "You are not allowed to use dualkey. Ask an admin to add your account ({}) to [[operators]] in the config.",
                 ev.actor.qualified()
@@ -224,8 +256,16 @@ impl Core {
         let (spec, cmd) = match command::parse(text, &self.parse_ctx()) {
             Ok(p) => p,
             Err(e) => {
-                self.audit(self.actor_audit(&ev.actor, who, None, "command.rejected", json!({"text": shown, "error": e.message}))).await?;
-                out.respond(Reply::ephemeral(e.render(self.slash()))).await?;
+                self.audit(self.actor_audit(
+                    &ev.actor,
+                    who,
+                    None,
+                    "command.rejected",
+                    json!({"text": shown, "error": e.message}),
+                ))
+                .await?;
+                out.respond(Reply::ephemeral(e.render(self.slash())))
+                    .await?;
                 return Ok(());
             }
         };
@@ -234,12 +274,24 @@ impl Core {
             _ => spec.role,
         };
         if !who.can(needs) {
-            self.audit(self.actor_audit(&ev.actor, who, None, "command.refused", json!({"text": shown, "reason": format!("needs the {needs:?} role")}))).await?;
-            out.respond(Reply::ephemeral(format!("`{}` needs the {} role, which you do not have.", spec.name, format!("{needs:?}").to_lowercase())))
-                .await?;
+            self.audit(self.actor_audit(
+                &ev.actor,
+                who,
+                None,
+                "command.refused",
+                json!({"text": shown, "reason": format!("needs the {needs:?} role")}),
+            ))
+            .await?;
+            out.respond(Reply::ephemeral(format!(
+                "`{}` needs the {} role, which you do not have.",
+                spec.name,
+                format!("{needs:?}").to_lowercase()
+            )))
+            .await?;
             return Ok(());
         }
-        self.audit(self.actor_audit(&ev.actor, who, None, "command", json!({"text": shown}))).await?;
+        self.audit(self.actor_audit(&ev.actor, who, None, "command", json!({"text": shown})))
+            .await?;
         match cmd {
             Command::Help(a) => {
                 let text = match a.command.and_then(command::spec) {
@@ -249,28 +301,52 @@ impl Core {
                 out.respond(Reply::ephemeral(text)).await?;
             }
             Command::Status(a) => {
-                out.respond(Reply::ephemeral(self.status_text(&a.env.0).await?)).await?;
+                out.respond(Reply::ephemeral(self.status_text(&a.env.0).await?))
+                    .await?;
             }
             Command::App(a) => match a.action {
                 AppAction::Status => {
                     let e = &self.settings.environments[&a.env.0];
                     let timeout = std::time::Duration::from_secs(e.app_timeout_secs);
                     let text = match crate::dbops::app::run(&e.app_status, timeout).await {
-                        Ok(o) => format!("app status in {} (exit {}):\n{}", a.env.0, o.code.map(|c| c.to_string()).unwrap_or("signal".into()), o.tail),
+                        Ok(o) => format!(
+                            "app status in {} (exit {}):\n{}",
+                            a.env.0,
+                            o.code.map(|c| c.to_string()).unwrap_or("signal".into()),
+                            o.tail
+                        ),
                         Err(err) => format!("app status in {} failed: {err}", a.env.0),
                     };
                     out.respond(Reply::ephemeral(text)).await?;
                 }
-                AppAction::Stop => self.request_operation(ev, who, OperationKind::AppStop, &a.env.0, out).await?,
-                AppAction::Start => self.request_operation(ev, who, OperationKind::AppStart, &a.env.0, out).await?,
+                AppAction::Stop => {
+                    self.request_operation(ev, who, OperationKind::AppStop, &a.env.0, out)
+                        .await?
+                }
+                AppAction::Start => {
+                    self.request_operation(ev, who, OperationKind::AppStart, &a.env.0, out)
+                        .await?
+                }
             },
             Command::Approvals(_) => {
-                out.respond(Reply::ephemeral(self.approvals_text().await?)).await?;
+                out.respond(Reply::ephemeral(self.approvals_text().await?))
+                    .await?;
             }
             Command::Cancel(a) => self.cancel(ev, who, &a.request, out).await?,
             Command::Audit(command::audit::Args::Tail(n)) => {
-                let lines: Vec<String> = self.store.audit_tail(n).await?.iter().map(|r| r.render()).collect();
-                out.respond(Reply::ephemeral(if lines.is_empty() { "The audit trail is empty.".into() } else { lines.join("\n") })).await?;
+                let lines: Vec<String> = self
+                    .store
+                    .audit_tail(n)
+                    .await?
+                    .iter()
+                    .map(|r| r.render())
+                    .collect();
+                out.respond(Reply::ephemeral(if lines.is_empty() {
+                    "The audit trail is empty.".into()
+                } else {
+                    lines.join("\n")
+                }))
+                .await?;
             }
             Command::Audit(command::audit::Args::Verify) => {
                 let text = match verify_chain(self.store.as_ref()).await? {
@@ -285,7 +361,14 @@ impl Core {
 
     /// Plans an operation and either records an approval request (posting its card) or, for
     /// kinds that need none, queues it directly. Refuses when the environment is busy.
-    pub async fn request_operation(&self, ev: &InboundEvent, who: &Operator, kind: OperationKind, env: &str, out: &dyn Responder) -> anyhow::Result<()> {
+    pub async fn request_operation(
+        &self,
+        ev: &InboundEvent,
+        who: &Operator,
+        kind: OperationKind,
+        env: &str,
+        out: &dyn Responder,
+    ) -> anyhow::Result<()> {
         let plan = runbook::plan(&self.settings, &kind, env)
             .await
             .map_err(|e| UserError(format!("Cannot plan {} in {env}: {e}", kind.name())))?;
@@ -297,7 +380,17 @@ impl Core {
         let mut tx = self.store.begin().await?;
         if let Some(busy) = tx.active_operation_for_env(env).await? {
             let msg = format!("{env} is busy: operation {} ({}, {}) holds it. Wait for it to finish, then ask again.", busy.id, kind_name(&busy.kind_json), describe_state(&busy));
-            self.audit_tx(&mut tx, self.actor_audit(&ev.actor, who, Some(env), "request.refused", json!({"kind": kind.name(), "reason": msg}))).await?;
+            self.audit_tx(
+                &mut tx,
+                self.actor_audit(
+                    &ev.actor,
+                    who,
+                    Some(env),
+                    "request.refused",
+                    json!({"kind": kind.name(), "reason": msg}),
+                ),
+            )
+            .await?;
             tx.commit().await?;
             return Err(UserError(msg).into());
         }
@@ -332,7 +425,8 @@ impl Core {
             let card = self.request_card(&id).await?;
             if let Some(msg) = out.respond(card).await? {
                 let mut tx = self.store.begin().await?;
-                tx.set_request_message(&id, &serde_json::to_string(&msg)?).await?;
+                tx.set_request_message(&id, &serde_json::to_string(&msg)?)
+                    .await?;
                 tx.commit().await?;
             }
         } else {
@@ -362,7 +456,8 @@ impl Core {
             let card = self.operation_card(&op.id).await?;
             if let Some(msg) = out.respond(card).await? {
                 let mut tx = self.store.begin().await?;
-                tx.set_operation_message(&op.id, &serde_json::to_string(&msg)?).await?;
+                tx.set_operation_message(&op.id, &serde_json::to_string(&msg)?)
+                    .await?;
                 tx.commit().await?;
             }
             self.worker_wake.notify_one();
@@ -370,20 +465,31 @@ impl Core {
         Ok(())
     }
 
-    async fn on_action(&self, ev: &InboundEvent, who: &Operator, action_id: &str, out: &dyn Responder) -> anyhow::Result<()> {
-        let parsed = action_id
-            .split_once(':')
-            .and_then(|(verb, id)| {
-                let d = match verb {
-                    "approve" => Decision::Approve,
-                    "deny" => Decision::Deny,
-                    _ => return None,
-                };
-                RequestId::parse(id).ok().map(|r| (d, r))
-            });
+    async fn on_action(
+        &self,
+        ev: &InboundEvent,
+        who: &Operator,
+        action_id: &str,
+        out: &dyn Responder,
+    ) -> anyhow::Result<()> {
+        let parsed = action_id.split_once(':').and_then(|(verb, id)| {
+            let d = match verb {
+                "approve" => Decision::Approve,
+                "deny" => Decision::Deny,
+                _ => return None,
+            };
+            RequestId::parse(id).ok().map(|r| (d, r))
+        });
         let Some((decision, request)) = parsed else {
             let shown: String = action_id.chars().take(80).collect();
-            self.audit(self.actor_audit(&ev.actor, who, None, "action.rejected", json!({"action": shown}))).await?;
+            self.audit(self.actor_audit(
+                &ev.actor,
+                who,
+                None,
+                "action.rejected",
+                json!({"action": shown}),
+            ))
+            .await?;
             return Err(UserError(format!("Unknown button `{}`.", shown.escape_default())).into());
         };
         self.vote(ev, who, &request.0, decision, out).await
@@ -392,7 +498,14 @@ impl Core {
     /// Records a vote: one locked read, the rules, one conditional write and its audit event,
     /// all in one transaction. Approval queues the operation in the same transaction.
     #[tracing::instrument(skip_all, fields(request = %request_id, decision = decision.as_str()))]
-    pub async fn vote(&self, ev: &InboundEvent, who: &Operator, request_id: &str, decision: Decision, out: &dyn Responder) -> anyhow::Result<()> {
+    pub async fn vote(
+        &self,
+        ev: &InboundEvent,
+        who: &Operator,
+        request_id: &str,
+        decision: Decision,
+        out: &dyn Responder,
+    ) -> anyhow::Result<()> {
         let now = self.clock.now_ms();
         let mut tx = self.store.begin().await?;
         let req = tx.lock_request(request_id).await?;
@@ -419,7 +532,10 @@ impl Core {
         if tx.has_voted(request_id, &voter).await? {
             // A second click by the same approver is a no-op.
             tx.commit().await?;
-            out.respond(Reply::ephemeral(format!("You already voted on {request_id}; nothing changed."))).await?;
+            out.respond(Reply::ephemeral(format!(
+                "You already voted on {request_id}; nothing changed."
+            )))
+            .await?;
             return Ok(());
         }
         let vote = crate::store::VoteRow {
@@ -431,19 +547,44 @@ impl Core {
         };
         if !tx.insert_vote_if_open(&vote, now).await? {
             drop(tx);
-            return Err(UserError("Vote not counted: the request is no longer open.".into()).into());
+            return Err(
+                UserError("Vote not counted: the request is no longer open.".into()).into(),
+            );
         }
-        self.audit_tx(&mut tx, self.actor_audit(&ev.actor, who, Some(&req.env), &format!("vote.{}", decision.as_str()), json!({"request": request_id}))).await?;
+        self.audit_tx(
+            &mut tx,
+            self.actor_audit(
+                &ev.actor,
+                who,
+                Some(&req.env),
+                &format!("vote.{}", decision.as_str()),
+                json!({"request": request_id}),
+            ),
+        )
+        .await?;
         let mut queued = None;
         let outcome = match decision {
             Decision::Deny => {
-                tx.transition_request(request_id, "pending", "denied", Some(&voter), now).await?;
-                self.audit_tx(&mut tx, NewAudit::system("request.denied", Some(&req.env), json!({"request": request_id, "by": voter}))).await?;
+                tx.transition_request(request_id, "pending", "denied", Some(&voter), now)
+                    .await?;
+                self.audit_tx(
+                    &mut tx,
+                    NewAudit::system(
+                        "request.denied",
+                        Some(&req.env),
+                        json!({"request": request_id, "by": voter}),
+                    ),
+                )
+                .await?;
                 format!("Denied {request_id}; it will not run.")
             }
             Decision::Approve => {
                 let approvals = tx.count_votes(request_id, "approve").await?;
-                if approval::is_complete(approvals, req.required_votes) && tx.transition_request(request_id, "pending", "approved", Some(&voter), now).await? {
+                if approval::is_complete(approvals, req.required_votes)
+                    && tx
+                        .transition_request(request_id, "pending", "approved", Some(&voter), now)
+                        .await?
+                {
                     let op = OperationRow {
                         id: short_id('o'),
                         request_id: Some(req.id.clone()),
@@ -464,12 +605,23 @@ impl Core {
                         message_json: req.message_json.clone(),
                     };
                     tx.insert_operation(&op).await?;
-                    self.audit_tx(&mut tx, NewAudit::system("request.approved", Some(&req.env), json!({"request": request_id, "operation": op.id, "votes": approvals}))).await?;
+                    self.audit_tx(
+                        &mut tx,
+                        NewAudit::system(
+                            "request.approved",
+                            Some(&req.env),
+                            json!({"request": request_id, "operation": op.id, "votes": approvals}),
+                        ),
+                    )
+                    .await?;
                     let msg = format!("Approved {request_id}: operation {} is queued.", op.id);
                     queued = Some(op.id);
                     msg
                 } else {
-                    format!("Vote recorded on {request_id} ({approvals}/{} approvals).", req.required_votes)
+                    format!(
+                        "Vote recorded on {request_id} ({approvals}/{} approvals).",
+                        req.required_votes
+                    )
                 }
             }
         };
@@ -483,11 +635,21 @@ impl Core {
         Ok(())
     }
 
-    async fn cancel(&self, ev: &InboundEvent, who: &Operator, request: &RequestId, out: &dyn Responder) -> anyhow::Result<()> {
+    async fn cancel(
+        &self,
+        ev: &InboundEvent,
+        who: &Operator,
+        request: &RequestId,
+        out: &dyn Responder,
+    ) -> anyhow::Result<()> {
         let now = self.clock.now_ms();
         let mut tx = self.store.begin().await?;
         let Some(req) = tx.lock_request(&request.0).await? else {
-            return Err(UserError(format!("There is no request `{}`; `approvals` lists the open ones.", request.0)).into());
+            return Err(UserError(format!(
+                "There is no request `{}`; `approvals` lists the open ones.",
+                request.0
+            ))
+            .into());
         };
         let facts = RequestFacts {
             state: RequestState::parse(&req.state).unwrap_or(RequestState::Cancelled),
@@ -495,16 +657,38 @@ impl Core {
             expires_at_ms: req.expires_at,
         };
         if let Err(refusal) = approval::judge_cancel(&facts, who, now) {
-            self.audit_tx(&mut tx, self.actor_audit(&ev.actor, who, Some(&req.env), "cancel.refused", json!({"request": req.id, "reason": refusal.to_string()}))).await?;
+            self.audit_tx(
+                &mut tx,
+                self.actor_audit(
+                    &ev.actor,
+                    who,
+                    Some(&req.env),
+                    "cancel.refused",
+                    json!({"request": req.id, "reason": refusal.to_string()}),
+                ),
+            )
+            .await?;
             tx.commit().await?;
             return Err(UserError(format!("Not cancelled: {refusal}.")).into());
         }
-        tx.transition_request(&req.id, "pending", "cancelled", who.id.as_deref(), now).await?;
-        self.audit_tx(&mut tx, self.actor_audit(&ev.actor, who, Some(&req.env), "request.cancelled", json!({"request": req.id}))).await?;
+        tx.transition_request(&req.id, "pending", "cancelled", who.id.as_deref(), now)
+            .await?;
+        self.audit_tx(
+            &mut tx,
+            self.actor_audit(
+                &ev.actor,
+                who,
+                Some(&req.env),
+                "request.cancelled",
+                json!({"request": req.id}),
+            ),
+        )
+        .await?;
         tx.commit().await?;
         self.outbox_wake.notify_one();
         self.refresh_request_card(&req.id).await?;
-        out.respond(Reply::ephemeral(format!("Cancelled {}.", req.id))).await?;
+        out.respond(Reply::ephemeral(format!("Cancelled {}.", req.id)))
+            .await?;
         Ok(())
     }
 
@@ -515,8 +699,13 @@ impl Core {
         let mut tx = self.store.begin().await?;
         let due = tx.due_expired_requests(now).await?;
         for r in &due {
-            tx.transition_request(&r.id, "pending", "expired", None, now).await?;
-            self.audit_tx(&mut tx, NewAudit::system("request.expired", Some(&r.env), json!({"request": r.id}))).await?;
+            tx.transition_request(&r.id, "pending", "expired", None, now)
+                .await?;
+            self.audit_tx(
+                &mut tx,
+                NewAudit::system("request.expired", Some(&r.env), json!({"request": r.id})),
+            )
+            .await?;
         }
         tx.commit().await?;
         for r in &due {
@@ -554,7 +743,11 @@ impl Core {
     /// The approval card of a request: who asked, environment, plan, warnings, fingerprint,
     /// expiry, votes, the operation's progress, and the buttons while it is open.
     pub async fn request_card(&self, request_id: &str) -> anyhow::Result<Reply> {
-        let req = self.store.get_request(request_id).await?.context("request vanished")?;
+        let req = self
+            .store
+            .get_request(request_id)
+            .await?
+            .context("request vanished")?;
         let plan: Plan = serde_json::from_str(&req.plan_json)?;
         let votes = self.store.votes(request_id).await?;
         let op = self.store.operation_for_request(request_id).await?;
@@ -562,22 +755,45 @@ impl Core {
         let state = RequestState::parse(&req.state).unwrap_or(RequestState::Cancelled);
         let approvals = votes.iter().filter(|v| v.decision == "approve").count();
         let mut fields = vec![
-            ("Requested by".to_string(), format!("{} ({})", req.requester, req.requester_account)),
+            (
+                "Requested by".to_string(),
+                format!("{} ({})", req.requester, req.requester_account),
+            ),
             ("Environment".to_string(), req.env.clone()),
-            ("Fingerprint".to_string(), plan.short_fingerprint().to_string()),
+            (
+                "Fingerprint".to_string(),
+                plan.short_fingerprint().to_string(),
+            ),
         ];
         let (status, style) = match (&op, state) {
             (Some(o), _) => (describe_state(o), op_style(o)),
-            (None, RequestState::Pending) if now >= req.expires_at => ("expired".to_string(), Style::Warning),
+            (None, RequestState::Pending) if now >= req.expires_at => {
+                ("expired".to_string(), Style::Warning)
+            }
             (None, RequestState::Pending) => (
-                format!("waiting for approval: {approvals}/{} votes, expires {} (in {})", req.required_votes, fmt_time(req.expires_at), fmt_left(req.expires_at - now)),
+                format!(
+                    "waiting for approval: {approvals}/{} votes, expires {} (in {})",
+                    req.required_votes,
+                    fmt_time(req.expires_at),
+                    fmt_left(req.expires_at - now)
+                ),
                 Style::Pending,
             ),
-            (None, s) => (s.as_str().to_string(), if s == RequestState::Denied { Style::Danger } else { Style::Warning }),
+            (None, s) => (
+                s.as_str().to_string(),
+                if s == RequestState::Denied {
+                    Style::Danger
+                } else {
+                    Style::Warning
+                },
+            ),
         };
         fields.push(("Status".into(), status));
         if !votes.is_empty() {
-            let v: Vec<String> = votes.iter().map(|v| format!("{} {}d", v.voter, v.decision)).collect();
+            let v: Vec<String> = votes
+                .iter()
+                .map(|v| format!("{} {}d", v.voter, v.decision))
+                .collect();
             fields.push(("Votes".into(), v.join(", ")));
         }
         let mut lines = plan_lines(&plan);
@@ -586,8 +802,16 @@ impl Core {
         }
         let buttons = if state == RequestState::Pending && now < req.expires_at {
             vec![
-                Button { id: format!("approve:{}", req.id), label: "Approve".into(), danger: false },
-                Button { id: format!("deny:{}", req.id), label: "Deny".into(), danger: true },
+                Button {
+                    id: format!("approve:{}", req.id),
+                    label: "Approve".into(),
+                    danger: false,
+                },
+                Button {
+                    id: format!("deny:{}", req.id),
+                    label: "Deny".into(),
+                    danger: true,
+                },
             ]
         } else {
             vec![]
@@ -603,7 +827,11 @@ impl Core {
 
     /// The card of an operation that needed no approval.
     pub async fn operation_card(&self, op_id: &str) -> anyhow::Result<Reply> {
-        let op = self.store.get_operation(op_id).await?.context("operation vanished")?;
+        let op = self
+            .store
+            .get_operation(op_id)
+            .await?
+            .context("operation vanished")?;
         let plan: Plan = serde_json::from_str(&op.plan_json)?;
         let mut lines = plan_lines(&plan);
         lines.extend(self.step_lines(&op).await?);
@@ -624,7 +852,17 @@ impl Core {
         let mut lines = Vec::new();
         for s in self.store.steps(&op.id).await? {
             let out = s.output.as_deref().unwrap_or("");
-            lines.push(format!("step {} {}: {}{}", s.idx + 1, s.name, s.state, if out.is_empty() { String::new() } else { format!(" ({out})") }));
+            lines.push(format!(
+                "step {} {}: {}{}",
+                s.idx + 1,
+                s.name,
+                s.state,
+                if out.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({out})")
+                }
+            ));
         }
         if let Some(err) = &op.error {
             lines.push(format!("error: {err}"));
@@ -634,28 +872,68 @@ impl Core {
 
     async fn status_text(&self, env: &str) -> anyhow::Result<String> {
         let mut out = vec![format!("dualkey status for {env}")];
-        let active: Vec<OperationRow> = self.store.active_operations().await?.into_iter().filter(|o| o.env == env).collect();
+        let active: Vec<OperationRow> = self
+            .store
+            .active_operations()
+            .await?
+            .into_iter()
+            .filter(|o| o.env == env)
+            .collect();
         if active.is_empty() {
             out.push("operation: none running".into());
         }
         for o in &active {
-            out.push(format!("operation: {} {} ({})", o.id, kind_name(&o.kind_json), describe_state(o)));
+            out.push(format!(
+                "operation: {} {} ({})",
+                o.id,
+                kind_name(&o.kind_json),
+                describe_state(o)
+            ));
         }
         let now = self.clock.now_ms();
-        let open: Vec<RequestRow> = self.store.list_requests(Some("pending"), 100).await?.into_iter().filter(|r| r.env == env && r.expires_at > now).collect();
+        let open: Vec<RequestRow> = self
+            .store
+            .list_requests(Some("pending"), 100)
+            .await?
+            .into_iter()
+            .filter(|r| r.env == env && r.expires_at > now)
+            .collect();
         out.push(format!("open requests: {}", open.len()));
         for r in &open {
-            out.push(format!("  {} {} by {}, expires in {}", r.id, kind_name(&r.kind_json), r.requester, fmt_left(r.expires_at - now)));
+            out.push(format!(
+                "  {} {} by {}, expires in {}",
+                r.id,
+                kind_name(&r.kind_json),
+                r.requester,
+                fmt_left(r.expires_at - now)
+            ));
         }
-        if let Some(last) = self.store.recent_operations(20).await?.into_iter().find(|o| o.env == env && OperationState::parse(&o.state).is_some_and(|s| s.is_final())) {
-            out.push(format!("last operation: {} {} {}", last.id, kind_name(&last.kind_json), describe_state(&last)));
+        if let Some(last) = self
+            .store
+            .recent_operations(20)
+            .await?
+            .into_iter()
+            .find(|o| o.env == env && OperationState::parse(&o.state).is_some_and(|s| s.is_final()))
+        {
+            out.push(format!(
+                "last operation: {} {} {}",
+                last.id,
+                kind_name(&last.kind_json),
+                describe_state(&last)
+            ));
         }
         Ok(out.join("\n"))
     }
 
     async fn approvals_text(&self) -> anyhow::Result<String> {
         let now = self.clock.now_ms();
-        let open: Vec<RequestRow> = self.store.list_requests(Some("pending"), 100).await?.into_iter().filter(|r| r.expires_at > now).collect();
+        let open: Vec<RequestRow> = self
+            .store
+            .list_requests(Some("pending"), 100)
+            .await?
+            .into_iter()
+            .filter(|r| r.expires_at > now)
+            .collect();
         if open.is_empty() {
             return Ok("No open requests.".into());
         }
@@ -704,11 +982,15 @@ pub fn kind_name(kind_json: &str) -> String {
 
 /// A human description of an operation's state (`running step 2/5`).
 pub fn describe_state(o: &OperationRow) -> String {
-    let steps = serde_json::from_str::<Plan>(&o.plan_json).map(|p| p.steps.len()).unwrap_or(0);
+    let steps = serde_json::from_str::<Plan>(&o.plan_json)
+        .map(|p| p.steps.len())
+        .unwrap_or(0);
     match (o.state.as_str(), o.current_step) {
         ("running", Some(k)) => format!("operation {} running step {}/{steps}", o.id, k + 1),
         ("running", None) => format!("operation {} starting", o.id),
-        ("interrupted", Some(k)) => format!("operation {} interrupted in step {}/{steps}", o.id, k + 1),
+        ("interrupted", Some(k)) => {
+            format!("operation {} interrupted in step {}/{steps}", o.id, k + 1)
+        }
         (s, _) => format!("operation {} {s}", o.id),
     }
 }
@@ -723,7 +1005,9 @@ fn op_style(o: &OperationRow) -> Style {
 }
 
 /// Walks the whole audit chain; `Ok(Ok(n))` when intact, `Ok(Err(first broken link))` when not.
-pub async fn verify_chain(store: &dyn Store) -> StoreResult<Result<i64, crate::core::audit::BrokenLink>> {
+pub async fn verify_chain(
+    store: &dyn Store,
+) -> StoreResult<Result<i64, crate::core::audit::BrokenLink>> {
     let mut v = Verifier::default();
     let mut after = 0;
     loop {

@@ -62,7 +62,10 @@ impl Directory {
 
     /// Resolves an actor. An unlisted account gets no roles unless `unknown_users = "viewer"`.
     pub fn resolve(&self, actor: &Actor) -> Operator {
-        match self.by_account.get(&(actor.platform, actor.account.clone())) {
+        match self
+            .by_account
+            .get(&(actor.platform, actor.account.clone()))
+        {
             Some(id) => Operator {
                 id: Some(id.clone()),
                 roles: self.roles.get(id).cloned().unwrap_or_default(),

@@ -87,14 +87,34 @@ impl Plan {
 
     /// Explains how `newer` differs from `self` (for a stale-plan refusal).
     pub fn diff(&self, newer: &Plan) -> String {
-        let gone: Vec<&String> = self.facts.iter().filter(|f| !newer.facts.contains(f)).collect();
-        let new: Vec<&String> = newer.facts.iter().filter(|f| !self.facts.contains(f)).collect();
+        let gone: Vec<&String> = self
+            .facts
+            .iter()
+            .filter(|f| !newer.facts.contains(f))
+            .collect();
+        let new: Vec<&String> = newer
+            .facts
+            .iter()
+            .filter(|f| !self.facts.contains(f))
+            .collect();
         let mut parts = Vec::new();
         if !gone.is_empty() {
-            parts.push(format!("no longer true: {}", gone.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ")));
+            parts.push(format!(
+                "no longer true: {}",
+                gone.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
         }
         if !new.is_empty() {
-            parts.push(format!("now true: {}", new.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ")));
+            parts.push(format!(
+                "now true: {}",
+                new.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
         }
         if parts.is_empty() {
             parts.push("the steps changed".into());
@@ -156,7 +176,12 @@ impl OperationState {
         use OperationState::*;
         matches!(
             (self, next),
-            (Queued, Running) | (Queued, Cancelled) | (Queued, Failed) | (Running, Succeeded) | (Running, Failed) | (Running, Interrupted)
+            (Queued, Running)
+                | (Queued, Cancelled)
+                | (Queued, Failed)
+                | (Running, Succeeded)
+                | (Running, Failed)
+                | (Running, Interrupted)
         )
     }
 }
@@ -168,11 +193,42 @@ mod tests {
     #[test]
     fn fingerprint_changes_with_facts_and_not_otherwise() {
         let k = OperationKind::AppStop;
-        let step = vec![PlannedStep { name: "stop".into(), detail: "x".into() }];
-        let a = Plan::new(&k, "production", "s".into(), step.clone(), vec![], vec!["argv=x".into()]);
-        let b = Plan::new(&k, "production", "s".into(), step.clone(), vec![], vec!["argv=x".into()]);
-        let c = Plan::new(&k, "production", "s".into(), step.clone(), vec![], vec!["argv=y".into()]);
-        let d = Plan::new(&k, "staging", "s".into(), step, vec![], vec!["argv=x".into()]);
+        let step = vec![PlannedStep {
+            name: "stop".into(),
+            detail: "x".into(),
+        }];
+        let a = Plan::new(
+            &k,
+            "production",
+            "s".into(),
+            step.clone(),
+            vec![],
+            vec!["argv=x".into()],
+        );
+        let b = Plan::new(
+            &k,
+            "production",
+            "s".into(),
+            step.clone(),
+            vec![],
+            vec!["argv=x".into()],
+        );
+        let c = Plan::new(
+            &k,
+            "production",
+            "s".into(),
+            step.clone(),
+            vec![],
+            vec!["argv=y".into()],
+        );
+        let d = Plan::new(
+            &k,
+            "staging",
+            "s".into(),
+            step,
+            vec![],
+            vec!["argv=x".into()],
+        );
         assert_eq!(a.fingerprint, b.fingerprint);
         assert_ne!(a.fingerprint, c.fingerprint);
         assert_ne!(a.fingerprint, d.fingerprint);

@@ -119,7 +119,9 @@ pub fn check_env_name(env: &str) -> Result<(), InvalidEnvName> {
     let ok = !env.is_empty()
         && env.len() <= 64
         && !env.starts_with('.')
-        && env.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        && env
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
     if ok {
         Ok(())
     } else {
@@ -129,7 +131,9 @@ pub fn check_env_name(env: &str) -> Result<(), InvalidEnvName> {
 
 /// An environment name that cannot be a backup folder name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("environment name {0:?} cannot be used as a backup folder (use letters, digits, '_', '-', '.')")]
+#[error(
+    "environment name {0:?} cannot be used as a backup folder (use letters, digits, '_', '-', '.')"
+)]
 pub struct InvalidEnvName(pub String);
 
 #[cfg(test)]
@@ -140,7 +144,10 @@ mod tests {
     fn kinds_round_trip_through_text_and_serde() {
         for k in BackupKind::ALL {
             assert_eq!(k.as_str().parse::<BackupKind>().unwrap(), k);
-            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{}\"", k.as_str()));
+            assert_eq!(
+                serde_json::to_string(&k).unwrap(),
+                format!("\"{}\"", k.as_str())
+            );
         }
         assert!("Scheduled".parse::<BackupKind>().is_err());
         assert!("pre_deploy".parse::<BackupKind>().is_err());
@@ -148,7 +155,18 @@ mod tests {
 
     #[test]
     fn env_names_that_could_escape_the_backup_folder_are_refused() {
-        for bad in ["", ".", "..", "../x", "a/b", "a\\b", ".hidden", "prod\0", "pröd", &"x".repeat(65)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a\\b",
+            ".hidden",
+            "prod\0",
+            "pröd",
+            &"x".repeat(65),
+        ] {
             assert!(check_env_name(bad).is_err(), "{bad:?}");
         }
         for good in ["production", "staging-2", "eu_west.1"] {

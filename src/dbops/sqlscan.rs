@@ -179,7 +179,11 @@ fn lex(sql: &str) -> Vec<Tok<'_>> {
             '\'' => {
                 i = skip_string(sql, i + 1, false);
                 line += count_lines(&sql[start..i]);
-                toks.push(Tok { kind: TokKind::Opaque, text: &sql[start..i], line: start_line });
+                toks.push(Tok {
+                    kind: TokKind::Opaque,
+                    text: &sql[start..i],
+                    line: start_line,
+                });
                 continue;
             }
             '"' => {
@@ -201,14 +205,20 @@ fn lex(sql: &str) -> Vec<Tok<'_>> {
                     }
                 }
                 line += count_lines(&sql[start..i]);
-                toks.push(Tok { kind: TokKind::Quoted, text: &sql[start..i], line: start_line });
+                toks.push(Tok {
+                    kind: TokKind::Quoted,
+                    text: &sql[start..i],
+                    line: start_line,
+                });
                 continue;
             }
             '$' => {
                 if let Some(tag_len) = dollar_tag(&sql[i..]) {
                     let tag = &sql[i..i + tag_len];
                     let body = i + tag_len;
-                    i = sql[body..].find(tag).map_or(sql.len(), |n| body + n + tag_len);
+                    i = sql[body..]
+                        .find(tag)
+                        .map_or(sql.len(), |n| body + n + tag_len);
                 } else {
                     // A parameter ($1) or a lone '$'.
                     i += 1;
@@ -217,20 +227,34 @@ fn lex(sql: &str) -> Vec<Tok<'_>> {
                     }
                 }
                 line += count_lines(&sql[start..i]);
-                toks.push(Tok { kind: TokKind::Opaque, text: &sql[start..i], line: start_line });
+                toks.push(Tok {
+                    kind: TokKind::Opaque,
+                    text: &sql[start..i],
+                    line: start_line,
+                });
                 continue;
             }
             c if is_ident_start(c) => {
-                let end = sql[i..].find(|c: char| !is_ident_cont(c)).map_or(sql.len(), |n| i + n);
+                let end = sql[i..]
+                    .find(|c: char| !is_ident_cont(c))
+                    .map_or(sql.len(), |n| i + n);
                 let word = &sql[i..end];
                 // E'...' (backslash escapes), and B'', X'', N'' (plain strings).
                 if bytes.get(end) == Some(&b'\'') && word.len() == 1 && "eEbBxXnN".contains(word) {
                     i = skip_string(sql, end + 1, word.eq_ignore_ascii_case("e"));
                     line += count_lines(&sql[start..i]);
-                    toks.push(Tok { kind: TokKind::Opaque, text: &sql[start..i], line: start_line });
+                    toks.push(Tok {
+                        kind: TokKind::Opaque,
+                        text: &sql[start..i],
+                        line: start_line,
+                    });
                 } else {
                     i = end;
-                    toks.push(Tok { kind: TokKind::Word, text: word, line: start_line });
+                    toks.push(Tok {
+                        kind: TokKind::Word,
+                        text: word,
+                        line: start_line,
+                    });
                 }
                 continue;
             }
@@ -239,17 +263,29 @@ fn lex(sql: &str) -> Vec<Tok<'_>> {
                     .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_'))
                     .map_or(sql.len(), |n| i + n);
                 i = end;
-                toks.push(Tok { kind: TokKind::Opaque, text: &sql[start..i], line: start_line });
+                toks.push(Tok {
+                    kind: TokKind::Opaque,
+                    text: &sql[start..i],
+                    line: start_line,
+                });
                 continue;
             }
             ';' => {
                 i += 1;
-                toks.push(Tok { kind: TokKind::Semicolon, text: ";", line: start_line });
+                toks.push(Tok {
+                    kind: TokKind::Semicolon,
+                    text: ";",
+                    line: start_line,
+                });
                 continue;
             }
             c => {
                 i += c.len_utf8();
-                toks.push(Tok { kind: TokKind::Punct(c), text: &sql[start..i], line: start_line });
+                toks.push(Tok {
+                    kind: TokKind::Punct(c),
+                    text: &sql[start..i],
+                    line: start_line,
+                });
             }
         }
     }
@@ -317,7 +353,10 @@ fn read_name(toks: &[Tok<'_>], mut i: usize) -> Option<(String, usize)> {
 
 /// Skips the given keywords in order if they are all there (`IF EXISTS`); returns the new index.
 fn skip_kws(toks: &[Tok<'_>], i: usize, kws: &[&str]) -> usize {
-    let all = kws.iter().enumerate().all(|(n, kw)| toks.get(i + n).is_some_and(|t| t.is_kw(kw)));
+    let all = kws
+        .iter()
+        .enumerate()
+        .all(|(n, kw)| toks.get(i + n).is_some_and(|t| t.is_kw(kw)));
     if all {
         i + kws.len()
     } else {
@@ -330,7 +369,9 @@ fn read_name_list(toks: &[Tok<'_>], mut i: usize) -> Vec<String> {
     let mut names = Vec::new();
     loop {
         i = skip_kws(toks, i, &["ONLY"]);
-        let Some((name, next)) = read_name(toks, i) else { break };
+        let Some((name, next)) = read_name(toks, i) else {
+            break;
+        };
         names.push(name);
         i = next;
         if toks.get(i).map(|t| t.kind) == Some(TokKind::Punct('*')) {
@@ -349,10 +390,20 @@ fn scan_statement(stmt: &[Tok<'_>], out: &mut Vec<DataLossWarning>) {
     let Some(first) = stmt.first() else { return };
     let push_all = |out: &mut Vec<DataLossWarning>, kind, names: Vec<String>, line| {
         if names.is_empty() {
-            out.push(DataLossWarning { kind, object: None, column: None, line });
+            out.push(DataLossWarning {
+                kind,
+                object: None,
+                column: None,
+                line,
+            });
         }
         for n in names {
-            out.push(DataLossWarning { kind, object: Some(n), column: None, line });
+            out.push(DataLossWarning {
+                kind,
+                object: Some(n),
+                column: None,
+                line,
+            });
         }
     };
 
@@ -368,7 +419,12 @@ fn scan_statement(stmt: &[Tok<'_>], out: &mut Vec<DataLossWarning>) {
         }
     } else if first.is_kw("TRUNCATE") {
         let i = skip_kws(stmt, 1, &["TABLE"]);
-        push_all(out, DataLossKind::Truncate, read_name_list(stmt, i), first.line);
+        push_all(
+            out,
+            DataLossKind::Truncate,
+            read_name_list(stmt, i),
+            first.line,
+        );
     } else if first.is_kw("ALTER") && stmt.get(1).is_some_and(|t| t.is_kw("TABLE")) {
         scan_alter_table(stmt, out);
     }
@@ -379,7 +435,12 @@ fn scan_statement(stmt: &[Tok<'_>], out: &mut Vec<DataLossWarning>) {
         if t.is_kw("DELETE") && stmt.get(n + 1).is_some_and(|f| f.is_kw("FROM")) {
             let i = skip_kws(stmt, n + 2, &["ONLY"]);
             let object = read_name(stmt, i).map(|(name, _)| name);
-            out.push(DataLossWarning { kind: DataLossKind::Delete, object, column: None, line: t.line });
+            out.push(DataLossWarning {
+                kind: DataLossKind::Delete,
+                object,
+                column: None,
+                line: t.line,
+            });
         }
     }
 }
@@ -387,7 +448,9 @@ fn scan_statement(stmt: &[Tok<'_>], out: &mut Vec<DataLossWarning>) {
 fn scan_alter_table(stmt: &[Tok<'_>], out: &mut Vec<DataLossWarning>) {
     let mut i = skip_kws(stmt, 2, &["IF", "EXISTS"]);
     i = skip_kws(stmt, i, &["ONLY"]);
-    let Some((table, after)) = read_name(stmt, i) else { return };
+    let Some((table, after)) = read_name(stmt, i) else {
+        return;
+    };
     i = after;
     if stmt.get(i).map(|t| t.kind) == Some(TokKind::Punct('*')) {
         i += 1;
@@ -418,7 +481,10 @@ fn scan_alter_table(stmt: &[Tok<'_>], out: &mut Vec<DataLossWarning>) {
             }
             let mut j = skip_kws(action, 1, &["COLUMN"]);
             j = skip_kws(action, j, &["IF", "EXISTS"]);
-            let column = action.get(j).filter(|t| t.is_name()).map(|t| t.text.to_string());
+            let column = action
+                .get(j)
+                .filter(|t| t.is_name())
+                .map(|t| t.text.to_string());
             out.push(DataLossWarning {
                 kind: DataLossKind::DropColumn,
                 object: Some(table.clone()),
@@ -427,7 +493,9 @@ fn scan_alter_table(stmt: &[Tok<'_>], out: &mut Vec<DataLossWarning>) {
             });
         } else if verb.is_kw("ALTER") {
             let j = skip_kws(action, 1, &["COLUMN"]);
-            let Some(col) = action.get(j).filter(|t| t.is_name()) else { continue };
+            let Some(col) = action.get(j).filter(|t| t.is_name()) else {
+                continue;
+            };
             let k = skip_kws(action, j + 1, &["SET", "DATA"]);
             if action.get(k).is_some_and(|t| t.is_kw("TYPE")) {
                 out.push(DataLossWarning {

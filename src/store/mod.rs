@@ -178,7 +178,8 @@ pub trait Store: Send + Sync + 'static {
     /// The recorded head of the chain: (seq, hash).
     async fn audit_head(&self) -> StoreResult<(i64, String)>;
     /// Undelivered outbox rows of a platform that are due, oldest first.
-    async fn outbox_due(&self, platform: &str, now: i64, limit: i64) -> StoreResult<Vec<OutboxRow>>;
+    async fn outbox_due(&self, platform: &str, now: i64, limit: i64)
+        -> StoreResult<Vec<OutboxRow>>;
     /// Outbox rows of a platform (delivered or not), oldest first (for tests and status).
     async fn outbox_all(&self, platform: &str) -> StoreResult<Vec<OutboxRow>>;
     /// Marks an outbox row delivered.
@@ -206,7 +207,14 @@ pub trait Tx: Send {
     /// Number of votes with `decision`.
     async fn count_votes(&mut self, request_id: &str, decision: &str) -> StoreResult<i64>;
     /// Moves a request from `from` to `to`; true when it was in `from`.
-    async fn transition_request(&mut self, id: &str, from: &str, to: &str, by: Option<&str>, now: i64) -> StoreResult<bool>;
+    async fn transition_request(
+        &mut self,
+        id: &str,
+        from: &str,
+        to: &str,
+        by: Option<&str>,
+        now: i64,
+    ) -> StoreResult<bool>;
     /// Pending requests whose expiry has passed, locked.
     async fn due_expired_requests(&mut self, now: i64) -> StoreResult<Vec<RequestRow>>;
     /// Inserts an operation.
@@ -215,18 +223,45 @@ pub trait Tx: Send {
     async fn active_operation_for_env(&mut self, env: &str) -> StoreResult<Option<OperationRow>>;
     /// Claims the oldest queued operation whose environment has none running; it becomes
     /// `running`, owned by `worker`.
-    async fn claim_operation(&mut self, worker: &str, now: i64) -> StoreResult<Option<OperationRow>>;
+    async fn claim_operation(
+        &mut self,
+        worker: &str,
+        now: i64,
+    ) -> StoreResult<Option<OperationRow>>;
     /// Moves an operation between states; true when it was in `from`.
-    async fn transition_operation(&mut self, id: &str, from: &str, to: &str, error: Option<&str>, now: i64) -> StoreResult<bool>;
+    async fn transition_operation(
+        &mut self,
+        id: &str,
+        from: &str,
+        to: &str,
+        error: Option<&str>,
+        now: i64,
+    ) -> StoreResult<bool>;
     /// Records where an operation's progress is shown.
     async fn set_operation_message(&mut self, id: &str, message_json: &str) -> StoreResult<()>;
     /// Running operations whose heartbeat is older than `stale_before` (all running ones when
     /// `None`), locked.
-    async fn running_operations(&mut self, stale_before: Option<i64>) -> StoreResult<Vec<OperationRow>>;
+    async fn running_operations(
+        &mut self,
+        stale_before: Option<i64>,
+    ) -> StoreResult<Vec<OperationRow>>;
     /// Records the start of step `idx` (and sets `current_step`).
-    async fn start_step(&mut self, operation_id: &str, idx: i64, name: &str, now: i64) -> StoreResult<()>;
+    async fn start_step(
+        &mut self,
+        operation_id: &str,
+        idx: i64,
+        name: &str,
+        now: i64,
+    ) -> StoreResult<()>;
     /// Records the end of step `idx`.
-    async fn finish_step(&mut self, operation_id: &str, idx: i64, state: &str, output: &str, now: i64) -> StoreResult<()>;
+    async fn finish_step(
+        &mut self,
+        operation_id: &str,
+        idx: i64,
+        state: &str,
+        output: &str,
+        now: i64,
+    ) -> StoreResult<()>;
     /// Appends an audit event to the hash chain (locks the chain head until commit).
     async fn append_audit(&mut self, e: &NewAudit, now: i64) -> StoreResult<AuditRecord>;
     /// Puts a message in the outbox.

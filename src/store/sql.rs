@@ -525,7 +525,9 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens `sqlite://path`, creating the folder and file when missing, and migrates it.
     pub async fn open(url: &str) -> StoreResult<SqliteStore> {
-        use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+        use sqlx::sqlite::{
+            SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+        };
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -537,7 +539,10 @@ impl SqliteStore {
                 std::fs::create_dir_all(parent).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
             }
         }
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(SqliteStore {
             pool,
@@ -545,7 +550,12 @@ impl SqliteStore {
         })
     }
 
-    async fn begin_tx(&self) -> StoreResult<(sqlx::Transaction<'static, sqlx::Sqlite>, Option<OwnedMutexGuard<()>>)> {
+    async fn begin_tx(
+        &self,
+    ) -> StoreResult<(
+        sqlx::Transaction<'static, sqlx::Sqlite>,
+        Option<OwnedMutexGuard<()>>,
+    )> {
         let guard = self.write_lock.clone().lock_owned().await;
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         Ok((tx, Some(guard)))
@@ -569,7 +579,12 @@ impl PgStore {
         Ok(PgStore { pool })
     }
 
-    async fn begin_tx(&self) -> StoreResult<(sqlx::Transaction<'static, sqlx::Postgres>, Option<OwnedMutexGuard<()>>)> {
+    async fn begin_tx(
+        &self,
+    ) -> StoreResult<(
+        sqlx::Transaction<'static, sqlx::Postgres>,
+        Option<OwnedMutexGuard<()>>,
+    )> {
         Ok((self.pool.begin().await?, None))
     }
 }
@@ -581,5 +596,11 @@ mod sqlite_impl {
 
 mod pg_impl {
     use super::*;
-    sql_store!(PgStore, PgTx, sqlx::Postgres, Backend::Postgres, " FOR UPDATE");
+    sql_store!(
+        PgStore,
+        PgTx,
+        sqlx::Postgres,
+        Backend::Postgres,
+        " FOR UPDATE"
+    );
 }

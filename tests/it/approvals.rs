@@ -9,13 +9,34 @@ async fn self_approval_is_refused(b: Backend) {
     let app = spawn_app(b, 1, 0).await;
     let card = app.cmd("alice", "app stop").await;
     let id = app.last_request().await;
-    assert!(card.contains(&format!("[approve:{id}]")) && card.contains(&format!("[deny:{id}]")), "{card}");
+    assert!(
+        card.contains(&format!("[approve:{id}]")) && card.contains(&format!("[deny:{id}]")),
+        "{card}"
+    );
     let reply = app.click("alice", &format!("approve:{id}")).await;
     assert!(reply.contains("asked for this yourself"), "{reply}");
-    assert_eq!(app.core.store.get_request(&id).await.unwrap().unwrap().state, "pending");
-    assert!(app.core.store.operation_for_request(&id).await.unwrap().is_none());
+    assert_eq!(
+        app.core
+            .store
+            .get_request(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "pending"
+    );
+    assert!(app
+        .core
+        .store
+        .operation_for_request(&id)
+        .await
+        .unwrap()
+        .is_none());
     let tail = app.core.store.audit_tail(3).await.unwrap();
-    assert!(tail.iter().any(|e| e.action == "vote.refused"), "refusal must be audited: {tail:?}");
+    assert!(
+        tail.iter().any(|e| e.action == "vote.refused"),
+        "refusal must be audited: {tail:?}"
+    );
 }
 both_backends!(self_approval_is_refused);
 
@@ -23,7 +44,9 @@ async fn the_same_person_on_a_second_platform_cannot_approve(b: Backend) {
     let app = spawn_app(b, 1, 0).await;
     app.cmd("slack:U0ALICE", "app stop").await;
     let id = app.last_request().await;
-    let reply = app.click("discord:300000000000000001", &format!("approve:{id}")).await;
+    let reply = app
+        .click("discord:300000000000000001", &format!("approve:{id}"))
+        .await;
     assert!(reply.contains("asked for this yourself"), "{reply}");
     let reply = app.click("alice", &format!("approve:{id}")).await;
     assert!(reply.contains("asked for this yourself"), "{reply}");
@@ -40,7 +63,16 @@ async fn a_non_approver_cannot_vote(b: Backend) {
         assert!(reply.contains("not an approver"), "{who}: {reply}");
     }
     assert!(app.core.store.votes(&id).await.unwrap().is_empty());
-    assert_eq!(app.core.store.get_request(&id).await.unwrap().unwrap().state, "pending");
+    assert_eq!(
+        app.core
+            .store
+            .get_request(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "pending"
+    );
 }
 both_backends!(a_non_approver_cannot_vote);
 
@@ -52,7 +84,16 @@ async fn an_expired_request_cannot_be_approved(b: Backend) {
     let reply = app.click("bob", &format!("approve:{id}")).await;
     assert!(reply.contains("expired"), "{reply}");
     assert_eq!(app.core.expire_requests().await.unwrap(), 1);
-    assert_eq!(app.core.store.get_request(&id).await.unwrap().unwrap().state, "expired");
+    assert_eq!(
+        app.core
+            .store
+            .get_request(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "expired"
+    );
     app.drain_worker().await;
     assert!(app.marker_lines().is_empty(), "nothing may run");
 }
@@ -65,10 +106,28 @@ async fn a_denied_request_never_executes(b: Backend) {
     let reply = app.click("bob", &format!("deny:{id}")).await;
     assert!(reply.contains("Denied"), "{reply}");
     let reply = app.click("bob", &format!("approve:{id}")).await;
-    assert!(reply.contains("already denied") || reply.contains("already voted"), "{reply}");
+    assert!(
+        reply.contains("already denied") || reply.contains("already voted"),
+        "{reply}"
+    );
     app.drain_worker().await;
-    assert_eq!(app.core.store.get_request(&id).await.unwrap().unwrap().state, "denied");
-    assert!(app.core.store.operation_for_request(&id).await.unwrap().is_none());
+    assert_eq!(
+        app.core
+            .store
+            .get_request(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "denied"
+    );
+    assert!(app
+        .core
+        .store
+        .operation_for_request(&id)
+        .await
+        .unwrap()
+        .is_none());
     assert!(app.marker_lines().is_empty());
 }
 both_backends!(a_denied_request_never_executes);
@@ -81,9 +140,27 @@ async fn a_double_click_counts_once(b: Backend) {
     let again = app.click("slack:U0BOB", &format!("approve:{id}")).await;
     assert!(again.contains("already voted"), "{again}");
     assert_eq!(app.core.store.votes(&id).await.unwrap().len(), 1);
-    assert_eq!(app.core.store.get_request(&id).await.unwrap().unwrap().state, "pending");
+    assert_eq!(
+        app.core
+            .store
+            .get_request(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "pending"
+    );
     app.click("approver0", &format!("approve:{id}")).await;
-    assert_eq!(app.core.store.get_request(&id).await.unwrap().unwrap().state, "approved");
+    assert_eq!(
+        app.core
+            .store
+            .get_request(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "approved"
+    );
     app.drain_worker().await;
     assert_eq!(app.marker_lines(), vec!["stop"]);
 }
@@ -100,13 +177,18 @@ async fn fifty_concurrent_approvals_run_the_operation_once(b: Backend) {
         for _ in 0..2 {
             let app = app.clone();
             let id = id.clone();
-            tasks.push(tokio::spawn(async move { app.click(&format!("approver{i}"), &format!("approve:{id}")).await }));
+            tasks.push(tokio::spawn(async move {
+                app.click(&format!("approver{i}"), &format!("approve:{id}"))
+                    .await
+            }));
         }
     }
     for _ in 0..10 {
         let app = app.clone();
         let id = id.clone();
-        tasks.push(tokio::spawn(async move { app.click("bob", &format!("approve:{id}")).await }));
+        tasks.push(tokio::spawn(async move {
+            app.click("bob", &format!("approve:{id}")).await
+        }));
     }
     for t in tasks {
         t.await.unwrap();
@@ -116,12 +198,32 @@ async fn fifty_concurrent_approvals_run_the_operation_once(b: Backend) {
     let req = app.core.store.get_request(&id).await.unwrap().unwrap();
     assert_eq!(req.state, "approved");
     let votes = app.core.store.votes(&id).await.unwrap();
-    assert_eq!(votes.len(), 2, "votes close once the request is approved: {votes:?}");
-    let op = app.core.store.operation_for_request(&id).await.unwrap().expect("one operation");
+    assert_eq!(
+        votes.len(),
+        2,
+        "votes close once the request is approved: {votes:?}"
+    );
+    let op = app
+        .core
+        .store
+        .operation_for_request(&id)
+        .await
+        .unwrap()
+        .expect("one operation");
     assert_eq!(op.state, "succeeded");
-    assert_eq!(app.core.store.recent_operations(100).await.unwrap().len(), 1);
-    assert_eq!(app.marker_lines(), vec!["stop"], "the app command ran exactly once");
-    assert!(matches!(dualkey::core::dispatch::verify_chain(app.core.store.as_ref()).await.unwrap(), Ok(_)));
+    assert_eq!(
+        app.core.store.recent_operations(100).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        app.marker_lines(),
+        vec!["stop"],
+        "the app command ran exactly once"
+    );
+    assert!(dualkey::core::dispatch::verify_chain(app.core.store.as_ref())
+        .await
+        .unwrap()
+        .is_ok());
 }
 both_backends!(fifty_concurrent_approvals_run_the_operation_once);
 
@@ -143,7 +245,15 @@ async fn a_changed_plan_stops_before_the_first_step(b: Backend) {
     // Approve, then change what the plan depends on before the worker runs it.
     app.click("bob", &format!("approve:{id}")).await;
     let mut settings = (*app.core.settings).clone();
-    settings.environments.get_mut("production").unwrap().app_stop = vec!["sh".into(), "-c".into(), format!("echo changed >> '{}'", app.marker.display())];
+    settings
+        .environments
+        .get_mut("production")
+        .unwrap()
+        .app_stop = vec![
+        "sh".into(),
+        "-c".into(),
+        format!("echo changed >> '{}'", app.marker.display()),
+    ];
     let core = dualkey::core::dispatch::Core {
         settings: Arc::new(settings),
         directory: app.core.directory.clone(),
@@ -153,12 +263,27 @@ async fn a_changed_plan_stops_before_the_first_step(b: Backend) {
         outbox_wake: app.core.outbox_wake.clone(),
         in_flight: app.core.in_flight.clone(),
     };
-    let changed = crate::support::TestApp { core: Arc::new(core), clock: app.clock.clone(), dir: tempfile::tempdir().unwrap(), marker: app.marker.clone(), db: None };
+    let changed = crate::support::TestApp {
+        core: Arc::new(core),
+        clock: app.clock.clone(),
+        dir: tempfile::tempdir().unwrap(),
+        marker: app.marker.clone(),
+        db: None,
+    };
     changed.drain_worker().await;
-    let op = app.core.store.operation_for_request(&id).await.unwrap().unwrap();
+    let op = app
+        .core
+        .store
+        .operation_for_request(&id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(op.state, "failed");
     assert!(op.error.unwrap().contains("plan changed"));
-    assert!(app.core.store.steps(&op.id).await.unwrap().is_empty(), "no step may start");
+    assert!(
+        app.core.store.steps(&op.id).await.unwrap().is_empty(),
+        "no step may start"
+    );
     assert!(app.marker_lines().is_empty());
 }
 both_backends!(a_changed_plan_stops_before_the_first_step);
@@ -171,7 +296,13 @@ async fn unknown_people_get_nothing_and_viewers_cannot_request(b: Backend) {
     assert!(r.contains("needs the operator role"), "{r}");
     let r = app.cmd("carol", "status").await;
     assert!(r.contains("dualkey status for production"), "{r}");
-    assert!(app.core.store.list_requests(None, 10).await.unwrap().is_empty());
+    assert!(app
+        .core
+        .store
+        .list_requests(None, 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 both_backends!(unknown_people_get_nothing_and_viewers_cannot_request);
 
@@ -193,15 +324,34 @@ both_backends!(cancel_withdraws_a_pending_request);
 async fn hostile_commands_are_rejected_with_usage_and_run_nothing(b: Backend) {
     let app = spawn_app(b, 1, 0).await;
     let long = "x".repeat(10_000);
-    for text in ["app stop ../production", "app stop production;reboot", "app stop 'production'", "app stop \u{043f}\u{0440}\u{043e}\u{0434}", "", &long, "nope"] {
+    for text in [
+        "app stop ../production",
+        "app stop production;reboot",
+        "app stop 'production'",
+        "app stop \u{043f}\u{0440}\u{043e}\u{0434}",
+        "",
+        &long,
+        "nope",
+    ] {
         let r = app.cmd("alice", text).await;
         assert!(r.contains("usage") || r.contains("help"), "{text:?}: {r}");
     }
-    for click in ["approve:../../x", "approve:r123;drop", "explode:r0123456789", ""] {
+    for click in [
+        "approve:../../x",
+        "approve:r123;drop",
+        "explode:r0123456789",
+        "",
+    ] {
         let r = app.click("bob", click).await;
         assert!(r.contains("Unknown button"), "{click:?}: {r}");
     }
-    assert!(app.core.store.list_requests(None, 10).await.unwrap().is_empty());
+    assert!(app
+        .core
+        .store
+        .list_requests(None, 10)
+        .await
+        .unwrap()
+        .is_empty());
     app.drain_worker().await;
     assert!(app.marker_lines().is_empty());
 }
@@ -213,12 +363,20 @@ async fn the_same_delivery_handled_twice_acts_once(b: Backend) {
     let ev = InboundEvent {
         delivery_id: "trigger-123".into(),
         actor: crate::support::actor("alice"),
-        channel: ChannelRef { platform: Platform::Shell, id: "test".into() },
-        kind: EventKind::Command { text: "app stop".into() },
+        channel: ChannelRef {
+            platform: Platform::Shell,
+            id: "test".into(),
+        },
+        kind: EventKind::Command {
+            text: "app stop".into(),
+        },
     };
     let cap = crate::support::Capture::default();
     app.core.handle(ev.clone(), &cap).await;
     app.core.handle(ev, &cap).await;
-    assert_eq!(app.core.store.list_requests(None, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        app.core.store.list_requests(None, 10).await.unwrap().len(),
+        1
+    );
 }
 both_backends!(the_same_delivery_handled_twice_acts_once);

@@ -25,12 +25,22 @@ async fn audit_verify_names_the_first_altered_event(b: Backend) {
     let id = app.last_request().await;
     app.click("bob", &format!("approve:{id}")).await;
     app.drain_worker().await;
-    let n = verify_chain(app.core.store.as_ref()).await.unwrap().expect("intact");
+    let n = verify_chain(app.core.store.as_ref())
+        .await
+        .unwrap()
+        .expect("intact");
     assert!(n >= 8, "every step is audited, got {n}");
     let r = app.cmd("carol", "audit verify").await;
     assert!(r.contains("intact"), "{r}");
-    tamper(&app, "UPDATE audit_events SET details = '{\"request\":\"forged\"}' WHERE seq = 4").await;
-    let broken = verify_chain(app.core.store.as_ref()).await.unwrap().unwrap_err();
+    tamper(
+        &app,
+        "UPDATE audit_events SET details = '{\"request\":\"forged\"}' WHERE seq = 4",
+    )
+    .await;
+    let broken = verify_chain(app.core.store.as_ref())
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(broken.seq, 4, "{broken}");
     let r = app.cmd("carol", "audit verify").await;
     assert!(r.contains("BROKEN") && r.contains("#4"), "{r}");
@@ -43,13 +53,27 @@ async fn removing_events_is_detected(b: Backend) {
         app.cmd("carol", "status").await;
     }
     tamper(&app, "DELETE FROM audit_events WHERE seq = 2").await;
-    assert_eq!(verify_chain(app.core.store.as_ref()).await.unwrap().unwrap_err().seq, 2);
+    assert_eq!(
+        verify_chain(app.core.store.as_ref())
+            .await
+            .unwrap()
+            .unwrap_err()
+            .seq,
+        2
+    );
     let app = spawn_app(b, 1, 0).await;
     for _ in 0..3 {
         app.cmd("carol", "status").await;
     }
     tamper(&app, "DELETE FROM audit_events WHERE seq = 3").await;
-    assert_eq!(verify_chain(app.core.store.as_ref()).await.unwrap().unwrap_err().seq, 3);
+    assert_eq!(
+        verify_chain(app.core.store.as_ref())
+            .await
+            .unwrap()
+            .unwrap_err()
+            .seq,
+        3
+    );
 }
 both_backends!(removing_events_is_detected);
 
@@ -57,8 +81,21 @@ async fn every_step_is_audited_before_and_after(b: Backend) {
     let app = spawn_app(b, 1, 0).await;
     app.cmd("alice", "app start").await;
     app.drain_worker().await;
-    let actions: Vec<String> = app.core.store.audit_tail(100).await.unwrap().into_iter().map(|e| e.action).collect();
-    let pos = |a: &str| actions.iter().position(|x| x == a).unwrap_or_else(|| panic!("{a} missing in {actions:?}"));
+    let actions: Vec<String> = app
+        .core
+        .store
+        .audit_tail(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    let pos = |a: &str| {
+        actions
+            .iter()
+            .position(|x| x == a)
+            .unwrap_or_else(|| panic!("{a} missing in {actions:?}"))
+    };
     assert!(pos("operation.queued") < pos("operation.started"));
     assert!(pos("operation.started") < pos("step.started"));
     assert!(pos("step.started") < pos("step.finished"));

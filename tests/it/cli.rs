@@ -23,11 +23,19 @@ fn setup(edit: impl Fn(String) -> String) -> Setup {
     let text = edit(crate::support::test_config(&url, &marker, 1, 0));
     let config = dir.path().join("dualkey.toml");
     std::fs::write(&config, text).unwrap();
-    Setup { dir, config, marker }
+    Setup {
+        dir,
+        config,
+        marker,
+    }
 }
 
 fn marker_lines(p: &Path) -> Vec<String> {
-    std::fs::read_to_string(p).unwrap_or_default().lines().map(str::to_string).collect()
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 fn run_shell(s: &Setup, who: &str, input: &str) -> (String, String, Option<i32>) {
@@ -40,9 +48,18 @@ fn run_shell(s: &Setup, who: &str, input: &str) -> (String, String, Option<i32>)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    (String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into(), out.status.code())
+    (
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+        out.status.code(),
+    )
 }
 
 #[tokio::test]
@@ -60,12 +77,19 @@ async fn the_shell_walks_through_a_two_person_approval() {
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    stdin.write_all(b"/db app stop\nclick approve:r000000000\n").await.unwrap();
+    stdin
+        .write_all(b"/db app stop\nclick approve:r000000000\n")
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut seen = String::new();
     let id = loop {
         assert!(Instant::now() < deadline, "no approval card in: {seen}");
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap().unwrap();
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         seen.push_str(&line);
         seen.push('\n');
         if let Some(pos) = line.find("[approve:") {
@@ -73,9 +97,16 @@ async fn the_shell_walks_through_a_two_person_approval() {
         }
     };
     // Alice cannot approve her own request; Bob can.
-    stdin.write_all(format!("click approve:{id}\nas bob\nclick approve:{id}\n").as_bytes()).await.unwrap();
+    stdin
+        .write_all(format!("click approve:{id}\nas bob\nclick approve:{id}\n").as_bytes())
+        .await
+        .unwrap();
     drop(stdin);
-    while let Some(line) = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap() {
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+    {
         seen.push_str(&line);
         seen.push('\n');
     }
@@ -83,17 +114,28 @@ async fn the_shell_walks_through_a_two_person_approval() {
     assert!(status.success(), "{seen}");
     assert!(seen.contains("asked for this yourself"), "{seen}");
     assert!(seen.contains(&format!("Approved {id}")), "{seen}");
-    assert!(seen.contains("succeeded"), "the card update must show the outcome: {seen}");
+    assert!(
+        seen.contains("succeeded"),
+        "the card update must show the outcome: {seen}"
+    );
     assert_eq!(marker_lines(&s.marker), vec!["stop"]);
 }
 
 #[tokio::test]
 async fn a_killed_operation_is_reported_interrupted_and_never_rerun() {
-    let s = setup(|t| t.replace("echo start >> ", "sleep 0; echo start >> ").replacen("'\"]\napp_status", "'; sleep 60\"]\napp_status", 1));
+    let s = setup(|t| {
+        t.replace("echo start >> ", "sleep 0; echo start >> ")
+            .replacen("'\"]\napp_status", "'; sleep 60\"]\napp_status", 1)
+    });
     let text = std::fs::read_to_string(&s.config).unwrap();
     assert!(text.contains("sleep 60"), "test config edit failed: {text}");
     let mut cmd = std::process::Command::new(BIN);
-    cmd.args(["shell", "--as", "alice", "--config"]).arg(&s.config).current_dir(s.dir.path()).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.args(["shell", "--as", "alice", "--config"])
+        .arg(&s.config)
+        .current_dir(s.dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
@@ -113,7 +155,11 @@ async fn a_killed_operation_is_reported_interrupted_and_never_rerun() {
     assert!(out.contains("was interrupted in step 1"), "{out}");
     assert!(out.contains("will not be resumed"), "{out}");
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(marker_lines(&s.marker), vec!["start"], "an interrupted operation must not run again");
+    assert_eq!(
+        marker_lines(&s.marker),
+        vec!["start"],
+        "an interrupted operation must not run again"
+    );
     let (out, _, _) = run_shell(&s, "alice", "/db audit 20\n");
     assert!(out.contains("operation.interrupted"), "{out}");
 }
@@ -133,15 +179,30 @@ async fn audit_verify_and_export_from_the_command_line() {
         c.current_dir(s.dir.path()).output().unwrap()
     };
     let ok = verify(true);
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("3 events verified"));
-    let export = Command::new(BIN).args(["audit", "export", "--config"]).arg(&s.config).output().unwrap();
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&export.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let export = Command::new(BIN)
+        .args(["audit", "export", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[1]["seq"], 2);
     let url = format!("sqlite://{}/data/dualkey.db", s.dir.path().display());
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query("UPDATE audit_events SET operator = 'mallory' WHERE seq = 2").execute(&pool).await.unwrap();
+    sqlx::query("UPDATE audit_events SET operator = 'mallory' WHERE seq = 2")
+        .execute(&pool)
+        .await
+        .unwrap();
     let bad = verify(false);
     assert_eq!(bad.status.code(), Some(1));
     let text = String::from_utf8_lossy(&bad.stdout);
@@ -151,16 +212,46 @@ async fn audit_verify_and_export_from_the_command_line() {
 #[test]
 fn config_check_names_the_bad_key_and_help_works_everywhere() {
     let s = setup(|t| t.replace("ttl = \"15m\"", "ttl = \"soon\""));
-    let out = Command::new(BIN).args(["config", "check", "--config"]).arg(&s.config).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ttl") && err.contains("soon"), "{err}");
     let good = setup(|t| t);
-    let out = Command::new(BIN).arg("--config").arg(&good.config).args(["config", "check"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let default = Command::new(BIN).args(["config", "check"]).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
-    assert_eq!(default.status.code(), Some(0), "the shipped config must be valid: {}", String::from_utf8_lossy(&default.stderr));
-    for args in [&["--help"][..], &["serve", "--help"], &["shell", "--help"], &["config", "check", "--help"], &["audit", "verify", "--help"], &["audit", "export", "--help"]] {
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&good.config)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let default = Command::new(BIN)
+        .args(["config", "check"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        default.status.code(),
+        Some(0),
+        "the shipped config must be valid: {}",
+        String::from_utf8_lossy(&default.stderr)
+    );
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["shell", "--help"],
+        &["config", "check", "--help"],
+        &["audit", "verify", "--help"],
+        &["audit", "export", "--help"],
+    ] {
         let out = Command::new(BIN).args(args).output().unwrap();
         assert!(out.status.success() && !out.stdout.is_empty(), "{args:?}");
     }
@@ -169,7 +260,13 @@ fn config_check_names_the_bad_key_and_help_works_everywhere() {
 #[test]
 fn a_second_process_on_the_same_sqlite_store_is_refused() {
     let s = setup(|t| t);
-    let mut first = Command::new(BIN).args(["shell", "--as", "alice", "--config"]).arg(&s.config).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut first = Command::new(BIN)
+        .args(["shell", "--as", "alice", "--config"])
+        .arg(&s.config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !s.dir.path().join("data/dualkey.db.lock").exists() {
         assert!(Instant::now() < deadline);

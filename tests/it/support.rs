@@ -26,7 +26,10 @@ impl TestDb {
             .execute(&mut admin)
             .await
             .expect("create test database");
-        TestDb { url: format!("{}/{}", pg_base(), name), name }
+        TestDb {
+            url: format!("{}/{}", pg_base(), name),
+            name,
+        }
     }
 }
 
@@ -36,12 +39,16 @@ impl Drop for TestDb {
         let base = pg_base();
         // Best effort, on a separate thread so it works from inside and outside a runtime.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 if let Ok(mut admin) = PgConnection::connect(&format!("{base}/postgres")).await {
-                    let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                        .execute(&mut admin)
-                        .await;
+                    let _ =
+                        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                            .execute(&mut admin)
+                            .await;
                 }
             })
         })
@@ -78,18 +85,23 @@ macro_rules! both_backends {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn on_sqlite() {
-                super::$name(crate::support::Backend::Sqlite).await
+                super::$name($crate::support::Backend::Sqlite).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn on_postgres() {
-                super::$name(crate::support::Backend::Postgres).await
+                super::$name($crate::support::Backend::Postgres).await
             }
         }
     };
 }
 
 /// A config for tests. `marker` collects one line per app command run.
-pub fn test_config(store_url: &str, marker: &std::path::Path, required: u32, extra_approvers: usize) -> String {
+pub fn test_config(
+    store_url: &str,
+    marker: &std::path::Path,
+    required: u32,
+    extra_approvers: usize,
+) -> String {
     let m = marker.display();
     let mut s = format!(
         r#"
@@ -129,7 +141,9 @@ app_status = ["echo", "backend running"]
 "#
     );
     for i in 0..extra_approvers {
-        s.push_str(&format!("[[operators]]\nid = \"approver{i}\"\nroles = [\"approver\"]\n"));
+        s.push_str(&format!(
+            "[[operators]]\nid = \"approver{i}\"\nroles = [\"approver\"]\n"
+        ));
     }
     s
 }
@@ -148,14 +162,18 @@ pub async fn spawn_app(backend: Backend, required: u32, extra_approvers: usize) 
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("marker.log");
     let (url, db) = match backend {
-        Backend::Sqlite => (format!("sqlite://{}/state/dualkey.db", dir.path().display()), None),
+        Backend::Sqlite => (
+            format!("sqlite://{}/state/dualkey.db", dir.path().display()),
+            None,
+        ),
         Backend::Postgres => {
             let db = TestDb::create("store").await;
             (db.url.clone(), Some(db))
         }
     };
     let text = test_config(&url, &marker, required, extra_approvers);
-    let settings = Settings::from_toml(&text, std::path::Path::new("test.toml")).expect("test config is valid");
+    let settings = Settings::from_toml(&text, std::path::Path::new("test.toml"))
+        .expect("test config is valid");
     let store = dualkey::store::open(&url).await.expect("open store");
     let clock = Arc::new(ManualClock::new(1_800_000_000_000));
     let core = Arc::new(Core {
@@ -167,7 +185,13 @@ pub async fn spawn_app(backend: Backend, required: u32, extra_approvers: usize) 
         outbox_wake: Arc::new(tokio::sync::Notify::new()),
         in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
     });
-    TestApp { core, clock, dir, marker, db }
+    TestApp {
+        core,
+        clock,
+        dir,
+        marker,
+        db,
+    }
 }
 
 /// Captures replies.
@@ -182,7 +206,10 @@ impl Responder for Capture {
         let mut r = self.replies.lock().unwrap();
         r.push(reply);
         Ok(Some(MessageRef {
-            channel: ChannelRef { platform: Platform::Shell, id: "test".into() },
+            channel: ChannelRef {
+                platform: Platform::Shell,
+                id: "test".into(),
+            },
             id: r.len().to_string(),
         }))
     }
@@ -191,7 +218,13 @@ impl Responder for Capture {
 impl Capture {
     /// All reply texts joined.
     pub fn text(&self) -> String {
-        self.replies.lock().unwrap().iter().map(|r| r.to_text()).collect::<Vec<_>>().join("\n")
+        self.replies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.to_text())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -202,7 +235,11 @@ pub fn actor(who: &str) -> Actor {
         Some(("discord", a)) => (Platform::Discord, a),
         _ => (Platform::Shell, who),
     };
-    Actor { platform, account: account.into(), display: who.into() }
+    Actor {
+        platform,
+        account: account.into(),
+        display: who.into(),
+    }
 }
 
 impl TestApp {
@@ -212,7 +249,10 @@ impl TestApp {
         let ev = InboundEvent {
             delivery_id: uuid::Uuid::new_v4().to_string(),
             actor: actor(who),
-            channel: ChannelRef { platform: Platform::Shell, id: "test".into() },
+            channel: ChannelRef {
+                platform: Platform::Shell,
+                id: "test".into(),
+            },
             kind,
         };
         self.core.handle(ev, &cap).await;
@@ -221,22 +261,39 @@ impl TestApp {
 
     /// `/db <text>` as `who`.
     pub async fn cmd(&self, who: &str, text: &str) -> String {
-        self.send(who, EventKind::Command { text: text.into() }).await
+        self.send(who, EventKind::Command { text: text.into() })
+            .await
     }
 
     /// A button click as `who`.
     pub async fn click(&self, who: &str, id: &str) -> String {
-        self.send(who, EventKind::Action { action_id: id.into() }).await
+        self.send(
+            who,
+            EventKind::Action {
+                action_id: id.into(),
+            },
+        )
+        .await
     }
 
     /// The request id on the newest request.
     pub async fn last_request(&self) -> String {
-        self.core.store.list_requests(None, 1).await.unwrap().remove(0).id
+        self.core
+            .store
+            .list_requests(None, 1)
+            .await
+            .unwrap()
+            .remove(0)
+            .id
     }
 
     /// Lines in the marker file (one per app command run).
     pub fn marker_lines(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.marker).unwrap_or_default().lines().map(str::to_string).collect()
+        std::fs::read_to_string(&self.marker)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// Runs the worker until no operation is queued or running (at most 30 s).
@@ -248,7 +305,10 @@ impl TestApp {
             if dualkey::worker::Worker::idle(&self.core).await.unwrap() {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "operations did not finish in 30 s");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "operations did not finish in 30 s"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         tx.send(true).unwrap();

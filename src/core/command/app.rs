@@ -32,8 +32,18 @@ pub const SPEC: CommandSpec = CommandSpec {
     summary: "run the app's stop (needs approval), start or status command",
     role: Role::Viewer,
     options: &[
-        OptionSpec { name: "action", description: "stop, start or status", required: true, choices: &["stop", "start", "status"] },
-        OptionSpec { name: "env", description: "environment (default: the configured one)", required: false, choices: &[] },
+        OptionSpec {
+            name: "action",
+            description: "stop, start or status",
+            required: true,
+            choices: &["stop", "start", "status"],
+        },
+        OptionSpec {
+            name: "env",
+            description: "environment (default: the configured one)",
+            required: false,
+            choices: &[],
+        },
     ],
     parse,
 };

@@ -22,7 +22,12 @@ pub const SPEC: CommandSpec = CommandSpec {
     usage: "audit [N|verify]",
     summary: "the last N audit events (default 10), or verify the hash chain",
     role: Role::Viewer,
-    options: &[OptionSpec { name: "n", description: "how many events (1-100), or `verify`", required: false, choices: &[] }],
+    options: &[OptionSpec {
+        name: "n",
+        description: "how many events (1-100), or `verify`",
+        required: false,
+        choices: &[],
+    }],
     parse,
 };
 
@@ -32,7 +37,11 @@ fn parse(args: &[&str], _ctx: &ParseCtx) -> Result<Command, String> {
         Some("verify") => Args::Verify,
         Some(n) => match n.parse::<i64>() {
             Ok(n) if (1..=MAX_TAIL).contains(&n) => Args::Tail(n),
-            _ => return Err(format!("`{n}` is not a number from 1 to {MAX_TAIL} or `verify`")),
+            _ => {
+                return Err(format!(
+                    "`{n}` is not a number from 1 to {MAX_TAIL} or `verify`"
+                ))
+            }
         },
     };
     no_more(args.get(1..).unwrap_or_default())?;

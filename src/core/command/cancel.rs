@@ -17,7 +17,12 @@ pub const SPEC: CommandSpec = CommandSpec {
     usage: "cancel REQUEST",
     summary: "withdraw a pending request (requester or an approver)",
     role: Role::Viewer,
-    options: &[OptionSpec { name: "request", description: "request id, as on the approval card", required: true, choices: &[] }],
+    options: &[OptionSpec {
+        name: "request",
+        description: "request id, as on the approval card",
+        required: true,
+        choices: &[],
+    }],
     parse,
 };
 

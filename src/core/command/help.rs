@@ -17,14 +17,23 @@ pub const SPEC: CommandSpec = CommandSpec {
     usage: "help [COMMAND]",
     summary: "usage for all commands or one",
     role: Role::Viewer,
-    options: &[OptionSpec { name: "command", description: "a command name", required: false, choices: &[] }],
+    options: &[OptionSpec {
+        name: "command",
+        description: "a command name",
+        required: false,
+        choices: &[],
+    }],
     parse,
 };
 
 fn parse(args: &[&str], _ctx: &ParseCtx) -> Result<Command, String> {
     let command = match args.first() {
         None => None,
-        Some(name) => Some(super::spec(name).map(|s| s.name).ok_or_else(|| format!("no command `{name}`"))?),
+        Some(name) => Some(
+            super::spec(name)
+                .map(|s| s.name)
+                .ok_or_else(|| format!("no command `{name}`"))?,
+        ),
     };
     no_more(args.get(1..).unwrap_or_default())?;
     Ok(Command::Help(Args { command }))
@@ -45,7 +54,11 @@ pub fn render_one(slash: &str, s: &CommandSpec) -> String {
     let mut out = format!("usage: {slash} {}\n{}", s.usage, s.summary);
     for o in s.options {
         let req = if o.required { "required" } else { "optional" };
-        out.push_str(&format!("\n  {:<10} {} ({req})", o.name.to_uppercase(), o.description));
+        out.push_str(&format!(
+            "\n  {:<10} {} ({req})",
+            o.name.to_uppercase(),
+            o.description
+        ));
     }
     out
 }

@@ -67,7 +67,10 @@ impl ParseCtx {
         match tok {
             None => Ok(EnvName(self.default_env.clone())),
             Some(t) if self.envs.iter().any(|e| e == t) => Ok(EnvName(t.to_string())),
-            Some(t) => Err(format!("unknown environment `{t}` (known: {})", self.envs.join(", "))),
+            Some(t) => Err(format!(
+                "unknown environment `{t}` (known: {})",
+                self.envs.join(", ")
+            )),
         }
     }
 }
@@ -83,11 +86,17 @@ pub struct RequestId(pub String);
 impl RequestId {
     /// Parses a request id (shape only; existence is checked against the store).
     pub fn parse(s: &str) -> Result<RequestId, String> {
-        let ok = s.len() == 10 && s.starts_with('r') && s[1..].chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+        let ok = s.len() == 10
+            && s.starts_with('r')
+            && s[1..]
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
         if ok {
             Ok(RequestId(s.to_string()))
         } else {
-            Err(format!("`{s}` is not a request id (like r3f9a1c2b7); `approvals` lists them"))
+            Err(format!(
+                "`{s}` is not a request id (like r3f9a1c2b7); `approvals` lists them"
+            ))
         }
     }
 
@@ -115,7 +124,14 @@ pub enum Command {
 }
 
 /// All commands, in help order.
-pub const REGISTRY: &[CommandSpec] = &[help::SPEC, status::SPEC, app::SPEC, approvals::SPEC, cancel::SPEC, audit::SPEC];
+pub const REGISTRY: &[CommandSpec] = &[
+    help::SPEC,
+    status::SPEC,
+    app::SPEC,
+    approvals::SPEC,
+    cancel::SPEC,
+    audit::SPEC,
+];
 
 /// Finds a command by name.
 pub fn spec(name: &str) -> Option<&'static CommandSpec> {
@@ -136,7 +152,10 @@ impl ParseError {
     pub fn render(&self, slash: &str) -> String {
         match self.command {
             Some(c) => format!("{}\nusage: {slash} {}", self.message, c.usage),
-            None => format!("{}\nTry `{slash} help` for the list of commands.", self.message),
+            None => format!(
+                "{}\nTry `{slash} help` for the list of commands.",
+                self.message
+            ),
         }
     }
 }
@@ -149,7 +168,13 @@ fn allowed_char(c: char) -> bool {
 pub fn parse(text: &str, ctx: &ParseCtx) -> Result<(&'static CommandSpec, Command), ParseError> {
     let err = |command, message: String| ParseError { command, message };
     if text.len() > MAX_COMMAND_BYTES {
-        return Err(err(None, format!("command too long ({} bytes; the limit is {MAX_COMMAND_BYTES})", text.len())));
+        return Err(err(
+            None,
+            format!(
+                "command too long ({} bytes; the limit is {MAX_COMMAND_BYTES})",
+                text.len()
+            ),
+        ));
     }
     let tokens: Vec<&str> = text.split_ascii_whitespace().collect();
     let Some((&name, args)) = tokens.split_first() else {
@@ -157,21 +182,30 @@ pub fn parse(text: &str, ctx: &ParseCtx) -> Result<(&'static CommandSpec, Comman
     };
     let spec = spec(name).ok_or_else(|| {
         let shown: String = name.chars().take(40).collect();
-        err(None, format!("unknown command `{}`", shown.escape_default()))
+        err(
+            None,
+            format!("unknown command `{}`", shown.escape_default()),
+        )
     })?;
     for t in args {
         if let Some(bad) = t.chars().find(|c| !allowed_char(*c)) {
             let shown: String = t.chars().take(40).collect();
             return Err(err(
                 Some(spec),
-                format!("unexpected character `{}` in `{}`", bad.escape_default(), shown.escape_default()),
+                format!(
+                    "unexpected character `{}` in `{}`",
+                    bad.escape_default(),
+                    shown.escape_default()
+                ),
             ));
         }
         if t.contains("..") {
             return Err(err(Some(spec), format!("`{t}` is not a valid name")));
         }
     }
-    (spec.parse)(args, ctx).map(|c| (spec, c)).map_err(|m| err(Some(spec), m))
+    (spec.parse)(args, ctx)
+        .map(|c| (spec, c))
+        .map_err(|m| err(Some(spec), m))
 }
 
 /// Fails when arguments are left over.
@@ -197,11 +231,20 @@ mod tests {
     #[test]
     fn usage_and_registration_options_agree() {
         for s in REGISTRY {
-            assert!(s.usage.starts_with(s.name), "{} usage must start with its name", s.name);
+            assert!(
+                s.usage.starts_with(s.name),
+                "{} usage must start with its name",
+                s.name
+            );
             for o in s.options {
                 let shown = o.name.to_uppercase();
-                let in_usage = s.usage.contains(&shown) || o.choices.iter().all(|c| s.usage.contains(c));
-                assert!(in_usage, "{}: option {} missing from usage `{}`", s.name, o.name, s.usage);
+                let in_usage =
+                    s.usage.contains(&shown) || o.choices.iter().all(|c| s.usage.contains(c));
+                assert!(
+                    in_usage,
+                    "{}: option {} missing from usage `{}`",
+                    s.name, o.name, s.usage
+                );
             }
             let help = help::render_all("/db");
             assert!(help.contains(s.usage), "help lacks {}", s.usage);
@@ -211,10 +254,26 @@ mod tests {
     #[test]
     fn hostile_input_is_rejected_with_usage() {
         let hostile = [
-            "", "   ", "app stop ../production", "app stop production;rm", "app stop 'production'", "app stop \"production\"",
-            "app stop prod`id`", "app stop $(id)", "app stop production extra", "app explode",
-            "status ../../etc/passwd", "status производство", "status production\u{0}", "cancel r123", "cancel ../r123456789",
-            "audit -5", "audit 99999999999999999999", "audit verify now", "drop table", "help nosuch",
+            "",
+            "   ",
+            "app stop ../production",
+            "app stop production;rm",
+            "app stop 'production'",
+            "app stop \"production\"",
+            "app stop prod`id`",
+            "app stop $(id)",
+            "app stop production extra",
+            "app explode",
+            "status ../../etc/passwd",
+            "status производство",
+            "status production\u{0}",
+            "cancel r123",
+            "cancel ../r123456789",
+            "audit -5",
+            "audit 99999999999999999999",
+            "audit verify now",
+            "drop table",
+            "help nosuch",
         ];
         for h in hostile {
             assert!(parse(h, &ctx()).is_err(), "accepted hostile input {h:?}");
@@ -226,14 +285,31 @@ mod tests {
 
     #[test]
     fn good_input_parses() {
-        assert_eq!(parse("status", &ctx()).unwrap().1, Command::Status(status::Args { env: EnvName("production".into()) }));
+        assert_eq!(
+            parse("status", &ctx()).unwrap().1,
+            Command::Status(status::Args {
+                env: EnvName("production".into())
+            })
+        );
         assert_eq!(
             parse("app stop staging", &ctx()).unwrap().1,
-            Command::App(app::Args { action: app::AppAction::Stop, env: EnvName("staging".into()) })
+            Command::App(app::Args {
+                action: app::AppAction::Stop,
+                env: EnvName("staging".into())
+            })
         );
-        assert!(matches!(parse("audit verify", &ctx()).unwrap().1, Command::Audit(audit::Args::Verify)));
-        assert!(matches!(parse("audit 5", &ctx()).unwrap().1, Command::Audit(audit::Args::Tail(5))));
-        assert!(matches!(parse("cancel r0123456ab", &ctx()).unwrap().1, Command::Cancel(_)));
+        assert!(matches!(
+            parse("audit verify", &ctx()).unwrap().1,
+            Command::Audit(audit::Args::Verify)
+        ));
+        assert!(matches!(
+            parse("audit 5", &ctx()).unwrap().1,
+            Command::Audit(audit::Args::Tail(5))
+        ));
+        assert!(matches!(
+            parse("cancel r0123456ab", &ctx()).unwrap().1,
+            Command::Cancel(_)
+        ));
     }
 
     proptest! {

@@ -17,7 +17,12 @@ pub const SPEC: CommandSpec = CommandSpec {
     usage: "status [ENV]",
     summary: "migration status, app status, running operation, open requests",
     role: Role::Viewer,
-    options: &[OptionSpec { name: "env", description: "environment (default: the configured one)", required: false, choices: &[] }],
+    options: &[OptionSpec {
+        name: "env",
+        description: "environment (default: the configured one)",
+        required: false,
+        choices: &[],
+    }],
     parse,
 };
 

@@ -119,7 +119,11 @@ pub enum DumpError {
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> DumpError + 'a {
-    move |error| DumpError::Io { action, path: path.to_path_buf(), error }
+    move |error| DumpError::Io {
+        action,
+        path: path.to_path_buf(),
+        error,
+    }
 }
 
 /// Removes the `.partial` file when dropped, unless disarmed: on every error path and when the
@@ -298,7 +302,11 @@ const BUF_SIZE: usize = 1 << 20;
 const WRITEBACK_EVERY: u64 = 32 << 20;
 
 /// Copies `src` to `file` until end of input, hashing on the way, then fsyncs the file.
-fn copy_hash_sync(src: OwnedFd, mut file: File, written: &AtomicU64) -> io::Result<(u64, [u8; 32])> {
+fn copy_hash_sync(
+    src: OwnedFd,
+    mut file: File,
+    written: &AtomicU64,
+) -> io::Result<(u64, [u8; 32])> {
     let mut src = File::from(src);
     let mut buf = vec![0u8; BUF_SIZE];
     let mut hasher = Sha256::new();

@@ -23,12 +23,22 @@ const TS_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 pub fn dump_file_name(database: &str, started_at: DateTime<Utc>, kind: BackupKind) -> String {
     let mut db: String = database
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if db.is_empty() {
         db.push_str("db");
     }
-    format!("{db}_{}_{}.dump", started_at.format(TS_FORMAT), kind.as_str())
+    format!(
+        "{db}_{}_{}.dump",
+        started_at.format(TS_FORMAT),
+        kind.as_str()
+    )
 }
 
 /// What a dump's file name says: database (as written in the name), start time and kind.
@@ -52,7 +62,11 @@ pub fn parse_dump_file_name(name: &str) -> Option<ParsedDumpName> {
         return None;
     }
     let started_at = NaiveDateTime::parse_from_str(ts, TS_FORMAT).ok()?.and_utc();
-    Some(ParsedDumpName { database: database.to_string(), started_at, kind })
+    Some(ParsedDumpName {
+        database: database.to_string(),
+        started_at,
+        kind,
+    })
 }
 
 /// A dualkey dump found on disk.
@@ -92,7 +106,9 @@ fn regular_files(dir: &Path) -> io::Result<Vec<(PathBuf, String, std::fs::Metada
     let mut out = Vec::new();
     for entry in entries {
         let entry = entry?;
-        let Ok(name) = entry.file_name().into_string() else { continue };
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
         let meta = match std::fs::symlink_metadata(entry.path()) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -111,16 +127,25 @@ pub fn list_external(env_dir: &Path) -> io::Result<Vec<ExternalBackup>> {
     let mut out: Vec<ExternalBackup> = regular_files(env_dir)?
         .into_iter()
         .filter(|(_, name, _)| {
-            name.len() > 4 && name.is_char_boundary(name.len() - 4) && name[name.len() - 4..].eq_ignore_ascii_case(".sql")
+            name.len() > 4
+                && name.is_char_boundary(name.len() - 4)
+                && name[name.len() - 4..].eq_ignore_ascii_case(".sql")
         })
         .map(|(path, file_name, meta)| ExternalBackup {
             path,
             file_name,
             size_bytes: meta.len(),
-            modified: meta.modified().map(DateTime::<Utc>::from).unwrap_or(DateTime::UNIX_EPOCH),
+            modified: meta
+                .modified()
+                .map(DateTime::<Utc>::from)
+                .unwrap_or(DateTime::UNIX_EPOCH),
         })
         .collect();
-    out.sort_by(|a, b| b.modified.cmp(&a.modified).then_with(|| b.file_name.cmp(&a.file_name)));
+    out.sort_by(|a, b| {
+        b.modified
+            .cmp(&a.modified)
+            .then_with(|| b.file_name.cmp(&a.file_name))
+    });
     Ok(out)
 }
 
@@ -131,11 +156,19 @@ pub fn list_dumps(env_dir: &Path) -> io::Result<Vec<DumpFileInfo>> {
         .into_iter()
         .filter_map(|(path, file_name, meta)| {
             let name = parse_dump_file_name(&file_name)?;
-            Some(DumpFileInfo { path, file_name, name, size_bytes: meta.len() })
+            Some(DumpFileInfo {
+                path,
+                file_name,
+                name,
+                size_bytes: meta.len(),
+            })
         })
         .collect();
     out.sort_by(|a, b| {
-        b.name.started_at.cmp(&a.name.started_at).then_with(|| b.file_name.cmp(&a.file_name))
+        b.name
+            .started_at
+            .cmp(&a.name.started_at)
+            .then_with(|| b.file_name.cmp(&a.file_name))
     });
     Ok(out)
 }
@@ -150,7 +183,11 @@ pub fn cleanup_partials(env_dir: &Path, older_than: Duration) -> io::Result<Vec<
         if !name.ends_with(&format!(".dump{PARTIAL_SUFFIX}")) {
             continue;
         }
-        let age = meta.modified().ok().and_then(|m| now.duration_since(m).ok()).unwrap_or_default();
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .unwrap_or_default();
         if age < older_than {
             continue;
         }
@@ -174,9 +211,19 @@ mod tests {
         for kind in BackupKind::ALL {
             let name = dump_file_name("task_flow", t, kind);
             let parsed = parse_dump_file_name(&name).unwrap();
-            assert_eq!(parsed, ParsedDumpName { database: "task_flow".into(), started_at: t, kind });
+            assert_eq!(
+                parsed,
+                ParsedDumpName {
+                    database: "task_flow".into(),
+                    started_at: t,
+                    kind
+                }
+            );
         }
-        assert_eq!(dump_file_name("taskflow", t, BackupKind::PreDeploy), "taskflow_20240309T020005Z_pre-deploy.dump");
+        assert_eq!(
+            dump_file_name("taskflow", t, BackupKind::PreDeploy),
+            "taskflow_20240309T020005Z_pre-deploy.dump"
+        );
     }
 
     #[test]

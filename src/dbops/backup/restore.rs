@@ -108,7 +108,13 @@ pub fn detect_format(path: &Path) -> Result<DumpFormat, RestoreError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(RestoreError::Missing(path.to_path_buf()))
         }
-        Err(error) => return Err(RestoreError::Io { action: "read", path: path.to_path_buf(), error }),
+        Err(error) => {
+            return Err(RestoreError::Io {
+                action: "read",
+                path: path.to_path_buf(),
+                error,
+            })
+        }
     }
     let is_sql = path
         .extension()
@@ -143,7 +149,11 @@ pub async fn restore(
     Ok(RestoreOutcome { format, duration })
 }
 
-async fn restore_custom(url: &PgUrl, path: &Path, pg_bin_dir: Option<&Path>) -> Result<(), RestoreError> {
+async fn restore_custom(
+    url: &PgUrl,
+    path: &Path,
+    pg_bin_dir: Option<&Path>,
+) -> Result<(), RestoreError> {
     let pg_restore = tools::locate("pg_restore", pg_bin_dir)?;
     let mut cmd = tools::command(&pg_restore, url);
     cmd.args([
@@ -158,10 +168,16 @@ async fn restore_custom(url: &PgUrl, path: &Path, pg_bin_dir: Option<&Path>) -> 
     .arg(tools::path_arg(path))
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
-    let child = cmd.spawn().map_err(|error| RestoreError::Spawn { tool: "pg_restore", error })?;
+    let child = cmd.spawn().map_err(|error| RestoreError::Spawn {
+        tool: "pg_restore",
+        error,
+    })?;
     let (status, stderr) = tools::wait_with_stderr(child, Some(url))
         .await
-        .map_err(|error| RestoreError::Spawn { tool: "pg_restore", error })?;
+        .map_err(|error| RestoreError::Spawn {
+            tool: "pg_restore",
+            error,
+        })?;
     if !status.success() {
         return Err(RestoreError::Failed {
             tool: "pg_restore",
@@ -174,7 +190,10 @@ async fn restore_custom(url: &PgUrl, path: &Path, pg_bin_dir: Option<&Path>) -> 
 
 /// Whether this psql knows `\restrict` (its command help lists it).
 async fn psql_has_restrict(psql: &Path) -> Result<(), RestoreError> {
-    let spawn = |error| RestoreError::Spawn { tool: "psql", error };
+    let spawn = |error| RestoreError::Spawn {
+        tool: "psql",
+        error,
+    };
     let help = Command::new(psql)
         .arg("--help=commands")
         .stdin(Stdio::null())
@@ -192,38 +211,63 @@ async fn psql_has_restrict(psql: &Path) -> Result<(), RestoreError> {
         .output()
         .await
         .map_err(spawn)?;
-    let version = String::from_utf8_lossy(&version.stdout).trim().chars().take(80).collect();
+    let version = String::from_utf8_lossy(&version.stdout)
+        .trim()
+        .chars()
+        .take(80)
+        .collect();
     Err(RestoreError::PsqlWithoutRestrict { version })
 }
 
-async fn restore_plain(url: &PgUrl, path: &Path, pg_bin_dir: Option<&Path>) -> Result<(), RestoreError> {
+async fn restore_plain(
+    url: &PgUrl,
+    path: &Path,
+    pg_bin_dir: Option<&Path>,
+) -> Result<(), RestoreError> {
     let psql = tools::locate("psql", pg_bin_dir)?;
     psql_has_restrict(&psql).await?;
     let file = std::fs::File::open(path).map_err(|error| match error.kind() {
         io::ErrorKind::NotFound => RestoreError::Missing(path.to_path_buf()),
-        _ => RestoreError::Io { action: "open", path: path.to_path_buf(), error },
+        _ => RestoreError::Io {
+            action: "open",
+            path: path.to_path_buf(),
+            error,
+        },
     })?;
     // A key the file cannot know: only `\unrestrict <this key>` would lift restricted mode.
     let key = uuid::Uuid::new_v4().simple().to_string();
     let mut cmd = tools::command(&psql, url);
-    cmd.args(["-X", "--no-password", "-v", "ON_ERROR_STOP=1", "--single-transaction"])
-        .arg("-c")
-        .arg(format!("\\restrict {key}"))
-        .args(["-f", "-"])
-        .args(url.connection_args())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|error| RestoreError::Spawn { tool: "psql", error })?;
+    cmd.args([
+        "-X",
+        "--no-password",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "--single-transaction",
+    ])
+    .arg("-c")
+    .arg(format!("\\restrict {key}"))
+    .args(["-f", "-"])
+    .args(url.connection_args())
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|error| RestoreError::Spawn {
+        tool: "psql",
+        error,
+    })?;
     let stdin = child
         .stdin
         .take()
         .expect("stdin is piped")
         .into_owned_fd()
-        .map_err(|error| RestoreError::Spawn { tool: "psql", error })?;
+        .map_err(|error| RestoreError::Spawn {
+            tool: "psql",
+            error,
+        })?;
     let feeder = tokio::task::spawn_blocking(move || {
         let mut out = io::BufWriter::with_capacity(1 << 20, std::fs::File::from(stdin));
-        let r = feed_plain_sql(BufReader::with_capacity(1 << 20, file), &mut out).and_then(|_| out.flush());
+        let r = feed_plain_sql(BufReader::with_capacity(1 << 20, file), &mut out)
+            .and_then(|_| out.flush());
         match r {
             // psql stopped reading (it failed and exited): its status says why.
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
@@ -232,13 +276,26 @@ async fn restore_plain(url: &PgUrl, path: &Path, pg_bin_dir: Option<&Path>) -> R
     });
     let (status, stderr) = tools::wait_with_stderr(child, Some(url))
         .await
-        .map_err(|error| RestoreError::Spawn { tool: "psql", error })?;
-    let fed = feeder.await.unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+        .map_err(|error| RestoreError::Spawn {
+            tool: "psql",
+            error,
+        })?;
+    let fed = feeder
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
     if !status.success() {
-        return Err(RestoreError::Failed { tool: "psql", status: tools::describe_status(&status), stderr });
+        return Err(RestoreError::Failed {
+            tool: "psql",
+            status: tools::describe_status(&status),
+            stderr,
+        });
     }
     // psql cannot commit a partial script: a read error ends its input early, so be strict.
-    fed.map_err(|error| RestoreError::Io { action: "read", path: path.to_path_buf(), error })?;
+    fed.map_err(|error| RestoreError::Io {
+        action: "read",
+        path: path.to_path_buf(),
+        error,
+    })?;
     Ok(())
 }
 
@@ -246,7 +303,10 @@ async fn restore_plain(url: &PgUrl, path: &Path, pg_bin_dir: Option<&Path>) -> R
 fn restrict_line<'a>(line: &'a [u8], command: &str) -> Option<&'a [u8]> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let rest = line.strip_prefix(b"\\")?.strip_prefix(command.as_bytes())?.strip_prefix(b" ")?;
+    let rest = line
+        .strip_prefix(b"\\")?
+        .strip_prefix(command.as_bytes())?
+        .strip_prefix(b" ")?;
     (!rest.is_empty() && rest.iter().all(u8::is_ascii_alphanumeric)).then_some(rest)
 }
 
@@ -313,7 +373,10 @@ mod tests {
     #[test]
     fn pg_dumps_own_restrict_pair_is_blanked() {
         let dump = "--\n-- dump\n--\n\n\\restrict abc123\n\nSET x = 1;\nCOPY t FROM stdin;\n1\n\\.\n\n\\unrestrict abc123\n\n";
-        assert_eq!(feed(dump), "--\n-- dump\n--\n\n\n\nSET x = 1;\nCOPY t FROM stdin;\n1\n\\.\n\n\n\n");
+        assert_eq!(
+            feed(dump),
+            "--\n-- dump\n--\n\n\n\nSET x = 1;\nCOPY t FROM stdin;\n1\n\\.\n\n\n\n"
+        );
     }
 
     #[test]

@@ -36,7 +36,10 @@ pub struct RetentionPolicy {
 
 impl Default for RetentionPolicy {
     fn default() -> Self {
-        RetentionPolicy { retention_days: 7, min_keep: 3 }
+        RetentionPolicy {
+            retention_days: 7,
+            min_keep: 3,
+        }
     }
 }
 
@@ -78,7 +81,10 @@ pub fn select_for_deletion<Id: Clone>(
         .filter(|&i| entries[i].created_at < cutoff)
         .collect();
     selected.sort_by(|&a, &b| entries[a].created_at.cmp(&entries[b].created_at));
-    selected.into_iter().map(|i| entries[i].id.clone()).collect()
+    selected
+        .into_iter()
+        .map(|i| entries[i].id.clone())
+        .collect()
 }
 
 /// What happened to one file that retention deleted.
@@ -115,7 +121,11 @@ pub fn delete_backup_files(paths: &[PathBuf]) -> Vec<io::Result<DeletedFile>> {
         })
         .collect();
     for d in dirs {
-        let d = if d.as_os_str().is_empty() { Path::new(".") } else { d };
+        let d = if d.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            d
+        };
         let _ = std::fs::File::open(d).and_then(|f| f.sync_all());
     }
     results

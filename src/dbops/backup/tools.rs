@@ -36,7 +36,10 @@ pub fn locate(tool: &'static str, pg_bin_dir: Option<&Path>) -> Result<PathBuf, 
         return if is_executable(&p) {
             Ok(p)
         } else {
-            Err(ToolNotFound { tool, searched: format!("in the configured directory {}", dir.display()) })
+            Err(ToolNotFound {
+                tool,
+                searched: format!("in the configured directory {}", dir.display()),
+            })
         };
     }
     if let Some(path) = std::env::var_os("PATH") {
@@ -61,12 +64,17 @@ pub fn locate(tool: &'static str, pg_bin_dir: Option<&Path>) -> Result<PathBuf, 
         .into_iter()
         .map(|(_, p)| p)
         .find(|p| is_executable(p))
-        .ok_or(ToolNotFound { tool, searched: format!("on PATH or in {DEBIAN_PG_LIB}/*/bin") })
+        .ok_or(ToolNotFound {
+            tool,
+            searched: format!("on PATH or in {DEBIAN_PG_LIB}/*/bin"),
+        })
 }
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// A command for `program` aimed at `url`'s database: connection arguments are appended by the
@@ -100,7 +108,9 @@ const STDERR_KEEP: usize = 64 * 1024;
 pub(crate) fn collect_stderr(stderr: Option<ChildStderr>) -> tokio::task::JoinHandle<Vec<u8>> {
     tokio::spawn(async move {
         let mut kept = Vec::new();
-        let Some(mut stderr) = stderr else { return kept };
+        let Some(mut stderr) = stderr else {
+            return kept;
+        };
         let mut buf = vec![0u8; 8192];
         loop {
             match stderr.read(&mut buf).await {
@@ -145,7 +155,11 @@ pub fn describe_status(status: &ExitStatus) -> String {
 /// removed: the URL's password, and anything of the form `user:password@` in a URL.
 pub(crate) fn summarize_stderr(stderr: &[u8], url: Option<&PgUrl>) -> String {
     let text = String::from_utf8_lossy(stderr);
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let tail = &lines[lines.len().saturating_sub(6)..];
     let mut s = tail.join("; ");
     if let Some(p) = url.and_then(PgUrl::password) {
@@ -173,7 +187,9 @@ pub(crate) fn redact_url_passwords(s: &str) -> String {
     while let Some(i) = rest.find("://") {
         let (before, after) = rest.split_at(i + 3);
         out.push_str(before);
-        let end = after.find(|c: char| c.is_whitespace() || c == '/' || c == '"' || c == '\'').unwrap_or(after.len());
+        let end = after
+            .find(|c: char| c.is_whitespace() || c == '/' || c == '"' || c == '\'')
+            .unwrap_or(after.len());
         let authority = &after[..end];
         match (authority.rfind('@'), authority.find(':')) {
             (Some(at), Some(colon)) if colon < at => {

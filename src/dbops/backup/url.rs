@@ -75,7 +75,14 @@ impl std::fmt::Debug for PgUrl {
     }
 }
 
-const SSLMODES: &[&str] = &["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
+const SSLMODES: &[&str] = &[
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
 
 impl PgUrl {
     /// Parses a `postgres://` or `postgresql://` URL.
@@ -349,7 +356,11 @@ fn split_host_port(hostport: &str) -> Result<(Option<String>, Option<u16>), UrlE
     if let Some(rest) = hostport.strip_prefix('[') {
         let end = rest.find(']').ok_or(UrlError::Host)?;
         let host = &rest[..end];
-        if host.is_empty() || !host.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') {
+        if host.is_empty()
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        {
             return Err(UrlError::Host);
         }
         let after = &rest[end + 1..];
@@ -360,7 +371,14 @@ fn split_host_port(hostport: &str) -> Result<(Option<String>, Option<u16>), UrlE
         return Ok((Some(host.to_string()), port));
     }
     let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (h, if p.is_empty() { None } else { Some(parse_port(p)?) }),
+        Some((h, p)) => (
+            h,
+            if p.is_empty() {
+                None
+            } else {
+                Some(parse_port(p)?)
+            },
+        ),
         None => (hostport, None),
     };
     let host = decode(host, "host")?;
@@ -387,7 +405,9 @@ fn decode(s: &str, part: &'static str) -> Result<String, UrlError> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or(UrlError::PercentEncoding(part))?;
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .ok_or(UrlError::PercentEncoding(part))?;
             let hex = std::str::from_utf8(hex).map_err(|_| UrlError::PercentEncoding(part))?;
             let b = u8::from_str_radix(hex, 16).map_err(|_| UrlError::PercentEncoding(part))?;
             out.push(b);
@@ -443,8 +463,10 @@ mod tests {
 
     #[test]
     fn parses_the_usual_prisma_url() {
-        let u = PgUrl::parse("postgresql://app:s3cr%40t@db.internal:6543/taskflow?schema=public&connection_limit=5")
-            .unwrap();
+        let u = PgUrl::parse(
+            "postgresql://app:s3cr%40t@db.internal:6543/taskflow?schema=public&connection_limit=5",
+        )
+        .unwrap();
         assert_eq!(u.host(), Some("db.internal"));
         assert_eq!(u.port(), Some(6543));
         assert_eq!(u.user(), Some("app"));
@@ -459,33 +481,71 @@ mod tests {
         let cases: &[(&str, Check)] = &[
             ("mysql://u:p@h/db", |r| matches!(r, Err(UrlError::Scheme))),
             ("postgres//u@h/db", |r| matches!(r, Err(UrlError::Scheme))),
-            ("POSTGRES://u@h/db", |r| r.as_ref().unwrap().database() == "db"),
-            ("postgres://u:p@h:0/db", |r| matches!(r, Err(UrlError::Port))),
-            ("postgres://u:p@h:65536/db", |r| matches!(r, Err(UrlError::Port))),
-            ("postgres://u:p@h:-1/db", |r| matches!(r, Err(UrlError::Port))),
-            ("postgres://u:p@h:5432x/db", |r| matches!(r, Err(UrlError::Port))),
-            ("postgres://u:p@h1,h2/db", |r| matches!(r, Err(UrlError::MultipleHosts))),
-            ("postgres://u:p@h/db?host=a,b", |r| matches!(r, Err(UrlError::MultipleHosts))),
-            ("postgres://u:p@h/d%ZZb", |r| matches!(r, Err(UrlError::PercentEncoding(_)))),
-            ("postgres://u:p@h/d%ff", |r| matches!(r, Err(UrlError::PercentEncoding(_)))),
-            ("postgres://u:p@h/d%00b", |r| matches!(r, Err(UrlError::ControlCharacter(_)))),
-            ("postgres://u:p%00@h/db", |r| matches!(r, Err(UrlError::ControlCharacter("password")))),
-            ("postgres://u%0a@h/db", |r| matches!(r, Err(UrlError::ControlCharacter(_)))),
+            ("POSTGRES://u@h/db", |r| {
+                r.as_ref().unwrap().database() == "db"
+            }),
+            ("postgres://u:p@h:0/db", |r| {
+                matches!(r, Err(UrlError::Port))
+            }),
+            ("postgres://u:p@h:65536/db", |r| {
+                matches!(r, Err(UrlError::Port))
+            }),
+            ("postgres://u:p@h:-1/db", |r| {
+                matches!(r, Err(UrlError::Port))
+            }),
+            ("postgres://u:p@h:5432x/db", |r| {
+                matches!(r, Err(UrlError::Port))
+            }),
+            ("postgres://u:p@h1,h2/db", |r| {
+                matches!(r, Err(UrlError::MultipleHosts))
+            }),
+            ("postgres://u:p@h/db?host=a,b", |r| {
+                matches!(r, Err(UrlError::MultipleHosts))
+            }),
+            ("postgres://u:p@h/d%ZZb", |r| {
+                matches!(r, Err(UrlError::PercentEncoding(_)))
+            }),
+            ("postgres://u:p@h/d%ff", |r| {
+                matches!(r, Err(UrlError::PercentEncoding(_)))
+            }),
+            ("postgres://u:p@h/d%00b", |r| {
+                matches!(r, Err(UrlError::ControlCharacter(_)))
+            }),
+            ("postgres://u:p%00@h/db", |r| {
+                matches!(r, Err(UrlError::ControlCharacter("password")))
+            }),
+            ("postgres://u%0a@h/db", |r| {
+                matches!(r, Err(UrlError::ControlCharacter(_)))
+            }),
             ("postgres://[::1/db", |r| matches!(r, Err(UrlError::Host))),
             ("postgres://[::1]x/db", |r| matches!(r, Err(UrlError::Host))),
-            ("postgres://[evil.com;x]/db", |r| matches!(r, Err(UrlError::Host))),
-            ("postgres://h/db?sslmode=yolo", |r| matches!(r, Err(UrlError::SslMode))),
-            ("postgres://h/db?connect_timeout=1;2", |r| matches!(r, Err(UrlError::ConnectTimeout))),
-            ("postgres://h", |r| matches!(r, Err(UrlError::MissingDatabase))),
-            ("postgres://h/", |r| matches!(r, Err(UrlError::MissingDatabase))),
+            ("postgres://[evil.com;x]/db", |r| {
+                matches!(r, Err(UrlError::Host))
+            }),
+            ("postgres://h/db?sslmode=yolo", |r| {
+                matches!(r, Err(UrlError::SslMode))
+            }),
+            ("postgres://h/db?connect_timeout=1;2", |r| {
+                matches!(r, Err(UrlError::ConnectTimeout))
+            }),
+            ("postgres://h", |r| {
+                matches!(r, Err(UrlError::MissingDatabase))
+            }),
+            ("postgres://h/", |r| {
+                matches!(r, Err(UrlError::MissingDatabase))
+            }),
             // libpq's default database is the user name.
-            ("postgres://bob@h", |r| r.as_ref().unwrap().database() == "bob"),
+            ("postgres://bob@h", |r| {
+                r.as_ref().unwrap().database() == "bob"
+            }),
             // An unencoded '@' in the password: the last '@' ends the user info.
             ("postgres://u:p@ss@h/db", |r| {
                 let u = r.as_ref().unwrap();
                 pw(u).as_deref() == Some("p@ss") && u.host() == Some("h")
             }),
-            ("postgres://u:@h/db", |r| r.as_ref().unwrap().password().is_none()),
+            ("postgres://u:@h/db", |r| {
+                r.as_ref().unwrap().password().is_none()
+            }),
             ("postgres://[::1]:5433/db", |r| {
                 let u = r.as_ref().unwrap();
                 u.host() == Some("::1") && u.port() == Some(5433)
@@ -493,7 +553,9 @@ mod tests {
             ("postgres://u@/db?host=%2Fvar%2Frun%2Fpostgresql", |r| {
                 r.as_ref().unwrap().host() == Some("/var/run/postgresql")
             }),
-            ("postgres://u@h/db#frag", |r| r.as_ref().unwrap().database() == "db"),
+            ("postgres://u@h/db#frag", |r| {
+                r.as_ref().unwrap().database() == "db"
+            }),
             // Names that would be options or connection strings if handed over naively.
             ("postgres://-oProxyCommand@h/--help", |r| {
                 let u = r.as_ref().unwrap();
@@ -505,8 +567,12 @@ mod tests {
             ("postgres://u@h/postgres:%2F%2Fevil%2Fdb", |r| {
                 r.as_ref().unwrap().database() == "postgres://evil/db"
             }),
-            ("postgres://u@h/..%2F..%2Fetc", |r| r.as_ref().unwrap().database() == "../../etc"),
-            ("postgres://u@h/%E2%9C%93db", |r| r.as_ref().unwrap().database() == "✓db"),
+            ("postgres://u@h/..%2F..%2Fetc", |r| {
+                r.as_ref().unwrap().database() == "../../etc"
+            }),
+            ("postgres://u@h/%E2%9C%93db", |r| {
+                r.as_ref().unwrap().database() == "✓db"
+            }),
         ];
         for (url, check) in cases {
             let r = PgUrl::parse(url);
@@ -516,7 +582,8 @@ mod tests {
 
     #[test]
     fn arguments_never_carry_the_password_and_quote_the_database() {
-        let u = PgUrl::parse("postgres://-x:hunter22@-h:5433/a'b\\c%20host=evil?sslmode=require").unwrap();
+        let u = PgUrl::parse("postgres://-x:hunter22@-h:5433/a'b\\c%20host=evil?sslmode=require")
+            .unwrap();
         let args = u.connection_args();
         assert_eq!(
             args,
@@ -547,8 +614,14 @@ mod tests {
 
     #[test]
     fn database_name_reads_the_path() {
-        assert_eq!(database_name("postgresql://u:p@localhost:5432/taskflow?schema=app").unwrap(), "taskflow");
-        assert_eq!(database_name("postgres://u:p@localhost/My%20DB").unwrap(), "My DB");
+        assert_eq!(
+            database_name("postgresql://u:p@localhost:5432/taskflow?schema=app").unwrap(),
+            "taskflow"
+        );
+        assert_eq!(
+            database_name("postgres://u:p@localhost/My%20DB").unwrap(),
+            "My DB"
+        );
         assert!(database_name("not a url").is_err());
     }
 }

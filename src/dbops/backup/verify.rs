@@ -115,7 +115,10 @@ pub async fn verify(
     expected_sha256: Option<&str>,
     pg_bin_dir: Option<&Path>,
 ) -> Result<Verified, VerifyError> {
-    let io_err = |error: io::Error| VerifyError::Io { path: path.to_path_buf(), error };
+    let io_err = |error: io::Error| VerifyError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
     let meta = match tokio::fs::metadata(path).await {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -123,7 +126,10 @@ pub async fn verify(
         }
         Err(e) => return Err(io_err(e)),
     };
-    let unreadable = |reason: String| VerifyError::Unreadable { path: path.to_path_buf(), reason };
+    let unreadable = |reason: String| VerifyError::Unreadable {
+        path: path.to_path_buf(),
+        reason,
+    };
     if !meta.is_file() {
         return Err(unreadable("not a regular file".into()));
     }
@@ -188,5 +194,9 @@ pub async fn verify(
             tools::describe_status(&status)
         )));
     }
-    Ok(Verified { toc_entries, size_bytes, sha256 })
+    Ok(Verified {
+        toc_entries,
+        size_bytes,
+        sha256,
+    })
 }
