@@ -38,6 +38,32 @@ pub enum Cmd {
         #[arg(long = "as", value_name = "OPERATOR")]
         as_operator: String,
     },
+    /// Migration status of an environment, natively (no Node). `--format prisma` prints what
+    /// `prisma migrate status` prints from `N migrations found in prisma/migrations` onward, on the
+    /// same streams, with the same exit code.
+    Status {
+        /// Environment (default: default_environment).
+        #[arg(long, value_name = "ENV")]
+        env: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: StatusFormat,
+    },
+    /// Take a verified backup now (pg_dump -Fc) and record it in the catalog.
+    Backup {
+        /// Environment (default: default_environment).
+        #[arg(long, value_name = "ENV")]
+        env: Option<String>,
+        /// A note kept with the backup.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// List the backup catalog and external .sql files.
+    Backups {
+        /// Environment (default: default_environment).
+        #[arg(long, value_name = "ENV")]
+        env: Option<String>,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -48,6 +74,17 @@ pub enum Cmd {
         #[command(subcommand)]
         command: AuditCmd,
     },
+}
+
+/// Formats of `dualkey status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    /// Exactly like `prisma migrate status` (from the `N migrations found` line on).
+    Prisma,
+    /// The full report as JSON.
+    Json,
+    /// Human-readable lines, as in chat.
+    Text,
 }
 
 /// `dualkey config ...`
@@ -74,6 +111,14 @@ pub enum AuditCmd {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+fn pick_env(s: &Settings, env: &Option<String>) -> anyhow::Result<String> {
+    let name = env.clone().unwrap_or_else(|| s.default_env().to_string());
+    if !s.environments.contains_key(&name) {
+        return Err(UsageError(format!("unknown environment `{name}` (known: {})", s.environments.keys().cloned().collect::<Vec<_>>().join(", "))).into());
+    }
+    Ok(name)
+}
 
 fn load(cli: &Cli) -> anyhow::Result<Settings> {
     let path = cli
@@ -192,6 +237,51 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let _ = done_tx.send(());
             runner.await.context("background tasks")??;
             result?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status { env, format } => {
+            let s = load(&cli)?;
+            let env = pick_env(&s, env)?;
+            let e = &s.environments[&env];
+            let url = e.database_url().map_err(UsageError)?;
+            use secrecy::ExposeSecret;
+            match format {
+                StatusFormat::Prisma => {
+                    let out = crate::dbops::prisma::status_prisma_cli(url.expose_secret(), &e.migrations_dir).await;
+                    print!("{}", out.stdout);
+                    eprint!("{}", out.stderr);
+                    std::io::stdout().flush()?;
+                    Ok(ExitCode::from(out.exit_code.clamp(0, 255) as u8))
+                }
+                StatusFormat::Json | StatusFormat::Text => {
+                    let st = crate::dbops::prisma::status(url.expose_secret(), &e.migrations_dir)
+                        .await
+                        .map_err(|err| anyhow::anyhow!("cannot read the migration status of {env}: {err}"))?;
+                    if *format == StatusFormat::Json {
+                        println!("{}", serde_json::to_string_pretty(&st)?);
+                    } else {
+                        println!("{}", crate::checks::status_lines(&st).join("\n"));
+                    }
+                    Ok(if st.prisma_exit_code == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+                }
+            }
+        }
+        Cmd::Backup { env, note } => {
+            let s = load(&cli)?;
+            let env = pick_env(&s, env)?;
+            let app = Application::build(s).await?;
+            let core = app.core();
+            let b = crate::runbook::take_backup(&core, &env, crate::dbops::backup::BackupKind::Manual, Some("cli"), note.clone(), None)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("backup {} ok: {} ({} bytes, sha256 {})", b.id, b.path, b.size_bytes.unwrap_or(0), b.sha256.unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Backups { env } => {
+            let s = load(&cli)?;
+            let env = pick_env(&s, env)?;
+            let app = Application::build(s).await?;
+            println!("{}", crate::checks::backups_text(&app.core(), &env).await?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Audit { command } => {

@@ -12,6 +12,7 @@
 //!   the audit chain and the [`core::dispatch::Dispatcher`].
 //! - [`store`]: the [`store::Store`] trait with SQLite and PostgreSQL implementations.
 //! - [`dbops`]: app commands, Prisma Migrate, backups: real processes and real SQL.
+//! - [`checks`]: read-only reports: migration status lines, backups, the safety checklist.
 //! - [`runbook`]: what each operation kind plans and runs, step by step.
 //! - [`worker`]: claims queued operations and runs them, off the interaction path.
 //! - [`outbox`]: delivers queued chat messages through adapters, with retries.
@@ -20,6 +21,7 @@
 //! - [`cli`]: the command-line interface.
 
 pub mod adapters;
+pub mod checks;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -1,85 +1,707 @@
-//! What each operation kind plans and runs. `plan` reads the facts the plan depends on (so the
-//! fingerprint changes when they change); `run_step` executes one step through `dbops`.
+//! The runbook: what each operation kind plans and what each step does. `plan` reads the facts a
+//! plan depends on (applied migrations, pending scripts, backups, app commands) so that the
+//! fingerprint changes when they change; `run_step` executes one [`StepAction`] through `dbops`.
+//!
+//! Every destructive plan starts with a safety backup; a failed backup stops the operation
+//! before anything else runs. Names from chat were validated by the parser and are checked
+//! again here against what exists (migration folders, database rows, catalog entries, files).
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{EnvironmentSettings, Settings};
-use crate::core::operation::{OperationKind, Plan, PlannedStep};
-use crate::dbops;
+use secrecy::ExposeSecret;
+use serde_json::json;
 
-/// A step failure, shown to people and written to the audit trail.
+use crate::config::EnvironmentSettings;
+use crate::core::audit::NewAudit;
+use crate::core::dispatch::Core;
+use crate::core::operation::{OperationKind, Plan, PlannedStep, RollbackStrategy, StepAction};
+use crate::dbops;
+use crate::dbops::backup::{self as bk, BackupKind};
+use crate::dbops::prisma;
+use crate::store::{BackupRow, OperationRow};
+
+/// A planning or step failure, shown to people and written to the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct StepError(pub String);
 
-fn env_settings<'a>(
-    settings: &'a Settings,
-    env: &str,
-) -> Result<&'a EnvironmentSettings, StepError> {
-    settings
+impl StepError {
+    fn new(s: impl Into<String>) -> StepError {
+        StepError(s.into())
+    }
+}
+
+/// The environment's settings.
+pub fn env_settings<'a>(core: &'a Core, env: &str) -> Result<&'a EnvironmentSettings, StepError> {
+    core.settings
         .environments
         .get(env)
         .ok_or_else(|| StepError(format!("environment `{env}` is no longer configured")))
 }
 
-/// Computes the plan of `kind` in `env` from current facts.
-pub async fn plan(settings: &Settings, kind: &OperationKind, env: &str) -> Result<Plan, StepError> {
-    let e = env_settings(settings, env)?;
-    let (summary, argv) = match kind {
-        OperationKind::AppStop => ("stop the app", &e.app_stop),
-        OperationKind::AppStart => ("start the app", &e.app_start),
+/// The environment's database URL (a secret, from the environment variable).
+pub fn database_url(e: &EnvironmentSettings) -> Result<secrecy::SecretString, StepError> {
+    e.database_url().map_err(StepError)
+}
+
+/// Reads the migration status of an environment.
+pub async fn migration_status(e: &EnvironmentSettings) -> Result<prisma::StatusReport, StepError> {
+    let url = database_url(e)?;
+    prisma::status(url.expose_secret(), &e.migrations_dir)
+        .await
+        .map_err(|err| StepError(format!("cannot read the migration status: {err}")))
+}
+
+fn backup_kind(s: &str) -> BackupKind {
+    BackupKind::ALL.into_iter().find(|k| k.as_str() == s).unwrap_or(BackupKind::Manual)
+}
+
+fn backup_step(kind: BackupKind, note: Option<String>) -> PlannedStep {
+    let name = match kind {
+        BackupKind::Manual | BackupKind::Scheduled => "backup".to_string(),
+        _ => "safety backup".to_string(),
     };
-    let steps = vec![PlannedStep {
-        name: summary.to_string(),
-        detail: argv.join(" "),
-    }];
-    let facts = vec![format!("command: {argv:?}")];
+    PlannedStep::new(
+        name,
+        format!("pg_dump -Fc ({}), verified with pg_restore --list; nothing else runs if it fails", kind.as_str()),
+        StepAction::Backup {
+            kind: kind.as_str().into(),
+            note,
+        },
+    )
+}
+
+fn app_step(e: &EnvironmentSettings, stop: bool) -> PlannedStep {
+    if stop {
+        PlannedStep::new("stop app", e.app_stop.join(" "), StepAction::AppStop)
+    } else {
+        PlannedStep::new("start app", e.app_start.join(" "), StepAction::AppStart)
+    }
+}
+
+fn fmt_age(ms: i64) -> String {
+    crate::config::format_duration(Duration::from_secs((ms.max(0) / 1000) as u64 / 60 * 60)).replace("0s", "under a minute")
+}
+
+/// How a catalog entry looks on disk right now (cheap: existence and size; the SHA-256 is
+/// checked in full before any restore).
+pub fn backup_health(b: &BackupRow) -> &'static str {
+    if b.deleted_at.is_some() {
+        return "deleted";
+    }
+    match b.state.as_str() {
+        "ok" => {}
+        "running" => return "running",
+        _ => return "failed",
+    }
+    match std::fs::metadata(&b.path) {
+        Err(_) => "missing",
+        Ok(m) if Some(m.len() as i64) != b.size_bytes => "changed",
+        Ok(_) if b.verified_at.is_none() => "unverified",
+        Ok(_) => "ok",
+    }
+}
+
+/// The migrations recorded as applied when a backup was taken.
+pub fn backup_migrations(b: &BackupRow) -> Vec<String> {
+    serde_json::from_str(&b.migrations_json).unwrap_or_default()
+}
+
+/// Where a restore reads from.
+#[derive(Debug, Clone)]
+pub struct RestoreSource {
+    /// Catalog id or external file name.
+    pub label: String,
+    /// The file.
+    pub path: PathBuf,
+    /// Expected SHA-256 (catalog entries only).
+    pub sha256: Option<String>,
+    /// When it was taken (ms).
+    pub taken_at: i64,
+}
+
+/// Finds a restorable backup by catalog id or external `.sql` file name; refuses missing,
+/// changed, failed or unverified ones.
+pub async fn restore_source(core: &Core, env: &str, name: &str) -> Result<RestoreSource, StepError> {
+    let e = env_settings(core, env)?;
+    if name.ends_with(".sql") {
+        let dir = e.backup_dir.join(env);
+        let found = bk::list_external(&dir)
+            .map_err(|err| StepError(format!("cannot list {}: {err}", dir.display())))?
+            .into_iter()
+            .find(|x| x.file_name == name)
+            .ok_or_else(|| StepError(format!("there is no external backup `{name}` in {}; `backups` lists them", dir.display())))?;
+        return Ok(RestoreSource {
+            label: name.into(),
+            path: found.path,
+            sha256: None,
+            taken_at: found.modified.timestamp_millis(),
+        });
+    }
+    let b = core
+        .store
+        .get_backup(name)
+        .await
+        .map_err(|err| StepError(err.to_string()))?
+        .filter(|b| b.env == env)
+        .ok_or_else(|| StepError(format!("there is no backup `{name}` in {env}; `backups` lists them")))?;
+    match backup_health(&b) {
+        "ok" => {}
+        other => return Err(StepError(format!("backup {name} is {other} and cannot be restored"))),
+    }
+    Ok(RestoreSource {
+        label: b.id.clone(),
+        path: PathBuf::from(&b.path),
+        sha256: b.sha256.clone(),
+        taken_at: b.started_at,
+    })
+}
+
+/// The newest healthy, verified backup of `env` that satisfies `pred`.
+async fn newest_backup(core: &Core, env: &str, pred: impl Fn(&BackupRow) -> bool) -> Result<Option<BackupRow>, StepError> {
+    let all = core.store.list_backups(env).await.map_err(|e| StepError(e.to_string()))?;
+    Ok(all.into_iter().find(|b| backup_health(b) == "ok" && pred(b)))
+}
+
+fn warnings_for(sql_by_migration: &[(String, String)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, sql) in sql_by_migration {
+        for w in dbops::sqlscan::scan(sql) {
+            out.push(format!("{name}: {w}"));
+        }
+    }
+    out
+}
+
+/// Computes the plan of `kind` in `env` from current facts.
+pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, StepError> {
+    let e = env_settings(core, env)?;
+    let now = core.clock.now_ms();
+    let mk = |summary: String, steps, warnings, facts| Ok(Plan::new(kind, env, summary, steps, warnings, facts));
+    match kind {
+        OperationKind::AppStop => mk(
+            format!("stop the app in {env}"),
+            vec![app_step(e, true)],
+            vec![],
+            vec![format!("command: {:?}", e.app_stop)],
+        ),
+        OperationKind::AppStart => mk(
+            format!("start the app in {env}"),
+            vec![app_step(e, false)],
+            vec![],
+            vec![format!("command: {:?}", e.app_start)],
+        ),
+        OperationKind::Backup { note } => {
+            database_url(e)?;
+            mk(format!("back up {env}"), vec![backup_step(BackupKind::Manual, note.clone())], vec![], vec![])
+        }
+        OperationKind::Deploy => {
+            let st = migration_status(e).await?;
+            if let Some(f) = st.failed.first() {
+                return Err(StepError(format!(
+                    "{env} has a failed migration ({}); deploy would stop with P3009. Resolve it first: `resolve {} rolled-back` or `resolve {} applied`, or `emergency`.",
+                    f.name, f.name, f.name
+                )));
+            }
+            if st.deploy_would_apply.is_empty() {
+                return Err(StepError(format!("nothing to deploy: {env} has every migration of {} applied", e.migrations_dir.display())));
+            }
+            if let Some(staging) = &e.require_staging {
+                let se = env_settings(core, staging)?;
+                let sst = migration_status(se).await.map_err(|err| StepError(format!("staging guard: {staging}: {err}")))?;
+                let missing: Vec<&String> = st.deploy_would_apply.iter().filter(|m| !sst.applied.contains(m)).collect();
+                if !missing.is_empty() {
+                    return Err(StepError(format!(
+                        "staging guard: {} not deployed to {staging} yet; deploy there first (require_staging = \"{staging}\")",
+                        missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    )));
+                }
+            }
+            let folder = prisma::list_migrations(&e.migrations_dir);
+            let mut scripts = Vec::new();
+            let mut facts = vec![format!("applied: {}", st.applied.join(","))];
+            for m in &st.deploy_would_apply {
+                let lm = folder.get(m).ok_or_else(|| StepError(format!("migration {m} vanished from the folder")))?;
+                facts.push(format!("pending {m} checksum {}", lm.checksum().unwrap_or_default()));
+                scripts.push((m.clone(), lm.script.clone().unwrap_or_default()));
+            }
+            let mut warnings = warnings_for(&scripts);
+            let no_down: Vec<&String> = st.deploy_would_apply.iter().filter(|m| folder.get(m).is_some_and(|l| !l.down_sql_path().exists())).collect();
+            if !no_down.is_empty() {
+                warnings.push(format!("no down.sql (rollback would need a restore): {}", no_down.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")));
+            }
+            mk(
+                format!("deploy {} migration(s) to {env}", st.deploy_would_apply.len()),
+                vec![
+                    backup_step(BackupKind::PreDeploy, None),
+                    PlannedStep::new("apply migrations", st.deploy_would_apply.join(", "), StepAction::Deploy),
+                ],
+                warnings,
+                facts,
+            )
+        }
+        OperationKind::Rollback { migration, strategy } => plan_rollback(core, kind, env, e, migration, *strategy, now).await,
+        OperationKind::Restore { backup } => {
+            database_url(e)?;
+            let src = restore_source(core, env, backup).await?;
+            let age = fmt_age(now - src.taken_at);
+            mk(
+                format!("restore {} into {env}", src.label),
+                vec![
+                    backup_step(BackupKind::PreRestore, None),
+                    app_step(e, true),
+                    PlannedStep::new("restore", format!("{} (single transaction: a failure changes nothing)", src.path.display()), StepAction::Restore { backup: src.label.clone() }),
+                    app_step(e, false).always(),
+                ],
+                vec![format!("everything written to {env} since the backup was taken ({age} ago) is lost")],
+                vec![format!("backup {} sha256 {}", src.label, src.sha256.clone().unwrap_or_default())],
+            )
+        }
+        OperationKind::Resolve { migration, applied } => {
+            let st = migration_status(e).await?;
+            let rows: Vec<&prisma::MigrationStatus> = st.migrations.iter().filter(|m| &m.name == migration).collect();
+            if *applied {
+                if st.applied.contains(migration) {
+                    return Err(StepError(format!("P3008: the migration `{migration}` is already recorded as applied in the database.")));
+                }
+            } else {
+                if rows.is_empty() || rows.iter().all(|m| m.state == prisma::MigrationState::Pending) {
+                    return Err(StepError(format!("P3011: migration `{migration}` cannot be rolled back because it was never applied to the database.")));
+                }
+                if !st.failed.iter().any(|f| &f.name == migration) {
+                    return Err(StepError(format!("P3012: migration `{migration}` cannot be rolled back because it is not in a failed state.")));
+                }
+            }
+            let how = if *applied { "applied" } else { "rolled-back" };
+            mk(
+                format!("mark {migration} as {how} in {env}"),
+                vec![
+                    backup_step(BackupKind::PreRollback, None),
+                    PlannedStep::new(format!("resolve --{how}"), format!("prisma migrate resolve --{how} {migration} (bookkeeping only; no SQL of the migration runs)"), StepAction::Resolve { migration: migration.clone(), applied: *applied }),
+                ],
+                vec![],
+                vec![format!("applied: {}", st.applied.join(",")), format!("failed: {}", st.failed.iter().map(|f| f.name.clone()).collect::<Vec<_>>().join(","))],
+            )
+        }
+        OperationKind::Emergency => {
+            let st = migration_status(e).await?;
+            let newest = st.migrations.iter().filter_map(|m| m.started_at.map(|t| (t, m.name.clone()))).max();
+            let Some((newest_at, newest_name)) = newest else {
+                return Err(StepError(format!("{env} has no applied migrations; there is nothing to roll back to. Use `restore BACKUP` with a backup from `backups`.")));
+            };
+            let cutoff = newest_at.timestamp_millis();
+            let b = newest_backup(core, env, |b| b.started_at < cutoff).await?.ok_or_else(|| {
+                StepError(format!(
+                    "no verified backup of {env} was taken before the newest migration {newest_name}; emergency cannot restore. Way forward: `restore BACKUP` with an older backup from `backups`, or fix forward with a reversing migration and `deploy`."
+                ))
+            })?;
+            let mut steps = vec![
+                backup_step(BackupKind::PreRestore, None),
+                app_step(e, true),
+                PlannedStep::new("assess", "migration status, tables, recent app logs (recorded in the audit trail)", StepAction::Assess),
+                PlannedStep::new("restore", format!("backup {} taken before {newest_name}", b.id), StepAction::Restore { backup: b.id.clone() }),
+                PlannedStep::new("clear failed migrations", "mark remaining failed _prisma_migrations rows rolled back", StepAction::ClearFailed),
+            ];
+            steps.push(app_step(e, false).always());
+            mk(
+                format!("emergency in {env}: restore {} (taken {} ago)", b.id, fmt_age(now - b.started_at)),
+                steps,
+                vec![format!("everything written to {env} since {} ({} ago) is lost", b.id, fmt_age(now - b.started_at))],
+                vec![format!("newest migration {newest_name}"), format!("backup {} sha256 {}", b.id, b.sha256.clone().unwrap_or_default())],
+            )
+        }
+    }
+}
+
+async fn plan_rollback(
+    core: &Core,
+    kind: &OperationKind,
+    env: &str,
+    e: &EnvironmentSettings,
+    migration: &str,
+    strategy: Option<RollbackStrategy>,
+    now: i64,
+) -> Result<Plan, StepError> {
+    let url = database_url(e)?;
+    let rp = prisma::plan_rollback(url.expose_secret(), &e.migrations_dir, migration)
+        .await
+        .map_err(|err| StepError(format!("cannot plan the rollback of {migration}: {err}")))?;
+    if rp.steps.is_empty() {
+        return Err(StepError(format!("{migration} is not applied in {env}; there is nothing to roll back")));
+    }
+    let names = rp.names().join(", ");
+    let down_refusal = rp.refusal();
+    let use_down = match strategy {
+        Some(RollbackStrategy::Down) => {
+            if let Some(r) = &down_refusal {
+                return Err(StepError(format!("cannot roll back {migration} with down.sql: {r}")));
+            }
+            true
+        }
+        Some(RollbackStrategy::Restore) => false,
+        None => down_refusal.is_none(),
+    };
+    if use_down {
+        let scripts: Vec<(String, String)> = rp.steps.iter().map(|s| (s.migration.clone(), s.down_sql.clone().unwrap_or_default())).collect();
+        return Ok(Plan::new(
+            kind,
+            env,
+            format!("roll back {} migration(s) in {env} with down.sql: {names}", rp.steps.len()),
+            vec![
+                backup_step(BackupKind::PreRollback, None),
+                PlannedStep::new("run down.sql", format!("newest first, each in one transaction with its _prisma_migrations row: {names}"), StepAction::RollbackDown { migration: migration.into(), fingerprint: rp.fingerprint.clone() }),
+            ],
+            warnings_for(&scripts),
+            vec![format!("rollback plan {}", rp.fingerprint)],
+        ));
+    }
+    let first_started = rp.steps.iter().map(|s| s.started_at.timestamp_millis()).min().unwrap_or(now);
+    let b = newest_backup(core, env, |b| !backup_migrations(b).iter().any(|m| m == migration) && b.started_at <= first_started).await?;
+    let Some(b) = b else {
+        let why = match (&down_refusal, strategy) {
+            (Some(r), _) => format!("{r}"),
+            (None, _) => "a restore was asked for".into(),
+        };
+        return Err(StepError(format!(
+            "no safe rollback for {migration} in {env}: {why}, and no verified backup was taken before it. Way forward: write a reversing migration (a new folder such as prisma/migrations/<timestamp>_rollback_<feature>/migration.sql that undoes it) and run `deploy`."
+        )));
+    };
     Ok(Plan::new(
         kind,
         env,
-        format!("{summary} in {env}"),
-        steps,
-        vec![],
-        facts,
+        format!("roll back {migration} in {env} by restoring {} (taken {} ago)", b.id, fmt_age(now - b.started_at)),
+        vec![
+            backup_step(BackupKind::PreRollback, None),
+            app_step(e, true),
+            PlannedStep::new("restore", format!("backup {} (applied then: {})", b.id, backup_migrations(&b).len()), StepAction::Restore { backup: b.id.clone() }),
+            app_step(e, false).always(),
+        ],
+        vec![format!("everything written to {env} since {} ({} ago) is lost; un-applies {names}", b.id, fmt_age(now - b.started_at))],
+        vec![format!("rollback plan {}", rp.fingerprint), format!("backup {} sha256 {}", b.id, b.sha256.clone().unwrap_or_default())],
     ))
 }
 
-/// Runs step `idx` of `kind`'s plan; returns a short summary of what happened.
-pub async fn run_step(
-    settings: &Settings,
-    kind: &OperationKind,
-    env: &str,
-    idx: usize,
-) -> Result<String, StepError> {
-    let e = env_settings(settings, env)?;
+/// Runs one step; returns a short summary of what happened.
+pub async fn run_step(core: &Arc<Core>, op: &OperationRow, step: &PlannedStep) -> Result<String, StepError> {
+    let e = env_settings(core, &op.env)?;
     let timeout = Duration::from_secs(e.app_timeout_secs);
-    match (kind, idx) {
-        (OperationKind::AppStop, 0) => run_app(&e.app_stop, timeout).await,
-        (OperationKind::AppStart, 0) => run_app(&e.app_start, timeout).await,
-        _ => Err(StepError(format!(
-            "{} has no step {}",
-            kind.name(),
-            idx + 1
-        ))),
+    match &step.action {
+        StepAction::AppStop => run_app(&e.app_stop, timeout).await,
+        StepAction::AppStart => run_app(&e.app_start, timeout).await,
+        StepAction::Backup { kind, note } => {
+            let b = take_backup(core, &op.env, backup_kind(kind), Some(&op.requester), note.clone(), Some(op)).await?;
+            Ok(format!("backup {} ({} bytes, verified)", b.id, b.size_bytes.unwrap_or(0)))
+        }
+        StepAction::Deploy => {
+            let url = database_url(e)?;
+            let mut observer = AuditObserver { core: core.clone(), env: op.env.clone(), op_id: op.id.clone() };
+            let out = prisma::deploy(url.expose_secret(), &e.migrations_dir, &mut observer)
+                .await
+                .map_err(|err| StepError(err.to_string()))?;
+            match &out.stopped {
+                None if out.applied.is_empty() => Ok("no pending migrations to apply".into()),
+                None => Ok(format!("applied {}", out.applied.join(", "))),
+                Some(stop) => Err(StepError(format!(
+                    "applied [{}], then {} failed: {}",
+                    out.applied.join(", "),
+                    stop.migration,
+                    stop.prisma_error().map(|e| e.message.clone()).unwrap_or_else(|| stop.cli_stderr())
+                ))),
+            }
+        }
+        StepAction::RollbackDown { migration, fingerprint } => {
+            let url = database_url(e)?;
+            let mut observer = AuditObserver { core: core.clone(), env: op.env.clone(), op_id: op.id.clone() };
+            let out = prisma::rollback_down(url.expose_secret(), &e.migrations_dir, migration, Some(fingerprint), &mut observer)
+                .await
+                .map_err(|err| StepError(format!("rollback failed and changed nothing: {err}")))?;
+            Ok(format!("un-applied {} (newest first)", out.rolled_back.join(", ")))
+        }
+        StepAction::Restore { backup } => {
+            let src = restore_source(core, &op.env, backup).await?;
+            if let Some(sha) = &src.sha256 {
+                bk::verify(&src.path, Some(sha), None)
+                    .await
+                    .map_err(|err| StepError(format!("backup {} failed verification, nothing restored: {err}", src.label)))?;
+            }
+            let url = database_url(e)?;
+            let out = bk::restore(url.expose_secret(), &src.path, None)
+                .await
+                .map_err(|err| StepError(format!("restore of {} failed; the database is unchanged (single transaction): {err}", src.label)))?;
+            Ok(format!("restored {} in {:.1}s", src.label, out.duration.as_secs_f64()))
+        }
+        StepAction::Resolve { migration, applied } => {
+            let url = database_url(e)?;
+            let action = if *applied { prisma::ResolveAction::Applied } else { prisma::ResolveAction::RolledBack };
+            prisma::resolve(url.expose_secret(), &e.migrations_dir, migration, action)
+                .await
+                .map_err(|err| StepError(err.to_string()))?;
+            Ok(format!("{migration} marked as {}", if *applied { "applied" } else { "rolled back" }))
+        }
+        StepAction::ClearFailed => {
+            let st = migration_status(e).await?;
+            let url = database_url(e)?;
+            let mut names: Vec<String> = st.failed.iter().map(|f| f.name.clone()).collect();
+            names.dedup();
+            for n in &names {
+                prisma::resolve_rolled_back(url.expose_secret(), n).await.map_err(|err| StepError(err.to_string()))?;
+            }
+            Ok(if names.is_empty() { "no failed migration rows".into() } else { format!("marked rolled back: {}", names.join(", ")) })
+        }
+        StepAction::Assess => {
+            let st = migration_status(e).await?;
+            let mut parts = vec![format!(
+                "{} applied, pending [{}], failed [{}]",
+                st.applied.len(),
+                st.pending.join(", "),
+                st.failed.iter().map(|f| f.name.clone()).collect::<Vec<_>>().join(", ")
+            )];
+            if let Ok(n) = table_count(e).await {
+                parts.push(format!("{n} tables in the public schema"));
+            }
+            if let Some(logs) = &e.app_logs {
+                if let Ok(o) = dbops::app::run(logs, timeout).await {
+                    parts.push(format!("app logs: {}", dbops::app::tail_of(&o.tail, 300)));
+                }
+            }
+            Ok(parts.join("; "))
+        }
     }
+}
+
+/// Writes each migration applied or un-applied inside a step to the audit trail as it happens
+/// (before and after). An audit failure stops the step: nothing runs unaudited.
+struct AuditObserver {
+    core: Arc<Core>,
+    env: String,
+    op_id: String,
+}
+
+impl AuditObserver {
+    async fn write(&self, action: &str, details: serde_json::Value) -> Result<(), String> {
+        self.core.audit(NewAudit::system(action, Some(&self.env), details)).await.map(|_| ()).map_err(|e| format!("audit write failed: {e}"))
+    }
+}
+
+#[async_trait::async_trait]
+impl prisma::ProgressObserver<prisma::DeployEvent> for AuditObserver {
+    async fn on_event(&mut self, ev: &prisma::DeployEvent) -> Result<(), String> {
+        let op = &self.op_id;
+        match ev {
+            prisma::DeployEvent::Starting { migration, index, total, .. } => self.write("migration.apply.started", json!({"operation": op, "migration": migration, "index": index, "total": total})).await,
+            prisma::DeployEvent::Applied { migration, duration_ms } => self.write("migration.apply.finished", json!({"operation": op, "migration": migration, "ms": duration_ms})).await,
+            prisma::DeployEvent::Failed { migration, error } => self.write("migration.apply.failed", json!({"operation": op, "migration": migration, "error": error.message})).await,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl prisma::ProgressObserver<prisma::RollbackEvent> for AuditObserver {
+    async fn on_event(&mut self, ev: &prisma::RollbackEvent) -> Result<(), String> {
+        let op = &self.op_id;
+        match ev {
+            prisma::RollbackEvent::Starting { migration, index, total } => self.write("migration.down.started", json!({"operation": op, "migration": migration, "index": index, "total": total})).await,
+            prisma::RollbackEvent::Ran { migration, duration_ms } => self.write("migration.down.finished", json!({"operation": op, "migration": migration, "ms": duration_ms})).await,
+            prisma::RollbackEvent::Failed { migration, error } => self.write("migration.down.failed", json!({"operation": op, "migration": migration, "error": error})).await,
+        }
+    }
+}
+
+async fn table_count(e: &EnvironmentSettings) -> Result<i64, StepError> {
+    use sqlx::Connection;
+    let url = database_url(e)?;
+    let mut c = sqlx::PgConnection::connect(url.expose_secret()).await.map_err(|_| StepError::new("database unreachable"))?;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()")
+        .fetch_one(&mut c)
+        .await
+        .map_err(|err| StepError(err.to_string()))?;
+    Ok(n)
 }
 
 /// Runs an app command; a non-zero exit is a failure.
 pub async fn run_app(argv: &[String], timeout: Duration) -> Result<String, StepError> {
     match dbops::app::run(argv, timeout).await {
-        Ok(out) if out.ok() => Ok(if out.tail.is_empty() {
-            "exit 0".into()
-        } else {
-            format!("exit 0: {}", out.tail)
-        }),
+        Ok(out) if out.ok() => Ok(if out.tail.is_empty() { "exit 0".into() } else { format!("exit 0: {}", out.tail) }),
         Ok(out) => Err(StepError(format!(
             "`{}` exited with {}: {}",
             argv.join(" "),
-            out.code
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "a signal".into()),
+            out.code.map(|c| c.to_string()).unwrap_or_else(|| "a signal".into()),
             out.tail
         ))),
         Err(e) => Err(StepError(e.to_string())),
+    }
+}
+
+fn new_backup_id() -> String {
+    format!("b{:09x}", rand::random::<u64>() & 0xf_ffff_ffff)
+}
+
+/// Takes a verified backup of `env` and records it in the catalog: a `running` entry first
+/// (audited), then `ok` with size, SHA-256, the migrations applied at the time and the
+/// verification, or `failed` (and no file). Progress edits the operation's card about every
+/// two seconds. Manual and scheduled backups then apply retention.
+pub async fn take_backup(
+    core: &Arc<Core>,
+    env: &str,
+    kind: BackupKind,
+    requested_by: Option<&str>,
+    note: Option<String>,
+    op: Option<&OperationRow>,
+) -> Result<BackupRow, StepError> {
+    let e = env_settings(core, env)?;
+    let url = database_url(e)?;
+    let applied = match prisma::status(url.expose_secret(), &e.migrations_dir).await {
+        Ok(st) => st.applied,
+        Err(err) => return Err(StepError(format!("database unreachable, no backup taken: {err}"))),
+    };
+    let database = bk::database_name(url.expose_secret()).map_err(|err| StepError(err.to_string()))?;
+    let mut row = BackupRow {
+        id: new_backup_id(),
+        env: env.into(),
+        kind: kind.as_str().into(),
+        state: "running".into(),
+        path: String::new(),
+        database_name: database,
+        size_bytes: None,
+        sha256: None,
+        started_at: core.clock.now_ms(),
+        duration_ms: None,
+        requested_by: requested_by.map(str::to_string),
+        note,
+        migrations_json: serde_json::to_string(&applied).expect("names serialize"),
+        verified_at: None,
+        verify_error: None,
+        toc_entries: None,
+        operation_id: op.map(|o| o.id.clone()),
+        error: None,
+        deleted_at: None,
+    };
+    save_backup(core, &row, "backup.started", json!({"backup": row.id, "kind": row.kind, "operation": row.operation_id})).await?;
+
+    let latest = Arc::new(std::sync::Mutex::new(None::<bk::DumpProgress>));
+    let reporter = op.cloned().map(|op| {
+        let (core, latest, id) = (core.clone(), latest.clone(), row.id.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let p = *latest.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(p) = p {
+                    let line = format!("backup {id}: {} written, {}s elapsed", human_bytes(p.bytes_written), p.elapsed.as_secs());
+                    let _ = core.show_progress(&op, &line).await;
+                }
+            }
+        })
+    });
+    let req = bk::DumpRequest {
+        database_url: url.expose_secret(),
+        backup_dir: &e.backup_dir,
+        env,
+        kind,
+        pg_bin_dir: None,
+    };
+    let sink = latest.clone();
+    let dumped = bk::dump(&req, move |p| *sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(p)).await;
+    if let Some(r) = reporter {
+        r.abort();
+    }
+    let out = match dumped {
+        Ok(o) => o,
+        Err(err) => {
+            row.state = "failed".into();
+            row.error = Some(err.to_string());
+            row.duration_ms = Some(core.clock.now_ms() - row.started_at);
+            save_backup(core, &row, "backup.failed", json!({"backup": row.id, "error": err.to_string()})).await?;
+            return Err(StepError(format!("backup failed, no file kept: {err}")));
+        }
+    };
+    row.path = out.path.display().to_string();
+    row.size_bytes = Some(out.size_bytes as i64);
+    row.sha256 = Some(out.sha256.clone());
+    row.duration_ms = Some(out.duration.as_millis() as i64);
+    match bk::verify(&out.path, Some(&out.sha256), None).await {
+        Ok(v) => {
+            row.state = "ok".into();
+            row.verified_at = Some(core.clock.now_ms());
+            row.toc_entries = Some(v.toc_entries as i64);
+            save_backup(core, &row, "backup.finished", json!({"backup": row.id, "file": out.file_name, "bytes": out.size_bytes, "sha256": out.sha256, "toc_entries": v.toc_entries, "migrations": applied.len()})).await?;
+        }
+        Err(err) => {
+            let _ = std::fs::remove_file(&out.path);
+            row.state = "failed".into();
+            row.verify_error = Some(err.to_string());
+            row.error = Some(format!("verification failed: {err}"));
+            save_backup(core, &row, "backup.failed", json!({"backup": row.id, "error": row.error})).await?;
+            return Err(StepError(format!("backup {} failed verification and was removed: {err}", row.id)));
+        }
+    }
+    if matches!(kind, BackupKind::Manual | BackupKind::Scheduled) {
+        if let Err(err) = apply_retention(core, env).await {
+            tracing::warn!(error = %err, "retention failed");
+        }
+    }
+    Ok(row)
+}
+
+async fn save_backup(core: &Core, row: &BackupRow, action: &str, details: serde_json::Value) -> Result<(), StepError> {
+    let f = async {
+        let mut tx = core.store.begin().await?;
+        tx.put_backup(row).await?;
+        core.audit_tx(&mut tx, NewAudit { operator: row.requested_by.clone(), account: None, env: Some(row.env.clone()), action: action.into(), details }).await?;
+        tx.commit().await?;
+        Ok::<_, crate::store::StoreError>(())
+    };
+    f.await.map_err(|e| StepError(format!("recording the backup failed: {e}")))
+}
+
+/// Deletes scheduled and manual backups older than `retention_days`, keeping the newest
+/// `min_keep` verified ones; each deletion is audited. Returns the deleted ids.
+pub async fn apply_retention(core: &Core, env: &str) -> Result<Vec<String>, StepError> {
+    let e = env_settings(core, env)?;
+    let all = core.store.list_backups(env).await.map_err(|e| StepError(e.to_string()))?;
+    let live: Vec<&BackupRow> = all.iter().filter(|b| b.state == "ok" && b.deleted_at.is_none()).collect();
+    let entries: Vec<bk::RetentionEntry<String>> = live
+        .iter()
+        .map(|b| bk::RetentionEntry {
+            id: b.id.clone(),
+            kind: backup_kind(&b.kind),
+            created_at: chrono::DateTime::from_timestamp_millis(b.started_at).unwrap_or_default(),
+            verified: b.verified_at.is_some(),
+            exists: Path::new(&b.path).exists(),
+        })
+        .collect();
+    let now = chrono::DateTime::from_timestamp_millis(core.clock.now_ms()).unwrap_or_default();
+    let policy = bk::RetentionPolicy {
+        retention_days: e.retention_days,
+        min_keep: e.min_keep as usize,
+    };
+    let doomed = bk::select_for_deletion(&entries, now, policy);
+    for id in &doomed {
+        let Some(b) = live.iter().find(|b| &b.id == id) else { continue };
+        let results = bk::delete_backup_files(&[PathBuf::from(&b.path)]);
+        let ok = results.iter().all(|r| r.is_ok());
+        let mut row = (*b).clone();
+        if ok {
+            row.deleted_at = Some(core.clock.now_ms());
+        }
+        save_backup(core, &row, if ok { "retention.deleted" } else { "retention.delete_failed" }, json!({"backup": b.id, "path": b.path, "kind": b.kind})).await?;
+    }
+    Ok(doomed)
+}
+
+/// `1.2 GB`-style sizes.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
     }
 }

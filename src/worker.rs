@@ -55,6 +55,23 @@ impl Worker {
             _ => Some(now - LEASE.as_millis() as i64),
         };
         let mut tx = core.store.begin().await?;
+        if stale_before.is_none() {
+            // Backups left `running` by a killed process never finished: no file, no ok entry.
+            for mut b in tx.running_backups().await? {
+                b.state = "failed".into();
+                b.error = Some("dualkey stopped while this backup ran".into());
+                tx.put_backup(&b).await?;
+                core.audit_tx(&mut tx, NewAudit::system("backup.failed", Some(&b.env), json!({"backup": b.id, "error": "interrupted"}))).await?;
+            }
+            for (name, e) in &core.settings.environments {
+                let dir = e.backup_dir.join(name);
+                if let Ok(removed) = crate::dbops::backup::cleanup_partials(&dir, Duration::ZERO) {
+                    for p in removed {
+                        tracing::warn!(path = %p.display(), "removed a partial backup left by a stopped process");
+                    }
+                }
+            }
+        }
         let stale = tx.running_operations(stale_before).await?;
         for op in &stale {
             tx.transition_operation(
@@ -246,21 +263,14 @@ async fn finish(
     Ok(())
 }
 
-async fn execute(core: &Core, op: &OperationRow) -> anyhow::Result<()> {
+async fn execute(core: &Arc<Core>, op: &OperationRow) -> anyhow::Result<()> {
     let kind: OperationKind = serde_json::from_str(&op.kind_json)?;
     let approved: Plan = serde_json::from_str(&op.plan_json)?;
-    let plan = match runbook::plan(&core.settings, &kind, &op.env).await {
+    let plan = match runbook::plan(core, &kind, &op.env).await {
         Ok(p) => p,
         Err(e) => {
-            let reason = format!("could not recompute the plan before the first step: {e}");
-            return finish(
-                core,
-                op,
-                "failed",
-                Some(&reason),
-                json!({"operation": op.id, "reason": reason}),
-            )
-            .await;
+            let reason = format!("could not recompute the plan before the first step, nothing was run: {e}");
+            return finish(core, op, "failed", Some(&reason), json!({"operation": op.id, "reason": reason})).await;
         }
     };
     if plan.fingerprint != op.fingerprint {
@@ -270,7 +280,12 @@ async fn execute(core: &Core, op: &OperationRow) -> anyhow::Result<()> {
         );
         return finish(core, op, "failed", Some(&reason), json!({"operation": op.id, "reason": "plan fingerprint changed", "approved": approved.short_fingerprint(), "now": plan.short_fingerprint()})).await;
     }
+    // After a failure only `always` steps run (starting the app again after a failed restore).
+    let mut failure: Option<String> = None;
     for (idx, step) in plan.steps.iter().enumerate() {
+        if failure.is_some() && !step.always {
+            continue;
+        }
         let k = idx as i64;
         let now = core.clock.now_ms();
         let mut tx = core.store.begin().await?;
@@ -278,7 +293,7 @@ async fn execute(core: &Core, op: &OperationRow) -> anyhow::Result<()> {
         core.audit_tx(&mut tx, NewAudit::system("step.started", Some(&op.env), json!({"operation": op.id, "step": idx + 1, "name": step.name, "detail": step.detail}))).await?;
         tx.commit().await?;
         core.refresh_operation_card(op).await?;
-        let result = runbook::run_step(&core.settings, &kind, &op.env, idx).await;
+        let result = runbook::run_step(core, op, step).await;
         let now = core.clock.now_ms();
         let (state, output) = match &result {
             Ok(out) => ("succeeded", out.clone()),
@@ -289,23 +304,11 @@ async fn execute(core: &Core, op: &OperationRow) -> anyhow::Result<()> {
         core.audit_tx(&mut tx, NewAudit::system("step.finished", Some(&op.env), json!({"operation": op.id, "step": idx + 1, "name": step.name, "outcome": state, "output": output}))).await?;
         tx.commit().await?;
         if let Err(e) = result {
-            let reason = format!("step {} ({}) failed: {}", idx + 1, step.name, e.0);
-            return finish(
-                core,
-                op,
-                "failed",
-                Some(&reason),
-                json!({"operation": op.id, "step": idx + 1, "reason": e.0}),
-            )
-            .await;
+            failure.get_or_insert_with(|| format!("step {} ({}) failed: {}", idx + 1, step.name, e.0));
         }
     }
-    finish(
-        core,
-        op,
-        "succeeded",
-        None,
-        json!({"operation": op.id, "kind": kind.name(), "steps": plan.steps.len()}),
-    )
-    .await
+    if let Some(reason) = failure {
+        return finish(core, op, "failed", Some(&reason), json!({"operation": op.id, "reason": reason})).await;
+    }
+    finish(core, op, "succeeded", None, json!({"operation": op.id, "kind": kind.name(), "steps": plan.steps.len()})).await
 }

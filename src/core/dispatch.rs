@@ -78,6 +78,7 @@ impl Core {
         ParseCtx {
             envs: self.settings.environments.keys().cloned().collect(),
             default_env: self.settings.default_env().to_string(),
+            migrations_dirs: self.settings.environments.iter().map(|(k, e)| (k.clone(), e.migrations_dir.clone())).collect(),
         }
     }
 
@@ -333,6 +334,24 @@ impl Core {
                     .await?;
             }
             Command::Cancel(a) => self.cancel(ev, who, &a.request, out).await?,
+            Command::Backup(a) => self.request_operation(ev, who, OperationKind::Backup { note: a.note }, &a.env.0, out).await?,
+            Command::Backups(a) => {
+                out.respond(Reply::ephemeral(self.backups_text(&a.env.0).await?)).await?;
+            }
+            Command::Deploy(a) => self.request_operation(ev, who, OperationKind::Deploy, &a.env.0, out).await?,
+            Command::Rollback(a) => {
+                let kind = OperationKind::Rollback { migration: a.migration.0, strategy: a.strategy };
+                self.request_operation(ev, who, kind, &a.env.0, out).await?
+            }
+            Command::Restore(a) => self.request_operation(ev, who, OperationKind::Restore { backup: a.backup.0 }, &a.env.0, out).await?,
+            Command::Resolve(a) => {
+                let kind = OperationKind::Resolve { migration: a.migration.0, applied: a.applied };
+                self.request_operation(ev, who, kind, &a.env.0, out).await?
+            }
+            Command::Emergency(a) => self.request_operation(ev, who, OperationKind::Emergency, &a.env.0, out).await?,
+            Command::Checklist(a) => {
+                out.respond(Reply::ephemeral(crate::checks::checklist_text(self, &a.env.0).await?)).await?;
+            }
             Command::Audit(command::audit::Args::Tail(n)) => {
                 let lines: Vec<String> = self
                     .store
@@ -369,7 +388,7 @@ impl Core {
         env: &str,
         out: &dyn Responder,
     ) -> anyhow::Result<()> {
-        let plan = runbook::plan(&self.settings, &kind, env)
+        let plan = runbook::plan(self, &kind, env)
             .await
             .map_err(|e| UserError(format!("Cannot plan {} in {env}: {e}", kind.name())))?;
         let requester = who.id.clone().context("operators always have an id")?;
@@ -394,7 +413,8 @@ impl Core {
             tx.commit().await?;
             return Err(UserError(msg).into());
         }
-        if kind.needs_approval() {
+        let deploy_needs_approval = self.settings.environments.get(env).map(|e| e.deploy_needs_approval).unwrap_or(true);
+        if kind.needs_approval(deploy_needs_approval) {
             let id = RequestId::generate().0;
             let ttl = self.settings.approvals.ttl.0.as_millis() as i64;
             let row = RequestRow {
@@ -740,6 +760,27 @@ impl Core {
         }
     }
 
+    /// Shows a progress line (bytes written, elapsed) on the card of a running operation.
+    pub async fn show_progress(&self, op: &OperationRow, line: &str) -> anyhow::Result<()> {
+        let (msg, mut card) = match &op.request_id {
+            Some(r) => {
+                let req = self.store.get_request(r).await?.context("request vanished")?;
+                (req.message_json, self.request_card(r).await?)
+            }
+            None => {
+                let o = self.store.get_operation(&op.id).await?.context("operation vanished")?;
+                (o.message_json, self.operation_card(&op.id).await?)
+            }
+        };
+        if let Some(msg) = msg {
+            if let crate::core::reply::Body::Card(c) = &mut card.body {
+                c.lines.push(format!("progress: {line}"));
+            }
+            self.edit_message(&msg, &card).await?;
+        }
+        Ok(())
+    }
+
     /// The approval card of a request: who asked, environment, plan, warnings, fingerprint,
     /// expiry, votes, the operation's progress, and the buttons while it is open.
     pub async fn request_card(&self, request_id: &str) -> anyhow::Result<Reply> {
@@ -872,6 +913,9 @@ impl Core {
 
     async fn status_text(&self, env: &str) -> anyhow::Result<String> {
         let mut out = vec![format!("dualkey status for {env}")];
+        out.extend(crate::checks::database_lines(self, env).await);
+        out.extend(crate::checks::backup_lines(self, env).await?);
+        out.extend(crate::checks::app_lines(self, env).await);
         let active: Vec<OperationRow> = self
             .store
             .active_operations()
@@ -923,6 +967,10 @@ impl Core {
             ));
         }
         Ok(out.join("\n"))
+    }
+
+    async fn backups_text(&self, env: &str) -> anyhow::Result<String> {
+        crate::checks::backups_text(self, env).await
     }
 
     async fn approvals_text(&self) -> anyhow::Result<String> {

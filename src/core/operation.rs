@@ -13,6 +13,44 @@ pub enum OperationKind {
     AppStop,
     /// Run the environment's `app_start` command.
     AppStart,
+    /// An on-demand verified backup.
+    Backup {
+        /// Free-text note from the requester.
+        note: Option<String>,
+    },
+    /// Pre-deploy backup, then apply pending migrations as `prisma migrate deploy` would.
+    Deploy,
+    /// Un-apply a migration and every migration applied after it.
+    Rollback {
+        /// The migration to un-apply (exists in the folder or the table).
+        migration: String,
+        /// `down`, `restore`, or `None` to pick the safe one.
+        strategy: Option<RollbackStrategy>,
+    },
+    /// Restore a backup (catalog id, or an external `.sql` file name).
+    Restore {
+        /// Backup id or external file name.
+        backup: String,
+    },
+    /// Prisma's `migrate resolve`.
+    Resolve {
+        /// The migration.
+        migration: String,
+        /// `true`: `--applied`; `false`: `--rolled-back`.
+        applied: bool,
+    },
+    /// The emergency procedure as one plan.
+    Emergency,
+}
+
+/// How a rollback un-applies migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RollbackStrategy {
+    /// Run each migration's `down.sql`, newest first.
+    Down,
+    /// Restore the newest verified backup taken before the migration.
+    Restore,
 }
 
 impl OperationKind {
@@ -21,16 +59,70 @@ impl OperationKind {
         match self {
             OperationKind::AppStop => "app-stop",
             OperationKind::AppStart => "app-start",
+            OperationKind::Backup { .. } => "backup",
+            OperationKind::Deploy => "deploy",
+            OperationKind::Rollback { .. } => "rollback",
+            OperationKind::Restore { .. } => "restore",
+            OperationKind::Resolve { .. } => "resolve",
+            OperationKind::Emergency => "emergency",
         }
     }
 
-    /// Whether the kind needs a two-person approval before it runs.
-    pub fn needs_approval(&self) -> bool {
+    /// Whether the kind needs a two-person approval before it runs (`deploy` per
+    /// `deploy_needs_approval`).
+    pub fn needs_approval(&self, deploy_needs_approval: bool) -> bool {
         match self {
-            OperationKind::AppStop => true,
-            OperationKind::AppStart => false,
+            OperationKind::AppStart | OperationKind::Backup { .. } => false,
+            OperationKind::Deploy => deploy_needs_approval,
+            OperationKind::AppStop
+            | OperationKind::Rollback { .. }
+            | OperationKind::Restore { .. }
+            | OperationKind::Resolve { .. }
+            | OperationKind::Emergency => true,
         }
     }
+}
+
+/// What a step does, as data the worker executes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum StepAction {
+    /// `app_stop`.
+    AppStop,
+    /// `app_start`.
+    AppStart,
+    /// A verified backup of this kind (`manual`, `pre-deploy`, `pre-rollback`, `pre-restore`).
+    Backup {
+        /// Backup kind.
+        kind: String,
+        /// Note for the catalog.
+        note: Option<String>,
+    },
+    /// Apply pending migrations.
+    Deploy,
+    /// Run `down.sql` files newest first, down to `migration`.
+    RollbackDown {
+        /// The oldest migration to un-apply.
+        migration: String,
+        /// The rollback plan's fingerprint (re-checked under the lock).
+        fingerprint: String,
+    },
+    /// Restore a backup (catalog id or external file name).
+    Restore {
+        /// Backup id or external file name.
+        backup: String,
+    },
+    /// `migrate resolve`.
+    Resolve {
+        /// The migration.
+        migration: String,
+        /// `--applied` when true, `--rolled-back` otherwise.
+        applied: bool,
+    },
+    /// Mark every failed migration row rolled back.
+    ClearFailed,
+    /// Record the damage assessment (status, tables) in the audit trail.
+    Assess,
 }
 
 /// One step of a plan.
@@ -40,6 +132,29 @@ pub struct PlannedStep {
     pub name: String,
     /// What exactly runs (`docker compose stop backend`).
     pub detail: String,
+    /// What the worker does.
+    pub action: StepAction,
+    /// Runs even after an earlier step failed (starting the app again after a failed restore).
+    #[serde(default)]
+    pub always: bool,
+}
+
+impl PlannedStep {
+    /// A step that stops the operation when an earlier one failed.
+    pub fn new(name: impl Into<String>, detail: impl Into<String>, action: StepAction) -> PlannedStep {
+        PlannedStep {
+            name: name.into(),
+            detail: detail.into(),
+            action,
+            always: false,
+        }
+    }
+
+    /// Marks the step to run even after a failure.
+    pub fn always(mut self) -> PlannedStep {
+        self.always = true;
+        self
+    }
 }
 
 /// A plan: computed when the request is made and again right before the first step runs.
@@ -193,10 +308,7 @@ mod tests {
     #[test]
     fn fingerprint_changes_with_facts_and_not_otherwise() {
         let k = OperationKind::AppStop;
-        let step = vec![PlannedStep {
-            name: "stop".into(),
-            detail: "x".into(),
-        }];
+        let step = vec![PlannedStep::new("stop", "x", StepAction::AppStop)];
         let a = Plan::new(
             &k,
             "production",

@@ -139,6 +139,36 @@ pub struct NewOutbox {
     pub payload: String,
 }
 
+/// A backup catalog entry (SPEC section 6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupRow {
+    /// `b` + 9 hex digits.
+    pub id: String,
+    pub env: String,
+    /// `scheduled`, `manual`, `pre-deploy`, `pre-rollback`, `pre-restore`.
+    pub kind: String,
+    /// `running`, `ok`, `failed`.
+    pub state: String,
+    /// Final file path.
+    pub path: String,
+    pub database_name: String,
+    pub size_bytes: Option<i64>,
+    pub sha256: Option<String>,
+    pub started_at: i64,
+    pub duration_ms: Option<i64>,
+    /// Operator id, or `schedule`.
+    pub requested_by: Option<String>,
+    pub note: Option<String>,
+    /// JSON array of the migrations applied when the backup was taken.
+    pub migrations_json: String,
+    pub verified_at: Option<i64>,
+    pub verify_error: Option<String>,
+    pub toc_entries: Option<i64>,
+    pub operation_id: Option<String>,
+    pub error: Option<String>,
+    pub deleted_at: Option<i64>,
+}
+
 /// Which database backs the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -186,6 +216,10 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_delivered(&self, id: i64, now: i64) -> StoreResult<()>;
     /// Records a failed delivery attempt and when to try again.
     async fn outbox_retry(&self, id: i64, next_attempt_at: i64, error: &str) -> StoreResult<()>;
+    /// A backup catalog entry by id.
+    async fn get_backup(&self, id: &str) -> StoreResult<Option<BackupRow>>;
+    /// Catalog entries of an environment, newest first (deleted ones included).
+    async fn list_backups(&self, env: &str) -> StoreResult<Vec<BackupRow>>;
     /// Refreshes a running operation's heartbeat.
     async fn heartbeat(&self, operation_id: &str, worker: &str, now: i64) -> StoreResult<()>;
 }
@@ -262,6 +296,10 @@ pub trait Tx: Send {
         output: &str,
         now: i64,
     ) -> StoreResult<()>;
+    /// Inserts or replaces a backup catalog entry.
+    async fn put_backup(&mut self, b: &BackupRow) -> StoreResult<()>;
+    /// Backups still `running` (left behind by a killed process), locked.
+    async fn running_backups(&mut self) -> StoreResult<Vec<BackupRow>>;
     /// Appends an audit event to the hash chain (locks the chain head until commit).
     async fn append_audit(&mut self, e: &NewAudit, now: i64) -> StoreResult<AuditRecord>;
     /// Puts a message in the outbox.

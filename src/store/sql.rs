@@ -22,6 +22,7 @@ use crate::core::audit::{chain_hash, redact_json};
 const REQUEST_COLS: &str = "id, env, kind_json, plan_json, fingerprint, requester, requester_account, state, required_votes, created_at, expires_at, decided_at, decided_by, channel_json, message_json";
 const OPERATION_COLS: &str = "id, request_id, env, kind_json, plan_json, fingerprint, requester, state, current_step, created_at, started_at, finished_at, worker, heartbeat_at, error, channel_json, message_json";
 const AUDIT_COLS: &str = "seq, at, operator, account, env, action, details, prev_hash, hash";
+const BACKUP_COLS: &str = "id, env, kind, state, path, database_name, size_bytes, sha256, started_at, duration_ms, requested_by, note, migrations_json, verified_at, verify_error, toc_entries, operation_id, error, deleted_at";
 const OUTBOX_COLS: &str = "id, platform, channel, op, message_id, payload, created_at, attempts, next_attempt_at, delivered_at, last_error";
 
 macro_rules! sql_store {
@@ -95,6 +96,30 @@ macro_rules! sql_store {
                 next_attempt_at: r.try_get("next_attempt_at")?,
                 delivered_at: r.try_get("delivered_at")?,
                 last_error: r.try_get("last_error")?,
+            })
+        }
+
+        fn backup_row(r: &<$db as sqlx::Database>::Row) -> StoreResult<BackupRow> {
+            Ok(BackupRow {
+                id: r.try_get("id")?,
+                env: r.try_get("env")?,
+                kind: r.try_get("kind")?,
+                state: r.try_get("state")?,
+                path: r.try_get("path")?,
+                database_name: r.try_get("database_name")?,
+                size_bytes: r.try_get("size_bytes")?,
+                sha256: r.try_get("sha256")?,
+                started_at: r.try_get("started_at")?,
+                duration_ms: r.try_get("duration_ms")?,
+                requested_by: r.try_get("requested_by")?,
+                note: r.try_get("note")?,
+                migrations_json: r.try_get("migrations_json")?,
+                verified_at: r.try_get("verified_at")?,
+                verify_error: r.try_get("verify_error")?,
+                toc_entries: r.try_get("toc_entries")?,
+                operation_id: r.try_get("operation_id")?,
+                error: r.try_get("error")?,
+                deleted_at: r.try_get("deleted_at")?,
             })
         }
 
@@ -237,6 +262,18 @@ macro_rules! sql_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(())
+            }
+
+            async fn get_backup(&self, id: &str) -> StoreResult<Option<BackupRow>> {
+                let q = format!("SELECT {BACKUP_COLS} FROM backups WHERE id = $1");
+                let row = sqlx::query(&q).bind(id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(backup_row).transpose()
+            }
+
+            async fn list_backups(&self, env: &str) -> StoreResult<Vec<BackupRow>> {
+                let q = format!("SELECT {BACKUP_COLS} FROM backups WHERE env = $1 ORDER BY started_at DESC, id DESC");
+                let rows = sqlx::query(&q).bind(env).fetch_all(&self.pool).await?;
+                rows.iter().map(backup_row).collect()
             }
 
             async fn heartbeat(&self, operation_id: &str, worker: &str, now: i64) -> StoreResult<()> {
@@ -446,6 +483,40 @@ macro_rules! sql_store {
                     .execute(&mut *self.tx)
                     .await?;
                 Ok(())
+            }
+
+            async fn put_backup(&mut self, b: &BackupRow) -> StoreResult<()> {
+                sqlx::query("DELETE FROM backups WHERE id = $1").bind(&b.id).execute(&mut *self.tx).await?;
+                let q = format!("INSERT INTO backups ({BACKUP_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)");
+                sqlx::query(&q)
+                    .bind(&b.id)
+                    .bind(&b.env)
+                    .bind(&b.kind)
+                    .bind(&b.state)
+                    .bind(&b.path)
+                    .bind(&b.database_name)
+                    .bind(b.size_bytes)
+                    .bind(&b.sha256)
+                    .bind(b.started_at)
+                    .bind(b.duration_ms)
+                    .bind(&b.requested_by)
+                    .bind(&b.note)
+                    .bind(&b.migrations_json)
+                    .bind(b.verified_at)
+                    .bind(&b.verify_error)
+                    .bind(b.toc_entries)
+                    .bind(&b.operation_id)
+                    .bind(&b.error)
+                    .bind(b.deleted_at)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn running_backups(&mut self) -> StoreResult<Vec<BackupRow>> {
+                let q = format!("SELECT {BACKUP_COLS} FROM backups WHERE state = 'running' ORDER BY id{}", $for_update);
+                let rows = sqlx::query(&q).fetch_all(&mut *self.tx).await?;
+                rows.iter().map(backup_row).collect()
             }
 
             async fn append_audit(&mut self, e: &NewAudit, now: i64) -> StoreResult<AuditRecord> {

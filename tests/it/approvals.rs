@@ -220,10 +220,12 @@ async fn fifty_concurrent_approvals_run_the_operation_once(b: Backend) {
         vec!["stop"],
         "the app command ran exactly once"
     );
-    assert!(dualkey::core::dispatch::verify_chain(app.core.store.as_ref())
-        .await
-        .unwrap()
-        .is_ok());
+    assert!(
+        dualkey::core::dispatch::verify_chain(app.core.store.as_ref())
+            .await
+            .unwrap()
+            .is_ok()
+    );
 }
 both_backends!(fifty_concurrent_approvals_run_the_operation_once);
 

@@ -11,12 +11,18 @@ pub const FAKE_PASSWORD: &str = "hunter2-very-secret";
 
 /// The test database's URL with [`FAKE_PASSWORD`] in it.
 pub fn url_with_password(url: &str) -> String {
-    url.replacen("postgres://postgres@", &format!("postgres://postgres:{FAKE_PASSWORD}@"), 1)
+    url.replacen(
+        "postgres://postgres@",
+        &format!("postgres://postgres:{FAKE_PASSWORD}@"),
+        1,
+    )
 }
 
 /// Connects to a database.
 pub async fn connect(url: &str) -> PgConnection {
-    PgConnection::connect(url).await.expect("connect to the test database")
+    PgConnection::connect(url)
+        .await
+        .expect("connect to the test database")
 }
 
 /// Runs SQL (several statements allowed).
@@ -93,7 +99,9 @@ pub async fn columns(url: &str, table: &str) -> Vec<String> {
 /// Every file under `dir`, recursively, as paths relative to it.
 pub fn all_files(dir: &Path) -> Vec<PathBuf> {
     fn walk(base: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -111,5 +119,11 @@ pub fn all_files(dir: &Path) -> Vec<PathBuf> {
 
 /// A dump request for `env` "test" in `dir`.
 pub fn request<'a>(url: &'a str, dir: &'a Path, kind: BackupKind) -> DumpRequest<'a> {
-    DumpRequest { database_url: url, backup_dir: dir, env: "test", kind, pg_bin_dir: None }
+    DumpRequest {
+        database_url: url,
+        backup_dir: dir,
+        env: "test",
+        kind,
+        pg_bin_dir: None,
+    }
 }

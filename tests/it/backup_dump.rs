@@ -22,7 +22,9 @@ async fn a_dump_restores_the_data_exactly_even_over_a_database_changed_since() {
     let dir = tempfile::tempdir().unwrap();
     let url = url_with_password(&db.url);
 
-    let out = dump(&request(&url, dir.path(), BackupKind::Manual), |_| {}).await.unwrap();
+    let out = dump(&request(&url, dir.path(), BackupKind::Manual), |_| {})
+        .await
+        .unwrap();
 
     // Name, place, size, checksum and metadata are what the catalog needs.
     assert_eq!(out.path, dir.path().join("test").join(&out.file_name));
@@ -34,10 +36,19 @@ async fn a_dump_restores_the_data_exactly_even_over_a_database_changed_since() {
     assert_eq!(out.env, "test");
     let bytes = std::fs::read(&out.path).unwrap();
     assert_eq!(out.size_bytes, bytes.len() as u64);
-    assert_eq!(out.sha256, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)));
+    assert_eq!(
+        out.sha256,
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+    );
     assert!(bytes.starts_with(b"PGDMP"));
-    assert_eq!(std::fs::metadata(&out.path).unwrap().permissions().mode() & 0o777, 0o600);
-    assert_eq!(all_files(dir.path()), vec![PathBuf::from("test").join(&out.file_name)]);
+    assert_eq!(
+        std::fs::metadata(&out.path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        all_files(dir.path()),
+        vec![PathBuf::from("test").join(&out.file_name)]
+    );
     let v = verify(&out.path, Some(&out.sha256), None).await.unwrap();
     assert!(v.toc_entries >= 4, "{v:?}");
 
@@ -57,13 +68,21 @@ async fn a_dump_restores_the_data_exactly_even_over_a_database_changed_since() {
     assert_eq!(r.format, DumpFormat::Custom);
     assert_eq!(fingerprint(&db.url, "items").await.unwrap(), items_before);
     assert_eq!(fingerprint(&db.url, "notes").await.unwrap(), notes_before);
-    assert!(!columns(&db.url, "items").await.contains(&"extra".to_string()));
+    assert!(!columns(&db.url, "items")
+        .await
+        .contains(&"extra".to_string()));
 
     // And into an empty database.
     let empty = TestDb::create("bk_round_empty").await;
     restore(&empty.url, &out.path, None).await.unwrap();
-    assert_eq!(fingerprint(&empty.url, "items").await.unwrap(), items_before);
-    assert_eq!(fingerprint(&empty.url, "notes").await.unwrap(), notes_before);
+    assert_eq!(
+        fingerprint(&empty.url, "items").await.unwrap(),
+        items_before
+    );
+    assert_eq!(
+        fingerprint(&empty.url, "notes").await.unwrap(),
+        notes_before
+    );
 }
 
 #[tokio::test]
@@ -84,9 +103,13 @@ async fn a_dump_of_a_database_that_does_not_exist_fails_and_leaves_no_file() {
     let missing = url_with_password(&format!("{}_missing", db.url));
     let dir = tempfile::tempdir().unwrap();
 
-    let err = dump(&request(&missing, dir.path(), BackupKind::Manual), |_| {}).await.unwrap_err();
+    let err = dump(&request(&missing, dir.path(), BackupKind::Manual), |_| {})
+        .await
+        .unwrap_err();
 
-    let DumpError::Failed { status, stderr } = &err else { panic!("expected Failed, got {err:?}") };
+    let DumpError::Failed { status, stderr } = &err else {
+        panic!("expected Failed, got {err:?}")
+    };
     assert_eq!(status, "exit code 1");
     assert!(stderr.contains("does not exist"), "{stderr}");
     let shown = format!("{err} {err:?}");
@@ -98,16 +121,24 @@ async fn a_dump_of_a_database_that_does_not_exist_fails_and_leaves_no_file() {
 async fn bad_input_is_refused_before_anything_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("postgres://postgres:{FAKE_PASSWORD}@127.0.0.1:99999/x");
-    let err = dump(&request(&url, dir.path(), BackupKind::Manual), |_| {}).await.unwrap_err();
+    let err = dump(&request(&url, dir.path(), BackupKind::Manual), |_| {})
+        .await
+        .unwrap_err();
     assert!(matches!(err, DumpError::Url(_)), "{err:?}");
     assert!(!format!("{err} {err:?}").contains(FAKE_PASSWORD));
 
-    let req = DumpRequest { env: "../escape", ..request("postgres://u@h/db", dir.path(), BackupKind::Manual) };
+    let req = DumpRequest {
+        env: "../escape",
+        ..request("postgres://u@h/db", dir.path(), BackupKind::Manual)
+    };
     let err = dump(&req, |_| {}).await.unwrap_err();
     assert!(matches!(err, DumpError::InvalidEnv(_)), "{err:?}");
 
     let bin = tempfile::tempdir().unwrap();
-    let req = DumpRequest { pg_bin_dir: Some(bin.path()), ..request("postgres://u@h/db", dir.path(), BackupKind::Manual) };
+    let req = DumpRequest {
+        pg_bin_dir: Some(bin.path()),
+        ..request("postgres://u@h/db", dir.path(), BackupKind::Manual)
+    };
     let err = dump(&req, |_| {}).await.unwrap_err();
     assert!(matches!(err, DumpError::ToolNotFound(_)), "{err:?}");
     assert_eq!(all_files(dir.path()), Vec::<PathBuf>::new());
@@ -115,7 +146,9 @@ async fn bad_input_is_refused_before_anything_is_written() {
 
 /// Waits until a `.partial` with some bytes shows up in `dir/test` while polling `fut`; panics if
 /// the dump finishes first.
-async fn wait_for_partial<F: std::future::Future<Output = Result<backup::DumpOutcome, DumpError>> + Unpin>(
+async fn wait_for_partial<
+    F: std::future::Future<Output = Result<backup::DumpOutcome, DumpError>> + Unpin,
+>(
     dir: &Path,
     fut: &mut F,
 ) {
@@ -125,13 +158,21 @@ async fn wait_for_partial<F: std::future::Future<Output = Result<backup::DumpOut
             r = &mut *fut => panic!("the dump ended before it could be interrupted: {r:?}"),
             _ = tokio::time::sleep(Duration::from_millis(10)) => {}
         }
-        let partial = all_files(dir).into_iter().find(|p| p.to_string_lossy().ends_with(".dump.partial"));
+        let partial = all_files(dir)
+            .into_iter()
+            .find(|p| p.to_string_lossy().ends_with(".dump.partial"));
         if let Some(p) = partial {
-            if std::fs::metadata(dir.join(p)).map(|m| m.len() > 0).unwrap_or(false) {
+            if std::fs::metadata(dir.join(p))
+                .map(|m| m.len() > 0)
+                .unwrap_or(false)
+            {
                 return;
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "no partial file appeared");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no partial file appeared"
+        );
     }
 }
 
@@ -140,10 +181,16 @@ fn our_pg_dumps(needle: &str) -> Vec<i32> {
     let me = std::process::id().to_string();
     let mut pids = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         // pid (comm) state ppid ...
-        let Some(after) = stat.rsplit_once(") ").map(|(_, a)| a) else { continue };
+        let Some(after) = stat.rsplit_once(") ").map(|(_, a)| a) else {
+            continue;
+        };
         let ppid = after.split_whitespace().nth(1).unwrap_or("");
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline);
@@ -170,7 +217,10 @@ async fn a_cancelled_dump_leaves_no_file_and_no_pg_dump() {
     // kill_on_drop: the child goes away too.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !our_pg_dumps(&db.name).is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "pg_dump still running after cancel");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pg_dump still running after cancel"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -190,7 +240,10 @@ async fn a_pg_dump_killed_mid_way_leaves_no_file() {
 
     let err = fut.await.unwrap_err();
 
-    assert!(matches!(&err, DumpError::Failed { status, .. } if status == "killed by signal 9"), "{err:?}");
+    assert!(
+        matches!(&err, DumpError::Failed { status, .. } if status == "killed by signal 9"),
+        "{err:?}"
+    );
     assert_eq!(all_files(dir.path()), Vec::<PathBuf>::new());
 }
 
@@ -215,7 +268,10 @@ async fn a_dump_whose_server_connection_is_killed_leaves_no_file() {
 
     let err = fut.await.unwrap_err();
 
-    assert!(matches!(&err, DumpError::Failed { status, .. } if status == "exit code 1"), "{err:?}");
+    assert!(
+        matches!(&err, DumpError::Failed { status, .. } if status == "exit code 1"),
+        "{err:?}"
+    );
     assert_eq!(all_files(dir.path()), Vec::<PathBuf>::new());
 }
 
@@ -224,18 +280,27 @@ async fn a_pg_dump_that_dies_after_writing_leaves_no_file() {
     // A stand-in pg_dump that writes 3 MB and then kills itself.
     let bin = tempfile::tempdir().unwrap();
     let fake = bin.path().join("pg_dump");
-    std::fs::write(&fake, "#!/bin/sh\nhead -c 3000000 /dev/zero\necho 'pg_dump: error: boom' >&2\nkill -9 $$\n")
-        .unwrap();
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\nhead -c 3000000 /dev/zero\necho 'pg_dump: error: boom' >&2\nkill -9 $$\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let req = DumpRequest {
         pg_bin_dir: Some(bin.path()),
-        ..request("postgres://u:pw@127.0.0.1/db", dir.path(), BackupKind::PreDeploy)
+        ..request(
+            "postgres://u:pw@127.0.0.1/db",
+            dir.path(),
+            BackupKind::PreDeploy,
+        )
     };
 
     let err = dump(&req, |_| {}).await.unwrap_err();
 
-    let DumpError::Failed { status, stderr } = &err else { panic!("{err:?}") };
+    let DumpError::Failed { status, stderr } = &err else {
+        panic!("{err:?}")
+    };
     assert_eq!(status, "killed by signal 9");
     assert!(stderr.contains("boom"), "{stderr}");
     assert_eq!(all_files(dir.path()), Vec::<PathBuf>::new());
@@ -250,7 +315,10 @@ async fn progress_is_reported_about_once_a_second_while_the_dump_runs() {
         .unwrap();
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let req = DumpRequest { pg_bin_dir: Some(bin.path()), ..request("postgres://u@127.0.0.1/db", dir.path(), BackupKind::Manual) };
+    let req = DumpRequest {
+        pg_bin_dir: Some(bin.path()),
+        ..request("postgres://u@127.0.0.1/db", dir.path(), BackupKind::Manual)
+    };
     let mut seen = Vec::new();
 
     let out = dump(&req, |p| seen.push(p)).await.unwrap();
@@ -258,11 +326,30 @@ async fn progress_is_reported_about_once_a_second_while_the_dump_runs() {
     assert_eq!(out.size_bytes, 5 + 12 * 1048576);
     let secs = out.duration.as_secs_f64();
     assert!(seen.len() >= 2, "{seen:?}");
-    assert!(seen.len() as f64 <= secs + 1.0, "{} reports in {secs} s", seen.len());
+    assert!(
+        seen.len() as f64 <= secs + 1.0,
+        "{} reports in {secs} s",
+        seen.len()
+    );
     for w in seen.windows(2) {
         assert!(w[1].bytes_written >= w[0].bytes_written);
-        assert!(w[1].elapsed >= w[0].elapsed + Duration::from_millis(900), "{w:?}");
+        assert!(
+            w[1].elapsed >= w[0].elapsed + Duration::from_millis(900),
+            "{w:?}"
+        );
     }
     assert!(seen.last().unwrap().bytes_written > 0);
     assert!(seen.last().unwrap().bytes_written < out.size_bytes + 1);
+}
+
+#[test]
+fn the_backup_futures_can_be_spawned() {
+    fn assert_send<T: Send + 'static>(_: T) {}
+    assert_send(async {
+        let dir = std::path::PathBuf::from("/nonexistent");
+        let req = request("postgres://u@h/db", &dir, BackupKind::Manual);
+        let _ = dump(&req, |_| {}).await;
+        let _ = verify(&dir, None, None).await;
+        let _ = restore("postgres://u@h/db", &dir, None).await;
+    });
 }

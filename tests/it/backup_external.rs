@@ -5,7 +5,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use dualkey::dbops::backup::{cleanup_partials, list_dumps, list_external, restore, BackupKind, DumpFormat, RestoreError};
+use dualkey::dbops::backup::{
+    cleanup_partials, list_dumps, list_external, restore, BackupKind, DumpFormat, RestoreError,
+};
 
 use crate::backup_common::*;
 use crate::support::TestDb;
@@ -19,8 +21,15 @@ fn touch(path: &Path, age: Duration, bytes: usize) {
 /// `pg_dump` in plain format, as the runbook does it.
 fn plain_dump(db: &TestDb, to: &Path) {
     let url = dualkey::dbops::backup::PgUrl::parse(&db.url).unwrap();
-    let out = Command::new("pg_dump").args(url.connection_args()).output().expect("run pg_dump");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("pg_dump")
+        .args(url.connection_args())
+        .output()
+        .expect("run pg_dump");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::write(to, out.stdout).unwrap();
 }
 
@@ -28,10 +37,22 @@ fn plain_dump(db: &TestDb, to: &Path) {
 fn external_backups_are_the_plain_sql_files_newest_first() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    touch(&d.join("backup_pre_migration_20240101.sql"), Duration::from_secs(3 * 86400), 10);
+    touch(
+        &d.join("backup_pre_migration_20240101.sql"),
+        Duration::from_secs(3 * 86400),
+        10,
+    );
     touch(&d.join("BACKUP_UPPER.SQL"), Duration::from_secs(86400), 20);
-    touch(&d.join("backup_pre_migration_20240301.sql"), Duration::from_secs(60), 30);
-    touch(&d.join("taskflow_20240101T020000Z_scheduled.dump"), Duration::from_secs(60), 40);
+    touch(
+        &d.join("backup_pre_migration_20240301.sql"),
+        Duration::from_secs(60),
+        30,
+    );
+    touch(
+        &d.join("taskflow_20240101T020000Z_scheduled.dump"),
+        Duration::from_secs(60),
+        40,
+    );
     touch(&d.join("notes.txt"), Duration::from_secs(60), 1);
     touch(&d.join("old.sql.gz"), Duration::from_secs(60), 1);
     touch(&d.join(".sql"), Duration::from_secs(60), 1);
@@ -41,7 +62,14 @@ fn external_backups_are_the_plain_sql_files_newest_first() {
     let found = list_external(d).unwrap();
 
     let names: Vec<&str> = found.iter().map(|e| e.file_name.as_str()).collect();
-    assert_eq!(names, ["backup_pre_migration_20240301.sql", "BACKUP_UPPER.SQL", "backup_pre_migration_20240101.sql"]);
+    assert_eq!(
+        names,
+        [
+            "backup_pre_migration_20240301.sql",
+            "BACKUP_UPPER.SQL",
+            "backup_pre_migration_20240101.sql"
+        ]
+    );
     assert_eq!(found[0].size_bytes, 30);
     assert_eq!(found[0].path, d.join("backup_pre_migration_20240301.sql"));
     let age = chrono::Utc::now() - found[2].modified;
@@ -58,18 +86,40 @@ fn external_backups_are_the_plain_sql_files_newest_first() {
 fn stale_partial_files_are_cleaned_up_and_fresh_ones_kept() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    touch(&d.join("db_20240101T000000Z_manual.dump.partial"), Duration::from_secs(3600), 5);
-    touch(&d.join("db_20240101T000001Z_manual.dump.partial"), Duration::from_secs(1), 5);
-    touch(&d.join("db_20240101T000002Z_manual.dump"), Duration::from_secs(3600), 5);
+    touch(
+        &d.join("db_20240101T000000Z_manual.dump.partial"),
+        Duration::from_secs(3600),
+        5,
+    );
+    touch(
+        &d.join("db_20240101T000001Z_manual.dump.partial"),
+        Duration::from_secs(1),
+        5,
+    );
+    touch(
+        &d.join("db_20240101T000002Z_manual.dump"),
+        Duration::from_secs(3600),
+        5,
+    );
     touch(&d.join("other.partial"), Duration::from_secs(3600), 5);
 
     let removed = cleanup_partials(d, Duration::from_secs(600)).unwrap();
 
-    assert_eq!(removed, vec![d.join("db_20240101T000000Z_manual.dump.partial")]);
-    let left: Vec<String> = all_files(d).iter().map(|p| p.display().to_string()).collect();
+    assert_eq!(
+        removed,
+        vec![d.join("db_20240101T000000Z_manual.dump.partial")]
+    );
+    let left: Vec<String> = all_files(d)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     assert_eq!(
         left,
-        ["db_20240101T000001Z_manual.dump.partial", "db_20240101T000002Z_manual.dump", "other.partial"]
+        [
+            "db_20240101T000001Z_manual.dump.partial",
+            "db_20240101T000002Z_manual.dump",
+            "other.partial"
+        ]
     );
 }
 
@@ -82,20 +132,33 @@ async fn a_runbook_plain_dump_restores_through_psql() {
     plain_dump(&src, &file);
     // Modern pg_dump guards its plain output with \restrict; dualkey must cope with it.
     let text = std::fs::read_to_string(&file).unwrap();
-    assert!(text.contains("\\restrict "), "expected a pg_dump with \\restrict");
+    assert!(
+        text.contains("\\restrict "),
+        "expected a pg_dump with \\restrict"
+    );
 
     let dst = TestDb::create("bk_plain_dst").await;
-    let r = restore(&url_with_password(&dst.url), &file, None).await.unwrap();
+    let r = restore(&url_with_password(&dst.url), &file, None)
+        .await
+        .unwrap();
 
     assert_eq!(r.format, DumpFormat::PlainSql);
-    assert_eq!(fingerprint(&dst.url, "items").await, fingerprint(&src.url, "items").await);
-    assert_eq!(fingerprint(&dst.url, "notes").await, fingerprint(&src.url, "notes").await);
+    assert_eq!(
+        fingerprint(&dst.url, "items").await,
+        fingerprint(&src.url, "items").await
+    );
+    assert_eq!(
+        fingerprint(&dst.url, "notes").await,
+        fingerprint(&src.url, "notes").await
+    );
 
     // Over the same, existing tables a plain dump fails (no DROPs in it) and changes nothing.
     exec(&dst.url, "UPDATE items SET qty = 0").await;
     let before = fingerprint(&dst.url, "items").await;
     let err = restore(&dst.url, &file, None).await.unwrap_err();
-    let RestoreError::Failed { tool, stderr, .. } = &err else { panic!("{err:?}") };
+    let RestoreError::Failed { tool, stderr, .. } = &err else {
+        panic!("{err:?}")
+    };
     assert_eq!(*tool, "psql");
     assert!(stderr.contains("already exists"), "{stderr}");
     assert_eq!(fingerprint(&dst.url, "items").await, before);
@@ -114,9 +177,14 @@ async fn a_failing_plain_script_is_rolled_back_as_a_whole() {
     .unwrap();
     let notes = fingerprint(&db.url, "notes").await;
 
-    let err = restore(&url_with_password(&db.url), &file, None).await.unwrap_err();
+    let err = restore(&url_with_password(&db.url), &file, None)
+        .await
+        .unwrap_err();
 
-    assert!(matches!(&err, RestoreError::Failed { tool: "psql", .. }), "{err:?}");
+    assert!(
+        matches!(&err, RestoreError::Failed { tool: "psql", .. }),
+        "{err:?}"
+    );
     assert!(!format!("{err} {err:?}").contains(FAKE_PASSWORD));
     assert_eq!(fingerprint(&db.url, "fresh").await, None);
     assert_eq!(fingerprint(&db.url, "after_error").await, None);
@@ -150,8 +218,15 @@ async fn psql_backslash_commands_in_a_plain_backup_are_refused_and_nothing_runs(
 
         let err = restore(&db.url, &file, None).await.unwrap_err();
 
-        assert!(matches!(&err, RestoreError::Failed { tool: "psql", .. }), "script {n}: {err:?}");
+        assert!(
+            matches!(&err, RestoreError::Failed { tool: "psql", .. }),
+            "script {n}: {err:?}"
+        );
         assert!(!marker.exists(), "script {n} ran a shell command: {script}");
-        assert_eq!(fingerprint(&db.url, "t").await, None, "script {n} changed the database");
+        assert_eq!(
+            fingerprint(&db.url, "t").await,
+            None,
+            "script {n} changed the database"
+        );
     }
 }

@@ -12,7 +12,9 @@ async fn a_truncated_dump_fails_verification_and_its_restore_changes_nothing() {
     let db = TestDb::create("bk_trunc").await;
     seed(&db.url, 20_000).await;
     let dir = tempfile::tempdir().unwrap();
-    let out = dump(&request(&db.url, dir.path(), BackupKind::Scheduled), |_| {}).await.unwrap();
+    let out = dump(&request(&db.url, dir.path(), BackupKind::Scheduled), |_| {})
+        .await
+        .unwrap();
     verify(&out.path, Some(&out.sha256), None).await.unwrap();
 
     // Cut the file in the middle of its data.
@@ -22,7 +24,10 @@ async fn a_truncated_dump_fails_verification_and_its_restore_changes_nothing() {
 
     // With the recorded checksum: the change is seen first.
     let err = verify(&cut, Some(&out.sha256), None).await.unwrap_err();
-    assert!(matches!(&err, VerifyError::ChecksumMismatch { expected, .. } if *expected == out.sha256), "{err:?}");
+    assert!(
+        matches!(&err, VerifyError::ChecksumMismatch { expected, .. } if *expected == out.sha256),
+        "{err:?}"
+    );
     // Without one: pg_restore cannot read it to the end (its table of contents alone is intact).
     let err = verify(&cut, None, None).await.unwrap_err();
     assert!(matches!(err, VerifyError::Unreadable { .. }), "{err:?}");
@@ -35,7 +40,16 @@ async fn a_truncated_dump_fails_verification_and_its_restore_changes_nothing() {
 
     let err = restore(&db.url, &cut, None).await.unwrap_err();
 
-    assert!(matches!(&err, RestoreError::Failed { tool: "pg_restore", .. }), "{err:?}");
+    assert!(
+        matches!(
+            &err,
+            RestoreError::Failed {
+                tool: "pg_restore",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert_eq!(fingerprint(&db.url, "items").await.unwrap(), items_now);
     assert_eq!(fingerprint(&db.url, "notes").await.unwrap(), notes_now);
     assert_eq!(fingerprint(&db.url, "later").await.unwrap(), later_now);
@@ -46,9 +60,13 @@ async fn verify_tells_a_missing_file_a_changed_file_and_a_file_that_is_not_a_dum
     let db = TestDb::create("bk_verify").await;
     seed(&db.url, 100).await;
     let dir = tempfile::tempdir().unwrap();
-    let out = dump(&request(&db.url, dir.path(), BackupKind::Manual), |_| {}).await.unwrap();
+    let out = dump(&request(&db.url, dir.path(), BackupKind::Manual), |_| {})
+        .await
+        .unwrap();
 
-    let ok = verify(&out.path, Some(&out.sha256.to_uppercase()), None).await.unwrap();
+    let ok = verify(&out.path, Some(&out.sha256.to_uppercase()), None)
+        .await
+        .unwrap();
     assert_eq!(ok.sha256, out.sha256);
     assert_eq!(ok.size_bytes, out.size_bytes);
 
@@ -59,20 +77,33 @@ async fn verify_tells_a_missing_file_a_changed_file_and_a_file_that_is_not_a_dum
     let changed = dir.path().join("changed.dump");
     std::fs::write(&changed, &bytes).unwrap();
     let err = verify(&changed, Some(&out.sha256), None).await.unwrap_err();
-    let VerifyError::ChecksumMismatch { expected, actual, .. } = &err else { panic!("{err:?}") };
+    let VerifyError::ChecksumMismatch {
+        expected, actual, ..
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
     assert_eq!(expected, &out.sha256);
     assert_ne!(actual, &out.sha256);
 
     // Gone from disk.
     std::fs::remove_file(&out.path).unwrap();
-    let err = verify(&out.path, Some(&out.sha256), None).await.unwrap_err();
-    assert!(matches!(err, VerifyError::Missing(ref p) if *p == out.path), "{err:?}");
+    let err = verify(&out.path, Some(&out.sha256), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, VerifyError::Missing(ref p) if *p == out.path),
+        "{err:?}"
+    );
     let err = restore(&db.url, &out.path, None).await.unwrap_err();
     assert!(matches!(err, RestoreError::Missing(_)), "{err:?}");
 
     // Not a dump at all.
     let text = dir.path().join("notes.dump");
-    std::fs::File::create(&text).unwrap().write_all(b"hello, not a dump\n").unwrap();
+    std::fs::File::create(&text)
+        .unwrap()
+        .write_all(b"hello, not a dump\n")
+        .unwrap();
     let err = verify(&text, None, None).await.unwrap_err();
     assert!(matches!(err, VerifyError::Unreadable { .. }), "{err:?}");
     let err = restore(&db.url, &text, None).await.unwrap_err();
@@ -91,7 +122,9 @@ async fn a_restore_that_fails_half_way_rolls_back_everything() {
     let db = TestDb::create("bk_rollback").await;
     seed(&db.url, 1_000).await;
     let dir = tempfile::tempdir().unwrap();
-    let out = dump(&request(&db.url, dir.path(), BackupKind::PreDeploy), |_| {}).await.unwrap();
+    let out = dump(&request(&db.url, dir.path(), BackupKind::PreDeploy), |_| {})
+        .await
+        .unwrap();
 
     // A view added after the backup depends on `items`: the restore's DROP TABLE items fails
     // after other objects were already dropped and recreated in the same transaction.
@@ -101,7 +134,9 @@ async fn a_restore_that_fails_half_way_rolls_back_everything() {
 
     let err = restore(&db.url, &out.path, None).await.unwrap_err();
 
-    let RestoreError::Failed { stderr, .. } = &err else { panic!("{err:?}") };
+    let RestoreError::Failed { stderr, .. } = &err else {
+        panic!("{err:?}")
+    };
     assert!(stderr.contains("depend"), "{stderr}");
     assert_eq!(fingerprint(&db.url, "items").await.unwrap(), items_now);
     assert_eq!(fingerprint(&db.url, "notes").await.unwrap(), notes_now);

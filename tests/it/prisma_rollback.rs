@@ -33,7 +33,11 @@ async fn rollback_down_undoes_newest_first_marks_rows_and_deploy_reapplies() {
     let plan = prisma::plan_rollback(&db.url, &dir, POST).await.unwrap();
     assert_eq!(plan.names(), vec![TAG, POST], "newest first, target last");
     assert!(plan.steps.iter().all(|s| s.has_down_sql() && s.local));
-    assert!(plan.steps[0].down_sql.as_deref().unwrap().contains("DROP TABLE \"Tag\""));
+    assert!(plan.steps[0]
+        .down_sql
+        .as_deref()
+        .unwrap()
+        .contains("DROP TABLE \"Tag\""));
     assert!(plan.refusal().is_none());
     assert_eq!(plan.fingerprint, plan.fingerprint());
 
@@ -51,7 +55,15 @@ async fn rollback_down_undoes_newest_first_marks_rows_and_deploy_reapplies() {
             RollbackEvent::Failed { migration, .. } => format!("failed {migration}"),
         })
         .collect();
-    assert_eq!(seq, vec![format!("start {TAG}"), format!("ran {TAG}"), format!("start {POST}"), format!("ran {POST}")]);
+    assert_eq!(
+        seq,
+        vec![
+            format!("start {TAG}"),
+            format!("ran {TAG}"),
+            format!("start {POST}"),
+            format!("ran {POST}")
+        ]
+    );
 
     assert!(table_exists(&db.url, "User").await);
     assert!(!table_exists(&db.url, "Post").await);
@@ -61,7 +73,10 @@ async fn rollback_down_undoes_newest_first_marks_rows_and_deploy_reapplies() {
     for r in &after {
         let rolled = r.rolled_back_at.is_some();
         assert_eq!(rolled, r.migration_name != INIT, "{r:?}");
-        assert!(r.finished_at.is_some(), "the finished row keeps finished_at: {r:?}");
+        assert!(
+            r.finished_at.is_some(),
+            "the finished row keeps finished_at: {r:?}"
+        );
     }
     assert_eq!(out.row_ids, vec![after[2].id.clone(), after[1].id.clone()]);
 
@@ -76,7 +91,9 @@ async fn rollback_down_undoes_newest_first_marks_rows_and_deploy_reapplies() {
     assert_eq!(report.migrations[1].state, MigrationState::RolledBack);
     assert!(!report.is_clean());
 
-    let again = prisma::deploy(&db.url, &dir, &mut NoProgress).await.unwrap();
+    let again = prisma::deploy(&db.url, &dir, &mut NoProgress)
+        .await
+        .unwrap();
     assert_eq!(again.applied, vec![POST, TAG]);
     assert!(table_exists(&db.url, "Post").await && table_exists(&db.url, "Tag").await);
     let report = prisma::status(&db.url, &dir).await.unwrap();
@@ -96,7 +113,9 @@ async fn rollback_is_refused_when_a_down_sql_is_missing_and_nothing_changes() {
     assert_eq!(plan.missing_down_sql(), vec![TAG]);
     assert_eq!(
         plan.refusal(),
-        Some(RollbackRefusal::MissingDownSql { migrations: vec![TAG.to_string()] })
+        Some(RollbackRefusal::MissingDownSql {
+            migrations: vec![TAG.to_string()]
+        })
     );
 
     let before = table_dump(&db.url).await;
@@ -120,10 +139,20 @@ async fn rollback_of_a_migration_that_is_not_applied_or_without_table_is_refused
     let db = TestDb::create("rbnot").await;
     let p = Project::from_fixture("prisma/blog");
     let dir = p.migrations();
-    let err = prisma::plan_rollback(&db.url, &dir, INIT).await.unwrap_err();
-    assert!(matches!(err, PrismaError::Rollback(RollbackRefusal::NoMigrationsTable)), "{err:?}");
+    let err = prisma::plan_rollback(&db.url, &dir, INIT)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PrismaError::Rollback(RollbackRefusal::NoMigrationsTable)
+        ),
+        "{err:?}"
+    );
 
-    prisma::deploy(&db.url, &dir, &mut NoProgress).await.unwrap();
+    prisma::deploy(&db.url, &dir, &mut NoProgress)
+        .await
+        .unwrap();
     let err = prisma::rollback_down(&db.url, &dir, "20991231000000_nope", None, &mut NoProgress)
         .await
         .unwrap_err();
@@ -146,10 +175,17 @@ async fn a_failing_down_sql_rolls_back_the_whole_rollback() {
         .await
         .unwrap_err();
     match &err {
-        PrismaError::DownScriptFailed { migration, database_error_code, database_error } => {
+        PrismaError::DownScriptFailed {
+            migration,
+            database_error_code,
+            database_error,
+        } => {
             assert_eq!(migration, POST);
             assert_eq!(database_error_code, "42P01");
-            assert!(database_error.starts_with("ERROR: table \"DoesNotExist\" does not exist"), "{database_error}");
+            assert!(
+                database_error.starts_with("ERROR: table \"DoesNotExist\" does not exist"),
+                "{database_error}"
+            );
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -168,7 +204,9 @@ async fn rollback_stops_before_its_first_step_when_the_plan_changed_since_approv
     let plan = prisma::plan_rollback(&db.url, &dir, TAG).await.unwrap();
     p.add("20240104000000_more", "CREATE TABLE \"More\" (id int);\n");
     p.add_down("20240104000000_more", "DROP TABLE \"More\";\n");
-    prisma::deploy(&db.url, &dir, &mut NoProgress).await.unwrap();
+    prisma::deploy(&db.url, &dir, &mut NoProgress)
+        .await
+        .unwrap();
     let before = table_dump(&db.url).await;
 
     let err = prisma::rollback_down(&db.url, &dir, TAG, Some(&plan.fingerprint), &mut NoProgress)
@@ -192,17 +230,32 @@ async fn rollback_follows_the_order_migrations_were_applied_not_their_names() {
     let dir = p.migrations();
     p.add("20240101000000_init", "CREATE TABLE \"A\" (id int);\n");
     p.add_down("20240101000000_init", "DROP TABLE \"A\";\n");
-    prisma::deploy(&db.url, &dir, &mut NoProgress).await.unwrap();
+    prisma::deploy(&db.url, &dir, &mut NoProgress)
+        .await
+        .unwrap();
     // An older-named migration added later is applied later (deploy does not check order).
     p.add("20231231000000_early", "CREATE TABLE \"B\" (id int);\n");
     p.add_down("20231231000000_early", "DROP TABLE \"B\";\n");
-    let o = prisma::deploy(&db.url, &dir, &mut NoProgress).await.unwrap();
+    let o = prisma::deploy(&db.url, &dir, &mut NoProgress)
+        .await
+        .unwrap();
     assert_eq!(o.applied, vec!["20231231000000_early"]);
 
-    let plan = prisma::plan_rollback(&db.url, &dir, "20240101000000_init").await.unwrap();
-    assert_eq!(plan.names(), vec!["20231231000000_early", "20240101000000_init"]);
-    let plan = prisma::plan_rollback(&db.url, &dir, "20231231000000_early").await.unwrap();
-    assert_eq!(plan.names(), vec!["20231231000000_early"], "init was applied before it");
+    let plan = prisma::plan_rollback(&db.url, &dir, "20240101000000_init")
+        .await
+        .unwrap();
+    assert_eq!(
+        plan.names(),
+        vec!["20231231000000_early", "20240101000000_init"]
+    );
+    let plan = prisma::plan_rollback(&db.url, &dir, "20231231000000_early")
+        .await
+        .unwrap();
+    assert_eq!(
+        plan.names(),
+        vec!["20231231000000_early"],
+        "init was applied before it"
+    );
 }
 
 #[tokio::test]
@@ -225,8 +278,14 @@ async fn an_observer_can_stop_the_rollback_and_nothing_is_committed() {
     let err = prisma::rollback_down(&db.url, &p.migrations(), POST, None, &mut StopAtSecond(0))
         .await
         .unwrap_err();
-    assert!(matches!(&err, PrismaError::Aborted(m) if m == "audit store unavailable"), "{err:?}");
-    assert!(table_exists(&db.url, "Tag").await, "the first step was rolled back with the rest");
+    assert!(
+        matches!(&err, PrismaError::Aborted(m) if m == "audit store unavailable"),
+        "{err:?}"
+    );
+    assert!(
+        table_exists(&db.url, "Tag").await,
+        "the first step was rolled back with the rest"
+    );
     assert_eq!(table_dump(&db.url).await, before);
 }
 
@@ -234,8 +293,13 @@ async fn an_observer_can_stop_the_rollback_and_nothing_is_committed() {
 async fn rollback_is_refused_while_a_failed_migration_is_recorded() {
     let (db, p) = deployed_blog("rbfailedrow").await;
     let dir = p.migrations();
-    p.add("20240104000000_bad", "ALTER TABLE \"DoesNotExist\" ADD COLUMN x int;\n");
-    let o = prisma::deploy(&db.url, &dir, &mut NoProgress).await.unwrap();
+    p.add(
+        "20240104000000_bad",
+        "ALTER TABLE \"DoesNotExist\" ADD COLUMN x int;\n",
+    );
+    let o = prisma::deploy(&db.url, &dir, &mut NoProgress)
+        .await
+        .unwrap();
     assert!(o.stopped.is_some());
     let err = prisma::rollback_down(&db.url, &dir, TAG, None, &mut NoProgress)
         .await
@@ -252,12 +316,16 @@ async fn rollback_waits_for_prismas_advisory_lock() {
     use sqlx::{Connection, PgConnection};
     let (db, p) = deployed_blog("rblock").await;
     let mut holder = PgConnection::connect(&db.url).await.unwrap();
-    sqlx::query("SELECT pg_advisory_lock(72707369)").execute(&mut holder).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(72707369)")
+        .execute(&mut holder)
+        .await
+        .unwrap();
     let url = db.url.clone();
     let dir = p.migrations();
-    let task = tokio::spawn(async move {
-        prisma::rollback_down(&url, &dir, TAG, None, &mut NoProgress).await
-    });
+    let task =
+        tokio::spawn(
+            async move { prisma::rollback_down(&url, &dir, TAG, None, &mut NoProgress).await },
+        );
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     assert!(!task.is_finished(), "rollback must wait for the lock");
     assert!(table_exists(&db.url, "Tag").await);

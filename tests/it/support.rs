@@ -159,6 +159,12 @@ pub struct TestApp {
 
 /// Builds a [`TestApp`] on `backend` with `required` votes and extra approvers.
 pub async fn spawn_app(backend: Backend, required: u32, extra_approvers: usize) -> TestApp {
+    spawn_app_with(backend, required, extra_approvers, |t| t).await
+}
+
+/// Like [`spawn_app`], with a function that edits the config text first (`{dir}` in it is the
+/// test's temporary folder) and a clock starting at the real time.
+pub async fn spawn_app_with(backend: Backend, required: u32, extra_approvers: usize, edit: impl Fn(String) -> String) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("marker.log");
     let (url, db) = match backend {
@@ -171,11 +177,11 @@ pub async fn spawn_app(backend: Backend, required: u32, extra_approvers: usize) 
             (db.url.clone(), Some(db))
         }
     };
-    let text = test_config(&url, &marker, required, extra_approvers);
+    let text = edit(test_config(&url, &marker, required, extra_approvers)).replace("{dir}", &dir.path().display().to_string());
     let settings = Settings::from_toml(&text, std::path::Path::new("test.toml"))
         .expect("test config is valid");
     let store = dualkey::store::open(&url).await.expect("open store");
-    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now().timestamp_millis()));
     let core = Arc::new(Core {
         directory: Directory::from_settings(&settings),
         settings: Arc::new(settings),
@@ -245,6 +251,8 @@ pub fn actor(who: &str) -> Actor {
 impl TestApp {
     /// Sends an event as `who`; returns the captured replies as text.
     pub async fn send(&self, who: &str, kind: EventKind) -> String {
+        // Every event is a millisecond after the previous one, so "newest" is well defined.
+        self.clock.advance(1);
         let cap = Capture::default();
         let ev = InboundEvent {
             delivery_id: uuid::Uuid::new_v4().to_string(),

@@ -12,8 +12,16 @@
 pub mod app;
 pub mod approvals;
 pub mod audit;
+pub mod backup;
+pub mod backups;
 pub mod cancel;
+pub mod checklist;
+pub mod deploy;
+pub mod emergency;
 pub mod help;
+pub mod resolve;
+pub mod restore;
+pub mod rollback;
 pub mod status;
 
 use crate::config::Role;
@@ -59,6 +67,8 @@ pub struct ParseCtx {
     pub envs: Vec<String>,
     /// The environment used when none is named.
     pub default_env: String,
+    /// Each environment's migrations folder.
+    pub migrations_dirs: std::collections::BTreeMap<String, std::path::PathBuf>,
 }
 
 impl ParseCtx {
@@ -71,6 +81,44 @@ impl ParseCtx {
                 "unknown environment `{t}` (known: {})",
                 self.envs.join(", ")
             )),
+        }
+    }
+}
+
+impl ParseCtx {
+    /// A migration name that exists as a folder in `env`'s migrations folder.
+    pub fn migration(&self, env: &EnvName, tok: &str) -> Result<MigrationName, String> {
+        let dir = self.migrations_dirs.get(&env.0).ok_or_else(|| format!("unknown environment `{}`", env.0))?;
+        let folder = crate::dbops::prisma::list_migrations(dir);
+        if folder.get(tok).is_some() {
+            Ok(MigrationName(tok.to_string()))
+        } else {
+            Err(format!("there is no migration `{tok}` in {} (`status` lists them)", dir.display()))
+        }
+    }
+}
+
+/// A migration that exists in the environment's migrations folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationName(pub String);
+
+/// A backup: a catalog id (`b` + 9 hex digits) or an external `.sql` file name. Existence is
+/// checked against the catalog and the backup folder when the plan is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupId(pub String);
+
+impl BackupId {
+    /// Parses the shape of a backup id.
+    pub fn parse(s: &str) -> Result<BackupId, String> {
+        let catalog = s.len() == 10 && s.starts_with('b') && s[1..].chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+        let external = s.len() <= 200
+            && s.ends_with(".sql")
+            && !s.starts_with('.')
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if catalog || external {
+            Ok(BackupId(s.to_string()))
+        } else {
+            Err(format!("`{s}` is not a backup id (like b3f9a1c2b7) or an external .sql file name; `backups` lists them"))
         }
     }
 }
@@ -121,13 +169,37 @@ pub enum Command {
     Cancel(cancel::Args),
     /// `audit [N]` / `audit verify`
     Audit(audit::Args),
+    /// `backup [ENV] [note...]`
+    Backup(backup::Args),
+    /// `backups [ENV]`
+    Backups(backups::Args),
+    /// `deploy [ENV]`
+    Deploy(deploy::Args),
+    /// `rollback MIGRATION [ENV] [--strategy down|restore]`
+    Rollback(rollback::Args),
+    /// `restore BACKUP [ENV]`
+    Restore(restore::Args),
+    /// `resolve MIGRATION applied|rolled-back [ENV]`
+    Resolve(resolve::Args),
+    /// `emergency [ENV]`
+    Emergency(emergency::Args),
+    /// `checklist [ENV]`
+    Checklist(checklist::Args),
 }
 
 /// All commands, in help order.
 pub const REGISTRY: &[CommandSpec] = &[
     help::SPEC,
     status::SPEC,
+    backup::SPEC,
+    backups::SPEC,
+    deploy::SPEC,
+    rollback::SPEC,
+    restore::SPEC,
+    resolve::SPEC,
     app::SPEC,
+    emergency::SPEC,
+    checklist::SPEC,
     approvals::SPEC,
     cancel::SPEC,
     audit::SPEC,
@@ -222,9 +294,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn ctx() -> ParseCtx {
+        let dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/taskflow/prisma/migrations"));
         ParseCtx {
             envs: vec!["production".into(), "staging".into()],
             default_env: "production".into(),
+            migrations_dirs: [("production".to_string(), dir.clone()), ("staging".to_string(), dir)].into_iter().collect(),
         }
     }
 

@@ -24,7 +24,7 @@ use super::error::{PrismaError, PrismaUserError};
 use super::migrations::list_migrations;
 use super::observer::ProgressObserver;
 use super::render::{render_deploy, PrismaCliOutput};
-use super::table::{render_script_error, Target};
+use super::table::{render_script_error, run_script, Target};
 use chrono::Utc;
 use serde::Serialize;
 use std::path::Path;
@@ -227,7 +227,7 @@ where
             .await
             .map_err(PrismaError::db("recording the migration start"))?;
             let started = Instant::now();
-            match sqlx::raw_sql(script).execute(&mut target.conn).await {
+            match run_script(&mut target.conn, script).await {
                 Ok(_) => {
                     sqlx::query(r#"UPDATE "_prisma_migrations" SET "applied_steps_count" = ("applied_steps_count" + $1) WHERE "id" = $2"#)
                         .bind(1i32)
@@ -295,8 +295,7 @@ async fn record_failure(target: &mut Target, id: &str, logs: &str) -> Result<(),
     match update(&mut target.conn, id, logs).await {
         Ok(()) => Ok(()),
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("25P02") => {
-            sqlx::raw_sql("ROLLBACK")
-                .execute(&mut target.conn)
+            run_script(&mut target.conn, "ROLLBACK")
                 .await
                 .map_err(PrismaError::db(
                     "rolling back the failed script's transaction",

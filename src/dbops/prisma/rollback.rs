@@ -20,7 +20,7 @@
 use super::error::{PrismaError, RollbackRefusal};
 use super::migrations::{list_migrations, MigrationsFolder};
 use super::observer::ProgressObserver;
-use super::table::{render_script_error, MigrationRow, Target};
+use super::table::{render_script_error, run_script, MigrationRow, Target};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -278,7 +278,7 @@ where
             };
             observer.on_event(&starting).await.map_err(PrismaError::Aborted)?;
             let started = Instant::now();
-            if let Err(err) = sqlx::raw_sql(down).execute(&mut *tx).await {
+            if let Err(err) = run_script(&mut tx, down).await {
                 if !matches!(err, sqlx::Error::Database(_)) {
                     return Err(PrismaError::db("running down.sql")(err));
                 }

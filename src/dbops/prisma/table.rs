@@ -195,10 +195,12 @@ impl Target {
                 ))))
             }
         };
-        sqlx::raw_sql(&format!("SET search_path = {}", quote_ident(&schema)))
-            .execute(&mut conn)
-            .await
-            .map_err(PrismaError::db("setting search_path"))?;
+        run_script(
+            &mut conn,
+            &format!("SET search_path = {}", quote_ident(&schema)),
+        )
+        .await
+        .map_err(PrismaError::db("setting search_path"))?;
         Ok(Target { conn, schema })
     }
 
@@ -241,8 +243,7 @@ impl Target {
 
     /// Prisma's `CREATE TABLE _prisma_migrations`.
     pub(crate) async fn create_migrations_table(&mut self) -> Result<(), PrismaError> {
-        sqlx::raw_sql(CREATE_MIGRATIONS_TABLE_SQL)
-            .execute(&mut self.conn)
+        run_script(&mut self.conn, CREATE_MIGRATIONS_TABLE_SQL)
             .await
             .map(|_| ())
             .map_err(PrismaError::db("creating _prisma_migrations"))
@@ -279,6 +280,18 @@ impl Target {
     pub(crate) async fn close(self) {
         let _ = self.conn.close().await;
     }
+}
+
+/// Runs `sql` as ONE simple-protocol query (the native engine's `simple_query`): several
+/// statements, one implicit transaction unless the script manages its own.
+///
+/// Calls `Executor::execute` directly: `RawSql::execute` makes callers' futures non-`Send`
+/// (sqlx 0.8 lifetime bound, launchbadge/sqlx#3613).
+pub(crate) async fn run_script(
+    conn: &mut PgConnection,
+    sql: &str,
+) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
+    sqlx::Executor::execute(conn, sqlx::raw_sql(sql)).await
 }
 
 /// Runs Prisma's SELECT on `conn`; `None` when the table does not exist.

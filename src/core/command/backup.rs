@@ -1,0 +1,43 @@
+/// backup [ENV] [NOTE...]
+///
+/// An on-demand verified backup (`pg_dump -Fc`, SHA-256, `pg_restore --list`), progress shown by
+/// editing one message. Needs the operator role, no approval.
+use super::{Command, CommandSpec, EnvName, OptionSpec, ParseCtx};
+use crate::config::Role;
+
+/// Arguments of `backup`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    /// Environment.
+    pub env: EnvName,
+    /// Note kept in the catalog (words of letters, digits and `_-.:=`).
+    pub note: Option<String>,
+}
+
+/// Longest note, in characters.
+pub const MAX_NOTE: usize = 200;
+
+/// Table row.
+pub const SPEC: CommandSpec = CommandSpec {
+    name: "backup",
+    usage: "backup [ENV] [NOTE...]",
+    summary: "take a verified backup now (pg_dump -Fc)",
+    role: Role::Operator,
+    options: &[
+        OptionSpec { name: "env", description: "environment (default: the configured one)", required: false, choices: &[] },
+        OptionSpec { name: "note", description: "a note kept with the backup", required: false, choices: &[] },
+    ],
+    parse,
+};
+
+fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
+    let (env, rest) = match args.first() {
+        Some(first) if ctx.envs.iter().any(|e| e == first) => (EnvName(first.to_string()), &args[1..]),
+        _ => (EnvName(ctx.default_env.clone()), args),
+    };
+    let note = if rest.is_empty() { None } else { Some(rest.join(" ")) };
+    if note.as_ref().is_some_and(|n| n.chars().count() > MAX_NOTE) {
+        return Err(format!("the note is longer than {MAX_NOTE} characters"));
+    }
+    Ok(Command::Backup(Args { env, note }))
+}

@@ -1,0 +1,35 @@
+/// restore BACKUP [ENV]
+///
+/// Safety backup, stop the app, restore BACKUP in one transaction, start the app (also after a
+/// failed restore). Needs approval.
+use super::{no_more, BackupId, Command, CommandSpec, EnvName, OptionSpec, ParseCtx};
+use crate::config::Role;
+
+/// Arguments of `restore`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    /// Catalog id or external `.sql` file name.
+    pub backup: BackupId,
+    /// Environment.
+    pub env: EnvName,
+}
+
+/// Table row.
+pub const SPEC: CommandSpec = CommandSpec {
+    name: "restore",
+    usage: "restore BACKUP [ENV]",
+    summary: "safety backup, stop app, restore BACKUP, start app (approval)",
+    role: Role::Operator,
+    options: &[
+        OptionSpec { name: "backup", description: "backup id or external .sql file (see `backups`)", required: true, choices: &[] },
+        OptionSpec { name: "env", description: "environment (default: the configured one)", required: false, choices: &[] },
+    ],
+    parse,
+};
+
+fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
+    let backup = BackupId::parse(args.first().ok_or("say which backup to restore (`backups` lists them)")?)?;
+    let env = ctx.env(args.get(1).copied())?;
+    no_more(args.get(2..).unwrap_or_default())?;
+    Ok(Command::Restore(Args { backup, env }))
+}

@@ -1,0 +1,66 @@
+/// rollback MIGRATION [ENV] [--strategy down|restore]
+///
+/// Un-apply MIGRATION and every migration applied after it, newest first: with each one's
+/// `down.sql` (`down`), or by restoring the newest verified backup taken before it (`restore`).
+/// Without `--strategy` the `down` strategy is used when every migration has a `down.sql`.
+use super::{no_more, Command, CommandSpec, MigrationName, OptionSpec, ParseCtx};
+use crate::config::Role;
+use crate::core::command::EnvName;
+use crate::core::operation::RollbackStrategy;
+
+/// Arguments of `rollback`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    /// The migration (must exist in the folder).
+    pub migration: MigrationName,
+    /// Environment.
+    pub env: EnvName,
+    /// Strategy, if forced.
+    pub strategy: Option<RollbackStrategy>,
+}
+
+/// Table row.
+pub const SPEC: CommandSpec = CommandSpec {
+    name: "rollback",
+    usage: "rollback MIGRATION [ENV] [--strategy down|restore]",
+    summary: "un-apply MIGRATION and every later one, newest first (approval)",
+    role: Role::Operator,
+    options: &[
+        OptionSpec { name: "migration", description: "migration folder name", required: true, choices: &[] },
+        OptionSpec { name: "env", description: "environment (default: the configured one)", required: false, choices: &[] },
+        OptionSpec { name: "strategy", description: "down (run down.sql) or restore (restore a backup)", required: false, choices: &["down", "restore"] },
+    ],
+    parse,
+};
+
+fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
+    let mut rest: Vec<&str> = args.to_vec();
+    let mut strategy = None;
+    if let Some(pos) = rest.iter().position(|t| *t == "--strategy" || t.starts_with("--strategy=")) {
+        let value = match rest[pos].strip_prefix("--strategy=") {
+            Some(v) => {
+                rest.remove(pos);
+                v.to_string()
+            }
+            None => {
+                rest.remove(pos);
+                if pos >= rest.len() {
+                    return Err("--strategy needs down or restore".into());
+                }
+                rest.remove(pos).to_string()
+            }
+        };
+        strategy = Some(match value.as_str() {
+            "down" => RollbackStrategy::Down,
+            "restore" => RollbackStrategy::Restore,
+            other => return Err(format!("`{other}` is not a strategy (down or restore)")),
+        });
+    }
+    let Some((first, more)) = rest.split_first() else {
+        return Err("say which migration to roll back (`status` lists them)".into());
+    };
+    let env = ctx.env(more.first().copied())?;
+    no_more(more.get(1..).unwrap_or_default())?;
+    let migration = ctx.migration(&env, first)?;
+    Ok(Command::Rollback(Args { migration, env, strategy }))
+}
