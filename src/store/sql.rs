@@ -234,8 +234,15 @@ macro_rules! sql_store {
             }
 
             async fn outbox_due(&self, platform: &str, now: i64, limit: i64) -> StoreResult<Vec<OutboxRow>> {
-                let q = format!("SELECT {OUTBOX_COLS} FROM outbox WHERE platform = $1 AND delivered_at IS NULL AND next_attempt_at <= $2 ORDER BY id LIMIT $3");
-                let rows = sqlx::query(&q).bind(platform).bind(now).bind(limit).fetch_all(&self.pool).await?;
+                // In order per channel: a row waits while an earlier row of its channel waits for a
+                // retry. Dead letters (next_attempt_at = i64::MAX) do not block their channel.
+                let q = format!(
+                    "SELECT {OUTBOX_COLS} FROM outbox o WHERE o.platform = $1 AND o.delivered_at IS NULL AND o.next_attempt_at <= $2 \
+                     AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.platform = o.platform AND p.channel = o.channel \
+                       AND p.delivered_at IS NULL AND p.id < o.id AND p.next_attempt_at > $2 AND p.next_attempt_at < $4) \
+                     ORDER BY o.id LIMIT $3"
+                );
+                let rows = sqlx::query(&q).bind(platform).bind(now).bind(limit).bind(i64::MAX).fetch_all(&self.pool).await?;
                 rows.iter().map(outbox_row).collect()
             }
 

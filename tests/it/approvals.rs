@@ -382,3 +382,37 @@ async fn the_same_delivery_handled_twice_acts_once(b: Backend) {
     );
 }
 both_backends!(the_same_delivery_handled_twice_acts_once);
+
+async fn progress_edits_the_operation_card_through_the_outbox(b: Backend) {
+    let app = spawn_app(b, 1, 0).await;
+    app.cmd("alice", "app stop").await;
+    let id = app.last_request().await;
+    let req = app.core.store.get_request(&id).await.unwrap().unwrap();
+    let op = dualkey::store::OperationRow {
+        id: "o000000001".into(),
+        request_id: Some(id.clone()),
+        env: req.env.clone(),
+        kind_json: req.kind_json.clone(),
+        plan_json: req.plan_json.clone(),
+        fingerprint: req.fingerprint.clone(),
+        requester: req.requester.clone(),
+        state: "running".into(),
+        current_step: Some(0),
+        created_at: 0,
+        started_at: None,
+        finished_at: None,
+        worker: None,
+        heartbeat_at: None,
+        error: None,
+        channel_json: req.channel_json.clone(),
+        message_json: req.message_json.clone(),
+    };
+    app.core.show_progress(&op, "backup b1: 1.5 GB written, 12s elapsed").await.unwrap();
+    let rows = app.core.store.outbox_all("shell").await.unwrap();
+    let last = rows.last().expect("an edit was queued");
+    assert_eq!(last.op, "edit");
+    let msg: dualkey::core::event::MessageRef = serde_json::from_str(req.message_json.as_deref().unwrap()).unwrap();
+    assert_eq!(last.message_id.as_deref(), Some(msg.id.as_str()), "the same card is edited, not a new message");
+    assert!(last.payload.contains("progress: backup b1: 1.5 GB written, 12s elapsed"), "{}", last.payload);
+}
+both_backends!(progress_edits_the_operation_card_through_the_outbox);

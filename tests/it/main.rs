@@ -18,3 +18,4 @@ mod prisma_rollback;
 mod prisma_status;
 mod prisma_interop;
 mod runbook;
+mod outbox;

@@ -251,38 +251,46 @@ async fn restore_plain(
     .stdin(Stdio::piped())
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|error| RestoreError::Spawn {
+    let spawn_err = |error| RestoreError::Spawn {
         tool: "psql",
         error,
-    })?;
+    };
+    let mut child = cmd.spawn().map_err(spawn_err)?;
+    let stderr = tools::collect_stderr(child.stderr.take());
     let stdin = child
         .stdin
         .take()
         .expect("stdin is piped")
         .into_owned_fd()
-        .map_err(|error| RestoreError::Spawn {
-            tool: "psql",
-            error,
-        })?;
+        .map_err(spawn_err)?;
+    // psql sees the end of its input (and commits) only once both write ends are closed: this
+    // one is closed after the feeder succeeded, or after psql was killed if it did not.
+    let hold_open = stdin.try_clone().map_err(spawn_err)?;
     let feeder = tokio::task::spawn_blocking(move || {
         let mut out = io::BufWriter::with_capacity(1 << 20, std::fs::File::from(stdin));
-        let r = feed_plain_sql(BufReader::with_capacity(1 << 20, file), &mut out)
-            .and_then(|_| out.flush());
-        match r {
+        let input = BufReader::with_capacity(1 << 20, file);
+        match feed_plain_sql(input, &mut out).and_then(|_| out.flush()) {
             // psql stopped reading (it failed and exited): its status says why.
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
             r => r,
         }
     });
-    let (status, stderr) = tools::wait_with_stderr(child, Some(url))
-        .await
-        .map_err(|error| RestoreError::Spawn {
-            tool: "psql",
-            error,
-        })?;
     let fed = feeder
         .await
         .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+    if fed.is_err() {
+        // Reading the file failed part-way: psql must not see a clean end of its input.
+        let _ = child.start_kill();
+    }
+    // After a SIGKILL psql runs no more code, so closing the last write end is safe either way.
+    drop(hold_open);
+    let status = child.wait().await.map_err(spawn_err)?;
+    let stderr = tools::summarize_stderr(&stderr.await.unwrap_or_default(), Some(url));
+    fed.map_err(|error| RestoreError::Io {
+        action: "read",
+        path: path.to_path_buf(),
+        error,
+    })?;
     if !status.success() {
         return Err(RestoreError::Failed {
             tool: "psql",
@@ -290,12 +298,6 @@ async fn restore_plain(
             stderr,
         });
     }
-    // psql cannot commit a partial script: a read error ends its input early, so be strict.
-    fed.map_err(|error| RestoreError::Io {
-        action: "read",
-        path: path.to_path_buf(),
-        error,
-    })?;
     Ok(())
 }
 
