@@ -329,6 +329,14 @@ export default defineConfig({
 "#,
     )
     .unwrap();
+    // The wasm engine's 10 s advisory-lock timeout is a JS timer that keeps Node alive for 10 s
+    // after every deploy/resolve; unref long timers so each call ends when its work is done.
+    // Output and behaviour are unchanged.
+    std::fs::write(
+        root.join("unref-long-timers.js"),
+        "const t0 = global.setTimeout;\nglobal.setTimeout = function (fn, ms, ...a) { const t = t0(fn, ms, ...a); if (ms >= 5000 && t && t.unref) t.unref(); return t; };\n",
+    )
+    .unwrap();
     let link = root.join("node_modules");
     if !link.exists() {
         std::os::unix::fs::symlink(cli.join("node_modules"), link).unwrap();
@@ -352,6 +360,10 @@ pub async fn run_prisma(root: &Path, url: &str, args: &[&str]) -> CliRun {
         .env("CHECKPOINT_DISABLE", "1")
         .env("NO_COLOR", "1")
         .env("PRISMA_HIDE_UPDATE_MESSAGE", "1")
+        .env(
+            "NODE_OPTIONS",
+            format!("--require {}", root.join("unref-long-timers.js").display()),
+        )
         .output()
         .await
         .expect("run prisma");

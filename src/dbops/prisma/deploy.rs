@@ -143,6 +143,7 @@ impl DeployOutcome {
 /// `Err` means nothing was applied (P3019, P1002, P3005, P3009, cannot connect) or a fault cut
 /// the run short (then the events already reported what was done). Script failures are in
 /// [`DeployOutcome::stopped`].
+#[tracing::instrument(skip_all)]
 pub async fn deploy<O>(
     database_url: &str,
     migrations_dir: &Path,

@@ -56,6 +56,7 @@ pub async fn resolve(
 }
 
 /// `resolve --applied <migration>`.
+#[tracing::instrument(skip_all, fields(migration = %migration))]
 pub async fn resolve_applied(
     database_url: &str,
     migrations_dir: &Path,
@@ -118,6 +119,7 @@ pub async fn resolve_applied(
 }
 
 /// `resolve --rolled-back <migration>`. Reads neither the folder nor the lock file, like Prisma.
+#[tracing::instrument(skip_all, fields(migration = %migration))]
 pub async fn resolve_rolled_back(
     database_url: &str,
     migration: &str,

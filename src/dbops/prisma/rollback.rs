@@ -178,6 +178,7 @@ pub fn compute_rollback_plan(
 /// Computes the rollback plan against the target database (no lock, no writes), for showing the
 /// plan, its SQL and its data-loss warnings before approval. A plan that cannot run is still
 /// returned; see [`RollbackPlan::refusal`].
+#[tracing::instrument(skip_all, fields(migration = %migration))]
 pub async fn plan_rollback(
     database_url: &str,
     migrations_dir: &Path,
@@ -235,6 +236,7 @@ pub struct RollbackOutcome {
 
 /// Runs the `down` rollback of `migration` (see the module docs). With `expected_fingerprint`,
 /// stops before the first step when the plan recomputed under the lock differs from it.
+#[tracing::instrument(skip_all, fields(migration = %migration))]
 pub async fn rollback_down<O>(
     database_url: &str,
     migrations_dir: &Path,

@@ -282,6 +282,7 @@ fn entry(
 /// Reads the folder and the target's `_prisma_migrations` (no lock, no writes) and builds the
 /// report. Prisma's own errors (P3019, P3015) are inside the report; `Err` is only for faults
 /// (cannot connect, SQL error).
+#[tracing::instrument(skip_all)]
 pub async fn status(
     database_url: &str,
     migrations_dir: &Path,
