@@ -42,20 +42,37 @@ pub fn status_lines(st: &StatusReport) -> Vec<String> {
     let mut out = vec![format!(
         "database: reachable, PostgreSQL {}{}",
         st.server_version.clone().unwrap_or_else(|| "?".into()),
-        if st.has_migrations_table { "" } else { " (no _prisma_migrations table yet)" }
+        if st.has_migrations_table {
+            ""
+        } else {
+            " (no _prisma_migrations table yet)"
+        }
     )];
-    out.push(format!("migrations: {} in the folder, {} applied", st.local_count, st.applied.len()));
+    out.push(format!(
+        "migrations: {} in the folder, {} applied",
+        st.local_count,
+        st.applied.len()
+    ));
     out.push(format!("pending: {}", list(&st.pending)));
     let failed: Vec<String> = st.failed.iter().map(|f| f.name.clone()).collect();
     out.push(format!("failed: {}", list(&failed)));
     if !st.rolled_back.is_empty() {
-        out.push(format!("rolled back (the next deploy applies them again): {}", list(&st.rolled_back)));
+        out.push(format!(
+            "rolled back (the next deploy applies them again): {}",
+            list(&st.rolled_back)
+        ));
     }
     if !st.edited_after_apply.is_empty() {
-        out.push(format!("EDITED AFTER APPLY (checksum differs): {}", list(&st.edited_after_apply)));
+        out.push(format!(
+            "EDITED AFTER APPLY (checksum differs): {}",
+            list(&st.edited_after_apply)
+        ));
     }
     if !st.only_in_database.is_empty() {
-        out.push(format!("only in the database (not in the folder): {}", list(&st.only_in_database)));
+        out.push(format!(
+            "only in the database (not in the folder): {}",
+            list(&st.only_in_database)
+        ));
     }
     if let Some(d) = &st.diverged {
         out.push(format!(
@@ -66,7 +83,10 @@ pub fn status_lines(st: &StatusReport) -> Vec<String> {
         ));
     }
     if !st.deploy_would_apply.is_empty() {
-        out.push(format!("deploy would apply: {}", list(&st.deploy_would_apply)));
+        out.push(format!(
+            "deploy would apply: {}",
+            list(&st.deploy_would_apply)
+        ));
     }
     out
 }
@@ -76,18 +96,30 @@ pub async fn backup_lines(core: &Core, env: &str) -> anyhow::Result<Vec<String>>
     let now = core.clock.now_ms();
     let all = core.store.list_backups(env).await?;
     Ok(vec![match all.iter().find(|b| backup_health(b) == "ok") {
-        Some(b) => format!("newest backup: {} ({}, {} ago, {})", b.id, b.kind, age(now, b.started_at), human_bytes(b.size_bytes.unwrap_or(0) as u64)),
+        Some(b) => format!(
+            "newest backup: {} ({}, {} ago, {})",
+            b.id,
+            b.kind,
+            age(now, b.started_at),
+            human_bytes(b.size_bytes.unwrap_or(0) as u64)
+        ),
         None => "newest backup: NONE verified".into(),
     }])
 }
 
 /// The app status command's result.
 pub async fn app_lines(core: &Core, env: &str) -> Vec<String> {
-    let Ok(e) = runbook::env_settings(core, env) else { return vec![] };
+    let Ok(e) = runbook::env_settings(core, env) else {
+        return vec![];
+    };
     let timeout = Duration::from_secs(e.app_timeout_secs.min(10));
     match dbops::app::run(&e.app_status, timeout).await {
         Ok(o) if o.ok() => vec![format!("app: {}", dbops::app::tail_of(&o.tail, 200))],
-        Ok(o) => vec![format!("app: status command exited {}: {}", o.code.map(|c| c.to_string()).unwrap_or("by signal".into()), dbops::app::tail_of(&o.tail, 200))],
+        Ok(o) => vec![format!(
+            "app: status command exited {}: {}",
+            o.code.map(|c| c.to_string()).unwrap_or("by signal".into()),
+            dbops::app::tail_of(&o.tail, 200)
+        )],
         Err(err) => vec![format!("app: {err}")],
     }
 }
@@ -102,7 +134,9 @@ fn backup_line(now: i64, b: &BackupRow) -> String {
         human_bytes(b.size_bytes.unwrap_or(0) as u64),
         backup_health(b),
         migs.len(),
-        migs.last().map(|m| format!(" (last {m})")).unwrap_or_default()
+        migs.last()
+            .map(|m| format!(" (last {m})"))
+            .unwrap_or_default()
     )
 }
 
@@ -110,7 +144,9 @@ fn backup_line(now: i64, b: &BackupRow) -> String {
 pub async fn backups_text(core: &Core, env: &str) -> anyhow::Result<String> {
     let now = core.clock.now_ms();
     let all = core.store.list_backups(env).await?;
-    let mut out = vec![format!("backups of {env} (id, kind, age, size, state, migrations applied then):")];
+    let mut out = vec![format!(
+        "backups of {env} (id, kind, age, size, state, migrations applied then):"
+    )];
     let shown: Vec<&BackupRow> = all.iter().filter(|b| b.deleted_at.is_none()).collect();
     if shown.is_empty() {
         out.push("  none in the catalog".into());
@@ -121,7 +157,12 @@ pub async fn backups_text(core: &Core, env: &str) -> anyhow::Result<String> {
     if let Ok(e) = runbook::env_settings(core, env) {
         if let Ok(ext) = dbops::backup::list_external(&e.backup_dir.join(env)) {
             for x in ext {
-                out.push(format!("  {} external .sql, {} ago, {} (restored with psql)", x.file_name, age(now, x.modified.timestamp_millis()), human_bytes(x.size_bytes)));
+                out.push(format!(
+                    "  {} external .sql, {} ago, {} (restored with psql)",
+                    x.file_name,
+                    age(now, x.modified.timestamp_millis()),
+                    human_bytes(x.size_bytes)
+                ));
             }
         }
     }
@@ -137,44 +178,116 @@ pub async fn checklist_text(core: &Core, env: &str) -> anyhow::Result<String> {
     match &st {
         Err(err) => items.push((false, format!("database reachable ({err})"))),
         Ok(st) => {
-            items.push((true, format!("database reachable (PostgreSQL {})", st.server_version.clone().unwrap_or_default())));
-            items.push((st.failed.is_empty(), format!("no failed migrations ({})", list(&st.failed.iter().map(|f| f.name.clone()).collect::<Vec<_>>()))));
-            items.push((st.diverged.is_none() && st.only_in_database.is_empty(), "folder and database histories agree".into()));
-            items.push((st.edited_after_apply.is_empty(), format!("no migration edited after it was applied ({})", list(&st.edited_after_apply))));
+            items.push((
+                true,
+                format!(
+                    "database reachable (PostgreSQL {})",
+                    st.server_version.clone().unwrap_or_default()
+                ),
+            ));
+            items.push((
+                st.failed.is_empty(),
+                format!(
+                    "no failed migrations ({})",
+                    list(&st.failed.iter().map(|f| f.name.clone()).collect::<Vec<_>>())
+                ),
+            ));
+            items.push((
+                st.diverged.is_none() && st.only_in_database.is_empty(),
+                "folder and database histories agree".into(),
+            ));
+            items.push((
+                st.edited_after_apply.is_empty(),
+                format!(
+                    "no migration edited after it was applied ({})",
+                    list(&st.edited_after_apply)
+                ),
+            ));
             let folder = dbops::prisma::list_migrations(&e.migrations_dir);
-            let no_down: Vec<String> = st.deploy_would_apply.iter().filter(|m| folder.get(m).is_some_and(|l| !l.has_down_sql)).cloned().collect();
-            items.push((no_down.is_empty(), format!("every pending migration has a down.sql (missing: {})", list(&no_down))));
+            let no_down: Vec<String> = st
+                .deploy_would_apply
+                .iter()
+                .filter(|m| folder.get(m).is_some_and(|l| !l.has_down_sql))
+                .cloned()
+                .collect();
+            items.push((
+                no_down.is_empty(),
+                format!(
+                    "every pending migration has a down.sql (missing: {})",
+                    list(&no_down)
+                ),
+            ));
             let mut warnings = Vec::new();
             for m in &st.deploy_would_apply {
                 if let Some(sql) = folder.get(m).and_then(|l| l.script.clone()) {
-                    warnings.extend(dbops::sqlscan::scan(&sql).into_iter().map(|w| format!("{m}: {w}")));
+                    warnings.extend(
+                        dbops::sqlscan::scan(&sql)
+                            .into_iter()
+                            .map(|w| format!("{m}: {w}")),
+                    );
                 }
             }
-            items.push((warnings.is_empty(), format!("no data-loss statements in pending migrations ({})", list(&warnings))));
+            items.push((
+                warnings.is_empty(),
+                format!(
+                    "no data-loss statements in pending migrations ({})",
+                    list(&warnings)
+                ),
+            ));
             if let Some(staging) = &e.require_staging {
                 let ok = match core.settings.environments.get(staging) {
                     Some(se) => match runbook::migration_status(se).await {
-                        Ok(sst) => st.deploy_would_apply.iter().all(|m| sst.applied.contains(m)),
+                        Ok(sst) => st
+                            .deploy_would_apply
+                            .iter()
+                            .all(|m| sst.applied.contains(m)),
                         Err(_) => false,
                     },
                     None => false,
                 };
-                items.push((ok, format!("pending migrations already deployed to {staging}")));
+                items.push((
+                    ok,
+                    format!("pending migrations already deployed to {staging}"),
+                ));
             }
         }
     }
     let max_age = core.settings.schedule.max_backup_age.0.as_millis() as i64;
     let backups = core.store.list_backups(env).await?;
     match backups.iter().find(|b| backup_health(b) == "ok") {
-        Some(b) => items.push((now - b.started_at <= max_age, format!("a verified backup younger than {} ({} is {} old)", crate::config::format_duration(core.settings.schedule.max_backup_age.0), b.id, age(now, b.started_at)))),
+        Some(b) => items.push((
+            now - b.started_at <= max_age,
+            format!(
+                "a verified backup younger than {} ({} is {} old)",
+                crate::config::format_duration(core.settings.schedule.max_backup_age.0),
+                b.id,
+                age(now, b.started_at)
+            ),
+        )),
         None => items.push((false, "a verified backup exists (none)".into())),
     }
-    let busy: Vec<String> = core.store.active_operations().await?.into_iter().filter(|o| o.env == env).map(|o| o.id).collect();
-    items.push((busy.is_empty(), format!("no operation running in {env} ({})", list(&busy))));
+    let busy: Vec<String> = core
+        .store
+        .active_operations()
+        .await?
+        .into_iter()
+        .filter(|o| o.env == env)
+        .map(|o| o.id)
+        .collect();
+    items.push((
+        busy.is_empty(),
+        format!("no operation running in {env} ({})", list(&busy)),
+    ));
     let app = app_lines(core, env).await.join(" ");
-    items.push((!app.contains("exited") && !app.contains("cannot start") && !app.contains("did not finish"), format!("app status command works ({app})")));
+    items.push((
+        !app.contains("exited") && !app.contains("cannot start") && !app.contains("did not finish"),
+        format!("app status command works ({app})"),
+    ));
     let passed = items.iter().filter(|(ok, _)| *ok).count();
-    let mut out = vec![format!("migration safety checklist for {env}: {passed}/{} ok", items.len())];
+    let mut out = vec![format!(
+        "migration safety checklist for {env}: {passed}/{} ok",
+        items.len()
+    )];
     for (ok, text) in items {
         out.push(format!("[{}] {text}", if ok { "x" } else { " " }));
     }

@@ -115,7 +115,15 @@ pub struct UsageError(pub String);
 fn pick_env(s: &Settings, env: &Option<String>) -> anyhow::Result<String> {
     let name = env.clone().unwrap_or_else(|| s.default_env().to_string());
     if !s.environments.contains_key(&name) {
-        return Err(UsageError(format!("unknown environment `{name}` (known: {})", s.environments.keys().cloned().collect::<Vec<_>>().join(", "))).into());
+        return Err(UsageError(format!(
+            "unknown environment `{name}` (known: {})",
+            s.environments
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .into());
     }
     Ok(name)
 }
@@ -247,7 +255,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             use secrecy::ExposeSecret;
             match format {
                 StatusFormat::Prisma => {
-                    let out = crate::dbops::prisma::status_prisma_cli(url.expose_secret(), &e.migrations_dir).await;
+                    let out = crate::dbops::prisma::status_prisma_cli(
+                        url.expose_secret(),
+                        &e.migrations_dir,
+                    )
+                    .await;
                     print!("{}", out.stdout);
                     eprint!("{}", out.stderr);
                     std::io::stdout().flush()?;
@@ -256,13 +268,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 StatusFormat::Json | StatusFormat::Text => {
                     let st = crate::dbops::prisma::status(url.expose_secret(), &e.migrations_dir)
                         .await
-                        .map_err(|err| anyhow::anyhow!("cannot read the migration status of {env}: {err}"))?;
+                        .map_err(|err| {
+                            anyhow::anyhow!("cannot read the migration status of {env}: {err}")
+                        })?;
                     if *format == StatusFormat::Json {
                         println!("{}", serde_json::to_string_pretty(&st)?);
                     } else {
                         println!("{}", crate::checks::status_lines(&st).join("\n"));
                     }
-                    Ok(if st.prisma_exit_code == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+                    Ok(if st.prisma_exit_code == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    })
                 }
             }
         }
@@ -271,10 +289,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let env = pick_env(&s, env)?;
             let app = Application::build(s).await?;
             let core = app.core();
-            let b = crate::runbook::take_backup(&core, &env, crate::dbops::backup::BackupKind::Manual, Some("cli"), note.clone(), None)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("backup {} ok: {} ({} bytes, sha256 {})", b.id, b.path, b.size_bytes.unwrap_or(0), b.sha256.unwrap_or_default());
+            let b = crate::runbook::take_backup(
+                &core,
+                &env,
+                crate::dbops::backup::BackupKind::Manual,
+                Some("cli"),
+                note.clone(),
+                None,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "backup {} ok: {} ({} bytes, sha256 {})",
+                b.id,
+                b.path,
+                b.size_bytes.unwrap_or(0),
+                b.sha256.unwrap_or_default()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Backups { env } => {

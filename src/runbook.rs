@@ -55,7 +55,10 @@ pub async fn migration_status(e: &EnvironmentSettings) -> Result<prisma::StatusR
 }
 
 fn backup_kind(s: &str) -> BackupKind {
-    BackupKind::ALL.into_iter().find(|k| k.as_str() == s).unwrap_or(BackupKind::Manual)
+    BackupKind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .unwrap_or(BackupKind::Manual)
 }
 
 fn backup_step(kind: BackupKind, note: Option<String>) -> PlannedStep {
@@ -65,7 +68,10 @@ fn backup_step(kind: BackupKind, note: Option<String>) -> PlannedStep {
     };
     PlannedStep::new(
         name,
-        format!("pg_dump -Fc ({}), verified with pg_restore --list; nothing else runs if it fails", kind.as_str()),
+        format!(
+            "pg_dump -Fc ({}), verified with pg_restore --list; nothing else runs if it fails",
+            kind.as_str()
+        ),
         StepAction::Backup {
             kind: kind.as_str().into(),
             note,
@@ -82,7 +88,8 @@ fn app_step(e: &EnvironmentSettings, stop: bool) -> PlannedStep {
 }
 
 fn fmt_age(ms: i64) -> String {
-    crate::config::format_duration(Duration::from_secs((ms.max(0) / 1000) as u64 / 60 * 60)).replace("0s", "under a minute")
+    crate::config::format_duration(Duration::from_secs((ms.max(0) / 1000) as u64 / 60 * 60))
+        .replace("0s", "under a minute")
 }
 
 /// How a catalog entry looks on disk right now (cheap: existence and size; the SHA-256 is
@@ -124,7 +131,11 @@ pub struct RestoreSource {
 
 /// Finds a restorable backup by catalog id or external `.sql` file name; refuses missing,
 /// changed, failed or unverified ones.
-pub async fn restore_source(core: &Core, env: &str, name: &str) -> Result<RestoreSource, StepError> {
+pub async fn restore_source(
+    core: &Core,
+    env: &str,
+    name: &str,
+) -> Result<RestoreSource, StepError> {
     let e = env_settings(core, env)?;
     if name.ends_with(".sql") {
         let dir = e.backup_dir.join(env);
@@ -132,7 +143,12 @@ pub async fn restore_source(core: &Core, env: &str, name: &str) -> Result<Restor
             .map_err(|err| StepError(format!("cannot list {}: {err}", dir.display())))?
             .into_iter()
             .find(|x| x.file_name == name)
-            .ok_or_else(|| StepError(format!("there is no external backup `{name}` in {}; `backups` lists them", dir.display())))?;
+            .ok_or_else(|| {
+                StepError(format!(
+                    "there is no external backup `{name}` in {}; `backups` lists them",
+                    dir.display()
+                ))
+            })?;
         return Ok(RestoreSource {
             label: name.into(),
             path: found.path,
@@ -146,10 +162,18 @@ pub async fn restore_source(core: &Core, env: &str, name: &str) -> Result<Restor
         .await
         .map_err(|err| StepError(err.to_string()))?
         .filter(|b| b.env == env)
-        .ok_or_else(|| StepError(format!("there is no backup `{name}` in {env}; `backups` lists them")))?;
+        .ok_or_else(|| {
+            StepError(format!(
+                "there is no backup `{name}` in {env}; `backups` lists them"
+            ))
+        })?;
     match backup_health(&b) {
         "ok" => {}
-        other => return Err(StepError(format!("backup {name} is {other} and cannot be restored"))),
+        other => {
+            return Err(StepError(format!(
+                "backup {name} is {other} and cannot be restored"
+            )))
+        }
     }
     Ok(RestoreSource {
         label: b.id.clone(),
@@ -160,9 +184,19 @@ pub async fn restore_source(core: &Core, env: &str, name: &str) -> Result<Restor
 }
 
 /// The newest healthy, verified backup of `env` that satisfies `pred`.
-async fn newest_backup(core: &Core, env: &str, pred: impl Fn(&BackupRow) -> bool) -> Result<Option<BackupRow>, StepError> {
-    let all = core.store.list_backups(env).await.map_err(|e| StepError(e.to_string()))?;
-    Ok(all.into_iter().find(|b| backup_health(b) == "ok" && pred(b)))
+async fn newest_backup(
+    core: &Core,
+    env: &str,
+    pred: impl Fn(&BackupRow) -> bool,
+) -> Result<Option<BackupRow>, StepError> {
+    let all = core
+        .store
+        .list_backups(env)
+        .await
+        .map_err(|e| StepError(e.to_string()))?;
+    Ok(all
+        .into_iter()
+        .find(|b| backup_health(b) == "ok" && pred(b)))
 }
 
 fn warnings_for(sql_by_migration: &[(String, String)]) -> Vec<String> {
@@ -179,7 +213,9 @@ fn warnings_for(sql_by_migration: &[(String, String)]) -> Vec<String> {
 pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, StepError> {
     let e = env_settings(core, env)?;
     let now = core.clock.now_ms();
-    let mk = |summary: String, steps, warnings, facts| Ok(Plan::new(kind, env, summary, steps, warnings, facts));
+    let mk = |summary: String, steps, warnings, facts| {
+        Ok(Plan::new(kind, env, summary, steps, warnings, facts))
+    };
     match kind {
         OperationKind::AppStop => mk(
             format!("stop the app in {env}"),
@@ -195,7 +231,12 @@ pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, 
         ),
         OperationKind::Backup { note } => {
             database_url(e)?;
-            mk(format!("back up {env}"), vec![backup_step(BackupKind::Manual, note.clone())], vec![], vec![])
+            mk(
+                format!("back up {env}"),
+                vec![backup_step(BackupKind::Manual, note.clone())],
+                vec![],
+                vec![],
+            )
         }
         OperationKind::Deploy => {
             let st = migration_status(e).await?;
@@ -206,12 +247,21 @@ pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, 
                 )));
             }
             if st.deploy_would_apply.is_empty() {
-                return Err(StepError(format!("nothing to deploy: {env} has every migration of {} applied", e.migrations_dir.display())));
+                return Err(StepError(format!(
+                    "nothing to deploy: {env} has every migration of {} applied",
+                    e.migrations_dir.display()
+                )));
             }
             if let Some(staging) = &e.require_staging {
                 let se = env_settings(core, staging)?;
-                let sst = migration_status(se).await.map_err(|err| StepError(format!("staging guard: {staging}: {err}")))?;
-                let missing: Vec<&String> = st.deploy_would_apply.iter().filter(|m| !sst.applied.contains(m)).collect();
+                let sst = migration_status(se)
+                    .await
+                    .map_err(|err| StepError(format!("staging guard: {staging}: {err}")))?;
+                let missing: Vec<&String> = st
+                    .deploy_would_apply
+                    .iter()
+                    .filter(|m| !sst.applied.contains(m))
+                    .collect();
                 if !missing.is_empty() {
                     return Err(StepError(format!(
                         "staging guard: {} not deployed to {staging} yet; deploy there first (require_staging = \"{staging}\")",
@@ -223,26 +273,52 @@ pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, 
             let mut scripts = Vec::new();
             let mut facts = vec![format!("applied: {}", st.applied.join(","))];
             for m in &st.deploy_would_apply {
-                let lm = folder.get(m).ok_or_else(|| StepError(format!("migration {m} vanished from the folder")))?;
-                facts.push(format!("pending {m} checksum {}", lm.checksum().unwrap_or_default()));
+                let lm = folder
+                    .get(m)
+                    .ok_or_else(|| StepError(format!("migration {m} vanished from the folder")))?;
+                facts.push(format!(
+                    "pending {m} checksum {}",
+                    lm.checksum().unwrap_or_default()
+                ));
                 scripts.push((m.clone(), lm.script.clone().unwrap_or_default()));
             }
             let mut warnings = warnings_for(&scripts);
-            let no_down: Vec<&String> = st.deploy_would_apply.iter().filter(|m| folder.get(m).is_some_and(|l| !l.down_sql_path().exists())).collect();
+            let no_down: Vec<&String> = st
+                .deploy_would_apply
+                .iter()
+                .filter(|m| folder.get(m).is_some_and(|l| !l.down_sql_path().exists()))
+                .collect();
             if !no_down.is_empty() {
-                warnings.push(format!("no down.sql (rollback would need a restore): {}", no_down.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")));
+                warnings.push(format!(
+                    "no down.sql (rollback would need a restore): {}",
+                    no_down
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
             }
             mk(
-                format!("deploy {} migration(s) to {env}", st.deploy_would_apply.len()),
+                format!(
+                    "deploy {} migration(s) to {env}",
+                    st.deploy_would_apply.len()
+                ),
                 vec![
                     backup_step(BackupKind::PreDeploy, None),
-                    PlannedStep::new("apply migrations", st.deploy_would_apply.join(", "), StepAction::Deploy),
+                    PlannedStep::new(
+                        "apply migrations",
+                        st.deploy_would_apply.join(", "),
+                        StepAction::Deploy,
+                    ),
                 ],
                 warnings,
                 facts,
             )
         }
-        OperationKind::Rollback { migration, strategy } => plan_rollback(core, kind, env, e, migration, *strategy, now).await,
+        OperationKind::Rollback {
+            migration,
+            strategy,
+        } => plan_rollback(core, kind, env, e, migration, *strategy, now).await,
         OperationKind::Restore { backup } => {
             database_url(e)?;
             let src = restore_source(core, env, backup).await?;
@@ -252,22 +328,45 @@ pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, 
                 vec![
                     backup_step(BackupKind::PreRestore, None),
                     app_step(e, true),
-                    PlannedStep::new("restore", format!("{} (single transaction: a failure changes nothing)", src.path.display()), StepAction::Restore { backup: src.label.clone() }),
+                    PlannedStep::new(
+                        "restore",
+                        format!(
+                            "{} (single transaction: a failure changes nothing)",
+                            src.path.display()
+                        ),
+                        StepAction::Restore {
+                            backup: src.label.clone(),
+                        },
+                    ),
                     app_step(e, false).always(),
                 ],
-                vec![format!("everything written to {env} since the backup was taken ({age} ago) is lost")],
-                vec![format!("backup {} sha256 {}", src.label, src.sha256.clone().unwrap_or_default())],
+                vec![format!(
+                    "everything written to {env} since the backup was taken ({age} ago) is lost"
+                )],
+                vec![format!(
+                    "backup {} sha256 {}",
+                    src.label,
+                    src.sha256.clone().unwrap_or_default()
+                )],
             )
         }
         OperationKind::Resolve { migration, applied } => {
             let st = migration_status(e).await?;
-            let rows: Vec<&prisma::MigrationStatus> = st.migrations.iter().filter(|m| &m.name == migration).collect();
+            let rows: Vec<&prisma::MigrationStatus> = st
+                .migrations
+                .iter()
+                .filter(|m| &m.name == migration)
+                .collect();
             if *applied {
                 if st.applied.contains(migration) {
                     return Err(StepError(format!("P3008: the migration `{migration}` is already recorded as applied in the database.")));
                 }
             } else {
-                if rows.is_empty() || rows.iter().all(|m| m.state == prisma::MigrationState::Pending) {
+                if rows.is_empty()
+                    || rows
+                        .iter()
+                        .all(|m| m.state == prisma::MigrationState::Pending)
+                {
                     return Err(StepError(format!("P3011: migration `{migration}` cannot be rolled back because it was never applied to the database.")));
                 }
                 if !st.failed.iter().any(|f| &f.name == migration) {
@@ -287,7 +386,11 @@ pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, 
         }
         OperationKind::Emergency => {
             let st = migration_status(e).await?;
-            let newest = st.migrations.iter().filter_map(|m| m.started_at.map(|t| (t, m.name.clone()))).max();
+            let newest = st
+                .migrations
+                .iter()
+                .filter_map(|m| m.started_at.map(|t| (t, m.name.clone())))
+                .max();
             let Some((newest_at, newest_name)) = newest else {
                 return Err(StepError(format!("{env} has no applied migrations; there is nothing to roll back to. Use `restore BACKUP` with a backup from `backups`.")));
             };
@@ -300,16 +403,45 @@ pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, 
             let mut steps = vec![
                 backup_step(BackupKind::PreRestore, None),
                 app_step(e, true),
-                PlannedStep::new("assess", "migration status, tables, recent app logs (recorded in the audit trail)", StepAction::Assess),
-                PlannedStep::new("restore", format!("backup {} taken before {newest_name}", b.id), StepAction::Restore { backup: b.id.clone() }),
-                PlannedStep::new("clear failed migrations", "mark remaining failed _prisma_migrations rows rolled back", StepAction::ClearFailed),
+                PlannedStep::new(
+                    "assess",
+                    "migration status, tables, recent app logs (recorded in the audit trail)",
+                    StepAction::Assess,
+                ),
+                PlannedStep::new(
+                    "restore",
+                    format!("backup {} taken before {newest_name}", b.id),
+                    StepAction::Restore {
+                        backup: b.id.clone(),
+                    },
+                ),
+                PlannedStep::new(
+                    "clear failed migrations",
+                    "mark remaining failed _prisma_migrations rows rolled back",
+                    StepAction::ClearFailed,
+                ),
             ];
             steps.push(app_step(e, false).always());
             mk(
-                format!("emergency in {env}: restore {} (taken {} ago)", b.id, fmt_age(now - b.started_at)),
+                format!(
+                    "emergency in {env}: restore {} (taken {} ago)",
+                    b.id,
+                    fmt_age(now - b.started_at)
+                ),
                 steps,
-                vec![format!("everything written to {env} since {} ({} ago) is lost", b.id, fmt_age(now - b.started_at))],
-                vec![format!("newest migration {newest_name}"), format!("backup {} sha256 {}", b.id, b.sha256.clone().unwrap_or_default())],
+                vec![format!(
+                    "everything written to {env} since {} ({} ago) is lost",
+                    b.id,
+                    fmt_age(now - b.started_at)
+                )],
+                vec![
+                    format!("newest migration {newest_name}"),
+                    format!(
+                        "backup {} sha256 {}",
+                        b.id,
+                        b.sha256.clone().unwrap_or_default()
+                    ),
+                ],
             )
         }
     }
@@ -329,14 +461,18 @@ async fn plan_rollback(
         .await
         .map_err(|err| StepError(format!("cannot plan the rollback of {migration}: {err}")))?;
     if rp.steps.is_empty() {
-        return Err(StepError(format!("{migration} is not applied in {env}; there is nothing to roll back")));
+        return Err(StepError(format!(
+            "{migration} is not applied in {env}; there is nothing to roll back"
+        )));
     }
     let names = rp.names().join(", ");
     let down_refusal = rp.refusal();
     let use_down = match strategy {
         Some(RollbackStrategy::Down) => {
             if let Some(r) = &down_refusal {
-                return Err(StepError(format!("cannot roll back {migration} with down.sql: {r}")));
+                return Err(StepError(format!(
+                    "cannot roll back {migration} with down.sql: {r}"
+                )));
             }
             true
         }
@@ -344,7 +480,11 @@ async fn plan_rollback(
         None => down_refusal.is_none(),
     };
     if use_down {
-        let scripts: Vec<(String, String)> = rp.steps.iter().map(|s| (s.migration.clone(), s.down_sql.clone().unwrap_or_default())).collect();
+        let scripts: Vec<(String, String)> = rp
+            .steps
+            .iter()
+            .map(|s| (s.migration.clone(), s.down_sql.clone().unwrap_or_default()))
+            .collect();
         return Ok(Plan::new(
             kind,
             env,
@@ -357,8 +497,16 @@ async fn plan_rollback(
             vec![format!("rollback plan {}", rp.fingerprint)],
         ));
     }
-    let first_started = rp.steps.iter().map(|s| s.started_at.timestamp_millis()).min().unwrap_or(now);
-    let b = newest_backup(core, env, |b| !backup_migrations(b).iter().any(|m| m == migration) && b.started_at <= first_started).await?;
+    let first_started = rp
+        .steps
+        .iter()
+        .map(|s| s.started_at.timestamp_millis())
+        .min()
+        .unwrap_or(now);
+    let b = newest_backup(core, env, |b| {
+        !backup_migrations(b).iter().any(|m| m == migration) && b.started_at <= first_started
+    })
+    .await?;
     let Some(b) = b else {
         let why = match (&down_refusal, strategy) {
             (Some(r), _) => format!("{r}"),
@@ -371,32 +519,77 @@ async fn plan_rollback(
     Ok(Plan::new(
         kind,
         env,
-        format!("roll back {migration} in {env} by restoring {} (taken {} ago)", b.id, fmt_age(now - b.started_at)),
+        format!(
+            "roll back {migration} in {env} by restoring {} (taken {} ago)",
+            b.id,
+            fmt_age(now - b.started_at)
+        ),
         vec![
             backup_step(BackupKind::PreRollback, None),
             app_step(e, true),
-            PlannedStep::new("restore", format!("backup {} (applied then: {})", b.id, backup_migrations(&b).len()), StepAction::Restore { backup: b.id.clone() }),
+            PlannedStep::new(
+                "restore",
+                format!(
+                    "backup {} (applied then: {})",
+                    b.id,
+                    backup_migrations(&b).len()
+                ),
+                StepAction::Restore {
+                    backup: b.id.clone(),
+                },
+            ),
             app_step(e, false).always(),
         ],
-        vec![format!("everything written to {env} since {} ({} ago) is lost; un-applies {names}", b.id, fmt_age(now - b.started_at))],
-        vec![format!("rollback plan {}", rp.fingerprint), format!("backup {} sha256 {}", b.id, b.sha256.clone().unwrap_or_default())],
+        vec![format!(
+            "everything written to {env} since {} ({} ago) is lost; un-applies {names}",
+            b.id,
+            fmt_age(now - b.started_at)
+        )],
+        vec![
+            format!("rollback plan {}", rp.fingerprint),
+            format!(
+                "backup {} sha256 {}",
+                b.id,
+                b.sha256.clone().unwrap_or_default()
+            ),
+        ],
     ))
 }
 
 /// Runs one step; returns a short summary of what happened.
-pub async fn run_step(core: &Arc<Core>, op: &OperationRow, step: &PlannedStep) -> Result<String, StepError> {
+pub async fn run_step(
+    core: &Arc<Core>,
+    op: &OperationRow,
+    step: &PlannedStep,
+) -> Result<String, StepError> {
     let e = env_settings(core, &op.env)?;
     let timeout = Duration::from_secs(e.app_timeout_secs);
     match &step.action {
         StepAction::AppStop => run_app(&e.app_stop, timeout).await,
         StepAction::AppStart => run_app(&e.app_start, timeout).await,
         StepAction::Backup { kind, note } => {
-            let b = take_backup(core, &op.env, backup_kind(kind), Some(&op.requester), note.clone(), Some(op)).await?;
-            Ok(format!("backup {} ({} bytes, verified)", b.id, b.size_bytes.unwrap_or(0)))
+            let b = take_backup(
+                core,
+                &op.env,
+                backup_kind(kind),
+                Some(&op.requester),
+                note.clone(),
+                Some(op),
+            )
+            .await?;
+            Ok(format!(
+                "backup {} ({} bytes, verified)",
+                b.id,
+                b.size_bytes.unwrap_or(0)
+            ))
         }
         StepAction::Deploy => {
             let url = database_url(e)?;
-            let mut observer = AuditObserver { core: core.clone(), env: op.env.clone(), op_id: op.id.clone() };
+            let mut observer = AuditObserver {
+                core: core.clone(),
+                env: op.env.clone(),
+                op_id: op.id.clone(),
+            };
             let out = prisma::deploy(url.expose_secret(), &e.migrations_dir, &mut observer)
                 .await
                 .map_err(|err| StepError(err.to_string()))?;
@@ -407,38 +600,72 @@ pub async fn run_step(core: &Arc<Core>, op: &OperationRow, step: &PlannedStep) -
                     "applied [{}], then {} failed: {}",
                     out.applied.join(", "),
                     stop.migration,
-                    stop.prisma_error().map(|e| e.message.clone()).unwrap_or_else(|| stop.cli_stderr())
+                    stop.prisma_error()
+                        .map(|e| e.message.clone())
+                        .unwrap_or_else(|| stop.cli_stderr())
                 ))),
             }
         }
-        StepAction::RollbackDown { migration, fingerprint } => {
+        StepAction::RollbackDown {
+            migration,
+            fingerprint,
+        } => {
             let url = database_url(e)?;
-            let mut observer = AuditObserver { core: core.clone(), env: op.env.clone(), op_id: op.id.clone() };
-            let out = prisma::rollback_down(url.expose_secret(), &e.migrations_dir, migration, Some(fingerprint), &mut observer)
-                .await
-                .map_err(|err| StepError(format!("rollback failed and changed nothing: {err}")))?;
-            Ok(format!("un-applied {} (newest first)", out.rolled_back.join(", ")))
+            let mut observer = AuditObserver {
+                core: core.clone(),
+                env: op.env.clone(),
+                op_id: op.id.clone(),
+            };
+            let out = prisma::rollback_down(
+                url.expose_secret(),
+                &e.migrations_dir,
+                migration,
+                Some(fingerprint),
+                &mut observer,
+            )
+            .await
+            .map_err(|err| StepError(format!("rollback failed and changed nothing: {err}")))?;
+            Ok(format!(
+                "un-applied {} (newest first)",
+                out.rolled_back.join(", ")
+            ))
         }
         StepAction::Restore { backup } => {
             let src = restore_source(core, &op.env, backup).await?;
             if let Some(sha) = &src.sha256 {
                 bk::verify(&src.path, Some(sha), None)
                     .await
-                    .map_err(|err| StepError(format!("backup {} failed verification, nothing restored: {err}", src.label)))?;
+                    .map_err(|err| {
+                        StepError(format!(
+                            "backup {} failed verification, nothing restored: {err}",
+                            src.label
+                        ))
+                    })?;
             }
             let url = database_url(e)?;
             let out = bk::restore(url.expose_secret(), &src.path, None)
                 .await
                 .map_err(|err| StepError(format!("restore of {} failed; the database is unchanged (single transaction): {err}", src.label)))?;
-            Ok(format!("restored {} in {:.1}s", src.label, out.duration.as_secs_f64()))
+            Ok(format!(
+                "restored {} in {:.1}s",
+                src.label,
+                out.duration.as_secs_f64()
+            ))
         }
         StepAction::Resolve { migration, applied } => {
             let url = database_url(e)?;
-            let action = if *applied { prisma::ResolveAction::Applied } else { prisma::ResolveAction::RolledBack };
+            let action = if *applied {
+                prisma::ResolveAction::Applied
+            } else {
+                prisma::ResolveAction::RolledBack
+            };
             prisma::resolve(url.expose_secret(), &e.migrations_dir, migration, action)
                 .await
                 .map_err(|err| StepError(err.to_string()))?;
-            Ok(format!("{migration} marked as {}", if *applied { "applied" } else { "rolled back" }))
+            Ok(format!(
+                "{migration} marked as {}",
+                if *applied { "applied" } else { "rolled back" }
+            ))
         }
         StepAction::ClearFailed => {
             let st = migration_status(e).await?;
@@ -446,9 +673,15 @@ pub async fn run_step(core: &Arc<Core>, op: &OperationRow, step: &PlannedStep) -
             let mut names: Vec<String> = st.failed.iter().map(|f| f.name.clone()).collect();
             names.dedup();
             for n in &names {
-                prisma::resolve_rolled_back(url.expose_secret(), n).await.map_err(|err| StepError(err.to_string()))?;
+                prisma::resolve_rolled_back(url.expose_secret(), n)
+                    .await
+                    .map_err(|err| StepError(err.to_string()))?;
             }
-            Ok(if names.is_empty() { "no failed migration rows".into() } else { format!("marked rolled back: {}", names.join(", ")) })
+            Ok(if names.is_empty() {
+                "no failed migration rows".into()
+            } else {
+                format!("marked rolled back: {}", names.join(", "))
+            })
         }
         StepAction::Assess => {
             let st = migration_status(e).await?;
@@ -456,7 +689,11 @@ pub async fn run_step(core: &Arc<Core>, op: &OperationRow, step: &PlannedStep) -
                 "{} applied, pending [{}], failed [{}]",
                 st.applied.len(),
                 st.pending.join(", "),
-                st.failed.iter().map(|f| f.name.clone()).collect::<Vec<_>>().join(", ")
+                st.failed
+                    .iter()
+                    .map(|f| f.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )];
             if let Ok(n) = table_count(e).await {
                 parts.push(format!("{n} tables in the public schema"));
@@ -481,7 +718,11 @@ struct AuditObserver {
 
 impl AuditObserver {
     async fn write(&self, action: &str, details: serde_json::Value) -> Result<(), String> {
-        self.core.audit(NewAudit::system(action, Some(&self.env), details)).await.map(|_| ()).map_err(|e| format!("audit write failed: {e}"))
+        self.core
+            .audit(NewAudit::system(action, Some(&self.env), details))
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("audit write failed: {e}"))
     }
 }
 
@@ -512,22 +753,31 @@ impl prisma::ProgressObserver<prisma::RollbackEvent> for AuditObserver {
 async fn table_count(e: &EnvironmentSettings) -> Result<i64, StepError> {
     use sqlx::Connection;
     let url = database_url(e)?;
-    let mut c = sqlx::PgConnection::connect(url.expose_secret()).await.map_err(|_| StepError::new("database unreachable"))?;
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()")
-        .fetch_one(&mut c)
+    let mut c = sqlx::PgConnection::connect(url.expose_secret())
         .await
-        .map_err(|err| StepError(err.to_string()))?;
+        .map_err(|_| StepError::new("database unreachable"))?;
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()")
+            .fetch_one(&mut c)
+            .await
+            .map_err(|err| StepError(err.to_string()))?;
     Ok(n)
 }
 
 /// Runs an app command; a non-zero exit is a failure.
 pub async fn run_app(argv: &[String], timeout: Duration) -> Result<String, StepError> {
     match dbops::app::run(argv, timeout).await {
-        Ok(out) if out.ok() => Ok(if out.tail.is_empty() { "exit 0".into() } else { format!("exit 0: {}", out.tail) }),
+        Ok(out) if out.ok() => Ok(if out.tail.is_empty() {
+            "exit 0".into()
+        } else {
+            format!("exit 0: {}", out.tail)
+        }),
         Ok(out) => Err(StepError(format!(
             "`{}` exited with {}: {}",
             argv.join(" "),
-            out.code.map(|c| c.to_string()).unwrap_or_else(|| "a signal".into()),
+            out.code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "a signal".into()),
             out.tail
         ))),
         Err(e) => Err(StepError(e.to_string())),
@@ -554,9 +804,14 @@ pub async fn take_backup(
     let url = database_url(e)?;
     let applied = match prisma::status(url.expose_secret(), &e.migrations_dir).await {
         Ok(st) => st.applied,
-        Err(err) => return Err(StepError(format!("database unreachable, no backup taken: {err}"))),
+        Err(err) => {
+            return Err(StepError(format!(
+                "database unreachable, no backup taken: {err}"
+            )))
+        }
     };
-    let database = bk::database_name(url.expose_secret()).map_err(|err| StepError(err.to_string()))?;
+    let database =
+        bk::database_name(url.expose_secret()).map_err(|err| StepError(err.to_string()))?;
     let mut row = BackupRow {
         id: new_backup_id(),
         env: env.into(),
@@ -578,7 +833,13 @@ pub async fn take_backup(
         error: None,
         deleted_at: None,
     };
-    save_backup(core, &row, "backup.started", json!({"backup": row.id, "kind": row.kind, "operation": row.operation_id})).await?;
+    save_backup(
+        core,
+        &row,
+        "backup.started",
+        json!({"backup": row.id, "kind": row.kind, "operation": row.operation_id}),
+    )
+    .await?;
 
     let latest = Arc::new(std::sync::Mutex::new(None::<bk::DumpProgress>));
     let reporter = op.cloned().map(|op| {
@@ -588,7 +849,11 @@ pub async fn take_backup(
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 let p = *latest.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(p) = p {
-                    let line = format!("backup {id}: {} written, {}s elapsed", human_bytes(p.bytes_written), p.elapsed.as_secs());
+                    let line = format!(
+                        "backup {id}: {} written, {}s elapsed",
+                        human_bytes(p.bytes_written),
+                        p.elapsed.as_secs()
+                    );
                     let _ = core.show_progress(&op, &line).await;
                 }
             }
@@ -602,7 +867,10 @@ pub async fn take_backup(
         pg_bin_dir: None,
     };
     let sink = latest.clone();
-    let dumped = bk::dump(&req, move |p| *sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(p)).await;
+    let dumped = bk::dump(&req, move |p| {
+        *sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(p)
+    })
+    .await;
     if let Some(r) = reporter {
         r.abort();
     }
@@ -612,7 +880,13 @@ pub async fn take_backup(
             row.state = "failed".into();
             row.error = Some(err.to_string());
             row.duration_ms = Some(core.clock.now_ms() - row.started_at);
-            save_backup(core, &row, "backup.failed", json!({"backup": row.id, "error": err.to_string()})).await?;
+            save_backup(
+                core,
+                &row,
+                "backup.failed",
+                json!({"backup": row.id, "error": err.to_string()}),
+            )
+            .await?;
             return Err(StepError(format!("backup failed, no file kept: {err}")));
         }
     };
@@ -632,8 +906,17 @@ pub async fn take_backup(
             row.state = "failed".into();
             row.verify_error = Some(err.to_string());
             row.error = Some(format!("verification failed: {err}"));
-            save_backup(core, &row, "backup.failed", json!({"backup": row.id, "error": row.error})).await?;
-            return Err(StepError(format!("backup {} failed verification and was removed: {err}", row.id)));
+            save_backup(
+                core,
+                &row,
+                "backup.failed",
+                json!({"backup": row.id, "error": row.error}),
+            )
+            .await?;
+            return Err(StepError(format!(
+                "backup {} failed verification and was removed: {err}",
+                row.id
+            )));
         }
     }
     if matches!(kind, BackupKind::Manual | BackupKind::Scheduled) {
@@ -644,23 +927,46 @@ pub async fn take_backup(
     Ok(row)
 }
 
-async fn save_backup(core: &Core, row: &BackupRow, action: &str, details: serde_json::Value) -> Result<(), StepError> {
+async fn save_backup(
+    core: &Core,
+    row: &BackupRow,
+    action: &str,
+    details: serde_json::Value,
+) -> Result<(), StepError> {
     let f = async {
         let mut tx = core.store.begin().await?;
         tx.put_backup(row).await?;
-        core.audit_tx(&mut tx, NewAudit { operator: row.requested_by.clone(), account: None, env: Some(row.env.clone()), action: action.into(), details }).await?;
+        core.audit_tx(
+            &mut tx,
+            NewAudit {
+                operator: row.requested_by.clone(),
+                account: None,
+                env: Some(row.env.clone()),
+                action: action.into(),
+                details,
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok::<_, crate::store::StoreError>(())
     };
-    f.await.map_err(|e| StepError(format!("recording the backup failed: {e}")))
+    f.await
+        .map_err(|e| StepError(format!("recording the backup failed: {e}")))
 }
 
 /// Deletes scheduled and manual backups older than `retention_days`, keeping the newest
 /// `min_keep` verified ones; each deletion is audited. Returns the deleted ids.
 pub async fn apply_retention(core: &Core, env: &str) -> Result<Vec<String>, StepError> {
     let e = env_settings(core, env)?;
-    let all = core.store.list_backups(env).await.map_err(|e| StepError(e.to_string()))?;
-    let live: Vec<&BackupRow> = all.iter().filter(|b| b.state == "ok" && b.deleted_at.is_none()).collect();
+    let all = core
+        .store
+        .list_backups(env)
+        .await
+        .map_err(|e| StepError(e.to_string()))?;
+    let live: Vec<&BackupRow> = all
+        .iter()
+        .filter(|b| b.state == "ok" && b.deleted_at.is_none())
+        .collect();
     let entries: Vec<bk::RetentionEntry<String>> = live
         .iter()
         .map(|b| bk::RetentionEntry {
@@ -678,14 +984,26 @@ pub async fn apply_retention(core: &Core, env: &str) -> Result<Vec<String>, Step
     };
     let doomed = bk::select_for_deletion(&entries, now, policy);
     for id in &doomed {
-        let Some(b) = live.iter().find(|b| &b.id == id) else { continue };
+        let Some(b) = live.iter().find(|b| &b.id == id) else {
+            continue;
+        };
         let results = bk::delete_backup_files(&[PathBuf::from(&b.path)]);
         let ok = results.iter().all(|r| r.is_ok());
         let mut row = (*b).clone();
         if ok {
             row.deleted_at = Some(core.clock.now_ms());
         }
-        save_backup(core, &row, if ok { "retention.deleted" } else { "retention.delete_failed" }, json!({"backup": b.id, "path": b.path, "kind": b.kind})).await?;
+        save_backup(
+            core,
+            &row,
+            if ok {
+                "retention.deleted"
+            } else {
+                "retention.delete_failed"
+            },
+            json!({"backup": b.id, "path": b.path, "kind": b.kind}),
+        )
+        .await?;
     }
     Ok(doomed)
 }

@@ -61,7 +61,15 @@ impl Worker {
                 b.state = "failed".into();
                 b.error = Some("dualkey stopped while this backup ran".into());
                 tx.put_backup(&b).await?;
-                core.audit_tx(&mut tx, NewAudit::system("backup.failed", Some(&b.env), json!({"backup": b.id, "error": "interrupted"}))).await?;
+                core.audit_tx(
+                    &mut tx,
+                    NewAudit::system(
+                        "backup.failed",
+                        Some(&b.env),
+                        json!({"backup": b.id, "error": "interrupted"}),
+                    ),
+                )
+                .await?;
             }
             for (name, e) in &core.settings.environments {
                 let dir = e.backup_dir.join(name);
@@ -269,8 +277,16 @@ async fn execute(core: &Arc<Core>, op: &OperationRow) -> anyhow::Result<()> {
     let plan = match runbook::plan(core, &kind, &op.env).await {
         Ok(p) => p,
         Err(e) => {
-            let reason = format!("could not recompute the plan before the first step, nothing was run: {e}");
-            return finish(core, op, "failed", Some(&reason), json!({"operation": op.id, "reason": reason})).await;
+            let reason =
+                format!("could not recompute the plan before the first step, nothing was run: {e}");
+            return finish(
+                core,
+                op,
+                "failed",
+                Some(&reason),
+                json!({"operation": op.id, "reason": reason}),
+            )
+            .await;
         }
     };
     if plan.fingerprint != op.fingerprint {
@@ -304,11 +320,26 @@ async fn execute(core: &Arc<Core>, op: &OperationRow) -> anyhow::Result<()> {
         core.audit_tx(&mut tx, NewAudit::system("step.finished", Some(&op.env), json!({"operation": op.id, "step": idx + 1, "name": step.name, "outcome": state, "output": output}))).await?;
         tx.commit().await?;
         if let Err(e) = result {
-            failure.get_or_insert_with(|| format!("step {} ({}) failed: {}", idx + 1, step.name, e.0));
+            failure
+                .get_or_insert_with(|| format!("step {} ({}) failed: {}", idx + 1, step.name, e.0));
         }
     }
     if let Some(reason) = failure {
-        return finish(core, op, "failed", Some(&reason), json!({"operation": op.id, "reason": reason})).await;
+        return finish(
+            core,
+            op,
+            "failed",
+            Some(&reason),
+            json!({"operation": op.id, "reason": reason}),
+        )
+        .await;
     }
-    finish(core, op, "succeeded", None, json!({"operation": op.id, "kind": kind.name(), "steps": plan.steps.len()})).await
+    finish(
+        core,
+        op,
+        "succeeded",
+        None,
+        json!({"operation": op.id, "kind": kind.name(), "steps": plan.steps.len()}),
+    )
+    .await
 }

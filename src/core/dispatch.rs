@@ -78,7 +78,12 @@ impl Core {
         ParseCtx {
             envs: self.settings.environments.keys().cloned().collect(),
             default_env: self.settings.default_env().to_string(),
-            migrations_dirs: self.settings.environments.iter().map(|(k, e)| (k.clone(), e.migrations_dir.clone())).collect(),
+            migrations_dirs: self
+                .settings
+                .environments
+                .iter()
+                .map(|(k, e)| (k.clone(), e.migrations_dir.clone()))
+                .collect(),
         }
     }
 
@@ -334,23 +339,57 @@ impl Core {
                     .await?;
             }
             Command::Cancel(a) => self.cancel(ev, who, &a.request, out).await?,
-            Command::Backup(a) => self.request_operation(ev, who, OperationKind::Backup { note: a.note }, &a.env.0, out).await?,
+            Command::Backup(a) => {
+                self.request_operation(
+                    ev,
+                    who,
+                    OperationKind::Backup { note: a.note },
+                    &a.env.0,
+                    out,
+                )
+                .await?
+            }
             Command::Backups(a) => {
-                out.respond(Reply::ephemeral(self.backups_text(&a.env.0).await?)).await?;
+                out.respond(Reply::ephemeral(self.backups_text(&a.env.0).await?))
+                    .await?;
             }
-            Command::Deploy(a) => self.request_operation(ev, who, OperationKind::Deploy, &a.env.0, out).await?,
+            Command::Deploy(a) => {
+                self.request_operation(ev, who, OperationKind::Deploy, &a.env.0, out)
+                    .await?
+            }
             Command::Rollback(a) => {
-                let kind = OperationKind::Rollback { migration: a.migration.0, strategy: a.strategy };
+                let kind = OperationKind::Rollback {
+                    migration: a.migration.0,
+                    strategy: a.strategy,
+                };
                 self.request_operation(ev, who, kind, &a.env.0, out).await?
             }
-            Command::Restore(a) => self.request_operation(ev, who, OperationKind::Restore { backup: a.backup.0 }, &a.env.0, out).await?,
+            Command::Restore(a) => {
+                self.request_operation(
+                    ev,
+                    who,
+                    OperationKind::Restore { backup: a.backup.0 },
+                    &a.env.0,
+                    out,
+                )
+                .await?
+            }
             Command::Resolve(a) => {
-                let kind = OperationKind::Resolve { migration: a.migration.0, applied: a.applied };
+                let kind = OperationKind::Resolve {
+                    migration: a.migration.0,
+                    applied: a.applied,
+                };
                 self.request_operation(ev, who, kind, &a.env.0, out).await?
             }
-            Command::Emergency(a) => self.request_operation(ev, who, OperationKind::Emergency, &a.env.0, out).await?,
+            Command::Emergency(a) => {
+                self.request_operation(ev, who, OperationKind::Emergency, &a.env.0, out)
+                    .await?
+            }
             Command::Checklist(a) => {
-                out.respond(Reply::ephemeral(crate::checks::checklist_text(self, &a.env.0).await?)).await?;
+                out.respond(Reply::ephemeral(
+                    crate::checks::checklist_text(self, &a.env.0).await?,
+                ))
+                .await?;
             }
             Command::Audit(command::audit::Args::Tail(n)) => {
                 let lines: Vec<String> = self
@@ -413,7 +452,12 @@ impl Core {
             tx.commit().await?;
             return Err(UserError(msg).into());
         }
-        let deploy_needs_approval = self.settings.environments.get(env).map(|e| e.deploy_needs_approval).unwrap_or(true);
+        let deploy_needs_approval = self
+            .settings
+            .environments
+            .get(env)
+            .map(|e| e.deploy_needs_approval)
+            .unwrap_or(true);
         if kind.needs_approval(deploy_needs_approval) {
             let id = RequestId::generate().0;
             let ttl = self.settings.approvals.ttl.0.as_millis() as i64;
@@ -764,11 +808,19 @@ impl Core {
     pub async fn show_progress(&self, op: &OperationRow, line: &str) -> anyhow::Result<()> {
         let (msg, mut card) = match &op.request_id {
             Some(r) => {
-                let req = self.store.get_request(r).await?.context("request vanished")?;
+                let req = self
+                    .store
+                    .get_request(r)
+                    .await?
+                    .context("request vanished")?;
                 (req.message_json, self.request_card(r).await?)
             }
             None => {
-                let o = self.store.get_operation(&op.id).await?.context("operation vanished")?;
+                let o = self
+                    .store
+                    .get_operation(&op.id)
+                    .await?
+                    .context("operation vanished")?;
                 (o.message_json, self.operation_card(&op.id).await?)
             }
         };

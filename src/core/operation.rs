@@ -141,7 +141,11 @@ pub struct PlannedStep {
 
 impl PlannedStep {
     /// A step that stops the operation when an earlier one failed.
-    pub fn new(name: impl Into<String>, detail: impl Into<String>, action: StepAction) -> PlannedStep {
+    pub fn new(
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        action: StepAction,
+    ) -> PlannedStep {
         PlannedStep {
             name: name.into(),
             detail: detail.into(),

@@ -407,12 +407,25 @@ async fn progress_edits_the_operation_card_through_the_outbox(b: Backend) {
         channel_json: req.channel_json.clone(),
         message_json: req.message_json.clone(),
     };
-    app.core.show_progress(&op, "backup b1: 1.5 GB written, 12s elapsed").await.unwrap();
+    app.core
+        .show_progress(&op, "backup b1: 1.5 GB written, 12s elapsed")
+        .await
+        .unwrap();
     let rows = app.core.store.outbox_all("shell").await.unwrap();
     let last = rows.last().expect("an edit was queued");
     assert_eq!(last.op, "edit");
-    let msg: dualkey::core::event::MessageRef = serde_json::from_str(req.message_json.as_deref().unwrap()).unwrap();
-    assert_eq!(last.message_id.as_deref(), Some(msg.id.as_str()), "the same card is edited, not a new message");
-    assert!(last.payload.contains("progress: backup b1: 1.5 GB written, 12s elapsed"), "{}", last.payload);
+    let msg: dualkey::core::event::MessageRef =
+        serde_json::from_str(req.message_json.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        last.message_id.as_deref(),
+        Some(msg.id.as_str()),
+        "the same card is edited, not a new message"
+    );
+    assert!(
+        last.payload
+            .contains("progress: backup b1: 1.5 GB written, 12s elapsed"),
+        "{}",
+        last.payload
+    );
 }
 both_backends!(progress_edits_the_operation_card_through_the_outbox);

@@ -283,11 +283,27 @@ fn a_second_process_on_the_same_sqlite_store_is_refused() {
 #[tokio::test]
 async fn status_in_prisma_format_matches_the_cli_streams_and_exit_codes() {
     let db = crate::support::TestDb::create("clistatus").await;
-    let migrations = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/taskflow/prisma/migrations");
-    let s = setup(|t| t.replacen("database_url_env = \"DK_TEST_UNUSED_URL\"", &format!("database_url_env = \"DK_STATUS_URL\"\nmigrations_dir = \"{migrations}\""), 1));
+    let migrations = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/taskflow/prisma/migrations"
+    );
+    let s = setup(|t| {
+        t.replacen(
+            "database_url_env = \"DK_TEST_UNUSED_URL\"",
+            &format!("database_url_env = \"DK_STATUS_URL\"\nmigrations_dir = \"{migrations}\""),
+            1,
+        )
+    });
     let run = |format: &str| {
         Command::new(BIN)
-            .args(["status", "--env", "production", "--format", format, "--config"])
+            .args([
+                "status",
+                "--env",
+                "production",
+                "--format",
+                format,
+                "--config",
+            ])
             .arg(&s.config)
             .env("DK_STATUS_URL", &db.url)
             .output()
@@ -296,15 +312,35 @@ async fn status_in_prisma_format_matches_the_cli_streams_and_exit_codes() {
     let out = run("prisma");
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.starts_with("4 migrations found in prisma/migrations\n"), "{stdout}");
-    assert!(stdout.contains("Following migrations have not yet been applied:\n20250101000000_init\n"), "{stdout}");
-    dualkey::dbops::prisma::deploy(&db.url, Path::new(migrations), &mut dualkey::dbops::prisma::NoProgress).await.unwrap();
+    assert!(
+        stdout.starts_with("4 migrations found in prisma/migrations\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Following migrations have not yet been applied:\n20250101000000_init\n"),
+        "{stdout}"
+    );
+    dualkey::dbops::prisma::deploy(
+        &db.url,
+        Path::new(migrations),
+        &mut dualkey::dbops::prisma::NoProgress,
+    )
+    .await
+    .unwrap();
     let out = run("prisma");
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "4 migrations found in prisma/migrations\n\nDatabase schema is up to date!\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "4 migrations found in prisma/migrations\n\nDatabase schema is up to date!\n"
+    );
     let json: serde_json::Value = serde_json::from_slice(&run("json").stdout).unwrap();
     assert_eq!(json["applied"].as_array().unwrap().len(), 4);
-    let missing = Command::new(BIN).args(["status", "--format", "prisma", "--config"]).arg(&s.config).env_remove("DK_STATUS_URL").output().unwrap();
+    let missing = Command::new(BIN)
+        .args(["status", "--format", "prisma", "--config"])
+        .arg(&s.config)
+        .env_remove("DK_STATUS_URL")
+        .output()
+        .unwrap();
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("DK_STATUS_URL"));
 }

@@ -31,27 +31,53 @@ impl ChatOut for FlakyChat {
         Ok(d.len().to_string())
     }
     async fn edit(&self, channel: &str, id: &str, reply: &Reply) -> Result<(), DeliveryError> {
-        self.delivered.lock().unwrap().push(format!("{channel}:{id}:{}", reply.to_text()));
+        self.delivered
+            .lock()
+            .unwrap()
+            .push(format!("{channel}:{id}:{}", reply.to_text()));
         Ok(())
     }
 }
 
 async fn delivery_keeps_order_per_channel_and_honours_retry_after(b: Backend) {
     let app = spawn_app(b, 1, 0).await;
-    let a = ChannelRef { platform: Platform::Slack, id: "CA".into() };
-    let c = ChannelRef { platform: Platform::Slack, id: "CB".into() };
+    let a = ChannelRef {
+        platform: Platform::Slack,
+        id: "CA".into(),
+    };
+    let c = ChannelRef {
+        platform: Platform::Slack,
+        id: "CB".into(),
+    };
     for i in 1..=3 {
-        app.core.post(&a, &Reply::public(format!("a{i}"))).await.unwrap();
+        app.core
+            .post(&a, &Reply::public(format!("a{i}")))
+            .await
+            .unwrap();
     }
     app.core.post(&c, &Reply::public("b1")).await.unwrap();
     let chat = FlakyChat::default();
-    chat.fail_next.lock().unwrap().push(DeliveryError::RateLimited(Duration::from_secs(2)));
-    assert_eq!(deliver_due(&app.core, &chat).await.unwrap(), 1, "CA is rate limited, CB goes through");
+    chat.fail_next
+        .lock()
+        .unwrap()
+        .push(DeliveryError::RateLimited(Duration::from_secs(2)));
+    assert_eq!(
+        deliver_due(&app.core, &chat).await.unwrap(),
+        1,
+        "CA is rate limited, CB goes through"
+    );
     assert_eq!(*chat.delivered.lock().unwrap(), vec!["CB:b1"]);
-    assert_eq!(deliver_due(&app.core, &chat).await.unwrap(), 0, "Retry-After not over yet");
+    assert_eq!(
+        deliver_due(&app.core, &chat).await.unwrap(),
+        0,
+        "Retry-After not over yet"
+    );
     app.clock.advance(2_000);
     assert_eq!(deliver_due(&app.core, &chat).await.unwrap(), 3);
-    assert_eq!(*chat.delivered.lock().unwrap(), vec!["CB:b1", "CA:a1", "CA:a2", "CA:a3"]);
+    assert_eq!(
+        *chat.delivered.lock().unwrap(),
+        vec!["CB:b1", "CA:a1", "CA:a2", "CA:a3"]
+    );
     let rows = app.core.store.outbox_all("slack").await.unwrap();
     assert!(rows.iter().all(|r| r.delivered_at.is_some()));
     assert_eq!(rows[0].attempts, 2, "one failed attempt then success");
@@ -60,13 +86,23 @@ both_backends!(delivery_keeps_order_per_channel_and_honours_retry_after);
 
 async fn a_permanent_failure_is_kept_with_its_error(b: Backend) {
     let app = spawn_app(b, 1, 0).await;
-    let a = ChannelRef { platform: Platform::Slack, id: "CGONE".into() };
+    let a = ChannelRef {
+        platform: Platform::Slack,
+        id: "CGONE".into(),
+    };
     app.core.post(&a, &Reply::public("hello")).await.unwrap();
     let chat = FlakyChat::default();
-    chat.fail_next.lock().unwrap().push(DeliveryError::Permanent("channel_not_found".into()));
+    chat.fail_next
+        .lock()
+        .unwrap()
+        .push(DeliveryError::Permanent("channel_not_found".into()));
     assert_eq!(deliver_due(&app.core, &chat).await.unwrap(), 0);
     app.clock.advance(86_400_000);
-    assert_eq!(deliver_due(&app.core, &chat).await.unwrap(), 0, "not retried");
+    assert_eq!(
+        deliver_due(&app.core, &chat).await.unwrap(),
+        0,
+        "not retried"
+    );
     let rows = app.core.store.outbox_all("slack").await.unwrap();
     assert_eq!(rows[0].delivered_at, None);
     assert_eq!(rows[0].last_error.as_deref(), Some("channel_not_found"));

@@ -45,17 +45,29 @@ async fn setup(names: &[&str]) -> Db {
     .await;
     let migrations = app.dir.path().join("migrations");
     std::fs::create_dir_all(&migrations).unwrap();
-    std::fs::copy(Path::new(TASKFLOW).join("prisma/migrations/migration_lock.toml"), migrations.join("migration_lock.toml")).unwrap();
+    std::fs::copy(
+        Path::new(TASKFLOW).join("prisma/migrations/migration_lock.toml"),
+        migrations.join("migration_lock.toml"),
+    )
+    .unwrap();
     for n in names {
         copy_migration(n, &migrations);
     }
-    Db { app, target, migrations }
+    Db {
+        app,
+        target,
+        migrations,
+    }
 }
 
 impl Db {
     async fn sql(&self, sql: &str) -> Option<String> {
         let mut c = sqlx::PgConnection::connect(&self.target.url).await.unwrap();
-        sqlx::query_scalar::<_, Option<String>>(sql).fetch_optional(&mut c).await.unwrap().flatten()
+        sqlx::query_scalar::<_, Option<String>>(sql)
+            .fetch_optional(&mut c)
+            .await
+            .unwrap()
+            .flatten()
     }
 
     async fn exec(&self, sql: &str) {
@@ -64,11 +76,16 @@ impl Db {
     }
 
     async fn seed(&self) {
-        self.exec(&std::fs::read_to_string(Path::new(TASKFLOW).join("seed.sql")).unwrap()).await;
+        self.exec(&std::fs::read_to_string(Path::new(TASKFLOW).join("seed.sql")).unwrap())
+            .await;
     }
 
     async fn task_checksum(&self) -> String {
-        self.sql("SELECT md5(string_agg(t::text, ',' ORDER BY id)) || ':' || count(*) FROM \"Task\" t").await.unwrap()
+        self.sql(
+            "SELECT md5(string_agg(t::text, ',' ORDER BY id)) || ':' || count(*) FROM \"Task\" t",
+        )
+        .await
+        .unwrap()
     }
 
     async fn applied(&self) -> Vec<String> {
@@ -82,16 +99,33 @@ impl Db {
     /// Alice asks, Bob approves, the worker runs it; returns the request's operation.
     async fn approved(&self, text: &str) -> dualkey::store::OperationRow {
         let card = self.app.cmd("alice", text).await;
-        assert!(card.contains("[approve:"), "`{text}` should post an approval card: {card}");
+        assert!(
+            card.contains("[approve:"),
+            "`{text}` should post an approval card: {card}"
+        );
         let id = self.app.last_request().await;
         let r = self.app.click("bob", &format!("approve:{id}")).await;
         assert!(r.contains("Approved"), "{r}");
         self.app.drain_worker().await;
-        self.app.core.store.operation_for_request(&id).await.unwrap().expect("operation")
+        self.app
+            .core
+            .store
+            .operation_for_request(&id)
+            .await
+            .unwrap()
+            .expect("operation")
     }
 
     async fn steps(&self, op: &str) -> Vec<(String, String)> {
-        self.app.core.store.steps(op).await.unwrap().into_iter().map(|s| (s.name, s.state)).collect()
+        self.app
+            .core
+            .store
+            .steps(op)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.name, s.state))
+            .collect()
     }
 }
 
@@ -100,20 +134,49 @@ async fn deploy_takes_a_verified_pre_deploy_backup_then_applies_like_prisma() {
     let db = setup(&[INIT, PRIORITY]).await;
     let op = db.approved("deploy").await;
     assert_eq!(op.state, "succeeded", "{:?}", op.error);
-    assert_eq!(db.steps(&op.id).await, vec![("safety backup".into(), "succeeded".into()), ("apply migrations".into(), "succeeded".into())]);
+    assert_eq!(
+        db.steps(&op.id).await,
+        vec![
+            ("safety backup".into(), "succeeded".into()),
+            ("apply migrations".into(), "succeeded".into())
+        ]
+    );
     assert_eq!(db.applied().await, vec![INIT, PRIORITY]);
     let backups = db.app.core.store.list_backups("production").await.unwrap();
     assert_eq!(backups.len(), 1);
     assert_eq!(backups[0].kind, "pre-deploy");
     assert_eq!(backups[0].state, "ok");
     assert!(backups[0].verified_at.is_some() && Path::new(&backups[0].path).exists());
-    assert_eq!(backups[0].migrations_json, "[]", "nothing was applied when the pre-deploy backup ran");
-    let actions: Vec<String> = db.app.core.store.audit_tail(100).await.unwrap().into_iter().map(|e| e.action).collect();
-    for a in ["backup.started", "backup.finished", "migration.apply.started", "migration.apply.finished"] {
-        assert!(actions.iter().any(|x| x == a), "{a} missing from {actions:?}");
+    assert_eq!(
+        backups[0].migrations_json, "[]",
+        "nothing was applied when the pre-deploy backup ran"
+    );
+    let actions: Vec<String> = db
+        .app
+        .core
+        .store
+        .audit_tail(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    for a in [
+        "backup.started",
+        "backup.finished",
+        "migration.apply.started",
+        "migration.apply.finished",
+    ] {
+        assert!(
+            actions.iter().any(|x| x == a),
+            "{a} missing from {actions:?}"
+        );
     }
     let status = db.app.cmd("carol", "status").await;
-    assert!(status.contains("pending: none") && status.contains("2 applied"), "{status}");
+    assert!(
+        status.contains("pending: none") && status.contains("2 applied"),
+        "{status}"
+    );
     let again = db.app.cmd("alice", "deploy").await;
     assert!(again.contains("nothing to deploy"), "{again}");
 }
@@ -127,20 +190,52 @@ async fn backup_then_restore_round_trips_the_data_and_restarts_the_app() {
     let r = db.app.cmd("alice", "backup before the cleanup").await;
     assert!(r.contains("Operation"), "{r}");
     db.app.drain_worker().await;
-    let b = db.app.core.store.list_backups("production").await.unwrap().into_iter().find(|b| b.kind == "manual").expect("manual backup");
+    let b = db
+        .app
+        .core
+        .store
+        .list_backups("production")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.kind == "manual")
+        .expect("manual backup");
     assert_eq!(b.state, "ok");
     assert_eq!(b.note.as_deref(), Some("before the cleanup"));
-    assert_eq!(serde_json::from_str::<Vec<String>>(&b.migrations_json).unwrap(), vec![INIT, PRIORITY]);
-    db.exec("DELETE FROM \"Task\" WHERE id % 2 = 0; UPDATE \"Task\" SET title = 'changed'").await;
+    assert_eq!(
+        serde_json::from_str::<Vec<String>>(&b.migrations_json).unwrap(),
+        vec![INIT, PRIORITY]
+    );
+    db.exec("DELETE FROM \"Task\" WHERE id % 2 = 0; UPDATE \"Task\" SET title = 'changed'")
+        .await;
     assert_ne!(db.task_checksum().await, before);
     let listing = db.app.cmd("carol", "backups").await;
-    assert!(listing.contains(&b.id) && listing.contains("manual"), "{listing}");
+    assert!(
+        listing.contains(&b.id) && listing.contains("manual"),
+        "{listing}"
+    );
     let op = db.approved(&format!("restore {}", b.id)).await;
     assert_eq!(op.state, "succeeded", "{:?}", op.error);
-    assert_eq!(db.task_checksum().await, before, "restore must bring back exactly the backed-up rows");
+    assert_eq!(
+        db.task_checksum().await,
+        before,
+        "restore must bring back exactly the backed-up rows"
+    );
     assert_eq!(db.app.marker_lines(), vec!["stop", "start"]);
-    let kinds: Vec<String> = db.app.core.store.list_backups("production").await.unwrap().into_iter().map(|b| b.kind).collect();
-    assert!(kinds.contains(&"pre-restore".to_string()), "a safety backup comes first: {kinds:?}");
+    let kinds: Vec<String> = db
+        .app
+        .core
+        .store
+        .list_backups("production")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.kind)
+        .collect();
+    assert!(
+        kinds.contains(&"pre-restore".to_string()),
+        "a safety backup comes first: {kinds:?}"
+    );
 }
 
 #[tokio::test]
@@ -151,17 +246,40 @@ async fn a_restore_that_fails_half_way_changes_nothing_and_starts_the_app_again(
     let before = db.task_checksum().await;
     let dir = db.app.dir.path().join("backups/production");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("broken_dump.sql"), "DROP TABLE \"Task\" CASCADE;\nCREATE TABLE half_done (id int);\nSELECT 1/0;\n").unwrap();
+    std::fs::write(
+        dir.join("broken_dump.sql"),
+        "DROP TABLE \"Task\" CASCADE;\nCREATE TABLE half_done (id int);\nSELECT 1/0;\n",
+    )
+    .unwrap();
     let listing = db.app.cmd("carol", "backups").await;
-    assert!(listing.contains("broken_dump.sql") && listing.contains("external"), "{listing}");
+    assert!(
+        listing.contains("broken_dump.sql") && listing.contains("external"),
+        "{listing}"
+    );
     let op = db.approved("restore broken_dump.sql").await;
     assert_eq!(op.state, "failed");
-    assert!(op.error.as_deref().unwrap_or("").contains("restore"), "{:?}", op.error);
-    assert_eq!(db.task_checksum().await, before, "the database must be unchanged");
+    assert!(
+        op.error.as_deref().unwrap_or("").contains("restore"),
+        "{:?}",
+        op.error
+    );
+    assert_eq!(
+        db.task_checksum().await,
+        before,
+        "the database must be unchanged"
+    );
     assert_eq!(db.sql("SELECT to_regclass('half_done')::text").await, None);
-    assert_eq!(db.app.marker_lines(), vec!["stop", "start"], "the app is started again after a failed restore");
+    assert_eq!(
+        db.app.marker_lines(),
+        vec!["stop", "start"],
+        "the app is started again after a failed restore"
+    );
     let steps = db.steps(&op.id).await;
-    assert_eq!(steps.last().unwrap(), &("start app".to_string(), "succeeded".to_string()), "{steps:?}");
+    assert_eq!(
+        steps.last().unwrap(),
+        &("start app".to_string(), "succeeded".to_string()),
+        "{steps:?}"
+    );
 }
 
 #[tokio::test]
@@ -170,21 +288,50 @@ async fn rollback_with_down_sql_unapplies_newest_first_and_deploy_reapplies() {
     db.approved("deploy").await;
     db.seed().await;
     let card = db.app.cmd("alice", &format!("rollback {PRIORITY}")).await;
-    assert!(card.contains("DropColumn") || card.contains("DROP COLUMN") || card.contains("drop"), "data-loss warning expected: {card}");
+    assert!(
+        card.contains("DropColumn") || card.contains("DROP COLUMN") || card.contains("drop"),
+        "data-loss warning expected: {card}"
+    );
     let id = db.app.last_request().await;
     db.app.click("bob", &format!("approve:{id}")).await;
     db.app.drain_worker().await;
-    let op = db.app.core.store.operation_for_request(&id).await.unwrap().unwrap();
+    let op = db
+        .app
+        .core
+        .store
+        .operation_for_request(&id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(op.state, "succeeded", "{:?}", op.error);
     assert_eq!(db.applied().await, vec![INIT]);
-    assert_eq!(db.sql("SELECT to_regclass('\"Comment\"')::text").await, None);
+    assert_eq!(
+        db.sql("SELECT to_regclass('\"Comment\"')::text").await,
+        None
+    );
     let has_priority = db.sql("SELECT column_name::text FROM information_schema.columns WHERE table_name = 'Task' AND column_name = 'priority'").await;
     assert_eq!(has_priority, None);
-    let audit: Vec<String> = db.app.core.store.audit_tail(200).await.unwrap().into_iter().filter(|e| e.action == "migration.down.finished").map(|e| e.details).collect();
+    let audit: Vec<String> = db
+        .app
+        .core
+        .store
+        .audit_tail(200)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "migration.down.finished")
+        .map(|e| e.details)
+        .collect();
     assert_eq!(audit.len(), 2);
-    assert!(audit[0].contains(COMMENTS) && audit[1].contains(PRIORITY), "newest first: {audit:?}");
+    assert!(
+        audit[0].contains(COMMENTS) && audit[1].contains(PRIORITY),
+        "newest first: {audit:?}"
+    );
     let status = db.app.cmd("carol", "status").await;
-    assert!(status.contains(&format!("deploy would apply: {PRIORITY}, {COMMENTS}")), "{status}");
+    assert!(
+        status.contains(&format!("deploy would apply: {PRIORITY}, {COMMENTS}")),
+        "{status}"
+    );
     let op = db.approved("deploy").await;
     assert_eq!(op.state, "succeeded", "{:?}", op.error);
     assert_eq!(db.applied().await, vec![INIT, PRIORITY, COMMENTS]);
@@ -194,14 +341,41 @@ async fn rollback_with_down_sql_unapplies_newest_first_and_deploy_reapplies() {
 async fn rollback_without_down_sql_or_an_older_backup_is_refused_with_the_way_forward() {
     let db = setup(&[INIT, PRIORITY, COMMENTS, LEGACY]).await;
     // Deployed outside dualkey (say by `prisma migrate deploy` in CI): no backup predates it.
-    let out = dualkey::dbops::prisma::deploy(&db.target.url, &db.migrations, &mut dualkey::dbops::prisma::NoProgress).await.unwrap();
+    let out = dualkey::dbops::prisma::deploy(
+        &db.target.url,
+        &db.migrations,
+        &mut dualkey::dbops::prisma::NoProgress,
+    )
+    .await
+    .unwrap();
     assert_eq!(out.applied.len(), 4);
     let r = db.app.cmd("alice", &format!("rollback {COMMENTS}")).await;
-    assert!(r.contains("no safe rollback") && r.contains("reversing migration") && r.contains("deploy"), "{r}");
-    assert!(r.contains(LEGACY), "the reply names the migration without down.sql: {r}");
-    let r = db.app.cmd("alice", &format!("rollback {LEGACY} production --strategy down")).await;
+    assert!(
+        r.contains("no safe rollback") && r.contains("reversing migration") && r.contains("deploy"),
+        "{r}"
+    );
+    assert!(
+        r.contains(LEGACY),
+        "the reply names the migration without down.sql: {r}"
+    );
+    let r = db
+        .app
+        .cmd(
+            "alice",
+            &format!("rollback {LEGACY} production --strategy down"),
+        )
+        .await;
     assert!(r.contains("down.sql"), "{r}");
-    assert!(db.app.core.store.list_requests(None, 10).await.unwrap().is_empty(), "nothing was requested");
+    assert!(
+        db.app
+            .core
+            .store
+            .list_requests(None, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing was requested"
+    );
 }
 
 #[tokio::test]
@@ -215,11 +389,15 @@ async fn rollback_by_restore_uses_the_newest_backup_taken_before_the_migration()
     copy_migration(COMMENTS, &db.migrations);
     copy_migration(LEGACY, &db.migrations);
     db.approved("deploy").await;
-    db.exec("INSERT INTO \"Comment\" (body, \"taskId\") VALUES ('hi', 1)").await;
+    db.exec("INSERT INTO \"Comment\" (body, \"taskId\") VALUES ('hi', 1)")
+        .await;
     let op = db.approved(&format!("rollback {COMMENTS}")).await;
     assert_eq!(op.state, "succeeded", "{:?}", op.error);
     assert_eq!(db.applied().await, vec![INIT, PRIORITY]);
-    assert_eq!(db.task_checksum().await.split(':').nth(1), seeded.split(':').nth(1));
+    assert_eq!(
+        db.task_checksum().await.split(':').nth(1),
+        seeded.split(':').nth(1)
+    );
     assert_eq!(db.app.marker_lines(), vec!["stop", "start"]);
 }
 
@@ -240,11 +418,33 @@ async fn names_that_do_not_exist_and_hostile_strings_are_refused_before_anything
     ] {
         let r = db.app.cmd("alice", text).await;
         assert!(!r.contains("[approve:"), "{text}: {r}");
-        assert!(r.contains("usage") || r.contains("no backup") || r.contains("no migration"), "{text}: {r}");
+        assert!(
+            r.contains("usage") || r.contains("no backup") || r.contains("no migration"),
+            "{text}: {r}"
+        );
     }
-    assert!(db.app.core.store.list_requests(None, 10).await.unwrap().is_empty());
-    assert!(db.app.core.store.list_backups("production").await.unwrap().is_empty());
-    assert_eq!(db.sql("SELECT to_regclass('_prisma_migrations')::text").await, None, "the target was not touched");
+    assert!(db
+        .app
+        .core
+        .store
+        .list_requests(None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(db
+        .app
+        .core
+        .store
+        .list_backups("production")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        db.sql("SELECT to_regclass('_prisma_migrations')::text")
+            .await,
+        None,
+        "the target was not touched"
+    );
 }
 
 #[tokio::test]
@@ -257,25 +457,50 @@ async fn a_failed_deploy_is_reported_and_resolve_and_emergency_recover() {
     let good = db.task_checksum().await;
     let bad = db.migrations.join("20250401000000_bad");
     std::fs::create_dir_all(&bad).unwrap();
-    std::fs::write(bad.join("migration.sql"), "UPDATE \"Task\" SET title = 'oops';\nSELECT * FROM does_not_exist;\n").unwrap();
+    std::fs::write(
+        bad.join("migration.sql"),
+        "UPDATE \"Task\" SET title = 'oops';\nSELECT * FROM does_not_exist;\n",
+    )
+    .unwrap();
     let op = db.approved("deploy").await;
     assert_eq!(op.state, "failed");
     assert!(op.error.unwrap().contains("20250401000000_bad"));
-    assert_eq!(db.task_checksum().await, good, "the failed script ran as one transaction");
+    assert_eq!(
+        db.task_checksum().await,
+        good,
+        "the failed script ran as one transaction"
+    );
     let status = db.app.cmd("carol", "status").await;
     assert!(status.contains("failed: 20250401000000_bad"), "{status}");
     let r = db.app.cmd("alice", "deploy").await;
     assert!(r.contains("P3009") || r.contains("failed migration"), "{r}");
     let checklist = db.app.cmd("carol", "checklist").await;
-    assert!(checklist.contains("[ ] no failed migrations"), "{checklist}");
+    assert!(
+        checklist.contains("[ ] no failed migrations"),
+        "{checklist}"
+    );
     let op = db.approved("emergency").await;
     assert_eq!(op.state, "succeeded", "{:?}", op.error);
     let names: Vec<String> = db.steps(&op.id).await.into_iter().map(|s| s.0).collect();
-    assert_eq!(names, vec!["safety backup", "stop app", "assess", "restore", "clear failed migrations", "start app"]);
+    assert_eq!(
+        names,
+        vec![
+            "safety backup",
+            "stop app",
+            "assess",
+            "restore",
+            "clear failed migrations",
+            "start app"
+        ]
+    );
     assert_eq!(db.task_checksum().await, good);
     let status = db.app.cmd("carol", "status").await;
     assert!(status.contains("failed: none"), "{status}");
-    std::fs::write(bad.join("migration.sql"), "UPDATE \"Task\" SET done = true WHERE id = 1;\n").unwrap();
+    std::fs::write(
+        bad.join("migration.sql"),
+        "UPDATE \"Task\" SET done = true WHERE id = 1;\n",
+    )
+    .unwrap();
     let op = db.approved("deploy").await;
     assert_eq!(op.state, "succeeded", "{:?}", op.error);
 }
@@ -288,7 +513,10 @@ async fn resolve_rolled_back_marks_a_failed_migration_like_prisma() {
     std::fs::create_dir_all(&bad).unwrap();
     std::fs::write(bad.join("migration.sql"), "SELECT * FROM does_not_exist;\n").unwrap();
     db.approved("deploy").await;
-    let r = db.app.cmd("alice", &format!("resolve {INIT} rolled-back")).await;
+    let r = db
+        .app
+        .cmd("alice", &format!("resolve {INIT} rolled-back"))
+        .await;
     assert!(r.contains("P3012"), "{r}");
     let op = db.approved("resolve 20250401000000_bad rolled-back").await;
     assert_eq!(op.state, "succeeded", "{:?}", op.error);
@@ -304,17 +532,31 @@ async fn a_new_migration_after_approval_changes_the_plan_and_stops_the_deploy() 
     copy_migration(PRIORITY, &db.migrations);
     db.app.click("bob", &format!("approve:{id}")).await;
     db.app.drain_worker().await;
-    let op = db.app.core.store.operation_for_request(&id).await.unwrap().unwrap();
+    let op = db
+        .app
+        .core
+        .store
+        .operation_for_request(&id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(op.state, "failed");
     assert!(op.error.unwrap().contains("plan changed"));
-    assert_eq!(db.sql("SELECT to_regclass('_prisma_migrations')::text").await, None, "nothing ran");
+    assert_eq!(
+        db.sql("SELECT to_regclass('_prisma_migrations')::text")
+            .await,
+        None,
+        "nothing ran"
+    );
 }
 
 #[tokio::test]
 async fn an_unreachable_database_gets_a_clear_error_and_no_catalog_entry() {
     let db = setup(&[INIT]).await;
     let url = db.target.url.clone();
-    let var = db.app.core.settings.environments["production"].database_url_env.clone();
+    let var = db.app.core.settings.environments["production"]
+        .database_url_env
+        .clone();
     std::env::set_var(&var, url.replace("127.0.0.1:5432", "127.0.0.1:1"));
     let r = db.app.cmd("alice", "backup").await;
     db.app.drain_worker().await;

@@ -164,7 +164,12 @@ pub async fn spawn_app(backend: Backend, required: u32, extra_approvers: usize) 
 
 /// Like [`spawn_app`], with a function that edits the config text first (`{dir}` in it is the
 /// test's temporary folder) and a clock starting at the real time.
-pub async fn spawn_app_with(backend: Backend, required: u32, extra_approvers: usize, edit: impl Fn(String) -> String) -> TestApp {
+pub async fn spawn_app_with(
+    backend: Backend,
+    required: u32,
+    extra_approvers: usize,
+    edit: impl Fn(String) -> String,
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("marker.log");
     let (url, db) = match backend {
@@ -177,7 +182,8 @@ pub async fn spawn_app_with(backend: Backend, required: u32, extra_approvers: us
             (db.url.clone(), Some(db))
         }
     };
-    let text = edit(test_config(&url, &marker, required, extra_approvers)).replace("{dir}", &dir.path().display().to_string());
+    let text = edit(test_config(&url, &marker, required, extra_approvers))
+        .replace("{dir}", &dir.path().display().to_string());
     let settings = Settings::from_toml(&text, std::path::Path::new("test.toml"))
         .expect("test config is valid");
     let store = dualkey::store::open(&url).await.expect("open store");

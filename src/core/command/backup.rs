@@ -24,18 +24,34 @@ pub const SPEC: CommandSpec = CommandSpec {
     summary: "take a verified backup now (pg_dump -Fc)",
     role: Role::Operator,
     options: &[
-        OptionSpec { name: "env", description: "environment (default: the configured one)", required: false, choices: &[] },
-        OptionSpec { name: "note", description: "a note kept with the backup", required: false, choices: &[] },
+        OptionSpec {
+            name: "env",
+            description: "environment (default: the configured one)",
+            required: false,
+            choices: &[],
+        },
+        OptionSpec {
+            name: "note",
+            description: "a note kept with the backup",
+            required: false,
+            choices: &[],
+        },
     ],
     parse,
 };
 
 fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
     let (env, rest) = match args.first() {
-        Some(first) if ctx.envs.iter().any(|e| e == first) => (EnvName(first.to_string()), &args[1..]),
+        Some(first) if ctx.envs.iter().any(|e| e == first) => {
+            (EnvName(first.to_string()), &args[1..])
+        }
         _ => (EnvName(ctx.default_env.clone()), args),
     };
-    let note = if rest.is_empty() { None } else { Some(rest.join(" ")) };
+    let note = if rest.is_empty() {
+        None
+    } else {
+        Some(rest.join(" "))
+    };
     if note.as_ref().is_some_and(|n| n.chars().count() > MAX_NOTE) {
         return Err(format!("the note is longer than {MAX_NOTE} characters"));
     }

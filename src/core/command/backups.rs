@@ -18,7 +18,12 @@ pub const SPEC: CommandSpec = CommandSpec {
     usage: "backups [ENV]",
     summary: "the backup catalog (and external .sql files)",
     role: Role::Viewer,
-    options: &[OptionSpec { name: "env", description: "environment (default: the configured one)", required: false, choices: &[] }],
+    options: &[OptionSpec {
+        name: "env",
+        description: "environment (default: the configured one)",
+        required: false,
+        choices: &[],
+    }],
     parse,
 };
 

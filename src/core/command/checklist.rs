@@ -17,7 +17,12 @@ pub const SPEC: CommandSpec = CommandSpec {
     usage: "checklist [ENV]",
     summary: "the migration safety checklist, checked against facts",
     role: Role::Viewer,
-    options: &[OptionSpec { name: "env", description: "environment (default: the configured one)", required: false, choices: &[] }],
+    options: &[OptionSpec {
+        name: "env",
+        description: "environment (default: the configured one)",
+        required: false,
+        choices: &[],
+    }],
     parse,
 };
 

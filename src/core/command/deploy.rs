@@ -18,7 +18,12 @@ pub const SPEC: CommandSpec = CommandSpec {
     usage: "deploy [ENV]",
     summary: "pre-deploy backup, then apply pending migrations (approval per config)",
     role: Role::Operator,
-    options: &[OptionSpec { name: "env", description: "environment (default: the configured one)", required: false, choices: &[] }],
+    options: &[OptionSpec {
+        name: "env",
+        description: "environment (default: the configured one)",
+        required: false,
+        choices: &[],
+    }],
     parse,
 };
 

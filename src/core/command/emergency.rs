@@ -17,9 +17,15 @@ pub struct Args {
 pub const SPEC: CommandSpec = CommandSpec {
     name: "emergency",
     usage: "emergency [ENV]",
-    summary: "stop app, assess, restore the last good backup, clear failed rows, start app (approval)",
+    summary:
+        "stop app, assess, restore the last good backup, clear failed rows, start app (approval)",
     role: Role::Operator,
-    options: &[OptionSpec { name: "env", description: "environment (default: the configured one)", required: false, choices: &[] }],
+    options: &[OptionSpec {
+        name: "env",
+        description: "environment (default: the configured one)",
+        required: false,
+        choices: &[],
+    }],
     parse,
 };
 

@@ -88,12 +88,18 @@ impl ParseCtx {
 impl ParseCtx {
     /// A migration name that exists as a folder in `env`'s migrations folder.
     pub fn migration(&self, env: &EnvName, tok: &str) -> Result<MigrationName, String> {
-        let dir = self.migrations_dirs.get(&env.0).ok_or_else(|| format!("unknown environment `{}`", env.0))?;
+        let dir = self
+            .migrations_dirs
+            .get(&env.0)
+            .ok_or_else(|| format!("unknown environment `{}`", env.0))?;
         let folder = crate::dbops::prisma::list_migrations(dir);
         if folder.get(tok).is_some() {
             Ok(MigrationName(tok.to_string()))
         } else {
-            Err(format!("there is no migration `{tok}` in {} (`status` lists them)", dir.display()))
+            Err(format!(
+                "there is no migration `{tok}` in {} (`status` lists them)",
+                dir.display()
+            ))
         }
     }
 }
@@ -110,11 +116,16 @@ pub struct BackupId(pub String);
 impl BackupId {
     /// Parses the shape of a backup id.
     pub fn parse(s: &str) -> Result<BackupId, String> {
-        let catalog = s.len() == 10 && s.starts_with('b') && s[1..].chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+        let catalog = s.len() == 10
+            && s.starts_with('b')
+            && s[1..]
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
         let external = s.len() <= 200
             && s.ends_with(".sql")
             && !s.starts_with('.')
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
         if catalog || external {
             Ok(BackupId(s.to_string()))
         } else {
@@ -294,11 +305,19 @@ mod tests {
     use proptest::prelude::*;
 
     fn ctx() -> ParseCtx {
-        let dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/taskflow/prisma/migrations"));
+        let dir = std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/taskflow/prisma/migrations"
+        ));
         ParseCtx {
             envs: vec!["production".into(), "staging".into()],
             default_env: "production".into(),
-            migrations_dirs: [("production".to_string(), dir.clone()), ("staging".to_string(), dir)].into_iter().collect(),
+            migrations_dirs: [
+                ("production".to_string(), dir.clone()),
+                ("staging".to_string(), dir),
+            ]
+            .into_iter()
+            .collect(),
         }
     }
 

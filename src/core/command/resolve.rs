@@ -23,9 +23,24 @@ pub const SPEC: CommandSpec = CommandSpec {
     summary: "mark a migration applied or rolled back, like prisma migrate resolve (approval)",
     role: Role::Operator,
     options: &[
-        OptionSpec { name: "migration", description: "migration folder name", required: true, choices: &[] },
-        OptionSpec { name: "as", description: "applied or rolled-back", required: true, choices: &["applied", "rolled-back"] },
-        OptionSpec { name: "env", description: "environment (default: the configured one)", required: false, choices: &[] },
+        OptionSpec {
+            name: "migration",
+            description: "migration folder name",
+            required: true,
+            choices: &[],
+        },
+        OptionSpec {
+            name: "as",
+            description: "applied or rolled-back",
+            required: true,
+            choices: &["applied", "rolled-back"],
+        },
+        OptionSpec {
+            name: "env",
+            description: "environment (default: the configured one)",
+            required: false,
+            choices: &[],
+        },
     ],
     parse,
 };
@@ -41,5 +56,9 @@ fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
     let env = ctx.env(args.get(2).copied())?;
     no_more(args.get(3..).unwrap_or_default())?;
     let migration = ctx.migration(&env, name)?;
-    Ok(Command::Resolve(Args { migration, applied, env }))
+    Ok(Command::Resolve(Args {
+        migration,
+        applied,
+        env,
+    }))
 }

@@ -21,14 +21,27 @@ pub const SPEC: CommandSpec = CommandSpec {
     summary: "safety backup, stop app, restore BACKUP, start app (approval)",
     role: Role::Operator,
     options: &[
-        OptionSpec { name: "backup", description: "backup id or external .sql file (see `backups`)", required: true, choices: &[] },
-        OptionSpec { name: "env", description: "environment (default: the configured one)", required: false, choices: &[] },
+        OptionSpec {
+            name: "backup",
+            description: "backup id or external .sql file (see `backups`)",
+            required: true,
+            choices: &[],
+        },
+        OptionSpec {
+            name: "env",
+            description: "environment (default: the configured one)",
+            required: false,
+            choices: &[],
+        },
     ],
     parse,
 };
 
 fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
-    let backup = BackupId::parse(args.first().ok_or("say which backup to restore (`backups` lists them)")?)?;
+    let backup = BackupId::parse(
+        args.first()
+            .ok_or("say which backup to restore (`backups` lists them)")?,
+    )?;
     let env = ctx.env(args.get(1).copied())?;
     no_more(args.get(2..).unwrap_or_default())?;
     Ok(Command::Restore(Args { backup, env }))

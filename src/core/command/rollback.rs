@@ -26,9 +26,24 @@ pub const SPEC: CommandSpec = CommandSpec {
     summary: "un-apply MIGRATION and every later one, newest first (approval)",
     role: Role::Operator,
     options: &[
-        OptionSpec { name: "migration", description: "migration folder name", required: true, choices: &[] },
-        OptionSpec { name: "env", description: "environment (default: the configured one)", required: false, choices: &[] },
-        OptionSpec { name: "strategy", description: "down (run down.sql) or restore (restore a backup)", required: false, choices: &["down", "restore"] },
+        OptionSpec {
+            name: "migration",
+            description: "migration folder name",
+            required: true,
+            choices: &[],
+        },
+        OptionSpec {
+            name: "env",
+            description: "environment (default: the configured one)",
+            required: false,
+            choices: &[],
+        },
+        OptionSpec {
+            name: "strategy",
+            description: "down (run down.sql) or restore (restore a backup)",
+            required: false,
+            choices: &["down", "restore"],
+        },
     ],
     parse,
 };
@@ -36,7 +51,10 @@ pub const SPEC: CommandSpec = CommandSpec {
 fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
     let mut rest: Vec<&str> = args.to_vec();
     let mut strategy = None;
-    if let Some(pos) = rest.iter().position(|t| *t == "--strategy" || t.starts_with("--strategy=")) {
+    if let Some(pos) = rest
+        .iter()
+        .position(|t| *t == "--strategy" || t.starts_with("--strategy="))
+    {
         let value = match rest[pos].strip_prefix("--strategy=") {
             Some(v) => {
                 rest.remove(pos);
@@ -62,5 +80,9 @@ fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
     let env = ctx.env(more.first().copied())?;
     no_more(more.get(1..).unwrap_or_default())?;
     let migration = ctx.migration(&env, first)?;
-    Ok(Command::Rollback(Args { migration, env, strategy }))
+    Ok(Command::Rollback(Args {
+        migration,
+        env,
+        strategy,
+    }))
 }
