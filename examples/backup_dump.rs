@@ -30,9 +30,19 @@ async fn main() {
         eprintln!("DATABASE_URL is not set");
         std::process::exit(2);
     };
-    let req = DumpRequest { database_url: &url, backup_dir: &dir, env: &env, kind, pg_bin_dir: None };
+    let req = DumpRequest {
+        database_url: &url,
+        backup_dir: &dir,
+        env: &env,
+        kind,
+        pg_bin_dir: None,
+    };
     let progress = |p: dualkey::dbops::backup::DumpProgress| {
-        eprintln!("{:>6.1} s  {:>8.1} MiB", p.elapsed.as_secs_f64(), p.bytes_written as f64 / 1048576.0);
+        eprintln!(
+            "{:>6.1} s  {:>8.1} MiB",
+            p.elapsed.as_secs_f64(),
+            p.bytes_written as f64 / 1048576.0
+        );
     };
     match dump(&req, progress).await {
         Ok(out) => println!(

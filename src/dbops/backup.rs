@@ -17,8 +17,9 @@
 //! - [`dump()`]: `pg_dump -Fc` streamed into `<file>.partial` with SHA-256 computed on the way,
 //!   fsynced and renamed; a failed, killed or cancelled dump leaves no file at all.
 //! - [`verify()`]: the file is there, its SHA-256 matches and `pg_restore` reads all of it.
-//! - [`restore()`]: `pg_restore --clean --if-exists --single-transaction` (or `psql --single-transaction`
-//!   for plain SQL), so a failed restore changes nothing.
+//! - [`restore()`]: the app's schema replaced by the backup's in one `psql --single-transaction`
+//!   (custom dumps decoded by `pg_restore --clean --if-exists`, plain `.sql` files as they are, psql
+//!   in restricted mode), so a failed restore changes nothing.
 //! - [`list_external`]: the runbook's `pg_dump > backup_pre_migration_<ts>.sql` files.
 //! - [`select_for_deletion`] / [`delete_backup_files`]: retention as a pure function plus the deletion.
 //! - [`PgUrl`] / [`database_name`]: URL parsing.
@@ -39,7 +40,9 @@ pub use files::{
     cleanup_partials, dump_file_name, list_dumps, list_external, parse_dump_file_name,
     DumpFileInfo, ExternalBackup, ParsedDumpName, PARTIAL_SUFFIX,
 };
-pub use restore::{detect_format, restore, DumpFormat, RestoreError, RestoreOutcome};
+pub use restore::{
+    detect_format, restore, restore_with, DumpFormat, RestoreError, RestoreOptions, RestoreOutcome,
+};
 pub use retention::{
     delete_backup_files, select_for_deletion, DeletedFile, RetentionEntry, RetentionPolicy,
 };

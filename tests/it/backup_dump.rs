@@ -52,14 +52,21 @@ async fn a_dump_restores_the_data_exactly_even_over_a_database_changed_since() {
     let v = verify(&out.path, Some(&out.sha256), None).await.unwrap();
     assert!(v.toc_entries >= 4, "{v:?}");
 
-    // Change the database after the backup: rows, a column, a dropped table.
+    // Change the database after the backup as a later migration and later writes would: rows, a
+    // column, a dropped table, a new table with a foreign key to a restored one, an enum, a
+    // function, and an extension.
     exec(
         &db.url,
         "UPDATE items SET name = 'changed' WHERE id % 3 = 0;
          DELETE FROM items WHERE id > 4000 AND id NOT IN (SELECT item_id FROM notes);
          INSERT INTO items (id, name) VALUES (999999, 'new');
          ALTER TABLE items ADD COLUMN extra int DEFAULT 7;
-         DROP TABLE notes;",
+         DROP TABLE notes;
+         CREATE TYPE \"Mood\" AS ENUM ('ok', 'bad');
+         CREATE TABLE \"Comment\" (id serial PRIMARY KEY, item_id bigint REFERENCES items(id), mood \"Mood\");
+         INSERT INTO \"Comment\" (item_id, mood) VALUES (1, 'ok');
+         CREATE FUNCTION later_fn() RETURNS int LANGUAGE sql AS 'SELECT 1';
+         CREATE EXTENSION IF NOT EXISTS pgcrypto;",
     )
     .await;
     assert_ne!(fingerprint(&db.url, "items").await.unwrap(), items_before);
@@ -71,6 +78,20 @@ async fn a_dump_restores_the_data_exactly_even_over_a_database_changed_since() {
     assert!(!columns(&db.url, "items")
         .await
         .contains(&"extra".to_string()));
+    assert_eq!(fingerprint(&db.url, "\"Comment\"").await, None);
+    let mut c = connect(&db.url).await;
+    let (mood, func, ext): (bool, bool, bool) = sqlx::query_as(
+        "SELECT to_regtype('\"Mood\"') IS NOT NULL, to_regproc('later_fn') IS NOT NULL,
+                EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pgcrypto')",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(
+        (mood, func, ext),
+        (false, false, true),
+        "objects created after the backup"
+    );
 
     // And into an empty database.
     let empty = TestDb::create("bk_round_empty").await;

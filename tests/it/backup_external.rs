@@ -6,7 +6,8 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use dualkey::dbops::backup::{
-    cleanup_partials, list_dumps, list_external, restore, BackupKind, DumpFormat, RestoreError,
+    cleanup_partials, list_dumps, list_external, restore, restore_with, BackupKind, DumpFormat,
+    RestoreError, RestoreOptions,
 };
 
 use crate::backup_common::*;
@@ -152,10 +153,28 @@ async fn a_runbook_plain_dump_restores_through_psql() {
         fingerprint(&src.url, "notes").await
     );
 
-    // Over the same, existing tables a plain dump fails (no DROPs in it) and changes nothing.
+    // Over the same database, changed since: the app schema is replaced by the backup's.
+    exec(
+        &dst.url,
+        "UPDATE items SET qty = 0; CREATE TABLE later (id int REFERENCES items(id));",
+    )
+    .await;
+    restore(&dst.url, &file, None).await.unwrap();
+    assert_eq!(
+        fingerprint(&dst.url, "items").await,
+        fingerprint(&src.url, "items").await
+    );
+    assert_eq!(fingerprint(&dst.url, "later").await, None);
+
+    // Without replacing the schema, a plain dump (no DROPs in it) fails over existing tables and
+    // changes nothing.
     exec(&dst.url, "UPDATE items SET qty = 0").await;
     let before = fingerprint(&dst.url, "items").await;
-    let err = restore(&dst.url, &file, None).await.unwrap_err();
+    let opts = RestoreOptions {
+        replace_schema: false,
+        ..RestoreOptions::default()
+    };
+    let err = restore_with(&dst.url, &file, &opts).await.unwrap_err();
     let RestoreError::Failed { tool, stderr, .. } = &err else {
         panic!("{err:?}")
     };

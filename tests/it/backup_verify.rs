@@ -2,7 +2,9 @@
 
 use std::io::Write;
 
-use dualkey::dbops::backup::{dump, restore, verify, BackupKind, RestoreError, VerifyError};
+use dualkey::dbops::backup::{
+    dump, restore, restore_with, verify, BackupKind, RestoreError, RestoreOptions, VerifyError,
+};
 
 use crate::backup_common::*;
 use crate::support::TestDb;
@@ -118,21 +120,68 @@ async fn verify_tells_a_missing_file_a_changed_file_and_a_file_that_is_not_a_dum
 }
 
 #[tokio::test]
-async fn a_restore_that_fails_half_way_rolls_back_everything() {
+async fn a_restore_that_fails_at_its_very_end_rolls_back_everything() {
     let db = TestDb::create("bk_rollback").await;
+    seed(&db.url, 1_000).await;
+    // A grant to a role that will be gone by restore time: the restore fails on its last
+    // statements, after the schema was emptied and every table reloaded.
+    let role = format!("dk_role_{}", uuid::Uuid::new_v4().simple());
+    exec(
+        &db.url,
+        &format!("CREATE ROLE {role}; GRANT SELECT ON items TO {role};"),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dump(&request(&db.url, dir.path(), BackupKind::PreDeploy), |_| {})
+        .await
+        .unwrap();
+    exec(
+        &db.url,
+        &format!("REVOKE ALL ON items FROM {role}; DROP ROLE {role};"),
+    )
+    .await;
+    exec(
+        &db.url,
+        "DELETE FROM notes; UPDATE items SET name = 'after'; CREATE TABLE later (id int);",
+    )
+    .await;
+    let items_now = fingerprint(&db.url, "items").await.unwrap();
+    let notes_now = fingerprint(&db.url, "notes").await.unwrap();
+
+    let err = restore(&db.url, &out.path, None).await.unwrap_err();
+
+    let RestoreError::Failed { tool, stderr, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(*tool, "psql");
+    assert!(
+        stderr.contains(&role) && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    assert_eq!(fingerprint(&db.url, "items").await.unwrap(), items_now);
+    assert_eq!(fingerprint(&db.url, "notes").await.unwrap(), notes_now);
+    assert!(fingerprint(&db.url, "later").await.is_some());
+}
+
+#[tokio::test]
+async fn without_replacing_the_schema_a_dependent_object_blocks_the_restore_and_nothing_changes() {
+    let db = TestDb::create("bk_noreplace").await;
     seed(&db.url, 1_000).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dump(&request(&db.url, dir.path(), BackupKind::PreDeploy), |_| {})
         .await
         .unwrap();
-
-    // A view added after the backup depends on `items`: the restore's DROP TABLE items fails
-    // after other objects were already dropped and recreated in the same transaction.
+    // A view added after the backup depends on `items`: pg_restore --clean's DROP TABLE items
+    // fails after other objects were already dropped and recreated in the same transaction.
     exec(&db.url, "DELETE FROM notes; UPDATE items SET name = 'after'; CREATE VIEW v AS SELECT name FROM items;").await;
     let items_now = fingerprint(&db.url, "items").await.unwrap();
     let notes_now = fingerprint(&db.url, "notes").await.unwrap();
+    let opts = RestoreOptions {
+        replace_schema: false,
+        ..RestoreOptions::default()
+    };
 
-    let err = restore(&db.url, &out.path, None).await.unwrap_err();
+    let err = restore_with(&db.url, &out.path, &opts).await.unwrap_err();
 
     let RestoreError::Failed { stderr, .. } = &err else {
         panic!("{err:?}")
@@ -140,4 +189,9 @@ async fn a_restore_that_fails_half_way_rolls_back_everything() {
     assert!(stderr.contains("depend"), "{stderr}");
     assert_eq!(fingerprint(&db.url, "items").await.unwrap(), items_now);
     assert_eq!(fingerprint(&db.url, "notes").await.unwrap(), notes_now);
+
+    // The default restore replaces the schema, the view included.
+    restore(&db.url, &out.path, None).await.unwrap();
+    assert_ne!(fingerprint(&db.url, "items").await.unwrap(), items_now);
+    assert_eq!(columns(&db.url, "v").await, Vec::<String>::new());
 }

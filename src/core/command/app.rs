@@ -2,7 +2,7 @@
 ///
 /// The environment's configured app commands. `stop` needs approval; `start` runs as an
 /// operation without one; `status` only reads.
-use super::{no_more, Command, CommandSpec, EnvName, OptionSpec, ParseCtx};
+use super::{no_more, Command, CommandSpec, EnvName, OptionSpec, ParseCtx, ENV_OPTION};
 use crate::config::Role;
 
 /// What to do with the app.
@@ -38,12 +38,7 @@ pub const SPEC: CommandSpec = CommandSpec {
             required: true,
             choices: &["stop", "start", "status"],
         },
-        OptionSpec {
-            name: "env",
-            description: "environment (default: the configured one)",
-            required: false,
-            choices: &[],
-        },
+        ENV_OPTION,
     ],
     parse,
 };

@@ -2,7 +2,7 @@
 ///
 /// An on-demand verified backup (`pg_dump -Fc`, SHA-256, `pg_restore --list`), progress shown by
 /// editing one message. Needs the operator role, no approval.
-use super::{Command, CommandSpec, EnvName, OptionSpec, ParseCtx};
+use super::{Command, CommandSpec, EnvName, OptionSpec, ParseCtx, ENV_OPTION};
 use crate::config::Role;
 
 /// Arguments of `backup`.
@@ -24,12 +24,7 @@ pub const SPEC: CommandSpec = CommandSpec {
     summary: "take a verified backup now (pg_dump -Fc)",
     role: Role::Operator,
     options: &[
-        OptionSpec {
-            name: "env",
-            description: "environment (default: the configured one)",
-            required: false,
-            choices: &[],
-        },
+        ENV_OPTION,
         OptionSpec {
             name: "note",
             description: "a note kept with the backup",

@@ -2,7 +2,7 @@
 ///
 /// The backup catalog: id, kind, age, size, verified, migrations applied at the time; external
 /// `.sql` files in the backup folder; missing or changed files are shown as such.
-use super::{no_more, Command, CommandSpec, EnvName, OptionSpec, ParseCtx};
+use super::{only_env, Command, CommandSpec, EnvName, ParseCtx, ENV_OPTION};
 use crate::config::Role;
 
 /// Arguments of `backups`.
@@ -18,17 +18,12 @@ pub const SPEC: CommandSpec = CommandSpec {
     usage: "backups [ENV]",
     summary: "the backup catalog (and external .sql files)",
     role: Role::Viewer,
-    options: &[OptionSpec {
-        name: "env",
-        description: "environment (default: the configured one)",
-        required: false,
-        choices: &[],
-    }],
+    options: &[ENV_OPTION],
     parse,
 };
 
 fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
-    let env = ctx.env(args.first().copied())?;
-    no_more(args.get(1..).unwrap_or_default())?;
-    Ok(Command::Backups(Args { env }))
+    Ok(Command::Backups(Args {
+        env: only_env(args, ctx)?,
+    }))
 }

@@ -1,7 +1,7 @@
 /// checklist [ENV]
 ///
 /// The migration safety checklist, each item ticked from facts the bot can check.
-use super::{no_more, Command, CommandSpec, EnvName, OptionSpec, ParseCtx};
+use super::{only_env, Command, CommandSpec, EnvName, ParseCtx, ENV_OPTION};
 use crate::config::Role;
 
 /// Arguments of `checklist`.
@@ -17,17 +17,12 @@ pub const SPEC: CommandSpec = CommandSpec {
     usage: "checklist [ENV]",
     summary: "the migration safety checklist, checked against facts",
     role: Role::Viewer,
-    options: &[OptionSpec {
-        name: "env",
-        description: "environment (default: the configured one)",
-        required: false,
-        choices: &[],
-    }],
+    options: &[ENV_OPTION],
     parse,
 };
 
 fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
-    let env = ctx.env(args.first().copied())?;
-    no_more(args.get(1..).unwrap_or_default())?;
-    Ok(Command::Checklist(Args { env }))
+    Ok(Command::Checklist(Args {
+        env: only_env(args, ctx)?,
+    }))
 }

@@ -2,7 +2,7 @@
 ///
 /// Pre-deploy backup, then apply pending migrations exactly as `prisma migrate deploy` would.
 /// Needs approval when `deploy_needs_approval` (the default).
-use super::{no_more, Command, CommandSpec, EnvName, OptionSpec, ParseCtx};
+use super::{only_env, Command, CommandSpec, EnvName, ParseCtx, ENV_OPTION};
 use crate::config::Role;
 
 /// Arguments of `deploy`.
@@ -18,17 +18,12 @@ pub const SPEC: CommandSpec = CommandSpec {
     usage: "deploy [ENV]",
     summary: "pre-deploy backup, then apply pending migrations (approval per config)",
     role: Role::Operator,
-    options: &[OptionSpec {
-        name: "env",
-        description: "environment (default: the configured one)",
-        required: false,
-        choices: &[],
-    }],
+    options: &[ENV_OPTION],
     parse,
 };
 
 fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
-    let env = ctx.env(args.first().copied())?;
-    no_more(args.get(1..).unwrap_or_default())?;
-    Ok(Command::Deploy(Args { env }))
+    Ok(Command::Deploy(Args {
+        env: only_env(args, ctx)?,
+    }))
 }

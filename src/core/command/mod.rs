@@ -291,6 +291,21 @@ pub fn parse(text: &str, ctx: &ParseCtx) -> Result<(&'static CommandSpec, Comman
         .map_err(|m| err(Some(spec), m))
 }
 
+/// The optional `ENV` option shared by most commands.
+pub const ENV_OPTION: OptionSpec = OptionSpec {
+    name: "env",
+    description: "environment (default: the configured one)",
+    required: false,
+    choices: &[],
+};
+
+/// Parses `[ENV]` and nothing else.
+pub(crate) fn only_env(args: &[&str], ctx: &ParseCtx) -> Result<EnvName, String> {
+    let env = ctx.env(args.first().copied())?;
+    no_more(args.get(1..).unwrap_or_default())?;
+    Ok(env)
+}
+
 /// Fails when arguments are left over.
 pub(crate) fn no_more(rest: &[&str]) -> Result<(), String> {
     match rest.first() {

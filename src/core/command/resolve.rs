@@ -2,7 +2,9 @@
 ///
 /// Prisma's `migrate resolve --applied|--rolled-back`, with the same preconditions and P30xx
 /// errors, after a safety backup. Needs approval.
-use super::{no_more, Command, CommandSpec, EnvName, MigrationName, OptionSpec, ParseCtx};
+use super::{
+    no_more, Command, CommandSpec, EnvName, MigrationName, OptionSpec, ParseCtx, ENV_OPTION,
+};
 use crate::config::Role;
 
 /// Arguments of `resolve`.
@@ -35,12 +37,7 @@ pub const SPEC: CommandSpec = CommandSpec {
             required: true,
             choices: &["applied", "rolled-back"],
         },
-        OptionSpec {
-            name: "env",
-            description: "environment (default: the configured one)",
-            required: false,
-            choices: &[],
-        },
+        ENV_OPTION,
     ],
     parse,
 };

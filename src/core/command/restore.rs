@@ -2,7 +2,7 @@
 ///
 /// Safety backup, stop the app, restore BACKUP in one transaction, start the app (also after a
 /// failed restore). Needs approval.
-use super::{no_more, BackupId, Command, CommandSpec, EnvName, OptionSpec, ParseCtx};
+use super::{no_more, BackupId, Command, CommandSpec, EnvName, OptionSpec, ParseCtx, ENV_OPTION};
 use crate::config::Role;
 
 /// Arguments of `restore`.
@@ -27,12 +27,7 @@ pub const SPEC: CommandSpec = CommandSpec {
             required: true,
             choices: &[],
         },
-        OptionSpec {
-            name: "env",
-            description: "environment (default: the configured one)",
-            required: false,
-            choices: &[],
-        },
+        ENV_OPTION,
     ],
     parse,
 };

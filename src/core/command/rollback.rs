@@ -3,7 +3,7 @@
 /// Un-apply MIGRATION and every migration applied after it, newest first: with each one's
 /// `down.sql` (`down`), or by restoring the newest verified backup taken before it (`restore`).
 /// Without `--strategy` the `down` strategy is used when every migration has a `down.sql`.
-use super::{no_more, Command, CommandSpec, MigrationName, OptionSpec, ParseCtx};
+use super::{no_more, Command, CommandSpec, MigrationName, OptionSpec, ParseCtx, ENV_OPTION};
 use crate::config::Role;
 use crate::core::command::EnvName;
 use crate::core::operation::RollbackStrategy;
@@ -32,12 +32,7 @@ pub const SPEC: CommandSpec = CommandSpec {
             required: true,
             choices: &[],
         },
-        OptionSpec {
-            name: "env",
-            description: "environment (default: the configured one)",
-            required: false,
-            choices: &[],
-        },
+        ENV_OPTION,
         OptionSpec {
             name: "strategy",
             description: "down (run down.sql) or restore (restore a backup)",

@@ -1,7 +1,7 @@
 /// status [ENV]
 ///
 /// What dualkey knows about an environment: running operation, open requests.
-use super::{no_more, Command, CommandSpec, EnvName, OptionSpec, ParseCtx};
+use super::{only_env, Command, CommandSpec, EnvName, ParseCtx, ENV_OPTION};
 use crate::config::Role;
 
 /// Arguments of `status`.
@@ -17,17 +17,12 @@ pub const SPEC: CommandSpec = CommandSpec {
     usage: "status [ENV]",
     summary: "migration status, app status, running operation, open requests",
     role: Role::Viewer,
-    options: &[OptionSpec {
-        name: "env",
-        description: "environment (default: the configured one)",
-        required: false,
-        choices: &[],
-    }],
+    options: &[ENV_OPTION],
     parse,
 };
 
 fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
-    let env = ctx.env(args.first().copied())?;
-    no_more(args.get(1..).unwrap_or_default())?;
-    Ok(Command::Status(Args { env }))
+    Ok(Command::Status(Args {
+        env: only_env(args, ctx)?,
+    }))
 }

@@ -1,30 +1,45 @@
 //! Restoring a backup into the target database, all or nothing.
 //!
-//! - Custom-format dumps (dualkey's own): `pg_restore --clean --if-exists --single-transaction
-//!   --no-owner --exit-on-error`. Objects in the dump are dropped and recreated in one transaction;
-//!   if anything fails, the transaction rolls back and the database is as it was. Objects created
-//!   after the backup that the dump does not know (a table added by a later migration) are left in
-//!   place, as `pg_restore --clean` does.
-//! - Plain `.sql` files (external, from the runbook's `pg_dump > file.sql`): `psql -X -v
-//!   ON_ERROR_STOP=1 --single-transaction`. Such a file usually has no `DROP` statements, so it
-//!   restores into an empty database (or one the file itself cleans) and fails, changing nothing,
-//!   over existing tables.
+//! What a restore means: afterwards the app's schema (the URL's `?schema=`, Prisma's default
+//! `public`) holds exactly what the backup holds. Objects created after the backup (a table, an
+//! enum, a foreign key to a restored table, added by a later migration) would otherwise survive a
+//! plain `pg_restore --clean`, and either make it fail (a foreign key blocks the drop of the table
+//! it points at) or make the next `/db deploy` fail (`relation already exists`). So, by default
+//! ([`RestoreOptions::replace_schema`]), the restore first drops every object of that schema that
+//! does not belong to an extension (the schema itself, its owner and grants, and extensions
+//! stay), then restores the backup, all in one transaction:
 //!
-//! Security of plain SQL: a `.sql` file is a psql script, and psql backslash commands can run shell
-//! commands (`\!`, backticks, `\o |cmd`), read and write local files, or connect elsewhere. dualkey
-//! therefore first puts psql in restricted mode with a random key (`\restrict KEY`, psql 13.22,
-//! 14.19, 15.14, 16.10, 17.6 and later), in which psql refuses every backslash command, and streams
-//! the file to psql itself (no second read of the path, so the file cannot be swapped after the
-//! check). The `\restrict`/`\unrestrict` pair that pg_dump itself writes at the head and the end of
-//! a plain dump is blanked out on the way; any other backslash command makes psql stop, and the
-//! single transaction rolls back. A psql without `\restrict` is refused rather than trusted.
+//! ```text
+//! pg_restore --clean --if-exists --no-owner --file=- DUMP    (custom format: decoded to SQL)
+//!   | dualkey       (blanks pg_dump's own \restrict pair; holds psql's input open, see below)
+//!   | psql -X -v ON_ERROR_STOP=1 --single-transaction -c '\restrict KEY' [-c 'DO ...'] -f -
+//! ```
+//!
+//! Plain `.sql` files (external, from the runbook's `pg_dump > file.sql`) take the same way
+//! without the `pg_restore` stage. `psql --single-transaction` with `ON_ERROR_STOP` is what makes
+//! it all-or-nothing: any error rolls everything back, the drops included. If `pg_restore` fails
+//! (a truncated or damaged dump) or the file cannot be read to its end, psql is killed before it
+//! sees the end of its input, so it never commits a partial restore. Dropping the future kills
+//! both tools, which also rolls back. (`pg_restore --single-transaction --exit-on-error -d`, the
+//! direct form, cannot run the drops in its own transaction, hence the pipe.)
+//!
+//! Security: a `.sql` file is a psql script, and psql backslash commands can run shell commands
+//! (`\!`, backticks, `\o |cmd`), read and write local files, or connect elsewhere. dualkey therefore
+//! first puts psql in restricted mode with a random key (`\restrict KEY`, psql 13.22, 14.19, 15.14,
+//! 16.10, 17.6 and later), in which psql refuses every backslash command, and streams the file to
+//! psql itself (the path is read once, so the file cannot be swapped after a check). The
+//! `\restrict`/`\unrestrict` pair that pg_dump and pg_restore write at the head and the end of
+//! their SQL output is blanked out on the way; any other backslash command makes psql stop, and
+//! the transaction rolls back. A psql without `\restrict` is refused rather than trusted.
 
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::process::Command;
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
 
 use super::tools::{self, ToolNotFound};
 use super::url::{PgUrl, UrlError};
@@ -34,19 +49,41 @@ use super::verify::has_custom_magic;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DumpFormat {
-    /// `pg_dump -Fc` (starts with `PGDMP`): restored with `pg_restore`.
+    /// `pg_dump -Fc` (starts with `PGDMP`): decoded with `pg_restore`, run with `psql`.
     Custom,
-    /// A plain SQL script (`.sql`): restored with `psql`.
+    /// A plain SQL script (`.sql`): run with `psql`.
     PlainSql,
 }
 
 /// A restore that committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoreOutcome {
-    /// Which tool restored it.
+    /// The backup's format.
     pub format: DumpFormat,
     /// Wall time.
     pub duration: Duration,
+}
+
+/// How to restore.
+#[derive(Debug, Clone, Copy)]
+pub struct RestoreOptions<'a> {
+    /// A directory holding `pg_restore` and `psql`, if configured; otherwise `PATH`, then
+    /// `/usr/lib/postgresql/<major>/bin`.
+    pub pg_bin_dir: Option<&'a Path>,
+    /// First drop, in the same transaction, every object of the app's schema (the URL's
+    /// `?schema=`, default `public`) that is not part of an extension, so that the schema ends up
+    /// exactly as in the backup (default `true`). With `false`, objects created after the backup
+    /// stay (plain `pg_restore --clean` behaviour), and may make the restore fail.
+    pub replace_schema: bool,
+}
+
+impl Default for RestoreOptions<'_> {
+    fn default() -> Self {
+        RestoreOptions {
+            pg_bin_dir: None,
+            replace_schema: true,
+        }
+    }
 }
 
 /// Why a restore failed. In every case the database was left unchanged (single transaction).
@@ -64,8 +101,10 @@ pub enum RestoreError {
     /// Neither a custom-format dump nor a `.sql` file.
     #[error("{} is neither a pg_dump custom-format archive nor a .sql file", .0.display())]
     UnsupportedFormat(PathBuf),
-    /// The `psql` found cannot enter restricted mode, so a plain SQL file is not run with it.
-    #[error("{version} has no \\restrict; plain SQL backups need psql 13.22, 14.19, 15.14, 16.10, 17.6 or newer")]
+    /// The `psql` found cannot enter restricted mode, so no backup is run through it.
+    #[error(
+        "{version} has no \\restrict; restores need psql 13.22, 14.19, 15.14, 16.10, 17.6 or newer"
+    )]
     PsqlWithoutRestrict {
         /// What `psql --version` said.
         version: String,
@@ -80,7 +119,7 @@ pub enum RestoreError {
         /// The OS error.
         error: io::Error,
     },
-    /// The tool could not be started.
+    /// A tool could not be started.
     #[error("could not start {tool}: {error}")]
     Spawn {
         /// `pg_restore` or `psql`.
@@ -88,10 +127,10 @@ pub enum RestoreError {
         /// The OS error.
         error: io::Error,
     },
-    /// The tool failed; its transaction was rolled back.
+    /// A tool failed; the transaction was rolled back.
     #[error("{tool} failed ({status}), nothing was changed: {stderr}")]
     Failed {
-        /// `pg_restore` or `psql`.
+        /// `pg_restore` (could not read the dump) or `psql` (the SQL failed).
         tool: &'static str,
         /// `exit code N` or `killed by signal N`.
         status: String,
@@ -127,63 +166,233 @@ pub fn detect_format(path: &Path) -> Result<DumpFormat, RestoreError> {
     }
 }
 
-/// Restores `path` into the database at `database_url`, in one transaction: either all of the
-/// backup is restored or nothing changes. Dropping the future kills the tool, which also rolls
-/// back.
-#[tracing::instrument(skip_all, fields(path = %path.display()))]
+/// Restores `path` into the database at `database_url` with the default [`RestoreOptions`] (the
+/// app's schema is replaced by the backup's), in one transaction: either all of the backup is
+/// restored or nothing changes.
 pub async fn restore(
     database_url: &str,
     path: &Path,
     pg_bin_dir: Option<&Path>,
 ) -> Result<RestoreOutcome, RestoreError> {
+    let opts = RestoreOptions {
+        pg_bin_dir,
+        ..RestoreOptions::default()
+    };
+    restore_with(database_url, path, &opts).await
+}
+
+/// Restores `path` into the database at `database_url`, in one transaction. Dropping the future
+/// kills the tools, which also rolls back.
+#[tracing::instrument(skip_all, fields(path = %path.display(), replace_schema = opts.replace_schema))]
+pub async fn restore_with(
+    database_url: &str,
+    path: &Path,
+    opts: &RestoreOptions<'_>,
+) -> Result<RestoreOutcome, RestoreError> {
     let url = PgUrl::parse(database_url)?;
     let format = detect_format(path)?;
+    let psql = tools::locate("psql", opts.pg_bin_dir)?;
+    let pg_restore = match format {
+        DumpFormat::Custom => Some(tools::locate("pg_restore", opts.pg_bin_dir)?),
+        DumpFormat::PlainSql => None,
+    };
+    psql_has_restrict(&psql).await?;
     let start = Instant::now();
     tracing::info!(?format, database = url.database(), "restore started");
-    match format {
-        DumpFormat::Custom => restore_custom(&url, path, pg_bin_dir).await?,
-        DumpFormat::PlainSql => restore_plain(&url, path, pg_bin_dir).await?,
-    }
+
+    let (input, producer) = match &pg_restore {
+        None => {
+            let file = std::fs::File::open(path).map_err(|error| match error.kind() {
+                io::ErrorKind::NotFound => RestoreError::Missing(path.to_path_buf()),
+                _ => RestoreError::Io {
+                    action: "open",
+                    path: path.to_path_buf(),
+                    error,
+                },
+            })?;
+            (file, None)
+        }
+        Some(pg_restore) => {
+            let spawn_err = |error| RestoreError::Spawn {
+                tool: "pg_restore",
+                error,
+            };
+            let mut child = Command::new(pg_restore)
+                .args(["--clean", "--if-exists", "--no-owner", "--file=-"])
+                .arg(tools::path_arg(path))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(spawn_err)?;
+            let stderr = tools::collect_stderr(child.stderr.take());
+            let stdout = child.stdout.take().expect("stdout is piped");
+            let stdout = stdout.into_owned_fd().map_err(spawn_err)?;
+            (std::fs::File::from(stdout), Some((child, stderr)))
+        }
+    };
+    let pre_sql = opts
+        .replace_schema
+        .then(|| empty_schema_sql(url.schema().unwrap_or("public")));
+    run_psql(&url, &psql, pre_sql, input, producer, path).await?;
+
     let duration = start.elapsed();
     tracing::info!(?duration, "restore finished");
     Ok(RestoreOutcome { format, duration })
 }
 
-async fn restore_custom(
+/// A `DO` block that drops every table, view, materialized view, sequence, foreign table, type,
+/// domain, function, procedure and aggregate of `schema` that is not part of an extension.
+fn empty_schema_sql(schema: &str) -> String {
+    // A random dollar-quote tag: no schema name can end the block early.
+    let tag = format!("$dk{}$", uuid::Uuid::new_v4().simple());
+    let lit = format!("'{}'", schema.replace('\'', "''"));
+    format!(
+        "DO {tag}
+DECLARE r record;
+BEGIN
+  FOR r IN
+    SELECT format('DROP %s IF EXISTS %I.%I CASCADE',
+             CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+               WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
+             n.nspname, c.relname) AS stmt
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = {lit} AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                      AND d.objid = c.oid AND d.deptype = 'e')
+    UNION ALL
+    SELECT format('DROP %s IF EXISTS %I.%I CASCADE',
+             CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, n.nspname, t.typname)
+    FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+    WHERE n.nspname = {lit} AND t.typtype IN ('e', 'd', 'r', 'c')
+      AND (t.typtype <> 'c' OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
+                      AND d.objid = t.oid AND d.deptype = 'e')
+    UNION ALL
+    SELECT format('DROP %s IF EXISTS %s CASCADE',
+             CASE p.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE'
+               ELSE 'FUNCTION' END,
+             p.oid::regprocedure)
+    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE n.nspname = {lit}
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                      AND d.objid = p.oid AND d.deptype = 'e')
+  LOOP
+    EXECUTE r.stmt;
+  END LOOP;
+END
+{tag}"
+    )
+}
+
+/// A tool producing psql's input (`pg_restore --file=-`) and its stderr being collected.
+type Producer = (Child, JoinHandle<Vec<u8>>);
+
+/// Runs `psql --single-transaction` in restricted mode on `input` (after `pre_sql`), letting it
+/// commit only if `input` was read to its end and the `producer` writing it succeeded.
+async fn run_psql(
     url: &PgUrl,
+    psql: &Path,
+    pre_sql: Option<String>,
+    input: std::fs::File,
+    producer: Option<Producer>,
     path: &Path,
-    pg_bin_dir: Option<&Path>,
 ) -> Result<(), RestoreError> {
-    let pg_restore = tools::locate("pg_restore", pg_bin_dir)?;
-    let mut cmd = tools::command(&pg_restore, url);
+    // A key the input cannot know: only `\unrestrict <this key>` would lift restricted mode.
+    let key = uuid::Uuid::new_v4().simple().to_string();
+    let mut cmd = tools::command(psql, url);
     cmd.args([
-        "--clean",
-        "--if-exists",
-        "--single-transaction",
-        "--no-owner",
-        "--exit-on-error",
+        "-X",
         "--no-password",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "--single-transaction",
     ])
-    .args(url.connection_args())
-    .arg(tools::path_arg(path))
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    let child = cmd.spawn().map_err(|error| RestoreError::Spawn {
-        tool: "pg_restore",
+    .arg("-c")
+    .arg(format!("\\restrict {key}"));
+    if let Some(sql) = pre_sql {
+        cmd.arg("-c").arg(sql);
+    }
+    cmd.args(["-f", "-"])
+        .args(url.connection_args())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let spawn_err = |error| RestoreError::Spawn {
+        tool: "psql",
         error,
-    })?;
-    let (status, stderr) = tools::wait_with_stderr(child, Some(url))
+    };
+    let mut child = cmd.spawn().map_err(spawn_err)?;
+    let stderr = tools::collect_stderr(child.stderr.take());
+    let stdin = child.stdin.take().expect("stdin is piped");
+    let stdin = stdin.into_owned_fd().map_err(spawn_err)?;
+    // psql sees the end of its input (and commits) only once both write ends are closed: this
+    // one is closed after the input was fed completely, or after psql was killed if it was not.
+    let hold_open = stdin.try_clone().map_err(spawn_err)?;
+    let feeder = tokio::task::spawn_blocking(move || {
+        let mut out = io::BufWriter::with_capacity(1 << 20, std::fs::File::from(stdin));
+        let input = BufReader::with_capacity(1 << 20, input);
+        match feed_plain_sql(input, &mut out).and_then(|_| out.flush()) {
+            // psql stopped reading (it failed and exited): its status says why.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            r => r,
+        }
+    });
+    let fed = feeder
         .await
-        .map_err(|error| RestoreError::Spawn {
+        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+    let produced = match producer {
+        None => None,
+        Some((mut p, p_stderr)) => {
+            let status = p.wait().await;
+            let p_stderr = tools::summarize_stderr(&p_stderr.await.unwrap_or_default(), None);
+            Some((status, p_stderr))
+        }
+    };
+    let producer_ok = match &produced {
+        None => true,
+        Some((status, _)) => status.as_ref().is_ok_and(|s| s.success()),
+    };
+    if fed.is_err() || !producer_ok {
+        // The input ended early: psql must not see a clean end of it.
+        let _ = child.start_kill();
+    }
+    // After a SIGKILL psql runs no more code, so closing the last write end is safe either way.
+    drop(hold_open);
+    let status = child.wait().await.map_err(spawn_err)?;
+    let stderr = tools::summarize_stderr(&stderr.await.unwrap_or_default(), Some(url));
+    let psql_failed = || RestoreError::Failed {
+        tool: "psql",
+        status: tools::describe_status(&status),
+        stderr: stderr.clone(),
+    };
+
+    // psql failing on its own (not killed by us) is the root cause: the producer then only saw
+    // its output pipe close.
+    if !status.success() && status.signal() != Some(libc::SIGKILL) {
+        return Err(psql_failed());
+    }
+    if let Some((p_status, p_stderr)) = produced {
+        let p_status = p_status.map_err(|error| RestoreError::Spawn {
             tool: "pg_restore",
             error,
         })?;
+        if !p_status.success() {
+            return Err(RestoreError::Failed {
+                tool: "pg_restore",
+                status: tools::describe_status(&p_status),
+                stderr: p_stderr,
+            });
+        }
+    }
+    fed.map_err(|error| RestoreError::Io {
+        action: "read",
+        path: path.to_path_buf(),
+        error,
+    })?;
     if !status.success() {
-        return Err(RestoreError::Failed {
-            tool: "pg_restore",
-            status: tools::describe_status(&status),
-            stderr,
-        });
+        return Err(psql_failed());
     }
     Ok(())
 }
@@ -217,88 +426,6 @@ async fn psql_has_restrict(psql: &Path) -> Result<(), RestoreError> {
         .take(80)
         .collect();
     Err(RestoreError::PsqlWithoutRestrict { version })
-}
-
-async fn restore_plain(
-    url: &PgUrl,
-    path: &Path,
-    pg_bin_dir: Option<&Path>,
-) -> Result<(), RestoreError> {
-    let psql = tools::locate("psql", pg_bin_dir)?;
-    psql_has_restrict(&psql).await?;
-    let file = std::fs::File::open(path).map_err(|error| match error.kind() {
-        io::ErrorKind::NotFound => RestoreError::Missing(path.to_path_buf()),
-        _ => RestoreError::Io {
-            action: "open",
-            path: path.to_path_buf(),
-            error,
-        },
-    })?;
-    // A key the file cannot know: only `\unrestrict <this key>` would lift restricted mode.
-    let key = uuid::Uuid::new_v4().simple().to_string();
-    let mut cmd = tools::command(&psql, url);
-    cmd.args([
-        "-X",
-        "--no-password",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "--single-transaction",
-    ])
-    .arg("-c")
-    .arg(format!("\\restrict {key}"))
-    .args(["-f", "-"])
-    .args(url.connection_args())
-    .stdin(Stdio::piped())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    let spawn_err = |error| RestoreError::Spawn {
-        tool: "psql",
-        error,
-    };
-    let mut child = cmd.spawn().map_err(spawn_err)?;
-    let stderr = tools::collect_stderr(child.stderr.take());
-    let stdin = child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .into_owned_fd()
-        .map_err(spawn_err)?;
-    // psql sees the end of its input (and commits) only once both write ends are closed: this
-    // one is closed after the feeder succeeded, or after psql was killed if it did not.
-    let hold_open = stdin.try_clone().map_err(spawn_err)?;
-    let feeder = tokio::task::spawn_blocking(move || {
-        let mut out = io::BufWriter::with_capacity(1 << 20, std::fs::File::from(stdin));
-        let input = BufReader::with_capacity(1 << 20, file);
-        match feed_plain_sql(input, &mut out).and_then(|_| out.flush()) {
-            // psql stopped reading (it failed and exited): its status says why.
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-            r => r,
-        }
-    });
-    let fed = feeder
-        .await
-        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
-    if fed.is_err() {
-        // Reading the file failed part-way: psql must not see a clean end of its input.
-        let _ = child.start_kill();
-    }
-    // After a SIGKILL psql runs no more code, so closing the last write end is safe either way.
-    drop(hold_open);
-    let status = child.wait().await.map_err(spawn_err)?;
-    let stderr = tools::summarize_stderr(&stderr.await.unwrap_or_default(), Some(url));
-    fed.map_err(|error| RestoreError::Io {
-        action: "read",
-        path: path.to_path_buf(),
-        error,
-    })?;
-    if !status.success() {
-        return Err(RestoreError::Failed {
-            tool: "psql",
-            status: tools::describe_status(&status),
-            stderr,
-        });
-    }
-    Ok(())
 }
 
 /// `\restrict KEY` or `\unrestrict KEY` as pg_dump writes them: the key, if `line` is one.
