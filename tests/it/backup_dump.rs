@@ -146,6 +146,8 @@ async fn bad_input_is_refused_before_anything_is_written() {
         .await
         .unwrap_err();
     assert!(matches!(err, DumpError::Url(_)), "{err:?}");
+    let req = request(&url, dir.path(), BackupKind::Manual);
+    assert!(!format!("{req:?}").contains(FAKE_PASSWORD));
     assert!(!format!("{err} {err:?}").contains(FAKE_PASSWORD));
 
     let req = DumpRequest {

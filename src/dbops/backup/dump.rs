@@ -32,8 +32,8 @@ use super::tools::{self, ToolNotFound};
 use super::url::{PgUrl, UrlError};
 use super::{check_env_name, BackupKind, InvalidEnvName};
 
-/// What to dump and where.
-#[derive(Debug, Clone, Copy)]
+/// What to dump and where. `Debug` leaves the database URL out.
+#[derive(Clone, Copy)]
 pub struct DumpRequest<'a> {
     /// The target database's URL (a secret: never logged).
     pub database_url: &'a str,
@@ -46,6 +46,18 @@ pub struct DumpRequest<'a> {
     /// A directory holding `pg_dump`, if configured; otherwise `PATH`, then
     /// `/usr/lib/postgresql/<major>/bin`.
     pub pg_bin_dir: Option<&'a Path>,
+}
+
+impl std::fmt::Debug for DumpRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DumpRequest")
+            .field("database_url", &"[redacted]")
+            .field("backup_dir", &self.backup_dir)
+            .field("env", &self.env)
+            .field("kind", &self.kind)
+            .field("pg_bin_dir", &self.pg_bin_dir)
+            .finish()
+    }
 }
 
 /// Progress of a running dump, reported about once a second.
