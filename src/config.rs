@@ -322,6 +322,10 @@ pub struct EnvironmentSettings {
     /// Seconds an app command may run.
     #[serde(default = "default_app_timeout")]
     pub app_timeout_secs: u64,
+    /// Folder holding `pg_dump`, `pg_restore` and `psql` (default: `PATH`, then the newest
+    /// `/usr/lib/postgresql/<major>/bin`).
+    #[serde(default)]
+    pub pg_bin_dir: Option<PathBuf>,
 }
 
 fn default_migrations_dir() -> PathBuf {
@@ -596,6 +600,14 @@ impl Settings {
             }
             if env.app_timeout_secs == 0 {
                 return Err(self.invalid(k("app_timeout_secs"), "must be at least 1"));
+            }
+            if let Some(dir) = &env.pg_bin_dir {
+                if !dir.is_dir() {
+                    return Err(self.invalid(
+                        k("pg_bin_dir"),
+                        format!("`{}` is not a folder", dir.display()),
+                    ));
+                }
             }
             if env.retention_days == 0 {
                 return Err(self.invalid(k("retention_days"), "must be at least 1"));

@@ -103,10 +103,24 @@ pub fn backup_health(b: &BackupRow) -> &'static str {
         "running" => return "running",
         _ => return "failed",
     }
+    let modified_ms = |m: &std::fs::Metadata| {
+        m.modified()
+            .ok()
+            .map(|t| chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis())
+    };
     match std::fs::metadata(&b.path) {
         Err(_) => "missing",
         Ok(m) if Some(m.len() as i64) != b.size_bytes => "changed",
         Ok(_) if b.verified_at.is_none() => "unverified",
+        // Written to after it was verified: treated as changed (the full SHA-256 check before a
+        // restore decides for good).
+        Ok(m)
+            if modified_ms(&m)
+                .zip(b.verified_at)
+                .is_some_and(|(mt, v)| mt > v + 1000) =>
+        {
+            "changed"
+        }
         Ok(_) => "ok",
     }
 }
@@ -633,7 +647,7 @@ pub async fn run_step(
         StepAction::Restore { backup } => {
             let src = restore_source(core, &op.env, backup).await?;
             if let Some(sha) = &src.sha256 {
-                bk::verify(&src.path, Some(sha), None)
+                bk::verify(&src.path, Some(sha), e.pg_bin_dir.as_deref())
                     .await
                     .map_err(|err| {
                         StepError(format!(
@@ -643,7 +657,7 @@ pub async fn run_step(
                     })?;
             }
             let url = database_url(e)?;
-            let out = bk::restore(url.expose_secret(), &src.path, None)
+            let out = bk::restore(url.expose_secret(), &src.path, e.pg_bin_dir.as_deref())
                 .await
                 .map_err(|err| StepError(format!("restore of {} failed; the database is unchanged (single transaction): {err}", src.label)))?;
             Ok(format!(
@@ -864,7 +878,7 @@ pub async fn take_backup(
         backup_dir: &e.backup_dir,
         env,
         kind,
-        pg_bin_dir: None,
+        pg_bin_dir: e.pg_bin_dir.as_deref(),
     };
     let sink = latest.clone();
     let dumped = bk::dump(&req, move |p| {
@@ -894,7 +908,7 @@ pub async fn take_backup(
     row.size_bytes = Some(out.size_bytes as i64);
     row.sha256 = Some(out.sha256.clone());
     row.duration_ms = Some(out.duration.as_millis() as i64);
-    match bk::verify(&out.path, Some(&out.sha256), None).await {
+    match bk::verify(&out.path, Some(&out.sha256), e.pg_bin_dir.as_deref()).await {
         Ok(v) => {
             row.state = "ok".into();
             row.verified_at = Some(core.clock.now_ms());

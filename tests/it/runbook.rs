@@ -31,6 +31,11 @@ fn copy_migration(name: &str, to: &Path) {
 }
 
 async fn setup(names: &[&str]) -> Db {
+    setup_with(names, "").await
+}
+
+/// Like [`setup`], with extra keys for `[environments.production]`.
+async fn setup_with(names: &[&str], extra: &str) -> Db {
     let target = TestDb::create("taskflow").await;
     let var = format!("DK_TEST_URL_{}", uuid::Uuid::new_v4().simple());
     // Each test names its own variable; nextest runs every test in its own process.
@@ -38,7 +43,7 @@ async fn setup(names: &[&str]) -> Db {
     let app = spawn_app_with(Backend::Sqlite, 1, 0, |t| {
         t.replacen(
             "database_url_env = \"DK_TEST_UNUSED_URL\"",
-            &format!("database_url_env = \"{var}\"\nmigrations_dir = \"{{dir}}/migrations\"\nbackup_dir = \"{{dir}}/backups\""),
+            &format!("database_url_env = \"{var}\"\nmigrations_dir = \"{{dir}}/migrations\"\nbackup_dir = \"{{dir}}/backups\"\n{extra}"),
             1,
         )
     })
@@ -565,4 +570,270 @@ async fn an_unreachable_database_gets_a_clear_error_and_no_catalog_entry() {
     let backups = db.app.core.store.list_backups("production").await.unwrap();
     assert!(backups.iter().all(|b| b.state != "ok"), "{backups:?} / {r}");
     assert!(!status.contains("postgres://"), "no URL may leak: {status}");
+}
+
+#[tokio::test]
+async fn a_failed_safety_backup_stops_the_deploy_and_leaves_no_file_and_no_ok_entry() {
+    let fake = std::env::temp_dir().join(format!("dk-fakebin-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&fake).unwrap();
+    let pg_dump = fake.join("pg_dump");
+    std::fs::write(&pg_dump, "#!/bin/sh\nprintf 'PGDMP-partial-garbage'\necho 'pg_dump: error: connection lost' >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(
+        &pg_dump,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let db = setup_with(&[INIT], &format!("pg_bin_dir = \"{}\"", fake.display())).await;
+    let op = db.approved("deploy").await;
+    assert_eq!(op.state, "failed");
+    assert!(
+        op.error.as_deref().unwrap().contains("backup"),
+        "{:?}",
+        op.error
+    );
+    assert_eq!(
+        db.steps(&op.id).await,
+        vec![("safety backup".to_string(), "failed".to_string())],
+        "nothing after the failed backup runs"
+    );
+    assert_eq!(
+        db.sql("SELECT to_regclass('_prisma_migrations')::text")
+            .await,
+        None,
+        "no migration was applied"
+    );
+    let backups = db.app.core.store.list_backups("production").await.unwrap();
+    assert_eq!(backups.len(), 1);
+    assert_eq!(backups[0].state, "failed");
+    let dir = db.app.dir.path().join("backups/production");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "no file may stay behind: {left:?}");
+    std::fs::remove_dir_all(&fake).unwrap();
+}
+
+#[tokio::test]
+async fn a_backup_interrupted_by_a_crash_is_marked_failed_at_the_next_start() {
+    let db = setup(&[INIT]).await;
+    let dir = db.app.dir.path().join("backups/production");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("taskflow_20250101T000000Z_manual.dump.partial"),
+        b"PGDMP half",
+    )
+    .unwrap();
+    let row = dualkey::store::BackupRow {
+        id: "b000000abc".into(),
+        env: "production".into(),
+        kind: "manual".into(),
+        state: "running".into(),
+        path: String::new(),
+        database_name: "taskflow".into(),
+        size_bytes: None,
+        sha256: None,
+        started_at: 1,
+        duration_ms: None,
+        requested_by: Some("alice".into()),
+        note: None,
+        migrations_json: "[]".into(),
+        verified_at: None,
+        verify_error: None,
+        toc_entries: None,
+        operation_id: None,
+        error: None,
+        deleted_at: None,
+    };
+    let mut tx = db.app.core.store.begin().await.unwrap();
+    tx.put_backup(&row).await.unwrap();
+    tx.commit().await.unwrap();
+    dualkey::worker::Worker::recover_interrupted(&db.app.core, true)
+        .await
+        .unwrap();
+    let b = db
+        .app
+        .core
+        .store
+        .get_backup("b000000abc")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.state, "failed");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "the .partial file is removed"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_or_changed_backup_is_shown_as_such_and_never_offered_for_restore() {
+    let db = setup(&[INIT, PRIORITY]).await;
+    db.approved("deploy").await;
+    db.seed().await;
+    for _ in 0..2 {
+        db.app.cmd("alice", "backup").await;
+        db.app.drain_worker().await;
+    }
+    let manual: Vec<_> = db
+        .app
+        .core
+        .store
+        .list_backups("production")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|b| b.kind == "manual")
+        .collect();
+    let (newer, older) = (&manual[0], &manual[1]);
+    std::fs::remove_file(&newer.path).unwrap();
+    let mut bytes = std::fs::read(&older.path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&older.path, &bytes).unwrap();
+    let listing = db.app.cmd("carol", "backups").await;
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains(&newer.id) && l.contains("missing")),
+        "{listing}"
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains(&older.id) && l.contains("changed")),
+        "{listing}"
+    );
+    for b in [newer, older] {
+        let r = db.app.cmd("alice", &format!("restore {}", b.id)).await;
+        assert!(
+            !r.contains("[approve:") && r.contains("cannot be restored"),
+            "{r}"
+        );
+    }
+    // The pre-deploy backup (empty schema) is still intact and is what a restore-rollback may use.
+    let r = db
+        .app
+        .cmd(
+            "alice",
+            &format!("rollback {PRIORITY} production --strategy restore"),
+        )
+        .await;
+    let pre = db
+        .app
+        .core
+        .store
+        .list_backups("production")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.kind == "pre-deploy")
+        .unwrap();
+    assert!(
+        r.contains(&pre.id) && !r.contains(&newer.id) && !r.contains(&older.id),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn retention_deletes_old_manual_backups_but_keeps_the_newest_verified_ones() {
+    let db = setup(&[INIT]).await;
+    db.approved("deploy").await;
+    db.app.cmd("alice", "backup").await;
+    db.app.drain_worker().await;
+    let first = db
+        .app
+        .core
+        .store
+        .list_backups("production")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.kind == "manual")
+        .unwrap();
+    db.app.clock.advance(8 * 86_400_000);
+    for _ in 0..3 {
+        db.app.cmd("alice", "backup").await;
+        db.app.drain_worker().await;
+    }
+    let first = db
+        .app
+        .core
+        .store
+        .get_backup(&first.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        first.deleted_at.is_some(),
+        "older than 7 days and not among the newest 3"
+    );
+    assert!(!Path::new(&first.path).exists());
+    let kept = db
+        .app
+        .core
+        .store
+        .list_backups("production")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|b| b.deleted_at.is_none() && b.state == "ok")
+        .count();
+    assert_eq!(kept, 4, "3 manual + the pre-deploy backup");
+    let audit: Vec<String> = db
+        .app
+        .core
+        .store
+        .audit_tail(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(
+        audit.contains(&"retention.deleted".to_string()),
+        "{audit:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_staging_guard_refuses_a_production_deploy_that_staging_has_not_seen() {
+    let staging = TestDb::create("staging").await;
+    let var = format!("DK_TEST_STAGING_{}", uuid::Uuid::new_v4().simple());
+    std::env::set_var(&var, &staging.url);
+    let db = setup_with(&[INIT], "require_staging = \"staging\"").await;
+    let app = &db.app;
+    let mut settings = (*app.core.settings).clone();
+    {
+        let st = settings.environments.get_mut("staging").unwrap();
+        st.database_url_env = var.clone();
+        st.migrations_dir = db.migrations.clone();
+    }
+    let core = std::sync::Arc::new(dualkey::core::dispatch::Core {
+        settings: std::sync::Arc::new(settings),
+        directory: app.core.directory.clone(),
+        store: app.core.store.clone(),
+        clock: app.core.clock.clone(),
+        worker_wake: app.core.worker_wake.clone(),
+        outbox_wake: app.core.outbox_wake.clone(),
+        in_flight: app.core.in_flight.clone(),
+    });
+    let guarded = TestApp {
+        core,
+        clock: app.clock.clone(),
+        dir: tempfile::tempdir().unwrap(),
+        marker: app.marker.clone(),
+        db: None,
+    };
+    let r = guarded.cmd("alice", "deploy").await;
+    assert!(r.contains("staging guard") && r.contains(INIT), "{r}");
+    dualkey::dbops::prisma::deploy(
+        &staging.url,
+        &db.migrations,
+        &mut dualkey::dbops::prisma::NoProgress,
+    )
+    .await
+    .unwrap();
+    let r = guarded.cmd("alice", "deploy").await;
+    assert!(r.contains("[approve:"), "{r}");
 }
