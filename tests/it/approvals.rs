@@ -429,3 +429,61 @@ async fn progress_edits_the_operation_card_through_the_outbox(b: Backend) {
     );
 }
 both_backends!(progress_edits_the_operation_card_through_the_outbox);
+
+/// On PostgreSQL, replicas share the store: only operations whose heartbeat went stale are
+/// taken for dead; on SQLite every running operation is stale at start-up.
+async fn only_operations_with_a_stale_heartbeat_are_marked_interrupted(b: Backend) {
+    let app = spawn_app(b, 1, 0).await;
+    app.cmd("alice", "app start").await;
+    app.cmd("alice", "app start staging").await;
+    let now = app.core.clock.now_ms();
+    let mut tx = app.core.store.begin().await.unwrap();
+    let first = tx
+        .claim_operation("replica-a", now - 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let second = tx.claim_operation("replica-b", now).await.unwrap().unwrap();
+    tx.commit().await.unwrap();
+    assert_ne!(first.env, second.env);
+    let stale = dualkey::worker::Worker::recover_interrupted(&app.core, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        stale.iter().map(|o| o.id.clone()).collect::<Vec<_>>(),
+        vec![first.id.clone()]
+    );
+    assert_eq!(
+        app.core
+            .store
+            .get_operation(&first.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "interrupted"
+    );
+    assert_eq!(
+        app.core
+            .store
+            .get_operation(&second.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "running"
+    );
+    let at_start = dualkey::worker::Worker::recover_interrupted(&app.core, true)
+        .await
+        .unwrap();
+    let expected: Vec<String> = if b == Backend::Sqlite {
+        vec![second.id.clone()]
+    } else {
+        vec![]
+    };
+    assert_eq!(
+        at_start.iter().map(|o| o.id.clone()).collect::<Vec<_>>(),
+        expected
+    );
+}
+both_backends!(only_operations_with_a_stale_heartbeat_are_marked_interrupted);

@@ -344,3 +344,28 @@ async fn status_in_prisma_format_matches_the_cli_streams_and_exit_codes() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("DK_STATUS_URL"));
 }
+
+#[test]
+fn serve_runs_until_sigterm_and_exits_cleanly() {
+    let s = setup(|t| t);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&s.config)
+        .current_dir(s.dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !s.dir.path().join("data/dualkey.db").exists() {
+        assert!(Instant::now() < deadline, "serve did not open its store");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "serve must keep running"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
