@@ -214,9 +214,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for w in s.warnings() {
                 tracing::warn!("{w}");
             }
+            let listen = s.server.listen.clone();
             let app = Application::build(s).await?;
-            tracing::info!("dualkey running; stop with ctrl-c or SIGTERM");
-            app.run_until_stopped(vec![], shutdown_signal()).await?;
+            let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
+                UsageError(format!("cannot listen on {listen} (server.listen): {e}"))
+            })?;
+            tracing::info!(listen = %listener.local_addr()?, "dualkey running; stop with ctrl-c or SIGTERM");
+            app.run_until_stopped(vec![], Some(listener), shutdown_signal())
+                .await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Shell { as_operator } => {
@@ -232,7 +237,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let out = ShellOut::stdout();
             let outs: Vec<Arc<dyn ChatOut>> = vec![Arc::new(out.clone())];
             let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-            let runner = tokio::spawn(app.run_until_stopped(outs, async move {
+            let runner = tokio::spawn(app.run_until_stopped(outs, None, async move {
                 let _ = done_rx.await;
             }));
             let result = shell::run(

@@ -17,6 +17,7 @@
 //! - [`worker`]: claims queued operations and runs them, off the interaction path.
 //! - [`outbox`]: delivers queued chat messages through adapters, with retries.
 //! - [`adapters`]: platform adapters (today: the local shell).
+//! - [`server`]: the HTTP server (`/healthz`, `/readyz`, `/metrics`).
 //! - [`startup`]: builds the [`startup::Application`] and runs it until shutdown.
 //! - [`cli`]: the command-line interface.
 
@@ -29,6 +30,7 @@ pub mod core;
 pub mod dbops;
 pub mod outbox;
 pub mod runbook;
+pub mod server;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -103,19 +103,36 @@ impl Application {
         self.core.clone()
     }
 
-    /// Runs the worker and outbox delivery for `outs` until `shutdown` completes, then waits
-    /// for running operations and a last outbox pass.
+    /// Runs the worker and outbox delivery for `outs` (and the HTTP server on `listener`, when
+    /// given) until `shutdown` completes, then waits for running operations and a last outbox
+    /// pass.
     pub async fn run_until_stopped<F: Future<Output = ()>>(
         self,
         outs: Vec<Arc<dyn ChatOut>>,
+        listener: Option<tokio::net::TcpListener>,
         shutdown: F,
     ) -> anyhow::Result<()> {
         let (tx, rx) = watch::channel(false);
         let worker = tokio::spawn(Worker::new(self.core.clone()).run(rx.clone()));
-        let delivery = tokio::spawn(outbox::run(self.core.clone(), outs, rx));
+        let delivery = tokio::spawn(outbox::run(self.core.clone(), outs, rx.clone()));
+        let http = listener.map(|l| {
+            let mut stop = rx.clone();
+            let app = crate::server::router(self.core.clone());
+            tokio::spawn(async move {
+                let graceful = async move {
+                    let _ = stop.wait_for(|v| *v).await;
+                };
+                if let Err(e) = axum::serve(l, app).with_graceful_shutdown(graceful).await {
+                    tracing::error!(error = %e, "HTTP server failed");
+                }
+            })
+        });
         shutdown.await;
         tracing::info!("shutting down");
         let _ = tx.send(true);
+        if let Some(h) = http {
+            let _ = h.await;
+        }
         worker.await.context("worker task")?;
         delivery.await.context("outbox task")?;
         Ok(())

@@ -169,6 +169,21 @@ pub struct BackupRow {
     pub deleted_at: Option<i64>,
 }
 
+/// Counts for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// (state, count) of approval requests.
+    pub requests: Vec<(String, i64)>,
+    /// (state, count) of operations.
+    pub operations: Vec<(String, i64)>,
+    /// (platform, count) of undelivered outbox messages.
+    pub outbox_pending: Vec<(String, i64)>,
+    /// (env, state, count) of catalog entries not deleted.
+    pub backups: Vec<(String, String, i64)>,
+    /// Sequence number of the newest audit event.
+    pub audit_seq: i64,
+}
+
 /// Which database backs the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -220,6 +235,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_backup(&self, id: &str) -> StoreResult<Option<BackupRow>>;
     /// Catalog entries of an environment, newest first (deleted ones included).
     async fn list_backups(&self, env: &str) -> StoreResult<Vec<BackupRow>>;
+    /// Counts for `/metrics`.
+    async fn gauges(&self) -> StoreResult<Gauges>;
     /// Refreshes a running operation's heartbeat.
     async fn heartbeat(&self, operation_id: &str, worker: &str, now: i64) -> StoreResult<()>;
 }

@@ -283,6 +283,19 @@ macro_rules! sql_store {
                 rows.iter().map(backup_row).collect()
             }
 
+            async fn gauges(&self) -> StoreResult<Gauges> {
+                let pairs = |rows: Vec<<$db as sqlx::Database>::Row>| -> StoreResult<Vec<(String, i64)>> {
+                    rows.iter().map(|r| Ok((r.try_get("k")?, r.try_get("n")?))).collect()
+                };
+                let requests = pairs(sqlx::query("SELECT state AS k, COUNT(*) AS n FROM requests GROUP BY state ORDER BY state").fetch_all(&self.pool).await?)?;
+                let operations = pairs(sqlx::query("SELECT state AS k, COUNT(*) AS n FROM operations GROUP BY state ORDER BY state").fetch_all(&self.pool).await?)?;
+                let outbox_pending = pairs(sqlx::query("SELECT platform AS k, COUNT(*) AS n FROM outbox WHERE delivered_at IS NULL GROUP BY platform ORDER BY platform").fetch_all(&self.pool).await?)?;
+                let rows = sqlx::query("SELECT env, state, COUNT(*) AS n FROM backups WHERE deleted_at IS NULL GROUP BY env, state ORDER BY env, state").fetch_all(&self.pool).await?;
+                let backups = rows.iter().map(|r| Ok((r.try_get("env")?, r.try_get("state")?, r.try_get("n")?))).collect::<StoreResult<_>>()?;
+                let (audit_seq, _) = self.audit_head().await?;
+                Ok(Gauges { requests, operations, outbox_pending, backups, audit_seq })
+            }
+
             async fn heartbeat(&self, operation_id: &str, worker: &str, now: i64) -> StoreResult<()> {
                 sqlx::query("UPDATE operations SET heartbeat_at = $3 WHERE id = $1 AND worker = $2 AND state = 'running'")
                     .bind(operation_id)

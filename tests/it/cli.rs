@@ -345,27 +345,62 @@ async fn status_in_prisma_format_matches_the_cli_streams_and_exit_codes() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("DK_STATUS_URL"));
 }
 
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::Read;
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    out
+}
+
 #[test]
-fn serve_runs_until_sigterm_and_exits_cleanly() {
+fn serve_answers_health_readiness_and_metrics_then_stops_on_sigterm() {
+    use std::io::BufRead;
     let s = setup(|t| t);
+    let (_, _, code) = run_shell(&s, "alice", "/db app stop\n");
+    assert_eq!(code, Some(0));
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(&s.config)
+        .env("DUALKEY_SERVER_LISTEN", "127.0.0.1:0")
+        .env("NO_COLOR", "1")
         .current_dir(s.dir.path())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !s.dir.path().join("data/dualkey.db").exists() {
-        assert!(Instant::now() < deadline, "serve did not open its store");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "serve exited before listening"
+        );
+        if let Some(pos) = line.find("listen=") {
+            break line[pos + 7..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string();
+        }
+    };
+    assert!(http_get(&addr, "/healthz").starts_with("HTTP/1.1 200"));
+    assert!(http_get(&addr, "/readyz").starts_with("HTTP/1.1 200"));
+    let metrics = http_get(&addr, "/metrics");
     assert!(
-        child.try_wait().unwrap().is_none(),
-        "serve must keep running"
+        metrics.contains("dualkey_requests{state=\"pending\"} 1"),
+        "{metrics}"
     );
+    assert!(
+        metrics.contains("dualkey_audit_events_total 2"),
+        "{metrics}"
+    );
+    assert!(http_get(&addr, "/nope").starts_with("HTTP/1.1 404"));
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(child.wait().unwrap().code(), Some(0));
 }
