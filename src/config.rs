@@ -161,13 +161,16 @@ impl fmt::Debug for StoreSettings {
 
 /// Replaces the password of a `scheme://user:password@host/...` URL with `***`.
 pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_string();
     if let Some(scheme_end) = url.find("://") {
         let rest = &url[scheme_end + 3..];
-        let auth_end = rest.find('/').unwrap_or(rest.len());
-        if let Some(at) = rest[..auth_end].rfind('@') {
+        // The password may itself hold '/' or '@': the userinfo ends at the last '@' before
+        // the path/query, so look for '@' up to the first '?' and take the last one.
+        let query_at = rest.find('?').unwrap_or(rest.len());
+        if let Some(at) = rest[..query_at].rfind('@') {
             let userinfo = &rest[..at];
             if let Some(colon) = userinfo.find(':') {
-                return format!(
+                out = format!(
                     "{}://{}:***{}",
                     &url[..scheme_end],
                     &userinfo[..colon],
@@ -176,7 +179,31 @@ pub fn redact_url(url: &str) -> String {
             }
         }
     }
-    url.to_string()
+    redact_password_params(&out)
+}
+
+/// Replaces the value of `password=...` (URL query parameters and libpq conninfo strings).
+pub fn redact_password_params(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    let mut search = 0;
+    while let Some(pos) = lower[search..].find("password=") {
+        let start = search + pos + "password=".len();
+        let end = text[start..]
+            .find(|c: char| c == '&' || c.is_whitespace() || c == '\'' || c == '"')
+            .map(|e| start + e)
+            .unwrap_or(text.len());
+        out.push_str(&text[last..start]);
+        out.push_str("***");
+        last = end;
+        search = end.max(start);
+        if search >= text.len() {
+            break;
+        }
+    }
+    out.push_str(&text[last..]);
+    out
 }
 
 /// `[slack]`
@@ -770,5 +797,25 @@ mod tests {
         let d = format!("{s:?}");
         assert!(!d.contains("s3cret"), "{d}");
         assert!(d.contains("dk:***@db:5432"), "{d}");
+    }
+
+    #[test]
+    fn every_password_form_is_redacted() {
+        for (input, secret) in [
+            ("postgres://u:p/ss@w0rd@db/x", "p/ss"),
+            (
+                "postgres://db/x?user=u&password=hunter2&sslmode=require",
+                "hunter2",
+            ),
+            ("host=db user=u password=hunter2 dbname=x", "hunter2"),
+            ("PGPASSWORD=hunter2 psql", "hunter2"),
+        ] {
+            let r = redact_url(input);
+            assert!(!r.contains(secret), "{input} -> {r}");
+        }
+        assert_eq!(
+            redact_url("postgres://db/x?sslmode=require"),
+            "postgres://db/x?sslmode=require"
+        );
     }
 }

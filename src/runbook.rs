@@ -113,14 +113,9 @@ pub fn backup_health(b: &BackupRow) -> &'static str {
         Ok(m) if Some(m.len() as i64) != b.size_bytes => "changed",
         Ok(_) if b.verified_at.is_none() => "unverified",
         // Written to after it was verified: treated as changed (the full SHA-256 check before a
-        // restore decides for good).
-        Ok(m)
-            if modified_ms(&m)
-                .zip(b.verified_at)
-                .is_some_and(|(mt, v)| mt > v + 1000) =>
-        {
-            "changed"
-        }
+        // restore decides for good). Compared for equality with the file's own time, so clock
+        // differences between the bot and the file system do not matter.
+        Ok(m) if b.file_mtime_ms.is_some() && modified_ms(&m) != b.file_mtime_ms => "changed",
         Ok(_) => "ok",
     }
 }
@@ -137,8 +132,10 @@ pub struct RestoreSource {
     pub label: String,
     /// The file.
     pub path: PathBuf,
-    /// Expected SHA-256 (catalog entries only).
+    /// Expected SHA-256: the catalog's, or (external files) the one read when the plan was made.
     pub sha256: Option<String>,
+    /// True for a catalog entry (a custom-format dump), false for an external `.sql` file.
+    pub catalog: bool,
     /// When it was taken (ms).
     pub taken_at: i64,
 }
@@ -163,10 +160,16 @@ pub async fn restore_source(
                     dir.display()
                 ))
             })?;
+        // Pin the reviewed content: the SHA-256 is part of the plan's facts, so a file replaced
+        // after approval changes the fingerprint.
+        let (_, sha) = bk::sha256_file(&found.path)
+            .await
+            .map_err(|err| StepError(format!("cannot read {name}: {err}")))?;
         return Ok(RestoreSource {
             label: name.into(),
             path: found.path,
-            sha256: None,
+            sha256: Some(sha),
+            catalog: false,
             taken_at: found.modified.timestamp_millis(),
         });
     }
@@ -193,6 +196,7 @@ pub async fn restore_source(
         label: b.id.clone(),
         path: PathBuf::from(&b.path),
         sha256: b.sha256.clone(),
+        catalog: true,
         taken_at: b.started_at,
     })
 }
@@ -322,7 +326,9 @@ pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, 
                     PlannedStep::new(
                         "apply migrations",
                         st.deploy_would_apply.join(", "),
-                        StepAction::Deploy,
+                        StepAction::Deploy {
+                            migrations: st.deploy_would_apply.clone(),
+                        },
                     ),
                 ],
                 warnings,
@@ -350,6 +356,7 @@ pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, 
                         ),
                         StepAction::Restore {
                             backup: src.label.clone(),
+                            sha256: src.sha256.clone(),
                         },
                     ),
                     app_step(e, false).always(),
@@ -427,6 +434,7 @@ pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, 
                     format!("backup {} taken before {newest_name}", b.id),
                     StepAction::Restore {
                         backup: b.id.clone(),
+                        sha256: b.sha256.clone(),
                     },
                 ),
                 PlannedStep::new(
@@ -550,6 +558,7 @@ async fn plan_rollback(
                 ),
                 StepAction::Restore {
                     backup: b.id.clone(),
+                    sha256: b.sha256.clone(),
                 },
             ),
             app_step(e, false).always(),
@@ -597,12 +606,23 @@ pub async fn run_step(
                 b.size_bytes.unwrap_or(0)
             ))
         }
-        StepAction::Deploy => {
+        StepAction::Deploy { migrations } => {
             let url = database_url(e)?;
+            // Apply exactly what was approved: a migration that appeared since (during the
+            // pre-deploy backup, say) stops the deploy before it runs.
+            let now_pending = migration_status(e).await?.deploy_would_apply;
+            if &now_pending != migrations {
+                return Err(StepError(format!(
+                    "the pending migrations changed since approval (approved: {}; now: {}); nothing was applied",
+                    migrations.join(", "),
+                    now_pending.join(", ")
+                )));
+            }
             let mut observer = AuditObserver {
                 core: core.clone(),
                 env: op.env.clone(),
                 op_id: op.id.clone(),
+                approved: Some(migrations.clone()),
             };
             let out = prisma::deploy(url.expose_secret(), &e.migrations_dir, &mut observer)
                 .await
@@ -629,6 +649,7 @@ pub async fn run_step(
                 core: core.clone(),
                 env: op.env.clone(),
                 op_id: op.id.clone(),
+                approved: None,
             };
             let out = prisma::rollback_down(
                 url.expose_secret(),
@@ -644,18 +665,27 @@ pub async fn run_step(
                 out.rolled_back.join(", ")
             ))
         }
-        StepAction::Restore { backup } => {
+        StepAction::Restore { backup, sha256 } => {
             let src = restore_source(core, &op.env, backup).await?;
-            if let Some(sha) = &src.sha256 {
-                bk::verify(&src.path, Some(sha), e.pg_bin_dir.as_deref())
+            let expected = sha256.as_deref().or(src.sha256.as_deref());
+            let check = if src.catalog {
+                bk::verify(&src.path, expected, e.pg_bin_dir.as_deref())
                     .await
-                    .map_err(|err| {
-                        StepError(format!(
-                            "backup {} failed verification, nothing restored: {err}",
-                            src.label
-                        ))
-                    })?;
-            }
+                    .map(|_| ())
+                    .map_err(|err| err.to_string())
+            } else {
+                match (bk::sha256_file(&src.path).await, expected) {
+                    (Ok((_, actual)), Some(exp)) if actual == exp => Ok(()),
+                    (Ok(_), _) => Err("the file changed since the plan was approved".to_string()),
+                    (Err(err), _) => Err(err.to_string()),
+                }
+            };
+            check.map_err(|err| {
+                StepError(format!(
+                    "backup {} failed verification, nothing restored: {err}",
+                    src.label
+                ))
+            })?;
             let url = database_url(e)?;
             let out = bk::restore(url.expose_secret(), &src.path, e.pg_bin_dir.as_deref())
                 .await
@@ -728,6 +758,8 @@ struct AuditObserver {
     core: Arc<Core>,
     env: String,
     op_id: String,
+    /// For deploys: the approved migrations; any other one is refused before it runs.
+    approved: Option<Vec<String>>,
 }
 
 impl AuditObserver {
@@ -745,6 +777,9 @@ impl prisma::ProgressObserver<prisma::DeployEvent> for AuditObserver {
     async fn on_event(&mut self, ev: &prisma::DeployEvent) -> Result<(), String> {
         let op = &self.op_id;
         match ev {
+            prisma::DeployEvent::Starting { migration, .. } if self.approved.as_ref().is_some_and(|a| !a.contains(migration)) => {
+                Err(format!("{migration} was not part of the approved plan"))
+            }
             prisma::DeployEvent::Starting { migration, index, total, .. } => self.write("migration.apply.started", json!({"operation": op, "migration": migration, "index": index, "total": total})).await,
             prisma::DeployEvent::Applied { migration, duration_ms } => self.write("migration.apply.finished", json!({"operation": op, "migration": migration, "ms": duration_ms})).await,
             prisma::DeployEvent::Failed { migration, error } => self.write("migration.apply.failed", json!({"operation": op, "migration": migration, "error": error.message})).await,
@@ -846,6 +881,7 @@ pub async fn take_backup(
         operation_id: op.map(|o| o.id.clone()),
         error: None,
         deleted_at: None,
+        file_mtime_ms: None,
     };
     save_backup(
         core,
@@ -912,6 +948,10 @@ pub async fn take_backup(
         Ok(v) => {
             row.state = "ok".into();
             row.verified_at = Some(core.clock.now_ms());
+            row.file_mtime_ms = std::fs::metadata(&out.path)
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .map(|t| chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis());
             row.toc_entries = Some(v.toc_entries as i64);
             save_backup(core, &row, "backup.finished", json!({"backup": row.id, "file": out.file_name, "bytes": out.size_bytes, "sha256": out.sha256, "toc_entries": v.toc_entries, "migrations": applied.len()})).await?;
         }
@@ -987,7 +1027,8 @@ pub async fn apply_retention(core: &Core, env: &str) -> Result<Vec<String>, Step
             id: b.id.clone(),
             kind: backup_kind(&b.kind),
             created_at: chrono::DateTime::from_timestamp_millis(b.started_at).unwrap_or_default(),
-            verified: b.verified_at.is_some(),
+            // Only a healthy file (there, same size and time as verified) protects others.
+            verified: backup_health(b) == "ok",
             exists: Path::new(&b.path).exists(),
         })
         .collect();

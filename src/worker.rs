@@ -4,6 +4,7 @@
 //! `running` at start-up (SQLite) or with a stale heartbeat (PostgreSQL replicas) are marked
 //! `interrupted` and reported; they are never resumed or re-run by themselves.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,10 +12,11 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::core::audit::redact;
 use crate::core::audit::NewAudit;
 use crate::core::dispatch::{kind_name, Core};
 use crate::core::event::ChannelRef;
-use crate::core::operation::{OperationKind, Plan};
+use crate::core::operation::{OperationKind, Plan, PlannedStep, StepAction};
 use crate::core::reply::Reply;
 use crate::runbook;
 use crate::store::{Backend, OperationRow};
@@ -81,6 +83,28 @@ impl Worker {
             }
         }
         let stale = tx.running_operations(stale_before).await?;
+        if stale_before.is_some() {
+            // A dead replica's backups: the ones its interrupted operations were taking.
+            for mut b in tx.running_backups().await? {
+                if stale
+                    .iter()
+                    .any(|o| b.operation_id.as_deref() == Some(o.id.as_str()))
+                {
+                    b.state = "failed".into();
+                    b.error = Some("the replica running this backup stopped".into());
+                    tx.put_backup(&b).await?;
+                    core.audit_tx(
+                        &mut tx,
+                        NewAudit::system(
+                            "backup.failed",
+                            Some(&b.env),
+                            json!({"backup": b.id, "error": "interrupted"}),
+                        ),
+                    )
+                    .await?;
+                }
+            }
+        }
         for op in &stale {
             tx.transition_operation(
                 &op.id,
@@ -130,7 +154,11 @@ impl Worker {
             if *shutdown.borrow() {
                 break;
             }
-            while running.try_join_next().is_some() {}
+            while let Some(done) = running.try_join_next() {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "an operation task panicked; it is left for interruption recovery");
+                }
+            }
             match self.claim().await {
                 Ok(Some(op)) => {
                     self.core
@@ -202,144 +230,264 @@ fn hostname() -> String {
         .unwrap_or_else(|| "host".into())
 }
 
+/// Decrements `in_flight` and stops the heartbeat however `run_operation` ends (panics too).
+struct InFlight {
+    core: Arc<Core>,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+        self.core
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 #[tracing::instrument(skip_all, fields(operation = %op.id, env = %op.env))]
 async fn run_operation(core: Arc<Core>, worker: String, op: OperationRow) {
-    let hb_core = core.clone();
-    let (hb_id, hb_worker) = (op.id.clone(), worker.clone());
+    let lost = Arc::new(AtomicBool::new(false));
+    let (hb_core, hb_id, hb_worker, hb_lost) =
+        (core.clone(), op.id.clone(), worker.clone(), lost.clone());
     let heartbeat = tokio::spawn(async move {
         loop {
             tokio::time::sleep(HEARTBEAT).await;
             let now = hb_core.clock.now_ms();
-            if let Err(e) = hb_core.store.heartbeat(&hb_id, &hb_worker, now).await {
-                tracing::warn!(error = %e, "heartbeat failed");
+            match hb_core.store.heartbeat(&hb_id, &hb_worker, now).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::error!("this worker no longer owns the operation (marked interrupted elsewhere); stopping after the current step");
+                    hb_lost.store(true, Ordering::SeqCst);
+                    break;
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
             }
         }
     });
-    if let Err(e) = execute(&core, &op).await {
+    let _guard = InFlight {
+        core: core.clone(),
+        heartbeat,
+    };
+    let run = Run {
+        core: &core,
+        op: &op,
+        worker: &worker,
+        lost: &lost,
+    };
+    if let Err(e) = run.execute().await {
         tracing::error!(error = format!("{e:#}"), "operation bookkeeping failed");
         // Best effort: never leave it running forever.
-        if let Ok(mut tx) = core.store.begin().await {
-            let now = core.clock.now_ms();
-            let _ = tx
-                .transition_operation(
-                    &op.id,
-                    "running",
-                    "failed",
-                    Some("internal error; see dualkey's log"),
-                    now,
-                )
-                .await;
-            let _ = core
-                .audit_tx(
-                    &mut tx,
-                    NewAudit::system(
-                        "operation.failed",
-                        Some(&op.env),
-                        json!({"operation": op.id, "reason": "internal error"}),
-                    ),
-                )
-                .await;
-            let _ = tx.commit().await;
-        }
+        let _ = run
+            .finish(
+                "failed",
+                Some("internal error; see dualkey's log"),
+                json!({"operation": op.id, "reason": "internal error"}),
+            )
+            .await;
     }
-    heartbeat.abort();
     if let Err(e) = core.refresh_operation_card(&op).await {
         tracing::warn!(error = format!("{e:#}"), "card refresh failed");
     }
-    core.in_flight
-        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
 }
 
-async fn finish(
-    core: &Core,
-    op: &OperationRow,
-    to: &str,
-    error: Option<&str>,
-    details: serde_json::Value,
-) -> anyhow::Result<()> {
-    let now = core.clock.now_ms();
-    let mut tx = core.store.begin().await?;
-    tx.transition_operation(&op.id, "running", to, error, now)
-        .await?;
-    core.audit_tx(
-        &mut tx,
-        NewAudit::system(&format!("operation.{to}"), Some(&op.env), details),
-    )
-    .await?;
-    tx.commit().await?;
-    core.outbox_wake.notify_one();
-    Ok(())
+/// One operation being run by this worker.
+struct Run<'a> {
+    core: &'a Arc<Core>,
+    op: &'a OperationRow,
+    worker: &'a str,
+    lost: &'a AtomicBool,
 }
 
-async fn execute(core: &Arc<Core>, op: &OperationRow) -> anyhow::Result<()> {
-    let kind: OperationKind = serde_json::from_str(&op.kind_json)?;
-    let approved: Plan = serde_json::from_str(&op.plan_json)?;
-    let plan = match runbook::plan(core, &kind, &op.env).await {
-        Ok(p) => p,
-        Err(e) => {
-            let reason =
-                format!("could not recompute the plan before the first step, nothing was run: {e}");
-            return finish(
-                core,
-                op,
-                "failed",
-                Some(&reason),
-                json!({"operation": op.id, "reason": reason}),
-            )
+/// Outcome of a bookkeeping write that must precede or follow a step.
+enum Booked {
+    Done,
+    /// Another replica took the operation over (marked it interrupted): stop now.
+    NotOwner,
+}
+
+impl Run<'_> {
+    /// Retries a bookkeeping transaction a few times (a busy SQLite file, a PostgreSQL
+    /// failover) before giving up.
+    async fn book(
+        &self,
+        what: &str,
+        idx: i64,
+        step: &PlannedStep,
+        state: Option<(&str, &str)>,
+    ) -> anyhow::Result<Booked> {
+        let mut last = None;
+        for attempt in 0..4u64 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(250 * attempt)).await;
+            }
+            let r: anyhow::Result<Booked> = async {
+                let now = self.core.clock.now_ms();
+                let mut tx = self.core.store.begin().await?;
+                if !tx.owns_operation(&self.op.id, self.worker).await? {
+                    return Ok(Booked::NotOwner);
+                }
+                let details = match state {
+                    None => {
+                        tx.start_step(&self.op.id, idx, &step.name, now).await?;
+                        json!({"operation": self.op.id, "step": idx + 1, "name": step.name, "detail": step.detail})
+                    }
+                    Some((outcome, output)) => {
+                        tx.finish_step(&self.op.id, idx, outcome, output, now).await?;
+                        json!({"operation": self.op.id, "step": idx + 1, "name": step.name, "outcome": outcome, "output": output})
+                    }
+                };
+                self.core.audit_tx(&mut tx, NewAudit::system(what, Some(&self.op.env), details)).await?;
+                tx.commit().await?;
+                Ok(Booked::Done)
+            }
             .await;
+            match r {
+                Ok(b) => return Ok(b),
+                Err(e) => {
+                    tracing::warn!(error = format!("{e:#}"), attempt, "step bookkeeping failed");
+                    last = Some(e);
+                }
+            }
         }
-    };
-    if plan.fingerprint != op.fingerprint {
-        let reason = format!(
-            "the plan changed since it was approved ({}); nothing was run. Request it again to review the new plan.",
-            approved.diff(&plan)
-        );
-        return finish(core, op, "failed", Some(&reason), json!({"operation": op.id, "reason": "plan fingerprint changed", "approved": approved.short_fingerprint(), "now": plan.short_fingerprint()})).await;
+        Err(last.expect("at least one attempt"))
     }
-    // After a failure only `always` steps run (starting the app again after a failed restore).
-    let mut failure: Option<String> = None;
-    for (idx, step) in plan.steps.iter().enumerate() {
-        if failure.is_some() && !step.always {
-            continue;
+
+    /// Moves the operation to a final state, only while this worker owns it.
+    async fn finish(
+        &self,
+        to: &str,
+        error: Option<&str>,
+        details: serde_json::Value,
+    ) -> anyhow::Result<()> {
+        let now = self.core.clock.now_ms();
+        let mut tx = self.core.store.begin().await?;
+        if !tx.owns_operation(&self.op.id, self.worker).await? {
+            tracing::error!(
+                to,
+                "operation was taken over before it finished; its final state stays as recorded"
+            );
+            return Ok(());
         }
-        let k = idx as i64;
-        let now = core.clock.now_ms();
-        let mut tx = core.store.begin().await?;
-        tx.start_step(&op.id, k, &step.name, now).await?;
-        core.audit_tx(&mut tx, NewAudit::system("step.started", Some(&op.env), json!({"operation": op.id, "step": idx + 1, "name": step.name, "detail": step.detail}))).await?;
+        let error = error.map(redact);
+        tx.transition_operation(&self.op.id, "running", to, error.as_deref(), now)
+            .await?;
+        self.core
+            .audit_tx(
+                &mut tx,
+                NewAudit::system(&format!("operation.{to}"), Some(&self.op.env), details),
+            )
+            .await?;
         tx.commit().await?;
-        core.refresh_operation_card(op).await?;
-        let result = runbook::run_step(core, op, step).await;
-        let now = core.clock.now_ms();
-        let (state, output) = match &result {
-            Ok(out) => ("succeeded", out.clone()),
-            Err(e) => ("failed", e.0.clone()),
+        self.core.outbox_wake.notify_one();
+        Ok(())
+    }
+
+    async fn execute(&self) -> anyhow::Result<()> {
+        let (core, op) = (self.core, self.op);
+        let kind: OperationKind = serde_json::from_str(&op.kind_json)?;
+        let approved: Plan = serde_json::from_str(&op.plan_json)?;
+        let plan = match runbook::plan(core, &kind, &op.env).await {
+            Ok(p) => p,
+            Err(e) => {
+                let reason = format!(
+                    "could not recompute the plan before the first step, nothing was run: {e}"
+                );
+                return self
+                    .finish(
+                        "failed",
+                        Some(&reason),
+                        json!({"operation": op.id, "reason": reason}),
+                    )
+                    .await;
+            }
         };
-        let mut tx = core.store.begin().await?;
-        tx.finish_step(&op.id, k, state, &output, now).await?;
-        core.audit_tx(&mut tx, NewAudit::system("step.finished", Some(&op.env), json!({"operation": op.id, "step": idx + 1, "name": step.name, "outcome": state, "output": output}))).await?;
-        tx.commit().await?;
-        if let Err(e) = result {
-            failure
-                .get_or_insert_with(|| format!("step {} ({}) failed: {}", idx + 1, step.name, e.0));
+        if plan.fingerprint != op.fingerprint {
+            let reason = format!(
+                "the plan changed since it was approved ({}); nothing was run. Request it again to review the new plan.",
+                approved.diff(&plan)
+            );
+            return self
+                .finish("failed", Some(&reason), json!({"operation": op.id, "reason": "plan fingerprint changed", "approved": approved.short_fingerprint(), "now": plan.short_fingerprint()}))
+                .await;
         }
-    }
-    if let Some(reason) = failure {
-        return finish(
-            core,
-            op,
-            "failed",
-            Some(&reason),
-            json!({"operation": op.id, "reason": reason}),
+        // After a failure, nothing runs except `always` steps that undo an earlier step (start
+        // the app again only if this operation stopped it). A failed safety backup therefore
+        // stops everything.
+        let mut failure: Option<String> = None;
+        let mut app_stopped = false;
+        for (idx, step) in plan.steps.iter().enumerate() {
+            let k = idx as i64;
+            let undo = step.always && matches!(step.action, StepAction::AppStart) && app_stopped;
+            if failure.is_some() && !undo {
+                continue;
+            }
+            if self.lost.load(Ordering::SeqCst) {
+                tracing::error!("ownership lost; no further step runs here");
+                return Ok(());
+            }
+            match self.book("step.started", k, step, None).await {
+                Ok(Booked::Done) => {}
+                Ok(Booked::NotOwner) => return Ok(()),
+                Err(e) => {
+                    // Never run a step whose start could not be audited.
+                    failure.get_or_insert_with(|| {
+                        format!(
+                            "step {} ({}) not started: the state store failed: {e:#}",
+                            idx + 1,
+                            step.name
+                        )
+                    });
+                    continue;
+                }
+            }
+            if let Err(e) = core.refresh_operation_card(op).await {
+                tracing::warn!(error = format!("{e:#}"), "card refresh failed");
+            }
+            if matches!(step.action, StepAction::AppStop) {
+                app_stopped = true;
+            }
+            let result = runbook::run_step(core, op, step).await;
+            let (outcome, output) = match &result {
+                Ok(out) => ("succeeded", redact(out)),
+                Err(e) => ("failed", redact(&e.0)),
+            };
+            if result.is_err() {
+                failure.get_or_insert_with(|| {
+                    format!("step {} ({}) failed: {output}", idx + 1, step.name)
+                });
+            }
+            match self
+                .book("step.finished", k, step, Some((outcome, &output)))
+                .await
+            {
+                Ok(Booked::Done) => {}
+                Ok(Booked::NotOwner) => return Ok(()),
+                Err(e) => {
+                    failure.get_or_insert_with(|| {
+                        format!(
+                            "step {} ({}) ran ({outcome}) but could not be recorded: {e:#}",
+                            idx + 1,
+                            step.name
+                        )
+                    });
+                }
+            }
+        }
+        if let Some(reason) = failure {
+            return self
+                .finish(
+                    "failed",
+                    Some(&reason),
+                    json!({"operation": op.id, "reason": reason}),
+                )
+                .await;
+        }
+        self.finish(
+            "succeeded",
+            None,
+            json!({"operation": op.id, "kind": kind.name(), "steps": plan.steps.len()}),
         )
-        .await;
+        .await
     }
-    finish(
-        core,
-        op,
-        "succeeded",
-        None,
-        json!({"operation": op.id, "kind": kind.name(), "steps": plan.steps.len()}),
-    )
-    .await
 }

@@ -186,6 +186,7 @@ impl Verifier {
 
 /// Removes secrets from free text: passwords in URLs and Slack/Discord-looking tokens.
 pub fn redact(text: &str) -> String {
+    let text = &crate::config::redact_password_params(text);
     let mut out = String::with_capacity(text.len());
     for word in text.split_inclusive(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
         let w = if word.contains("://") && word.contains('@') {

@@ -427,9 +427,21 @@ impl Core {
         env: &str,
         out: &dyn Responder,
     ) -> anyhow::Result<()> {
-        let plan = runbook::plan(self, &kind, env)
-            .await
-            .map_err(|e| UserError(format!("Cannot plan {} in {env}: {e}", kind.name())))?;
+        let plan = match runbook::plan(self, &kind, env).await {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = format!("Cannot plan {} in {env}: {e}", kind.name());
+                self.audit(self.actor_audit(
+                    &ev.actor,
+                    who,
+                    Some(env),
+                    "request.refused",
+                    json!({"kind": kind.name(), "reason": msg}),
+                ))
+                .await?;
+                return Err(UserError(msg).into());
+            }
+        };
         let requester = who.id.clone().context("operators always have an id")?;
         let now = self.clock.now_ms();
         let channel_json = serde_json::to_string(&ev.channel)?;
@@ -610,10 +622,20 @@ impl Core {
             at: now,
         };
         if !tx.insert_vote_if_open(&vote, now).await? {
-            drop(tx);
-            return Err(
-                UserError("Vote not counted: the request is no longer open.".into()).into(),
-            );
+            let reason = "the request is no longer open";
+            self.audit_tx(
+                &mut tx,
+                self.actor_audit(
+                    &ev.actor,
+                    who,
+                    Some(&req.env),
+                    "vote.refused",
+                    json!({"request": request_id, "decision": decision.as_str(), "reason": reason}),
+                ),
+            )
+            .await?;
+            tx.commit().await?;
+            return Err(UserError(format!("Vote not counted: {reason}.")).into());
         }
         self.audit_tx(
             &mut tx,
@@ -1108,20 +1130,25 @@ fn op_style(o: &OperationRow) -> Style {
 pub async fn verify_chain(
     store: &dyn Store,
 ) -> StoreResult<Result<i64, crate::core::audit::BrokenLink>> {
+    // Read the head first and verify up to it: events appended while we read (the bot keeps
+    // working) are not mistaken for a broken chain.
+    let (head_seq, head_hash) = store.audit_head().await?;
     let mut v = Verifier::default();
     let mut after = 0;
-    loop {
+    'pages: loop {
         let page = store.audit_page(after, 1000).await?;
         if page.is_empty() {
             break;
         }
         for r in &page {
+            if r.seq > head_seq {
+                break 'pages;
+            }
             if let Err(b) = v.check(r) {
                 return Ok(Err(b));
             }
         }
         after = page.last().map(|r| r.seq).unwrap_or(after);
     }
-    let (head_seq, head_hash) = store.audit_head().await?;
     Ok(v.finish(head_seq, &head_hash).map(|_| v.checked))
 }

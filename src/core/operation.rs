@@ -98,8 +98,11 @@ pub enum StepAction {
         /// Note for the catalog.
         note: Option<String>,
     },
-    /// Apply pending migrations.
-    Deploy,
+    /// Apply exactly these pending migrations (a different pending list stops the step).
+    Deploy {
+        /// The migrations the approvers saw, in order.
+        migrations: Vec<String>,
+    },
     /// Run `down.sql` files newest first, down to `migration`.
     RollbackDown {
         /// The oldest migration to un-apply.
@@ -111,6 +114,9 @@ pub enum StepAction {
     Restore {
         /// Backup id or external file name.
         backup: String,
+        /// The SHA-256 the plan was made with; the file must still have it.
+        #[serde(default)]
+        sha256: Option<String>,
     },
     /// `migrate resolve`.
     Resolve {
@@ -172,7 +178,8 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// The facts the plan depends on (applied migrations, backup ids, app commands...).
     pub facts: Vec<String>,
-    /// SHA-256 over kind, environment, steps and facts (first 16 hex digits shown).
+    /// SHA-256 over kind, environment, steps and facts (first 16 hex digits shown). Warnings
+    /// and the summary are derived from those and not hashed.
     pub fingerprint: String,
 }
 
@@ -186,8 +193,10 @@ impl Plan {
         warnings: Vec<String>,
         facts: Vec<String>,
     ) -> Plan {
+        // Only what the plan does and the facts it rests on are hashed: warnings and the summary
+        // may carry times ("taken 2h ago") that change while a request waits for its vote.
         let material = serde_json::json!({
-            "kind": kind, "env": env, "steps": steps, "warnings": warnings, "facts": facts,
+            "kind": kind, "env": env, "steps": steps, "facts": facts,
         });
         let fingerprint = hex::encode(Sha256::digest(material.to_string().as_bytes()));
         Plan {

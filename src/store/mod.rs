@@ -167,6 +167,8 @@ pub struct BackupRow {
     pub operation_id: Option<String>,
     pub error: Option<String>,
     pub deleted_at: Option<i64>,
+    /// The file's modification time (ms) when it was verified.
+    pub file_mtime_ms: Option<i64>,
 }
 
 /// Counts for `/metrics`.
@@ -238,7 +240,9 @@ pub trait Store: Send + Sync + 'static {
     /// Counts for `/metrics`.
     async fn gauges(&self) -> StoreResult<Gauges>;
     /// Refreshes a running operation's heartbeat.
-    async fn heartbeat(&self, operation_id: &str, worker: &str, now: i64) -> StoreResult<()>;
+    /// Refreshes a running operation's heartbeat; false when `worker` no longer owns it (another
+    /// replica marked it interrupted).
+    async fn heartbeat(&self, operation_id: &str, worker: &str, now: i64) -> StoreResult<bool>;
 }
 
 /// A write transaction. Dropping it without [`Tx::commit`] rolls it back.
@@ -288,6 +292,8 @@ pub trait Tx: Send {
         error: Option<&str>,
         now: i64,
     ) -> StoreResult<bool>;
+    /// Locks an operation and tells whether it is `running` and owned by `worker`.
+    async fn owns_operation(&mut self, id: &str, worker: &str) -> StoreResult<bool>;
     /// Records where an operation's progress is shown.
     async fn set_operation_message(&mut self, id: &str, message_json: &str) -> StoreResult<()>;
     /// Running operations whose heartbeat is older than `stale_before` (all running ones when

@@ -22,7 +22,7 @@ use crate::core::audit::{chain_hash, redact_json};
 const REQUEST_COLS: &str = "id, env, kind_json, plan_json, fingerprint, requester, requester_account, state, required_votes, created_at, expires_at, decided_at, decided_by, channel_json, message_json";
 const OPERATION_COLS: &str = "id, request_id, env, kind_json, plan_json, fingerprint, requester, state, current_step, created_at, started_at, finished_at, worker, heartbeat_at, error, channel_json, message_json";
 const AUDIT_COLS: &str = "seq, at, operator, account, env, action, details, prev_hash, hash";
-const BACKUP_COLS: &str = "id, env, kind, state, path, database_name, size_bytes, sha256, started_at, duration_ms, requested_by, note, migrations_json, verified_at, verify_error, toc_entries, operation_id, error, deleted_at";
+const BACKUP_COLS: &str = "id, env, kind, state, path, database_name, size_bytes, sha256, started_at, duration_ms, requested_by, note, migrations_json, verified_at, verify_error, toc_entries, operation_id, error, deleted_at, file_mtime_ms";
 const OUTBOX_COLS: &str = "id, platform, channel, op, message_id, payload, created_at, attempts, next_attempt_at, delivered_at, last_error";
 
 macro_rules! sql_store {
@@ -120,6 +120,7 @@ macro_rules! sql_store {
                 operation_id: r.try_get("operation_id")?,
                 error: r.try_get("error")?,
                 deleted_at: r.try_get("deleted_at")?,
+                file_mtime_ms: r.try_get("file_mtime_ms")?,
             })
         }
 
@@ -296,14 +297,14 @@ macro_rules! sql_store {
                 Ok(Gauges { requests, operations, outbox_pending, backups, audit_seq })
             }
 
-            async fn heartbeat(&self, operation_id: &str, worker: &str, now: i64) -> StoreResult<()> {
-                sqlx::query("UPDATE operations SET heartbeat_at = $3 WHERE id = $1 AND worker = $2 AND state = 'running'")
+            async fn heartbeat(&self, operation_id: &str, worker: &str, now: i64) -> StoreResult<bool> {
+                let res = sqlx::query("UPDATE operations SET heartbeat_at = $3 WHERE id = $1 AND worker = $2 AND state = 'running'")
                     .bind(operation_id)
                     .bind(worker)
                     .bind(now)
                     .execute(&self.pool)
                     .await?;
-                Ok(())
+                Ok(res.rows_affected() == 1)
             }
         }
 
@@ -462,6 +463,15 @@ macro_rules! sql_store {
                 Ok(res.rows_affected() == 1)
             }
 
+            async fn owns_operation(&mut self, id: &str, worker: &str) -> StoreResult<bool> {
+                let q = format!("SELECT state, worker FROM operations WHERE id = $1{}", $for_update);
+                let row = sqlx::query(&q).bind(id).fetch_optional(&mut *self.tx).await?;
+                Ok(match row {
+                    Some(r) => r.try_get::<String, _>("state")? == "running" && r.try_get::<Option<String>, _>("worker")?.as_deref() == Some(worker),
+                    None => false,
+                })
+            }
+
             async fn set_operation_message(&mut self, id: &str, message_json: &str) -> StoreResult<()> {
                 sqlx::query("UPDATE operations SET message_json = $2 WHERE id = $1")
                     .bind(id)
@@ -507,7 +517,7 @@ macro_rules! sql_store {
 
             async fn put_backup(&mut self, b: &BackupRow) -> StoreResult<()> {
                 sqlx::query("DELETE FROM backups WHERE id = $1").bind(&b.id).execute(&mut *self.tx).await?;
-                let q = format!("INSERT INTO backups ({BACKUP_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)");
+                let q = format!("INSERT INTO backups ({BACKUP_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)");
                 sqlx::query(&q)
                     .bind(&b.id)
                     .bind(&b.env)
@@ -528,6 +538,7 @@ macro_rules! sql_store {
                     .bind(&b.operation_id)
                     .bind(&b.error)
                     .bind(b.deleted_at)
+                    .bind(b.file_mtime_ms)
                     .execute(&mut *self.tx)
                     .await?;
                 Ok(())

@@ -40,7 +40,20 @@ fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
         Some(first) if ctx.envs.iter().any(|e| e == first) => {
             (EnvName(first.to_string()), &args[1..])
         }
-        _ => (EnvName(ctx.default_env.clone()), args),
+        Some(first) => {
+            // A near-miss of an environment name is a typo, not the first word of a note.
+            if let Some(env) = ctx
+                .envs
+                .iter()
+                .find(|e| first.len() >= 3 && super::edit_distance(first, e) <= 2)
+            {
+                return Err(format!(
+                    "unknown environment `{first}`; did you mean `{env}`?"
+                ));
+            }
+            (EnvName(ctx.default_env.clone()), args)
+        }
+        None => (EnvName(ctx.default_env.clone()), args),
     };
     let note = if rest.is_empty() {
         None

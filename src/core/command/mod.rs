@@ -306,6 +306,24 @@ pub(crate) fn only_env(args: &[&str], ctx: &ParseCtx) -> Result<EnvName, String>
     Ok(env)
 }
 
+/// Edit distance between two short strings (for "did you mean").
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 /// Fails when arguments are left over.
 pub(crate) fn no_more(rest: &[&str]) -> Result<(), String> {
     match rest.first() {
@@ -413,6 +431,16 @@ mod tests {
         assert!(matches!(
             parse("audit 5", &ctx()).unwrap().1,
             Command::Audit(audit::Args::Tail(5))
+        ));
+        let typo = parse("backup prodution before cleanup", &ctx()).unwrap_err();
+        assert!(
+            typo.message.contains("did you mean `production`"),
+            "{}",
+            typo.message
+        );
+        assert!(matches!(
+            parse("backup before cleanup", &ctx()).unwrap().1,
+            Command::Backup(_)
         ));
         assert!(matches!(
             parse("cancel r0123456ab", &ctx()).unwrap().1,
