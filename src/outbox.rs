@@ -101,15 +101,43 @@ pub async fn deliver_due(core: &Core, out: &dyn ChatOut) -> anyhow::Result<usize
 }
 
 /// Delivers for every adapter until `shutdown`; woken by `core.outbox_wake` and every 500 ms.
+
+/// How long the outbox lease lasts without renewal.
+pub const LEASE_MS: i64 = 15_000;
+
+/// Delivers for every adapter until `shutdown`; woken by `core.outbox_wake` and every 500 ms.
+/// With several replicas on one store, only the holder of the `outbox` lease delivers, so a
+/// message is posted once and in order.
 pub async fn run(
     core: Arc<Core>,
     outs: Vec<Arc<dyn ChatOut>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let me = format!(
+        "outbox-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
     loop {
-        for out in &outs {
-            if let Err(e) = deliver_due(&core, out.as_ref()).await {
-                tracing::error!(error = format!("{e:#}"), "outbox pass failed");
+        // SQLite stores have one process (a lock file enforces it): no lease needed, and a
+        // killed predecessor's lease must not delay delivery.
+        let holder = core.store.backend() == crate::store::Backend::Sqlite
+            || match core
+                .store
+                .try_lease("outbox", &me, core.clock.now_ms(), LEASE_MS)
+                .await
+            {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox lease check failed");
+                    false
+                }
+            };
+        if holder {
+            for out in &outs {
+                if let Err(e) = deliver_due(&core, out.as_ref()).await {
+                    tracing::error!(error = format!("{e:#}"), "outbox pass failed");
+                }
             }
         }
         if *shutdown.borrow() {

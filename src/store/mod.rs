@@ -239,6 +239,10 @@ pub trait Store: Send + Sync + 'static {
     async fn list_backups(&self, env: &str) -> StoreResult<Vec<BackupRow>>;
     /// Counts for `/metrics`.
     async fn gauges(&self) -> StoreResult<Gauges>;
+    /// Takes or renews the named lease for `holder` until `now + ttl_ms`; false while another
+    /// holder's lease is still valid.
+    async fn try_lease(&self, name: &str, holder: &str, now: i64, ttl_ms: i64)
+        -> StoreResult<bool>;
     /// Refreshes a running operation's heartbeat.
     /// Refreshes a running operation's heartbeat; false when `worker` no longer owns it (another
     /// replica marked it interrupted).

@@ -297,6 +297,22 @@ macro_rules! sql_store {
                 Ok(Gauges { requests, operations, outbox_pending, backups, audit_seq })
             }
 
+            async fn try_lease(&self, name: &str, holder: &str, now: i64, ttl_ms: i64) -> StoreResult<bool> {
+                // One statement: insert a free lease, or take it over when it is ours or expired.
+                let res = sqlx::query(
+                    "INSERT INTO leases (name, holder, until) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+                     WHERE leases.holder = excluded.holder OR leases.until < $4",
+                )
+                .bind(name)
+                .bind(holder)
+                .bind(now + ttl_ms)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(res.rows_affected() == 1)
+            }
+
             async fn heartbeat(&self, operation_id: &str, worker: &str, now: i64) -> StoreResult<bool> {
                 let res = sqlx::query("UPDATE operations SET heartbeat_at = $3 WHERE id = $1 AND worker = $2 AND state = 'running'")
                     .bind(operation_id)

@@ -108,3 +108,45 @@ async fn a_permanent_failure_is_kept_with_its_error(b: Backend) {
     assert_eq!(rows[0].last_error.as_deref(), Some("channel_not_found"));
 }
 both_backends!(a_permanent_failure_is_kept_with_its_error);
+
+async fn only_one_holder_gets_a_lease_until_it_expires(b: Backend) {
+    let app = spawn_app(b, 1, 0).await;
+    let s = &app.core.store;
+    assert!(s
+        .try_lease("outbox", "replica-a", 1_000, 15_000)
+        .await
+        .unwrap());
+    assert!(
+        !s.try_lease("outbox", "replica-b", 2_000, 15_000)
+            .await
+            .unwrap(),
+        "a's lease is valid"
+    );
+    assert!(
+        s.try_lease("outbox", "replica-a", 10_000, 15_000)
+            .await
+            .unwrap(),
+        "the holder renews"
+    );
+    assert!(!s
+        .try_lease("outbox", "replica-b", 24_999, 15_000)
+        .await
+        .unwrap());
+    assert!(
+        s.try_lease("outbox", "replica-b", 25_001, 15_000)
+            .await
+            .unwrap(),
+        "expired: b takes over"
+    );
+    assert!(!s
+        .try_lease("outbox", "replica-a", 25_002, 15_000)
+        .await
+        .unwrap());
+    assert!(
+        s.try_lease("scheduler", "replica-a", 25_002, 15_000)
+            .await
+            .unwrap(),
+        "leases are per name"
+    );
+}
+both_backends!(only_one_holder_gets_a_lease_until_it_expires);
