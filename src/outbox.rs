@@ -100,8 +100,6 @@ pub async fn deliver_due(core: &Core, out: &dyn ChatOut) -> anyhow::Result<usize
     Ok(delivered)
 }
 
-/// Delivers for every adapter until `shutdown`; woken by `core.outbox_wake` and every 500 ms.
-
 /// How long the outbox lease lasts without renewal.
 pub const LEASE_MS: i64 = 15_000;
 
