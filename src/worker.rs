@@ -57,9 +57,15 @@ impl Worker {
             _ => Some(now - LEASE.as_millis() as i64),
         };
         let mut tx = core.store.begin().await?;
-        if stale_before.is_none() {
-            // Backups left `running` by a killed process never finished: no file, no ok entry.
-            for mut b in tx.running_backups().await? {
+        let stale = tx.running_operations(stale_before).await?;
+        // Backups left `running` never finished: no file, no ok entry. At a SQLite start-up all
+        // of them; on PostgreSQL the ones the dead replica's operations were taking.
+        for mut b in tx.running_backups().await? {
+            let dead = stale_before.is_none()
+                || stale
+                    .iter()
+                    .any(|o| b.operation_id.as_deref() == Some(o.id.as_str()));
+            if dead {
                 b.state = "failed".into();
                 b.error = Some("dualkey stopped while this backup ran".into());
                 tx.put_backup(&b).await?;
@@ -73,35 +79,14 @@ impl Worker {
                 )
                 .await?;
             }
+        }
+        if stale_before.is_none() {
             for (name, e) in &core.settings.environments {
                 let dir = e.backup_dir.join(name);
                 if let Ok(removed) = crate::dbops::backup::cleanup_partials(&dir, Duration::ZERO) {
                     for p in removed {
                         tracing::warn!(path = %p.display(), "removed a partial backup left by a stopped process");
                     }
-                }
-            }
-        }
-        let stale = tx.running_operations(stale_before).await?;
-        if stale_before.is_some() {
-            // A dead replica's backups: the ones its interrupted operations were taking.
-            for mut b in tx.running_backups().await? {
-                if stale
-                    .iter()
-                    .any(|o| b.operation_id.as_deref() == Some(o.id.as_str()))
-                {
-                    b.state = "failed".into();
-                    b.error = Some("the replica running this backup stopped".into());
-                    tx.put_backup(&b).await?;
-                    core.audit_tx(
-                        &mut tx,
-                        NewAudit::system(
-                            "backup.failed",
-                            Some(&b.env),
-                            json!({"backup": b.id, "error": "interrupted"}),
-                        ),
-                    )
-                    .await?;
                 }
             }
         }

@@ -139,32 +139,29 @@ impl Core {
     pub async fn edit_message(&self, message_json: &str, reply: &Reply) -> anyhow::Result<()> {
         let msg: MessageRef =
             serde_json::from_str(message_json).context("stored message reference")?;
-        let mut tx = self.store.begin().await?;
-        tx.enqueue_outbox(
-            &NewOutbox {
-                platform: msg.channel.platform.as_str().into(),
-                channel: msg.channel.id.clone(),
-                op: "edit".into(),
-                message_id: Some(msg.id.clone()),
-                payload: serde_json::to_string(reply)?,
-            },
-            self.clock.now_ms(),
-        )
-        .await?;
-        tx.commit().await?;
-        self.outbox_wake.notify_one();
-        Ok(())
+        self.enqueue(&msg.channel, "edit", Some(msg.id.clone()), reply)
+            .await
     }
 
     /// Queues a new message in a channel.
     pub async fn post(&self, channel: &ChannelRef, reply: &Reply) -> anyhow::Result<()> {
+        self.enqueue(channel, "post", None, reply).await
+    }
+
+    async fn enqueue(
+        &self,
+        channel: &ChannelRef,
+        op: &str,
+        message_id: Option<String>,
+        reply: &Reply,
+    ) -> anyhow::Result<()> {
         let mut tx = self.store.begin().await?;
         tx.enqueue_outbox(
             &NewOutbox {
                 platform: channel.platform.as_str().into(),
                 channel: channel.id.clone(),
-                op: "post".into(),
-                message_id: None,
+                op: op.into(),
+                message_id,
                 payload: serde_json::to_string(reply)?,
             },
             self.clock.now_ms(),
