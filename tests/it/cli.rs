@@ -404,3 +404,21 @@ fn serve_answers_health_readiness_and_metrics_then_stops_on_sigterm() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn a_request_survives_a_restart_and_is_approved_in_the_next_process() {
+    let s = setup(|t| t);
+    let (out, err, code) = run_shell(&s, "alice", "/db app stop\n");
+    assert_eq!(code, Some(0), "{err}");
+    let pos = out.find("[approve:").expect("approval card");
+    let id = &out[pos + 9..pos + 19];
+    assert!(marker_lines(&s.marker).is_empty());
+    let (out, err, code) = run_shell(&s, "bob", &format!("/db approvals\nclick approve:{id}\n"));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains(&format!("{id} [production]")),
+        "the open request is listed after the restart: {out}"
+    );
+    assert!(out.contains(&format!("Approved {id}")), "{out}");
+    assert_eq!(marker_lines(&s.marker), vec!["stop"]);
+}
