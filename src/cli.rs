@@ -316,8 +316,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Backups { env } => {
             let s = load(&cli)?;
             let env = pick_env(&s, env)?;
-            let app = Application::build(s).await?;
-            println!("{}", crate::checks::backups_text(&app.core(), &env).await?);
+            let core = Application::read_only_core(s).await?;
+            println!("{}", crate::checks::backups_text(&core, &env).await?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Audit { command } => {

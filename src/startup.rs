@@ -98,6 +98,26 @@ impl Application {
         })
     }
 
+    /// A core for read-only CLI commands (`dualkey backups`): no lock file, no recovery, no
+    /// worker, so it works while `serve` runs on the same SQLite store.
+    pub async fn read_only_core(settings: Settings) -> anyhow::Result<Arc<Core>> {
+        let store = store::open(&settings.store.url).await.with_context(|| {
+            format!(
+                "opening the state store {}",
+                crate::config::redact_url(&settings.store.url)
+            )
+        })?;
+        Ok(Arc::new(Core {
+            directory: Directory::from_settings(&settings),
+            settings: Arc::new(settings),
+            store,
+            clock: Arc::new(SystemClock),
+            worker_wake: Arc::new(Notify::new()),
+            outbox_wake: Arc::new(Notify::new()),
+            in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        }))
+    }
+
     /// The core, for adapters.
     pub fn core(&self) -> Arc<Core> {
         self.core.clone()

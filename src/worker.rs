@@ -135,6 +135,7 @@ impl Worker {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut running: JoinSet<()> = JoinSet::new();
         let mut ticks = 0u64;
+        let mut last_prune = 0i64;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -160,6 +161,20 @@ impl Worker {
             ticks += 1;
             if let Err(e) = self.core.expire_requests().await {
                 tracing::error!(error = format!("{e:#}"), "expiring requests failed");
+            }
+            let now = self.core.clock.now_ms();
+            if now - last_prune >= 3_600_000 {
+                // Hourly: platforms redeliver within minutes, so day-old dedupe keys and
+                // week-old delivered messages are no longer needed.
+                last_prune = now;
+                if let Err(e) = self
+                    .core
+                    .store
+                    .prune(now - 86_400_000, now - 7 * 86_400_000)
+                    .await
+                {
+                    tracing::warn!(error = %e, "pruning the store failed");
+                }
             }
             if self.core.store.backend() == Backend::Postgres && ticks.is_multiple_of(10) {
                 if let Err(e) = Worker::recover_interrupted(&self.core, false).await {

@@ -239,6 +239,9 @@ pub trait Store: Send + Sync + 'static {
     async fn list_backups(&self, env: &str) -> StoreResult<Vec<BackupRow>>;
     /// Counts for `/metrics`.
     async fn gauges(&self) -> StoreResult<Gauges>;
+    /// Deletes delivery dedupe keys older than `dedupe_before` and delivered outbox rows older
+    /// than `outbox_before`; returns how many rows went.
+    async fn prune(&self, dedupe_before: i64, outbox_before: i64) -> StoreResult<u64>;
     /// Takes or renews the named lease for `holder` until `now + ttl_ms`; false while another
     /// holder's lease is still valid.
     async fn try_lease(&self, name: &str, holder: &str, now: i64, ttl_ms: i64)

@@ -297,6 +297,15 @@ macro_rules! sql_store {
                 Ok(Gauges { requests, operations, outbox_pending, backups, audit_seq })
             }
 
+            async fn prune(&self, dedupe_before: i64, outbox_before: i64) -> StoreResult<u64> {
+                let a = sqlx::query("DELETE FROM dedupe WHERE at < $1").bind(dedupe_before).execute(&self.pool).await?;
+                let b = sqlx::query("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < $1")
+                    .bind(outbox_before)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(a.rows_affected() + b.rows_affected())
+            }
+
             async fn try_lease(&self, name: &str, holder: &str, now: i64, ttl_ms: i64) -> StoreResult<bool> {
                 // One statement: insert a free lease, or take it over when it is ours or expired.
                 let res = sqlx::query(

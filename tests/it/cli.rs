@@ -276,6 +276,21 @@ fn a_second_process_on_the_same_sqlite_store_is_refused() {
     let (_, err, code) = run_shell(&s, "bob", "/db status\n");
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("another dualkey process"), "{err}");
+    // Read-only commands still work next to it.
+    for args in [&["backups"][..], &["audit", "verify"]] {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&s.config)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     drop(first.stdin.take());
     assert!(first.wait().unwrap().success());
 }

@@ -150,3 +150,41 @@ async fn only_one_holder_gets_a_lease_until_it_expires(b: Backend) {
     );
 }
 both_backends!(only_one_holder_gets_a_lease_until_it_expires);
+
+async fn pruning_drops_old_dedupe_keys_and_delivered_messages_only(b: Backend) {
+    let app = spawn_app(b, 1, 0).await;
+    let c = ChannelRef {
+        platform: Platform::Slack,
+        id: "CA".into(),
+    };
+    app.core
+        .post(&c, &Reply::public("old, delivered"))
+        .await
+        .unwrap();
+    app.core
+        .post(&c, &Reply::public("old, undelivered"))
+        .await
+        .unwrap();
+    app.cmd("carol", "status").await;
+    let rows = app.core.store.outbox_all("slack").await.unwrap();
+    app.core
+        .store
+        .outbox_delivered(rows[0].id, app.core.clock.now_ms())
+        .await
+        .unwrap();
+    let later = app.core.clock.now_ms() + 8 * 86_400_000;
+    let n = app
+        .core
+        .store
+        .prune(later - 86_400_000, later - 7 * 86_400_000)
+        .await
+        .unwrap();
+    assert_eq!(n, 2, "one dedupe key and one delivered message");
+    let rows = app.core.store.outbox_all("slack").await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].delivered_at, None,
+        "undelivered messages are never pruned"
+    );
+}
+both_backends!(pruning_drops_old_dedupe_keys_and_delivered_messages_only);
