@@ -228,6 +228,7 @@ fn warnings_for(sql_by_migration: &[(String, String)]) -> Vec<String> {
 }
 
 /// Computes the plan of `kind` in `env` from current facts.
+#[tracing::instrument(skip_all, fields(kind = kind.name(), env = %env))]
 pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, StepError> {
     let e = env_settings(core, env)?;
     let now = core.clock.now_ms();
@@ -580,6 +581,7 @@ async fn plan_rollback(
 }
 
 /// Runs one step; returns a short summary of what happened.
+#[tracing::instrument(skip_all, fields(operation = %op.id, env = %op.env, step = %step.name))]
 pub async fn run_step(
     core: &Arc<Core>,
     op: &OperationRow,
@@ -841,6 +843,7 @@ fn new_backup_id() -> String {
 /// (audited), then `ok` with size, SHA-256, the migrations applied at the time and the
 /// verification, or `failed` (and no file). Progress edits the operation's card about every
 /// two seconds. Manual and scheduled backups then apply retention.
+#[tracing::instrument(skip_all, fields(env = %env, kind = kind.as_str()))]
 pub async fn take_backup(
     core: &Arc<Core>,
     env: &str,
@@ -1010,6 +1013,7 @@ async fn save_backup(
 
 /// Deletes scheduled and manual backups older than `retention_days`, keeping the newest
 /// `min_keep` verified ones; each deletion is audited. Returns the deleted ids.
+#[tracing::instrument(skip(core))]
 pub async fn apply_retention(core: &Core, env: &str) -> Result<Vec<String>, StepError> {
     let e = env_settings(core, env)?;
     let all = core
