@@ -246,32 +246,14 @@ async fn a_changed_plan_stops_before_the_first_step(b: Backend) {
     let id = app.last_request().await;
     // Approve, then change what the plan depends on before the worker runs it.
     app.click("bob", &format!("approve:{id}")).await;
-    let mut settings = (*app.core.settings).clone();
-    settings
-        .environments
-        .get_mut("production")
-        .unwrap()
-        .app_stop = vec![
-        "sh".into(),
-        "-c".into(),
-        format!("echo changed >> '{}'", app.marker.display()),
-    ];
-    let core = dualkey::core::dispatch::Core {
-        settings: Arc::new(settings),
-        directory: app.core.directory.clone(),
-        store: app.core.store.clone(),
-        clock: app.core.clock.clone(),
-        worker_wake: app.core.worker_wake.clone(),
-        outbox_wake: app.core.outbox_wake.clone(),
-        in_flight: app.core.in_flight.clone(),
-    };
-    let changed = crate::support::TestApp {
-        core: Arc::new(core),
-        clock: app.clock.clone(),
-        dir: tempfile::tempdir().unwrap(),
-        marker: app.marker.clone(),
-        db: None,
-    };
+    let marker = app.marker.display().to_string();
+    let changed = app.with_settings(|s| {
+        s.environments.get_mut("production").unwrap().app_stop = vec![
+            "sh".into(),
+            "-c".into(),
+            format!("echo changed >> '{marker}'"),
+        ];
+    });
     changed.drain_worker().await;
     let op = app
         .core

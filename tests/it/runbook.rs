@@ -803,29 +803,11 @@ async fn the_staging_guard_refuses_a_production_deploy_that_staging_has_not_seen
     let var = format!("DK_TEST_STAGING_{}", uuid::Uuid::new_v4().simple());
     std::env::set_var(&var, &staging.url);
     let db = setup_with(&[INIT], "require_staging = \"staging\"").await;
-    let app = &db.app;
-    let mut settings = (*app.core.settings).clone();
-    {
-        let st = settings.environments.get_mut("staging").unwrap();
+    let guarded = db.app.with_settings(|s| {
+        let st = s.environments.get_mut("staging").unwrap();
         st.database_url_env = var.clone();
         st.migrations_dir = db.migrations.clone();
-    }
-    let core = std::sync::Arc::new(dualkey::core::dispatch::Core {
-        settings: std::sync::Arc::new(settings),
-        directory: app.core.directory.clone(),
-        store: app.core.store.clone(),
-        clock: app.core.clock.clone(),
-        worker_wake: app.core.worker_wake.clone(),
-        outbox_wake: app.core.outbox_wake.clone(),
-        in_flight: app.core.in_flight.clone(),
     });
-    let guarded = TestApp {
-        core,
-        clock: app.clock.clone(),
-        dir: tempfile::tempdir().unwrap(),
-        marker: app.marker.clone(),
-        db: None,
-    };
     let r = guarded.cmd("alice", "deploy").await;
     assert!(r.contains("staging guard") && r.contains(INIT), "{r}");
     dualkey::dbops::prisma::deploy(

@@ -301,6 +301,28 @@ impl TestApp {
             .id
     }
 
+    /// The same app (store, clock, marker) with edited settings, as after a config change.
+    pub fn with_settings(&self, edit: impl FnOnce(&mut Settings)) -> TestApp {
+        let mut settings = (*self.core.settings).clone();
+        edit(&mut settings);
+        let core = Core {
+            directory: Directory::from_settings(&settings),
+            settings: Arc::new(settings),
+            store: self.core.store.clone(),
+            clock: self.core.clock.clone(),
+            worker_wake: self.core.worker_wake.clone(),
+            outbox_wake: self.core.outbox_wake.clone(),
+            in_flight: self.core.in_flight.clone(),
+        };
+        TestApp {
+            core: Arc::new(core),
+            clock: self.clock.clone(),
+            dir: tempfile::tempdir().unwrap(),
+            marker: self.marker.clone(),
+            db: None,
+        }
+    }
+
     /// Lines in the marker file (one per app command run).
     pub fn marker_lines(&self) -> Vec<String> {
         std::fs::read_to_string(&self.marker)
