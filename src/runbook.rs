@@ -184,13 +184,15 @@ pub async fn restore_source(
                 "there is no backup `{name}` in {env}; `backups` lists them"
             ))
         })?;
-    match backup_health(&b) {
-        "ok" => {}
-        other => {
-            return Err(StepError(format!(
-                "backup {name} is {other} and cannot be restored"
-            )))
-        }
+    let state = match backup_health(&b) {
+        "ok" if is_intact(&b).await => "ok",
+        "ok" => "changed (its SHA-256 differs from the catalog)",
+        other => other,
+    };
+    if state != "ok" {
+        return Err(StepError(format!(
+            "backup {name} is {state} and cannot be restored"
+        )));
     }
     Ok(RestoreSource {
         label: b.id.clone(),
@@ -201,7 +203,18 @@ pub async fn restore_source(
     })
 }
 
-/// The newest healthy, verified backup of `env` that satisfies `pred`.
+/// True when the file still has the SHA-256 recorded in the catalog (a full read). The cheap
+/// [`backup_health`] (size, modification time) lists backups; this decides before one is
+/// offered for, or used in, a restore.
+async fn is_intact(b: &BackupRow) -> bool {
+    match (bk::sha256_file(Path::new(&b.path)).await, &b.sha256) {
+        (Ok((_, actual)), Some(expected)) => &actual == expected,
+        _ => false,
+    }
+}
+
+/// The newest healthy, verified backup of `env` that satisfies `pred`; a missing file, or one
+/// whose SHA-256 changed, is never offered.
 async fn newest_backup(
     core: &Core,
     env: &str,
@@ -212,9 +225,12 @@ async fn newest_backup(
         .list_backups(env)
         .await
         .map_err(|e| StepError(e.to_string()))?;
-    Ok(all
-        .into_iter()
-        .find(|b| backup_health(b) == "ok" && pred(b)))
+    for b in all {
+        if backup_health(&b) == "ok" && pred(&b) && is_intact(&b).await {
+            return Ok(Some(b));
+        }
+    }
+    Ok(None)
 }
 
 fn warnings_for(sql_by_migration: &[(String, String)]) -> Vec<String> {
@@ -668,26 +684,25 @@ pub async fn run_step(
             ))
         }
         StepAction::Restore { backup, sha256 } => {
+            // restore_source re-reads the file and checks it against the catalog; it must also
+            // be the content the approvers saw. Then pg_restore must read the archive to the end.
             let src = restore_source(core, &op.env, backup).await?;
-            let expected = sha256.as_deref().or(src.sha256.as_deref());
-            let check = if src.catalog {
-                bk::verify(&src.path, expected, e.pg_bin_dir.as_deref())
-                    .await
-                    .map(|_| ())
-                    .map_err(|err| err.to_string())
-            } else {
-                match (bk::sha256_file(&src.path).await, expected) {
-                    (Ok((_, actual)), Some(exp)) if actual == exp => Ok(()),
-                    (Ok(_), _) => Err("the file changed since the plan was approved".to_string()),
-                    (Err(err), _) => Err(err.to_string()),
-                }
-            };
-            check.map_err(|err| {
+            let refuse = |why: String| {
                 StepError(format!(
-                    "backup {} failed verification, nothing restored: {err}",
+                    "backup {} failed verification, nothing restored: {why}",
                     src.label
                 ))
-            })?;
+            };
+            if sha256.is_some() && &src.sha256 != sha256 {
+                return Err(refuse(
+                    "its content changed since the plan was approved".into(),
+                ));
+            }
+            if src.catalog {
+                bk::verify_archive(&src.path, e.pg_bin_dir.as_deref())
+                    .await
+                    .map_err(|err| refuse(err.to_string()))?;
+            }
             let url = database_url(e)?;
             let out = bk::restore(url.expose_secret(), &src.path, e.pg_bin_dir.as_deref())
                 .await
@@ -947,16 +962,18 @@ pub async fn take_backup(
     row.size_bytes = Some(out.size_bytes as i64);
     row.sha256 = Some(out.sha256.clone());
     row.duration_ms = Some(out.duration.as_millis() as i64);
-    match bk::verify(&out.path, Some(&out.sha256), e.pg_bin_dir.as_deref()).await {
-        Ok(v) => {
+    // The SHA-256 was computed while the dump was written; pg_restore reading the archive to the
+    // end is the verification.
+    match bk::verify_archive(&out.path, e.pg_bin_dir.as_deref()).await {
+        Ok(toc_entries) => {
             row.state = "ok".into();
             row.verified_at = Some(core.clock.now_ms());
             row.file_mtime_ms = std::fs::metadata(&out.path)
                 .ok()
                 .and_then(|m| m.modified().ok())
                 .map(|t| chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis());
-            row.toc_entries = Some(v.toc_entries as i64);
-            save_backup(core, &row, "backup.finished", json!({"backup": row.id, "file": out.file_name, "bytes": out.size_bytes, "sha256": out.sha256, "toc_entries": v.toc_entries, "migrations": applied.len()})).await?;
+            row.toc_entries = Some(toc_entries as i64);
+            save_backup(core, &row, "backup.finished", json!({"backup": row.id, "file": out.file_name, "bytes": out.size_bytes, "sha256": out.sha256, "toc_entries": toc_entries, "migrations": applied.len()})).await?;
         }
         Err(err) => {
             let _ = std::fs::remove_file(&out.path);

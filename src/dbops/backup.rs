@@ -48,7 +48,7 @@ pub use retention::{
 };
 pub use tools::{describe_status, locate, ToolNotFound, DEBIAN_PG_LIB};
 pub use url::{database_name, PgUrl, UrlError};
-pub use verify::{sha256_file, verify, Verified, VerifyError};
+pub use verify::{sha256_file, verify, verify_archive, Verified, VerifyError};
 
 /// Why a backup was taken; part of its file name and of the catalog entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -712,6 +712,60 @@ async fn a_missing_or_changed_backup_is_shown_as_such_and_never_offered_for_rest
             "{r}"
         );
     }
+    // A change that keeps size and modification time passes the cheap listing check, but the
+    // full SHA-256 check keeps it from being offered for a restore.
+    let b = &db
+        .app
+        .core
+        .store
+        .list_backups("production")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.kind == "pre-deploy")
+        .unwrap();
+    let mtime = std::fs::metadata(&b.path).unwrap().modified().unwrap();
+    let original = std::fs::read(&b.path).unwrap();
+    let mut sneaky = original.clone();
+    let last = sneaky.len() - 1;
+    sneaky[last] ^= 0x01;
+    std::fs::write(&b.path, &sneaky).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&b.path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let listing = db.app.cmd("carol", "backups").await;
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains(&b.id) && l.contains(" ok ")),
+        "{listing}"
+    );
+    let r = db.app.cmd("alice", &format!("restore {}", b.id)).await;
+    assert!(
+        !r.contains("[approve:") && r.contains("SHA-256 differs"),
+        "{r}"
+    );
+    let r = db
+        .app
+        .cmd(
+            "alice",
+            &format!("rollback {PRIORITY} production --strategy restore"),
+        )
+        .await;
+    assert!(
+        r.contains("no safe rollback"),
+        "no intact backup predates the migration now: {r}"
+    );
+    std::fs::write(&b.path, &original).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&b.path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
     // The pre-deploy backup (empty schema) is still intact and is what a restore-rollback may use.
     let r = db
         .app
