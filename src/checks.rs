@@ -4,18 +4,11 @@
 use std::time::Duration;
 
 use crate::core::dispatch::Core;
+use crate::core::human;
 use crate::dbops;
 use crate::dbops::prisma::StatusReport;
-use crate::runbook::{self, backup_health, backup_migrations, human_bytes};
+use crate::runbook::{self, backup_health, backup_migrations};
 use crate::store::BackupRow;
-
-fn age(now: i64, then: i64) -> String {
-    let secs = ((now - then).max(0) / 1000) as u64;
-    if secs < 60 {
-        return "under a minute".into();
-    }
-    crate::config::format_duration(Duration::from_secs(secs / 60 * 60))
-}
 
 fn list(v: &[String]) -> String {
     if v.is_empty() {
@@ -100,8 +93,8 @@ pub async fn backup_lines(core: &Core, env: &str) -> anyhow::Result<Vec<String>>
             "newest backup: {} ({}, {} ago, {})",
             b.id,
             b.kind,
-            age(now, b.started_at),
-            human_bytes(b.size_bytes.unwrap_or(0) as u64)
+            human::age(now - b.started_at),
+            human::bytes(b.size_bytes.unwrap_or(0) as u64)
         ),
         None => "newest backup: NONE verified".into(),
     }])
@@ -130,8 +123,8 @@ fn backup_line(now: i64, b: &BackupRow) -> String {
         "{} {:<12} {:>10} ago {:>9} {:<10} migrations: {}{}",
         b.id,
         b.kind,
-        age(now, b.started_at),
-        human_bytes(b.size_bytes.unwrap_or(0) as u64),
+        human::age(now - b.started_at),
+        human::bytes(b.size_bytes.unwrap_or(0) as u64),
         backup_health(b),
         migs.len(),
         migs.last()
@@ -160,8 +153,8 @@ pub async fn backups_text(core: &Core, env: &str) -> anyhow::Result<String> {
                 out.push(format!(
                     "  {} external .sql, {} ago, {} (restored with psql)",
                     x.file_name,
-                    age(now, x.modified.timestamp_millis()),
-                    human_bytes(x.size_bytes)
+                    human::age(now - x.modified.timestamp_millis()),
+                    human::bytes(x.size_bytes)
                 ));
             }
         }
@@ -261,7 +254,7 @@ pub async fn checklist_text(core: &Core, env: &str) -> anyhow::Result<String> {
                 "a verified backup younger than {} ({} is {} old)",
                 crate::config::format_duration(core.settings.schedule.max_backup_age.0),
                 b.id,
-                age(now, b.started_at)
+                human::age(now - b.started_at)
             ),
         )),
         None => items.push((false, "a verified backup exists (none)".into())),

@@ -16,6 +16,7 @@ use serde_json::json;
 use crate::config::EnvironmentSettings;
 use crate::core::audit::NewAudit;
 use crate::core::dispatch::Core;
+use crate::core::human;
 use crate::core::operation::{OperationKind, Plan, PlannedStep, RollbackStrategy, StepAction};
 use crate::dbops;
 use crate::dbops::backup::{self as bk, BackupKind};
@@ -85,11 +86,6 @@ fn app_step(e: &EnvironmentSettings, stop: bool) -> PlannedStep {
     } else {
         PlannedStep::new("start app", e.app_start.join(" "), StepAction::AppStart)
     }
-}
-
-fn fmt_age(ms: i64) -> String {
-    crate::config::format_duration(Duration::from_secs((ms.max(0) / 1000) as u64 / 60 * 60))
-        .replace("0s", "under a minute")
 }
 
 /// How a catalog entry looks on disk right now (cheap: existence and size; the SHA-256 is
@@ -359,7 +355,7 @@ pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, 
         OperationKind::Restore { backup } => {
             database_url(e)?;
             let src = restore_source(core, env, backup).await?;
-            let age = fmt_age(now - src.taken_at);
+            let age = human::age(now - src.taken_at);
             mk(
                 format!("restore {} into {env}", src.label),
                 vec![
@@ -465,13 +461,13 @@ pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, 
                 format!(
                     "emergency in {env}: restore {} (taken {} ago)",
                     b.id,
-                    fmt_age(now - b.started_at)
+                    human::age(now - b.started_at)
                 ),
                 steps,
                 vec![format!(
                     "everything written to {env} since {} ({} ago) is lost",
                     b.id,
-                    fmt_age(now - b.started_at)
+                    human::age(now - b.started_at)
                 )],
                 vec![
                     format!("newest migration {newest_name}"),
@@ -561,7 +557,7 @@ async fn plan_rollback(
         format!(
             "roll back {migration} in {env} by restoring {} (taken {} ago)",
             b.id,
-            fmt_age(now - b.started_at)
+            human::age(now - b.started_at)
         ),
         vec![
             backup_step(BackupKind::PreRollback, None),
@@ -583,7 +579,7 @@ async fn plan_rollback(
         vec![format!(
             "everything written to {env} since {} ({} ago) is lost; un-applies {names}",
             b.id,
-            fmt_age(now - b.started_at)
+            human::age(now - b.started_at)
         )],
         vec![
             format!("rollback plan {}", rp.fingerprint),
@@ -850,10 +846,6 @@ pub async fn run_app(argv: &[String], timeout: Duration) -> Result<String, StepE
     }
 }
 
-fn new_backup_id() -> String {
-    format!("b{:09x}", rand::random::<u64>() & 0xf_ffff_ffff)
-}
-
 /// Takes a verified backup of `env` and records it in the catalog: a `running` entry first
 /// (audited), then `ok` with size, SHA-256, the migrations applied at the time and the
 /// verification, or `failed` (and no file). Progress edits the operation's card about every
@@ -880,7 +872,7 @@ pub async fn take_backup(
     let database =
         bk::database_name(url.expose_secret()).map_err(|err| StepError(err.to_string()))?;
     let mut row = BackupRow {
-        id: new_backup_id(),
+        id: human::new_id('b'),
         env: env.into(),
         kind: kind.as_str().into(),
         state: "running".into(),
@@ -919,7 +911,7 @@ pub async fn take_backup(
                 if let Some(p) = p {
                     let line = format!(
                         "backup {id}: {} written, {}s elapsed",
-                        human_bytes(p.bytes_written),
+                        human::bytes(p.bytes_written),
                         p.elapsed.as_secs()
                     );
                     let _ = core.show_progress(&op, &line).await;
@@ -1082,20 +1074,4 @@ pub async fn apply_retention(core: &Core, env: &str) -> Result<Vec<String>, Step
         .await?;
     }
     Ok(doomed)
-}
-
-/// `1.2 GB`-style sizes.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

@@ -94,9 +94,7 @@ impl AuditRecord {
 
     /// One line for chat and `audit [N]`.
     pub fn render(&self) -> String {
-        let at = chrono::DateTime::from_timestamp_millis(self.at_ms)
-            .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
-            .unwrap_or_default();
+        let at = crate::core::human::time(self.at_ms);
         let who = match (&self.operator, &self.account) {
             (Some(o), Some(a)) => format!("{o} ({a})"),
             (Some(o), None) => o.clone(),

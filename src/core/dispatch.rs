@@ -17,6 +17,7 @@ use crate::core::approval::{self, Decision, RequestFacts, RequestState, VoteRefu
 use crate::core::audit::{AuditRecord, NewAudit, Verifier};
 use crate::core::command::{self, app::AppAction, Command, ParseCtx, RequestId};
 use crate::core::event::{Actor, ChannelRef, EventKind, InboundEvent, MessageRef, Platform};
+use crate::core::human;
 use crate::core::identity::{Directory, Operator};
 use crate::core::operation::{OperationKind, OperationState, Plan};
 use crate::core::reply::{Button, Card, Reply, Style};
@@ -54,23 +55,6 @@ pub struct Core {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UserError(pub String);
-
-fn short_id(prefix: char) -> String {
-    format!("{prefix}{:09x}", rand::random::<u64>() & 0xf_ffff_ffff)
-}
-
-fn fmt_time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
-        .unwrap_or_else(|| ms.to_string())
-}
-
-fn fmt_left(ms: i64) -> String {
-    if ms <= 0 {
-        return "now".into();
-    }
-    crate::config::format_duration(std::time::Duration::from_secs(((ms + 999) / 1000) as u64))
-}
 
 impl Core {
     /// Names a parser may check against.
@@ -490,7 +474,7 @@ impl Core {
             tx.insert_request(&row).await?;
             self.audit_tx(
                 &mut tx,
-                self.actor_audit(&ev.actor, who, Some(env), "request.created", json!({"request": id, "kind": kind.name(), "plan": plan.summary, "steps": plan.steps.len(), "warnings": plan.warnings, "fingerprint": plan.short_fingerprint(), "expires_at": fmt_time(row.expires_at)})),
+                self.actor_audit(&ev.actor, who, Some(env), "request.created", json!({"request": id, "kind": kind.name(), "plan": plan.summary, "steps": plan.steps.len(), "warnings": plan.warnings, "fingerprint": plan.short_fingerprint(), "expires_at": human::time(row.expires_at)})),
             )
             .await?;
             tx.commit().await?;
@@ -504,7 +488,7 @@ impl Core {
             }
         } else {
             let op = OperationRow {
-                id: short_id('o'),
+                id: human::new_id('o'),
                 request_id: None,
                 env: env.into(),
                 kind_json,
@@ -669,7 +653,7 @@ impl Core {
                         .await?
                 {
                     let op = OperationRow {
-                        id: short_id('o'),
+                        id: human::new_id('o'),
                         request_id: Some(req.id.clone()),
                         env: req.env.clone(),
                         kind_json: req.kind_json.clone(),
@@ -886,8 +870,8 @@ impl Core {
                 format!(
                     "waiting for approval: {approvals}/{} votes, expires {} (in {})",
                     req.required_votes,
-                    fmt_time(req.expires_at),
-                    fmt_left(req.expires_at - now)
+                    human::time(req.expires_at),
+                    human::span(req.expires_at - now)
                 ),
                 Style::Pending,
             ),
@@ -1020,7 +1004,7 @@ impl Core {
                 r.id,
                 kind_name(&r.kind_json),
                 r.requester,
-                fmt_left(r.expires_at - now)
+                human::span(r.expires_at - now)
             ));
         }
         if let Some(last) = self
@@ -1068,7 +1052,7 @@ impl Core {
                 plan.summary,
                 r.requester,
                 r.required_votes,
-                fmt_left(r.expires_at - now),
+                human::span(r.expires_at - now),
                 plan.short_fingerprint(),
                 r.id,
                 r.id

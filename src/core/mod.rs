@@ -7,6 +7,7 @@ pub mod audit;
 pub mod command;
 pub mod dispatch;
 pub mod event;
+pub mod human;
 pub mod identity;
 pub mod operation;
 pub mod reply;

@@ -161,7 +161,7 @@ impl RequestId {
 
     /// A new random id.
     pub fn generate() -> RequestId {
-        RequestId(format!("r{:09x}", rand::random::<u64>() & 0xf_ffff_ffff))
+        RequestId(crate::core::human::new_id('r'))
     }
 }
 
