@@ -256,9 +256,12 @@ impl Core {
                 return Ok(());
             }
         };
-        let needs = match &cmd {
-            Command::App(a) if a.action != AppAction::Status => Role::Operator,
-            _ => spec.role,
+        let operation = requested_operation(&cmd);
+        // Asking for any operation needs the operator role, whatever the command's own role.
+        let needs = if operation.is_some() {
+            Role::Operator
+        } else {
+            spec.role
         };
         if !who.can(needs) {
             self.audit(self.actor_audit(
@@ -279,99 +282,20 @@ impl Core {
         }
         self.audit(self.actor_audit(&ev.actor, who, None, "command", json!({"text": shown})))
             .await?;
-        match cmd {
-            Command::Help(a) => {
-                let text = match a.command.and_then(command::spec) {
-                    Some(s) => command::help::render_one(self.slash(), s),
-                    None => command::help::render_all(self.slash()),
-                };
-                out.respond(Reply::ephemeral(text)).await?;
-            }
-            Command::Status(a) => {
-                out.respond(Reply::ephemeral(self.status_text(&a.env.0).await?))
-                    .await?;
-            }
-            Command::App(a) => match a.action {
-                AppAction::Status => {
-                    let e = &self.settings.environments[&a.env.0];
-                    let timeout = std::time::Duration::from_secs(e.app_timeout_secs);
-                    let text = match crate::dbops::app::run(&e.app_status, timeout).await {
-                        Ok(o) => format!(
-                            "app status in {} (exit {}):\n{}",
-                            a.env.0,
-                            o.code.map(|c| c.to_string()).unwrap_or("signal".into()),
-                            o.tail
-                        ),
-                        Err(err) => format!("app status in {} failed: {err}", a.env.0),
-                    };
-                    out.respond(Reply::ephemeral(text)).await?;
-                }
-                AppAction::Stop => {
-                    self.request_operation(ev, who, OperationKind::AppStop, &a.env.0, out)
-                        .await?
-                }
-                AppAction::Start => {
-                    self.request_operation(ev, who, OperationKind::AppStart, &a.env.0, out)
-                        .await?
-                }
+        if let Some((kind, env)) = operation {
+            return self.request_operation(ev, who, kind, &env, out).await;
+        }
+        let text = match cmd {
+            Command::Help(a) => match a.command.and_then(command::spec) {
+                Some(s) => command::help::render_one(self.slash(), s),
+                None => command::help::render_all(self.slash()),
             },
-            Command::Approvals(_) => {
-                out.respond(Reply::ephemeral(self.approvals_text().await?))
-                    .await?;
-            }
-            Command::Cancel(a) => self.cancel(ev, who, &a.request, out).await?,
-            Command::Backup(a) => {
-                self.request_operation(
-                    ev,
-                    who,
-                    OperationKind::Backup { note: a.note },
-                    &a.env.0,
-                    out,
-                )
-                .await?
-            }
-            Command::Backups(a) => {
-                out.respond(Reply::ephemeral(self.backups_text(&a.env.0).await?))
-                    .await?;
-            }
-            Command::Deploy(a) => {
-                self.request_operation(ev, who, OperationKind::Deploy, &a.env.0, out)
-                    .await?
-            }
-            Command::Rollback(a) => {
-                let kind = OperationKind::Rollback {
-                    migration: a.migration.0,
-                    strategy: a.strategy,
-                };
-                self.request_operation(ev, who, kind, &a.env.0, out).await?
-            }
-            Command::Restore(a) => {
-                self.request_operation(
-                    ev,
-                    who,
-                    OperationKind::Restore { backup: a.backup.0 },
-                    &a.env.0,
-                    out,
-                )
-                .await?
-            }
-            Command::Resolve(a) => {
-                let kind = OperationKind::Resolve {
-                    migration: a.migration.0,
-                    applied: a.applied,
-                };
-                self.request_operation(ev, who, kind, &a.env.0, out).await?
-            }
-            Command::Emergency(a) => {
-                self.request_operation(ev, who, OperationKind::Emergency, &a.env.0, out)
-                    .await?
-            }
-            Command::Checklist(a) => {
-                out.respond(Reply::ephemeral(
-                    crate::checks::checklist_text(self, &a.env.0).await?,
-                ))
-                .await?;
-            }
+            Command::Status(a) => self.status_text(&a.env.0).await?,
+            Command::App(a) => crate::checks::app_lines(self, &a.env.0).await.join("\n"),
+            Command::Backups(a) => crate::checks::backups_text(self, &a.env.0).await?,
+            Command::Checklist(a) => crate::checks::checklist_text(self, &a.env.0).await?,
+            Command::Approvals(_) => self.approvals_text().await?,
+            Command::Cancel(a) => return self.cancel(ev, who, &a.request, out).await,
             Command::Audit(command::audit::Args::Tail(n)) => {
                 let lines: Vec<String> = self
                     .store
@@ -380,21 +304,28 @@ impl Core {
                     .iter()
                     .map(|r| r.render())
                     .collect();
-                out.respond(Reply::ephemeral(if lines.is_empty() {
+                if lines.is_empty() {
                     "The audit trail is empty.".into()
                 } else {
                     lines.join("\n")
-                }))
-                .await?;
+                }
             }
             Command::Audit(command::audit::Args::Verify) => {
-                let text = match verify_chain(self.store.as_ref()).await? {
+                match verify_chain(self.store.as_ref()).await? {
                     Ok(n) => format!("audit chain intact: {n} events verified"),
                     Err(b) => format!("AUDIT CHAIN BROKEN: {b}"),
-                };
-                out.respond(Reply::ephemeral(text)).await?;
+                }
             }
-        }
+            Command::Backup(_)
+            | Command::Deploy(_)
+            | Command::Rollback(_)
+            | Command::Restore(_)
+            | Command::Resolve(_)
+            | Command::Emergency(_) => {
+                unreachable!("operation commands were handled above")
+            }
+        };
+        out.respond(Reply::ephemeral(text)).await?;
         Ok(())
     }
 
@@ -1024,10 +955,6 @@ impl Core {
         Ok(out.join("\n"))
     }
 
-    async fn backups_text(&self, env: &str) -> anyhow::Result<String> {
-        crate::checks::backups_text(self, env).await
-    }
-
     async fn approvals_text(&self) -> anyhow::Result<String> {
         let now = self.clock.now_ms();
         let open: Vec<RequestRow> = self
@@ -1063,6 +990,53 @@ impl Core {
         }
         Ok(out.join("\n"))
     }
+}
+
+/// The operation a command asks for, with its environment; `None` for read-only commands.
+fn requested_operation(cmd: &Command) -> Option<(OperationKind, String)> {
+    let (kind, env) = match cmd {
+        Command::App(a) => match a.action {
+            AppAction::Stop => (OperationKind::AppStop, &a.env),
+            AppAction::Start => (OperationKind::AppStart, &a.env),
+            AppAction::Status => return None,
+        },
+        Command::Backup(a) => (
+            OperationKind::Backup {
+                note: a.note.clone(),
+            },
+            &a.env,
+        ),
+        Command::Deploy(a) => (OperationKind::Deploy, &a.env),
+        Command::Rollback(a) => (
+            OperationKind::Rollback {
+                migration: a.migration.0.clone(),
+                strategy: a.strategy,
+            },
+            &a.env,
+        ),
+        Command::Restore(a) => (
+            OperationKind::Restore {
+                backup: a.backup.0.clone(),
+            },
+            &a.env,
+        ),
+        Command::Resolve(a) => (
+            OperationKind::Resolve {
+                migration: a.migration.0.clone(),
+                applied: a.applied,
+            },
+            &a.env,
+        ),
+        Command::Emergency(a) => (OperationKind::Emergency, &a.env),
+        Command::Help(_)
+        | Command::Status(_)
+        | Command::Backups(_)
+        | Command::Checklist(_)
+        | Command::Approvals(_)
+        | Command::Cancel(_)
+        | Command::Audit(_) => return None,
+    };
+    Some((kind, env.0.clone()))
 }
 
 fn plan_lines(plan: &Plan) -> Vec<String> {
