@@ -196,48 +196,29 @@ pub async fn checklist_text(core: &Core, env: &str) -> anyhow::Result<String> {
                     list(&st.edited_after_apply)
                 ),
             ));
-            let folder = dbops::prisma::list_migrations(&e.migrations_dir);
-            let no_down: Vec<String> = st
-                .deploy_would_apply
-                .iter()
-                .filter(|m| folder.get(m).is_some_and(|l| !l.has_down_sql))
-                .cloned()
-                .collect();
-            items.push((
-                no_down.is_empty(),
-                format!(
-                    "every pending migration has a down.sql (missing: {})",
-                    list(&no_down)
-                ),
-            ));
-            let mut warnings = Vec::new();
-            for m in &st.deploy_would_apply {
-                if let Some(sql) = folder.get(m).and_then(|l| l.script.clone()) {
-                    warnings.extend(
-                        dbops::sqlscan::scan(&sql)
-                            .into_iter()
-                            .map(|w| format!("{m}: {w}")),
-                    );
+            match runbook::review_pending(e, st) {
+                Ok(review) => {
+                    items.push((
+                        review.no_down.is_empty(),
+                        format!(
+                            "every pending migration has a down.sql (missing: {})",
+                            list(&review.no_down)
+                        ),
+                    ));
+                    items.push((
+                        review.data_loss.is_empty(),
+                        format!(
+                            "no data-loss statements in pending migrations ({})",
+                            list(&review.data_loss)
+                        ),
+                    ));
                 }
+                Err(err) => items.push((false, format!("pending migrations readable ({err})"))),
             }
-            items.push((
-                warnings.is_empty(),
-                format!(
-                    "no data-loss statements in pending migrations ({})",
-                    list(&warnings)
-                ),
-            ));
             if let Some(staging) = &e.require_staging {
-                let ok = match core.settings.environments.get(staging) {
-                    Some(se) => match runbook::migration_status(se).await {
-                        Ok(sst) => st
-                            .deploy_would_apply
-                            .iter()
-                            .all(|m| sst.applied.contains(m)),
-                        Err(_) => false,
-                    },
-                    None => false,
-                };
+                let ok = runbook::missing_on_staging(core, e, &st.deploy_would_apply)
+                    .await
+                    .is_ok_and(|m| m.is_empty());
                 items.push((
                     ok,
                     format!("pending migrations already deployed to {staging}"),

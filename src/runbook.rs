@@ -239,6 +239,71 @@ fn warnings_for(sql_by_migration: &[(String, String)]) -> Vec<String> {
     out
 }
 
+/// What a deploy would run, read from the migrations folder: per pending migration its
+/// checksum, its data-loss warnings, and whether it ships a `down.sql`. Shared by the deploy
+/// plan and the safety checklist.
+pub struct PendingReview {
+    /// (migration, checksum of migration.sql).
+    pub checksums: Vec<(String, String)>,
+    /// `migration: DROP TABLE "Post"`-style warnings.
+    pub data_loss: Vec<String>,
+    /// Pending migrations without a `down.sql`.
+    pub no_down: Vec<String>,
+}
+
+/// Reviews the migrations `st` says a deploy would apply.
+pub fn review_pending(
+    e: &EnvironmentSettings,
+    st: &prisma::StatusReport,
+) -> Result<PendingReview, StepError> {
+    let folder = prisma::list_migrations(&e.migrations_dir);
+    let mut review = PendingReview {
+        checksums: Vec::new(),
+        data_loss: Vec::new(),
+        no_down: Vec::new(),
+    };
+    for m in &st.deploy_would_apply {
+        let lm = folder
+            .get(m)
+            .ok_or_else(|| StepError(format!("migration {m} vanished from the folder")))?;
+        review
+            .checksums
+            .push((m.clone(), lm.checksum().unwrap_or_default()));
+        if let Some(sql) = &lm.script {
+            review.data_loss.extend(
+                dbops::sqlscan::scan(sql)
+                    .into_iter()
+                    .map(|w| format!("{m}: {w}")),
+            );
+        }
+        if !lm.has_down_sql {
+            review.no_down.push(m.clone());
+        }
+    }
+    Ok(review)
+}
+
+/// The `pending` migrations that `e`'s `require_staging` environment has not applied yet (empty
+/// without a staging guard).
+pub async fn missing_on_staging(
+    core: &Core,
+    e: &EnvironmentSettings,
+    pending: &[String],
+) -> Result<Vec<String>, StepError> {
+    let Some(staging) = &e.require_staging else {
+        return Ok(Vec::new());
+    };
+    let se = env_settings(core, staging)?;
+    let sst = migration_status(se)
+        .await
+        .map_err(|err| StepError(format!("staging guard: {staging}: {err}")))?;
+    Ok(pending
+        .iter()
+        .filter(|m| !sst.applied.contains(m))
+        .cloned()
+        .collect())
+}
+
 /// Computes the plan of `kind` in `env` from current facts.
 #[tracing::instrument(skip_all, fields(kind = kind.name(), env = %env))]
 pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, StepError> {
@@ -283,50 +348,27 @@ pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, 
                     e.migrations_dir.display()
                 )));
             }
-            if let Some(staging) = &e.require_staging {
-                let se = env_settings(core, staging)?;
-                let sst = migration_status(se)
-                    .await
-                    .map_err(|err| StepError(format!("staging guard: {staging}: {err}")))?;
-                let missing: Vec<&String> = st
-                    .deploy_would_apply
-                    .iter()
-                    .filter(|m| !sst.applied.contains(m))
-                    .collect();
-                if !missing.is_empty() {
-                    return Err(StepError(format!(
-                        "staging guard: {} not deployed to {staging} yet; deploy there first (require_staging = \"{staging}\")",
-                        missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-                    )));
-                }
+            let missing = missing_on_staging(core, e, &st.deploy_would_apply).await?;
+            if !missing.is_empty() {
+                let staging = e.require_staging.as_deref().unwrap_or_default();
+                return Err(StepError(format!(
+                    "staging guard: {} not deployed to {staging} yet; deploy there first (require_staging = \"{staging}\")",
+                    missing.join(", ")
+                )));
             }
-            let folder = prisma::list_migrations(&e.migrations_dir);
-            let mut scripts = Vec::new();
+            let review = review_pending(e, &st)?;
             let mut facts = vec![format!("applied: {}", st.applied.join(","))];
-            for m in &st.deploy_would_apply {
-                let lm = folder
-                    .get(m)
-                    .ok_or_else(|| StepError(format!("migration {m} vanished from the folder")))?;
-                facts.push(format!(
-                    "pending {m} checksum {}",
-                    lm.checksum().unwrap_or_default()
-                ));
-                scripts.push((m.clone(), lm.script.clone().unwrap_or_default()));
-            }
-            let mut warnings = warnings_for(&scripts);
-            let no_down: Vec<&String> = st
-                .deploy_would_apply
-                .iter()
-                .filter(|m| folder.get(m).is_some_and(|l| !l.down_sql_path().exists()))
-                .collect();
-            if !no_down.is_empty() {
+            facts.extend(
+                review
+                    .checksums
+                    .iter()
+                    .map(|(m, sum)| format!("pending {m} checksum {sum}")),
+            );
+            let mut warnings = review.data_loss;
+            if !review.no_down.is_empty() {
                 warnings.push(format!(
                     "no down.sql (rollback would need a restore): {}",
-                    no_down
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    review.no_down.join(", ")
                 ));
             }
             mk(
