@@ -304,6 +304,11 @@ pub async fn missing_on_staging(
         .collect())
 }
 
+/// A Prisma precondition refused before anything runs, worded exactly as Prisma words it.
+fn prisma_refusal(e: prisma::PrismaUserError) -> StepError {
+    StepError(format!("{}: {}", e.code, e.message))
+}
+
 /// Computes the plan of `kind` in `env` from current facts.
 #[tracing::instrument(skip_all, fields(kind = kind.name(), env = %env))]
 pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, StepError> {
@@ -435,7 +440,9 @@ pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, 
                 .collect();
             if *applied {
                 if st.applied.contains(migration) {
-                    return Err(StepError(format!("P3008: the migration `{migration}` is already recorded as applied in the database.")));
+                    return Err(prisma_refusal(prisma::PrismaUserError::already_applied(
+                        migration,
+                    )));
                 }
             } else {
                 if rows.is_empty()
@@ -443,10 +450,14 @@ pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, 
                         .iter()
                         .all(|m| m.state == prisma::MigrationState::Pending)
                 {
-                    return Err(StepError(format!("P3011: migration `{migration}` cannot be rolled back because it was never applied to the database.")));
+                    return Err(prisma_refusal(
+                        prisma::PrismaUserError::cannot_roll_back_unapplied(migration),
+                    ));
                 }
                 if !st.failed.iter().any(|f| &f.name == migration) {
-                    return Err(StepError(format!("P3012: migration `{migration}` cannot be rolled back because it is not in a failed state.")));
+                    return Err(prisma_refusal(
+                        prisma::PrismaUserError::cannot_roll_back_succeeded(migration),
+                    ));
                 }
             }
             let how = if *applied { "applied" } else { "rolled-back" };
