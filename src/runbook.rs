@@ -28,12 +28,6 @@ use crate::store::{BackupRow, OperationRow};
 #[error("{0}")]
 pub struct StepError(pub String);
 
-impl StepError {
-    fn new(s: impl Into<String>) -> StepError {
-        StepError(s.into())
-    }
-}
-
 /// The environment's settings.
 pub fn env_settings<'a>(core: &'a Core, env: &str) -> Result<&'a EnvironmentSettings, StepError> {
     core.settings
@@ -56,10 +50,7 @@ pub async fn migration_status(e: &EnvironmentSettings) -> Result<prisma::StatusR
 }
 
 fn backup_kind(s: &str) -> BackupKind {
-    BackupKind::ALL
-        .into_iter()
-        .find(|k| k.as_str() == s)
-        .unwrap_or(BackupKind::Manual)
+    s.parse().unwrap_or(BackupKind::Manual)
 }
 
 fn backup_step(kind: BackupKind, note: Option<String>) -> PlannedStep {
@@ -136,6 +127,63 @@ pub struct RestoreSource {
     pub taken_at: i64,
 }
 
+impl RestoreSource {
+    /// A catalog entry as a restore source.
+    fn from_row(b: &BackupRow) -> RestoreSource {
+        RestoreSource {
+            label: b.id.clone(),
+            path: PathBuf::from(&b.path),
+            sha256: b.sha256.clone(),
+            catalog: true,
+            taken_at: b.started_at,
+        }
+    }
+
+    /// The steps of every plan that restores this backup: a safety backup, stop the app,
+    /// `before`, the restore (single transaction), `after`, and starting the app again (also
+    /// after a failed restore).
+    fn steps(
+        &self,
+        e: &EnvironmentSettings,
+        safety: BackupKind,
+        detail: String,
+        before: Vec<PlannedStep>,
+        after: Vec<PlannedStep>,
+    ) -> Vec<PlannedStep> {
+        let mut steps = vec![backup_step(safety, None), app_step(e, true)];
+        steps.extend(before);
+        steps.push(PlannedStep::new(
+            "restore",
+            detail,
+            StepAction::Restore {
+                backup: self.label.clone(),
+                sha256: self.sha256.clone(),
+            },
+        ));
+        steps.extend(after);
+        steps.push(app_step(e, false).always());
+        steps
+    }
+
+    /// The data-loss warning of a restore.
+    fn loss_warning(&self, env: &str, now: i64) -> String {
+        format!(
+            "everything written to {env} since {} was taken ({} ago) is lost",
+            self.label,
+            human::age(now - self.taken_at)
+        )
+    }
+
+    /// The plan fact that pins the backup's content.
+    fn fact(&self) -> String {
+        format!(
+            "backup {} sha256 {}",
+            self.label,
+            self.sha256.clone().unwrap_or_default()
+        )
+    }
+}
+
 /// Finds a restorable backup by catalog id or external `.sql` file name; refuses missing,
 /// changed, failed or unverified ones.
 pub async fn restore_source(
@@ -190,13 +238,7 @@ pub async fn restore_source(
             "backup {name} is {state} and cannot be restored"
         )));
     }
-    Ok(RestoreSource {
-        label: b.id.clone(),
-        path: PathBuf::from(&b.path),
-        sha256: b.sha256.clone(),
-        catalog: true,
-        taken_at: b.started_at,
-    })
+    Ok(RestoreSource::from_row(&b))
 }
 
 /// True when the file still has the SHA-256 recorded in the catalog (a full read). The cheap
@@ -402,33 +444,15 @@ pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, 
         OperationKind::Restore { backup } => {
             database_url(e)?;
             let src = restore_source(core, env, backup).await?;
-            let age = human::age(now - src.taken_at);
+            let detail = format!(
+                "{} (single transaction: a failure changes nothing)",
+                src.path.display()
+            );
             mk(
                 format!("restore {} into {env}", src.label),
-                vec![
-                    backup_step(BackupKind::PreRestore, None),
-                    app_step(e, true),
-                    PlannedStep::new(
-                        "restore",
-                        format!(
-                            "{} (single transaction: a failure changes nothing)",
-                            src.path.display()
-                        ),
-                        StepAction::Restore {
-                            backup: src.label.clone(),
-                            sha256: src.sha256.clone(),
-                        },
-                    ),
-                    app_step(e, false).always(),
-                ],
-                vec![format!(
-                    "everything written to {env} since the backup was taken ({age} ago) is lost"
-                )],
-                vec![format!(
-                    "backup {} sha256 {}",
-                    src.label,
-                    src.sha256.clone().unwrap_or_default()
-                )],
+                src.steps(e, BackupKind::PreRestore, detail, vec![], vec![]),
+                vec![src.loss_warning(env, now)],
+                vec![src.fact()],
             )
         }
         OperationKind::Resolve { migration, applied } => {
@@ -487,49 +511,32 @@ pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, 
                     "no verified backup of {env} was taken before the newest migration {newest_name}; emergency cannot restore. Way forward: `restore BACKUP` with an older backup from `backups`, or fix forward with a reversing migration and `deploy`."
                 ))
             })?;
-            let mut steps = vec![
-                backup_step(BackupKind::PreRestore, None),
-                app_step(e, true),
-                PlannedStep::new(
-                    "assess",
-                    "migration status, tables, recent app logs (recorded in the audit trail)",
-                    StepAction::Assess,
-                ),
-                PlannedStep::new(
-                    "restore",
-                    format!("backup {} taken before {newest_name}", b.id),
-                    StepAction::Restore {
-                        backup: b.id.clone(),
-                        sha256: b.sha256.clone(),
-                    },
-                ),
-                PlannedStep::new(
-                    "clear failed migrations",
-                    "mark remaining failed _prisma_migrations rows rolled back",
-                    StepAction::ClearFailed,
-                ),
-            ];
-            steps.push(app_step(e, false).always());
+            let src = RestoreSource::from_row(&b);
+            let assess = PlannedStep::new(
+                "assess",
+                "migration status, tables, recent app logs (recorded in the audit trail)",
+                StepAction::Assess,
+            );
+            let clear = PlannedStep::new(
+                "clear failed migrations",
+                "mark remaining failed _prisma_migrations rows rolled back",
+                StepAction::ClearFailed,
+            );
             mk(
                 format!(
                     "emergency in {env}: restore {} (taken {} ago)",
                     b.id,
                     human::age(now - b.started_at)
                 ),
-                steps,
-                vec![format!(
-                    "everything written to {env} since {} ({} ago) is lost",
-                    b.id,
-                    human::age(now - b.started_at)
-                )],
-                vec![
-                    format!("newest migration {newest_name}"),
-                    format!(
-                        "backup {} sha256 {}",
-                        b.id,
-                        b.sha256.clone().unwrap_or_default()
-                    ),
-                ],
+                src.steps(
+                    e,
+                    BackupKind::PreRestore,
+                    format!("backup {} taken before {newest_name}", b.id),
+                    vec![assess],
+                    vec![clear],
+                ),
+                vec![src.loss_warning(env, now)],
+                vec![format!("newest migration {newest_name}"), src.fact()],
             )
         }
     }
@@ -596,14 +603,19 @@ async fn plan_rollback(
     })
     .await?;
     let Some(b) = b else {
-        let why = match (&down_refusal, strategy) {
-            (Some(r), _) => format!("{r}"),
-            (None, _) => "a restore was asked for".into(),
-        };
+        let why = down_refusal
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "a restore was asked for".into());
         return Err(StepError(format!(
             "no safe rollback for {migration} in {env}: {why}, and no verified backup was taken before it. Way forward: write a reversing migration (a new folder such as prisma/migrations/<timestamp>_rollback_<feature>/migration.sql that undoes it) and run `deploy`."
         )));
     };
+    let src = RestoreSource::from_row(&b);
+    let detail = format!(
+        "backup {} (applied then: {})",
+        b.id,
+        backup_migrations(&b).len()
+    );
     Ok(Plan::new(
         kind,
         env,
@@ -612,36 +624,12 @@ async fn plan_rollback(
             b.id,
             human::age(now - b.started_at)
         ),
-        vec![
-            backup_step(BackupKind::PreRollback, None),
-            app_step(e, true),
-            PlannedStep::new(
-                "restore",
-                format!(
-                    "backup {} (applied then: {})",
-                    b.id,
-                    backup_migrations(&b).len()
-                ),
-                StepAction::Restore {
-                    backup: b.id.clone(),
-                    sha256: b.sha256.clone(),
-                },
-            ),
-            app_step(e, false).always(),
-        ],
+        src.steps(e, BackupKind::PreRollback, detail, vec![], vec![]),
         vec![format!(
-            "everything written to {env} since {} ({} ago) is lost; un-applies {names}",
-            b.id,
-            human::age(now - b.started_at)
+            "{}; un-applies {names}",
+            src.loss_warning(env, now)
         )],
-        vec![
-            format!("rollback plan {}", rp.fingerprint),
-            format!(
-                "backup {} sha256 {}",
-                b.id,
-                b.sha256.clone().unwrap_or_default()
-            ),
-        ],
+        vec![format!("rollback plan {}", rp.fingerprint), src.fact()],
     ))
 }
 
@@ -870,7 +858,7 @@ async fn table_count(e: &EnvironmentSettings) -> Result<i64, StepError> {
     let url = database_url(e)?;
     let mut c = sqlx::PgConnection::connect(url.expose_secret())
         .await
-        .map_err(|_| StepError::new("database unreachable"))?;
+        .map_err(|_| StepError("database unreachable".into()))?;
     let n: i64 =
         sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()")
             .fetch_one(&mut c)
