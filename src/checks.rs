@@ -1,14 +1,16 @@
-//! Read-only reports built from facts: the migration part of `status` (including what Prisma's
-//! status hides), the backup catalog, the app status, and the migration safety checklist.
+//! Read-only reports built from facts: `status` (including what Prisma's status hides), the
+//! backup catalog, the app status, open approvals, and the migration safety checklist.
 
 use std::time::Duration;
 
 use crate::core::dispatch::Core;
+use crate::core::dispatch::{describe_state, kind_name, plan_lines};
 use crate::core::human;
+use crate::core::operation::{OperationState, Plan};
 use crate::dbops;
 use crate::dbops::prisma::StatusReport;
 use crate::runbook::{self, backup_health, backup_migrations};
-use crate::store::BackupRow;
+use crate::store::{BackupRow, OperationRow, RequestRow};
 
 fn list(v: &[String]) -> String {
     if v.is_empty() {
@@ -264,6 +266,101 @@ pub async fn checklist_text(core: &Core, env: &str) -> anyhow::Result<String> {
     )];
     for (ok, text) in items {
         out.push(format!("[{}] {text}", if ok { "x" } else { " " }));
+    }
+    Ok(out.join("\n"))
+}
+
+/// Pending requests that have not expired yet, newest first.
+async fn open_requests(core: &Core, now: i64) -> anyhow::Result<Vec<RequestRow>> {
+    Ok(core
+        .store
+        .list_requests(Some("pending"), 100)
+        .await?
+        .into_iter()
+        .filter(|r| r.expires_at > now)
+        .collect())
+}
+
+/// The `status` reply: migrations, newest backup, app, operations and open requests.
+pub async fn status_text(core: &Core, env: &str) -> anyhow::Result<String> {
+    let mut out = vec![format!("dualkey status for {env}")];
+    out.extend(database_lines(core, env).await);
+    out.extend(backup_lines(core, env).await?);
+    out.extend(app_lines(core, env).await);
+    let active: Vec<OperationRow> = core
+        .store
+        .active_operations()
+        .await?
+        .into_iter()
+        .filter(|o| o.env == env)
+        .collect();
+    if active.is_empty() {
+        out.push("operation: none running".into());
+    }
+    for o in &active {
+        out.push(format!(
+            "operation: {} {} ({})",
+            o.id,
+            kind_name(&o.kind_json),
+            describe_state(o)
+        ));
+    }
+    let now = core.clock.now_ms();
+    let open: Vec<RequestRow> = open_requests(core, now)
+        .await?
+        .into_iter()
+        .filter(|r| r.env == env)
+        .collect();
+    out.push(format!("open requests: {}", open.len()));
+    for r in &open {
+        out.push(format!(
+            "  {} {} by {}, expires in {}",
+            r.id,
+            kind_name(&r.kind_json),
+            r.requester,
+            human::span(r.expires_at - now)
+        ));
+    }
+    let recent = core.store.recent_operations(20).await?;
+    if let Some(last) = recent
+        .iter()
+        .find(|o| o.env == env && OperationState::parse(&o.state).is_some_and(|s| s.is_final()))
+    {
+        out.push(format!(
+            "last operation: {} {} {}",
+            last.id,
+            kind_name(&last.kind_json),
+            describe_state(last)
+        ));
+    }
+    Ok(out.join("\n"))
+}
+
+/// The `approvals` reply: open requests with their plans, votes, expiry and buttons.
+pub async fn approvals_text(core: &Core) -> anyhow::Result<String> {
+    let now = core.clock.now_ms();
+    let open = open_requests(core, now).await?;
+    if open.is_empty() {
+        return Ok("No open requests.".into());
+    }
+    let mut out = vec![format!("{} open request(s):", open.len())];
+    for r in open {
+        let plan: Plan = serde_json::from_str(&r.plan_json)?;
+        let votes = core.store.votes(&r.id).await?;
+        let approvals = votes.iter().filter(|v| v.decision == "approve").count();
+        out.push(format!(
+            "{} [{}] {} by {}: {approvals}/{} votes, expires in {}, fingerprint {} [approve:{}] [deny:{}]",
+            r.id,
+            r.env,
+            plan.summary,
+            r.requester,
+            r.required_votes,
+            human::span(r.expires_at - now),
+            plan.short_fingerprint(),
+            r.id,
+            r.id
+        ));
+        out.extend(plan_lines(&plan));
     }
     Ok(out.join("\n"))
 }

@@ -134,16 +134,13 @@ impl Worker {
     /// Runs until `shutdown` turns true; waits for operations in progress before returning.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut running: JoinSet<()> = JoinSet::new();
-        let mut ticks = 0u64;
-        let mut last_prune = 0i64;
+        let (mut last_prune, mut last_recovery) = (0i64, 0i64);
         loop {
             if *shutdown.borrow() {
                 break;
             }
             while let Some(done) = running.try_join_next() {
-                if let Err(e) = done {
-                    tracing::error!(error = %e, "an operation task panicked; it is left for interruption recovery");
-                }
+                log_panic(done);
             }
             match self.claim().await {
                 Ok(Some(op)) => {
@@ -158,7 +155,6 @@ impl Worker {
                 Ok(None) => {}
                 Err(e) => tracing::error!(error = format!("{e:#}"), "claiming an operation failed"),
             }
-            ticks += 1;
             if let Err(e) = self.core.expire_requests().await {
                 tracing::error!(error = format!("{e:#}"), "expiring requests failed");
             }
@@ -176,7 +172,8 @@ impl Worker {
                     tracing::warn!(error = %e, "pruning the store failed");
                 }
             }
-            if self.core.store.backend() == Backend::Postgres && ticks.is_multiple_of(10) {
+            if self.core.store.backend() == Backend::Postgres && now - last_recovery >= 10_000 {
+                last_recovery = now;
                 if let Err(e) = Worker::recover_interrupted(&self.core, false).await {
                     tracing::error!(
                         error = format!("{e:#}"),
@@ -187,7 +184,7 @@ impl Worker {
             tokio::select! {
                 _ = self.core.worker_wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = running.join_next(), if !running.is_empty() => {}
+                Some(done) = running.join_next(), if !running.is_empty() => log_panic(done),
                 _ = shutdown.changed() => {}
             }
         }
@@ -219,6 +216,14 @@ impl Worker {
             core.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0
                 && core.store.active_operations().await?.is_empty(),
         )
+    }
+}
+
+/// An operation task that panicked stays `running` in the store; interruption recovery (the
+/// next start, or a stale heartbeat on PostgreSQL) reports it.
+fn log_panic(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        tracing::error!(error = %e, "an operation task panicked; it is left for interruption recovery");
     }
 }
 

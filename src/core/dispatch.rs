@@ -290,11 +290,11 @@ impl Core {
                 Some(s) => command::help::render_one(self.slash(), s),
                 None => command::help::render_all(self.slash()),
             },
-            Command::Status(a) => self.status_text(&a.env.0).await?,
+            Command::Status(a) => crate::checks::status_text(self, &a.env.0).await?,
             Command::App(a) => crate::checks::app_lines(self, &a.env.0).await.join("\n"),
             Command::Backups(a) => crate::checks::backups_text(self, &a.env.0).await?,
             Command::Checklist(a) => crate::checks::checklist_text(self, &a.env.0).await?,
-            Command::Approvals(_) => self.approvals_text().await?,
+            Command::Approvals(_) => crate::checks::approvals_text(self).await?,
             Command::Cancel(a) => return self.cancel(ev, who, &a.request, out).await,
             Command::Audit(command::audit::Args::Tail(n)) => {
                 let lines: Vec<String> = self
@@ -896,100 +896,6 @@ impl Core {
         }
         Ok(lines)
     }
-
-    async fn status_text(&self, env: &str) -> anyhow::Result<String> {
-        let mut out = vec![format!("dualkey status for {env}")];
-        out.extend(crate::checks::database_lines(self, env).await);
-        out.extend(crate::checks::backup_lines(self, env).await?);
-        out.extend(crate::checks::app_lines(self, env).await);
-        let active: Vec<OperationRow> = self
-            .store
-            .active_operations()
-            .await?
-            .into_iter()
-            .filter(|o| o.env == env)
-            .collect();
-        if active.is_empty() {
-            out.push("operation: none running".into());
-        }
-        for o in &active {
-            out.push(format!(
-                "operation: {} {} ({})",
-                o.id,
-                kind_name(&o.kind_json),
-                describe_state(o)
-            ));
-        }
-        let now = self.clock.now_ms();
-        let open: Vec<RequestRow> = self
-            .store
-            .list_requests(Some("pending"), 100)
-            .await?
-            .into_iter()
-            .filter(|r| r.env == env && r.expires_at > now)
-            .collect();
-        out.push(format!("open requests: {}", open.len()));
-        for r in &open {
-            out.push(format!(
-                "  {} {} by {}, expires in {}",
-                r.id,
-                kind_name(&r.kind_json),
-                r.requester,
-                human::span(r.expires_at - now)
-            ));
-        }
-        if let Some(last) = self
-            .store
-            .recent_operations(20)
-            .await?
-            .into_iter()
-            .find(|o| o.env == env && OperationState::parse(&o.state).is_some_and(|s| s.is_final()))
-        {
-            out.push(format!(
-                "last operation: {} {} {}",
-                last.id,
-                kind_name(&last.kind_json),
-                describe_state(&last)
-            ));
-        }
-        Ok(out.join("\n"))
-    }
-
-    async fn approvals_text(&self) -> anyhow::Result<String> {
-        let now = self.clock.now_ms();
-        let open: Vec<RequestRow> = self
-            .store
-            .list_requests(Some("pending"), 100)
-            .await?
-            .into_iter()
-            .filter(|r| r.expires_at > now)
-            .collect();
-        if open.is_empty() {
-            return Ok("No open requests.".into());
-        }
-        let mut out = vec![format!("{} open request(s):", open.len())];
-        for r in open {
-            let plan: Plan = serde_json::from_str(&r.plan_json)?;
-            let votes = self.store.votes(&r.id).await?;
-            let approvals = votes.iter().filter(|v| v.decision == "approve").count();
-            out.push(format!(
-                "{} [{}] {} by {}: {approvals}/{} votes, expires in {}, fingerprint {} [approve:{}] [deny:{}]",
-                r.id,
-                r.env,
-                plan.summary,
-                r.requester,
-                r.required_votes,
-                human::span(r.expires_at - now),
-                plan.short_fingerprint(),
-                r.id,
-                r.id
-            ));
-            for (i, s) in plan.steps.iter().enumerate() {
-                out.push(format!("    {}. {}: {}", i + 1, s.name, s.detail));
-            }
-        }
-        Ok(out.join("\n"))
-    }
 }
 
 /// The operation a command asks for, with its environment; `None` for read-only commands.
@@ -1039,7 +945,8 @@ fn requested_operation(cmd: &Command) -> Option<(OperationKind, String)> {
     Some((kind, env.0.clone()))
 }
 
-fn plan_lines(plan: &Plan) -> Vec<String> {
+/// A plan as card lines: the numbered steps, then the warnings.
+pub(crate) fn plan_lines(plan: &Plan) -> Vec<String> {
     let mut lines = vec!["Plan:".to_string()];
     for (i, s) in plan.steps.iter().enumerate() {
         lines.push(format!("  {}. {}: {}", i + 1, s.name, s.detail));
