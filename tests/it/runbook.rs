@@ -567,9 +567,29 @@ async fn an_unreachable_database_gets_a_clear_error_and_no_catalog_entry() {
     db.app.drain_worker().await;
     let status = db.app.cmd("carol", "status").await;
     assert!(status.contains("UNREACHABLE"), "{status}");
+    assert!(r.contains("Operation"), "the backup is queued: {r}");
+    let op = db
+        .app
+        .core
+        .store
+        .recent_operations(1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(op.state, "failed");
+    let error = op.error.unwrap_or_default();
+    assert!(
+        error.contains("database unreachable, no backup taken"),
+        "{error}"
+    );
     let backups = db.app.core.store.list_backups("production").await.unwrap();
-    assert!(backups.iter().all(|b| b.state != "ok"), "{backups:?} / {r}");
-    assert!(!status.contains("postgres://"), "no URL may leak: {status}");
+    assert!(backups.is_empty(), "no catalog entry at all: {backups:?}");
+    for text in [&status, &error] {
+        assert!(
+            !text.contains("postgres://") && !text.contains("127.0.0.1:1"),
+            "no URL may leak: {text}"
+        );
+    }
 }
 
 #[tokio::test]
