@@ -19,7 +19,7 @@ use crate::core::command::{self, app::AppAction, Command, ParseCtx, RequestId};
 use crate::core::event::{Actor, ChannelRef, EventKind, InboundEvent, MessageRef, Platform};
 use crate::core::human;
 use crate::core::identity::{Directory, Operator};
-use crate::core::operation::{OperationKind, OperationState, Plan};
+use crate::core::operation::{OperationKind, Plan};
 use crate::core::reply::{Button, Card, Reply, Style};
 use crate::runbook;
 use crate::store::{NewOutbox, OperationRow, RequestRow, Store, StoreResult, Tx};
@@ -382,26 +382,26 @@ impl Core {
             .get(env)
             .map(|e| e.deploy_needs_approval)
             .unwrap_or(true);
+        let ttl = self.settings.approvals.ttl.0.as_millis() as i64;
+        let row = RequestRow {
+            id: RequestId::generate().0,
+            env: env.into(),
+            kind_json,
+            plan_json,
+            fingerprint: plan.fingerprint.clone(),
+            requester,
+            requester_account: ev.actor.qualified(),
+            state: RequestState::Pending.as_str().into(),
+            required_votes: self.settings.approvals.required as i64,
+            created_at: now,
+            expires_at: now + ttl,
+            decided_at: None,
+            decided_by: None,
+            channel_json,
+            message_json: None,
+        };
         if kind.needs_approval(deploy_needs_approval) {
-            let id = RequestId::generate().0;
-            let ttl = self.settings.approvals.ttl.0.as_millis() as i64;
-            let row = RequestRow {
-                id: id.clone(),
-                env: env.into(),
-                kind_json,
-                plan_json,
-                fingerprint: plan.fingerprint.clone(),
-                requester: requester.clone(),
-                requester_account: ev.actor.qualified(),
-                state: RequestState::Pending.as_str().into(),
-                required_votes: self.settings.approvals.required as i64,
-                created_at: now,
-                expires_at: now + ttl,
-                decided_at: None,
-                decided_by: None,
-                channel_json,
-                message_json: None,
-            };
+            let id = row.id.clone();
             tx.insert_request(&row).await?;
             self.audit_tx(
                 &mut tx,
@@ -418,25 +418,7 @@ impl Core {
                 tx.commit().await?;
             }
         } else {
-            let op = OperationRow {
-                id: human::new_id('o'),
-                request_id: None,
-                env: env.into(),
-                kind_json,
-                plan_json,
-                fingerprint: plan.fingerprint.clone(),
-                requester,
-                state: OperationState::Queued.as_str().into(),
-                current_step: None,
-                created_at: now,
-                started_at: None,
-                finished_at: None,
-                worker: None,
-                heartbeat_at: None,
-                error: None,
-                channel_json,
-                message_json: None,
-            };
+            let op = OperationRow::queued(&row, false, now);
             tx.insert_operation(&op).await?;
             self.audit_tx(&mut tx, self.actor_audit(&ev.actor, who, Some(env), "operation.queued", json!({"operation": op.id, "kind": kind.name(), "plan": plan.summary, "fingerprint": plan.short_fingerprint()}))).await?;
             tx.commit().await?;
@@ -583,25 +565,7 @@ impl Core {
                         .transition_request(request_id, "pending", "approved", Some(&voter), now)
                         .await?
                 {
-                    let op = OperationRow {
-                        id: human::new_id('o'),
-                        request_id: Some(req.id.clone()),
-                        env: req.env.clone(),
-                        kind_json: req.kind_json.clone(),
-                        plan_json: req.plan_json.clone(),
-                        fingerprint: req.fingerprint.clone(),
-                        requester: req.requester.clone(),
-                        state: OperationState::Queued.as_str().into(),
-                        current_step: None,
-                        created_at: now,
-                        started_at: None,
-                        finished_at: None,
-                        worker: None,
-                        heartbeat_at: None,
-                        error: None,
-                        channel_json: req.channel_json.clone(),
-                        message_json: req.message_json.clone(),
-                    };
+                    let op = OperationRow::queued(&req, true, now);
                     tx.insert_operation(&op).await?;
                     self.audit_tx(
                         &mut tx,

@@ -97,6 +97,39 @@ pub struct OperationRow {
     pub message_json: Option<String>,
 }
 
+impl OperationRow {
+    /// A queued operation for the plan recorded in `req`. With `linked` it is the operation the
+    /// approved request became (and shows its progress on the request's card); without, `req`
+    /// is only the draft of a kind that needs no approval and is never stored.
+    pub fn queued(req: &RequestRow, linked: bool, now: i64) -> OperationRow {
+        OperationRow {
+            id: crate::core::human::new_id('o'),
+            request_id: linked.then(|| req.id.clone()),
+            env: req.env.clone(),
+            kind_json: req.kind_json.clone(),
+            plan_json: req.plan_json.clone(),
+            fingerprint: req.fingerprint.clone(),
+            requester: req.requester.clone(),
+            state: crate::core::operation::OperationState::Queued
+                .as_str()
+                .into(),
+            current_step: None,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            worker: None,
+            heartbeat_at: None,
+            error: None,
+            channel_json: req.channel_json.clone(),
+            message_json: if linked {
+                req.message_json.clone()
+            } else {
+                None
+            },
+        }
+    }
+}
+
 /// One step of an operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepRow {
