@@ -689,21 +689,21 @@ impl Core {
 
     /// Re-renders the card that shows an operation (its request's card, or its own).
     pub async fn refresh_operation_card(&self, op: &OperationRow) -> anyhow::Result<()> {
-        match &op.request_id {
-            Some(r) => self.refresh_request_card(r).await,
-            None => {
-                let fresh = self.store.get_operation(&op.id).await?;
-                if let Some(msg) = fresh.as_ref().and_then(|o| o.message_json.clone()) {
-                    let card = self.operation_card(&op.id).await?;
-                    self.edit_message(&msg, &card).await?;
-                }
-                Ok(())
-            }
-        }
+        self.edit_operation_card(op, None).await
     }
 
     /// Shows a progress line (bytes written, elapsed) on the card of a running operation.
     pub async fn show_progress(&self, op: &OperationRow, line: &str) -> anyhow::Result<()> {
+        self.edit_operation_card(op, Some(line)).await
+    }
+
+    /// Re-renders the card that shows `op` (its request's card, or its own), with an optional
+    /// progress line, and queues the edit when the card was posted.
+    async fn edit_operation_card(
+        &self,
+        op: &OperationRow,
+        progress: Option<&str>,
+    ) -> anyhow::Result<()> {
         let (msg, mut card) = match &op.request_id {
             Some(r) => {
                 let req = self
@@ -722,13 +722,11 @@ impl Core {
                 (o.message_json, self.operation_card(&op.id).await?)
             }
         };
-        if let Some(msg) = msg {
-            if let crate::core::reply::Body::Card(c) = &mut card.body {
-                c.lines.push(format!("progress: {line}"));
-            }
-            self.edit_message(&msg, &card).await?;
+        let Some(msg) = msg else { return Ok(()) };
+        if let (Some(line), crate::core::reply::Body::Card(c)) = (progress, &mut card.body) {
+            c.lines.push(format!("progress: {line}"));
         }
-        Ok(())
+        self.edit_message(&msg, &card).await
     }
 
     /// The approval card of a request: who asked, environment, plan, warnings, fingerprint,
