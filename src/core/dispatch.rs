@@ -329,6 +329,24 @@ impl Core {
         Ok(())
     }
 
+    /// The audit event of a refused request.
+    fn refusal(
+        &self,
+        ev: &InboundEvent,
+        who: &Operator,
+        env: &str,
+        kind: &OperationKind,
+        reason: &str,
+    ) -> NewAudit {
+        self.actor_audit(
+            &ev.actor,
+            who,
+            Some(env),
+            "request.refused",
+            json!({"kind": kind.name(), "reason": reason}),
+        )
+    }
+
     /// Plans an operation and either records an approval request (posting its card) or, for
     /// kinds that need none, queues it directly. Refuses when the environment is busy.
     pub async fn request_operation(
@@ -343,14 +361,7 @@ impl Core {
             Ok(p) => p,
             Err(e) => {
                 let msg = format!("Cannot plan {} in {env}: {e}", kind.name());
-                self.audit(self.actor_audit(
-                    &ev.actor,
-                    who,
-                    Some(env),
-                    "request.refused",
-                    json!({"kind": kind.name(), "reason": msg}),
-                ))
-                .await?;
+                self.audit(self.refusal(ev, who, env, &kind, &msg)).await?;
                 return Err(UserError(msg).into());
             }
         };
@@ -362,17 +373,8 @@ impl Core {
         let mut tx = self.store.begin().await?;
         if let Some(busy) = tx.active_operation_for_env(env).await? {
             let msg = format!("{env} is busy: operation {} ({}, {}) holds it. Wait for it to finish, then ask again.", busy.id, kind_name(&busy.kind_json), describe_state(&busy));
-            self.audit_tx(
-                &mut tx,
-                self.actor_audit(
-                    &ev.actor,
-                    who,
-                    Some(env),
-                    "request.refused",
-                    json!({"kind": kind.name(), "reason": msg}),
-                ),
-            )
-            .await?;
+            self.audit_tx(&mut tx, self.refusal(ev, who, env, &kind, &msg))
+                .await?;
             tx.commit().await?;
             return Err(UserError(msg).into());
         }

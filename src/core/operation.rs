@@ -321,39 +321,21 @@ mod tests {
     #[test]
     fn fingerprint_changes_with_facts_and_not_otherwise() {
         let k = OperationKind::AppStop;
-        let step = vec![PlannedStep::new("stop", "x", StepAction::AppStop)];
-        let a = Plan::new(
-            &k,
-            "production",
-            "s".into(),
-            step.clone(),
-            vec![],
-            vec!["argv=x".into()],
-        );
-        let b = Plan::new(
-            &k,
-            "production",
-            "s".into(),
-            step.clone(),
-            vec![],
-            vec!["argv=x".into()],
-        );
-        let c = Plan::new(
-            &k,
-            "production",
-            "s".into(),
-            step.clone(),
-            vec![],
-            vec!["argv=y".into()],
-        );
-        let d = Plan::new(
-            &k,
-            "staging",
-            "s".into(),
-            step,
-            vec![],
-            vec!["argv=x".into()],
-        );
+        let plan = |env: &str, fact: &str, warning: &str| {
+            let step = vec![PlannedStep::new("stop", "x", StepAction::AppStop)];
+            Plan::new(
+                &k,
+                env,
+                "s".into(),
+                step,
+                vec![warning.into()],
+                vec![fact.into()],
+            )
+        };
+        let a = plan("production", "argv=x", "taken 2m ago");
+        let b = plan("production", "argv=x", "taken 5m ago");
+        let c = plan("production", "argv=y", "taken 2m ago");
+        let d = plan("staging", "argv=x", "taken 2m ago");
         assert_eq!(a.fingerprint, b.fingerprint);
         assert_ne!(a.fingerprint, c.fingerprint);
         assert_ne!(a.fingerprint, d.fingerprint);

@@ -81,15 +81,7 @@ async fn every_step_is_audited_before_and_after(b: Backend) {
     let app = spawn_app(b, 1, 0).await;
     app.cmd("alice", "app start").await;
     app.drain_worker().await;
-    let actions: Vec<String> = app
-        .core
-        .store
-        .audit_tail(100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.action)
-        .collect();
+    let actions = app.audit_actions().await;
     let pos = |a: &str| {
         actions
             .iter()

@@ -156,16 +156,7 @@ async fn deploy_takes_a_verified_pre_deploy_backup_then_applies_like_prisma() {
         backups[0].migrations_json, "[]",
         "nothing was applied when the pre-deploy backup ran"
     );
-    let actions: Vec<String> = db
-        .app
-        .core
-        .store
-        .audit_tail(100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.action)
-        .collect();
+    let actions = db.app.audit_actions().await;
     for a in [
         "backup.started",
         "backup.finished",
@@ -855,16 +846,7 @@ async fn retention_deletes_old_manual_backups_but_keeps_the_newest_verified_ones
         .filter(|b| b.deleted_at.is_none() && b.state == "ok")
         .count();
     assert_eq!(kept, 4, "3 manual + the pre-deploy backup");
-    let audit: Vec<String> = db
-        .app
-        .core
-        .store
-        .audit_tail(100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.action)
-        .collect();
+    let audit = db.app.audit_actions().await;
     assert!(
         audit.contains(&"retention.deleted".to_string()),
         "{audit:?}"

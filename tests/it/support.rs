@@ -323,6 +323,18 @@ impl TestApp {
         }
     }
 
+    /// The actions of the last 200 audit events, oldest first.
+    pub async fn audit_actions(&self) -> Vec<String> {
+        self.core
+            .store
+            .audit_tail(200)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect()
+    }
+
     /// Lines in the marker file (one per app command run).
     pub fn marker_lines(&self) -> Vec<String> {
         std::fs::read_to_string(&self.marker)
