@@ -337,12 +337,16 @@ pub struct EnvironmentSettings {
     /// Health probe URL for monitoring reminders.
     #[serde(default)]
     pub health_url: Option<String>,
-    /// App stop command (argv).
-    pub app_stop: Vec<String>,
-    /// App start command (argv).
-    pub app_start: Vec<String>,
-    /// App status command (argv).
-    pub app_status: Vec<String>,
+    /// App stop command (argv), optional: without it (and `app_start`) dualkey never stops the
+    /// app, `app stop|start` say so, and restoring plans warn that the app keeps running.
+    #[serde(default)]
+    pub app_stop: Option<Vec<String>>,
+    /// App start command (argv); set together with `app_stop`.
+    #[serde(default)]
+    pub app_start: Option<Vec<String>>,
+    /// App status command (argv), optional.
+    #[serde(default)]
+    pub app_status: Option<Vec<String>>,
     /// App logs command (argv), optional.
     #[serde(default)]
     pub app_logs: Option<Vec<String>>,
@@ -375,6 +379,12 @@ fn default_app_timeout() -> u64 {
 }
 
 impl EnvironmentSettings {
+    /// True when dualkey may stop and start the app (`app_stop` and `app_start` are set;
+    /// validation makes them come together).
+    pub fn controls_app(&self) -> bool {
+        self.app_stop.is_some() && self.app_start.is_some()
+    }
+
     /// Reads the database URL from the environment variable named by `database_url_env`.
     pub fn database_url(&self) -> Result<SecretString, String> {
         match std::env::var(&self.database_url_env) {
@@ -392,8 +402,18 @@ impl EnvironmentSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct ScheduleSettings {
     pub backup_cron: String,
+    /// A tz database name (`UTC`, `Europe/Berlin`), checked at load; read it with
+    /// [`ScheduleSettings::tz`].
     pub timezone: String,
     pub max_backup_age: HumanDuration,
+}
+
+impl ScheduleSettings {
+    /// The time zone of `backup_cron`. Validation refused names outside the tz database, so
+    /// the UTC fallback is only reached on settings that were never validated.
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.timezone.parse().unwrap_or(chrono_tz::Tz::UTC)
+    }
 }
 
 impl Default for ScheduleSettings {
@@ -422,6 +442,36 @@ impl Default for MonitoringSettings {
                 .collect(),
         }
     }
+}
+
+/// Why a configured folder is not usable: it does not exist or is a file. Relative paths are
+/// read from the working directory (as every path in the config), so the message names it.
+fn missing_folder(path: &Path) -> String {
+    let what = if path.exists() {
+        "is not a folder"
+    } else {
+        "does not exist"
+    };
+    let default = if path == default_migrations_dir() {
+        " (the default when the key is left out)"
+    } else {
+        ""
+    };
+    let relative = if path.is_relative() {
+        match std::env::current_dir() {
+            Ok(cwd) => format!(
+                "; relative paths are read from the working directory, {}",
+                cwd.display()
+            ),
+            Err(_) => "; relative paths are read from the working directory".into(),
+        }
+    } else {
+        String::new()
+    };
+    format!(
+        "`{}`{default} {what}{relative}. Point it at your Prisma project's migrations folder (the one holding migration_lock.toml), or start dualkey from the folder it is relative to",
+        path.display()
+    )
 }
 
 /// The whole configuration.
@@ -456,6 +506,14 @@ pub struct Settings {
     #[serde(skip)]
     pub source: PathBuf,
 }
+
+/// The longest `approvals.ttl`: a request older than a week was reviewed against stale facts,
+/// and the bound keeps `now + ttl` far from the limits of millisecond timestamps.
+pub const MAX_TTL: Duration = Duration::from_secs(7 * 86400);
+
+/// The longest `schedule.max_backup_age` and monitoring reminder: times are added to
+/// millisecond timestamps, and nothing useful lies beyond a year.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86400);
 
 /// Checks a name used for environments and operators: `[a-z0-9][a-z0-9_-]{0,31}`.
 pub fn valid_name(s: &str) -> bool {
@@ -589,6 +647,16 @@ impl Settings {
                 }
             }
         }
+        self.check_approvers_suffice()?;
+        if self.approvals.ttl.0 > MAX_TTL {
+            return Err(self.invalid(
+                "approvals.ttl",
+                format!(
+                    "`{}` is longer than the 7d limit: a request that waits that long was reviewed against stale facts; use at most \"7d\" (the default is \"15m\")",
+                    format_duration(self.approvals.ttl.0)
+                ),
+            ));
+        }
         if self.environments.is_empty() {
             return Err(self.invalid(
                 "environments",
@@ -608,14 +676,25 @@ impl Settings {
                     self.invalid(k("database_url_env"), "must name an environment variable")
                 );
             }
+            if !env.migrations_dir.is_dir() {
+                return Err(self.invalid(k("migrations_dir"), missing_folder(&env.migrations_dir)));
+            }
             for (f, argv) in [
                 ("app_stop", &env.app_stop),
                 ("app_start", &env.app_start),
                 ("app_status", &env.app_status),
             ] {
-                if argv.is_empty() || argv[0].trim().is_empty() {
-                    return Err(self.invalid(k(f), "must be a non-empty argument vector like [\"docker\", \"compose\", \"stop\", \"backend\"]"));
+                if argv
+                    .as_ref()
+                    .is_some_and(|a| a.is_empty() || a[0].trim().is_empty())
+                {
+                    return Err(self.invalid(k(f), "must be a non-empty argument vector like [\"docker\", \"compose\", \"stop\", \"backend\"], or be left out when dualkey may not run it"));
                 }
+            }
+            match (&env.app_stop, &env.app_start) {
+                (Some(_), None) => return Err(self.invalid(k("app_start"), "is missing while app_stop is set: a restore would stop the app and never start it again. Set both, or leave both out")),
+                (None, Some(_)) => return Err(self.invalid(k("app_stop"), "is missing while app_start is set: set both, or leave both out (then dualkey never stops the app and restores warn that it keeps running)")),
+                _ => {}
             }
             if let Some(logs) = &env.app_logs {
                 if logs.is_empty() {
@@ -674,11 +753,70 @@ impl Settings {
                 "needs at least one reminder, e.g. [\"5m\", \"15m\", \"30m\"]",
             ));
         }
+        for (key, d) in std::iter::once(("schedule.max_backup_age", &self.schedule.max_backup_age))
+            .chain(
+                self.monitoring
+                    .reminders
+                    .iter()
+                    .map(|r| ("monitoring.reminders", r)),
+            )
+        {
+            if d.0 > MAX_DURATION {
+                return Err(self.invalid(
+                    key,
+                    format!(
+                        "`{}` is longer than a year; use at most \"365d\"",
+                        format_duration(d.0)
+                    ),
+                ));
+            }
+        }
+        if self.schedule.timezone.parse::<chrono_tz::Tz>().is_err() {
+            return Err(self.invalid(
+                "schedule.timezone",
+                format!(
+                    "`{}` is not a time zone of the tz database; use a name like \"UTC\", \"Europe/Berlin\" or \"America/New_York\" (case matters)",
+                    self.schedule.timezone
+                ),
+            ));
+        }
         if self.schedule.backup_cron.split_whitespace().count() != 5 {
             return Err(self.invalid(
                 "schedule.backup_cron",
                 "must have 5 fields: minute hour day-of-month month day-of-week",
             ));
+        }
+        Ok(())
+    }
+
+    /// Refuses `approvals.required` when some operator (someone who may request) has fewer
+    /// approvers besides themselves than required: their requests could never be approved.
+    /// Only listed people can request; `unknown_users = "viewer"` adds none.
+    fn check_approvers_suffice(&self) -> Result<(), ConfigError> {
+        let required = self.approvals.required as usize;
+        let approvers: Vec<&str> = self
+            .operators
+            .iter()
+            .filter(|o| o.roles.contains(&Role::Approver))
+            .map(|o| o.id.as_str())
+            .collect();
+        for op in self
+            .operators
+            .iter()
+            .filter(|o| o.roles.contains(&Role::Operator))
+        {
+            let others: Vec<&str> = approvers.iter().copied().filter(|a| *a != op.id).collect();
+            if others.len() < required {
+                return Err(self.invalid(
+                    "approvals.required",
+                    format!(
+                        "is {required}, but operator `{}` has {} approver(s) besides themselves ({}), so their requests could never be approved. Give more people the approver role in [[operators]], or lower approvals.required",
+                        op.id,
+                        others.len(),
+                        if others.is_empty() { "none".to_string() } else { others.join(", ") }
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -778,6 +916,168 @@ mod tests {
             let err = check(&text).expect_err(key).to_string();
             assert!(err.contains(key), "error `{err}` should name `{key}`");
         }
+    }
+
+    /// `base()` with the three app command lines removed.
+    fn without_app_commands(text: &str) -> String {
+        text.lines()
+            .filter(|l| {
+                !l.starts_with("app_stop")
+                    && !l.starts_with("app_start")
+                    && !l.starts_with("app_status")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn configuration_that_would_lie_is_refused_naming_the_key() {
+        let no_approver_role = |t: String| {
+            t.replacen(
+                "roles = [\"operator\", \"approver\"]",
+                "roles = [\"operator\"]",
+                1,
+            )
+        };
+        // (config text, key named, further words the message must hold)
+        let cases: Vec<(String, &str, Vec<&str>)> = vec![
+            // alice's only other approver is bob: two votes can never come together.
+            (
+                base().replace("required = 1", "required = 2"),
+                "approvals.required",
+                vec!["`alice`", "1 approver(s) besides themselves (bob)"],
+            ),
+            // alice is no approver: bob, an operator too, has nobody to approve his requests.
+            (
+                no_approver_role(base()),
+                "approvals.required",
+                vec!["`bob`", "(none)"],
+            ),
+            (
+                base().replace("ttl = \"15m\"", "ttl = \"8d\""),
+                "approvals.ttl",
+                vec!["7d"],
+            ),
+            // Would overflow `now + ttl` in milliseconds.
+            (
+                base().replace("ttl = \"15m\"", "ttl = \"106751991167d\""),
+                "approvals.ttl",
+                vec!["7d"],
+            ),
+            (
+                base().replace(
+                    "max_backup_age = \"26h\"",
+                    "max_backup_age = \"400000000d\"",
+                ),
+                "schedule.max_backup_age",
+                vec!["365d"],
+            ),
+            (
+                base().replace(
+                    "reminders = [\"5m\", \"15m\", \"30m\"]",
+                    "reminders = [\"5m\", \"99999999999d\"]",
+                ),
+                "monitoring.reminders",
+                vec!["365d"],
+            ),
+            (
+                base().replace("timezone = \"UTC\"", "timezone = \"Mars/Olympus_Mons\""),
+                "schedule.timezone",
+                vec!["Mars/Olympus_Mons", "tz database"],
+            ),
+            (
+                base().replace("timezone = \"UTC\"", "timezone = \"Europe/Berln\""),
+                "schedule.timezone",
+                vec!["Europe/Berln"],
+            ),
+            (
+                base().replace(
+                    "migrations_dir = \"tests/fixtures/taskflow/prisma/migrations\"",
+                    "migrations_dir = \"tests/fixtures/taskflow/prisma/migratoins\"",
+                ),
+                "environments.production.migrations_dir",
+                vec!["prisma/migratoins", "does not exist", "working directory"],
+            ),
+            (
+                base().replace(
+                    "migrations_dir = \"tests/fixtures/taskflow/prisma/migrations\"\n",
+                    "",
+                ),
+                "environments.production.migrations_dir",
+                vec!["`prisma/migrations` (the default when the key is left out) does not exist"],
+            ),
+            (
+                base().replace(
+                    "migrations_dir = \"tests/fixtures/taskflow/prisma/migrations\"",
+                    "migrations_dir = \"Cargo.toml\"",
+                ),
+                "environments.production.migrations_dir",
+                vec!["is not a folder"],
+            ),
+            (
+                base().replace(
+                    "app_start = [\"docker\", \"compose\", \"start\", \"backend\"]\n",
+                    "",
+                ),
+                "environments.production.app_start",
+                vec!["never start it again"],
+            ),
+            (
+                base().replace(
+                    "app_stop = [\"docker\", \"compose\", \"stop\", \"backend\"]\n",
+                    "",
+                ),
+                "environments.production.app_stop",
+                vec!["set both"],
+            ),
+            (
+                base().replace(
+                    "app_status = [\"docker\", \"compose\", \"ps\", \"backend\"]",
+                    "app_status = []",
+                ),
+                "environments.production.app_status",
+                vec!["left out"],
+            ),
+        ];
+        for (text, key, words) in cases {
+            let err = check(&text).expect_err(key).to_string();
+            assert!(
+                err.contains(&format!("key `{key}`")),
+                "error `{err}` should name `{key}`"
+            );
+            for w in words {
+                assert!(err.contains(w), "error `{err}` should say `{w}`");
+            }
+        }
+    }
+
+    #[test]
+    fn configuration_that_tells_the_truth_is_accepted() {
+        let cases = [
+            // Viewers, listed or not, never request: they need no approvers.
+            base().replace("unknown_users = \"none\"", "unknown_users = \"viewer\""),
+            // Two approvers besides each operator: required = 2 holds for everyone.
+            base().replace("required = 1", "required = 2")
+                + "\n[[operators]]\nid = \"dave\"\nroles = [\"approver\"]\n",
+            // An approver who cannot request needs no approvers of their own.
+            base().replace("roles = [\"viewer\"]", "roles = [\"approver\"]"),
+            base().replace("ttl = \"15m\"", "ttl = \"7d\""),
+            base().replace("timezone = \"UTC\"", "timezone = \"America/New_York\""),
+            without_app_commands(&base()),
+            base().replace(
+                "app_status = [\"docker\", \"compose\", \"ps\", \"backend\"]\n",
+                "",
+            ),
+        ];
+        for text in cases {
+            check(&text).unwrap_or_else(|e| panic!("refused: {e}"));
+        }
+        let s = check(&without_app_commands(&base())).unwrap();
+        let e = &s.environments["production"];
+        assert!(!e.controls_app() && e.app_status.is_none());
+        let s =
+            check(&base().replace("timezone = \"UTC\"", "timezone = \"Europe/Berlin\"")).unwrap();
+        assert_eq!(s.schedule.tz(), chrono_tz::Europe::Berlin);
     }
 
     #[test]

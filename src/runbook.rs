@@ -71,12 +71,42 @@ fn backup_step(kind: BackupKind, note: Option<String>) -> PlannedStep {
     )
 }
 
-fn app_step(e: &EnvironmentSettings, stop: bool) -> PlannedStep {
+/// The step that stops (or starts) the app, `None` when the environment has no such command.
+fn app_step(e: &EnvironmentSettings, stop: bool) -> Option<PlannedStep> {
     if stop {
-        PlannedStep::new("stop app", e.app_stop.join(" "), StepAction::AppStop)
+        let argv = e.app_stop.as_ref()?;
+        Some(PlannedStep::new(
+            "stop app",
+            argv.join(" "),
+            StepAction::AppStop,
+        ))
     } else {
-        PlannedStep::new("start app", e.app_start.join(" "), StepAction::AppStart)
+        let argv = e.app_start.as_ref()?;
+        Some(PlannedStep::new(
+            "start app",
+            argv.join(" "),
+            StepAction::AppStart,
+        ))
     }
+}
+
+/// The app command of `key` (`app_stop`, `app_start`), or a refusal that says it is not set
+/// and what to do instead.
+fn app_command<'a>(
+    e: &'a EnvironmentSettings,
+    env: &str,
+    key: &str,
+) -> Result<&'a Vec<String>, StepError> {
+    let argv = if key == "app_stop" {
+        &e.app_stop
+    } else {
+        &e.app_start
+    };
+    argv.as_ref().ok_or_else(|| {
+        StepError(format!(
+            "environments.{env}.{key} is not set, so dualkey does not stop or start the app in {env}. Use your platform's own tools (kubectl, the PaaS console), or set app_stop and app_start in the config."
+        ))
+    })
 }
 
 /// How a catalog entry looks on disk right now (cheap: existence and size; the SHA-256 is
@@ -141,7 +171,8 @@ impl RestoreSource {
 
     /// The steps of every plan that restores this backup: a safety backup, stop the app,
     /// `before`, the restore (single transaction), `after`, and starting the app again (also
-    /// after a failed restore).
+    /// after a failed restore). Without `app_stop`/`app_start` the app steps are left out and
+    /// [`RestoreSource::app_warning`] goes on the card.
     fn steps(
         &self,
         e: &EnvironmentSettings,
@@ -150,7 +181,8 @@ impl RestoreSource {
         before: Vec<PlannedStep>,
         after: Vec<PlannedStep>,
     ) -> Vec<PlannedStep> {
-        let mut steps = vec![backup_step(safety, None), app_step(e, true)];
+        let mut steps = vec![backup_step(safety, None)];
+        steps.extend(app_step(e, true));
         steps.extend(before);
         steps.push(PlannedStep::new(
             "restore",
@@ -161,8 +193,16 @@ impl RestoreSource {
             },
         ));
         steps.extend(after);
-        steps.push(app_step(e, false).always());
+        steps.extend(app_step(e, false).map(PlannedStep::always));
         steps
+    }
+
+    /// The warning of every restoring plan in an environment where dualkey may not stop the
+    /// app; `None` when it may.
+    fn app_warning(e: &EnvironmentSettings, env: &str) -> Option<String> {
+        (!e.controls_app()).then(|| format!(
+            "the app keeps running during the restore: environments.{env}.app_stop/app_start are not set, so dualkey does not stop it. Stop its writes yourself first, or they may fail or be lost while the restore runs"
+        ))
     }
 
     /// The data-loss warning of a restore.
@@ -351,9 +391,24 @@ fn prisma_refusal(e: prisma::PrismaUserError) -> StepError {
     StepError(format!("{}: {}", e.code, e.message))
 }
 
-/// Computes the plan of `kind` in `env` from current facts.
+/// Computes the plan of `kind` in `env` from current facts. Every plan that restores and
+/// cannot stop the app says so on the card.
 #[tracing::instrument(skip_all, fields(kind = kind.name(), env = %env))]
 pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, StepError> {
+    let mut p = plan_kind(core, kind, env).await?;
+    let restores = p
+        .steps
+        .iter()
+        .any(|s| matches!(s.action, StepAction::Restore { .. }));
+    if restores {
+        // Warnings are not part of the fingerprint, so adding one here changes nothing else.
+        p.warnings
+            .extend(RestoreSource::app_warning(env_settings(core, env)?, env));
+    }
+    Ok(p)
+}
+
+async fn plan_kind(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, StepError> {
     let e = env_settings(core, env)?;
     let now = core.clock.now_ms();
     let mk = |summary: String, steps, warnings, facts| {
@@ -362,15 +417,15 @@ pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, 
     match kind {
         OperationKind::AppStop => mk(
             format!("stop the app in {env}"),
-            vec![app_step(e, true)],
+            app_step(e, true).into_iter().collect(),
             vec![],
-            vec![format!("command: {:?}", e.app_stop)],
+            vec![format!("command: {:?}", app_command(e, env, "app_stop")?)],
         ),
         OperationKind::AppStart => mk(
             format!("start the app in {env}"),
-            vec![app_step(e, false)],
+            app_step(e, false).into_iter().collect(),
             vec![],
-            vec![format!("command: {:?}", e.app_start)],
+            vec![format!("command: {:?}", app_command(e, env, "app_start")?)],
         ),
         OperationKind::Backup { note } => {
             database_url(e)?;
@@ -643,8 +698,8 @@ pub async fn run_step(
     let e = env_settings(core, &op.env)?;
     let timeout = Duration::from_secs(e.app_timeout_secs);
     match &step.action {
-        StepAction::AppStop => run_app(&e.app_stop, timeout).await,
-        StepAction::AppStart => run_app(&e.app_start, timeout).await,
+        StepAction::AppStop => run_app(app_command(e, &op.env, "app_stop")?, timeout).await,
+        StepAction::AppStart => run_app(app_command(e, &op.env, "app_start")?, timeout).await,
         StepAction::Backup { kind, note } => {
             let b = take_backup(
                 core,

@@ -19,8 +19,8 @@ use crate::core::command::{self, app::AppAction, Command, ParseCtx, RequestId};
 use crate::core::event::{Actor, ChannelRef, EventKind, InboundEvent, MessageRef, Platform};
 use crate::core::human;
 use crate::core::identity::{Directory, Operator};
-use crate::core::operation::{OperationKind, Plan};
-use crate::core::reply::{Button, Card, Reply, Style};
+use crate::core::operation::{OperationKind, OperationState, Plan};
+use crate::core::reply::{Button, Card, CardState, Reply};
 use crate::runbook;
 use crate::store::{NewOutbox, OperationRow, RequestRow, Store, StoreResult, Tx};
 
@@ -756,10 +756,10 @@ impl Core {
                 plan.short_fingerprint().to_string(),
             ),
         ];
-        let (status, style) = match (&op, state) {
-            (Some(o), _) => (describe_state(o), op_style(o)),
+        let (status, card_state) = match (&op, state) {
+            (Some(o), _) => (describe_state(o), op_card_state(o)),
             (None, RequestState::Pending) if now >= req.expires_at => {
-                ("expired".to_string(), Style::Warning)
+                ("expired".to_string(), CardState::Expired)
             }
             (None, RequestState::Pending) => (
                 format!(
@@ -768,14 +768,16 @@ impl Core {
                     human::time(req.expires_at),
                     human::span(req.expires_at - now)
                 ),
-                Style::Pending,
+                CardState::Pending,
             ),
             (None, s) => (
                 s.as_str().to_string(),
-                if s == RequestState::Denied {
-                    Style::Danger
-                } else {
-                    Style::Warning
+                match s {
+                    RequestState::Pending => CardState::Pending,
+                    RequestState::Approved => CardState::Approved,
+                    RequestState::Denied => CardState::Denied,
+                    RequestState::Cancelled => CardState::Cancelled,
+                    RequestState::Expired => CardState::Expired,
                 },
             ),
         };
@@ -783,7 +785,14 @@ impl Core {
         if !votes.is_empty() {
             let v: Vec<String> = votes
                 .iter()
-                .map(|v| format!("{} {}d", v.voter, v.decision))
+                .map(|v| {
+                    let done = match v.decision.as_str() {
+                        "approve" => "approved",
+                        "deny" => "denied",
+                        other => other,
+                    };
+                    format!("{} {done}", v.voter)
+                })
                 .collect();
             fields.push(("Votes".into(), v.join(", ")));
         }
@@ -812,7 +821,8 @@ impl Core {
             fields,
             lines,
             buttons,
-            style,
+            style: card_state.style(),
+            state: Some(card_state),
         }))
     }
 
@@ -835,7 +845,8 @@ impl Core {
             ],
             lines,
             buttons: vec![],
-            style: op_style(&op),
+            style: op_card_state(&op).style(),
+            state: Some(op_card_state(&op)),
         }))
     }
 
@@ -943,12 +954,15 @@ pub fn describe_state(o: &OperationRow) -> String {
     }
 }
 
-fn op_style(o: &OperationRow) -> Style {
-    match o.state.as_str() {
-        "succeeded" => Style::Success,
-        "failed" | "interrupted" => Style::Danger,
-        "cancelled" => Style::Warning,
-        _ => Style::Pending,
+/// The card state of an operation: each stored state has its own label.
+fn op_card_state(o: &OperationRow) -> CardState {
+    match OperationState::parse(&o.state) {
+        Some(OperationState::Queued) => CardState::Queued,
+        Some(OperationState::Running) => CardState::Running,
+        Some(OperationState::Succeeded) => CardState::Succeeded,
+        Some(OperationState::Failed) | None => CardState::Failed,
+        Some(OperationState::Cancelled) => CardState::Cancelled,
+        Some(OperationState::Interrupted) => CardState::Interrupted,
     }
 }
 

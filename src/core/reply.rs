@@ -27,6 +27,64 @@ pub enum Style {
     Danger,
 }
 
+/// The state a request or operation card reports. It is the card's label (`[running]` in the
+/// text fallback), kept apart from the tone so that, say, a denied request does not read as
+/// failed and a running operation does not read as pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CardState {
+    /// A request waiting for votes.
+    Pending,
+    /// Approved, waiting for the worker (an operation exists only once approved).
+    Approved,
+    /// An operation waiting for the worker.
+    Queued,
+    /// An operation whose steps are running.
+    Running,
+    /// Every step succeeded.
+    Succeeded,
+    /// A step failed, or the plan changed before the first step.
+    Failed,
+    /// dualkey stopped while the operation ran; it is never resumed by itself.
+    Interrupted,
+    /// An approver said no.
+    Denied,
+    /// Withdrawn.
+    Cancelled,
+    /// Nobody voted in time.
+    Expired,
+}
+
+impl CardState {
+    /// The label (`running`), also the stored request or operation state name.
+    pub fn label(self) -> &'static str {
+        match self {
+            CardState::Pending => "pending",
+            CardState::Approved => "approved",
+            CardState::Queued => "queued",
+            CardState::Running => "running",
+            CardState::Succeeded => "succeeded",
+            CardState::Failed => "failed",
+            CardState::Interrupted => "interrupted",
+            CardState::Denied => "denied",
+            CardState::Cancelled => "cancelled",
+            CardState::Expired => "expired",
+        }
+    }
+
+    /// The tone that goes with the state.
+    pub fn style(self) -> Style {
+        match self {
+            CardState::Pending | CardState::Approved | CardState::Queued | CardState::Running => {
+                Style::Pending
+            }
+            CardState::Succeeded => Style::Success,
+            CardState::Failed | CardState::Interrupted | CardState::Denied => Style::Danger,
+            CardState::Cancelled | CardState::Expired => Style::Warning,
+        }
+    }
+}
+
 /// A button; `id` is what comes back as the click's action id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Button {
@@ -51,6 +109,10 @@ pub struct Card {
     pub buttons: Vec<Button>,
     /// Tone.
     pub style: Style,
+    /// The state shown as the label, for request and operation cards (absent in replies queued
+    /// by older versions, which fall back to a label from the tone).
+    #[serde(default)]
+    pub state: Option<CardState>,
 }
 
 /// What the bot says.
@@ -103,12 +165,13 @@ impl Reply {
             Body::Text(t) => t.clone(),
             Body::Card(c) => {
                 let mut out = String::new();
-                let mark = match c.style {
-                    Style::Info => "",
-                    Style::Pending => "[pending] ",
-                    Style::Success => "[ok] ",
-                    Style::Warning => "[warning] ",
-                    Style::Danger => "[failed] ",
+                let mark = match (c.state, c.style) {
+                    (Some(s), _) => format!("[{}] ", s.label()),
+                    (None, Style::Info) => String::new(),
+                    (None, Style::Pending) => "[pending] ".into(),
+                    (None, Style::Success) => "[ok] ".into(),
+                    (None, Style::Warning) => "[warning] ".into(),
+                    (None, Style::Danger) => "[failed] ".into(),
                 };
                 out.push_str(&format!("== {mark}{} ==", c.title));
                 for (k, v) in &c.fields {

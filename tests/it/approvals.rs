@@ -248,11 +248,11 @@ async fn a_changed_plan_stops_before_the_first_step(b: Backend) {
     app.click("bob", &format!("approve:{id}")).await;
     let marker = app.marker.display().to_string();
     let changed = app.with_settings(|s| {
-        s.environments.get_mut("production").unwrap().app_stop = vec![
+        s.environments.get_mut("production").unwrap().app_stop = Some(vec![
             "sh".into(),
             "-c".into(),
             format!("echo changed >> '{marker}'"),
-        ];
+        ]);
     });
     changed.drain_worker().await;
     let op = app

@@ -305,7 +305,7 @@ async fn status_in_prisma_format_matches_the_cli_streams_and_exit_codes() {
     let s = setup(|t| {
         t.replacen(
             "database_url_env = \"DK_TEST_UNUSED_URL\"",
-            &format!("database_url_env = \"DK_STATUS_URL\"\nmigrations_dir = \"{migrations}\""),
+            "database_url_env = \"DK_STATUS_URL\"",
             1,
         )
     });

@@ -43,9 +43,10 @@ async fn setup_with(names: &[&str], extra: &str) -> Db {
     let app = spawn_app_with(Backend::Sqlite, 1, 0, |t| {
         t.replacen(
             "database_url_env = \"DK_TEST_UNUSED_URL\"",
-            &format!("database_url_env = \"{var}\"\nmigrations_dir = \"{{dir}}/migrations\"\nbackup_dir = \"{{dir}}/backups\"\n{extra}"),
+            &format!("database_url_env = \"{var}\"\nbackup_dir = \"{{dir}}/backups\"\n{extra}"),
             1,
         )
+        .replacen(crate::support::FIXTURE_MIGRATIONS, "{dir}/migrations", 1)
     })
     .await;
     let migrations = app.dir.path().join("migrations");

@@ -95,6 +95,14 @@ macro_rules! both_backends {
     };
 }
 
+/// The example project's migrations folder, which every environment of [`test_config`] uses
+/// (a migrations folder must exist); tests with their own folder replace the line
+/// `migrations_dir = "{FIXTURE_MIGRATIONS}"`.
+pub const FIXTURE_MIGRATIONS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/taskflow/prisma/migrations"
+);
+
 /// A config for tests. `marker` collects one line per app command run.
 pub fn test_config(
     store_url: &str,
@@ -130,11 +138,13 @@ id = "dave"
 roles = ["operator"]
 [environments.production]
 database_url_env = "DK_TEST_UNUSED_URL"
+migrations_dir = "{FIXTURE_MIGRATIONS}"
 app_stop = ["sh", "-c", "echo stop >> '{m}'"]
 app_start = ["sh", "-c", "echo start >> '{m}'"]
 app_status = ["echo", "backend running"]
 [environments.staging]
 database_url_env = "DK_TEST_UNUSED_URL"
+migrations_dir = "{FIXTURE_MIGRATIONS}"
 app_stop = ["sh", "-c", "echo stop-staging >> '{m}'"]
 app_start = ["sh", "-c", "echo start-staging >> '{m}'"]
 app_status = ["echo", "backend running"]
@@ -163,7 +173,8 @@ pub async fn spawn_app(backend: Backend, required: u32, extra_approvers: usize) 
 }
 
 /// Like [`spawn_app`], with a function that edits the config text first (`{dir}` in it is the
-/// test's temporary folder) and a clock starting at the real time.
+/// test's temporary folder, which holds an empty `migrations` folder for tests that fill their
+/// own) and a clock starting at the real time.
 pub async fn spawn_app_with(
     backend: Backend,
     required: u32,
@@ -172,6 +183,7 @@ pub async fn spawn_app_with(
 ) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("marker.log");
+    std::fs::create_dir_all(dir.path().join("migrations")).unwrap();
     let (url, db) = match backend {
         Backend::Sqlite => (
             format!("sqlite://{}/state/dualkey.db", dir.path().display()),

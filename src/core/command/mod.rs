@@ -143,9 +143,11 @@ pub struct EnvName(pub String);
 pub struct RequestId(pub String);
 
 impl RequestId {
-    /// Parses a request id (shape only; existence is checked against the store).
+    /// Parses a request id (shape only; existence is checked against the store): `r` and 9 to
+    /// 16 lowercase hex digits. dualkey makes 9; a longer, hex-only id (a mistyped or made-up
+    /// one) is well-formed and gets "there is no request", not a shape error.
     pub fn parse(s: &str) -> Result<RequestId, String> {
-        let ok = s.len() == 10
+        let ok = (10..=17).contains(&s.len())
             && s.starts_with('r')
             && s[1..]
                 .chars()
