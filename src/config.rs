@@ -1039,16 +1039,25 @@ mod tests {
                 vec!["left out"],
             ),
         ];
-        for (text, key, words) in cases {
-            let err = check(&text).expect_err(key).to_string();
-            assert!(
-                err.contains(&format!("key `{key}`")),
-                "error `{err}` should name `{key}`"
-            );
-            for w in words {
-                assert!(err.contains(w), "error `{err}` should say `{w}`");
+        // Every row is checked before failing, so one run names every rule that does not hold.
+        let mut wrong = Vec::new();
+        for (i, (text, key, words)) in cases.iter().enumerate() {
+            match check(text) {
+                Ok(_) => wrong.push(format!("row {i} ({key}): accepted")),
+                Err(e) => {
+                    let err = e.to_string();
+                    if !err.contains(&format!("key `{key}`")) {
+                        wrong.push(format!("row {i}: `{err}` should name `{key}`"));
+                    }
+                    for w in words {
+                        if !err.contains(w) {
+                            wrong.push(format!("row {i}: `{err}` should say `{w}`"));
+                        }
+                    }
+                }
             }
         }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 
     #[test]

@@ -200,6 +200,8 @@ async fn config_check_refuses_each_config_that_would_lie_naming_the_key() {
             "environments.production.app_start",
         ),
     ];
+    // Every row is checked before failing, so one run names every rule that does not hold.
+    let mut wrong = Vec::new();
     for (text, key) in cases {
         let config = dir.path().join("dualkey.toml");
         std::fs::write(&config, &text).unwrap();
@@ -210,9 +212,11 @@ async fn config_check_refuses_each_config_that_would_lie_naming_the_key() {
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{key}: {err}");
-        assert!(err.contains(&format!("key `{key}`")), "{key}: {err}");
+        if out.status.code() != Some(2) || !err.contains(&format!("key `{key}`")) {
+            wrong.push(format!("{key}: exit {:?}: {err}", out.status.code()));
+        }
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     let name = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).to_string();
     let config = dir.path().join("dualkey.toml");
     std::fs::write(&config, without_app_commands(base)).unwrap();
