@@ -240,41 +240,43 @@ async fn cards_label_each_request_and_operation_state() {
     })
     .await;
     let dir = app.dir.path().to_path_buf();
+    // Every state is checked before failing, so one run names every wrong label.
+    let mut wrong = Vec::new();
 
     app.cmd("alice", "app stop").await;
     let pending = app.last_request().await;
     let c = card(&app, &pending).await;
-    assert!(c.starts_with("== [pending] Request"), "{c}");
+    expect(&mut wrong, &c, "== [pending] Request");
 
     app.click("bob", &format!("deny:{pending}")).await;
     let c = card(&app, &pending).await;
-    assert!(c.starts_with("== [denied] Request"), "{c}");
-    assert!(c.contains("Votes: bob denied"), "{c}");
+    expect(&mut wrong, &c, "== [denied] Request");
+    expect(&mut wrong, &c, "Votes: bob denied");
 
     app.cmd("alice", "app stop").await;
     let cancelled = app.last_request().await;
     app.cmd("alice", &format!("cancel {cancelled}")).await;
     let c = card(&app, &cancelled).await;
-    assert!(c.starts_with("== [cancelled] Request"), "{c}");
+    expect(&mut wrong, &c, "== [cancelled] Request");
 
     app.cmd("alice", "app stop").await;
     let expired = app.last_request().await;
     app.clock.advance(16 * 60 * 1000);
     let c = card(&app, &expired).await;
-    assert!(c.starts_with("== [expired] Request"), "{c}");
+    expect(&mut wrong, &c, "== [expired] Request");
 
     app.cmd("alice", "app stop").await;
     let approved = app.last_request().await;
     app.click("bob", &format!("approve:{approved}")).await;
     let c = card(&app, &approved).await;
-    assert!(c.starts_with("== [queued] Request"), "{c}");
-    assert!(c.contains("Votes: bob approved"), "{c}");
+    expect(&mut wrong, &c, "== [queued] Request");
+    expect(&mut wrong, &c, "Votes: bob approved");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(dualkey::worker::Worker::new(app.core.clone()).run(stop_rx));
     wait_for(|| dir.join("started").exists()).await;
     let c = card(&app, &approved).await;
-    assert!(c.starts_with("== [running] Request"), "{c}");
+    expect(&mut wrong, &c, "== [running] Request");
     std::fs::write(dir.join("go"), "").unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !dualkey::worker::Worker::idle(&app.core).await.unwrap() {
@@ -284,16 +286,24 @@ async fn cards_label_each_request_and_operation_state() {
     stop_tx.send(true).unwrap();
     worker.await.unwrap();
     let c = card(&app, &approved).await;
-    assert!(c.starts_with("== [succeeded] Request"), "{c}");
+    expect(&mut wrong, &c, "== [succeeded] Request");
 
     // `app start` needs no approval: its own operation card.
     app.cmd("alice", "app start").await;
     let op = app.core.store.active_operations().await.unwrap()[0].clone();
     let c = app.core.operation_card(&op.id).await.unwrap().to_text();
-    assert!(c.starts_with("== [queued] Operation"), "{c}");
+    expect(&mut wrong, &c, "== [queued] Operation");
     app.drain_worker().await;
     let c = app.core.operation_card(&op.id).await.unwrap().to_text();
-    assert!(c.starts_with("== [succeeded] Operation"), "{c}");
+    expect(&mut wrong, &c, "== [succeeded] Operation");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+}
+
+/// Records `card` as wrong unless it holds `want` (its label is at the start).
+fn expect(wrong: &mut Vec<String>, card: &str, want: &str) {
+    if !card.contains(want) {
+        wrong.push(format!("expected `{want}` in:\n{card}"));
+    }
 }
 
 /// Waits until `cond` holds (at most 20 s): a pause point reached by another process.
