@@ -453,7 +453,7 @@ fn missing_folder(path: &Path) -> String {
         "does not exist"
     };
     let default = if path == default_migrations_dir() {
-        " (the default when the key is left out)"
+        " (also the default when the key is left out)"
     } else {
         ""
     };
@@ -1004,7 +1004,7 @@ mod tests {
                     "",
                 ),
                 "environments.production.migrations_dir",
-                vec!["`prisma/migrations` (the default when the key is left out) does not exist"],
+                vec!["`prisma/migrations` (also the default when the key is left out) does not exist"],
             ),
             (
                 base().replace(

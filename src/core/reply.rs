@@ -191,3 +191,45 @@ impl Reply {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(style: Style, state: Option<CardState>) -> Reply {
+        Reply::card(Card {
+            title: "Request r000000000: stop the app".into(),
+            fields: vec![],
+            lines: vec![],
+            buttons: vec![],
+            style,
+            state,
+        })
+    }
+
+    #[test]
+    fn the_label_is_the_state_not_the_tone() {
+        for (state, label) in [
+            (CardState::Pending, "[pending]"),
+            (CardState::Running, "[running]"),
+            (CardState::Denied, "[denied]"),
+            (CardState::Cancelled, "[cancelled]"),
+            (CardState::Expired, "[expired]"),
+            (CardState::Interrupted, "[interrupted]"),
+        ] {
+            let text = card(state.style(), Some(state)).to_text();
+            assert!(text.starts_with(&format!("== {label} Request")), "{text}");
+        }
+    }
+
+    #[test]
+    fn replies_queued_before_card_states_still_render() {
+        // An outbox payload written by an older version has no `state`.
+        let old = r#"{"visibility":"InChannel","body":{"Card":{"title":"t","fields":[],"lines":[],"buttons":[],"style":"Success"}}}"#;
+        let r: Reply = serde_json::from_str(old).unwrap();
+        assert_eq!(r.to_text(), "== [ok] t ==");
+        let new = card(Style::Pending, Some(CardState::Running));
+        let back: Reply = serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
+        assert_eq!(back, new);
+    }
+}
