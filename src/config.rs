@@ -871,6 +871,12 @@ mod tests {
         assert_eq!(s.approvals.required, 1);
         assert_eq!(s.approvals.ttl.0, Duration::from_secs(900));
         assert_eq!(s.default_env(), "production");
+        // `serve` from a fresh clone reads the example project, not "0 migrations".
+        let dir = &s.environments["production"].migrations_dir;
+        assert_eq!(
+            crate::dbops::prisma::list_migrations(dir).migrations.len(),
+            4
+        );
     }
 
     #[test]
