@@ -844,6 +844,11 @@ impl Settings {
                     env.database_url_env
                 ));
             }
+            if !env.controls_app() {
+                w.push(format!(
+                    "environments.{name}: app_stop/app_start are not set; `app stop|start` are refused and restores run while the app keeps running"
+                ));
+            }
         }
         if self.slack.enabled || self.discord.enabled {
             w.push("slack/discord adapters are not built into this release yet; only the shell adapter runs".into());

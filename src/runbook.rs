@@ -90,17 +90,17 @@ fn app_step(e: &EnvironmentSettings, stop: bool) -> Option<PlannedStep> {
     }
 }
 
-/// The app command of `key` (`app_stop`, `app_start`), or a refusal that says it is not set
-/// and what to do instead.
+/// The app stop (or start) command, or a refusal that says it is not set and what to do
+/// instead.
 fn app_command<'a>(
     e: &'a EnvironmentSettings,
     env: &str,
-    key: &str,
+    stop: bool,
 ) -> Result<&'a Vec<String>, StepError> {
-    let argv = if key == "app_stop" {
-        &e.app_stop
+    let (key, argv) = if stop {
+        ("app_stop", &e.app_stop)
     } else {
-        &e.app_start
+        ("app_start", &e.app_start)
     };
     argv.as_ref().ok_or_else(|| {
         StepError(format!(
@@ -419,13 +419,13 @@ async fn plan_kind(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan,
             format!("stop the app in {env}"),
             app_step(e, true).into_iter().collect(),
             vec![],
-            vec![format!("command: {:?}", app_command(e, env, "app_stop")?)],
+            vec![format!("command: {:?}", app_command(e, env, true)?)],
         ),
         OperationKind::AppStart => mk(
             format!("start the app in {env}"),
             app_step(e, false).into_iter().collect(),
             vec![],
-            vec![format!("command: {:?}", app_command(e, env, "app_start")?)],
+            vec![format!("command: {:?}", app_command(e, env, false)?)],
         ),
         OperationKind::Backup { note } => {
             database_url(e)?;
@@ -698,8 +698,8 @@ pub async fn run_step(
     let e = env_settings(core, &op.env)?;
     let timeout = Duration::from_secs(e.app_timeout_secs);
     match &step.action {
-        StepAction::AppStop => run_app(app_command(e, &op.env, "app_stop")?, timeout).await,
-        StepAction::AppStart => run_app(app_command(e, &op.env, "app_start")?, timeout).await,
+        StepAction::AppStop => run_app(app_command(e, &op.env, true)?, timeout).await,
+        StepAction::AppStart => run_app(app_command(e, &op.env, false)?, timeout).await,
         StepAction::Backup { kind, note } => {
             let b = take_backup(
                 core,

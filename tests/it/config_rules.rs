@@ -226,6 +226,11 @@ async fn config_check_refuses_each_config_that_would_lie_naming_the_key() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", name(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("warning: environments.production: app_stop/app_start are not set"),
+        "{said}"
+    );
 }
 
 #[tokio::test]
