@@ -8,6 +8,7 @@ mod backup_external;
 mod backup_retention;
 mod backup_verify;
 mod cli;
+mod cli_defects;
 mod outbox;
 mod prisma_deploy;
 mod prisma_golden;
