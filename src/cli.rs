@@ -1,6 +1,7 @@
 //! The command line: `dualkey [--config FILE] <serve|shell|config check|audit verify|audit export>`.
 //! `--config` works before or after the subcommand. User mistakes exit with code 2 and a
-//! message naming what is wrong; a broken audit chain exits with 1.
+//! message naming what is wrong; a broken audit chain exits with 1, and so does `shell` when an
+//! operation its input started failed (each is named on stderr).
 //!
 //! Output goes through [`out`] and [`err`], never `println!`: a reader that closes the pipe
 //! early (`dualkey status --format json | head -1`) ends the command quietly with exit code
@@ -40,6 +41,7 @@ pub enum Cmd {
     /// Run the bot: state store, worker, outbox delivery and the enabled adapters, until SIGTERM or ctrl-c.
     Serve,
     /// Try dualkey locally: read `/db ...`, `as NAME` and `click BUTTON-ID` lines from stdin.
+    /// Exits 1 when an operation the input started failed.
     Shell {
         /// The operator (from [[operators]]) you act as at first.
         #[arg(long = "as", value_name = "OPERATOR")]
