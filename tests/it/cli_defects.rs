@@ -53,6 +53,16 @@ fn shell(s: &Setup, who: &str, input: &[u8]) -> (String, String, Option<i32>) {
     shell_with(&s.config, who, input, &[])
 }
 
+/// A child process killed when the test ends, also when an assertion fails first.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn request_id(out: &str) -> String {
     let pos = out.find("[approve:").expect("an approval card");
     out[pos + 9..pos + 19].to_string()
@@ -235,7 +245,7 @@ async fn every_printing_command_ends_quietly_when_its_reader_closes_the_pipe() {
 
 /// Starts `dualkey shell` on `config` and returns once it has answered a command, so it holds
 /// the store from then on; its stdin stays open until the caller drops it.
-fn hold_store(config: &Path) -> (Child, BufReader<std::process::ChildStdout>) {
+fn hold_store(config: &Path) -> (Reaped, BufReader<std::process::ChildStdout>) {
     let mut child = Command::new(BIN)
         .args(["shell", "--as", "alice", "--config"])
         .arg(config)
@@ -254,7 +264,7 @@ fn hold_store(config: &Path) -> (Child, BufReader<std::process::ChildStdout>) {
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     assert!(line.contains("No open requests."), "{line}");
-    (child, stdout)
+    (Reaped(child), stdout)
 }
 
 #[test]
@@ -295,8 +305,8 @@ fn a_symlinked_path_or_a_deleted_lock_file_does_not_let_a_second_process_in() {
     assert_eq!(code, Some(1), "deleted lock file: {out}\n{err}");
     assert!(err.contains("another dualkey process"), "{err}");
 
-    drop(first.stdin.take());
-    assert!(first.wait().unwrap().success());
+    drop(first.0.stdin.take());
+    assert!(first.0.wait().unwrap().success());
     // Once the first process is gone, the store opens through either path.
     let (out, err, code) = shell_with(&via_dir, "bob", b"/db approvals\n", &[]);
     assert_eq!(code, Some(0), "{out}\n{err}");
@@ -435,15 +445,17 @@ fn the_audit_head_is_logged_at_start_and_every_100_events() {
 #[test]
 fn the_http_server_closes_half_open_connections_and_limits_how_many_it_serves() {
     let s = setup(|t| t + "\n[server]\nmax_connections = 4\nheader_read_timeout = \"1s\"\n");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&s.config)
-        .env("DUALKEY_SERVER_LISTEN", "127.0.0.1:0")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut child = Reaped(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&s.config)
+            .env("DUALKEY_SERVER_LISTEN", "127.0.0.1:0")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
     let mut seen = String::new();
     let addr = loop {
         let mut line = String::new();
@@ -501,7 +513,22 @@ fn the_http_server_closes_half_open_connections_and_limits_how_many_it_serves() 
         }
     }
     assert!(t0.elapsed() < Duration::from_secs(10));
+    // A graceful stop does not wait forever on a half-sent request either.
+    let mut last = std::net::TcpStream::connect(&addr).unwrap();
+    last.write_all(b"GET /healthz HTTP/1.1\r\nHo").unwrap();
+    let mut probe = std::net::TcpStream::connect(&addr).unwrap();
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    probe.read_to_string(&mut String::new()).unwrap();
+    let stopping = Instant::now();
     // SAFETY: signals our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "stopped after {:?}",
+        stopping.elapsed()
+    );
+    drop(last);
 }
