@@ -1,6 +1,13 @@
 //! The command line: `dualkey [--config FILE] <serve|shell|config check|audit verify|audit export>`.
 //! `--config` works before or after the subcommand. User mistakes exit with code 2 and a
-//! message naming what is wrong; a broken audit chain exits with 1.
+//! message naming what is wrong; a broken audit chain exits with 1, and so does `shell` when an
+//! operation its input started failed (each is named on stderr).
+//!
+//! Output goes through [`out`] and [`err`], never `println!`: a reader that closes the pipe
+//! early (`dualkey status --format json | head -1`) ends the command quietly with exit code
+//! 141, the status a shell shows for a writer cut off by SIGPIPE, instead of a panic. SIGPIPE
+//! itself stays ignored, so a closed pipe to a child (`pg_restore | psql`) is an error dualkey
+//! handles rather than a signal that kills it.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,6 +19,7 @@ use clap::{Parser, Subcommand};
 
 use crate::adapters::shell::{self, ShellOut};
 use crate::config::{Settings, DEFAULT_CONFIG_PATH};
+use crate::core::audit::{BrokenLink, ChainHead};
 use crate::core::dispatch::verify_chain;
 use crate::outbox::ChatOut;
 use crate::startup::Application;
@@ -33,6 +41,7 @@ pub enum Cmd {
     /// Run the bot: state store, worker, outbox delivery and the enabled adapters, until SIGTERM or ctrl-c.
     Serve,
     /// Try dualkey locally: read `/db ...`, `as NAME` and `click BUTTON-ID` lines from stdin.
+    /// Exits 1 when an operation the input started failed.
     Shell {
         /// The operator (from [[operators]]) you act as at first.
         #[arg(long = "as", value_name = "OPERATOR")]
@@ -98,7 +107,13 @@ pub enum ConfigCmd {
 #[derive(Debug, Subcommand)]
 pub enum AuditCmd {
     /// Check the hash chain; exit 1 and name the first bad event when it is broken.
-    Verify,
+    Verify {
+        /// A head recorded elsewhere (a log line `audit head seq=N hash=H`, a chat post), as
+        /// `SEQ:HASH`: event SEQ must still have hash HASH. Catches a chain that was rewritten
+        /// with every hash recomputed, which a plain verify accepts.
+        #[arg(long, value_name = "SEQ:HASH")]
+        head: Option<String>,
+    },
     /// Write every audit event as JSON lines.
     Export {
         /// Output file (default: stdout).
@@ -111,6 +126,36 @@ pub enum AuditCmd {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// Standard output was closed by its reader: the command stops quietly (exit 141).
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed")]
+pub struct OutputClosed;
+
+/// Exit code after [`OutputClosed`]: 128 + SIGPIPE, what a shell reports for a cut-off writer.
+const EXIT_OUTPUT_CLOSED: u8 = 141;
+
+/// Maps a write error on standard output: a closed pipe becomes [`OutputClosed`].
+fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        OutputClosed.into()
+    } else {
+        anyhow::Error::new(e).context("writing to standard output")
+    }
+}
+
+/// Writes `text` and a newline to standard output and flushes it.
+fn out(text: impl std::fmt::Display) -> anyhow::Result<()> {
+    let mut w = std::io::stdout().lock();
+    writeln!(w, "{text}")
+        .and_then(|_| w.flush())
+        .map_err(stdout_error)
+}
+
+/// Writes `text` to standard error; a closed standard error is ignored (nobody can read it).
+fn err(text: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
 
 fn pick_env(s: &Settings, env: &Option<String>) -> anyhow::Result<String> {
     let name = env.clone().unwrap_or_else(|| s.default_env().to_string());
@@ -151,18 +196,20 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            err(format_args!("error: cannot start the async runtime: {e}"));
             return ExitCode::from(1);
         }
     };
     match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            if let Some(u) = e.downcast_ref::<UsageError>() {
-                eprintln!("error: {u}");
+            if e.downcast_ref::<OutputClosed>().is_some() {
+                ExitCode::from(EXIT_OUTPUT_CLOSED)
+            } else if let Some(u) = e.downcast_ref::<UsageError>() {
+                err(format_args!("error: {u}"));
                 ExitCode::from(2)
             } else {
-                eprintln!("error: {e:#}");
+                err(format_args!("error: {e:#}"));
                 ExitCode::from(1)
             }
         }
@@ -193,7 +240,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: ConfigCmd::Check,
         } => {
             let s = load(&cli)?;
-            println!(
+            out(format_args!(
                 "config OK: {} ({} operator(s), environments: {}; store {})",
                 s.source.display(),
                 s.operators.len(),
@@ -203,9 +250,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .collect::<Vec<_>>()
                     .join(", "),
                 crate::config::redact_url(&s.store.url)
-            );
+            ))?;
             for w in s.warnings() {
-                println!("warning: {w}");
+                out(format_args!("warning: {w}"))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -219,7 +266,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
                 UsageError(format!("cannot listen on {listen} (server.listen): {e}"))
             })?;
-            tracing::info!(listen = %listener.local_addr()?, "dualkey running; stop with ctrl-c or SIGTERM");
+            let addr = listener.local_addr()?;
+            // No chat adapter is built into this release: say so, and how to reach the bot.
+            tracing::info!(
+                "no chat adapter is running: the Slack and Discord adapters are not built into this release (slack.enabled and discord.enabled have no effect yet). Talk to dualkey with `dualkey shell --as NAME` on this host (a SQLite store admits one process: stop `serve` first, or use a PostgreSQL store); HTTP on {addr}: GET /healthz, GET /readyz, GET /metrics"
+            );
+            tracing::info!(listen = %addr, "dualkey running; stop with ctrl-c or SIGTERM");
             app.run_until_stopped(vec![], Some(listener), shutdown_signal())
                 .await?;
             Ok(ExitCode::SUCCESS)
@@ -240,17 +292,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let runner = tokio::spawn(app.run_until_stopped(outs, None, async move {
                 let _ = done_rx.await;
             }));
+            use std::io::IsTerminal;
+            let greet = std::io::stdin().is_terminal();
             let result = shell::run(
                 core,
                 out,
                 as_operator,
+                greet,
                 tokio::io::BufReader::new(tokio::io::stdin()),
             )
             .await;
             let _ = done_tx.send(());
             runner.await.context("background tasks")??;
-            result?;
-            Ok(ExitCode::SUCCESS)
+            let failed = result?;
+            if failed.is_empty() {
+                return Ok(ExitCode::SUCCESS);
+            }
+            for (id, error) in &failed {
+                err(format_args!("error: operation {id} failed: {error}"));
+            }
+            Ok(ExitCode::from(1))
         }
         Cmd::Status { env, format } => {
             let s = load(&cli)?;
@@ -265,9 +326,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         &e.migrations_dir,
                     )
                     .await;
-                    print!("{}", out.stdout);
-                    eprint!("{}", out.stderr);
-                    std::io::stdout().flush()?;
+                    let mut w = std::io::stdout().lock();
+                    w.write_all(out.stdout.as_bytes())
+                        .and_then(|_| w.flush())
+                        .map_err(stdout_error)?;
+                    let _ = std::io::stderr().lock().write_all(out.stderr.as_bytes());
                     Ok(ExitCode::from(out.exit_code.clamp(0, 255) as u8))
                 }
                 StatusFormat::Json | StatusFormat::Text => {
@@ -277,9 +340,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             anyhow::anyhow!("cannot read the migration status of {env}: {err}")
                         })?;
                     if *format == StatusFormat::Json {
-                        println!("{}", serde_json::to_string_pretty(&st)?);
+                        out(serde_json::to_string_pretty(&st)?)?;
                     } else {
-                        println!("{}", crate::checks::status_lines(&st).join("\n"));
+                        out(crate::checks::status_lines(&st).join("\n"))?;
                     }
                     Ok(if st.prisma_exit_code == 0 {
                         ExitCode::SUCCESS
@@ -304,38 +367,61 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!(
+            out(format_args!(
                 "backup {} ok: {} ({} bytes, sha256 {})",
                 b.id,
                 b.path,
                 b.size_bytes.unwrap_or(0),
                 b.sha256.unwrap_or_default()
-            );
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Backups { env } => {
             let s = load(&cli)?;
             let env = pick_env(&s, env)?;
             let core = Application::read_only_core(s).await?;
-            println!("{}", crate::checks::backups_text(&core, &env).await?);
+            out(crate::checks::backups_text(&core, &env).await?)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Audit { command } => {
             let s = load(&cli)?;
+            // Parse `--head` before opening the store: a typo is a usage error either way.
+            let anchor = match command {
+                AuditCmd::Verify { head: Some(h) } => Some(
+                    h.parse::<crate::core::audit::ChainHead>()
+                        .map_err(|e| UsageError(format!("--head: {e}")))?,
+                ),
+                _ => None,
+            };
             let store = crate::store::open(&s.store.url)
                 .await
                 .context("opening the state store")?;
             match command {
-                AuditCmd::Verify => match verify_chain(store.as_ref()).await? {
-                    Ok(n) => {
-                        println!("audit chain intact: {n} events verified");
-                        Ok(ExitCode::SUCCESS)
+                AuditCmd::Verify { .. } => {
+                    let verdict = match verify_chain(store.as_ref()).await? {
+                        Ok(n) => match &anchor {
+                            Some(a) => verify_head(store.as_ref(), a).await?.map(|_| n),
+                            None => Ok(n),
+                        },
+                        Err(b) => Err(b),
+                    };
+                    match verdict {
+                        Ok(n) => {
+                            match &anchor {
+                                Some(a) => out(format_args!(
+                                    "audit chain intact: {n} events verified; event #{} has the recorded head's hash",
+                                    a.seq
+                                ))?,
+                                None => out(format_args!("audit chain intact: {n} events verified"))?,
+                            }
+                            Ok(ExitCode::SUCCESS)
+                        }
+                        Err(b) => {
+                            out(format_args!("AUDIT CHAIN BROKEN: {b}"))?;
+                            Ok(ExitCode::from(1))
+                        }
                     }
-                    Err(b) => {
-                        println!("AUDIT CHAIN BROKEN: {b}");
-                        Ok(ExitCode::from(1))
-                    }
-                },
+                }
                 AuditCmd::Export { output } => {
                     let mut w: Box<dyn Write> = match output {
                         Some(p) => Box::new(std::io::BufWriter::new(
@@ -344,6 +430,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         )),
                         None => Box::new(std::io::stdout().lock()),
                     };
+                    // A closed pipe ends the export quietly; a file error says which file.
+                    let to_stdout = output.is_none();
+                    let wrap = |e: std::io::Error| {
+                        if to_stdout {
+                            stdout_error(e)
+                        } else {
+                            anyhow::Error::new(e).context("writing the export")
+                        }
+                    };
                     let mut after = 0;
                     loop {
                         let page = store.audit_page(after, 1000).await?;
@@ -351,14 +446,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             break;
                         }
                         for r in &page {
-                            writeln!(w, "{}", serde_json::to_string(r)?)?;
+                            writeln!(w, "{}", serde_json::to_string(r)?).map_err(wrap)?;
                         }
                         after = page.last().map(|r| r.seq).unwrap_or(after);
                     }
-                    w.flush()?;
+                    w.flush().map_err(wrap)?;
                     Ok(ExitCode::SUCCESS)
                 }
             }
         }
     }
+}
+
+/// Checks an intact chain against a head recorded elsewhere: event `head.seq` must exist and
+/// carry `head.hash`. The chain after it was verified link by link already, so together they
+/// prove that nothing up to the recorded head was rewritten and nothing after it was altered.
+async fn verify_head(
+    store: &dyn crate::store::Store,
+    head: &ChainHead,
+) -> anyhow::Result<Result<(), BrokenLink>> {
+    let found = store.audit_page(head.seq - 1, 1).await?;
+    Ok(head.check(found.first().filter(|r| r.seq == head.seq)))
 }

@@ -125,12 +125,18 @@ pub fn format_duration(d: Duration) -> String {
 pub struct ServerSettings {
     /// HTTP listen address.
     pub listen: String,
+    /// Connections served at once; more wait until one closes.
+    pub max_connections: std::num::NonZeroUsize,
+    /// Time a client has to send a request's headers; slower connections are closed.
+    pub header_read_timeout: HumanDuration,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             listen: "127.0.0.1:8080".into(),
+            max_connections: std::num::NonZeroUsize::new(256).expect("256 is not zero"),
+            header_read_timeout: HumanDuration(Duration::from_secs(10)),
         }
     }
 }

@@ -20,13 +20,41 @@ use crate::worker::Worker;
 /// A running dualkey: core plus background tasks.
 pub struct Application {
     core: Arc<Core>,
-    _store_lock: Option<std::fs::File>,
+    _store_lock: Option<StoreLock>,
 }
 
-/// Takes an exclusive lock next to a SQLite store file so two processes (say `serve` and
-/// `shell`) never run operations from the same file, which would make each mark the other's
-/// running operations interrupted.
-fn lock_sqlite(url: &str) -> anyhow::Result<Option<std::fs::File>> {
+/// One process's exclusive hold on a SQLite store, so two processes (say `serve` and `shell`)
+/// never run operations from the same file: each would take the other's running operations
+/// for dead, mark them `interrupted` and delete their `.partial` files.
+///
+/// The lock is a `flock(2)` on the database file itself, not on a file next to it: every path
+/// to the store (a symlinked file or folder, `..`, a hard link) opens the same inode, and there
+/// is no lock file that someone can delete to let a second process in. SQLite locks with POSIX
+/// `fcntl` locks, which on Linux's local file systems are independent of `flock` locks, so this
+/// lock neither blocks SQLite nor read-only commands (`backups`, `audit verify`) of other
+/// processes. (On NFS, Linux emulates `flock` with `fcntl`; SQLite on NFS is unsupported anyway.)
+///
+/// Safety invariant: the descriptor is never closed. Closing any descriptor of a file drops
+/// every POSIX lock this process holds on it, SQLite's own included, and the store's pool may
+/// outlive the [`Application`]. On drop the `flock` is released and the descriptor is leaked
+/// (one per [`Application`] built).
+struct StoreLock(Option<std::fs::File>);
+
+impl Drop for StoreLock {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on a descriptor we own; no memory is shared.
+            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
+            std::mem::forget(f);
+        }
+    }
+}
+
+/// Takes the [`StoreLock`] of a SQLite store URL (`None` for PostgreSQL and in-memory stores),
+/// creating the folder and an empty database file when missing (SQLite takes an empty file
+/// for a new database).
+fn lock_sqlite(url: &str) -> anyhow::Result<Option<StoreLock>> {
     let Some(path) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
@@ -37,28 +65,37 @@ fn lock_sqlite(url: &str) -> anyhow::Result<Option<std::fs::File>> {
     if path.is_empty() || path == ":memory:" {
         return Ok(None);
     }
-    let lock_path = PathBuf::from(format!("{path}.lock"));
-    if let Some(parent) = lock_path.parent() {
+    let path = PathBuf::from(path);
+    if let Some(parent) = path.parent() {
         if !parent.as_os_str().is_empty() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
     }
     let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
         .create(true)
         .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("opening {}", lock_path.display()))?;
+        .open(&path)
+        .with_context(|| format!("opening the SQLite store {}", path.display()))?;
+    let shown = std::fs::canonicalize(&path).unwrap_or(path);
     use std::os::fd::AsRawFd;
     // SAFETY: flock on a file descriptor we own; no memory is shared.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
-        anyhow::bail!(
-            "another dualkey process (serve or shell) is using the store {path}; stop it first, or use a PostgreSQL store (store.url) to run several"
-        );
+        let e = std::io::Error::last_os_error();
+        // Never close the descriptor (see StoreLock): leak it, we hold no lock through it.
+        std::mem::forget(f);
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            anyhow::bail!(
+                "another dualkey process (serve or shell) is using the store {}; stop it first, or use a PostgreSQL store (store.url) to run several",
+                shown.display()
+            );
+        }
+        return Err(e).with_context(|| format!("locking the SQLite store {}", shown.display()));
     }
-    Ok(Some(f))
+    Ok(Some(StoreLock(Some(f))))
 }
 
 impl Application {
@@ -92,6 +129,8 @@ impl Application {
         for op in stale {
             tracing::warn!(operation = %op.id, env = %op.env, "operation was interrupted by a previous stop");
         }
+        let (seq, hash) = core.store.audit_head().await?;
+        crate::core::audit::log_head(seq, &hash);
         Ok(Application {
             core,
             _store_lock: store_lock,
@@ -138,13 +177,12 @@ impl Application {
         let http = listener.map(|l| {
             let mut stop = rx.clone();
             let app = crate::server::router(self.core.clone());
+            let limits = crate::server::Limits::from_settings(&self.core.settings.server);
             tokio::spawn(async move {
                 let graceful = async move {
                     let _ = stop.wait_for(|v| *v).await;
                 };
-                if let Err(e) = axum::serve(l, app).with_graceful_shutdown(graceful).await {
-                    tracing::error!(error = %e, "HTTP server failed");
-                }
+                crate::server::serve(l, app, limits, graceful).await;
             })
         });
         shutdown.await;

@@ -5,10 +5,12 @@
 //! - `as NAME`: act as operator NAME from now on; `as slack:U0ALICE` or `as discord:3000...`
 //!   acts as that platform account, to try the cross-platform two-person rule;
 //! - `click BUTTON-ID`: click a button (`click approve:r3f9a1c2b7`);
-//! - empty lines and `# comments` are ignored.
+//! - empty lines and `# comments` are ignored; a line that is not valid UTF-8 is refused with
+//!   a message naming it, and the lines after it still run.
 //!
-//! At end of input it waits until the operations the input started have finished and their
-//! updates are printed, then exits.
+//! On a terminal it first greets: who you act as and how to start. At end of input it waits
+//! until the operations the input started have finished and their updates are printed, then
+//! exits; [`run`] returns the ones that failed, so the exit status can say so.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +18,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+
+use crate::core::operation::OperationState;
 
 use crate::core::dispatch::{Core, Responder};
 use crate::core::event::{Actor, ChannelRef, EventKind, InboundEvent, MessageRef, Platform};
@@ -125,21 +129,53 @@ fn actor_for(core: &Core, who: &str) -> Result<Actor, String> {
     })
 }
 
-/// Runs the shell loop over `input` until end of input, then waits for started work.
+/// The greeting printed when stdin is a terminal.
+fn greeting(slash: &str, actor: &Actor) -> String {
+    format!(
+        "dualkey shell: you act as {}. Type `{slash} help` for the commands, `as NAME` to act as another operator, `click BUTTON-ID` to press a button shown as [BUTTON-ID]; ctrl-d quits.",
+        actor.display
+    )
+}
+
+/// An operation the input started that did not succeed: (operation id, what went wrong).
+pub type FailedOperation = (String, String);
+
+/// Runs the shell loop over `input` until end of input, then waits for started work. With
+/// `greet` (stdin is a terminal) it first says who you act as and how to start. Returns the
+/// operations started during this session (requested or approved from this shell) that failed
+/// or were interrupted.
 pub async fn run<R: AsyncBufRead + Unpin>(
     core: Arc<Core>,
     out: ShellOut,
     start_as: &str,
-    input: R,
-) -> anyhow::Result<()> {
+    greet: bool,
+    mut input: R,
+) -> anyhow::Result<Vec<FailedOperation>> {
     let mut actor = actor_for(&core, start_as).map_err(anyhow::Error::msg)?;
     let slash = core.slash().to_string();
-    let mut lines = input.lines();
     let channel = ChannelRef {
         platform: Platform::Shell,
         id: SHELL_CHANNEL.into(),
     };
-    while let Some(line) = lines.next_line().await? {
+    let session_start = core.clock.now_ms();
+    if greet {
+        out.print(&greeting(&slash, &actor));
+    }
+    let mut buf = Vec::new();
+    let mut line_no = 0u64;
+    loop {
+        // Bytes, not `lines()`: one line that is not UTF-8 must not end the session.
+        buf.clear();
+        if input.read_until(b'\n', &mut buf).await? == 0 {
+            break;
+        }
+        line_no += 1;
+        let Ok(line) = std::str::from_utf8(&buf) else {
+            out.print(&format!(
+                "error: line {line_no} is not valid UTF-8 and was ignored; type commands as plain text"
+            ));
+            continue;
+        };
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
@@ -186,5 +222,28 @@ pub async fn run<R: AsyncBufRead + Unpin>(
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    Ok(())
+    failed_since(&core, session_start).await
+}
+
+/// Operations created from the shell since `since` (ms) that failed or were interrupted.
+/// Operations are created by the session's own commands and clicks; on a SQLite store no other
+/// process can create any meanwhile (the store lock), on PostgreSQL another shell could.
+async fn failed_since(core: &Core, since: i64) -> anyhow::Result<Vec<FailedOperation>> {
+    let mut failed = Vec::new();
+    for op in core.store.recent_operations(1000).await? {
+        if op.created_at < since {
+            continue;
+        }
+        let from_shell = serde_json::from_str::<ChannelRef>(&op.channel_json)
+            .is_ok_and(|c| c.platform == Platform::Shell);
+        let bad = [OperationState::Failed, OperationState::Interrupted]
+            .iter()
+            .any(|st| st.as_str() == op.state);
+        if from_shell && bad {
+            let why = op.error.clone().unwrap_or_else(|| op.state.clone());
+            failed.push((op.id, why));
+        }
+    }
+    failed.reverse();
+    Ok(failed)
 }

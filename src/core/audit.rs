@@ -182,6 +182,79 @@ impl Verifier {
     }
 }
 
+/// A chain head recorded outside the store (`SEQ:HASH`), for `dualkey audit verify --head`.
+///
+/// Whoever can write the store can rewrite events and recompute every hash after them, so an
+/// intact chain alone proves nothing about its past. A head kept elsewhere (the log line of
+/// [`log_head`], later a chat post) pins it: SHA-256 links event `seq` to every event before
+/// it, so if event `seq` still has `hash`, nothing up to it was changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    /// Sequence number of the recorded event (1-based).
+    pub seq: i64,
+    /// Its hash, 64 lowercase hex digits.
+    pub hash: String,
+}
+
+impl std::str::FromStr for ChainHead {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let shown: String = s.chars().take(80).collect();
+        let bad = |why: &str| {
+            format!("`{shown}` is not a head: {why}; write SEQ:HASH, the event number and its 64-hex-digit hash as logged in `audit head seq=N hash=H`")
+        };
+        let (seq, hash) = s
+            .split_once(':')
+            .ok_or_else(|| bad("no `:` between SEQ and HASH"))?;
+        let seq: i64 = seq
+            .trim()
+            .parse()
+            .map_err(|_| bad("SEQ must be a whole number"))?;
+        if seq < 1 {
+            return Err(bad("SEQ starts at 1"));
+        }
+        let hash = hash.trim().to_ascii_lowercase();
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad("HASH must be 64 hex digits"));
+        }
+        Ok(ChainHead { seq, hash })
+    }
+}
+
+impl ChainHead {
+    /// Compares the stored event at `self.seq` (`None` when there is none) with this head.
+    pub fn check(&self, found: Option<&AuditRecord>) -> Result<(), BrokenLink> {
+        match found {
+            None => Err(BrokenLink {
+                seq: self.seq,
+                reason: format!(
+                    "the recorded head is event #{} but the store has no such event (events were removed, or this is another store)",
+                    self.seq
+                ),
+            }),
+            Some(r) if r.hash != self.hash => Err(BrokenLink {
+                seq: self.seq,
+                reason: format!(
+                    "event #{} has hash {} but the recorded head says {}: the chain up to #{} was rewritten",
+                    self.seq, r.hash, self.hash, self.seq
+                ),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// Logs the chain head in one stable, greppable form: `audit head seq=N hash=H`. Logged at
+/// every start and whenever an event whose seq is a multiple of [`HEAD_LOG_EVERY`] commits, so
+/// the log keeps heads that `dualkey audit verify --head N:H` can check the store against.
+pub fn log_head(seq: i64, hash: &str) {
+    tracing::info!("audit head seq={seq} hash={hash}");
+}
+
+/// How often (in events) the head is logged.
+pub const HEAD_LOG_EVERY: i64 = 100;
+
 /// Removes secrets from free text: passwords in URLs and Slack/Discord-looking tokens.
 pub fn redact(text: &str) -> String {
     let text = &crate::config::redact_password_params(text);
@@ -249,6 +322,49 @@ mod tests {
         v.check(&b).unwrap();
         c.action = "tampered".into();
         assert_eq!(v.check(&c).unwrap_err().seq, 3);
+    }
+
+    #[test]
+    fn a_head_parses_strictly() {
+        let h = format!("12:{}", "Ab".repeat(32));
+        let head: ChainHead = h.parse().unwrap();
+        assert_eq!((head.seq, head.hash), (12, "ab".repeat(32)));
+        for bad in [
+            "",
+            "12",
+            "x:ab",
+            "0:ab",
+            "-1:ab",
+            "3:abc",
+            &format!("3:{}", "g".repeat(64)),
+        ] {
+            let e = bad.parse::<ChainHead>().unwrap_err();
+            assert!(e.contains("SEQ:HASH"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_head_names_a_rewritten_or_missing_event() {
+        let a = rec(GENESIS_HASH, 1, "a");
+        let head = ChainHead {
+            seq: 1,
+            hash: a.hash.clone(),
+        };
+        assert!(head.check(Some(&a)).is_ok());
+        let other = ChainHead {
+            seq: 1,
+            hash: "0".repeat(64),
+        };
+        assert!(other
+            .check(Some(&a))
+            .unwrap_err()
+            .reason
+            .contains("rewritten"));
+        assert!(head
+            .check(None)
+            .unwrap_err()
+            .reason
+            .contains("no such event"));
     }
 
     #[test]

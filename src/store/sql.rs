@@ -140,6 +140,10 @@ macro_rules! sql_store {
         pub struct $tx {
             tx: sqlx::Transaction<'static, $db>,
             _write_lock: Option<OwnedMutexGuard<()>>,
+            /// The newest audit event appended here whose seq is a multiple of
+            /// `HEAD_LOG_EVERY`: logged as the chain head once the transaction commits (a
+            /// rolled-back event must never be logged as a head).
+            head_to_log: Option<(i64, String)>,
         }
 
         #[async_trait]
@@ -150,7 +154,11 @@ macro_rules! sql_store {
 
             async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
                 let (tx, guard) = self.begin_tx().await?;
-                Ok(Box::new($tx { tx, _write_lock: guard }))
+                Ok(Box::new($tx {
+                    tx,
+                    _write_lock: guard,
+                    head_to_log: None,
+                }))
             }
 
             async fn get_request(&self, id: &str) -> StoreResult<Option<RequestRow>> {
@@ -600,6 +608,9 @@ macro_rules! sql_store {
                     .bind(&hash)
                     .execute(&mut *self.tx)
                     .await?;
+                if seq % crate::core::audit::HEAD_LOG_EVERY == 0 {
+                    self.head_to_log = Some((seq, hash.clone()));
+                }
                 Ok(AuditRecord {
                     seq,
                     at_ms: now,
@@ -636,7 +647,12 @@ macro_rules! sql_store {
             }
 
             async fn commit(self: Box<Self>) -> StoreResult<()> {
-                self.tx.commit().await?;
+                // The write lock stays bound (and held) until the commit is done.
+                let $tx { tx, _write_lock, head_to_log } = *self;
+                tx.commit().await?;
+                if let Some((seq, hash)) = &head_to_log {
+                    crate::core::audit::log_head(*seq, hash);
+                }
                 Ok(())
             }
         }

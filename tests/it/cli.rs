@@ -267,12 +267,20 @@ fn a_second_process_on_the_same_sqlite_store_is_refused() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !s.dir.path().join("data/dualkey.db.lock").exists() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    // Once it has answered a command it holds the store.
+    first
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"/db approvals\n")
+        .unwrap();
+    let mut answer = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(first.stdout.as_mut().unwrap()),
+        &mut answer,
+    )
+    .unwrap();
+    assert!(answer.contains("No open requests."), "{answer}");
     let (_, err, code) = run_shell(&s, "bob", "/db status\n");
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("another dualkey process"), "{err}");

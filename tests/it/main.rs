@@ -9,6 +9,7 @@ mod backup_retention;
 mod backup_verify;
 mod cli;
 mod config_rules;
+mod cli_defects;
 mod outbox;
 mod prisma_deploy;
 mod prisma_golden;
