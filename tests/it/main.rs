@@ -9,6 +9,7 @@ mod backup_retention;
 mod backup_verify;
 mod cli;
 mod outbox;
+mod plan_truth;
 mod prisma_deploy;
 mod prisma_golden;
 mod prisma_helpers;
