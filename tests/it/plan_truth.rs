@@ -363,3 +363,43 @@ async fn emergency_on_a_healthy_database_says_so_first_with_the_number_of_migrat
     let card = db.card("emergency").await;
     assert!(!card.contains("looks healthy"), "{card}");
 }
+
+#[tokio::test]
+async fn a_migration_applied_after_the_restore_was_requested_stops_it_before_anything_runs() {
+    let db = setup(&[INIT, PRIORITY]).await;
+    db.approved("deploy").await;
+    let b = db.backup().await;
+    let card = db.card(&format!("restore {b}")).await;
+    assert_eq!(unapplied(&card), Vec::<String>::new(), "{card}");
+    let id = db.app.last_request().await;
+    // Deployed outside dualkey while the request waits: the restore would now un-apply COMMENTS,
+    // which the approvers were never shown.
+    copy_migration(COMMENTS, &db.migrations);
+    let out = dualkey::dbops::prisma::deploy(
+        &db.target.url,
+        &db.migrations,
+        &mut dualkey::dbops::prisma::NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.applied, names(&[COMMENTS]));
+    let r = db.app.click("bob", &format!("approve:{id}")).await;
+    assert!(r.contains("Approved"), "{r}");
+    db.app.drain_worker().await;
+    let op = db
+        .app
+        .core
+        .store
+        .operation_for_request(&id)
+        .await
+        .unwrap()
+        .expect("operation");
+    assert_eq!(op.state, "failed");
+    let err = op.error.unwrap_or_default();
+    assert!(
+        err.contains("the plan changed") && err.contains(COMMENTS),
+        "{err}"
+    );
+    assert_eq!(db.applied().await, names(&[INIT, PRIORITY, COMMENTS]));
+    assert!(db.app.marker_lines().is_empty(), "nothing ran");
+}
