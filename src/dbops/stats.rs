@@ -12,6 +12,7 @@
 //! "unknown" and why, never a number.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -51,9 +52,19 @@ pub struct TableCounters {
 #[error("cannot read the write counters: {0}")]
 pub struct StatsError(String);
 
-/// Reads the target's write counters. `database_url` is a secret: it never appears in the error.
+/// How long reading the counters may take: they are best effort and must never hold up a backup.
+const READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Reads the target's write counters (giving up after 15 s). `database_url` is a secret: it
+/// never appears in the error.
 #[tracing::instrument(skip_all)]
 pub async fn read(database_url: &str) -> Result<WriteStats, StatsError> {
+    tokio::time::timeout(READ_TIMEOUT, read_now(database_url))
+        .await
+        .unwrap_or_else(|_| Err(StatsError("no answer within 15 s".into())))
+}
+
+async fn read_now(database_url: &str) -> Result<WriteStats, StatsError> {
     let mut t = Target::connect(database_url)
         .await
         .map_err(|e| StatsError(e.to_string()))?;
