@@ -6,6 +6,7 @@
 //! before anything else runs. Names from chat were validated by the parser and are checked
 //! again here against what exists (migration folders, database rows, catalog entries, files).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,6 +156,10 @@ pub struct RestoreSource {
     pub catalog: bool,
     /// When it was taken (ms).
     pub taken_at: i64,
+    /// The migrations applied in the backup (the catalog's record); `None` for an external file.
+    pub migrations: Option<Vec<String>>,
+    /// The target's write counters recorded with the backup (JSON), when there are any.
+    pub write_stats_json: Option<String>,
 }
 
 impl RestoreSource {
@@ -166,6 +171,8 @@ impl RestoreSource {
             sha256: b.sha256.clone(),
             catalog: true,
             taken_at: b.started_at,
+            migrations: Some(backup_migrations(b)),
+            write_stats_json: b.write_stats_json.clone(),
         }
     }
 
@@ -205,13 +212,111 @@ impl RestoreSource {
         ))
     }
 
-    /// The data-loss warning of a restore.
-    fn loss_warning(&self, env: &str, now: i64) -> String {
-        format!(
-            "everything written to {env} since {} was taken ({} ago) is lost",
-            self.label,
-            human::age(now - self.taken_at)
+    /// The migrations restoring this backup un-applies: those applied now minus those applied
+    /// in the backup, newest first. `None` for an external file (no record of its migrations).
+    pub fn unapplies(&self, applied_now: &[String]) -> Option<Vec<String>> {
+        let then = self.migrations.as_ref()?;
+        Some(
+            applied_now
+                .iter()
+                .rev()
+                .filter(|m| !then.contains(m))
+                .cloned()
+                .collect(),
         )
+    }
+
+    /// The card line that names what the restore un-applies (and brings back: migrations
+    /// applied in the backup but not now). `applied_now` is `Err(why)` when the status could not
+    /// be read.
+    fn unapply_warning(&self, applied_now: &Result<Vec<String>, StepError>) -> String {
+        let applied_now = match applied_now {
+            Ok(a) => a.as_slice(),
+            Err(why) => {
+                return format!(
+                    "restoring {} un-applies unknown migrations: {why}",
+                    self.label
+                )
+            }
+        };
+        let (Some(gone), Some(then)) = (self.unapplies(applied_now), &self.migrations) else {
+            return format!(
+                "restoring {} un-applies unknown migrations: an external file has no catalog record of them ({} applied now)",
+                self.label,
+                applied_now.len()
+            );
+        };
+        let mut line = if gone.is_empty() {
+            format!("restoring {} un-applies no migration", self.label)
+        } else {
+            format!(
+                "restoring {} un-applies {} migration(s), newest first: {}",
+                self.label,
+                gone.len(),
+                gone.join(", ")
+            )
+        };
+        let back: Vec<&String> = then.iter().filter(|m| !applied_now.contains(m)).collect();
+        if !back.is_empty() {
+            line.push_str(&format!(
+                "; it brings back {} migration(s) applied in the backup but not now: {}",
+                back.len(),
+                back.iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        line
+    }
+
+    /// The card lines every restoring plan shows: what the restore un-applies, then the data
+    /// loss with the write estimate.
+    async fn restore_warnings(
+        &self,
+        e: &EnvironmentSettings,
+        env: &str,
+        applied_now: &Result<Vec<String>, StepError>,
+        now: i64,
+    ) -> Vec<String> {
+        vec![
+            self.unapply_warning(applied_now),
+            self.loss_warning(e, env, now).await,
+        ]
+    }
+
+    /// The data-loss warning of a restore, with about how many rows were written since the
+    /// backup, and where (write counters now minus those recorded with the backup).
+    async fn loss_warning(&self, e: &EnvironmentSettings, env: &str, now: i64) -> String {
+        format!(
+            "everything written to {env} since {} was taken ({} ago) is lost; rows written since: {}",
+            self.label,
+            human::age(now - self.taken_at),
+            self.write_estimate(e).await
+        )
+    }
+
+    /// About how many rows were written since the backup, naming the most written tables, or
+    /// `unknown (why)`.
+    async fn write_estimate(&self, e: &EnvironmentSettings) -> String {
+        const UNKNOWN_OLD: &str = "unknown (backup taken before dualkey recorded write counters, or they could not be read when it was taken)";
+        if !self.catalog {
+            return "unknown (an external file: dualkey recorded no write counters with it)".into();
+        }
+        let Some(json) = &self.write_stats_json else {
+            return UNKNOWN_OLD.into();
+        };
+        let Ok(then) = serde_json::from_str::<dbops::stats::WriteStats>(json) else {
+            return "unknown (the write counters recorded with the backup are unreadable)".into();
+        };
+        let current = match database_url(e) {
+            Ok(url) => dbops::stats::read(url.expose_secret()).await,
+            Err(err) => return format!("unknown ({err})"),
+        };
+        match current {
+            Ok(current) => dbops::stats::estimate(&then, &current).describe(3),
+            Err(err) => format!("unknown ({err})"),
+        }
     }
 
     /// The plan fact that pins the backup's content.
@@ -255,6 +360,8 @@ pub async fn restore_source(
             sha256: Some(sha),
             catalog: false,
             taken_at: found.modified.timestamp_millis(),
+            migrations: None,
+            write_stats_json: None,
         });
     }
     let b = core
@@ -503,11 +610,18 @@ async fn plan_kind(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan,
                 "{} (single transaction: a failure changes nothing)",
                 src.path.display()
             );
+            // The approvers see what the restore un-applies: a migration applied after the
+            // request changes the facts, so the plan goes stale instead of undoing more.
+            let applied = migration_status(e).await.map(|st| st.applied);
+            let mut facts = vec![src.fact()];
+            if let Ok(a) = &applied {
+                facts.push(format!("applied: {}", a.join(",")));
+            }
             mk(
                 format!("restore {} into {env}", src.label),
                 src.steps(e, BackupKind::PreRestore, detail, vec![], vec![]),
-                vec![src.loss_warning(env, now)],
-                vec![src.fact()],
+                src.restore_warnings(e, env, &applied, now).await,
+                facts,
             )
         }
         OperationKind::Resolve { migration, applied } => {
@@ -577,6 +691,18 @@ async fn plan_kind(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan,
                 "mark remaining failed _prisma_migrations rows rolled back",
                 StepAction::ClearFailed,
             );
+            let applied = Ok(st.applied.clone());
+            let mut warnings = Vec::new();
+            if st.failed.is_empty() && st.pending.is_empty() {
+                // Nothing failed and nothing waits: an emergency restore here mostly undoes
+                // good work, so say that before anything else.
+                let undone = src.unapplies(&st.applied).unwrap_or_default().len();
+                warnings.push(format!(
+                    "{env} looks healthy: no failed and no pending migration; this restore still undoes {undone} applied migration(s) and every write since {}",
+                    b.id
+                ));
+            }
+            warnings.extend(src.restore_warnings(e, env, &applied, now).await);
             mk(
                 format!(
                     "emergency in {env}: restore {} (taken {} ago)",
@@ -590,8 +716,12 @@ async fn plan_kind(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan,
                     vec![assess],
                     vec![clear],
                 ),
-                vec![src.loss_warning(env, now)],
-                vec![format!("newest migration {newest_name}"), src.fact()],
+                warnings,
+                vec![
+                    format!("newest migration {newest_name}"),
+                    src.fact(),
+                    format!("applied: {}", st.applied.join(",")),
+                ],
             )
         }
     }
@@ -653,10 +783,26 @@ async fn plan_rollback(
         .map(|s| s.started_at.timestamp_millis())
         .min()
         .unwrap_or(now);
-    let b = newest_backup(core, env, |b| {
+    // A candidate predates MIGRATION. Preferred: the newest whose applied migrations are exactly
+    // those before MIGRATION, so the restore un-applies MIGRATION and the later ones and nothing
+    // else; only without one, the newest candidate (which may undo earlier migrations too).
+    let applied = migration_status(e).await?.applied;
+    let undone = rp.names();
+    let before: BTreeSet<&String> = applied
+        .iter()
+        .filter(|m| !undone.contains(&m.as_str()))
+        .collect();
+    let candidate = |b: &BackupRow| {
         !backup_migrations(b).iter().any(|m| m == migration) && b.started_at <= first_started
+    };
+    let exact = newest_backup(core, env, |b| {
+        candidate(b) && backup_migrations(b).iter().collect::<BTreeSet<_>>() == before
     })
     .await?;
+    let b = match exact {
+        Some(b) => Some(b),
+        None => newest_backup(core, env, candidate).await?,
+    };
     let Some(b) = b else {
         let why = down_refusal
             .map(|r| r.to_string())
@@ -671,6 +817,29 @@ async fn plan_rollback(
         b.id,
         backup_migrations(&b).len()
     );
+    let mut warnings = Vec::new();
+    let then = backup_migrations(&b);
+    let earlier: Vec<&str> = applied
+        .iter()
+        .rev()
+        .filter(|m| before.contains(m) && !then.contains(m))
+        .map(String::as_str)
+        .collect();
+    if !earlier.is_empty() {
+        // First on the card: the restore takes away more than the rollback asked for.
+        warnings.push(format!(
+            "no verified backup has exactly the migrations before {migration}: restoring {} also undoes the earlier {} migration(s) {}, not only {names}",
+            b.id,
+            earlier.len(),
+            earlier.join(", ")
+        ));
+    }
+    let facts = vec![
+        format!("rollback plan {}", rp.fingerprint),
+        src.fact(),
+        format!("applied: {}", applied.join(",")),
+    ];
+    warnings.extend(src.restore_warnings(e, env, &Ok(applied), now).await);
     Ok(Plan::new(
         kind,
         env,
@@ -680,11 +849,8 @@ async fn plan_rollback(
             human::age(now - b.started_at)
         ),
         src.steps(e, BackupKind::PreRollback, detail, vec![], vec![]),
-        vec![format!(
-            "{}; un-applies {names}",
-            src.loss_warning(env, now)
-        )],
-        vec![format!("rollback plan {}", rp.fingerprint), src.fact()],
+        warnings,
+        facts,
     ))
 }
 
@@ -967,6 +1133,15 @@ pub async fn take_backup(
     };
     let database =
         bk::database_name(url.expose_secret()).map_err(|err| StepError(err.to_string()))?;
+    // The write counters just before the dump starts: plans that restore this backup estimate
+    // the rows written since from them. Best effort: without them (NULL) the card says unknown.
+    let write_stats = match dbops::stats::read(url.expose_secret()).await {
+        Ok(s) => serde_json::to_string(&s).ok(),
+        Err(err) => {
+            tracing::warn!(error = %err, "backup goes on without write counters");
+            None
+        }
+    };
     let mut row = BackupRow {
         id: human::new_id('b'),
         env: env.into(),
@@ -988,6 +1163,7 @@ pub async fn take_backup(
         error: None,
         deleted_at: None,
         file_mtime_ms: None,
+        write_stats_json: write_stats,
     };
     save_backup(
         core,

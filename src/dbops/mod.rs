@@ -6,8 +6,10 @@
 //!   `_prisma_migrations`, status, resolve, deploy).
 //! - [`backup`]: `pg_dump -Fc` backups with SHA-256, verification and restore.
 //! - [`sqlscan`]: data-loss warnings read from SQL text.
+//! - [`stats`]: the target's per-table write counters, recorded with backups.
 
 pub mod app;
 pub mod backup;
 pub mod prisma;
 pub mod sqlscan;
+pub mod stats;

@@ -202,6 +202,9 @@ pub struct BackupRow {
     pub deleted_at: Option<i64>,
     /// The file's modification time (ms) when it was verified.
     pub file_mtime_ms: Option<i64>,
+    /// The target's write counters just before the dump started ([`crate::dbops::stats::WriteStats`]
+    /// as JSON); `None` when they could not be read, and for backups from before they were recorded.
+    pub write_stats_json: Option<String>,
 }
 
 /// Counts for `/metrics`.

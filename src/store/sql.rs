@@ -22,7 +22,7 @@ use crate::core::audit::{chain_hash, redact_json};
 const REQUEST_COLS: &str = "id, env, kind_json, plan_json, fingerprint, requester, requester_account, state, required_votes, created_at, expires_at, decided_at, decided_by, channel_json, message_json";
 const OPERATION_COLS: &str = "id, request_id, env, kind_json, plan_json, fingerprint, requester, state, current_step, created_at, started_at, finished_at, worker, heartbeat_at, error, channel_json, message_json";
 const AUDIT_COLS: &str = "seq, at, operator, account, env, action, details, prev_hash, hash";
-const BACKUP_COLS: &str = "id, env, kind, state, path, database_name, size_bytes, sha256, started_at, duration_ms, requested_by, note, migrations_json, verified_at, verify_error, toc_entries, operation_id, error, deleted_at, file_mtime_ms";
+const BACKUP_COLS: &str = "id, env, kind, state, path, database_name, size_bytes, sha256, started_at, duration_ms, requested_by, note, migrations_json, verified_at, verify_error, toc_entries, operation_id, error, deleted_at, file_mtime_ms, write_stats_json";
 const OUTBOX_COLS: &str = "id, platform, channel, op, message_id, payload, created_at, attempts, next_attempt_at, delivered_at, last_error";
 
 macro_rules! sql_store {
@@ -121,6 +121,7 @@ macro_rules! sql_store {
                 error: r.try_get("error")?,
                 deleted_at: r.try_get("deleted_at")?,
                 file_mtime_ms: r.try_get("file_mtime_ms")?,
+                write_stats_json: r.try_get("write_stats_json")?,
             })
         }
 
@@ -550,7 +551,7 @@ macro_rules! sql_store {
 
             async fn put_backup(&mut self, b: &BackupRow) -> StoreResult<()> {
                 sqlx::query("DELETE FROM backups WHERE id = $1").bind(&b.id).execute(&mut *self.tx).await?;
-                let q = format!("INSERT INTO backups ({BACKUP_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)");
+                let q = format!("INSERT INTO backups ({BACKUP_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)");
                 sqlx::query(&q)
                     .bind(&b.id)
                     .bind(&b.env)
@@ -572,6 +573,7 @@ macro_rules! sql_store {
                     .bind(&b.error)
                     .bind(b.deleted_at)
                     .bind(b.file_mtime_ms)
+                    .bind(&b.write_stats_json)
                     .execute(&mut *self.tx)
                     .await?;
                 Ok(())

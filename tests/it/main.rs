@@ -11,6 +11,7 @@ mod cli;
 mod cli_defects;
 mod config_rules;
 mod outbox;
+mod plan_truth;
 mod prisma_deploy;
 mod prisma_golden;
 mod prisma_helpers;

@@ -656,6 +656,7 @@ async fn a_backup_interrupted_by_a_crash_is_marked_failed_at_the_next_start() {
         error: None,
         deleted_at: None,
         file_mtime_ms: None,
+        write_stats_json: None,
     };
     let mut tx = db.app.core.store.begin().await.unwrap();
     tx.put_backup(&row).await.unwrap();

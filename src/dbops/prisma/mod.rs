@@ -79,6 +79,7 @@ pub use status::{
     build_status_report, status, status_prisma_cli, Divergence, FailedMigration, MigrationState,
     MigrationStatus, StatusReport,
 };
+pub(crate) use table::Target;
 pub use table::{
     read_migrations_table, MigrationRow, ADVISORY_LOCK_KEY, ADVISORY_LOCK_TIMEOUT,
     CREATE_MIGRATIONS_TABLE_SQL, IGNORED_TABLES, MIGRATIONS_TABLE, SELECT_MIGRATIONS_SQL,
