@@ -179,14 +179,11 @@ fn quiet_exit(what: &str, out: &std::process::Output, allowed: &[i32]) {
 #[tokio::test]
 async fn every_printing_command_ends_quietly_when_its_reader_closes_the_pipe() {
     let db = crate::support::TestDb::create("clipipe").await;
-    let migrations = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/taskflow/prisma/migrations"
-    );
+    // test_config already points every environment at the example project's migrations.
     let s = setup(|t| {
         t.replacen(
             "database_url_env = \"DK_TEST_UNUSED_URL\"",
-            &format!("database_url_env = \"DK_PIPE_URL\"\nmigrations_dir = \"{migrations}\""),
+            "database_url_env = \"DK_PIPE_URL\"",
             1,
         )
     });
