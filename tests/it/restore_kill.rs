@@ -252,6 +252,8 @@ async fn a_plain_file_that_commits_or_rolls_back_itself_commits_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let items = fingerprint(&db.url, "items").await;
     for (n, script) in [
+        // With `psql --single-transaction` (the old way), `early` stayed although the restore failed.
+        "CREATE TABLE early (id int);\nCOMMIT;\nSELECT 1/0;\n",
         "CREATE TABLE early (id int);\nCOMMIT;\nCREATE TABLE late (id int);\n",
         "CREATE TABLE early (id int);\nEND;\nCREATE TABLE late (id int);\n",
         "BEGIN;\nCREATE TABLE early (id int);\nCOMMIT;\n",
