@@ -698,3 +698,102 @@ async fn sigkill_in_the_middle_of_a_restore_leaves_the_database_exactly_old_or_e
     assert_eq!(shape(&db.url).await, new);
     eprintln!("whole test took {:?}", t0.elapsed());
 }
+
+/// Through the runbook: the restore step passes the approved SHA-256, and a backup rewritten
+/// after approval (here by the app-stop command, which runs between the plan check and the
+/// restore) fails the streaming check; nothing is committed and the app is started again.
+#[tokio::test]
+async fn a_backup_rewritten_after_approval_fails_the_restore_step_and_nothing_is_committed() {
+    let target = TestDb::create("rk_runbook").await;
+    seed(&target.url, 500).await;
+    let var = format!("DK_TEST_URL_{}", uuid::Uuid::new_v4().simple());
+    std::env::set_var(&var, &target.url);
+    let app = crate::support::spawn_app_with(crate::support::Backend::Sqlite, 1, 0, |t| {
+        let t = t.replacen(
+            "database_url_env = \"DK_TEST_UNUSED_URL\"",
+            &format!("database_url_env = \"{var}\"\nmigrations_dir = \"{{dir}}/migrations\"\nbackup_dir = \"{{dir}}/backups\""),
+            1,
+        );
+        // The first app_stop (production's): also run {dir}/on_stop.sh.
+        let pat = "app_stop = [\"sh\", \"-c\", \"";
+        let stop = t.find(pat).unwrap() + pat.len();
+        format!("{}sh '{{dir}}/on_stop.sh'; {}", &t[..stop], &t[stop..])
+    })
+    .await;
+    let dir = app.dir.path().to_path_buf();
+    std::fs::create_dir_all(dir.join("migrations")).unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/taskflow/prisma/migrations/migration_lock.toml"
+        ),
+        dir.join("migrations/migration_lock.toml"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("on_stop.sh"), "true\n").unwrap();
+    let backups = || async {
+        let mut b = app.core.store.list_backups("production").await.unwrap();
+        b.retain(|b| b.kind == "manual");
+        b
+    };
+    app.cmd("alice", "backup first").await;
+    app.drain_worker().await;
+    exec(&target.url, "UPDATE items SET name = 'second'").await;
+    app.cmd("alice", "backup second").await;
+    app.drain_worker().await;
+    let all = backups().await;
+    let first = all
+        .iter()
+        .find(|b| b.note.as_deref() == Some("first"))
+        .unwrap();
+    let second = all
+        .iter()
+        .find(|b| b.note.as_deref() == Some("second"))
+        .unwrap();
+    exec(
+        &target.url,
+        "DELETE FROM notes; CREATE TABLE later (id int);",
+    )
+    .await;
+    let before = (
+        fingerprint(&target.url, "items").await,
+        fingerprint(&target.url, "notes").await,
+    );
+    std::fs::write(
+        dir.join("on_stop.sh"),
+        format!("cp '{}' '{}'\n", second.path, first.path),
+    )
+    .unwrap();
+
+    let card = app.cmd("alice", &format!("restore {}", first.id)).await;
+    assert!(card.contains("[approve:"), "{card}");
+    let id = app.last_request().await;
+    app.click("bob", &format!("approve:{id}")).await;
+    app.drain_worker().await;
+
+    let op = app
+        .core
+        .store
+        .operation_for_request(&id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(op.state, "failed");
+    let error = op.error.unwrap_or_default();
+    let expected = format!(
+        "backup {} changed since it was approved (SHA-256 now {}, approved {}); nothing was committed, the database is unchanged",
+        first.id,
+        second.sha256.as_deref().unwrap(),
+        first.sha256.as_deref().unwrap()
+    );
+    assert!(error.contains(&expected), "{error}");
+    assert_eq!(
+        (
+            fingerprint(&target.url, "items").await,
+            fingerprint(&target.url, "notes").await,
+        ),
+        before
+    );
+    assert!(fingerprint(&target.url, "later").await.is_some());
+    assert_eq!(app.marker_lines(), vec!["stop", "start"]);
+}

@@ -303,6 +303,36 @@ mod tests {
         assert_eq!(path_arg(Path::new("a.dump")), PathBuf::from("a.dump"));
     }
 
+    /// The parent-death signal, and why children must not be spawned from short-lived threads:
+    /// the kernel sends it when the *thread* that forked the child ends.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_tool_is_killed_when_the_thread_that_started_it_ends() {
+        let pid = std::thread::spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let child = tool_command(Path::new("sleep")).arg("20").spawn().unwrap();
+                let pid = child.id().unwrap();
+                // Not dropped: kill_on_drop must not be what ends it.
+                std::mem::forget(child);
+                pid
+            })
+        })
+        .join()
+        .unwrap();
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+        assert_eq!(r, pid as libc::pid_t);
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+            "status {status:#x}"
+        );
+    }
+
     #[test]
     fn a_configured_directory_without_the_tool_is_an_error() {
         let dir = std::env::temp_dir().join("dualkey-no-such-pg-bin");
