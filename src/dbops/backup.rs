@@ -17,9 +17,11 @@
 //! - [`dump()`]: `pg_dump -Fc` streamed into `<file>.partial` with SHA-256 computed on the way,
 //!   fsynced and renamed; a failed, killed or cancelled dump leaves no file at all.
 //! - [`verify()`]: the file is there, its SHA-256 matches and `pg_restore` reads all of it.
-//! - [`restore()`]: the app's schema replaced by the backup's in one `psql --single-transaction`
-//!   (custom dumps decoded by `pg_restore --clean --if-exists`, plain `.sql` files as they are, psql
-//!   in restricted mode), so a failed restore changes nothing.
+//! - [`restore()`]: the app's schema replaced by the backup's in one transaction that dualkey
+//!   commits itself, only after the file (opened once, hashed while it streams) was read to its
+//!   end, matched the expected SHA-256 and `pg_restore` succeeded (custom dumps decoded by
+//!   `pg_restore --clean --if-exists` from stdin, plain `.sql` files as they are, psql in
+//!   restricted mode), so a failed, killed or tampered restore changes nothing.
 //! - [`list_external`]: the runbook's `pg_dump > backup_pre_migration_<ts>.sql` files.
 //! - [`select_for_deletion`] / [`delete_backup_files`]: retention as a pure function plus the deletion.
 //! - [`PgUrl`] / [`database_name`]: URL parsing.

@@ -19,6 +19,7 @@ mod prisma_interop;
 mod prisma_resolve;
 mod prisma_rollback;
 mod prisma_status;
+mod restore_kill;
 mod runbook;
 mod sqlscan;
 mod support;

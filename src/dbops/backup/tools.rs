@@ -4,6 +4,18 @@
 //! sit waiting for a password on a terminal) and `kill_on_drop`, so a cancelled future takes its child
 //! with it. What a failed tool printed on stderr is summarised for the user with the password and any
 //! `user:password@` in it redacted.
+//!
+//! Children die with the bot: every tool is started through [`tool_command`] (or [`command`],
+//! which uses it), which on Linux asks the kernel to SIGKILL the child when its parent dies
+//! (`PR_SET_PDEATHSIG`). A SIGKILLed, OOM-killed or crashed dualkey therefore leaves no
+//! `pg_dump`, `pg_restore` or `psql` working on for an operation that no longer exists (and a
+//! restore's `psql`, killed, never commits: see `restore.rs`).
+//!
+//! Invariant, because the kernel ties the parent-death signal to the *thread* that forked the
+//! child, not to the process: children are spawned only from async tasks (`Command::spawn` runs
+//! on the calling thread, a runtime worker that lives as long as the runtime), never from inside
+//! `spawn_blocking` or `block_in_place`, whose threads exit after a few seconds idle and would take
+//! the child with them. Blocking threads may read and write a child's pipes; they never start one.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -78,18 +90,60 @@ fn is_executable(p: &Path) -> bool {
 }
 
 /// A command for `program` aimed at `url`'s database: connection arguments are appended by the
-/// caller (after its own options), the environment is cleaned and carries the password.
+/// caller (after its own options), the environment is cleaned and carries the password. Built on
+/// [`tool_command`], so the child dies with the bot.
 pub(crate) fn command(program: &Path, url: &PgUrl) -> Command {
-    let mut cmd = Command::new(program);
+    let mut cmd = tool_command(program);
     for (k, v) in url.child_env() {
         match v {
             Some(v) => cmd.env(k, v),
             None => cmd.env_remove(k),
         };
     }
-    cmd.stdin(Stdio::null()).kill_on_drop(true);
     cmd
 }
+
+/// The one way dualkey starts a PostgreSQL tool (also for `--help`/`--version` probes and
+/// verification): stdin closed, `kill_on_drop`, and on Linux a parent-death SIGKILL (see the
+/// module doc for the invariant: spawn it from an async task, never a blocking thread).
+pub(crate) fn tool_command(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    die_with_parent(&mut cmd);
+    cmd
+}
+
+/// Makes the child receive SIGKILL when the thread that spawns it (and so the bot) dies.
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut Command) {
+    // Recorded before the fork: if the parent died between fork and prctl, the child has
+    // already been re-parented (to init or a subreaper) and the signal would never come.
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and only calls async-signal-safe
+    // functions (prctl, getppid, _exit); it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                libc::_exit(127);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Elsewhere there is no parent-death signal; `kill_on_drop` still covers a cancelled future.
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_cmd: &mut Command) {}
 
 /// A path as a command-line operand: a relative path starting with `-` gets a `./` so that it
 /// cannot be read as an option.
@@ -106,6 +160,15 @@ const STDERR_KEEP: usize = 64 * 1024;
 
 /// Reads a child's stderr to the end in the background, keeping the last [`STDERR_KEEP`] bytes.
 pub(crate) fn collect_stderr(stderr: Option<ChildStderr>) -> tokio::task::JoinHandle<Vec<u8>> {
+    collect_tail(stderr)
+}
+
+/// Reads a child's output stream to the end in the background, keeping the last
+/// [`STDERR_KEEP`] bytes.
+pub(crate) fn collect_tail<R>(stderr: Option<R>) -> tokio::task::JoinHandle<Vec<u8>>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
     tokio::spawn(async move {
         let mut kept = Vec::new();
         let Some(mut stderr) = stderr else {
@@ -238,6 +301,36 @@ mod tests {
         assert_eq!(path_arg(Path::new("-rf.dump")), PathBuf::from("./-rf.dump"));
         assert_eq!(path_arg(Path::new("/tmp/-x")), PathBuf::from("/tmp/-x"));
         assert_eq!(path_arg(Path::new("a.dump")), PathBuf::from("a.dump"));
+    }
+
+    /// The parent-death signal, and why children must not be spawned from short-lived threads:
+    /// the kernel sends it when the *thread* that forked the child ends.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_tool_is_killed_when_the_thread_that_started_it_ends() {
+        let pid = std::thread::spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let child = tool_command(Path::new("sleep")).arg("20").spawn().unwrap();
+                let pid = child.id().unwrap();
+                // Not dropped: kill_on_drop must not be what ends it.
+                std::mem::forget(child);
+                pid
+            })
+        })
+        .join()
+        .unwrap();
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+        assert_eq!(r, pid as libc::pid_t);
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+            "status {status:#x}"
+        );
     }
 
     #[test]

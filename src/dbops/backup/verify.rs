@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use sha2::{Digest, Sha256};
-use tokio::process::Command;
 
 use super::tools::{self, ToolNotFound};
 
@@ -181,11 +180,9 @@ pub async fn verify_archive(path: &Path, pg_bin_dir: Option<&Path>) -> Result<us
     let file_arg = tools::path_arg(path);
 
     // 1. The table of contents.
-    let out = Command::new(&pg_restore)
+    let out = tools::tool_command(&pg_restore)
         .arg("--list")
         .arg(&file_arg)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
         .output()
         .await
         .map_err(io_err)?;
@@ -202,13 +199,11 @@ pub async fn verify_archive(path: &Path, pg_bin_dir: Option<&Path>) -> Result<us
         .count();
 
     // 2. Every data block, decompressed and rendered as SQL that goes nowhere.
-    let child = Command::new(&pg_restore)
+    let child = tools::tool_command(&pg_restore)
         .arg("--file=-")
         .arg(&file_arg)
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .map_err(io_err)?;
     let (status, stderr) = tools::wait_with_stderr(child, None).await.map_err(io_err)?;
