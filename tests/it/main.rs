@@ -18,4 +18,6 @@ mod prisma_rollback;
 mod prisma_status;
 mod runbook;
 mod sqlscan;
+mod store_open;
 mod support;
+mod tls;
