@@ -458,3 +458,23 @@ fn write_other_ca(path: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn require_over_a_unix_socket_connects_without_tls_like_libpq() {
+    let socket_dir = "/var/run/postgresql";
+    if !Path::new(socket_dir).join(".s.PGSQL.5432").exists() {
+        eprintln!("skipped: no PostgreSQL socket in {socket_dir}");
+        return;
+    }
+    let db = TestDb::create("tls_socket").await;
+    seed(&db.url, 5).await;
+    let url = format!(
+        "postgres://postgres@localhost/{}?host=%2Fvar%2Frun%2Fpostgresql&sslmode=require",
+        db.name
+    );
+    assert!(!session_is_encrypted(&url).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    dump(&request(&url, dir.path(), BackupKind::Manual), |_| {})
+        .await
+        .expect("backup over the socket");
+}

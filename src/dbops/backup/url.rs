@@ -363,6 +363,11 @@ impl PgUrl {
     /// file, libpq only the CA file. With the name always checked, a certificate from a public CA
     /// passes only if it was issued for the server's name.
     pub fn apply_tls(&self, options: PgConnectOptions) -> PgConnectOptions {
+        // libpq never uses TLS on a Unix socket, whatever the sslmode, and the server refuses it
+        // there; sqlx would ask anyway and fail under `require`.
+        if options.get_socket().is_some() {
+            return options.ssl_mode(PgSslMode::Disable);
+        }
         let mode = match self.effective_ssl_mode() {
             SslMode::Disable => PgSslMode::Disable,
             SslMode::Prefer => PgSslMode::Prefer,
@@ -869,6 +874,40 @@ mod tests {
             "{err}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_driver_gets_the_same_mode_as_the_tools_and_no_tls_on_a_unix_socket() {
+        use std::str::FromStr;
+        // (driver mode, PGSSLMODE for the tools); PgSslMode has no PartialEq: its Debug name.
+        let both = |url: &str| {
+            let u = PgUrl::parse_with_env(url, &|_| None).unwrap();
+            let opts = u.apply_tls(PgConnectOptions::from_str(url).unwrap());
+            let tools = u
+                .child_env()
+                .into_iter()
+                .rev()
+                .find(|(k, _)| *k == "PGSSLMODE");
+            (
+                format!("{:?}", opts.get_ssl_mode()),
+                tools.and_then(|(_, v)| v).unwrap(),
+            )
+        };
+        let cases = [
+            ("", "Prefer", "prefer"),
+            ("?sslmode=disable", "Disable", "disable"),
+            ("?sslmode=require", "Require", "require"),
+            // Over a Unix socket libpq uses no TLS whatever the mode; neither does the driver.
+            (
+                "?host=%2Fvar%2Frun%2Fpostgresql&sslmode=require",
+                "Disable",
+                "require",
+            ),
+        ];
+        for (query, driver, tools) in cases {
+            let got = both(&format!("postgres://u@h/db{query}"));
+            assert_eq!((got.0.as_str(), got.1.as_str()), (driver, tools), "{query}");
+        }
     }
 
     #[test]
