@@ -712,7 +712,8 @@ impl PgStore {
         const FIRST_CONNECT: Duration = Duration::from_secs(15);
         match tokio::time::timeout(FIRST_CONNECT, PgConnection::connect_with(&opts)).await {
             Ok(Ok(conn)) => {
-                let _ = conn.close().await;
+                // Bounded: over TLS a graceful close may wait for the server.
+                let _ = tokio::time::timeout(Duration::from_secs(2), conn.close()).await;
             }
             Ok(Err(e)) => return Err(StoreError::Connect(e.to_string())),
             Err(_) => {

@@ -26,6 +26,9 @@ pub const ADVISORY_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for a connection to the target database.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a graceful close of the target connection may take before the socket is dropped.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Name of Prisma's bookkeeping table.
 pub const MIGRATIONS_TABLE: &str = "_prisma_migrations";
 
@@ -286,8 +289,13 @@ impl Target {
     }
 
     /// Closes the connection, which releases the session-level advisory lock.
+    ///
+    /// Bounded: over TLS, sqlx's graceful close waits to read from the server, and a server still
+    /// busy with an abandoned statement (a lock wait that timed out) never answers. After
+    /// [`CLOSE_TIMEOUT`] the socket is simply dropped; the server then ends the session (and
+    /// releases its locks) when the statement finishes.
     pub(crate) async fn close(self) {
-        let _ = self.conn.close().await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.conn.close()).await;
     }
 }
 
