@@ -29,8 +29,10 @@
 //!   with a CA file (which libpq treats as `verify-ca`), both behave as `verify-full` on both sides.
 //!   sqlx 0.8.6 cannot check a chain without the name (its `verify-ca` rejects every name mismatch
 //!   under rustls >= 0.23.24, launchbadge/sqlx#3793), and a name-less check in sqlx would also
-//!   accept any certificate from the public roots it bundles. Stricter than libpq, never looser.
-//! - Under `disable` and `prefer` the CA file is neither checked nor passed on.
+//!   accept any certificate from the public roots it bundles. The one remaining difference: sqlx
+//!   trusts those public roots besides the CA file, libpq only the CA file.
+//! - Under `disable` and `prefer` the CA file is neither checked nor passed on. Over a Unix socket
+//!   neither side uses TLS (libpq never does there).
 //! - Client certificates: `PGSSLCERT`/`PGSSLKEY` in dualkey's environment reach both sides (the
 //!   tools inherit them, sqlx reads them); the URL's `sslcert`/`sslkey` are ignored because Prisma
 //!   reads `sslcert` as the CA.
