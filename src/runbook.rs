@@ -1119,7 +1119,9 @@ impl prisma::ProgressObserver<prisma::RollbackEvent> for AuditObserver {
 async fn table_count(e: &EnvironmentSettings) -> Result<i64, StepError> {
     use sqlx::Connection;
     let url = database_url(e)?;
-    let mut c = sqlx::PgConnection::connect(url.expose_secret())
+    let opts = dbops::prisma::connect_options(url.expose_secret())
+        .map_err(|err| StepError(err.to_string()))?;
+    let mut c = sqlx::PgConnection::connect_with(&opts)
         .await
         .map_err(|_| StepError("database unreachable".into()))?;
     let n: i64 =

@@ -18,20 +18,38 @@ use crate::core::audit::{AuditRecord, NewAudit};
 pub use sql::{PgStore, SqliteStore};
 
 /// Store failures.
+///
+/// The driver error is part of the message and deliberately not a `source()`: `{:#}` of an
+/// `anyhow` chain prints every source after the message, which printed the cause twice.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database refused or could not be reached.
     #[error("state store: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
     /// Schema migrations failed.
     #[error("state store migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
+    /// The first connection to a PostgreSQL store failed; the text says why and what to check.
+    #[error("cannot connect to the PostgreSQL state store: {0}; check that the server runs and accepts connections there, and that store.url (or DUALKEY_STORE_URL) is right")]
+    Connect(String),
     /// A stored value could not be read back.
     #[error("state store holds an unreadable value: {0}")]
     Corrupt(String),
     /// The URL is not sqlite:// or postgres://.
     #[error("store.url must start with sqlite:// or postgres://")]
     BadUrl,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Db(e)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(e)
+    }
 }
 
 /// Result alias for store calls.

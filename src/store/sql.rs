@@ -713,12 +713,38 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects to `postgres://...` and migrates.
+    /// Connects to `postgres://...` and migrates. `sslmode` and `sslrootcert` work as for the
+    /// target database (see [`crate::dbops::backup::PgUrl::apply_tls`]).
+    ///
+    /// One connection is made by hand before the pool: a pool that cannot connect reports only
+    /// "pool timed out" after its acquire timeout, hiding the cause ("connection refused",
+    /// "password authentication failed", a certificate error).
     pub async fn open(url: &str) -> StoreResult<PgStore> {
+        use sqlx::postgres::{PgConnectOptions, PgConnection};
+        use sqlx::Connection;
+        let tls = crate::dbops::backup::PgUrl::parse(url)
+            .map_err(|e| StoreError::Connect(e.to_string()))?;
+        let opts = tls.apply_tls(
+            PgConnectOptions::from_str(url).map_err(|e| StoreError::Connect(e.to_string()))?,
+        );
+        const FIRST_CONNECT: Duration = Duration::from_secs(15);
+        match tokio::time::timeout(FIRST_CONNECT, PgConnection::connect_with(&opts)).await {
+            Ok(Ok(conn)) => {
+                // Bounded: over TLS a graceful close may wait for the server.
+                let _ = tokio::time::timeout(Duration::from_secs(2), conn.close()).await;
+            }
+            Ok(Err(e)) => return Err(StoreError::Connect(e.to_string())),
+            Err(_) => {
+                return Err(StoreError::Connect(format!(
+                    "no connection within {} s",
+                    FIRST_CONNECT.as_secs()
+                )))
+            }
+        }
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(15))
-            .connect(url)
+            .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(PgStore { pool })

@@ -22,4 +22,6 @@ mod prisma_status;
 mod restore_kill;
 mod runbook;
 mod sqlscan;
+mod store_open;
 mod support;
+mod tls;

@@ -9,11 +9,38 @@
 //! Accepted forms are the libpq/Prisma URI forms
 //! `postgres[ql]://[user[:password]@][host][:port][/dbname][?param=value&...]`, with percent-encoding,
 //! IPv6 hosts in brackets and a Unix socket directory given as `?host=/var/run/postgresql`. Prisma's
-//! `?schema=` is kept (see [`PgUrl::schema`]); `sslmode`, `connect_timeout` and `application_name` are
-//! passed on to libpq; every other parameter (Prisma's pool settings, certificate paths whose meaning
-//! differs between Prisma and libpq) is ignored. Several comma-separated hosts are refused.
+//! `?schema=` is kept (see [`PgUrl::schema`]); `connect_timeout` and `application_name` are passed on
+//! to libpq; every other parameter (Prisma's pool settings, `sslcert`/`sslkey`, whose meaning differs
+//! between Prisma and libpq) is ignored. Several comma-separated hosts are refused.
+//!
+//! # TLS
+//!
+//! `sslmode` and `sslrootcert` are resolved once, here, and both sides get the same result: dualkey's
+//! own connections through [`PgUrl::apply_tls`] (sqlx with rustls) and the tools through
+//! `PGSSLMODE`/`PGSSLROOTCERT` in their environment ([`PgUrl::child_env`]), never on their command
+//! line. The rules, chosen so that sqlx and libpq behave alike:
+//! - `sslmode` comes from the URL only (default `prefer`); `PGSSLMODE` in dualkey's environment is
+//!   ignored. `allow` is refused: sqlx treats it as `disable`, libpq falls back to TLS.
+//! - The CA file is the URL's `sslrootcert`, else `PGSSLROOTCERT` from dualkey's environment, else
+//!   libpq's default `~/.postgresql/root.crt` when it exists. It must exist, be readable and hold a
+//!   PEM certificate, or the URL is refused with the path named. `verify-ca` and `verify-full`
+//!   without any CA file are refused (libpq refuses them too; sqlx would trust only public roots).
+//! - A certificate that is checked is always checked with its name: `verify-ca`, and `require`
+//!   with a CA file (which libpq treats as `verify-ca`), both behave as `verify-full` on both sides.
+//!   sqlx 0.8.6 cannot check a chain without the name (its `verify-ca` rejects every name mismatch
+//!   under rustls >= 0.23.24, launchbadge/sqlx#3793), and a name-less check in sqlx would also
+//!   accept any certificate from the public roots it bundles. The one remaining difference: sqlx
+//!   trusts those public roots besides the CA file, libpq only the CA file.
+//! - Under `disable` and `prefer` the CA file is neither checked nor passed on. Over a Unix socket
+//!   neither side uses TLS (libpq never does there).
+//! - Client certificates: `PGSSLCERT`/`PGSSLKEY` in dualkey's environment reach both sides (the
+//!   tools inherit them, sqlx reads them); the URL's `sslcert`/`sslkey` are ignored because Prisma
+//!   reads `sslcert` as the CA.
+
+use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 /// Why a database URL could not be used. Never contains the URL or any part of its secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,8 +67,24 @@ pub enum UrlError {
     #[error("the database URL names no database")]
     MissingDatabase,
     /// `sslmode` has a value libpq does not know.
-    #[error("the database URL has an unknown sslmode (expected disable, allow, prefer, require, verify-ca or verify-full)")]
+    #[error("the database URL has an unknown sslmode (expected disable, prefer, require, verify-ca or verify-full)")]
     SslMode,
+    /// `sslmode=allow`, which sqlx and libpq do not handle alike.
+    #[error("the database URL has sslmode=allow, which dualkey does not support (its driver would never use TLS, the PostgreSQL tools would); use prefer (TLS when the server offers it) or require")]
+    SslModeAllow,
+    /// The CA file (`sslrootcert`, `PGSSLROOTCERT` or `~/.postgresql/root.crt`) cannot be used.
+    #[error("the database URL's CA file ({source_name}) {path} {problem}; give sslrootcert=/path/to/ca.pem, the PEM file of the CA that signed the server's certificate")]
+    RootCert {
+        /// Where the path came from: `sslrootcert`, `PGSSLROOTCERT` or `~/.postgresql/root.crt`.
+        source_name: &'static str,
+        /// The path (a file name is not a secret).
+        path: String,
+        /// What is wrong with it, e.g. `does not exist`.
+        problem: String,
+    },
+    /// `verify-ca` or `verify-full` without any CA file.
+    #[error("the database URL has sslmode={0} but no sslrootcert; add sslrootcert=/path/to/ca.pem (the CA that signed the server's certificate, e.g. your provider's CA bundle)")]
+    NoRootCert(&'static str),
     /// `connect_timeout` is not a whole number of seconds.
     #[error("the database URL has an invalid connect_timeout")]
     ConnectTimeout,
@@ -56,7 +99,8 @@ pub struct PgUrl {
     password: Option<SecretString>,
     dbname: Option<String>,
     schema: Option<String>,
-    sslmode: Option<String>,
+    sslmode: Option<SslMode>,
+    root_cert: Option<PathBuf>,
     connect_timeout: Option<u32>,
     application_name: Option<String>,
 }
@@ -71,22 +115,63 @@ impl std::fmt::Debug for PgUrl {
             .field("dbname", &self.dbname)
             .field("schema", &self.schema)
             .field("sslmode", &self.sslmode)
+            .field("root_cert", &self.root_cert)
             .finish()
     }
 }
 
-const SSLMODES: &[&str] = &[
-    "disable",
-    "allow",
-    "prefer",
-    "require",
-    "verify-ca",
-    "verify-full",
-];
+/// The `sslmode` values dualkey supports, with libpq's meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plain text only.
+    Disable,
+    /// TLS when the server offers it, no certificate check (libpq's default).
+    Prefer,
+    /// TLS or fail; the certificate is checked only when a CA file is given.
+    Require,
+    /// TLS, and the certificate must chain to the CA file.
+    VerifyCa,
+    /// TLS, the certificate must chain to the CA file and name the host.
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(v: &str) -> Result<SslMode, UrlError> {
+        Ok(match v {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            "allow" => return Err(UrlError::SslModeAllow),
+            _ => return Err(UrlError::SslMode),
+        })
+    }
+
+    /// libpq's name of the mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
 
 impl PgUrl {
-    /// Parses a `postgres://` or `postgresql://` URL.
+    /// Parses a `postgres://` or `postgresql://` URL and resolves its TLS settings (see the module
+    /// documentation): a named CA file must exist and hold a PEM certificate.
     pub fn parse(url: &str) -> Result<PgUrl, UrlError> {
+        Self::parse_with_env(url, &|k| std::env::var_os(k))
+    }
+
+    /// [`PgUrl::parse`] with the environment given as a function (for tests).
+    fn parse_with_env(
+        url: &str,
+        env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<PgUrl, UrlError> {
         let rest = strip_scheme(url.trim()).ok_or(UrlError::Scheme)?;
         // A fragment has no meaning for libpq; drop it.
         let rest = rest.split_once('#').map_or(rest, |(before, _)| before);
@@ -113,6 +198,7 @@ impl PgUrl {
             dbname: None,
             schema: None,
             sslmode: None,
+            root_cert: None,
             connect_timeout: None,
             application_name: None,
         };
@@ -152,6 +238,7 @@ impl PgUrl {
             }
         }
 
+        let mut sslrootcert = None;
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let key = decode(k, "query parameters")?;
@@ -185,11 +272,10 @@ impl PgUrl {
                     check_text(&value, "database name")?;
                     out.dbname = (!value.is_empty()).then_some(value);
                 }
-                "sslmode" => {
-                    if !SSLMODES.contains(&value.as_str()) {
-                        return Err(UrlError::SslMode);
-                    }
-                    out.sslmode = Some(value);
+                "sslmode" => out.sslmode = Some(SslMode::parse(&value)?),
+                "sslrootcert" => {
+                    check_text(&value, "sslrootcert")?;
+                    sslrootcert = (!value.is_empty()).then_some(value);
                 }
                 "connect_timeout" => {
                     out.connect_timeout =
@@ -208,6 +294,7 @@ impl PgUrl {
         if out.dbname.is_none() && out.user.is_none() {
             return Err(UrlError::MissingDatabase);
         }
+        out.root_cert = resolve_root_cert(out.ssl_mode(), sslrootcert, env)?;
         Ok(out)
     }
 
@@ -246,7 +333,55 @@ impl PgUrl {
 
     /// libpq's `sslmode`, if given.
     pub fn sslmode(&self) -> Option<&str> {
-        self.sslmode.as_deref()
+        self.sslmode.map(SslMode::as_str)
+    }
+
+    /// The `sslmode` asked for: the URL's, or `prefer` (libpq's default).
+    pub fn ssl_mode(&self) -> SslMode {
+        self.sslmode.unwrap_or(SslMode::Prefer)
+    }
+
+    /// The `sslmode` both sides actually use: a certificate that is checked is checked with its
+    /// name, so `verify-ca`, and `require` with a CA file, become `verify-full` (see the module
+    /// documentation for why).
+    pub fn effective_ssl_mode(&self) -> SslMode {
+        match (self.ssl_mode(), &self.root_cert) {
+            (SslMode::Require, Some(_)) | (SslMode::VerifyCa, _) => SslMode::VerifyFull,
+            (mode, _) => mode,
+        }
+    }
+
+    /// The checked CA file both sides verify the server's certificate with, if any (always `None`
+    /// under `disable` and `prefer`).
+    pub fn root_cert(&self) -> Option<&Path> {
+        self.root_cert.as_deref()
+    }
+
+    /// Applies the resolved TLS settings to sqlx options, overriding whatever sqlx took from the
+    /// URL or from `PGSSLMODE`/`PGSSLROOTCERT`, so that dualkey's own connection makes the same
+    /// choice as libpq in the tools.
+    ///
+    /// One difference remains: sqlx's rustls build trusts Mozilla's public roots besides the CA
+    /// file, libpq only the CA file. With the name always checked, a certificate from a public CA
+    /// passes only if it was issued for the server's name.
+    pub fn apply_tls(&self, options: PgConnectOptions) -> PgConnectOptions {
+        // libpq never uses TLS on a Unix socket, whatever the sslmode, and the server refuses it
+        // there; sqlx would ask anyway and fail under `require`.
+        if options.get_socket().is_some() {
+            return options.ssl_mode(PgSslMode::Disable);
+        }
+        let mode = match self.effective_ssl_mode() {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require => PgSslMode::Require,
+            SslMode::VerifyCa => PgSslMode::VerifyCa,
+            SslMode::VerifyFull => PgSslMode::VerifyFull,
+        };
+        let options = options.ssl_mode(mode);
+        match &self.root_cert {
+            Some(p) => options.ssl_root_cert(p),
+            None => options,
+        }
     }
 
     /// The URL with the password replaced by `***`, safe to print.
@@ -295,9 +430,6 @@ impl PgUrl {
             args.push(format!("--username={u}"));
         }
         let mut conninfo = format!("dbname={}", conninfo_quote(self.database()));
-        if let Some(m) = &self.sslmode {
-            conninfo.push_str(&format!(" sslmode={}", conninfo_quote(m)));
-        }
         if let Some(t) = self.connect_timeout {
             conninfo.push_str(&format!(" connect_timeout={t}"));
         }
@@ -309,9 +441,10 @@ impl PgUrl {
     }
 
     /// Environment for a child PostgreSQL tool: the `PG*` variables that could redirect it
-    /// elsewhere are removed (`None`), and `PGPASSWORD` is set when the URL has a password.
-    pub fn child_env(&self) -> Vec<(&'static str, Option<&str>)> {
-        let mut env: Vec<(&'static str, Option<&str>)> = [
+    /// elsewhere are removed (`None`), `PGPASSWORD` is set when the URL has a password, and the
+    /// resolved TLS settings go in as `PGSSLMODE` and `PGSSLROOTCERT` (see the module docs).
+    pub fn child_env(&self) -> Vec<(&'static str, Option<String>)> {
+        let mut env: Vec<(&'static str, Option<String>)> = [
             "PGHOST",
             "PGHOSTADDR",
             "PGPORT",
@@ -321,12 +454,20 @@ impl PgUrl {
             "PGPASSWORD",
             "PGSSLMODE",
             "PGREQUIRESSL",
+            "PGSSLROOTCERT",
         ]
         .into_iter()
         .map(|k| (k, None))
         .collect();
         if let Some(p) = &self.password {
-            env.push(("PGPASSWORD", Some(p.expose_secret())));
+            env.push(("PGPASSWORD", Some(p.expose_secret().to_string())));
+        }
+        env.push((
+            "PGSSLMODE",
+            Some(self.effective_ssl_mode().as_str().to_string()),
+        ));
+        if let Some(p) = &self.root_cert {
+            env.push(("PGSSLROOTCERT", Some(p.display().to_string())));
         }
         env
     }
@@ -335,6 +476,60 @@ impl PgUrl {
 /// The database name a URL points at (its path, or the user name when the path is empty).
 pub fn database_name(url: &str) -> Result<String, UrlError> {
     Ok(PgUrl::parse(url)?.database().to_string())
+}
+
+/// The CA file for `mode`: the URL's `sslrootcert`, else `PGSSLROOTCERT`, else libpq's default
+/// `~/.postgresql/root.crt` when it exists; checked to exist and hold a PEM certificate.
+fn resolve_root_cert(
+    mode: SslMode,
+    from_url: Option<String>,
+    env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<Option<PathBuf>, UrlError> {
+    // libpq would read a CA file under prefer too, and fall back to plain text when the check
+    // fails; sqlx would not check. Neither checks here.
+    if matches!(mode, SslMode::Disable | SslMode::Prefer) {
+        return Ok(None);
+    }
+    let named = match from_url {
+        Some(p) => Some(("sslrootcert", PathBuf::from(p))),
+        None => env("PGSSLROOTCERT")
+            .filter(|v| !v.is_empty())
+            .map(|v| ("PGSSLROOTCERT", PathBuf::from(v))),
+    };
+    let found = named.or_else(|| {
+        let default = PathBuf::from(env("HOME")?).join(".postgresql/root.crt");
+        default
+            .exists()
+            .then_some(("~/.postgresql/root.crt", default))
+    });
+    let Some((source_name, path)) = found else {
+        return match mode {
+            SslMode::VerifyCa | SslMode::VerifyFull => Err(UrlError::NoRootCert(mode.as_str())),
+            _ => Ok(None),
+        };
+    };
+    let problem = |problem: String| UrlError::RootCert {
+        source_name,
+        path: path.display().to_string(),
+        problem,
+    };
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(problem("does not exist".into()))
+        }
+        Err(e) => return Err(problem(format!("cannot be read ({e})"))),
+    };
+    if !text
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(problem(
+            "holds no PEM certificate (no -----BEGIN CERTIFICATE----- line)".into(),
+        ));
+    }
+    // An absolute path, so that a child started in another directory reads the same file.
+    Ok(Some(std::path::absolute(&path).unwrap_or(path)))
 }
 
 fn strip_scheme(url: &str) -> Option<&str> {
@@ -525,6 +720,9 @@ mod tests {
             ("postgres://h/db?sslmode=yolo", |r| {
                 matches!(r, Err(UrlError::SslMode))
             }),
+            ("postgres://h/db?sslmode=allow", |r| {
+                matches!(r, Err(UrlError::SslModeAllow))
+            }),
             ("postgres://h/db?connect_timeout=1;2", |r| {
                 matches!(r, Err(UrlError::ConnectTimeout))
             }),
@@ -591,13 +789,127 @@ mod tests {
                 "--host=-h".to_string(),
                 "--port=5433".to_string(),
                 "--username=-x".to_string(),
-                "--dbname=dbname='a\\'b\\\\c host=evil' sslmode='require'".to_string(),
+                "--dbname=dbname='a\\'b\\\\c host=evil'".to_string(),
             ]
         );
         assert!(!args.iter().any(|a| a.contains("hunter22")));
         let env = u.child_env();
-        assert!(env.contains(&("PGPASSWORD", Some("hunter22"))));
+        assert!(env.contains(&("PGPASSWORD", Some("hunter22".to_string()))));
         assert!(env.contains(&("PGHOST", None)));
+        // The TLS settings travel in the environment, after the removal of the inherited ones.
+        let last = |k: &str| env.iter().rev().find(|(n, _)| *n == k).cloned();
+        assert_eq!(
+            last("PGSSLMODE"),
+            Some(("PGSSLMODE", Some("require".into())))
+        );
+        assert_eq!(last("PGSSLROOTCERT"), Some(("PGSSLROOTCERT", None)));
+    }
+
+    #[test]
+    fn the_ca_file_comes_from_the_url_then_the_environment_then_libpqs_default() {
+        let dir = std::env::temp_dir().join(format!("dk-url-ca-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join(".postgresql")).unwrap();
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let (a, b, home) = (
+            dir.join("a.pem"),
+            dir.join("b.pem"),
+            dir.join(".postgresql/root.crt"),
+        );
+        for p in [&a, &b, &home] {
+            std::fs::write(p, pem).unwrap();
+        }
+        let env_b = |k: &str| match k {
+            "PGSSLROOTCERT" => Some(b.clone().into_os_string()),
+            "HOME" => Some(dir.clone().into_os_string()),
+            _ => None,
+        };
+        let env_home = |k: &str| (k == "HOME").then(|| dir.clone().into_os_string());
+        let no_env = |_: &str| None;
+        let parse = |url: &str, env: &dyn Fn(&str) -> Option<std::ffi::OsString>| {
+            PgUrl::parse_with_env(url, env)
+        };
+        let url_a = format!(
+            "postgres://h/db?sslmode=require&sslrootcert={}",
+            a.display()
+        );
+        assert_eq!(
+            parse(&url_a, &env_b).unwrap().root_cert(),
+            Some(a.as_path())
+        );
+        let u = parse("postgres://h/db?sslmode=verify-ca", &env_b).unwrap();
+        assert_eq!(u.root_cert(), Some(b.as_path()));
+        assert_eq!(u.effective_ssl_mode(), SslMode::VerifyFull);
+        let u = parse("postgres://h/db?sslmode=require", &env_home).unwrap();
+        assert_eq!(u.root_cert(), Some(home.as_path()));
+        assert_eq!(u.effective_ssl_mode(), SslMode::VerifyFull);
+        let u = parse("postgres://h/db?sslmode=require", &no_env).unwrap();
+        assert_eq!(u.effective_ssl_mode(), SslMode::Require);
+        // prefer (the default) checks no certificate, on either side.
+        let u = parse("postgres://h/db", &env_home).unwrap();
+        assert_eq!((u.ssl_mode(), u.root_cert()), (SslMode::Prefer, None));
+        // disable ignores (and does not check) the CA file.
+        let u = parse(
+            "postgres://h/db?sslmode=disable&sslrootcert=/nonexistent",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(u.root_cert(), None);
+        assert!(matches!(
+            parse("postgres://h/db?sslmode=verify-full", &no_env),
+            Err(UrlError::NoRootCert("verify-full"))
+        ));
+        let err = parse(
+            "postgres://h/db?sslmode=require&sslrootcert=/nonexistent/ca.pem",
+            &no_env,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the database URL's CA file (sslrootcert) /nonexistent/ca.pem does not exist; give \
+             sslrootcert=/path/to/ca.pem, the PEM file of the CA that signed the server's certificate"
+        );
+        std::fs::write(&b, "junk").unwrap();
+        let err = parse("postgres://h/db?sslmode=require", &env_b).unwrap_err();
+        assert!(err.to_string().contains("(PGSSLROOTCERT)"), "{err}");
+        assert!(
+            err.to_string().contains("holds no PEM certificate"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_driver_gets_the_same_mode_as_the_tools_and_no_tls_on_a_unix_socket() {
+        use std::str::FromStr;
+        // (driver mode, PGSSLMODE for the tools); PgSslMode has no PartialEq: its Debug name.
+        let both = |url: &str| {
+            let u = PgUrl::parse_with_env(url, &|_| None).unwrap();
+            let opts = u.apply_tls(PgConnectOptions::from_str(url).unwrap());
+            let tools = u
+                .child_env()
+                .into_iter()
+                .rev()
+                .find(|(k, _)| *k == "PGSSLMODE");
+            (
+                format!("{:?}", opts.get_ssl_mode()),
+                tools.and_then(|(_, v)| v).unwrap(),
+            )
+        };
+        let cases = [
+            ("", "Prefer", "prefer"),
+            ("?sslmode=disable", "Disable", "disable"),
+            ("?sslmode=require", "Require", "require"),
+            // Over a Unix socket libpq uses no TLS whatever the mode; neither does the driver.
+            (
+                "?host=%2Fvar%2Frun%2Fpostgresql&sslmode=require",
+                "Disable",
+                "require",
+            ),
+        ];
+        for (query, driver, tools) in cases {
+            let got = both(&format!("postgres://u@h/db{query}"));
+            assert_eq!((got.0.as_str(), got.1.as_str()), (driver, tools), "{query}");
+        }
     }
 
     #[test]

@@ -81,6 +81,6 @@ pub use status::{
 };
 pub(crate) use table::Target;
 pub use table::{
-    read_migrations_table, MigrationRow, ADVISORY_LOCK_KEY, ADVISORY_LOCK_TIMEOUT,
+    connect_options, read_migrations_table, MigrationRow, ADVISORY_LOCK_KEY, ADVISORY_LOCK_TIMEOUT,
     CREATE_MIGRATIONS_TABLE_SQL, IGNORED_TABLES, MIGRATIONS_TABLE, SELECT_MIGRATIONS_SQL,
 };

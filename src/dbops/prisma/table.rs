@@ -26,6 +26,9 @@ pub const ADVISORY_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for a connection to the target database.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a graceful close of the target connection may take before the socket is dropped.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Name of Prisma's bookkeeping table.
 pub const MIGRATIONS_TABLE: &str = "_prisma_migrations";
 
@@ -95,16 +98,12 @@ pub(crate) struct Target {
 /// Splits Prisma's URL parameters off: returns the driver URL and the schema.
 pub(crate) fn split_prisma_url(url: &str) -> (String, String) {
     // Parameters the driver understands; everything else (Prisma's `schema`, `connection_limit`,
-    // `pgbouncer`, `sslaccept`, `sslpassword`, …) is dropped so the driver never logs it.
+    // `pgbouncer`, `sslaccept`, `sslpassword`, …) is dropped so the driver never logs it. Prisma's
+    // `sslcert` is the CA (libpq's `sslrootcert`), the driver's is a client certificate: dropped,
+    // like for the tools (see `backup::url`).
     const DRIVER_PARAMS: &[&str] = &[
         "sslmode",
-        "ssl-mode",
         "sslrootcert",
-        "ssl-root-cert",
-        "sslcert",
-        "ssl-cert",
-        "sslkey",
-        "ssl-key",
         "statement-cache-capacity",
         "host",
         "hostaddr",
@@ -177,15 +176,28 @@ pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// The driver options dualkey uses for the target database at `database_url`: Prisma's own
+/// parameters dropped, TLS (`sslmode`, `sslrootcert`) resolved exactly as for the PostgreSQL tools
+/// (see [`crate::dbops::backup::PgUrl::apply_tls`]), statement logging off. Every sqlx connection
+/// to the target goes through here.
+pub fn connect_options(database_url: &str) -> Result<PgConnectOptions, PrismaError> {
+    let (driver_url, _) = split_prisma_url(database_url);
+    // Parsed for its TLS settings; the error names the bad part, never the URL.
+    let url = crate::dbops::backup::PgUrl::parse(database_url)
+        .map_err(|e| PrismaError::Connect(sqlx::Error::Configuration(Box::new(e))))?;
+    let options = PgConnectOptions::from_str(&driver_url)
+        .map_err(PrismaError::Connect)?
+        .application_name("dualkey")
+        // Migration scripts may contain secrets (CREATE ROLE … PASSWORD): never log SQL text.
+        .disable_statement_logging();
+    Ok(url.apply_tls(options))
+}
+
 impl Target {
     /// Connects (10 s timeout) and sets `search_path` to the URL's schema.
     pub(crate) async fn connect(database_url: &str) -> Result<Target, PrismaError> {
-        let (driver_url, schema) = split_prisma_url(database_url);
-        let options = PgConnectOptions::from_str(&driver_url)
-            .map_err(PrismaError::Connect)?
-            .application_name("dualkey")
-            // Migration scripts may contain secrets (CREATE ROLE … PASSWORD): never log SQL text.
-            .disable_statement_logging();
+        let (_, schema) = split_prisma_url(database_url);
+        let options = connect_options(database_url)?;
         let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
             Ok(r) => r.map_err(PrismaError::Connect)?,
             Err(_) => {
@@ -277,8 +289,13 @@ impl Target {
     }
 
     /// Closes the connection, which releases the session-level advisory lock.
+    ///
+    /// Bounded: over TLS, sqlx's graceful close waits to read from the server, and a server still
+    /// busy with an abandoned statement (a lock wait that timed out) never answers. After
+    /// [`CLOSE_TIMEOUT`] the socket is simply dropped; the server then ends the session (and
+    /// releases its locks) when the statement finishes.
     pub(crate) async fn close(self) {
-        let _ = self.conn.close().await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.conn.close()).await;
     }
 }
 
