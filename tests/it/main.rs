@@ -8,6 +8,8 @@ mod backup_external;
 mod backup_retention;
 mod backup_verify;
 mod cli;
+mod deploy_pinning;
+mod kill_mid_step;
 mod outbox;
 mod prisma_deploy;
 mod prisma_golden;

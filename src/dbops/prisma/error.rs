@@ -219,6 +219,56 @@ pub enum RollbackRefusal {
     },
 }
 
+/// A pinned deploy refused before writing anything: the pending migrations, or the checksums of
+/// their scripts as the deploy read them, are not the ones that were approved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("deploy stopped before applying anything: the migrations are not the ones approved ({}). Nothing was applied; request the deploy again to review what is in the folder now", self.differences().join("; "))]
+pub struct DeployPlanChanged {
+    /// (migration, checksum) as approved, in order.
+    pub approved: Vec<(String, String)>,
+    /// (migration, checksum of the script this deploy read and would have run), pending now,
+    /// in order. An unreadable script has an empty checksum.
+    pub found: Vec<(String, String)>,
+}
+
+impl DeployPlanChanged {
+    /// One line per difference, naming both checksums where a script changed.
+    pub fn differences(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, sum) in &self.approved {
+            match self.found.iter().find(|(n, _)| n == name) {
+                Some((_, found)) if found != sum => out.push(format!(
+                    "{name}/migration.sql changed since approval: approved checksum {sum}, found {}",
+                    if found.is_empty() { "an unreadable file" } else { found }
+                )),
+                Some(_) => {}
+                None => out.push(format!("{name} was approved but is no longer pending")),
+            }
+        }
+        for (name, sum) in &self.found {
+            if !self.approved.iter().any(|(n, _)| n == name) {
+                out.push(format!(
+                    "{name} is pending but was not approved (checksum {sum})"
+                ));
+            }
+        }
+        if out.is_empty() {
+            let names = |v: &[(String, String)]| {
+                v.iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            out.push(format!(
+                "the order changed: approved {}, found {}",
+                names(&self.approved),
+                names(&self.found)
+            ));
+        }
+        out
+    }
+}
+
 /// Every error of `dualkey::dbops::prisma`.
 ///
 /// [`PrismaError::User`] is what Prisma itself would report (render it with
@@ -237,6 +287,10 @@ pub enum PrismaError {
     /// dualkey refuses the rollback.
     #[error(transparent)]
     Rollback(#[from] RollbackRefusal),
+    /// A pinned deploy found other migrations or scripts than the approved ones; nothing was
+    /// written.
+    #[error(transparent)]
+    PlanChanged(#[from] DeployPlanChanged),
     /// A `down.sql` failed; the whole rollback transaction was rolled back, nothing changed.
     #[error("down.sql of `{migration}` failed, nothing was rolled back (SQLSTATE {database_error_code}): {database_error}")]
     DownScriptFailed {
@@ -290,6 +344,7 @@ impl PrismaError {
             PrismaError::User(_)
                 | PrismaError::Engine(_)
                 | PrismaError::Rollback(_)
+                | PrismaError::PlanChanged(_)
                 | PrismaError::DownScriptFailed { .. }
         )
     }

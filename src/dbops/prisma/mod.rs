@@ -14,7 +14,7 @@
 //! | what | structured | Prisma CLI text |
 //! |---|---|---|
 //! | status | [`status`] → [`StatusReport`] | [`StatusReport::render_prisma`], [`status_prisma_cli`] |
-//! | deploy | [`deploy`] → [`DeployOutcome`] (+ [`DeployEvent`]s) | [`render_deploy`], [`deploy_prisma_cli`] |
+//! | deploy | [`deploy`], [`deploy_pinned`] (approved checksums) → [`DeployOutcome`] (+ [`DeployEvent`]s) | [`render_deploy`], [`deploy_prisma_cli`] |
 //! | resolve | [`resolve`] → [`ResolveOutcome`] | [`render_resolve`], [`resolve_prisma_cli`] |
 //! | rollback (down) | [`plan_rollback`] → [`RollbackPlan`], [`rollback_down`] → [`RollbackOutcome`] | — |
 //! | read only | [`list_migrations`], [`read_migrations_table`], [`diagnose`] | |
@@ -55,10 +55,11 @@ mod table;
 pub use checksum::{render_checksum, render_checksum_legacy, script_matches_checksum};
 pub use collation::compare_migration_names;
 pub use deploy::{
-    deploy, deploy_prisma_cli, DeployEvent, DeployOutcome, DeployStop, DeployStopReason,
+    deploy, deploy_pinned, deploy_prisma_cli, DeployEvent, DeployOutcome, DeployStop,
+    DeployStopReason,
 };
 pub use diagnose::{diagnose, DiagnoseOutput, HistoryDiagnostic};
-pub use error::{PrismaCode, PrismaError, PrismaUserError, RollbackRefusal};
+pub use error::{DeployPlanChanged, PrismaCode, PrismaError, PrismaUserError, RollbackRefusal};
 pub use migrations::{
     list_migrations, LocalMigration, MigrationsFolder, DOWN_SCRIPT, LOCK_FILE, MIGRATION_SCRIPT,
     POSTGRESQL_PROVIDER,
