@@ -373,3 +373,33 @@ async fn a_bot_killed_in_the_middle_of_resolve_applied_leaves_the_bookkeeping_ex
     );
     assert_reported_interrupted(&s, 2);
 }
+
+#[tokio::test]
+async fn a_down_sql_that_commits_by_itself_is_refused_before_anything_runs() {
+    let s = setup().await;
+    deploy_all(&s).await;
+    std::fs::write(
+        s.migrations.join(HALF).join("down.sql"),
+        "DROP TABLE \"Other\";\nCOMMIT;\nDROP TABLE \"Half\";\n",
+    )
+    .unwrap();
+    let err = dualkey::dbops::prisma::rollback_down(
+        &s.target.url,
+        &s.migrations,
+        HALF,
+        None,
+        &mut dualkey::dbops::prisma::NoProgress,
+    )
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("{HALF}/down.sql line 2: COMMIT")) && text.contains("refused"),
+        "{text}"
+    );
+    assert!(
+        s.exists("Other").await && s.exists("Half").await,
+        "nothing of the down.sql may run"
+    );
+    assert_eq!(rows(&s, HALF).await, vec![(true, false)]);
+}

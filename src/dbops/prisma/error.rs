@@ -203,6 +203,14 @@ pub enum RollbackRefusal {
         /// The migrations to undo that lack `down.sql`, newest first.
         migrations: Vec<String>,
     },
+    /// A `down.sql` ends the transaction itself (`COMMIT`, `ROLLBACK`, `END`, `ABORT`,
+    /// `PREPARE TRANSACTION`): what ran before it would be committed whatever happened after, so
+    /// the rollback would no longer be all or nothing.
+    #[error("rollback refused: {} ends the transaction itself; dualkey runs every down.sql inside one transaction and commits it once at the end. Remove those statements (BEGIN may stay), or roll back with the restore strategy", .statements.join(", "))]
+    DownSqlEndsTransaction {
+        /// `<migration>/down.sql line N: COMMIT`, newest migration first.
+        statements: Vec<String>,
+    },
     /// Failed rows exist; the deploy after the rollback would be refused with P3009.
     #[error("rollback refused: failed migration(s) {} must be resolved first (/db resolve <name> rolled-back or applied)", .migrations.join(", "))]
     FailedMigrationsPresent {
