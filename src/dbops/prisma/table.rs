@@ -222,7 +222,11 @@ impl Target {
         match run_script(&mut conn, &check).await {
             Ok(_) => {}
             Err(sqlx::Error::Database(e)) => {
-                tracing::warn!(error = %e.message(), "the target database does not support client_connection_check_interval: a statement running when dualkey dies runs to its end");
+                // Once per process: status reads connect often.
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    tracing::warn!(error = %e.message(), "the target database does not support client_connection_check_interval (PostgreSQL 14+ on Linux): a statement running when dualkey dies runs to its end, and a migration script then commits");
+                });
             }
             Err(e) => {
                 return Err(PrismaError::db("setting client_connection_check_interval")(
