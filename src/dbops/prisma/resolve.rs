@@ -135,7 +135,7 @@ pub async fn resolve_applied(
         })
     }
     .await;
-    finish(target, result.is_ok()).await;
+    finish(target).await;
     result
 }
 
@@ -180,7 +180,7 @@ pub async fn resolve_rolled_back(
         })
     }
     .await;
-    finish(target, result.is_ok()).await;
+    finish(target).await;
     result
 }
 
@@ -200,12 +200,10 @@ async fn commit(target: &mut Target) -> Result<(), PrismaError> {
         .map_err(PrismaError::db("committing the resolve"))
 }
 
-/// Closes the connection; after a failure, rolls back first (closing would too: an open
-/// transaction never outlives its session).
-async fn finish(mut target: Target, ok: bool) {
-    if !ok {
-        let _ = run_script(&mut target.conn, "ROLLBACK").await;
-    }
+/// Closes the connection. After a failure this is also the rollback: a transaction never
+/// outlives its session. (No explicit `ROLLBACK`: after a lock timeout the connection still
+/// has the abandoned lock request in flight, and a statement sent behind it would wait forever.)
+async fn finish(target: Target) {
     target.close().await;
 }
 
