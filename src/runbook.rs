@@ -18,7 +18,9 @@ use crate::config::EnvironmentSettings;
 use crate::core::audit::NewAudit;
 use crate::core::dispatch::Core;
 use crate::core::human;
-use crate::core::operation::{OperationKind, Plan, PlannedStep, RollbackStrategy, StepAction};
+use crate::core::operation::{
+    OperationKind, PinnedMigration, Plan, PlannedStep, RollbackStrategy, StepAction,
+};
 use crate::dbops;
 use crate::dbops::backup::{self as bk, BackupKind};
 use crate::dbops::prisma;
@@ -631,6 +633,14 @@ async fn plan_kind(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan,
                         st.deploy_would_apply.join(", "),
                         StepAction::Deploy {
                             migrations: st.deploy_would_apply.clone(),
+                            pinned: review
+                                .checksums
+                                .iter()
+                                .map(|(m, sum)| PinnedMigration {
+                                    migration: m.clone(),
+                                    checksum: sum.clone(),
+                                })
+                                .collect(),
                         },
                     ),
                 ],
@@ -921,27 +931,54 @@ pub async fn run_step(
                 b.size_bytes.unwrap_or(0)
             ))
         }
-        StepAction::Deploy { migrations } => {
+        StepAction::Deploy { migrations, pinned } => {
             let url = database_url(e)?;
-            // Apply exactly what was approved: a migration that appeared since (during the
-            // pre-deploy backup, say) stops the deploy before it runs.
-            let now_pending = migration_status(e).await?.deploy_would_apply;
-            if &now_pending != migrations {
+            // Apply exactly what was approved, byte for byte: the deploy compares these
+            // (name, checksum) pairs with the scripts it read itself, under the lock and before
+            // its first write, so a migration added or a migration.sql edited since approval
+            // (during the pre-deploy backup, say) stops it with nothing applied.
+            let approved: Vec<(String, String)> = pinned
+                .iter()
+                .map(|p| (p.migration.clone(), p.checksum.clone()))
+                .collect();
+            let names: Vec<&String> = pinned.iter().map(|p| &p.migration).collect();
+            if pinned.is_empty() || names != migrations.iter().collect::<Vec<_>>() {
                 return Err(StepError(format!(
-                    "the pending migrations changed since approval (approved: {}; now: {}); nothing was applied",
-                    migrations.join(", "),
-                    now_pending.join(", ")
+                    "this deploy of {} was approved without the checksums of its scripts (planned by an older dualkey); nothing was applied. Request the deploy again so the scripts are pinned.",
+                    migrations.join(", ")
                 )));
             }
             let mut observer = AuditObserver {
                 core: core.clone(),
                 env: op.env.clone(),
                 op_id: op.id.clone(),
-                approved: Some(migrations.clone()),
             };
-            let out = prisma::deploy(url.expose_secret(), &e.migrations_dir, &mut observer)
-                .await
-                .map_err(|err| StepError(err.to_string()))?;
+            let result = prisma::deploy_pinned(
+                url.expose_secret(),
+                &e.migrations_dir,
+                &approved,
+                &mut observer,
+            )
+            .await;
+            let out = match result {
+                Ok(out) => out,
+                Err(prisma::PrismaError::PlanChanged(changed)) => {
+                    let pairs = |v: &[(String, String)]| {
+                        v.iter()
+                            .map(|(m, sum)| json!({"migration": m, "checksum": sum}))
+                            .collect::<Vec<_>>()
+                    };
+                    observer
+                        .write(
+                            "migration.apply.refused",
+                            json!({"operation": op.id, "reason": changed.differences(), "approved": pairs(&changed.approved), "found": pairs(&changed.found)}),
+                        )
+                        .await
+                        .map_err(StepError)?;
+                    return Err(StepError(changed.to_string()));
+                }
+                Err(err) => return Err(StepError(err.to_string())),
+            };
             match &out.stopped {
                 None if out.applied.is_empty() => Ok("no pending migrations to apply".into()),
                 None => Ok(format!("applied {}", out.applied.join(", "))),
@@ -964,7 +1001,6 @@ pub async fn run_step(
                 core: core.clone(),
                 env: op.env.clone(),
                 op_id: op.id.clone(),
-                approved: None,
             };
             let out = prisma::rollback_down(
                 url.expose_secret(),
@@ -1075,8 +1111,6 @@ struct AuditObserver {
     core: Arc<Core>,
     env: String,
     op_id: String,
-    /// For deploys: the approved migrations; any other one is refused before it runs.
-    approved: Option<Vec<String>>,
 }
 
 impl AuditObserver {
@@ -1094,12 +1128,11 @@ impl prisma::ProgressObserver<prisma::DeployEvent> for AuditObserver {
     async fn on_event(&mut self, ev: &prisma::DeployEvent) -> Result<(), String> {
         let op = &self.op_id;
         match ev {
-            prisma::DeployEvent::Starting { migration, .. } if self.approved.as_ref().is_some_and(|a| !a.contains(migration)) => {
-                Err(format!("{migration} was not part of the approved plan"))
-            }
-            prisma::DeployEvent::Starting { migration, index, total, .. } => self.write("migration.apply.started", json!({"operation": op, "migration": migration, "index": index, "total": total})).await,
-            prisma::DeployEvent::Applied { migration, duration_ms } => self.write("migration.apply.finished", json!({"operation": op, "migration": migration, "ms": duration_ms})).await,
-            prisma::DeployEvent::Failed { migration, error } => self.write("migration.apply.failed", json!({"operation": op, "migration": migration, "error": error.message})).await,
+            // A pinned deploy checked every script against the approved checksums before this
+            // event; each event names the checksum of the script it is about.
+            prisma::DeployEvent::Starting { migration, index, total, checksum } => self.write("migration.apply.started", json!({"operation": op, "migration": migration, "index": index, "total": total, "checksum": checksum})).await,
+            prisma::DeployEvent::Applied { migration, duration_ms, checksum } => self.write("migration.apply.finished", json!({"operation": op, "migration": migration, "ms": duration_ms, "checksum": checksum})).await,
+            prisma::DeployEvent::Failed { migration, error, checksum } => self.write("migration.apply.failed", json!({"operation": op, "migration": migration, "error": error.message, "checksum": checksum})).await,
         }
     }
 }

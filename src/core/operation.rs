@@ -98,10 +98,16 @@ pub enum StepAction {
         /// Note for the catalog.
         note: Option<String>,
     },
-    /// Apply exactly these pending migrations (a different pending list stops the step).
+    /// Apply exactly these pending migrations with exactly these scripts: a different pending
+    /// list or a changed `migration.sql` stops the step before anything is applied.
     Deploy {
         /// The migrations the approvers saw, in order.
         migrations: Vec<String>,
+        /// The same migrations with the checksum of the `migration.sql` the approvers saw. Empty
+        /// in plans stored before checksums were pinned: such a step is refused, never run
+        /// unpinned.
+        #[serde(default)]
+        pinned: Vec<PinnedMigration>,
     },
     /// Run `down.sql` files newest first, down to `migration`.
     RollbackDown {
@@ -129,6 +135,15 @@ pub enum StepAction {
     ClearFailed,
     /// Record the damage assessment (status, tables) in the audit trail.
     Assess,
+}
+
+/// A migration as approved: its name and Prisma's checksum (SHA-256, hex) of its `migration.sql`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedMigration {
+    /// The migration (folder) name.
+    pub migration: String,
+    /// The checksum of the script the approvers saw.
+    pub checksum: String,
 }
 
 /// One step of a plan.
@@ -340,6 +355,19 @@ mod tests {
         assert_ne!(a.fingerprint, c.fingerprint);
         assert_ne!(a.fingerprint, d.fingerprint);
         assert!(a.diff(&c).contains("argv=y"));
+    }
+
+    #[test]
+    fn a_deploy_step_stored_before_checksums_reads_with_no_pins() {
+        let old = r#"{"action":"deploy","migrations":["20250101000000_init"]}"#;
+        let a: StepAction = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            a,
+            StepAction::Deploy {
+                migrations: vec!["20250101000000_init".into()],
+                pinned: vec![],
+            }
+        );
     }
 
     #[test]

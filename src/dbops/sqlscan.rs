@@ -96,6 +96,52 @@ pub fn scan(sql: &str) -> Vec<DataLossWarning> {
     warnings
 }
 
+/// A top-level statement that ends the session's transaction block: `COMMIT`, `END`,
+/// `ROLLBACK` (not `ROLLBACK TO [SAVEPOINT]`), `ABORT`, `PREPARE TRANSACTION`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionEnd {
+    /// The statement's keyword(s) as written (`COMMIT`, `end`, `PREPARE TRANSACTION`).
+    pub statement: String,
+    /// 1-based line of the statement's keyword.
+    pub line: usize,
+}
+
+/// The statements of `sql` that would end a transaction block it runs in, in text order. Read
+/// with the same lexer as [`scan`], so comments, strings and dollar-quoted bodies (`DO $$ …
+/// COMMIT; … $$`, which PostgreSQL refuses inside a transaction block anyway) are skipped.
+/// `BEGIN`/`START TRANSACTION` are not listed: inside a block they only raise a warning.
+pub fn transaction_ends(sql: &str) -> Vec<TransactionEnd> {
+    let tokens = lex(sql);
+    let mut out = Vec::new();
+    for stmt in tokens.split(|t| t.kind == TokKind::Semicolon) {
+        let Some(first) = stmt.first() else { continue };
+        let second = stmt.get(1);
+        let ends = if first.is_kw("COMMIT") || first.is_kw("END") || first.is_kw("ABORT") {
+            Some(first.text.to_string())
+        } else if first.is_kw("ROLLBACK") {
+            // `ROLLBACK [WORK|TRANSACTION] TO [SAVEPOINT] x` keeps the transaction open.
+            let rest = skip_kws(stmt, 1, &["WORK"]);
+            let rest = skip_kws(stmt, rest, &["TRANSACTION"]);
+            (!stmt.get(rest).is_some_and(|t| t.is_kw("TO"))).then(|| first.text.to_string())
+        } else if first.is_kw("PREPARE") && second.is_some_and(|t| t.is_kw("TRANSACTION")) {
+            Some(format!(
+                "{} {}",
+                first.text,
+                second.map(|t| t.text).unwrap_or_default()
+            ))
+        } else {
+            None
+        };
+        if let Some(statement) = ends {
+            out.push(TransactionEnd {
+                statement,
+                line: first.line,
+            });
+        }
+    }
+    out
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TokKind {
     /// An unquoted identifier or keyword.
@@ -506,5 +552,33 @@ fn scan_alter_table(stmt: &[Tok<'_>], out: &mut Vec<DataLossWarning>) {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_ends_are_found_outside_comments_strings_and_bodies() {
+        let sql = "BEGIN;\nDROP TABLE \"A\";\n-- COMMIT;\nSELECT 'COMMIT;';\nDO $$ BEGIN COMMIT; END $$;\nSAVEPOINT s;\nROLLBACK TO SAVEPOINT s;\nrollback work to s;\ncommit;\nEND;\nABORT;\nROLLBACK;\nPREPARE TRANSACTION 'x';\nPREPARE p AS SELECT 1;\n";
+        let found: Vec<(String, usize)> = transaction_ends(sql)
+            .into_iter()
+            .map(|e| (e.statement, e.line))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                ("commit".to_string(), 9),
+                ("END".to_string(), 10),
+                ("ABORT".to_string(), 11),
+                ("ROLLBACK".to_string(), 12),
+                ("PREPARE TRANSACTION".to_string(), 13),
+            ]
+        );
+        assert!(
+            transaction_ends("DROP TABLE \"Post\";\nALTER TABLE \"User\" DROP COLUMN \"x\";")
+                .is_empty()
+        );
     }
 }

@@ -10,6 +10,8 @@ mod backup_verify;
 mod cli;
 mod cli_defects;
 mod config_rules;
+mod deploy_pinning;
+mod kill_mid_step;
 mod outbox;
 mod plan_truth;
 mod prisma_deploy;

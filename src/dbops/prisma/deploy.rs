@@ -19,8 +19,45 @@
 //! Deviation, on purpose: if a script leaves the session inside an aborted explicit transaction
 //! (`BEGIN; …` then an error), dualkey issues `ROLLBACK` so the failure can still be recorded;
 //! the native engine would fail to write `logs`.
+//!
+//! # Byte for byte: what was approved is what runs
+//!
+//! The folder is read once, before the lock is taken ([`list_migrations`]): each `migration.sql`
+//! is held in memory, and that one in-memory text is both what [`render_checksum`] hashes (the
+//! checksum recorded in `_prisma_migrations` and reported in [`DeployEvent`]s) and what is sent to
+//! PostgreSQL. The file is never read again, so an edit after the read cannot slip in between
+//! the hash and the run. (A script with invalid UTF-8 is decoded with U+FFFD like Prisma does;
+//! the decoded text is what is hashed and run.)
+//!
+//! [`deploy_pinned`] takes the (name, checksum) list the approvers saw. Under the lock, after
+//! Prisma's preconditions and before its first write (not even `CREATE TABLE _prisma_migrations`
+//! when it is missing), it compares that list with the pending migrations and the checksums of
+//! the scripts it holds: any difference (a script edited, a migration added, gone or reordered)
+//! is [`PrismaError::PlanChanged`], with both lists, and nothing is written.
+//!
+//! # When dualkey dies (SIGKILL, OOM, node loss) during a deploy
+//!
+//! The connection sets `client_connection_check_interval` (see `table`), so a statement still
+//! running for a dead client is cancelled within about a second instead of running to the end and
+//! committing. Point by point, for the migration being applied:
+//!
+//! * before its `INSERT`: nothing of it was written; it is still pending.
+//! * after the `INSERT`, while the script runs: PostgreSQL cancels the script within ~1 s of the
+//!   death and rolls its implicit transaction back. The row stays as Prisma leaves a killed
+//!   `prisma migrate deploy`: started, not finished, `logs` NULL, so `status` reports the migration
+//!   failed and the next deploy stops with P3009. The schema is exactly as before the script.
+//!   What to do: `resolve <name> rolled-back`, then deploy again.
+//! * after the script committed and before `finished_at` was written (one round trip): the
+//!   script's changes are in, the row still reads failed. What to do: look at the schema; if the
+//!   migration's changes are there, `resolve <name> applied`, else `resolve <name> rolled-back`
+//!   and deploy again.
+//! * after `finished_at`: applied; the migrations after it are pending.
+//!
+//! A script that commits by itself (`BEGIN; …; COMMIT;` pieces) commits those pieces whatever
+//! happens later; only the piece running at the death is rolled back.
 
-use super::error::{PrismaError, PrismaUserError};
+use super::checksum::render_checksum;
+use super::error::{DeployPlanChanged, PrismaError, PrismaUserError};
 use super::migrations::list_migrations;
 use super::observer::ProgressObserver;
 use super::render::{render_deploy, PrismaCliOutput};
@@ -52,6 +89,8 @@ pub enum DeployEvent {
         migration: String,
         /// Wall time of the script.
         duration_ms: u64,
+        /// Checksum of the script that ran (the one recorded in `_prisma_migrations`).
+        checksum: String,
     },
     /// The script failed; its row is left failed with `logs` set, and the deploy stops.
     Failed {
@@ -59,6 +98,8 @@ pub enum DeployEvent {
         migration: String,
         /// The P3018 (or P3015) error.
         error: PrismaUserError,
+        /// Checksum of the script that failed; `None` when it could not be read (P3015).
+        checksum: Option<String>,
     },
 }
 
@@ -143,7 +184,6 @@ impl DeployOutcome {
 /// `Err` means nothing was applied (P3019, P1002, P3005, P3009, cannot connect) or a fault cut
 /// the run short (then the events already reported what was done). Script failures are in
 /// [`DeployOutcome::stopped`].
-#[tracing::instrument(skip_all)]
 pub async fn deploy<O>(
     database_url: &str,
     migrations_dir: &Path,
@@ -152,13 +192,49 @@ pub async fn deploy<O>(
 where
     O: ProgressObserver<DeployEvent> + ?Sized,
 {
+    deploy_inner(database_url, migrations_dir, None, observer).await
+}
+
+/// Like [`deploy`], but applies only what was approved: `approved` is the list of pending
+/// migrations the approvers saw, in order, each with the checksum of its `migration.sql`
+/// ([`render_checksum`]). When the pending migrations or the checksums of the scripts this deploy
+/// read differ from it, returns [`PrismaError::PlanChanged`] before writing anything.
+pub async fn deploy_pinned<O>(
+    database_url: &str,
+    migrations_dir: &Path,
+    approved: &[(String, String)],
+    observer: &mut O,
+) -> Result<DeployOutcome, PrismaError>
+where
+    O: ProgressObserver<DeployEvent> + ?Sized,
+{
+    deploy_inner(database_url, migrations_dir, Some(approved), observer).await
+}
+
+#[tracing::instrument(skip_all, fields(pinned = approved.is_some()))]
+async fn deploy_inner<O>(
+    database_url: &str,
+    migrations_dir: &Path,
+    approved: Option<&[(String, String)]>,
+    observer: &mut O,
+) -> Result<DeployOutcome, PrismaError>
+where
+    O: ProgressObserver<DeployEvent> + ?Sized,
+{
+    // The only read of the folder: the scripts hashed below are the scripts run below.
     let folder = list_migrations(migrations_dir);
     folder.check_provider()?;
     let mut target = Target::connect(database_url).await?;
     let result = async {
         target.acquire_lock().await?;
-        target.initialize_for_deploy().await?;
-        let rows = target.load_rows().await?.unwrap_or_default();
+        // Prisma's `initialize`, with its write (creating the table) deferred until the approved
+        // list has been checked: a refused deploy writes nothing at all.
+        let create_table = target.check_initialize_for_deploy().await?;
+        let rows = if create_table {
+            Vec::new()
+        } else {
+            target.load_rows().await?.unwrap_or_default()
+        };
         let failed: Vec<_> = rows.iter().filter(|r| r.is_failed()).collect();
         if !failed.is_empty() {
             let details: String = failed
@@ -181,6 +257,25 @@ where
                     .any(|r| r.rolled_back_at.is_none() && r.migration_name == m.name)
             })
             .collect();
+        if let Some(approved) = approved {
+            let found: Vec<(String, String)> = pending
+                .iter()
+                .map(|m| {
+                    let sum = m.script.as_deref().map(render_checksum).unwrap_or_default();
+                    (m.name.clone(), sum)
+                })
+                .collect();
+            if found != approved {
+                return Err(DeployPlanChanged {
+                    approved: approved.to_vec(),
+                    found,
+                }
+                .into());
+            }
+        }
+        if create_table {
+            target.create_migrations_table().await?;
+        }
         let total = pending.len();
         let next_names: Vec<String> = pending.iter().map(|m| m.name.clone()).collect();
         let mut outcome = DeployOutcome {
@@ -199,13 +294,15 @@ where
                     let event = DeployEvent::Failed {
                         migration: migration.name.clone(),
                         error: error.clone(),
+                        checksum: None,
                     };
                     let _ = observer.on_event(&event).await;
                     outcome.stopped = Some(stop(DeployStopReason::ScriptUnreadable { error }));
                     return Ok(outcome);
                 }
             };
-            let checksum = super::checksum::render_checksum(script);
+            // `script` is the in-memory text read once above: hashed here, run below.
+            let checksum = render_checksum(script);
             let starting = DeployEvent::Starting {
                 migration: migration.name.clone(),
                 index: i + 1,
@@ -246,6 +343,7 @@ where
                     let event = DeployEvent::Applied {
                         migration: migration.name.clone(),
                         duration_ms: started.elapsed().as_millis() as u64,
+                        checksum: checksum.clone(),
                     };
                     if let Err(message) = observer.on_event(&event).await {
                         if let Some(next) = next_names.get(i + 1) {
@@ -264,6 +362,7 @@ where
                     let event = DeployEvent::Failed {
                         migration: migration.name.clone(),
                         error: error.clone(),
+                        checksum: Some(checksum.clone()),
                     };
                     let _ = observer.on_event(&event).await;
                     outcome.stopped = Some(stop(DeployStopReason::ScriptFailed { error }));

@@ -203,6 +203,14 @@ pub enum RollbackRefusal {
         /// The migrations to undo that lack `down.sql`, newest first.
         migrations: Vec<String>,
     },
+    /// A `down.sql` ends the transaction itself (`COMMIT`, `ROLLBACK`, `END`, `ABORT`,
+    /// `PREPARE TRANSACTION`): what ran before it would be committed whatever happened after, so
+    /// the rollback would no longer be all or nothing.
+    #[error("rollback refused: {} ends the transaction itself; dualkey runs every down.sql inside one transaction and commits it once at the end. Remove those statements (BEGIN may stay), or roll back with the restore strategy", .statements.join(", "))]
+    DownSqlEndsTransaction {
+        /// `<migration>/down.sql line N: COMMIT`, newest migration first.
+        statements: Vec<String>,
+    },
     /// Failed rows exist; the deploy after the rollback would be refused with P3009.
     #[error("rollback refused: failed migration(s) {} must be resolved first (/db resolve <name> rolled-back or applied)", .migrations.join(", "))]
     FailedMigrationsPresent {
@@ -217,6 +225,56 @@ pub enum RollbackRefusal {
         /// The fingerprint recomputed under the lock.
         actual: String,
     },
+}
+
+/// A pinned deploy refused before writing anything: the pending migrations, or the checksums of
+/// their scripts as the deploy read them, are not the ones that were approved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("deploy stopped before applying anything: the migrations are not the ones approved ({}). Nothing was applied; request the deploy again to review what is in the folder now", self.differences().join("; "))]
+pub struct DeployPlanChanged {
+    /// (migration, checksum) as approved, in order.
+    pub approved: Vec<(String, String)>,
+    /// (migration, checksum of the script this deploy read and would have run), pending now,
+    /// in order. An unreadable script has an empty checksum.
+    pub found: Vec<(String, String)>,
+}
+
+impl DeployPlanChanged {
+    /// One line per difference, naming both checksums where a script changed.
+    pub fn differences(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, sum) in &self.approved {
+            match self.found.iter().find(|(n, _)| n == name) {
+                Some((_, found)) if found != sum => out.push(format!(
+                    "{name}/migration.sql changed since approval: approved checksum {sum}, found {}",
+                    if found.is_empty() { "an unreadable file" } else { found }
+                )),
+                Some(_) => {}
+                None => out.push(format!("{name} was approved but is no longer pending")),
+            }
+        }
+        for (name, sum) in &self.found {
+            if !self.approved.iter().any(|(n, _)| n == name) {
+                out.push(format!(
+                    "{name} is pending but was not approved (checksum {sum})"
+                ));
+            }
+        }
+        if out.is_empty() {
+            let names = |v: &[(String, String)]| {
+                v.iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            out.push(format!(
+                "the order changed: approved {}, found {}",
+                names(&self.approved),
+                names(&self.found)
+            ));
+        }
+        out
+    }
 }
 
 /// Every error of `dualkey::dbops::prisma`.
@@ -237,6 +295,10 @@ pub enum PrismaError {
     /// dualkey refuses the rollback.
     #[error(transparent)]
     Rollback(#[from] RollbackRefusal),
+    /// A pinned deploy found other migrations or scripts than the approved ones; nothing was
+    /// written.
+    #[error(transparent)]
+    PlanChanged(#[from] DeployPlanChanged),
     /// A `down.sql` failed; the whole rollback transaction was rolled back, nothing changed.
     #[error("down.sql of `{migration}` failed, nothing was rolled back (SQLSTATE {database_error_code}): {database_error}")]
     DownScriptFailed {
@@ -290,6 +352,7 @@ impl PrismaError {
             PrismaError::User(_)
                 | PrismaError::Engine(_)
                 | PrismaError::Rollback(_)
+                | PrismaError::PlanChanged(_)
                 | PrismaError::DownScriptFailed { .. }
         )
     }

@@ -14,7 +14,7 @@
 //! | what | structured | Prisma CLI text |
 //! |---|---|---|
 //! | status | [`status`] → [`StatusReport`] | [`StatusReport::render_prisma`], [`status_prisma_cli`] |
-//! | deploy | [`deploy`] → [`DeployOutcome`] (+ [`DeployEvent`]s) | [`render_deploy`], [`deploy_prisma_cli`] |
+//! | deploy | [`deploy`], [`deploy_pinned`] (approved checksums) → [`DeployOutcome`] (+ [`DeployEvent`]s) | [`render_deploy`], [`deploy_prisma_cli`] |
 //! | resolve | [`resolve`] → [`ResolveOutcome`] | [`render_resolve`], [`resolve_prisma_cli`] |
 //! | rollback (down) | [`plan_rollback`] → [`RollbackPlan`], [`rollback_down`] → [`RollbackOutcome`] | — |
 //! | read only | [`list_migrations`], [`read_migrations_table`], [`diagnose`] | |
@@ -30,8 +30,26 @@
 //! * `status`, `resolve`, `deploy`, `rollback`: the operations; `render`: the CLI texts;
 //!   `observer`: progress callbacks.
 //!
+//! # Byte for byte, and all or nothing when dualkey dies
+//!
+//! * **Deploy** reads the folder once; the in-memory script is what is hashed and what is run.
+//!   [`deploy_pinned`] refuses, before its first write, any pending list or script checksum other
+//!   than the approved ones ([`DeployPlanChanged`] names both checksums).
+//! * Every connection to the target sets `client_connection_check_interval` (PostgreSQL 14+), so
+//!   a statement still running when dualkey is SIGKILLed is cancelled and rolled back within about
+//!   a second instead of running to its end and committing.
+//! * What a SIGKILL leaves, step by step, is in each operation's docs: `deploy` (the script being
+//!   applied is rolled back, its row reads failed as after a killed `prisma migrate deploy`;
+//!   `resolve <name> rolled-back` then deploy again), `rollback` (one transaction that only
+//!   dualkey's `COMMIT` ends: all migrations stay applied), `resolve` (one transaction: the
+//!   bookkeeping is exactly old or exactly new).
+//!
 //! # Known differences from the real CLI
 //!
+//! * `resolve` writes its statements in one transaction (the CLI autocommits each), and `deploy`
+//!   creates a missing `_prisma_migrations` after its checks rather than before them; the rows
+//!   written are the same.
+//! * dualkey's connections set `client_connection_check_interval`.
 //! * P3018 (failed script) follows the native engine's text; the `DbError { … }` part is rebuilt
 //!   from the driver's error fields, and `logs` holds the P3018 text without the span trace.
 //! * P1002 (advisory lock timeout) omits host and port.
@@ -55,10 +73,11 @@ mod table;
 pub use checksum::{render_checksum, render_checksum_legacy, script_matches_checksum};
 pub use collation::compare_migration_names;
 pub use deploy::{
-    deploy, deploy_prisma_cli, DeployEvent, DeployOutcome, DeployStop, DeployStopReason,
+    deploy, deploy_pinned, deploy_prisma_cli, DeployEvent, DeployOutcome, DeployStop,
+    DeployStopReason,
 };
 pub use diagnose::{diagnose, DiagnoseOutput, HistoryDiagnostic};
-pub use error::{PrismaCode, PrismaError, PrismaUserError, RollbackRefusal};
+pub use error::{DeployPlanChanged, PrismaCode, PrismaError, PrismaUserError, RollbackRefusal};
 pub use migrations::{
     list_migrations, LocalMigration, MigrationsFolder, DOWN_SCRIPT, LOCK_FILE, MIGRATION_SCRIPT,
     POSTGRESQL_PROVIDER,

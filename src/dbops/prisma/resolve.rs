@@ -7,12 +7,28 @@
 //! `--applied` records a migration as applied without running it: P3019, lock, P3017, create the
 //! table if missing (baseline), P3008, mark the name's failed rows rolled back, insert the row
 //! (`logs = ''`, `started_at = finished_at`, `applied_steps_count = 0`, checksum of the file).
+//!
+//! Deviation, on purpose: the native engine writes each of these as its own autocommit statement;
+//! dualkey writes them in ONE transaction (same statements, same rows), committed by its own
+//! `COMMIT` after the last one. So a resolve is all or nothing, also when dualkey dies:
+//!
+//! * killed before the `COMMIT` (while creating the table, marking the failed rows, or inserting
+//!   the applied row): the session dies, PostgreSQL rolls the transaction back (a statement still
+//!   running is cancelled within `client_connection_check_interval`, see `table`). The table reads
+//!   exactly as before: the migration is still failed (or still pending for a baseline). What to
+//!   do: request the resolve again.
+//! * killed after the `COMMIT`: the resolve is complete; only dualkey's own record of the step is
+//!   missing (the operation reads `interrupted`). `status` shows the result.
+//!
+//! With the native engine's autocommit writes, a death between marking the failed row rolled back
+//! and inserting the applied row would leave the migration *pending*, and the next deploy would
+//! run its script again on a database that already has it.
 
 use super::checksum::render_checksum;
 use super::error::{PrismaError, PrismaUserError};
 use super::migrations::list_migrations;
 use super::render::{render_resolve, PrismaCliOutput};
-use super::table::Target;
+use super::table::{run_script, Target};
 use chrono::Utc;
 use serde::Serialize;
 use std::path::Path;
@@ -71,6 +87,9 @@ pub async fn resolve_applied(
             .get(migration)
             .and_then(|m| m.script.clone())
             .ok_or_else(|| PrismaUserError::migration_to_mark_applied_not_found(migration))?;
+        // Reads first (a missing table is an error inside a transaction), then every write in
+        // one transaction. Creating the table after the P3008 check changes nothing: without a
+        // table there is no row to find.
         let (relevant, created_table) = match target.load_rows().await? {
             Some(rows) => (
                 rows.into_iter()
@@ -78,13 +97,14 @@ pub async fn resolve_applied(
                     .collect::<Vec<_>>(),
                 false,
             ),
-            None => {
-                target.create_migrations_table().await?;
-                (Vec::new(), true)
-            }
+            None => (Vec::new(), true),
         };
         if relevant.iter().any(|r| r.finished_at.is_some()) {
             return Err(PrismaUserError::already_applied(migration).into());
+        }
+        begin(&mut target).await?;
+        if created_table {
+            target.create_migrations_table().await?;
         }
         let mut marked = Vec::new();
         for row in relevant.iter().filter(|r| r.is_failed()) {
@@ -105,6 +125,7 @@ pub async fn resolve_applied(
         .execute(&mut target.conn)
         .await
         .map_err(PrismaError::db("recording the migration as applied"))?;
+        commit(&mut target).await?;
         Ok(ResolveOutcome {
             migration: migration.to_string(),
             action: ResolveAction::Applied,
@@ -114,7 +135,7 @@ pub async fn resolve_applied(
         })
     }
     .await;
-    target.close().await;
+    finish(target).await;
     result
 }
 
@@ -143,11 +164,13 @@ pub async fn resolve_rolled_back(
         if relevant.iter().all(|r| r.finished_at.is_some()) {
             return Err(PrismaUserError::cannot_roll_back_succeeded(migration).into());
         }
+        begin(&mut target).await?;
         let mut marked = Vec::new();
         for row in relevant.iter().filter(|r| r.is_failed()) {
             target.mark_rolled_back_by_id(&row.id).await?;
             marked.push(row.id.clone());
         }
+        commit(&mut target).await?;
         Ok(ResolveOutcome {
             migration: migration.to_string(),
             action: ResolveAction::RolledBack,
@@ -157,8 +180,31 @@ pub async fn resolve_rolled_back(
         })
     }
     .await;
-    target.close().await;
+    finish(target).await;
     result
+}
+
+/// Opens the resolve's transaction (after the advisory lock, which is per session).
+async fn begin(target: &mut Target) -> Result<(), PrismaError> {
+    run_script(&mut target.conn, "BEGIN")
+        .await
+        .map(|_| ())
+        .map_err(PrismaError::db("starting the resolve transaction"))
+}
+
+/// Commits the resolve's writes: the only way they become visible.
+async fn commit(target: &mut Target) -> Result<(), PrismaError> {
+    run_script(&mut target.conn, "COMMIT")
+        .await
+        .map(|_| ())
+        .map_err(PrismaError::db("committing the resolve"))
+}
+
+/// Closes the connection. After a failure this is also the rollback: a transaction never
+/// outlives its session. (No explicit `ROLLBACK`: after a lock timeout the connection still
+/// has the abandoned lock request in flight, and a statement sent behind it would wait forever.)
+async fn finish(target: Target) {
+    target.close().await;
 }
 
 /// `prisma migrate resolve` in one call: what the CLI prints and its exit code.

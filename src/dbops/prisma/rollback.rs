@@ -9,13 +9,30 @@
 //! `deploy` (dualkey's or the real CLI) applies those migrations again.
 //!
 //! Refusals, before anything runs: no migrations table, M not applied, a `down.sql` missing,
-//! failed rows present (the next deploy would be refused with P3009), or the plan changed since
-//! it was approved (fingerprint).
+//! failed rows present (the next deploy would be refused with P3009), a `down.sql` that ends the
+//! transaction itself (`COMMIT`, `ROLLBACK`, `END`, `ABORT`, `PREPARE TRANSACTION` as a statement,
+//! read with `sqlscan`'s lexer), or the plan changed since it was approved (fingerprint).
 //!
 //! Limits: `down.sql` runs inside a transaction block, so statements that cannot (e.g.
-//! `CREATE INDEX CONCURRENTLY`) fail and roll everything back; a `down.sql` that ends the
-//! transaction itself (`COMMIT`) is detected after it ran and reported as an error, but what it
-//! committed stays committed.
+//! `CREATE INDEX CONCURRENTLY`) fail and roll everything back. Procedures and `DO` blocks cannot
+//! commit inside a transaction block either. Should a transaction end still slip through the
+//! lexer, it is detected right after that `down.sql` ran and reported as an error; what it
+//! committed then stays committed.
+//!
+//! # When dualkey dies (SIGKILL, OOM, node loss) during a `down` rollback
+//!
+//! Everything (each `down.sql` and each `rolled_back_at`) happens inside one explicit
+//! transaction that only dualkey's own `COMMIT` ends, on a connection with
+//! `client_connection_check_interval` (see `table`):
+//!
+//! * killed before the `COMMIT` (while a `down.sql` runs, or between steps): the transaction dies
+//!   with the session. PostgreSQL cancels a running statement within about a second (without the
+//!   check, supported from PostgreSQL 14, it finishes the statement first, then finds the client
+//!   gone and rolls back). Schema and rows are exactly as before: every migration is still
+//!   applied. What to do: check `status`, request the rollback again.
+//! * killed after the `COMMIT`: the rollback is complete; only dualkey's record of the step is
+//!   missing (the operation reads `interrupted`). `status` shows the migrations as rolled back
+//!   (pending again).
 
 use super::error::{PrismaError, RollbackRefusal};
 use super::migrations::{list_migrations, MigrationsFolder};
@@ -92,6 +109,21 @@ impl RollbackPlan {
             return Some(RollbackRefusal::MissingDownSql {
                 migrations: missing.into_iter().map(String::from).collect(),
             });
+        }
+        let ends: Vec<String> = self
+            .steps
+            .iter()
+            .flat_map(|s| {
+                let sql = s.down_sql.as_deref().unwrap_or_default();
+                crate::dbops::sqlscan::transaction_ends(sql)
+                    .into_iter()
+                    .map(move |e| {
+                        format!("{}/down.sql line {}: {}", s.migration, e.line, e.statement)
+                    })
+            })
+            .collect();
+        if !ends.is_empty() {
+            return Some(RollbackRefusal::DownSqlEndsTransaction { statements: ends });
         }
         None
     }
@@ -271,6 +303,14 @@ where
             .begin()
             .await
             .map_err(PrismaError::db("starting the rollback transaction"))?;
+        // The transaction's id: a script that ended the transaction block leaves the session in
+        // another one (each later statement gets a new id), which the check after each script
+        // sees. (`now() <> statement_timestamp()` cannot tell: under the extended protocol the
+        // two differ even in autocommit.)
+        let xid: i64 = sqlx::query_scalar("SELECT txid_current()")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(PrismaError::db("starting the rollback transaction"))?;
         for (i, step) in plan.steps.iter().enumerate() {
             let down = step.down_sql.as_deref().unwrap_or_default();
             let starting = RollbackEvent::Starting {
@@ -297,11 +337,11 @@ where
                 });
             }
             // A script that ran COMMIT/ROLLBACK itself left our transaction block: detect it.
-            let still_in_tx: bool = sqlx::query_scalar("SELECT now() <> statement_timestamp()")
+            let now_xid: i64 = sqlx::query_scalar("SELECT txid_current()")
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(PrismaError::db("checking the rollback transaction"))?;
-            if !still_in_tx {
+            if now_xid != xid {
                 return Err(PrismaError::Engine(format!(
                     "down.sql of `{}` ended the rollback transaction itself (COMMIT or ROLLBACK in the script); what it committed stays committed and no row was marked rolled back: check the database before anything else",
                     step.migration

@@ -5,6 +5,9 @@
 //! lock 72707369 on the same connection they write with, giving up after 10 s like the native
 //! engine; the lock is released when the connection closes (Prisma never unlocks explicitly).
 //!
+//! Every connection sets `client_connection_check_interval` ([`CLIENT_CHECK_INTERVAL`]) so that
+//! what it runs dies with dualkey instead of committing for a dead process.
+//!
 //! The URL may carry Prisma's own parameters: `?schema=` selects the schema (default `public`,
 //! applied as `search_path`), and Prisma-only parameters (`connection_limit`, `pgbouncer`, …) are
 //! dropped before the URL reaches the driver. The URL itself is never logged or put in an error.
@@ -28,6 +31,16 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a graceful close of the target connection may take before the socket is dropped.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `client_connection_check_interval` of every connection to the target (PostgreSQL 14+): while
+/// a statement runs, the server checks this often whether dualkey is still connected, and
+/// cancels the statement (rolling its transaction back) when it is not.
+///
+/// Without it, a server notices a dead client only when it next writes to the socket, which for
+/// a migration script sent as one query is after the script finished and its implicit
+/// transaction COMMITTED: a dualkey killed mid-deploy would leave the script applied with its row
+/// marked failed. With it, the script is cancelled and rolled back within about a second.
+pub const CLIENT_CHECK_INTERVAL: &str = "1s";
 
 /// Name of Prisma's bookkeeping table.
 pub const MIGRATIONS_TABLE: &str = "_prisma_migrations";
@@ -213,6 +226,26 @@ impl Target {
         )
         .await
         .map_err(PrismaError::db("setting search_path"))?;
+        // A statement of a dead dualkey must die with it (see CLIENT_CHECK_INTERVAL). Its own
+        // statement, so that a server that refuses it (before 14: unknown parameter; a platform
+        // without the check: invalid value) leaves the session as it was; such servers behave as
+        // before, which the docs of `deploy` describe.
+        let check = format!("SET client_connection_check_interval = '{CLIENT_CHECK_INTERVAL}'");
+        match run_script(&mut conn, &check).await {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) => {
+                // Once per process: status reads connect often.
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    tracing::warn!(error = %e.message(), "the target database does not support client_connection_check_interval (PostgreSQL 14+ on Linux): a statement running when dualkey dies runs to its end, and a migration script then commits");
+                });
+            }
+            Err(e) => {
+                return Err(PrismaError::db("setting client_connection_check_interval")(
+                    e,
+                ))
+            }
+        }
         Ok(Target { conn, schema })
     }
 
@@ -261,12 +294,13 @@ impl Target {
             .map_err(PrismaError::db("creating _prisma_migrations"))
     }
 
-    /// Deploy's `initialize`: nothing when the table exists, P3005 when other (non-PostGIS)
-    /// tables exist, else create the table.
-    pub(crate) async fn initialize_for_deploy(&mut self) -> Result<(), PrismaError> {
+    /// Deploy's `initialize` without its write: `false` when the table exists, P3005 when other
+    /// (non-PostGIS) tables exist, else `true`: the caller must create the table (with
+    /// [`Target::create_migrations_table`]) before its first row.
+    pub(crate) async fn check_initialize_for_deploy(&mut self) -> Result<bool, PrismaError> {
         let tables = self.table_names().await?;
         if tables.iter().any(|t| t == MIGRATIONS_TABLE) {
-            return Ok(());
+            return Ok(false);
         }
         if tables
             .iter()
@@ -274,7 +308,7 @@ impl Target {
         {
             return Err(PrismaUserError::schema_not_empty().into());
         }
-        self.create_migrations_table().await
+        Ok(true)
     }
 
     /// `UPDATE … SET rolled_back_at = <now> WHERE id = $1` (Prisma's `mark_migration_rolled_back_by_id`).
