@@ -244,3 +244,65 @@ async fn a_backup_verified_on_the_stream_is_ok_with_its_table_of_contents() {
         "a fresh backup is healthy"
     );
 }
+
+/// The pids of this process's children named `name` (as in `/proc/PID/stat`).
+fn our_children(name: &str) -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some((head, after)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let ppid = after.split_whitespace().nth(1).unwrap_or("");
+        if ppid == me && head.ends_with(&format!("({name}")) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[tokio::test]
+async fn a_cancelled_verified_dump_takes_both_children_and_its_file_with_it() {
+    let db = TestDb::create("bk_vcancel").await;
+    seed_big(&db.url, 200_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let req = request(&db.url, dir.path(), BackupKind::Manual);
+    let mut fut = Box::pin(dump_verified(&req, |_| {}));
+    // Poll the dump until its .partial holds some bytes.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        tokio::select! {
+            r = &mut fut => panic!("the dump ended before it could be cancelled: {r:?}"),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
+        }
+        let started = all_files(dir.path()).into_iter().any(|p| {
+            p.to_string_lossy().ends_with(".partial")
+                && std::fs::metadata(dir.path().join(&p)).is_ok_and(|m| m.len() > 0)
+        });
+        if started {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no partial file");
+    }
+    assert_eq!(our_children("pg_dump").len(), 1);
+    assert_eq!(our_children("pg_restore").len(), 1, "the verifier runs");
+
+    drop(fut);
+
+    assert_eq!(all_files(dir.path()), Vec::<PathBuf>::new());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !(our_children("pg_dump").is_empty() && our_children("pg_restore").is_empty()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a child outlived the cancelled dump"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
