@@ -9,7 +9,7 @@ use crate::core::human;
 use crate::core::operation::{OperationState, Plan};
 use crate::dbops;
 use crate::dbops::prisma::StatusReport;
-use crate::runbook::{self, backup_health, backup_migrations};
+use crate::runbook::{self, backup_health_hashed, backup_migrations};
 use crate::store::{BackupRow, OperationRow, RequestRow};
 
 fn list(v: &[String]) -> String {
@@ -90,7 +90,7 @@ pub fn status_lines(st: &StatusReport) -> Vec<String> {
 pub async fn backup_lines(core: &Core, env: &str) -> anyhow::Result<Vec<String>> {
     let now = core.clock.now_ms();
     let all = core.store.list_backups(env).await?;
-    Ok(vec![match all.iter().find(|b| backup_health(b) == "ok") {
+    Ok(vec![match first_healthy(&all).await {
         Some(b) => format!(
             "newest backup: {} ({}, {} ago, {})",
             b.id,
@@ -129,7 +129,17 @@ pub async fn app_lines(core: &Core, env: &str) -> Vec<String> {
     }
 }
 
-fn backup_line(now: i64, b: &BackupRow) -> String {
+/// The first (newest) catalog entry whose file is healthy, hashing a touched one.
+async fn first_healthy(all: &[BackupRow]) -> Option<&BackupRow> {
+    for b in all {
+        if backup_health_hashed(b).await == "ok" {
+            return Some(b);
+        }
+    }
+    None
+}
+
+fn backup_line(now: i64, b: &BackupRow, health: &str) -> String {
     let migs = backup_migrations(b);
     format!(
         "{} {:<12} {:>10} ago {:>9} {:<10} migrations: {}{}",
@@ -137,7 +147,7 @@ fn backup_line(now: i64, b: &BackupRow) -> String {
         b.kind,
         human::age(now - b.started_at),
         human::bytes(b.size_bytes.unwrap_or(0) as u64),
-        backup_health(b),
+        health,
         migs.len(),
         migs.last()
             .map(|m| format!(" (last {m})"))
@@ -157,7 +167,10 @@ pub async fn backups_text(core: &Core, env: &str) -> anyhow::Result<String> {
         out.push("  none in the catalog".into());
     }
     for b in shown.iter().take(50) {
-        out.push(format!("  {}", backup_line(now, b)));
+        out.push(format!(
+            "  {}",
+            backup_line(now, b, backup_health_hashed(b).await)
+        ));
     }
     if let Ok(e) = runbook::env_settings(core, env) {
         if let Ok(ext) = dbops::backup::list_external(&e.backup_dir.join(env)) {
@@ -240,7 +253,7 @@ pub async fn checklist_text(core: &Core, env: &str) -> anyhow::Result<String> {
     }
     let max_age = core.settings.schedule.max_backup_age.0.as_millis() as i64;
     let backups = core.store.list_backups(env).await?;
-    match backups.iter().find(|b| backup_health(b) == "ok") {
+    match first_healthy(&backups).await {
         Some(b) => items.push((
             now - b.started_at <= max_age,
             format!(

@@ -64,7 +64,7 @@ fn backup_step(kind: BackupKind, note: Option<String>) -> PlannedStep {
     PlannedStep::new(
         name,
         format!(
-            "pg_dump -Fc ({}), verified with pg_restore --list; nothing else runs if it fails",
+            "pg_dump -Fc ({}), verified by pg_restore as it is written; nothing else runs if it fails",
             kind.as_str()
         ),
         StepAction::Backup {
@@ -112,8 +112,15 @@ fn app_command<'a>(
     })
 }
 
-/// How a catalog entry looks on disk right now (cheap: existence and size; the SHA-256 is
-/// checked in full before any restore).
+/// A catalog entry whose file has the recorded size but another modification time than when it
+/// was verified: only its SHA-256 can tell (see [`backup_health_hashed`]). A copy of the same
+/// bytes (a `cp` without `-p`, a restore from offsite storage) is still the backup.
+pub const BACKUP_TOUCHED: &str = "touched";
+
+/// How a catalog entry looks on disk right now (cheap: existence, size and modification time; no
+/// read). `ok`, or `missing`, `changed` (another size), [`BACKUP_TOUCHED`] (same size, other
+/// modification time: hash it), `unverified`, `failed`, `running`, `deleted`. The SHA-256 decides:
+/// [`backup_health_hashed`] settles `touched`, and the full check runs before any restore.
 pub fn backup_health(b: &BackupRow) -> &'static str {
     if b.deleted_at.is_some() {
         return "deleted";
@@ -132,11 +139,22 @@ pub fn backup_health(b: &BackupRow) -> &'static str {
         Err(_) => "missing",
         Ok(m) if Some(m.len() as i64) != b.size_bytes => "changed",
         Ok(_) if b.verified_at.is_none() => "unverified",
-        // Written to after it was verified: treated as changed (the full SHA-256 check before a
-        // restore decides for good). Compared for equality with the file's own time, so clock
-        // differences between the bot and the file system do not matter.
-        Ok(m) if b.file_mtime_ms.is_some() && modified_ms(&m) != b.file_mtime_ms => "changed",
+        // Written to after it was verified, or a copy of it: only a hint to hash again (the
+        // mtime alone never condemns a file). Compared for equality with the file's own time, so
+        // clock differences between the bot and the file system do not matter.
+        Ok(m) if b.file_mtime_ms.is_some() && modified_ms(&m) != b.file_mtime_ms => BACKUP_TOUCHED,
         Ok(_) => "ok",
+    }
+}
+
+/// [`backup_health`], with a [`BACKUP_TOUCHED`] file hashed in full (a blocking-thread read):
+/// `ok` when its SHA-256 is still the catalog's, `changed` otherwise. Lists, retention and
+/// restore candidates use this, so a byte-identical copy with a new mtime stays a backup.
+pub async fn backup_health_hashed(b: &BackupRow) -> &'static str {
+    match backup_health(b) {
+        BACKUP_TOUCHED if is_intact(b).await => "ok",
+        BACKUP_TOUCHED => "changed",
+        other => other,
     }
 }
 
@@ -378,8 +396,8 @@ pub async fn restore_source(
             ))
         })?;
     let state = match backup_health(&b) {
-        "ok" if is_intact(&b).await => "ok",
-        "ok" => "changed (its SHA-256 differs from the catalog)",
+        "ok" | BACKUP_TOUCHED if is_intact(&b).await => "ok",
+        "ok" | BACKUP_TOUCHED => "changed (its SHA-256 differs from the catalog)",
         other => other,
     };
     if state != "ok" {
@@ -422,7 +440,7 @@ async fn restore_file(
         .ok_or_else(|| StepError(format!("there is no backup `{name}` in {env}")))?;
     match backup_health(&b) {
         // Size or modification time differ: the streaming SHA-256 check decides.
-        "ok" | "changed" => Ok((PathBuf::from(&b.path), b.sha256.clone())),
+        "ok" | "changed" | BACKUP_TOUCHED => Ok((PathBuf::from(&b.path), b.sha256.clone())),
         state => Err(StepError(format!(
             "backup {name} is {state} and cannot be restored; nothing was restored"
         ))),
@@ -431,7 +449,7 @@ async fn restore_file(
 
 /// True when the file still has the SHA-256 recorded in the catalog (a full read). The cheap
 /// [`backup_health`] (size, modification time) lists backups; this decides before one is
-/// offered for, or used in, a restore.
+/// offered for, or used in, a restore, and for a [`BACKUP_TOUCHED`] file.
 async fn is_intact(b: &BackupRow) -> bool {
     match (bk::sha256_file(Path::new(&b.path)).await, &b.sha256) {
         (Ok((_, actual)), Some(expected)) => &actual == expected,
@@ -452,7 +470,7 @@ async fn newest_backup(
         .await
         .map_err(|e| StepError(e.to_string()))?;
     for b in all {
-        if backup_health(&b) == "ok" && pred(&b) && is_intact(&b).await {
+        if matches!(backup_health(&b), "ok" | BACKUP_TOUCHED) && pred(&b) && is_intact(&b).await {
             return Ok(Some(b));
         }
     }
@@ -1276,7 +1294,7 @@ pub async fn take_backup(
         pg_bin_dir: e.pg_bin_dir.as_deref(),
     };
     let sink = latest.clone();
-    let dumped = bk::dump(&req, move |p| {
+    let dumped = bk::dump_verified(&req, move |p| {
         *sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(p)
     })
     .await;
@@ -1288,6 +1306,9 @@ pub async fn take_backup(
         Err(err) => {
             row.state = "failed".into();
             row.error = Some(err.to_string());
+            if let bk::DumpError::Unverified(why) = &err {
+                row.verify_error = Some(why.clone());
+            }
             row.duration_ms = Some(core.clock.now_ms() - row.started_at);
             save_backup(
                 core,
@@ -1303,9 +1324,10 @@ pub async fn take_backup(
     row.size_bytes = Some(out.size_bytes as i64);
     row.sha256 = Some(out.sha256.clone());
     row.duration_ms = Some(out.duration.as_millis() as i64);
-    // The SHA-256 was computed while the dump was written; pg_restore reading the archive to the
-    // end is the verification.
-    match bk::verify_archive(&out.path, e.pg_bin_dir.as_deref()).await {
+    // The SHA-256 was computed, and pg_restore read the archive to the end, while the dump was
+    // written (bk::dump_verified): nothing is read again. A dump that failed verification was not
+    // kept and ended in the `Err` arm above; the `Err` arm below is a safety net.
+    match out.toc_entries.ok_or("not verified as written") {
         Ok(toc_entries) => {
             row.state = "ok".into();
             row.verified_at = Some(core.clock.now_ms());
@@ -1383,17 +1405,17 @@ pub async fn apply_retention(core: &Core, env: &str) -> Result<Vec<String>, Step
         .iter()
         .filter(|b| b.state == "ok" && b.deleted_at.is_none())
         .collect();
-    let entries: Vec<bk::RetentionEntry<String>> = live
-        .iter()
-        .map(|b| bk::RetentionEntry {
+    let mut entries: Vec<bk::RetentionEntry<String>> = Vec::with_capacity(live.len());
+    for b in &live {
+        entries.push(bk::RetentionEntry {
             id: b.id.clone(),
             kind: backup_kind(&b.kind),
             created_at: chrono::DateTime::from_timestamp_millis(b.started_at).unwrap_or_default(),
-            // Only a healthy file (there, same size and time as verified) protects others.
-            verified: backup_health(b) == "ok",
+            // Only a healthy file (there, same size, same SHA-256 as verified) protects others.
+            verified: backup_health_hashed(b).await == "ok",
             exists: Path::new(&b.path).exists(),
-        })
-        .collect();
+        });
+    }
     let now = chrono::DateTime::from_timestamp_millis(core.clock.now_ms()).unwrap_or_default();
     let policy = bk::RetentionPolicy {
         retention_days: e.retention_days,

@@ -16,6 +16,8 @@
 //!
 //! - [`dump()`]: `pg_dump -Fc` streamed into `<file>.partial` with SHA-256 computed on the way,
 //!   fsynced and renamed; a failed, killed or cancelled dump leaves no file at all.
+//!   [`dump_verified`] (every backup dualkey takes) also feeds the same bytes, as they are
+//!   written, to `pg_restore`, which reads every block: a dump it cannot read is not kept.
 //! - [`verify()`]: the file is there, its SHA-256 matches and `pg_restore` reads all of it.
 //! - [`restore()`]: the app's schema replaced by the backup's in one transaction that dualkey
 //!   commits itself, only after the file (opened once, hashed while it streams) was read to its
@@ -37,7 +39,7 @@ mod verify;
 use std::fmt;
 use std::str::FromStr;
 
-pub use dump::{dump, DumpError, DumpOutcome, DumpProgress, DumpRequest};
+pub use dump::{dump, dump_verified, DumpError, DumpOutcome, DumpProgress, DumpRequest};
 pub use files::{
     cleanup_partials, dump_file_name, list_dumps, list_external, parse_dump_file_name,
     DumpFileInfo, ExternalBackup, ParsedDumpName, PARTIAL_SUFFIX,

@@ -1,7 +1,7 @@
 /// backup [ENV] [NOTE...]
 ///
-/// An on-demand verified backup (`pg_dump -Fc`, SHA-256, `pg_restore --list`), progress shown by
-/// editing one message. Needs the operator role, no approval.
+/// An on-demand verified backup (`pg_dump -Fc`, SHA-256, `pg_restore` reading it as it is
+/// written), progress shown by editing one message. Needs the operator role, no approval.
 use super::{Command, CommandSpec, EnvName, OptionSpec, ParseCtx, ENV_OPTION};
 use crate::config::Role;
 

@@ -1,13 +1,24 @@
-//! `pg_dump -Fc` into `<backup_dir>/<env>/<database>_<ts>_<kind>.dump`.
+//! `pg_dump -Fc` into `<backup_dir>/<env>/<database>_<ts>_<kind>.dump`, verified as it is written.
 //!
 //! The dump is streamed from `pg_dump`'s stdout into `<file>.partial` by a blocking thread that
 //! hashes (SHA-256) and writes 1 MiB at a time, asking the kernel to start writeback as it goes so
 //! that the final `fsync` is short. Then the file is fsynced, renamed to its final name and the
 //! folder fsynced.
 //!
-//! Invariant: only a dump whose `pg_dump` exited 0 and whose bytes are all on disk ever gets its
-//! final name. A failed `pg_dump`, a killed one, a write error or a dropped future leaves no file:
-//! the `.partial` is removed by a drop guard, and `kill_on_drop` ends the child. (A bot killed with
+//! [`dump_verified`] (what `dualkey backup` and every runbook backup use) also hands each chunk,
+//! once written to the file, to a second blocking thread that writes it into the stdin of a
+//! `pg_restore --file=-` (SQL output to nowhere): the verifier decompresses and reads every data
+//! block while the dump is written, so nothing is read again afterwards. The two threads are
+//! joined by a bounded channel (16 chunks): a verifier that is briefly slower does not hold
+//! `pg_dump` back, one that stops reading (it failed, or it needs no more input) makes the send
+//! fail and the copy goes on to the file alone; its exit status decides. The table of contents is
+//! counted with `pg_restore --list` on the finished file, which reads only the archive's header.
+//! Every child is spawned from the async task; the threads only do blocking I/O.
+//!
+//! Invariant: only a dump whose `pg_dump` exited 0, whose bytes are all on disk and (for
+//! [`dump_verified`]) whose verifier exited 0 ever gets its final name. A failed `pg_dump`, a
+//! killed one, a failed verification, a write error or a dropped future leaves no file: the
+//! `.partial` is removed by a drop guard, and `kill_on_drop` ends the children. (A bot killed with
 //! SIGKILL cannot run the guard: [`super::cleanup_partials`] removes such leftovers at start-up.)
 //!
 //! Note: because `pg_dump` writes to a pipe, the archive carries no data offsets. `pg_restore`
@@ -21,6 +32,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -90,6 +102,9 @@ pub struct DumpOutcome {
     pub started_at: DateTime<Utc>,
     /// Wall time from start to the file being durable under its final name.
     pub duration: Duration,
+    /// Entries in the archive's table of contents, when it was verified while it was written
+    /// ([`dump_verified`]); `None` from [`dump()`].
+    pub toc_entries: Option<usize>,
 }
 
 /// Why a dump failed. In every case no file was left behind.
@@ -128,6 +143,10 @@ pub enum DumpError {
     /// Another backup already has this file name (two in the same second, several times over).
     #[error("a backup named {} already exists", .0.display())]
     NameTaken(PathBuf),
+    /// `pg_restore`, reading the dump as it was written, could not read it to the end (or could
+    /// not list its table of contents); the dump was not kept.
+    #[error("the dump failed verification and was not kept: {0}")]
+    Unverified(String),
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> DumpError + 'a {
@@ -150,7 +169,8 @@ impl Drop for PartialGuard {
     }
 }
 
-/// Dumps the database with `pg_dump -Fc` into `<backup_dir>/<env>/<database>_<ts>_<kind>.dump`.
+/// Dumps the database with `pg_dump -Fc` into `<backup_dir>/<env>/<database>_<ts>_<kind>.dump`,
+/// without verification (see [`dump_verified`]).
 ///
 /// `on_progress` is called from the calling task at most about once a second while the dump runs
 /// (not at the start and not at the end); it must not block (send to a channel to edit a chat
@@ -158,11 +178,65 @@ impl Drop for PartialGuard {
 #[tracing::instrument(skip_all, fields(env = req.env, kind = %req.kind))]
 pub async fn dump(
     req: &DumpRequest<'_>,
+    on_progress: impl FnMut(DumpProgress),
+) -> Result<DumpOutcome, DumpError> {
+    run(req, on_progress, false).await
+}
+
+/// Like [`dump()`], and `pg_restore` reads every block of the archive while it is written (see
+/// the module documentation): the result is a verified backup, with its table-of-contents count
+/// in [`DumpOutcome::toc_entries`]. A dump the verifier cannot read fails with
+/// [`DumpError::Unverified`] and leaves no file. Dropping the future kills both children.
+#[tracing::instrument(skip_all, fields(env = req.env, kind = %req.kind))]
+pub async fn dump_verified(
+    req: &DumpRequest<'_>,
+    on_progress: impl FnMut(DumpProgress),
+) -> Result<DumpOutcome, DumpError> {
+    run(req, on_progress, true).await
+}
+
+/// How many chunks (of at most [`BUF_SIZE`]) may wait for the verifier.
+const FEED_DEPTH: usize = 16;
+
+/// The verifier: `pg_restore` reading the archive from its stdin.
+struct Verifier {
+    child: tokio::process::Child,
+    stderr: tokio::task::JoinHandle<Vec<u8>>,
+}
+
+/// Starts `pg_restore --file=-` reading an archive from a pipe, its SQL output going nowhere:
+/// it decompresses and reads every data block, and fails on a truncated or damaged stream.
+/// Returns the child and the write end of its stdin. Spawned from the async task on purpose.
+fn spawn_verifier(pg_restore: &Path, url: &PgUrl) -> io::Result<(Verifier, OwnedFd)> {
+    let mut cmd = tools::command(pg_restore, url);
+    cmd.arg("--file=-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let stderr = tools::collect_stderr(child.stderr.take());
+    let stdin = child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .into_owned_fd()?;
+    enlarge_pipe(&stdin);
+    Ok((Verifier { child, stderr }, stdin))
+}
+
+async fn run(
+    req: &DumpRequest<'_>,
     mut on_progress: impl FnMut(DumpProgress),
+    verify: bool,
 ) -> Result<DumpOutcome, DumpError> {
     let url = PgUrl::parse(req.database_url)?;
     check_env_name(req.env)?;
     let pg_dump = tools::locate("pg_dump", req.pg_bin_dir)?;
+    let pg_restore = if verify {
+        Some(tools::locate("pg_restore", req.pg_bin_dir)?)
+    } else {
+        None
+    };
     let dir = req.backup_dir.join(req.env);
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -217,10 +291,30 @@ pub async fn dump(
         .map_err(DumpError::Spawn)?;
     enlarge_pipe(&stdout);
 
+    // The verifier and the thread that feeds it (spawned here, in the async task).
+    let (verifier, feed, feeder) = match &pg_restore {
+        None => (None, None, None),
+        Some(p) => {
+            let (verifier, stdin) = spawn_verifier(p, &url)
+                .map_err(|e| DumpError::Unverified(format!("could not start pg_restore: {e}")))?;
+            let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(FEED_DEPTH);
+            let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();
+            let feeder = tokio::task::spawn_blocking(move || feed_sync(rx, spare_tx, stdin));
+            (
+                Some(verifier),
+                Some(Feed {
+                    tx,
+                    spare: spare_rx,
+                }),
+                Some(feeder),
+            )
+        }
+    };
+
     let written = Arc::new(AtomicU64::new(0));
     let mut copy = tokio::task::spawn_blocking({
         let written = Arc::clone(&written);
-        move || copy_hash_sync(stdout, file, &written)
+        move || copy_hash_sync(stdout, file, &written, feed)
     });
     let mut ticker = tokio::time::interval_at(
         tokio::time::Instant::now() + Duration::from_secs(1),
@@ -256,6 +350,16 @@ pub async fn dump(
         tracing::warn!(%status, %stderr, "pg_dump failed");
         return Err(DumpError::Failed { status, stderr });
     }
+    let toc_entries = match (verifier, feeder, &pg_restore) {
+        (Some(v), Some(feeder), Some(pg_restore)) => {
+            let n = finish_verification(v, feeder, pg_restore, &partial_path).await;
+            if let Err(reason) = &n {
+                tracing::warn!(%reason, "the dump failed verification");
+            }
+            Some(n.map_err(DumpError::Unverified)?)
+        }
+        _ => None,
+    };
 
     // No await from here on: the rename and its bookkeeping cannot be cut in half by a cancel.
     if final_path.symlink_metadata().is_ok() {
@@ -279,7 +383,36 @@ pub async fn dump(
         sha256: hex::encode(digest),
         started_at,
         duration,
+        toc_entries,
     })
+}
+
+/// Waits for the feeding thread and the verifier after the whole dump went through them, then
+/// counts the table of contents of the written file. Returns why it failed, in words.
+async fn finish_verification(
+    mut v: Verifier,
+    feeder: tokio::task::JoinHandle<io::Result<()>>,
+    pg_restore: &Path,
+    partial_path: &Path,
+) -> Result<usize, String> {
+    let fed = feeder
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(format!("feeding thread failed: {e}"))));
+    let status = v
+        .child
+        .wait()
+        .await
+        .map_err(|e| format!("could not wait for pg_restore: {e}"))?;
+    let stderr = v.stderr.await.unwrap_or_default();
+    if !status.success() {
+        return Err(format!(
+            "pg_restore could not read it to the end ({}): {}",
+            tools::describe_status(&status),
+            tools::summarize_stderr(&stderr, None)
+        ));
+    }
+    fed.map_err(|e| format!("could not feed pg_restore: {e}"))?;
+    super::verify::toc_entries(pg_restore, partial_path).await
 }
 
 /// Asks for a 1 MiB pipe (the unprivileged maximum by default), so `pg_dump` blocks less often.
@@ -313,11 +446,36 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
 const BUF_SIZE: usize = 1 << 20;
 const WRITEBACK_EVERY: u64 = 32 << 20;
 
-/// Copies `src` to `file` until end of input, hashing on the way, then fsyncs the file.
+/// The copy thread's side of the verifier feed: full chunks go out, emptied buffers come back.
+struct Feed {
+    tx: SyncSender<Vec<u8>>,
+    spare: Receiver<Vec<u8>>,
+}
+
+/// Writes every chunk from `rx` into the verifier's stdin and hands the buffer back; returns
+/// when the channel closes (end of the dump) or when the verifier stops reading (a broken pipe:
+/// then its exit status decides, and dropping `rx` tells the copy thread to stop sending).
+fn feed_sync(rx: Receiver<Vec<u8>>, spare: Sender<Vec<u8>>, stdin: OwnedFd) -> io::Result<()> {
+    let mut out = File::from(stdin);
+    for chunk in rx {
+        match out.write_all(&chunk) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let _ = spare.send(chunk);
+    }
+    // Dropping `out` closes the pipe: end of input for the verifier.
+    Ok(())
+}
+
+/// Copies `src` to `file` until end of input, hashing on the way and handing every chunk to
+/// `feed` (when verifying), then fsyncs the file.
 fn copy_hash_sync(
     src: OwnedFd,
     mut file: File,
     written: &AtomicU64,
+    mut feed: Option<Feed>,
 ) -> io::Result<(u64, [u8; 32])> {
     let mut src = File::from(src);
     let mut buf = vec![0u8; BUF_SIZE];
@@ -348,11 +506,24 @@ fn copy_hash_sync(
                 start_writeback(&file, flushed, total - flushed);
                 flushed = total;
             }
+            if let Some(f) = &feed {
+                // The chunk moves to the feeder; a buffer it is done with (or a new one) replaces it.
+                let mut next = f.spare.try_recv().unwrap_or_default();
+                next.resize(BUF_SIZE, 0);
+                let mut chunk = std::mem::replace(&mut buf, next);
+                chunk.truncate(filled);
+                if f.tx.send(chunk).is_err() {
+                    // The verifier stopped reading; the dump goes on, its exit status decides.
+                    feed = None;
+                }
+            }
         }
         if eof {
             break;
         }
     }
+    // End of input for the verifier, which finishes while the file is synced.
+    drop(feed);
     file.sync_all()?;
     Ok((total, hasher.finalize().into()))
 }

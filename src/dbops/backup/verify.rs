@@ -156,9 +156,32 @@ pub async fn verify(
     })
 }
 
+/// The number of entries in a custom-format archive's table of contents (`pg_restore --list`,
+/// which reads only the archive's header and table of contents, not its data). The error says
+/// what went wrong, in words.
+pub(crate) async fn toc_entries(pg_restore: &Path, path: &Path) -> Result<usize, String> {
+    let out = tools::tool_command(pg_restore)
+        .arg("--list")
+        .arg(tools::path_arg(path))
+        .output()
+        .await
+        .map_err(|e| format!("could not run pg_restore --list: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "pg_restore --list failed ({}): {}",
+            tools::describe_status(&out.status),
+            tools::summarize_stderr(&out.stderr, None)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
+        .count())
+}
+
 /// Checks that `pg_restore` reads a custom-format dump to the end; returns its number of
-/// table-of-contents entries. No checksum: for a file whose SHA-256 was just computed while it
-/// was written (see [`super::dump()`]), this is the whole verification without a second hash pass.
+/// table-of-contents entries. No checksum. (A new backup does not need this second read:
+/// [`super::dump_verified`] has `pg_restore` read the archive while it is written.)
 #[tracing::instrument(skip_all, fields(path = %path.display()))]
 pub async fn verify_archive(path: &Path, pg_bin_dir: Option<&Path>) -> Result<usize, VerifyError> {
     let io_err = |error: io::Error| VerifyError::Io {
@@ -180,23 +203,7 @@ pub async fn verify_archive(path: &Path, pg_bin_dir: Option<&Path>) -> Result<us
     let file_arg = tools::path_arg(path);
 
     // 1. The table of contents.
-    let out = tools::tool_command(&pg_restore)
-        .arg("--list")
-        .arg(&file_arg)
-        .output()
-        .await
-        .map_err(io_err)?;
-    if !out.status.success() {
-        return Err(unreadable(format!(
-            "pg_restore --list failed ({}): {}",
-            tools::describe_status(&out.status),
-            tools::summarize_stderr(&out.stderr, None)
-        )));
-    }
-    let toc_entries = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
-        .count();
+    let toc_entries = toc_entries(&pg_restore, path).await.map_err(unreadable)?;
 
     // 2. Every data block, decompressed and rendered as SQL that goes nowhere.
     let child = tools::tool_command(&pg_restore)
