@@ -21,11 +21,7 @@ async fn setup(extra: &str) -> (TestApp, TestDb) {
     // Each test names its own variable; nextest runs every test in its own process.
     std::env::set_var(&var, &db.url);
     let app = spawn_app_with(Backend::Sqlite, 1, 0, |t| {
-        t.replacen(
-            "database_url_env = \"DK_TEST_UNUSED_URL\"",
-            &format!("database_url_env = \"{var}\"\nmigrations_dir = \"{{dir}}/migrations\"\nbackup_dir = \"{{dir}}/backups\"\n{extra}"),
-            1,
-        )
+        crate::support::own_production(&t, &var, "{dir}", extra)
     })
     .await;
     std::fs::create_dir_all(app.dir.path().join("migrations")).unwrap();

@@ -168,13 +168,11 @@ async fn app_with_bin(db: &TestDb, bin: &Path) -> TestApp {
     // Each test names its own variable; nextest runs every test in its own process.
     std::env::set_var(&var, &db.url);
     let app = spawn_app_with(Backend::Sqlite, 1, 0, |t| {
-        t.replacen(
-            "database_url_env = \"DK_TEST_UNUSED_URL\"",
-            &format!(
-                "database_url_env = \"{var}\"\nmigrations_dir = \"{{dir}}/migrations\"\nbackup_dir = \"{{dir}}/backups\"\npg_bin_dir = \"{}\"",
-                bin.display()
-            ),
-            1,
+        crate::support::own_production(
+            &t,
+            &var,
+            "{dir}",
+            &format!("pg_bin_dir = \"{}\"", bin.display()),
         )
     })
     .await;

@@ -42,13 +42,11 @@ async fn setup() -> Setup {
     let var = format!("DK_TEST_URL_{}", uuid::Uuid::new_v4().simple());
     let url = format!("sqlite://{}/data/dualkey.db", dir.path().display());
     let marker = dir.path().join("marker.log");
-    let text = crate::support::test_config(&url, &marker, 1, 0).replacen(
-        "database_url_env = \"DK_TEST_UNUSED_URL\"",
-        &format!(
-            "database_url_env = \"{var}\"\nmigrations_dir = \"{d}/migrations\"\nbackup_dir = \"{d}/backups\"",
-            d = dir.path().display()
-        ),
-        1,
+    let text = crate::support::own_production(
+        &crate::support::test_config(&url, &marker, 1, 0),
+        &var,
+        &dir.path().display().to_string(),
+        "",
     );
     let config = dir.path().join("dualkey.toml");
     std::fs::write(&config, text).unwrap();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 
-use crate::support::{spawn_app_with, Backend, TestApp, TestDb, FIXTURE_MIGRATIONS};
+use crate::support::{spawn_app_with, Backend, TestApp, TestDb};
 
 const TASKFLOW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/taskflow");
 const INIT: &str = "20250101000000_init";
@@ -43,16 +43,7 @@ async fn setup(names: &[&str]) -> Db {
     // Each test names its own variable; nextest runs every test in its own process.
     std::env::set_var(&var, &target.url);
     let app = spawn_app_with(Backend::Sqlite, 1, 0, |t| {
-        t.replacen(
-            &format!("migrations_dir = \"{FIXTURE_MIGRATIONS}\""),
-            "migrations_dir = \"{dir}/migrations\"",
-            1,
-        )
-        .replacen(
-            "database_url_env = \"DK_TEST_UNUSED_URL\"",
-            &format!("database_url_env = \"{var}\"\nbackup_dir = \"{{dir}}/backups\"\n"),
-            1,
-        )
+        crate::support::own_production(&t, &var, "{dir}", "")
     })
     .await;
     let migrations = app.dir.path().join("migrations");

@@ -435,20 +435,12 @@ impl Bot {
         .unwrap();
         let var = format!("DK_KILL_URL_{}", uuid::Uuid::new_v4().simple());
         let d = dir.path().display();
-        let text = crate::support::test_config(&store, &marker, 1, 0)
-            .replacen(
-                &format!(
-                    "migrations_dir = \"{}\"",
-                    crate::support::FIXTURE_MIGRATIONS
-                ),
-                &format!("migrations_dir = \"{d}/migrations\""),
-                1,
-            )
-            .replacen(
-                "database_url_env = \"DK_TEST_UNUSED_URL\"",
-                &format!("database_url_env = \"{var}\"\nbackup_dir = \"{d}/backups\""),
-                1,
-            );
+        let text = crate::support::own_production(
+            &crate::support::test_config(&store, &marker, 1, 0),
+            &var,
+            &d.to_string(),
+            "",
+        );
         let config = dir.path().join("dualkey.toml");
         std::fs::write(&config, text).unwrap();
         Bot {
@@ -716,20 +708,7 @@ async fn a_backup_rewritten_after_approval_fails_the_restore_step_and_nothing_is
     let var = format!("DK_TEST_URL_{}", uuid::Uuid::new_v4().simple());
     std::env::set_var(&var, &target.url);
     let app = crate::support::spawn_app_with(crate::support::Backend::Sqlite, 1, 0, |t| {
-        let t = t
-            .replacen(
-                &format!(
-                    "migrations_dir = \"{}\"",
-                    crate::support::FIXTURE_MIGRATIONS
-                ),
-                "migrations_dir = \"{dir}/migrations\"",
-                1,
-            )
-            .replacen(
-                "database_url_env = \"DK_TEST_UNUSED_URL\"",
-                &format!("database_url_env = \"{var}\"\nbackup_dir = \"{{dir}}/backups\""),
-                1,
-            );
+        let t = crate::support::own_production(&t, &var, "{dir}", "");
         // The first app_stop (production's): also run {dir}/on_stop.sh.
         let pat = "app_stop = [\"sh\", \"-c\", \"";
         let stop = t.find(pat).unwrap() + pat.len();

@@ -103,6 +103,22 @@ pub const FIXTURE_MIGRATIONS: &str = concat!(
     "/tests/fixtures/taskflow/prisma/migrations"
 );
 
+/// Points the `production` environment of a [`test_config`] text at a test's own target: the
+/// database URL from the environment variable `var`, `{dir}/migrations` and `{dir}/backups`
+/// (`dir` is a path, or the literal `{dir}` that [`spawn_app_with`] fills in), plus `extra` lines.
+pub fn own_production(t: &str, var: &str, dir: &str, extra: &str) -> String {
+    t.replacen(
+        &format!("migrations_dir = \"{FIXTURE_MIGRATIONS}\""),
+        &format!("migrations_dir = \"{dir}/migrations\""),
+        1,
+    )
+    .replacen(
+        "database_url_env = \"DK_TEST_UNUSED_URL\"",
+        &format!("database_url_env = \"{var}\"\nbackup_dir = \"{dir}/backups\"\n{extra}"),
+        1,
+    )
+}
+
 /// A config for tests. `marker` collects one line per app command run.
 pub fn test_config(
     store_url: &str,
