@@ -1056,6 +1056,12 @@ pub async fn run_step(
                     bk::RestoreError::ChecksumMismatch { expected, actual, .. } => StepError(format!(
                         "backup {backup} changed since it was approved (SHA-256 now {actual}, approved {expected}); nothing was committed, the database is unchanged"
                     )),
+                    // These say themselves what state the database is in.
+                    err @ (bk::RestoreError::Failed { .. }
+                    | bk::RestoreError::Incomplete(_)
+                    | bk::RestoreError::CommitUnconfirmed(_)) => {
+                        StepError(format!("restore of {backup} failed: {err}"))
+                    }
                     err => StepError(format!(
                         "restore of {backup} failed; nothing was committed, the database is unchanged: {err}"
                     )),

@@ -285,6 +285,58 @@ async fn a_plain_file_that_commits_or_rolls_back_itself_commits_nothing() {
     }
 }
 
+/// A plain `.sql` file rewritten after approval (after its one open) to end dualkey's
+/// transaction, turn read-only off and commit on its own never reaches psql: it is spooled and
+/// hashed first. Without the spool, `pwned` was committed before the hash at the end was compared.
+#[tokio::test]
+async fn a_plain_file_rewritten_after_approval_to_commit_on_its_own_never_reaches_psql() {
+    let db = TestDb::create("rk_spool").await;
+    seed(&db.url, 10).await;
+    let items = fingerprint(&db.url, "items").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("approved.sql");
+    std::fs::write(&file, "CREATE TABLE approved_only (id int);\n").unwrap();
+    let (_, approved_sha) = dualkey::dbops::backup::sha256_file(&file).await.unwrap();
+    // It starts like the approved file: its first bytes were read before the rewrite. The
+    // padding (more than the pipe and the feeder's buffer hold) makes the feed end only after
+    // psql has read, and so run, the statements before it.
+    let mut evil =
+        "CREATE TABLE t0 (id int);\nROLLBACK;\nSET default_transaction_read_only = off;\nCREATE TABLE pwned (id int);\n"
+            .to_string();
+    evil.push_str(&"-- padding padding padding padding padding padding padding\n".repeat(250_000));
+    let rewrite = |p: &Path| {
+        // In place, through the same inode the restore already holds open.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(p)
+            .unwrap();
+        f.write_all(evil.as_bytes()).unwrap();
+    };
+    let opts = RestoreOptions {
+        expected_sha256: Some(&approved_sha),
+        after_open: Some(&rewrite),
+        ..RestoreOptions::default()
+    };
+
+    let err = restore_with(&db.url, &file, &opts).await.unwrap_err();
+
+    assert!(
+        matches!(&err, RestoreError::ChecksumMismatch { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        scalar(&db.url, "SELECT to_regclass('pwned')::text").await,
+        None,
+        "a byte of the rewritten file reached psql"
+    );
+    assert_eq!(
+        scalar(&db.url, "SELECT to_regclass('approved_only')::text").await,
+        None
+    );
+    assert_eq!(fingerprint(&db.url, "items").await, items);
+}
+
 #[tokio::test]
 async fn a_dump_with_large_objects_restores_in_one_transaction() {
     let src = TestDb::create("rk_lo_src").await;

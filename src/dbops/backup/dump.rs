@@ -207,8 +207,9 @@ struct Verifier {
 /// Starts `pg_restore --file=-` reading an archive from a pipe, its SQL output going nowhere:
 /// it decompresses and reads every data block, and fails on a truncated or damaged stream.
 /// Returns the child and the write end of its stdin. Spawned from the async task on purpose.
-fn spawn_verifier(pg_restore: &Path, url: &PgUrl) -> io::Result<(Verifier, OwnedFd)> {
-    let mut cmd = tools::command(pg_restore, url);
+fn spawn_verifier(pg_restore: &Path) -> io::Result<(Verifier, OwnedFd)> {
+    // It never connects: no connection settings and no password in its environment.
+    let mut cmd = tools::tool_command(pg_restore);
     cmd.arg("--file=-")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -295,7 +296,7 @@ async fn run(
     let (verifier, feed, feeder) = match &pg_restore {
         None => (None, None, None),
         Some(p) => {
-            let (verifier, stdin) = spawn_verifier(p, &url)
+            let (verifier, stdin) = spawn_verifier(p)
                 .map_err(|e| DumpError::Unverified(format!("could not start pg_restore: {e}")))?;
             let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(FEED_DEPTH);
             let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();

@@ -38,7 +38,10 @@
 //!    constraint trigger on a temporary table, which raises unless dualkey set a random key just
 //!    before its own `COMMIT`: the commit fails and everything rolls back. A `ROLLBACK` inside the
 //!    file ends the transaction, after which the session defaults to read-only transactions, so
-//!    nothing after it writes. Either way psql stops (`ON_ERROR_STOP`) or dualkey sees that its
+//!    plain writes after it fail. (A file could turn that default off again and commit what follows
+//!    on its own: a plain `.sql` file is therefore spooled and its SHA-256 checked before psql sees
+//!    a byte of it, so only the approved content can run; an approved hand-written file that does
+//!    this is the approvers' own script, and catalog dumps never contain it.) Either way psql stops (`ON_ERROR_STOP`) or dualkey sees that its
 //!    `COMMIT` was not the one that committed. Success is only reported when psql printed a marker
 //!    that the guard sets inside the committing transaction. (Such files are therefore refused as
 //!    a whole; restore them by hand. The guard needs the `TEMP` privilege, which PostgreSQL grants
@@ -206,6 +209,11 @@ pub enum RestoreError {
     /// early, or the file ended the transaction itself), so dualkey did not commit.
     #[error("{0}; nothing was committed, the database is unchanged")]
     Incomplete(String),
+    /// Every check passed and dualkey sent its `COMMIT`, but what psql did with it is not known
+    /// (waiting for psql failed). The database holds either the whole backup or what it held
+    /// before; never part of it.
+    #[error("dualkey sent COMMIT after every check passed, but could not learn whether it took effect ({0}); the database holds either the whole backup or what it held before, never part of it: check it with `status` before anything else")]
+    CommitUnconfirmed(String),
 }
 
 /// Tells a custom-format dump (by its `PGDMP` magic) from a plain `.sql` file (by its extension).
@@ -297,7 +305,13 @@ pub async fn restore_with(
     let start = Instant::now();
     tracing::info!(?format, database = url.database(), "restore started");
 
-    let source = HashingReader::new(io::Cursor::new(head).chain(file));
+    let rest: Box<dyn Read + Send> = match (format, opts.expected_sha256) {
+        (DumpFormat::PlainSql, Some(want)) => {
+            Box::new(spool_checked(head, file, path, want).await?)
+        }
+        _ => Box::new(io::Cursor::new(head).chain(file)),
+    };
+    let source = HashingReader::new(rest);
     let pre_sql = opts
         .replace_schema
         .then(|| empty_schema_sql(url.schema().unwrap_or("public")));
@@ -320,6 +334,82 @@ pub async fn restore_with(
         sha256,
         size_bytes,
     })
+}
+
+/// Plain `.sql` files go to psql as they are read, and psql runs each statement as it arrives:
+/// a file swapped after approval could act (say, `ROLLBACK` then statements that commit on their
+/// own) before the hash at its end is compared. So a plain file is first copied, through the one
+/// open handle and hashed on the way, into a private unlinked spool file next to it, and psql
+/// reads the spool only when the hash equals `expected`. (pg_restore's output needs no spool: it
+/// is checked for its own closing `COMMIT`, and dualkey's `COMMIT` waits for the hash.)
+async fn spool_checked(
+    head: Vec<u8>,
+    file: std::fs::File,
+    path: &Path,
+    expected: &str,
+) -> Result<std::fs::File, RestoreError> {
+    let p = path.to_path_buf();
+    let want = expected.trim().to_ascii_lowercase();
+    let copied = tokio::task::spawn_blocking(move || -> Result<std::fs::File, RestoreError> {
+        let io_err = |action, error| RestoreError::Io {
+            action,
+            path: p.clone(),
+            error,
+        };
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut spool = open_spool(dir).map_err(|e| io_err("create a spool file next to", e))?;
+        let mut reader = HashingReader::new(io::Cursor::new(head).chain(file));
+        io::copy(&mut reader, &mut spool).map_err(|e| io_err("spool", e))?;
+        let (_, actual) = reader.finish();
+        if actual != want {
+            return Err(RestoreError::ChecksumMismatch {
+                path: p.clone(),
+                expected: want,
+                actual,
+            });
+        }
+        io::Seek::seek(&mut spool, io::SeekFrom::Start(0)).map_err(|e| io_err("spool", e))?;
+        Ok(spool)
+    })
+    .await;
+    copied.unwrap_or_else(|e| {
+        Err(RestoreError::Io {
+            action: "spool",
+            path: path.to_path_buf(),
+            error: io::Error::other(e.to_string()),
+        })
+    })
+}
+
+/// A read-write file in `dir` that has no name (Linux `O_TMPFILE`; elsewhere a new file that is
+/// unlinked at once), so nothing else can open or change it.
+fn open_spool(dir: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    #[cfg(target_os = "linux")]
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+    {
+        return Ok(f);
+    }
+    let name = dir.join(format!(
+        ".dualkey-restore-{}.spool",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&name)?;
+    let _ = std::fs::remove_file(&name);
+    Ok(f)
 }
 
 /// Reads up to the length of the custom-format magic from the start of `file`.
@@ -632,7 +722,11 @@ async fn run_restore<R: Read + Send + 'static>(
         if !matches!(wrote, Ok(Ok(()))) {
             tracing::warn!("could not send COMMIT to psql");
         }
-        child.wait().await
+        // From here on the COMMIT may have taken effect: an error must not claim otherwise.
+        child
+            .wait()
+            .await
+            .map_err(|e| RestoreError::CommitUnconfirmed(format!("waiting for psql: {e}")))?
     } else {
         if !psql_stopped_reading {
             // Not everything checked out: psql must never get a COMMIT. Kill it; its open
@@ -640,9 +734,8 @@ async fn run_restore<R: Read + Send + 'static>(
             let _ = child.start_kill();
         }
         drop(writer);
-        child.wait().await
-    }
-    .map_err(psql_spawn_err)?;
+        child.wait().await.map_err(psql_spawn_err)?
+    };
     let psql_stderr = tools::summarize_stderr(&stderr.await.unwrap_or_default(), Some(url));
     let psql_stdout = stdout.await.unwrap_or_default();
     let psql_failed = || RestoreError::Failed {
