@@ -468,10 +468,23 @@ impl PgUrl {
         ));
         if let Some(p) = &self.root_cert {
             env.push(("PGSSLROOTCERT", Some(p.display().to_string())));
+        } else if matches!(
+            self.effective_ssl_mode(),
+            SslMode::Prefer | SslMode::Require
+        ) {
+            // Without a CA file dualkey's driver does not check the certificate. libpq would still
+            // read ~/.postgresql/root.crt, check with it, and under `prefer` fall back to plain
+            // text when the check fails: a path that cannot exist makes it do what the driver does.
+            env.push(("PGSSLROOTCERT", Some(NO_ROOT_CERT.to_string())));
         }
         env
     }
 }
+
+/// `PGSSLROOTCERT` for the tools when no CA file applies (`prefer`, `require` without one): a
+/// path that cannot exist, so libpq checks no certificate, like dualkey's own driver, instead of
+/// reading `~/.postgresql/root.crt` on its own.
+pub const NO_ROOT_CERT: &str = "/nonexistent/dualkey-no-ssl-root-cert";
 
 /// The database name a URL points at (its path, or the user name when the path is empty).
 pub fn database_name(url: &str) -> Result<String, UrlError> {
@@ -486,7 +499,7 @@ fn resolve_root_cert(
     env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
 ) -> Result<Option<PathBuf>, UrlError> {
     // libpq would read a CA file under prefer too, and fall back to plain text when the check
-    // fails; sqlx would not check. Neither checks here.
+    // fails; sqlx would not check. Neither checks here: the tools get [`NO_ROOT_CERT`].
     if matches!(mode, SslMode::Disable | SslMode::Prefer) {
         return Ok(None);
     }
@@ -802,7 +815,11 @@ mod tests {
             last("PGSSLMODE"),
             Some(("PGSSLMODE", Some("require".into())))
         );
-        assert_eq!(last("PGSSLROOTCERT"), Some(("PGSSLROOTCERT", None)));
+        // No CA file: libpq must not pick up ~/.postgresql/root.crt on its own.
+        assert_eq!(
+            last("PGSSLROOTCERT"),
+            Some(("PGSSLROOTCERT", Some(NO_ROOT_CERT.into())))
+        );
     }
 
     #[test]
