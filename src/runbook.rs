@@ -299,10 +299,17 @@ impl RestoreSource {
         applied_now: &Result<Vec<String>, StepError>,
         now: i64,
     ) -> Vec<String> {
-        vec![
+        let mut w = vec![
             self.unapply_warning(applied_now),
             self.loss_warning(e, env, now).await,
-        ]
+        ];
+        if !self.catalog && !ends_like_a_complete_plain_dump(&self.path) {
+            w.push(format!(
+                "{} does not end with pg_dump's `{PLAIN_DUMP_TRAILER}` line: it may be truncated (a killed `pg_dump > file`) or hand-written, and a truncated file restores only what it holds. Read its end before approving",
+                self.label
+            ));
+        }
+        w
     }
 
     /// The data-loss warning of a restore, with about how many rows were written since the
@@ -347,6 +354,23 @@ impl RestoreSource {
             self.sha256.clone().unwrap_or_default()
         )
     }
+}
+
+/// The last line `pg_dump` writes to a plain SQL dump that it finished.
+const PLAIN_DUMP_TRAILER: &str = "-- PostgreSQL database dump complete";
+
+/// Whether a plain `.sql` file ends with pg_dump's completion line (its last 4 KiB are read).
+fn ends_like_a_complete_plain_dump(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let tail = (|| -> std::io::Result<Vec<u8>> {
+        let mut f = std::fs::File::open(path)?;
+        let len = f.metadata()?.len();
+        f.seek(SeekFrom::Start(len.saturating_sub(4096)))?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)?;
+        Ok(buf)
+    })();
+    tail.is_ok_and(|t| String::from_utf8_lossy(&t).contains(PLAIN_DUMP_TRAILER))
 }
 
 /// Finds a restorable backup by catalog id or external `.sql` file name; refuses missing,

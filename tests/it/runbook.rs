@@ -236,6 +236,30 @@ async fn backup_then_restore_round_trips_the_data_and_restarts_the_app() {
 }
 
 #[tokio::test]
+async fn an_external_sql_file_without_pg_dumps_last_line_is_flagged_on_the_card() {
+    let db = setup(&[INIT]).await;
+    let dir = db.app.dir.path().join("backups/production");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A `pg_dump > file` killed between two statements: valid SQL, but not all of the database.
+    std::fs::write(dir.join("cut.sql"), "CREATE TABLE kept (id int);\n").unwrap();
+    std::fs::write(
+        dir.join("whole.sql"),
+        "CREATE TABLE kept (id int);\n\n--\n-- PostgreSQL database dump complete\n--\n\n",
+    )
+    .unwrap();
+    let cut = db.app.cmd("alice", "restore cut.sql").await;
+    assert!(
+        cut.contains("does not end with pg_dump's") && cut.contains("truncated"),
+        "{cut}"
+    );
+    let whole = db.app.cmd("alice", "restore whole.sql").await;
+    assert!(
+        whole.contains("approve:") && !whole.contains("does not end with pg_dump's"),
+        "{whole}"
+    );
+}
+
+#[tokio::test]
 async fn a_restore_that_fails_half_way_changes_nothing_and_starts_the_app_again() {
     let db = setup(&[INIT, PRIORITY]).await;
     db.approved("deploy").await;
