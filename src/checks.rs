@@ -90,7 +90,7 @@ pub fn status_lines(st: &StatusReport) -> Vec<String> {
 pub async fn backup_lines(core: &Core, env: &str) -> anyhow::Result<Vec<String>> {
     let now = core.clock.now_ms();
     let all = core.store.list_backups(env).await?;
-    Ok(vec![match first_healthy(&all).await {
+    Ok(vec![match first_healthy(core, &all).await {
         Some(b) => format!(
             "newest backup: {} ({}, {} ago, {})",
             b.id,
@@ -130,9 +130,9 @@ pub async fn app_lines(core: &Core, env: &str) -> Vec<String> {
 }
 
 /// The first (newest) catalog entry whose file is healthy, hashing a touched one.
-async fn first_healthy(all: &[BackupRow]) -> Option<&BackupRow> {
+async fn first_healthy<'a>(core: &Core, all: &'a [BackupRow]) -> Option<&'a BackupRow> {
     for b in all {
-        if backup_health_hashed(b).await == "ok" {
+        if backup_health_hashed(core.store.as_ref(), b).await == "ok" {
             return Some(b);
         }
     }
@@ -169,7 +169,7 @@ pub async fn backups_text(core: &Core, env: &str) -> anyhow::Result<String> {
     for b in shown.iter().take(50) {
         out.push(format!(
             "  {}",
-            backup_line(now, b, backup_health_hashed(b).await)
+            backup_line(now, b, backup_health_hashed(core.store.as_ref(), b).await)
         ));
     }
     if let Ok(e) = runbook::env_settings(core, env) {
@@ -253,7 +253,7 @@ pub async fn checklist_text(core: &Core, env: &str) -> anyhow::Result<String> {
     }
     let max_age = core.settings.schedule.max_backup_age.0.as_millis() as i64;
     let backups = core.store.list_backups(env).await?;
-    match first_healthy(&backups).await {
+    match first_healthy(core, &backups).await {
         Some(b) => items.push((
             now - b.started_at <= max_age,
             format!(

@@ -24,7 +24,7 @@ use crate::core::operation::{
 use crate::dbops;
 use crate::dbops::backup::{self as bk, BackupKind};
 use crate::dbops::prisma;
-use crate::store::{BackupRow, OperationRow};
+use crate::store::{BackupRow, OperationRow, Store};
 
 /// A planning or step failure, shown to people and written to the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -130,11 +130,6 @@ pub fn backup_health(b: &BackupRow) -> &'static str {
         "running" => return "running",
         _ => return "failed",
     }
-    let modified_ms = |m: &std::fs::Metadata| {
-        m.modified()
-            .ok()
-            .map(|t| chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis())
-    };
     match std::fs::metadata(&b.path) {
         Err(_) => "missing",
         Ok(m) if Some(m.len() as i64) != b.size_bytes => "changed",
@@ -147,15 +142,62 @@ pub fn backup_health(b: &BackupRow) -> &'static str {
     }
 }
 
+/// A file's modification time in ms, as the catalog records it.
+fn modified_ms(m: &std::fs::Metadata) -> Option<i64> {
+    m.modified()
+        .ok()
+        .map(|t| chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis())
+}
+
 /// [`backup_health`], with a [`BACKUP_TOUCHED`] file hashed in full (a blocking-thread read):
 /// `ok` when its SHA-256 is still the catalog's, `changed` otherwise. Lists, retention and
 /// restore candidates use this, so a byte-identical copy with a new mtime stays a backup.
-pub async fn backup_health_hashed(b: &BackupRow) -> &'static str {
+///
+/// When the hash matches, the file's new modification time (read before hashing, and only if it
+/// did not change while hashing) goes into the catalog
+/// ([`crate::store::Store::refresh_backup_mtime`]), so the next look is cheap again instead of
+/// reading the file end to end every time. Failing to record it only logs a warning.
+pub async fn backup_health_hashed(store: &dyn Store, b: &BackupRow) -> &'static str {
     match backup_health(b) {
-        BACKUP_TOUCHED if is_intact(b).await => "ok",
-        BACKUP_TOUCHED => "changed",
+        BACKUP_TOUCHED => settle_touched(store, b).await,
         other => other,
     }
+}
+
+/// Hashes a [`BACKUP_TOUCHED`] file: `ok` (and its modification time recorded) or `changed`.
+async fn settle_touched(store: &dyn Store, b: &BackupRow) -> &'static str {
+    let mtime_now = || {
+        std::fs::metadata(&b.path)
+            .ok()
+            .and_then(|m| modified_ms(&m))
+    };
+    let before = mtime_now();
+    if !is_intact(b).await {
+        return "changed";
+    }
+    let (Some(mtime), Some(sha256)) = (before, b.sha256.as_deref()) else {
+        return "ok";
+    };
+    if mtime_now() != Some(mtime) {
+        // Written to (or replaced) while it was read: the hash may not be that version's.
+        tracing::debug!(backup = %b.id, "backup file changed while hashed; modification time not recorded");
+        return "ok";
+    }
+    match store.refresh_backup_mtime(&b.id, sha256, mtime).await {
+        Ok(true) => tracing::info!(
+            backup = %b.id,
+            file_mtime_ms = mtime,
+            "backup file has a new modification time and the catalog's SHA-256; new modification time recorded"
+        ),
+        // Deleted by retention, or replaced, meanwhile: nothing to record.
+        Ok(false) => {}
+        Err(e) => tracing::warn!(
+            backup = %b.id,
+            error = %e,
+            "could not record the backup file's new modification time; it is hashed again next time"
+        ),
+    }
+    "ok"
 }
 
 /// The migrations recorded as applied when a backup was taken.
@@ -1442,7 +1484,7 @@ pub async fn apply_retention(core: &Core, env: &str) -> Result<Vec<String>, Step
             kind: backup_kind(&b.kind),
             created_at: chrono::DateTime::from_timestamp_millis(b.started_at).unwrap_or_default(),
             // Only a healthy file (there, same size, same SHA-256 as verified) protects others.
-            verified: backup_health_hashed(b).await == "ok",
+            verified: backup_health_hashed(core.store.as_ref(), b).await == "ok",
             exists: Path::new(&b.path).exists(),
         });
     }

@@ -291,6 +291,17 @@ pub trait Store: Send + Sync + 'static {
     async fn get_backup(&self, id: &str) -> StoreResult<Option<BackupRow>>;
     /// Catalog entries of an environment, newest first (deleted ones included).
     async fn list_backups(&self, env: &str) -> StoreResult<Vec<BackupRow>>;
+    /// Records `file_mtime_ms` as the modification time of backup `id`'s file, and nothing else,
+    /// only while the entry is a live (`ok`, not deleted) backup with SHA-256 `expected_sha256`:
+    /// for a file whose modification time changed but whose bytes were hashed and found to be the
+    /// catalog's. A targeted update, so an entry that retention deleted meanwhile stays deleted.
+    /// True when the entry was updated.
+    async fn refresh_backup_mtime(
+        &self,
+        id: &str,
+        expected_sha256: &str,
+        file_mtime_ms: i64,
+    ) -> StoreResult<bool>;
     /// Counts for `/metrics`.
     async fn gauges(&self) -> StoreResult<Gauges>;
     /// Deletes delivery dedupe keys older than `dedupe_before` and delivered outbox rows older

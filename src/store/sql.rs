@@ -293,6 +293,16 @@ macro_rules! sql_store {
                 rows.iter().map(backup_row).collect()
             }
 
+            async fn refresh_backup_mtime(&self, id: &str, expected_sha256: &str, file_mtime_ms: i64) -> StoreResult<bool> {
+                let res = sqlx::query("UPDATE backups SET file_mtime_ms = $3 WHERE id = $1 AND sha256 = $2 AND deleted_at IS NULL AND state = 'ok'")
+                    .bind(id)
+                    .bind(expected_sha256)
+                    .bind(file_mtime_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(res.rows_affected() == 1)
+            }
+
             async fn gauges(&self) -> StoreResult<Gauges> {
                 let pairs = |rows: Vec<<$db as sqlx::Database>::Row>| -> StoreResult<Vec<(String, i64)>> {
                     rows.iter().map(|r| Ok((r.try_get("k")?, r.try_get("n")?))).collect()

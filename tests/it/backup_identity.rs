@@ -10,17 +10,23 @@ use dualkey::dbops::backup::BackupKind;
 use dualkey::store::BackupRow;
 
 use crate::backup_common::*;
+use crate::both_backends;
 use crate::support::{spawn_app_with, Backend, TestApp, TestDb};
 
 /// An app whose `production` environment targets a fresh database with a few tables, with
 /// `extra` keys for the environment.
 async fn setup(extra: &str) -> (TestApp, TestDb) {
+    setup_on(Backend::Sqlite, extra).await
+}
+
+/// [`setup`] with the catalog on `backend`.
+async fn setup_on(backend: Backend, extra: &str) -> (TestApp, TestDb) {
     let db = TestDb::create("bk_ident").await;
     seed(&db.url, 2_000).await;
     let var = format!("DK_TEST_URL_{}", uuid::Uuid::new_v4().simple());
     // Each test names its own variable; nextest runs every test in its own process.
     std::env::set_var(&var, &db.url);
-    let app = spawn_app_with(Backend::Sqlite, 1, 0, |t| {
+    let app = spawn_app_with(backend, 1, 0, |t| {
         crate::support::own_production(&t, &var, "{dir}", extra)
     })
     .await;
@@ -163,4 +169,105 @@ async fn retention_counts_an_identical_copy_as_healthy_and_a_changed_one_as_not(
         .await
         .unwrap();
     assert_eq!(deleted, vec![newer.id.clone()]);
+}
+
+/// The file's modification time (ms), as the catalog records it.
+fn mtime_ms(path: &str) -> i64 {
+    let t = std::fs::metadata(path).unwrap().modified().unwrap();
+    chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis()
+}
+
+/// Once a touched file's SHA-256 matched, its new modification time is the catalog's: the next
+/// listing (and `status`, checklist, retention) says ok from size and mtime alone, without reading
+/// the file again. The update is targeted: a row that retention deleted, or whose SHA-256 is
+/// another, is left alone.
+async fn a_matching_hash_records_the_new_mtime(backend: Backend) {
+    let (app, _db) = setup_on(backend, "").await;
+    let store = &app.core.store;
+    let b = backup(&app).await;
+    let bytes = std::fs::read(&b.path).unwrap();
+    copy_over(&b, &bytes, Duration::from_secs(90));
+    let new_mtime = mtime_ms(&b.path);
+    assert_ne!(Some(new_mtime), b.file_mtime_ms);
+    let row = store.get_backup(&b.id).await.unwrap().unwrap();
+    assert_eq!(dualkey::runbook::backup_health(&row), "touched");
+
+    let listing = app.cmd("carol", "backups").await;
+    assert!(listing_line(&listing, &b.id).contains(" ok "), "{listing}");
+
+    let row = store.get_backup(&b.id).await.unwrap().unwrap();
+    assert_eq!(row.file_mtime_ms, Some(new_mtime));
+    assert_eq!(
+        dualkey::runbook::backup_health(&row),
+        "ok",
+        "no hashing needed any more"
+    );
+    // Nothing else in the row changed.
+    assert_eq!(
+        BackupRow {
+            file_mtime_ms: b.file_mtime_ms,
+            ..row.clone()
+        },
+        b
+    );
+    let listing = app.cmd("carol", "backups").await;
+    assert!(listing_line(&listing, &b.id).contains(" ok "), "{listing}");
+
+    // The update names the SHA-256 the file was found to have: another one changes nothing.
+    let sha = b.sha256.clone().unwrap();
+    assert!(!store
+        .refresh_backup_mtime(&b.id, &"0".repeat(64), new_mtime + 1)
+        .await
+        .unwrap());
+    assert!(!store
+        .refresh_backup_mtime("b000000000", &sha, new_mtime + 1)
+        .await
+        .unwrap());
+    assert_eq!(store.get_backup(&b.id).await.unwrap().unwrap(), row);
+
+    // Retention deleted the entry while a listing was hashing its file: the listing's update
+    // does not bring it back, nor touch it.
+    let mut deleted = row.clone();
+    deleted.deleted_at = Some(app.core.clock.now_ms());
+    let mut tx = store.begin().await.unwrap();
+    tx.put_backup(&deleted).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(!store
+        .refresh_backup_mtime(&b.id, &sha, new_mtime + 1)
+        .await
+        .unwrap());
+    assert_eq!(store.get_backup(&b.id).await.unwrap().unwrap(), deleted);
+
+    // Nor a failed one.
+    let mut failed = row.clone();
+    failed.state = "failed".into();
+    let mut tx = store.begin().await.unwrap();
+    tx.put_backup(&failed).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(!store
+        .refresh_backup_mtime(&b.id, &sha, new_mtime + 1)
+        .await
+        .unwrap());
+    assert_eq!(store.get_backup(&b.id).await.unwrap().unwrap(), failed);
+}
+both_backends!(a_matching_hash_records_the_new_mtime);
+
+/// Changed bytes of the same size are never recorded as the backup's: the listing says changed,
+/// and keeps saying it (the catalog's modification time stays the one verified).
+#[tokio::test]
+async fn a_changed_file_keeps_its_recorded_mtime() {
+    let (app, _db) = setup("").await;
+    let b = backup(&app).await;
+    let mut bytes = std::fs::read(&b.path).unwrap();
+    bytes[0] ^= 0x01;
+    copy_over(&b, &bytes, Duration::from_secs(90));
+    for _ in 0..2 {
+        let listing = app.cmd("carol", "backups").await;
+        assert!(
+            listing_line(&listing, &b.id).contains("changed"),
+            "{listing}"
+        );
+        let row = app.core.store.get_backup(&b.id).await.unwrap().unwrap();
+        assert_eq!(row, b);
+    }
 }
