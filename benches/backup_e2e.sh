@@ -39,16 +39,8 @@ TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET" in /*) ;; *) TARGET="$ROOT/$TARGET" ;; esac
 DB=dk_bench_e2e
 
-# Split the base URL into libpq variables so no password ever reaches a command line.
-rest="${BASE#*://}"
-userinfo=""
-case "$rest" in *@*) userinfo="${rest%@*}"; rest="${rest##*@}" ;; esac
-hostport="${rest%%/*}"
-export PGHOST="${hostport%%:*}"
-case "$hostport" in *:*) export PGPORT="${hostport##*:}" ;; *) export PGPORT=5432 ;; esac
-export PGUSER="${userinfo%%:*}"
-[ -n "$PGUSER" ] || export PGUSER=postgres
-case "$userinfo" in *:*) export PGPASSWORD="${userinfo#*:}" ;; esac
+. "$ROOT/benches/lib.sh"
+pg_env_from_base "$BASE"
 # dualkey reads the target's URL from the variable its config names.
 export DK_BENCH_DATABASE_URL="${BASE%/}/$DB"
 
@@ -60,40 +52,8 @@ else
   DK="$TARGET/release/dualkey"
 fi
 
-psql_q() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$@"; }
-
 want_bytes=$(( SIZE_MB * 1024 * 1024 ))
-exists=$(psql_q -d postgres -c "SELECT count(*) FROM pg_database WHERE datname = '$DB'")
-if [ "$exists" = "1" ] && [ "$REGEN" = "1" ]; then
-  psql_q -d postgres -c "DROP DATABASE $DB WITH (FORCE)"
-  exists=0
-fi
-if [ "$exists" = "1" ]; then
-  have=$(psql_q -d "$DB" -c "SELECT pg_database_size(current_database())")
-else
-  have=0
-fi
-if [ "$have" -lt "$want_bytes" ]; then
-  echo "== generating $DB (>= ${SIZE_MB} MB; kept for the next run, --drop removes it)"
-  [ "$exists" = "1" ] || psql_q -d postgres -c "CREATE DATABASE $DB"
-  # About 480 bytes a row: random hex (compresses ~2x), repeated text, numbers, a timestamp.
-  rows=$(( want_bytes / 480 + 1 ))
-  psql_q -d "$DB" <<SQL
-DROP TABLE IF EXISTS wide;
-CREATE TABLE wide (id bigint PRIMARY KEY, a text, b text, c int, d timestamptz, e text);
-INSERT INTO wide
-  SELECT g,
-         md5(random()::text) || md5(random()::text) || md5(random()::text) || md5(random()::text),
-         repeat('lorem ipsum dolor sit amet ', 5 + (g % 5)),
-         (random() * 1e9)::int,
-         now() - g * interval '1 second',
-         md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text)
-  FROM generate_series(1, $rows) g;
-VACUUM ANALYZE wide;
-SQL
-  have=$(psql_q -d "$DB" -c "SELECT pg_database_size(current_database())")
-fi
-echo "== database $DB: $(( have / 1024 / 1024 )) MiB"
+ensure_bench_db "$DB" "$want_bytes" "$REGEN"
 
 WORK="${BENCH_DIR:-$(mktemp -d)}"
 mkdir -p "$WORK/migrations"
