@@ -12,72 +12,19 @@ use std::path::{Path, PathBuf};
 
 use dualkey::core::operation::{PlannedStep, StepAction};
 use dualkey::dbops::prisma::{self, NoProgress, PrismaError};
-use sqlx::Connection;
 
-use crate::support::{spawn_app_with, Backend, TestApp, TestDb};
-
-const TASKFLOW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/taskflow");
-const INIT: &str = "20250101000000_init";
-const PRIORITY: &str = "20250115000000_add_task_priority";
-const COMMENTS: &str = "20250201000000_add_comments";
+use crate::taskflow::{copy_migration, Db, COMMENTS, INIT, PRIORITY};
 
 /// What the fake `pg_dump` appends to the second migration's script.
 const EDIT: &str = "\nCREATE TABLE \"Sneaky\" (\"id\" INTEGER);\n";
 
-struct Db {
-    app: TestApp,
-    target: TestDb,
-    migrations: PathBuf,
-}
-
-fn copy_migration(name: &str, to: &Path) {
-    let src = Path::new(TASKFLOW).join("prisma/migrations").join(name);
-    let dst = to.join(name);
-    std::fs::create_dir_all(&dst).unwrap();
-    for f in std::fs::read_dir(&src).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), dst.join(f.file_name())).unwrap();
-    }
-}
-
 /// A test app whose production environment points at a fresh target database and a migrations
 /// folder holding `names`; `extra` is added to `[environments.production]`.
 async fn setup(names: &[&str], extra: &str) -> Db {
-    let target = TestDb::create("pin").await;
-    let var = format!("DK_TEST_URL_{}", uuid::Uuid::new_v4().simple());
-    // Each test names its own variable; nextest runs every test in its own process.
-    std::env::set_var(&var, &target.url);
-    let app = spawn_app_with(Backend::Sqlite, 1, 0, |t| {
-        crate::support::own_production(&t, &var, "{dir}", extra)
-    })
-    .await;
-    let migrations = app.dir.path().join("migrations");
-    std::fs::create_dir_all(&migrations).unwrap();
-    std::fs::copy(
-        Path::new(TASKFLOW).join("prisma/migrations/migration_lock.toml"),
-        migrations.join("migration_lock.toml"),
-    )
-    .unwrap();
-    for n in names {
-        copy_migration(n, &migrations);
-    }
-    Db {
-        app,
-        target,
-        migrations,
-    }
+    crate::taskflow::setup("pin", names, extra).await
 }
 
 impl Db {
-    async fn sql(&self, sql: &str) -> Option<String> {
-        let mut c = sqlx::PgConnection::connect(&self.target.url).await.unwrap();
-        sqlx::query_scalar::<_, Option<String>>(sql)
-            .fetch_optional(&mut c)
-            .await
-            .unwrap()
-            .flatten()
-    }
-
     fn script(&self, name: &str) -> PathBuf {
         self.migrations.join(name).join("migration.sql")
     }
@@ -85,23 +32,6 @@ impl Db {
     fn checksum(&self, name: &str) -> String {
         let bytes = std::fs::read(self.script(name)).unwrap();
         prisma::render_checksum(&String::from_utf8(bytes).unwrap())
-    }
-
-    /// Alice asks, Bob approves, the worker runs it; returns the request's operation.
-    async fn approved(&self, text: &str) -> dualkey::store::OperationRow {
-        let card = self.app.cmd("alice", text).await;
-        assert!(card.contains("[approve:"), "`{text}`: {card}");
-        let id = self.app.last_request().await;
-        let r = self.app.click("bob", &format!("approve:{id}")).await;
-        assert!(r.contains("Approved"), "{r}");
-        self.app.drain_worker().await;
-        self.app
-            .core
-            .store
-            .operation_for_request(&id)
-            .await
-            .unwrap()
-            .expect("operation")
     }
 
     /// The audit events with this action, details parsed, oldest first.

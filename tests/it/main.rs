@@ -28,4 +28,5 @@ mod runbook;
 mod sqlscan;
 mod store_open;
 mod support;
+mod taskflow;
 mod tls;

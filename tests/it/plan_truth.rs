@@ -7,60 +7,16 @@
 //! Real parts only: a real PostgreSQL target with the TaskFlow fixture, real `pg_dump` backups,
 //! the in-process bot with a SQLite store driven through chat.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 
-use crate::support::{spawn_app_with, Backend, TestApp, TestDb};
-
-const TASKFLOW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/taskflow");
-const INIT: &str = "20250101000000_init";
-const PRIORITY: &str = "20250115000000_add_task_priority";
-const COMMENTS: &str = "20250201000000_add_comments";
-const LEGACY: &str = "20250301000000_drop_legacy_flag";
-
-struct Db {
-    app: TestApp,
-    target: TestDb,
-    migrations: PathBuf,
-}
-
-fn copy_migration(name: &str, to: &Path) {
-    let src = Path::new(TASKFLOW).join("prisma/migrations").join(name);
-    let dst = to.join(name);
-    std::fs::create_dir_all(&dst).unwrap();
-    for f in std::fs::read_dir(&src).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), dst.join(f.file_name())).unwrap();
-    }
-}
+use crate::taskflow::{copy_migration, Db, COMMENTS, INIT, LEGACY, PRIORITY, TASKFLOW};
 
 /// A bot whose `production` is a fresh target database with `names` in its migrations folder.
 async fn setup(names: &[&str]) -> Db {
-    let target = TestDb::create("plantruth").await;
-    let var = format!("DK_TEST_URL_{}", uuid::Uuid::new_v4().simple());
-    // Each test names its own variable; nextest runs every test in its own process.
-    std::env::set_var(&var, &target.url);
-    let app = spawn_app_with(Backend::Sqlite, 1, 0, |t| {
-        crate::support::own_production(&t, &var, "{dir}", "")
-    })
-    .await;
-    let migrations = app.dir.path().join("migrations");
-    std::fs::create_dir_all(&migrations).unwrap();
-    std::fs::copy(
-        Path::new(TASKFLOW).join("prisma/migrations/migration_lock.toml"),
-        migrations.join("migration_lock.toml"),
-    )
-    .unwrap();
-    for n in names {
-        copy_migration(n, &migrations);
-    }
-    Db {
-        app,
-        target,
-        migrations,
-    }
+    crate::taskflow::setup("plantruth", names, "").await
 }
 
 /// One table's write counters as PostgreSQL reports them.
@@ -107,35 +63,14 @@ impl Db {
 
     /// The fixture's seed rows (500 tasks), with their counters flushed (so that a backup taken
     /// next does not count them as written after it).
-    async fn seed(&self) {
+    async fn seed_counted(&self) {
         let sql = std::fs::read_to_string(Path::new(TASKFLOW).join("seed.sql")).unwrap();
         self.write(&sql, &[("Task", 500, 0, 0)]).await;
     }
 
-    async fn applied(&self) -> Vec<String> {
-        let mut c = sqlx::PgConnection::connect(&self.target.url).await.unwrap();
-        sqlx::query_scalar("SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL ORDER BY started_at")
-            .fetch_all(&mut c)
-            .await
-            .unwrap()
-    }
-
-    /// Alice asks, Bob approves, the worker runs it; returns the operation.
-    async fn approved(&self, text: &str) -> dualkey::store::OperationRow {
-        let card = self.app.cmd("alice", text).await;
-        assert!(card.contains("[approve:"), "`{text}`: {card}");
-        let id = self.app.last_request().await;
-        let r = self.app.click("bob", &format!("approve:{id}")).await;
-        assert!(r.contains("Approved"), "{r}");
-        self.app.drain_worker().await;
-        let op = self
-            .app
-            .core
-            .store
-            .operation_for_request(&id)
-            .await
-            .unwrap()
-            .expect("operation");
+    /// [`Db::approved`], and the operation must have succeeded.
+    async fn succeeded(&self, text: &str) -> dualkey::store::OperationRow {
+        let op = self.approved(text).await;
         assert_eq!(op.state, "succeeded", "`{text}`: {:?}", op.error);
         op
     }
@@ -205,7 +140,7 @@ async fn rollback_by_restore_of_a_four_migration_deploy_names_all_four_and_warns
     // The reproduced defect: four migrations deployed at once, so the only backup before the
     // third is the pre-deploy one with nothing applied.
     let db = setup(&[INIT, PRIORITY, COMMENTS, LEGACY]).await;
-    db.approved("deploy").await;
+    db.succeeded("deploy").await;
     let pre_deploy = db.newest_backup().await;
     assert_eq!(pre_deploy.migrations_json, "[]");
     let card = db.card(&format!("rollback {COMMENTS}")).await;
@@ -226,16 +161,16 @@ async fn rollback_by_restore_of_a_four_migration_deploy_names_all_four_and_warns
 #[tokio::test]
 async fn rollback_by_restore_prefers_the_backup_with_exactly_the_migrations_before_the_target() {
     let db = setup(&[INIT, PRIORITY]).await;
-    db.approved("deploy").await;
+    db.succeeded("deploy").await;
     // Roll PRIORITY back with its down.sql: the pre-rollback backup has INIT and PRIORITY.
-    db.approved(&format!("rollback {PRIORITY}")).await;
+    db.succeeded(&format!("rollback {PRIORITY}")).await;
     let exact = db.newest_backup().await;
     assert_eq!(exact.kind, "pre-rollback");
     assert_eq!(db.applied().await, names(&[INIT]));
     // Deploy PRIORITY again with two more: the pre-deploy backup (newer) has only INIT.
     copy_migration(COMMENTS, &db.migrations);
     copy_migration(LEGACY, &db.migrations);
-    db.approved("deploy").await;
+    db.succeeded("deploy").await;
     let newer = db.newest_backup().await;
     assert_eq!(newer.kind, "pre-deploy");
     assert_eq!(
@@ -250,19 +185,19 @@ async fn rollback_by_restore_prefers_the_backup_with_exactly_the_migrations_befo
     );
     assert_eq!(unapplied(&card), names(&[LEGACY, COMMENTS]), "{card}");
     assert!(!card.contains("also undoes"), "{card}");
-    db.approved(&format!("rollback {COMMENTS}")).await;
+    db.succeeded(&format!("rollback {COMMENTS}")).await;
     assert_eq!(db.applied().await, names(&[INIT, PRIORITY]));
 }
 
 #[tokio::test]
 async fn restore_and_emergency_cards_list_applied_now_minus_applied_in_the_backup() {
     let db = setup(&[INIT, PRIORITY]).await;
-    db.approved("deploy").await;
+    db.succeeded("deploy").await;
     let empty = db.newest_backup().await.id;
     let two = db.backup().await;
     copy_migration(COMMENTS, &db.migrations);
     copy_migration(LEGACY, &db.migrations);
-    db.approved("deploy").await;
+    db.succeeded("deploy").await;
     let pre_deploy = db.newest_backup().await.id;
 
     let card = db.card(&format!("restore {empty}")).await;
@@ -286,8 +221,8 @@ async fn restore_and_emergency_cards_list_applied_now_minus_applied_in_the_backu
 #[tokio::test]
 async fn restoring_cards_estimate_the_rows_written_since_the_backup_and_say_when_they_cannot() {
     let db = setup(&[INIT, PRIORITY]).await;
-    db.approved("deploy").await;
-    db.seed().await;
+    db.succeeded("deploy").await;
+    db.seed_counted().await;
     let b = db.backup().await;
     assert!(
         db.newest_backup().await.write_stats_json.is_some(),
@@ -340,7 +275,7 @@ async fn restoring_cards_estimate_the_rows_written_since_the_backup_and_say_when
 #[tokio::test]
 async fn emergency_on_a_healthy_database_says_so_first_with_the_number_of_migrations_it_undoes() {
     let db = setup(&[INIT, PRIORITY]).await;
-    db.approved("deploy").await;
+    db.succeeded("deploy").await;
     let card = db.card("emergency").await;
     let first = warnings(&card)[0];
     assert!(
@@ -363,7 +298,7 @@ async fn emergency_on_a_healthy_database_says_so_first_with_the_number_of_migrat
 #[tokio::test]
 async fn a_migration_applied_after_the_restore_was_requested_stops_it_before_anything_runs() {
     let db = setup(&[INIT, PRIORITY]).await;
-    db.approved("deploy").await;
+    db.succeeded("deploy").await;
     let b = db.backup().await;
     let card = db.card(&format!("restore {b}")).await;
     assert_eq!(unapplied(&card), Vec::<String>::new(), "{card}");

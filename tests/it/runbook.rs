@@ -2,33 +2,10 @@
 //! rollback (down and restore strategies), restore, resolve, emergency, refusals. The state store
 //! is SQLite here; the store conformance suite covers PostgreSQL.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use sqlx::Connection;
-
-use crate::support::{spawn_app_with, Backend, TestApp, TestDb};
-
-const TASKFLOW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/taskflow");
-const INIT: &str = "20250101000000_init";
-const PRIORITY: &str = "20250115000000_add_task_priority";
-const COMMENTS: &str = "20250201000000_add_comments";
-const LEGACY: &str = "20250301000000_drop_legacy_flag";
-
-struct Db {
-    app: TestApp,
-    target: TestDb,
-    migrations: PathBuf,
-}
-
-fn copy_migration(name: &str, to: &Path) {
-    let src = Path::new(TASKFLOW).join("prisma/migrations").join(name);
-    let dst = to.join(name);
-    std::fs::create_dir_all(&dst).unwrap();
-    for f in std::fs::read_dir(&src).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), dst.join(f.file_name())).unwrap();
-    }
-}
+use crate::support::TestDb;
+use crate::taskflow::{copy_migration, Db, COMMENTS, INIT, LEGACY, PRIORITY, TASKFLOW};
 
 async fn setup(names: &[&str]) -> Db {
     setup_with(names, "").await
@@ -36,51 +13,10 @@ async fn setup(names: &[&str]) -> Db {
 
 /// Like [`setup`], with extra keys for `[environments.production]`.
 async fn setup_with(names: &[&str], extra: &str) -> Db {
-    let target = TestDb::create("taskflow").await;
-    let var = format!("DK_TEST_URL_{}", uuid::Uuid::new_v4().simple());
-    // Each test names its own variable; nextest runs every test in its own process.
-    std::env::set_var(&var, &target.url);
-    let app = spawn_app_with(Backend::Sqlite, 1, 0, |t| {
-        t.replacen(
-            "database_url_env = \"DK_TEST_UNUSED_URL\"",
-            &format!("database_url_env = \"{var}\"\nbackup_dir = \"{{dir}}/backups\"\n{extra}"),
-            1,
-        )
-        .replacen(crate::support::FIXTURE_MIGRATIONS, "{dir}/migrations", 1)
-    })
-    .await;
-    let migrations = app.dir.path().join("migrations");
-    std::fs::create_dir_all(&migrations).unwrap();
-    std::fs::copy(
-        Path::new(TASKFLOW).join("prisma/migrations/migration_lock.toml"),
-        migrations.join("migration_lock.toml"),
-    )
-    .unwrap();
-    for n in names {
-        copy_migration(n, &migrations);
-    }
-    Db {
-        app,
-        target,
-        migrations,
-    }
+    crate::taskflow::setup("taskflow", names, extra).await
 }
 
 impl Db {
-    async fn sql(&self, sql: &str) -> Option<String> {
-        let mut c = sqlx::PgConnection::connect(&self.target.url).await.unwrap();
-        sqlx::query_scalar::<_, Option<String>>(sql)
-            .fetch_optional(&mut c)
-            .await
-            .unwrap()
-            .flatten()
-    }
-
-    async fn exec(&self, sql: &str) {
-        let mut c = sqlx::PgConnection::connect(&self.target.url).await.unwrap();
-        sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
-    }
-
     async fn seed(&self) {
         self.exec(&std::fs::read_to_string(Path::new(TASKFLOW).join("seed.sql")).unwrap())
             .await;
@@ -92,34 +28,6 @@ impl Db {
         )
         .await
         .unwrap()
-    }
-
-    async fn applied(&self) -> Vec<String> {
-        let mut c = sqlx::PgConnection::connect(&self.target.url).await.unwrap();
-        sqlx::query_scalar("SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL ORDER BY started_at")
-            .fetch_all(&mut c)
-            .await
-            .unwrap()
-    }
-
-    /// Alice asks, Bob approves, the worker runs it; returns the request's operation.
-    async fn approved(&self, text: &str) -> dualkey::store::OperationRow {
-        let card = self.app.cmd("alice", text).await;
-        assert!(
-            card.contains("[approve:"),
-            "`{text}` should post an approval card: {card}"
-        );
-        let id = self.app.last_request().await;
-        let r = self.app.click("bob", &format!("approve:{id}")).await;
-        assert!(r.contains("Approved"), "{r}");
-        self.app.drain_worker().await;
-        self.app
-            .core
-            .store
-            .operation_for_request(&id)
-            .await
-            .unwrap()
-            .expect("operation")
     }
 
     async fn steps(&self, op: &str) -> Vec<(String, String)> {
