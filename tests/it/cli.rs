@@ -2,33 +2,13 @@
 //! `dualkey audit verify|export` and `dualkey config check`.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-const BIN: &str = env!("CARGO_BIN_EXE_dualkey");
-
-struct Setup {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    marker: PathBuf,
-}
-
-fn setup(edit: impl Fn(String) -> String) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let marker = dir.path().join("marker.log");
-    let url = format!("sqlite://{}/data/dualkey.db", dir.path().display());
-    let text = edit(crate::support::test_config(&url, &marker, 1, 0));
-    let config = dir.path().join("dualkey.toml");
-    std::fs::write(&config, text).unwrap();
-    Setup {
-        dir,
-        config,
-        marker,
-    }
-}
+use crate::support::{bin_setup as setup, BinSetup as Setup, BIN};
 
 fn marker_lines(p: &Path) -> Vec<String> {
     std::fs::read_to_string(p)
@@ -39,27 +19,7 @@ fn marker_lines(p: &Path) -> Vec<String> {
 }
 
 fn run_shell(s: &Setup, who: &str, input: &str) -> (String, String, Option<i32>) {
-    let mut child = Command::new(BIN)
-        .args(["shell", "--as", who, "--config"])
-        .arg(&s.config)
-        .current_dir(s.dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-        out.status.code(),
-    )
+    crate::support::shell_session(&s.config, Some(s.dir.path()), who, input.as_bytes(), &[])
 }
 
 #[tokio::test]

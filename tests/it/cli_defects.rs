@@ -4,26 +4,11 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_dualkey");
-
-struct Setup {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-fn setup(edit: impl Fn(String) -> String) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let marker = dir.path().join("marker.log");
-    let url = format!("sqlite://{}/data/dualkey.db", dir.path().display());
-    let text = edit(crate::support::test_config(&url, &marker, 1, 0));
-    let config = dir.path().join("dualkey.toml");
-    std::fs::write(&config, text).unwrap();
-    Setup { dir, config }
-}
+use crate::support::{bin_setup as setup, BinSetup as Setup, BIN};
 
 fn shell_with(
     config: &Path,
@@ -31,22 +16,7 @@ fn shell_with(
     input: &[u8],
     env: &[(&str, &str)],
 ) -> (String, String, Option<i32>) {
-    let mut child = Command::new(BIN)
-        .args(["shell", "--as", who, "--config"])
-        .arg(config)
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-        out.status.code(),
-    )
+    crate::support::shell_session(config, None, who, input, env)
 }
 
 fn shell(s: &Setup, who: &str, input: &[u8]) -> (String, String, Option<i32>) {

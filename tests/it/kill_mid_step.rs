@@ -102,24 +102,15 @@ impl Setup {
 
     /// One `dualkey shell` session that reads `input` to its end; returns stdout.
     fn run_shell(&self, input: &str) -> String {
-        let mut child = Command::new(BIN)
-            .args(["shell", "--as", "alice", "--config"])
-            .arg(&self.config)
-            .env(&self.var, &self.target.url)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let env = [(self.var.as_str(), self.target.url.as_str())];
+        crate::support::shell_session(
+            &self.config,
+            Some(self.dir.path()),
+            "alice",
+            input.as_bytes(),
+            &env,
+        )
+        .0
     }
 
     async fn conn(&self) -> PgConnection {

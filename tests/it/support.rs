@@ -391,3 +391,62 @@ impl TestApp {
         w.await.unwrap();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The real binary, driven through `dualkey shell`.
+
+/// The `dualkey` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_dualkey");
+
+/// A folder holding a [`test_config`] (SQLite store in `data/`) for the real binary.
+pub struct BinSetup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub marker: PathBuf,
+}
+
+/// A [`BinSetup`] whose config text is `edit`ed first.
+pub fn bin_setup(edit: impl Fn(String) -> String) -> BinSetup {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("marker.log");
+    let url = format!("sqlite://{}/data/dualkey.db", dir.path().display());
+    let text = edit(test_config(&url, &marker, 1, 0));
+    let config = dir.path().join("dualkey.toml");
+    std::fs::write(&config, text).unwrap();
+    BinSetup {
+        dir,
+        config,
+        marker,
+    }
+}
+
+/// One `dualkey shell --as WHO --config CONFIG` session (in `dir` when given, with `env` added)
+/// that reads `input` to its end: its stdout, stderr and exit code.
+pub fn shell_session(
+    config: &std::path::Path,
+    dir: Option<&std::path::Path>,
+    who: &str,
+    input: &[u8],
+    env: &[(&str, &str)],
+) -> (String, String, Option<i32>) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(BIN);
+    cmd.args(["shell", "--as", who, "--config"])
+        .arg(config)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
+    let mut child = cmd.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+        out.status.code(),
+    )
+}
