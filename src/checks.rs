@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::core::dispatch::Core;
-use crate::core::dispatch::{describe_state, kind_name, plan_lines};
+use crate::core::dispatch::{describe_state, kind_name};
 use crate::core::human;
 use crate::core::operation::{OperationState, Plan};
 use crate::dbops;
@@ -388,7 +388,67 @@ pub async fn approvals_text(core: &Core) -> anyhow::Result<String> {
             r.id,
             r.id
         ));
-        out.extend(plan_lines(&plan));
+        out.push("Plan:".into());
+        for (i, s) in plan.steps.iter().enumerate() {
+            out.push(format!("  {}. {}: {}", i + 1, s.name, s.detail));
+        }
+        for w in &plan.warnings {
+            out.push(format!("WARNING: {}", w.text));
+        }
     }
     Ok(out.join("\n"))
+}
+
+// Reports as replies. Each is a [`Report`] with sections, fields and tables where the text
+// has that shape; its text rendering is what `status` and friends printed before.
+
+use crate::core::reply::{Reply, Report, Section};
+
+fn text_report(title: &str, text: String) -> Reply {
+    Reply::report(Report {
+        title: title.into(),
+        sections: vec![Section {
+            heading: None,
+            lines: text.lines().map(str::to_string).collect(),
+            ..Section::default()
+        }],
+        buttons: vec![],
+    })
+}
+
+/// `status ENV`.
+pub async fn status_report(core: &Core, env: &str) -> anyhow::Result<Reply> {
+    Ok(text_report(
+        &format!("Status of {env}"),
+        status_text(core, env).await?,
+    ))
+}
+
+/// `app status ENV`.
+pub async fn app_report(core: &Core, env: &str) -> Reply {
+    text_report(
+        &format!("App in {env}"),
+        app_lines(core, env).await.join("\n"),
+    )
+}
+
+/// `backups ENV`.
+pub async fn backups_report(core: &Core, env: &str) -> anyhow::Result<Reply> {
+    Ok(text_report(
+        &format!("Backups of {env}"),
+        backups_text(core, env).await?,
+    ))
+}
+
+/// `checklist ENV`.
+pub async fn checklist_report(core: &Core, env: &str) -> anyhow::Result<Reply> {
+    Ok(text_report(
+        &format!("Checklist for {env}"),
+        checklist_text(core, env).await?,
+    ))
+}
+
+/// `approvals`.
+pub async fn approvals_report(core: &Core) -> anyhow::Result<Reply> {
+    Ok(text_report("Open requests", approvals_text(core).await?))
 }

@@ -21,7 +21,6 @@ use crate::adapters::shell::{self, ShellOut};
 use crate::config::{Settings, DEFAULT_CONFIG_PATH};
 use crate::core::audit::{BrokenLink, ChainHead};
 use crate::core::dispatch::verify_chain;
-use crate::outbox::ChatOut;
 use crate::startup::Application;
 
 /// dualkey: the Prisma + PostgreSQL migration runbook as chat commands, behind two-person approval.
@@ -267,12 +266,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 UsageError(format!("cannot listen on {listen} (server.listen): {e}"))
             })?;
             let addr = listener.local_addr()?;
-            // No chat adapter is built into this release: say so, and how to reach the bot.
-            tracing::info!(
-                "no chat adapter is running: the Slack and Discord adapters are not built into this release (slack.enabled and discord.enabled have no effect yet). Talk to dualkey with `dualkey shell --as NAME` on this host (a SQLite store admits one process: stop `serve` first, or use a PostgreSQL store); HTTP on {addr}: GET /healthz, GET /readyz, GET /metrics"
-            );
-            tracing::info!(listen = %addr, "dualkey running; stop with ctrl-c or SIGTERM");
-            app.run_until_stopped(vec![], Some(listener), shutdown_signal())
+            let adapters = app
+                .chat_adapters()
+                .map_err(|e| UsageError(format!("{e:#}")))?;
+            if adapters.is_empty() {
+                tracing::info!(
+                    "no chat adapter is enabled (slack.enabled, discord.enabled); talk to dualkey with `dualkey shell --as NAME` on this host (a SQLite store admits one process: stop `serve` first, or use a PostgreSQL store)"
+                );
+            }
+            tracing::info!(listen = %addr, "dualkey running; HTTP: GET /healthz, GET /readyz, GET /metrics; stop with ctrl-c or SIGTERM");
+            app.run_until_stopped(adapters, Some(listener), shutdown_signal())
                 .await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -287,7 +290,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .into());
             }
             let out = ShellOut::stdout();
-            let outs: Vec<Arc<dyn ChatOut>> = vec![Arc::new(out.clone())];
+            let outs: Vec<Arc<dyn crate::adapters::Adapter>> = vec![Arc::new(out.clone())];
             let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
             let runner = tokio::spawn(app.run_until_stopped(outs, None, async move {
                 let _ = done_rx.await;

@@ -363,6 +363,35 @@ pub struct EnvironmentSettings {
     /// `/usr/lib/postgresql/<major>/bin`).
     #[serde(default)]
     pub pg_bin_dir: Option<PathBuf>,
+    /// `[environments.NAME.slack]`: this environment's Slack channels, replacing `[slack]`'s.
+    #[serde(default)]
+    pub slack: ChannelOverrides,
+    /// `[environments.NAME.discord]`: this environment's Discord channels.
+    #[serde(default)]
+    pub discord: ChannelOverrides,
+}
+
+/// Per-environment channel overrides (`[environments.NAME.slack]`): an empty or missing key
+/// keeps the platform's own.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelOverrides {
+    pub approvals_channel: Option<String>,
+    pub audit_channel: Option<String>,
+    pub report_channel: Option<String>,
+}
+
+/// Where a kind of message goes (SPEC section 10): approval cards to `approvals_channel` (and
+/// the channel the command was typed in), audit lines to `audit_channel`, reports and alerts to
+/// `report_channel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Approval cards.
+    Approvals,
+    /// Audit lines and the chain head.
+    Audit,
+    /// Scheduled reports and alerts.
+    Report,
 }
 
 fn default_migrations_dir() -> PathBuf {
@@ -533,6 +562,57 @@ pub fn valid_name(s: &str) -> bool {
 }
 
 impl Settings {
+    /// The channels a kind of message goes to, one per enabled platform that has one: the
+    /// environment's override when set, else the platform's key. Empty channel ids are skipped.
+    pub fn route(&self, route: Route, env: Option<&str>) -> Vec<crate::core::event::ChannelRef> {
+        use crate::core::event::{ChannelRef, Platform};
+        let pick = |o: &ChannelOverrides, approvals: &str, audit: &str, report: &str| {
+            let (over, base) = match route {
+                Route::Approvals => (&o.approvals_channel, approvals),
+                Route::Audit => (&o.audit_channel, audit),
+                Route::Report => (&o.report_channel, report),
+            };
+            over.as_deref()
+                .filter(|c| !c.is_empty())
+                .unwrap_or(base)
+                .to_string()
+        };
+        let none = ChannelOverrides::default();
+        let e = env.and_then(|n| self.environments.get(n));
+        let mut out = Vec::new();
+        if self.slack.enabled {
+            let s = &self.slack;
+            let id = pick(
+                e.map(|e| &e.slack).unwrap_or(&none),
+                &s.approvals_channel,
+                &s.audit_channel,
+                &s.report_channel,
+            );
+            if !id.is_empty() {
+                out.push(ChannelRef {
+                    platform: Platform::Slack,
+                    id,
+                });
+            }
+        }
+        if self.discord.enabled {
+            let d = &self.discord;
+            let id = pick(
+                e.map(|e| &e.discord).unwrap_or(&none),
+                &d.approvals_channel,
+                &d.audit_channel,
+                &d.report_channel,
+            );
+            if !id.is_empty() {
+                out.push(ChannelRef {
+                    platform: Platform::Discord,
+                    id,
+                });
+            }
+        }
+        out
+    }
+
     /// Loads `path`, applies `DUALKEY_*` overrides and validates everything.
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -1,48 +1,23 @@
-//! Outbox delivery: messages written to the store (audit lines, card edits, reports,
+//! Outbox delivery: messages written to the store (audit lines, cards and their edits, reports,
 //! interruption notices) are delivered to chat afterwards, in order per channel, retried with
 //! exponential backoff, honouring a platform's `Retry-After`. Nothing is lost while chat is
 //! down; a message that can never be delivered is kept with its error, and logged.
+//!
+//! Cards are posted and edited by key (`request:<id>`): a posted card's message id is recorded
+//! per channel, and an edit is sent only when no newer edit of the same card waits in the same
+//! channel, so progress ticks that stacked up behind a 429 collapse into the newest.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::core::dispatch::Core;
-use crate::core::event::Platform;
 use crate::core::reply::Reply;
+use crate::store::OutboxRow;
 
-/// Why a delivery failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    /// HTTP 429: try again after this long.
-    #[error("rate limited; retry after {0:?}")]
-    RateLimited(Duration),
-    /// Worth retrying (network, 5xx).
-    #[error("{0}")]
-    Transient(String),
-    /// Will never succeed (unknown channel, bad token): kept with its error, not retried.
-    #[error("{0}")]
-    Permanent(String),
-}
-
-/// The sending half of a chat adapter.
-#[async_trait]
-pub trait ChatOut: Send + Sync {
-    /// Which platform this delivers to.
-    fn platform(&self) -> Platform;
-    /// Posts a message; returns the platform's message id.
-    async fn post(&self, channel: &str, reply: &Reply) -> Result<String, DeliveryError>;
-    /// Replaces a message's content.
-    async fn edit(
-        &self,
-        channel: &str,
-        message_id: &str,
-        reply: &Reply,
-    ) -> Result<(), DeliveryError>;
-}
+pub use crate::adapters::{DeliveryError, Outbound};
 
 /// Backoff after `attempts` failures: 1 s, 2 s, 4 s ... capped at 5 minutes.
 pub fn backoff(attempts: i64) -> Duration {
@@ -50,7 +25,12 @@ pub fn backoff(attempts: i64) -> Duration {
 }
 
 /// Delivers what is due for one adapter, once. Returns how many messages were delivered.
-pub async fn deliver_due(core: &Core, out: &dyn ChatOut) -> anyhow::Result<usize> {
+///
+/// Passes run one at a time in this process (the outbox task, and the shell flushing what its
+/// last line queued), so no row is sent twice; across processes the `outbox` lease does that.
+pub async fn deliver_due(core: &Core, out: &dyn Outbound) -> anyhow::Result<usize> {
+    static ONE_PASS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _pass = ONE_PASS.lock().await;
     let now = core.clock.now_ms();
     let rows = core
         .store
@@ -72,10 +52,14 @@ pub async fn deliver_due(core: &Core, out: &dyn ChatOut) -> anyhow::Result<usize
                 continue;
             }
         };
-        let result = match (row.op.as_str(), &row.message_id) {
-            ("edit", Some(id)) => out.edit(&row.channel, id, &reply).await,
-            _ => out.post(&row.channel, &reply).await.map(|_| ()),
-        };
+        if row.op == "edit" && core.store.outbox_edit_superseded(&row).await? {
+            // A newer edit of this card waits in this channel: this one is skipped.
+            core.store
+                .outbox_delivered(row.id, core.clock.now_ms())
+                .await?;
+            continue;
+        }
+        let result = send(core, out, &row, &reply).await;
         match result {
             Ok(()) => {
                 core.store
@@ -100,6 +84,45 @@ pub async fn deliver_due(core: &Core, out: &dyn ChatOut) -> anyhow::Result<usize
     Ok(delivered)
 }
 
+/// Sends one row: a post (recording a card's message id), an edit of a known message, or an
+/// edit of a card copy whose post never got a message id, which is posted anew instead.
+async fn send(
+    core: &Core,
+    out: &dyn Outbound,
+    row: &OutboxRow,
+    reply: &Reply,
+) -> Result<(), DeliveryError> {
+    let message_id = match (&row.message_id, &row.card_key) {
+        (Some(id), _) => Some(id.clone()),
+        (None, Some(key)) if row.op == "edit" => core
+            .store
+            .card_messages(key)
+            .await
+            .map_err(|e| DeliveryError::Transient(format!("reading the card's message: {e}")))?
+            .into_iter()
+            .find(|(p, c, _)| *p == row.platform && *c == row.channel)
+            .and_then(|(_, _, m)| m),
+        _ => None,
+    };
+    match (row.op.as_str(), message_id) {
+        ("edit", Some(id)) => out.edit(&row.channel, &id, reply).await,
+        _ => {
+            let id = out.post(&row.channel, reply).await?;
+            if let Some(key) = &row.card_key {
+                core.store
+                    .set_card_message(key, &row.platform, &row.channel, &id)
+                    .await
+                    .map_err(|e| {
+                        DeliveryError::Permanent(format!(
+                            "posted as {id}, but recording the message id failed: {e}"
+                        ))
+                    })?;
+            }
+            Ok(())
+        }
+    }
+}
+
 /// How long the outbox lease lasts without renewal.
 pub const LEASE_MS: i64 = 15_000;
 
@@ -108,7 +131,7 @@ pub const LEASE_MS: i64 = 15_000;
 /// message is posted once and in order.
 pub async fn run(
     core: Arc<Core>,
-    outs: Vec<Arc<dyn ChatOut>>,
+    outs: Vec<Arc<dyn Outbound>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let me = format!(

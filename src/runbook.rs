@@ -16,11 +16,13 @@ use serde_json::json;
 
 use crate::config::EnvironmentSettings;
 use crate::core::audit::NewAudit;
-use crate::core::dispatch::Core;
+use crate::core::dispatch::{Core, Facts, ReportRequest};
 use crate::core::human;
 use crate::core::operation::{
     OperationKind, PinnedMigration, Plan, PlannedStep, RollbackStrategy, StepAction,
 };
+use crate::core::reply::Reply;
+use crate::core::reply::Warning;
 use crate::dbops;
 use crate::dbops::backup::{self as bk, BackupKind};
 use crate::dbops::prisma;
@@ -340,16 +342,16 @@ impl RestoreSource {
         env: &str,
         applied_now: &Result<Vec<String>, StepError>,
         now: i64,
-    ) -> Vec<String> {
+    ) -> Vec<Warning> {
         let mut w = vec![
-            self.unapply_warning(applied_now),
-            self.loss_warning(e, env, now).await,
+            Warning::caution(self.unapply_warning(applied_now)),
+            Warning::danger(self.loss_warning(e, env, now).await),
         ];
         if !self.catalog && !ends_like_a_complete_plain_dump(&self.path) {
-            w.push(format!(
+            w.push(Warning::danger(format!(
                 "{} does not end with pg_dump's `{PLAIN_DUMP_TRAILER}` line: it may be truncated (a killed `pg_dump > file`) or hand-written, and a truncated file restores only what it holds. Read its end before approving",
                 self.label
-            ));
+            )));
         }
         w
     }
@@ -543,11 +545,11 @@ async fn newest_backup(
     Ok(None)
 }
 
-fn warnings_for(sql_by_migration: &[(String, String)]) -> Vec<String> {
+fn warnings_for(sql_by_migration: &[(String, String)]) -> Vec<Warning> {
     let mut out = Vec::new();
     for (name, sql) in sql_by_migration {
         for w in dbops::sqlscan::scan(sql) {
-            out.push(format!("{name}: {w}"));
+            out.push(Warning::danger(format!("{name}: {w}")));
         }
     }
     out
@@ -623,6 +625,27 @@ fn prisma_refusal(e: prisma::PrismaUserError) -> StepError {
     StepError(format!("{}: {}", e.code, e.message))
 }
 
+/// The [`Facts`] port of the core: plans and read-only reports from the target's facts.
+pub struct RunbookFacts;
+
+#[async_trait::async_trait]
+impl Facts for RunbookFacts {
+    async fn plan(&self, core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, String> {
+        plan(core, kind, env).await.map_err(|e| e.to_string())
+    }
+
+    async fn report(&self, core: &Core, what: ReportRequest) -> anyhow::Result<Reply> {
+        use crate::checks;
+        Ok(match what {
+            ReportRequest::Status(env) => checks::status_report(core, &env).await?,
+            ReportRequest::App(env) => checks::app_report(core, &env).await,
+            ReportRequest::Backups(env) => checks::backups_report(core, &env).await?,
+            ReportRequest::Checklist(env) => checks::checklist_report(core, &env).await?,
+            ReportRequest::Approvals => checks::approvals_report(core).await?,
+        })
+    }
+}
+
 /// Computes the plan of `kind` in `env` from current facts. Every plan that restores and
 /// cannot stop the app says so on the card.
 #[tracing::instrument(skip_all, fields(kind = kind.name(), env = %env))]
@@ -634,8 +657,9 @@ pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, 
         .any(|s| matches!(s.action, StepAction::Restore { .. }));
     if restores {
         // Warnings are not part of the fingerprint, so adding one here changes nothing else.
-        p.warnings
-            .extend(RestoreSource::app_warning(env_settings(core, env)?, env));
+        p.warnings.extend(
+            RestoreSource::app_warning(env_settings(core, env)?, env).map(Warning::caution),
+        );
     }
     Ok(p)
 }
@@ -698,12 +722,12 @@ async fn plan_kind(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan,
                     .iter()
                     .map(|(m, sum)| format!("pending {m} checksum {sum}")),
             );
-            let mut warnings = review.data_loss;
+            let mut warnings: Vec<Warning> = review.data_loss.iter().map(Warning::danger).collect();
             if !review.no_down.is_empty() {
-                warnings.push(format!(
+                warnings.push(Warning::caution(format!(
                     "no down.sql (rollback would need a restore): {}",
                     review.no_down.join(", ")
-                ));
+                )));
             }
             mk(
                 format!(
@@ -830,10 +854,10 @@ async fn plan_kind(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan,
                 // Nothing failed and nothing waits: an emergency restore here mostly undoes
                 // good work, so say that before anything else.
                 let undone = src.unapplies(&st.applied).unwrap_or_default().len();
-                warnings.push(format!(
+                warnings.push(Warning::danger(format!(
                     "{env} looks healthy: no failed and no pending migration; this restore still undoes {undone} applied migration(s) and every write since {}",
                     b.id
-                ));
+                )));
             }
             warnings.extend(src.restore_warnings(e, env, &applied, now).await);
             mk(
@@ -960,12 +984,12 @@ async fn plan_rollback(
         .collect();
     if !earlier.is_empty() {
         // First on the card: the restore takes away more than the rollback asked for.
-        warnings.push(format!(
+        warnings.push(Warning::danger(format!(
             "no verified backup has exactly the migrations before {migration}: restoring {} also undoes the earlier {} migration(s) {}, not only {names}",
             b.id,
             earlier.len(),
             earlier.join(", ")
-        ));
+        )));
     }
     let facts = vec![
         format!("rollback plan {}", rp.fingerprint),

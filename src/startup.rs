@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
+use crate::adapters::{Adapter, Inbound, Outbound};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::core::dispatch::Core;
-use crate::core::identity::Directory;
-use crate::outbox::{self, ChatOut};
+use crate::outbox;
 use crate::store;
 use crate::worker::Worker;
 
@@ -116,15 +116,12 @@ impl Application {
                 crate::config::redact_url(&settings.store.url)
             )
         })?;
-        let core = Arc::new(Core {
-            directory: Directory::from_settings(&settings),
-            settings: Arc::new(settings),
+        let core = Arc::new(Core::new(
+            settings,
             store,
             clock,
-            worker_wake: Arc::new(Notify::new()),
-            outbox_wake: Arc::new(Notify::new()),
-            in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-        });
+            Arc::new(crate::runbook::RunbookFacts),
+        ));
         let stale = Worker::recover_interrupted(&core, true).await?;
         for op in stale {
             tracing::warn!(operation = %op.id, env = %op.env, "operation was interrupted by a previous stop");
@@ -146,15 +143,12 @@ impl Application {
                 crate::config::redact_url(&settings.store.url)
             )
         })?;
-        Ok(Arc::new(Core {
-            directory: Directory::from_settings(&settings),
-            settings: Arc::new(settings),
+        Ok(Arc::new(Core::new(
+            settings,
             store,
-            clock: Arc::new(SystemClock),
-            worker_wake: Arc::new(Notify::new()),
-            outbox_wake: Arc::new(Notify::new()),
-            in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-        }))
+            Arc::new(SystemClock),
+            Arc::new(crate::runbook::RunbookFacts),
+        )))
     }
 
     /// The core, for adapters.
@@ -162,21 +156,60 @@ impl Application {
         self.core.clone()
     }
 
-    /// Runs the worker and outbox delivery for `outs` (and the HTTP server on `listener`, when
-    /// given) until `shutdown` completes, then waits for running operations and a last outbox
-    /// pass.
+    /// The chat adapters the settings enable (Slack today), built and checked (tokens present,
+    /// URLs valid) but not yet connected.
+    pub fn chat_adapters(&self) -> anyhow::Result<Vec<Arc<dyn Adapter>>> {
+        let mut out: Vec<Arc<dyn Adapter>> = Vec::new();
+        if self.core.settings.slack.enabled {
+            out.push(Arc::new(
+                crate::adapters::slack::SlackAdapter::from_settings(&self.core.settings.slack)
+                    .context("starting the Slack adapter ([slack])")?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Runs the worker, outbox delivery and `adapters` (their connections, and their routes on
+    /// the HTTP server on `listener`, when given) until `shutdown` completes, then waits for
+    /// running operations and a last outbox pass. Posts the audit chain head to the audit
+    /// channels at start.
     pub async fn run_until_stopped<F: Future<Output = ()>>(
         self,
-        outs: Vec<Arc<dyn ChatOut>>,
+        adapters: Vec<Arc<dyn Adapter>>,
         listener: Option<tokio::net::TcpListener>,
         shutdown: F,
     ) -> anyhow::Result<()> {
         let (tx, rx) = watch::channel(false);
+        let outs: Vec<Arc<dyn Outbound>> = adapters.iter().map(|a| a.clone().outbound()).collect();
+        let inbound = Inbound::new(self.core.clone(), outs.clone());
+        if let Err(e) = self.core.post_audit_head().await {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "could not queue the audit head for chat"
+            );
+        }
         let worker = tokio::spawn(Worker::new(self.core.clone()).run(rx.clone()));
         let delivery = tokio::spawn(outbox::run(self.core.clone(), outs, rx.clone()));
+        let mut app = crate::server::router(self.core.clone());
+        for a in &adapters {
+            if let Some(r) = a.clone().routes(inbound.clone()) {
+                app = app.merge(r);
+            }
+        }
+        let conns: Vec<_> = adapters
+            .iter()
+            .map(|a| {
+                let a = a.clone();
+                let (inbound, stop) = (inbound.clone(), rx.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = a.run(inbound, stop).await {
+                        tracing::error!(error = format!("{e:#}"), "chat adapter stopped");
+                    }
+                })
+            })
+            .collect();
         let http = listener.map(|l| {
             let mut stop = rx.clone();
-            let app = crate::server::router(self.core.clone());
             let limits = crate::server::Limits::from_settings(&self.core.settings.server);
             tokio::spawn(async move {
                 let graceful = async move {
@@ -190,6 +223,9 @@ impl Application {
         let _ = tx.send(true);
         if let Some(h) = http {
             let _ = h.await;
+        }
+        for c in conns {
+            let _ = c.await;
         }
         worker.await.context("worker task")?;
         delivery.await.context("outbox task")?;

@@ -1,8 +1,198 @@
-//! `adapters` talk: the only place platform payloads and SDK types appear. Each adapter
-//! verifies and acknowledges platform events, turns them into [`crate::core::event::InboundEvent`]s
-//! for the dispatcher, answers through a [`crate::core::dispatch::Responder`], and delivers
-//! outbox messages through [`crate::outbox::ChatOut`].
+//! `adapters` talk: the only place platform payloads and SDK types appear. Every adapter meets
+//! one contract, after errbot's backend contract:
 //!
-//! Today: [`shell`], a local terminal adapter. Slack and Discord plug in the same way.
+//! - **inbound**: it verifies a platform payload (signature, replay window), turns it into a
+//!   neutral [`InboundEvent`] and hands it to [`Inbound::submit`], which does the dedupe insert
+//!   and starts the dispatcher in its own task, then returns at once so the adapter acks the
+//!   platform before any other I/O ("ack first");
+//! - **outbound** ([`Outbound`]): post to a channel, edit a message, an ephemeral message to one
+//!   person, and a reply through the platform's response handle of an event; cards and reports
+//!   are rendered natively where the platform can, as [`Reply::to_text`] elsewhere;
+//! - **lifecycle** ([`Adapter::run`]): run until shutdown, reconnecting with backoff;
+//! - **routes** ([`Adapter::routes`]): the HTTP routes it mounts on the server (Slack's HTTP
+//!   mode endpoints), if any.
+//!
+//! Adapters: [`slack`], [`shell`] (the local terminal) and [`memory`] (in-memory, for tests:
+//! push an event, pop what was said).
 
+pub mod memory;
 pub mod shell;
+pub mod slack;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::core::dispatch::{Core, Responder};
+use crate::core::event::{InboundEvent, Platform};
+use crate::core::reply::{Reply, Visibility};
+
+/// Why a delivery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// HTTP 429: try again after this long.
+    #[error("rate limited; retry after {0:?}")]
+    RateLimited(Duration),
+    /// Worth retrying (network, 5xx).
+    #[error("{0}")]
+    Transient(String),
+    /// Will never succeed (unknown channel, bad token): kept with its error, not retried.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// The outbound half of an adapter: how dualkey speaks on one platform.
+#[async_trait]
+pub trait Outbound: Send + Sync {
+    /// Which platform this speaks to.
+    fn platform(&self) -> Platform;
+
+    /// Posts a message in a channel; returns the platform's message id (Slack `ts`).
+    async fn post(&self, channel: &str, reply: &Reply) -> Result<String, DeliveryError>;
+
+    /// Replaces a message's content.
+    async fn edit(
+        &self,
+        channel: &str,
+        message_id: &str,
+        reply: &Reply,
+    ) -> Result<(), DeliveryError>;
+
+    /// A message only `user` sees, in `channel`.
+    async fn ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        reply: &Reply,
+    ) -> Result<(), DeliveryError>;
+
+    /// Answers the person who sent `ev`, through the platform's response handle when the event
+    /// carries one (Slack `response_url`). The default posts ephemeral replies to the sender
+    /// and public ones to the channel.
+    async fn respond(&self, ev: &InboundEvent, reply: &Reply) -> Result<(), DeliveryError> {
+        match reply.visibility {
+            Visibility::Ephemeral => {
+                self.ephemeral(&ev.channel.id, &ev.actor.account, reply)
+                    .await
+            }
+            Visibility::InChannel => self.post(&ev.channel.id, reply).await.map(|_| ()),
+        }
+    }
+}
+
+/// A whole adapter: outbound, plus its lifecycle and routes.
+#[async_trait]
+pub trait Adapter: Outbound {
+    /// The HTTP routes this adapter serves on `server.listen`, handing verified events to
+    /// `inbound`. `None` when it serves none (Socket Mode, the shell).
+    fn routes(self: Arc<Self>, _inbound: Inbound) -> Option<axum::Router> {
+        None
+    }
+
+    /// Receives events until `shutdown` turns true, reconnecting with backoff when the
+    /// platform's connection drops. Adapters that only serve routes return at shutdown.
+    async fn run(
+        self: Arc<Self>,
+        inbound: Inbound,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let _ = inbound;
+        let _ = shutdown.wait_for(|v| *v).await;
+        Ok(())
+    }
+
+    /// The outbound half as a trait object (for the outbox).
+    fn outbound(self: Arc<Self>) -> Arc<dyn Outbound>;
+}
+
+/// The result of [`Inbound::submit`].
+#[derive(Debug)]
+pub enum Submitted {
+    /// The same delivery was handled before; nothing was started.
+    Duplicate,
+    /// The dispatcher runs in this task; adapters that must ack within a deadline drop it, the
+    /// shell awaits it.
+    Accepted(tokio::task::JoinHandle<()>),
+}
+
+/// The inbound half of the contract: where adapters hand verified events. Cheap to clone.
+#[derive(Clone)]
+pub struct Inbound {
+    core: Arc<Core>,
+    outs: Arc<Vec<Arc<dyn Outbound>>>,
+}
+
+impl Inbound {
+    /// An inbound handle answering through `outs` (one per platform).
+    pub fn new(core: Arc<Core>, outs: Vec<Arc<dyn Outbound>>) -> Inbound {
+        Inbound {
+            core,
+            outs: Arc::new(outs),
+        }
+    }
+
+    /// The core (for adapters that check identities before acking).
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// Records the delivery id (the only I/O before the ack) and, the first time, starts the
+    /// dispatcher on `ev` in its own task. Returns at once.
+    pub async fn submit(&self, ev: InboundEvent) -> anyhow::Result<Submitted> {
+        if !self.core.first_delivery(&ev).await? {
+            tracing::info!(delivery = %ev.delivery_id, "duplicate delivery ignored");
+            return Ok(Submitted::Duplicate);
+        }
+        let core = self.core.clone();
+        let out = self
+            .outs
+            .iter()
+            .find(|o| o.platform() == ev.channel.platform)
+            .cloned();
+        Ok(Submitted::Accepted(tokio::spawn(async move {
+            let responder = EventResponder { ev: &ev, out };
+            core.dispatch(ev.clone(), &responder).await;
+        })))
+    }
+}
+
+/// Answers one event through its platform's [`Outbound::respond`]; a failure is logged (the
+/// state change and its audit event are already committed).
+struct EventResponder<'a> {
+    ev: &'a InboundEvent,
+    out: Option<Arc<dyn Outbound>>,
+}
+
+#[async_trait]
+impl Responder for EventResponder<'_> {
+    async fn respond(&self, reply: Reply) -> anyhow::Result<()> {
+        let Some(out) = &self.out else {
+            tracing::warn!(
+                platform = self.ev.channel.platform.as_str(),
+                "no adapter to answer on; reply dropped: {}",
+                reply.summary()
+            );
+            return Ok(());
+        };
+        // One retry after a rate limit or a transient failure, within the platform's window for
+        // answering; beyond that the person sees nothing, and the log says so.
+        for attempt in 0..2 {
+            match out.respond(self.ev, &reply).await {
+                Ok(()) => return Ok(()),
+                Err(DeliveryError::RateLimited(d)) if attempt == 0 => {
+                    tokio::time::sleep(d.min(Duration::from_secs(5))).await
+                }
+                Err(DeliveryError::Transient(_)) if attempt == 0 => {
+                    tokio::time::sleep(Duration::from_millis(500)).await
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reply to the sender failed: {}", reply.summary());
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}

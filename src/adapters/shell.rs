@@ -21,10 +21,10 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
 use crate::core::operation::OperationState;
 
-use crate::core::dispatch::{Core, Responder};
-use crate::core::event::{Actor, ChannelRef, EventKind, InboundEvent, MessageRef, Platform};
+use crate::adapters::{Adapter, DeliveryError, Inbound, Outbound, Submitted};
+use crate::core::dispatch::Core;
+use crate::core::event::{Actor, ChannelRef, EventKind, InboundEvent, Platform};
 use crate::core::reply::Reply;
-use crate::outbox::{ChatOut, DeliveryError};
 
 /// The shell's channel id.
 pub const SHELL_CHANNEL: &str = "shell";
@@ -63,7 +63,7 @@ impl ShellOut {
 }
 
 #[async_trait]
-impl ChatOut for ShellOut {
+impl Outbound for ShellOut {
     fn platform(&self) -> Platform {
         Platform::Shell
     }
@@ -86,22 +86,28 @@ impl ChatOut for ShellOut {
         ));
         Ok(())
     }
+
+    async fn ephemeral(
+        &self,
+        _channel: &str,
+        _user: &str,
+        reply: &Reply,
+    ) -> Result<(), DeliveryError> {
+        self.print(&reply.to_text());
+        Ok(())
+    }
+
+    async fn respond(&self, _ev: &InboundEvent, reply: &Reply) -> Result<(), DeliveryError> {
+        self.print(&reply.to_text());
+        Ok(())
+    }
 }
 
-struct ShellResponder<'a>(&'a ShellOut);
-
+/// The shell has no routes and no connection: its input loop is [`run`].
 #[async_trait]
-impl Responder for ShellResponder<'_> {
-    async fn respond(&self, reply: Reply) -> anyhow::Result<Option<MessageRef>> {
-        let id = self.0.next();
-        self.0.print(&reply.to_text());
-        Ok(Some(MessageRef {
-            channel: ChannelRef {
-                platform: Platform::Shell,
-                id: SHELL_CHANNEL.into(),
-            },
-            id,
-        }))
+impl Adapter for ShellOut {
+    fn outbound(self: Arc<Self>) -> Arc<dyn Outbound> {
+        self
     }
 }
 
@@ -152,6 +158,10 @@ pub async fn run<R: AsyncBufRead + Unpin>(
     mut input: R,
 ) -> anyhow::Result<Vec<FailedOperation>> {
     let mut actor = actor_for(&core, start_as).map_err(anyhow::Error::msg)?;
+    let inbound = Inbound::new(
+        core.clone(),
+        vec![Arc::new(out.clone()) as Arc<dyn Outbound>],
+    );
     let slash = core.slash().to_string();
     let channel = ChannelRef {
         platform: Platform::Shell,
@@ -202,13 +212,18 @@ pub async fn run<R: AsyncBufRead + Unpin>(
             out.print(&format!("error: `{shown}` is not understood; type `{slash} help`, `as NAME` or `click BUTTON-ID`"));
             continue;
         };
-        let ev = InboundEvent {
-            delivery_id: uuid::Uuid::new_v4().to_string(),
-            actor: actor.clone(),
-            channel: channel.clone(),
+        let ev = InboundEvent::new(
+            uuid::Uuid::new_v4().to_string(),
+            actor.clone(),
+            channel.clone(),
             kind,
-        };
-        core.handle(ev, &ShellResponder(&out)).await;
+        );
+        // The same contract as every adapter; the shell has no deadline, so it waits for the
+        // answer and prints the cards it queued before reading the next line.
+        if let Submitted::Accepted(done) = inbound.submit(ev).await? {
+            done.await?;
+        }
+        crate::outbox::deliver_due(&core, &out).await?;
     }
     // End of input: wait for the work the input started, and for its updates to print.
     loop {

@@ -249,7 +249,13 @@ impl ChainHead {
 /// every start and whenever an event whose seq is a multiple of [`HEAD_LOG_EVERY`] commits, so
 /// the log keeps heads that `dualkey audit verify --head N:H` can check the store against.
 pub fn log_head(seq: i64, hash: &str) {
-    tracing::info!("audit head seq={seq} hash={hash}");
+    tracing::info!("{}", head_line(seq, hash));
+}
+
+/// The chain head as logged and posted to the audit channels: `audit head seq=N hash=H`
+/// (`dualkey audit verify --head N:H` checks the store against it).
+pub fn head_line(seq: i64, hash: &str) -> String {
+    format!("audit head seq={seq} hash={hash}")
 }
 
 /// How often (in events) the head is logged.

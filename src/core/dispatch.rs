@@ -3,6 +3,11 @@
 //! read-only command, records an approval request, records a vote, or queues an operation.
 //! Every state change commits together with its audit event; chat updates go through the
 //! outbox afterwards.
+//!
+//! The core reaches the world through narrow ports: the [`Store`] trait, a [`Clock`], the
+//! [`Facts`] port (plans and read-only reports, implemented outside the core by the runbook),
+//! and a [`Responder`] per event (implemented by the adapter that received it). It imports
+//! nothing from the runbook, the worker, the outbox or the adapters.
 
 use std::sync::Arc;
 
@@ -12,24 +17,54 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
-use crate::config::{Role, Settings};
+use crate::config::{Role, Route, Settings};
 use crate::core::approval::{self, Decision, RequestFacts, RequestState, VoteRefusal};
 use crate::core::audit::{AuditRecord, NewAudit, Verifier};
 use crate::core::command::{self, app::AppAction, Command, ParseCtx, RequestId};
-use crate::core::event::{Actor, ChannelRef, EventKind, InboundEvent, MessageRef, Platform};
+use crate::core::event::{Actor, ChannelRef, EventKind, InboundEvent, MessageRef};
 use crate::core::human;
 use crate::core::identity::{Directory, Operator};
 use crate::core::operation::{OperationKind, OperationState, Plan};
-use crate::core::reply::{Button, Card, CardState, Reply};
-use crate::runbook;
+use crate::core::reply::{
+    Button, ButtonStyle, Card, CardState, Confirm, Mention, Reply, Severity, Step, StepState, Votes,
+};
 use crate::store::{NewOutbox, OperationRow, RequestRow, Store, StoreResult, Tx};
 
-/// How an adapter answers the event being handled (the "reply" of the backend contract).
-/// Returns where the message was posted, when the platform lets it be edited later.
+/// How an adapter answers the event being handled (the "reply" of the backend contract):
+/// ephemeral replies reach only the sender, public ones the channel. Cards that are edited
+/// later do not go this way but through the outbox ([`Core::post_card`]).
 #[async_trait]
 pub trait Responder: Send + Sync {
     /// Sends a reply to the person or channel the event came from.
-    async fn respond(&self, reply: Reply) -> anyhow::Result<Option<MessageRef>>;
+    async fn respond(&self, reply: Reply) -> anyhow::Result<()>;
+}
+
+/// A read-only report a command asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportRequest {
+    /// `status ENV`.
+    Status(String),
+    /// `app status ENV`.
+    App(String),
+    /// `backups ENV`.
+    Backups(String),
+    /// `checklist ENV`.
+    Checklist(String),
+    /// `approvals`.
+    Approvals,
+}
+
+/// The facts port: what the core needs to know about the target to plan an operation or answer
+/// a read-only command. Gathering them is I/O (migration status, backup hashes, app commands)
+/// and lives outside the core (`runbook::RunbookFacts`); the dispatcher calls it only after the
+/// platform's ack.
+#[async_trait]
+pub trait Facts: Send + Sync {
+    /// Plans `kind` in `env` from the facts as they are now; `Err` is the user-facing reason it
+    /// cannot be planned.
+    async fn plan(&self, core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, String>;
+    /// Builds a read-only report.
+    async fn report(&self, core: &Core, what: ReportRequest) -> anyhow::Result<Reply>;
 }
 
 /// Shared state of the core: config, identities, store, clock, and wake-ups for the worker and
@@ -49,6 +84,8 @@ pub struct Core {
     pub outbox_wake: Arc<Notify>,
     /// Operations this process is running, including their final card update.
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Plans and reports from the target's facts.
+    pub facts: Arc<dyn Facts>,
 }
 
 /// A user-facing refusal or mistake (shown as is), as opposed to an internal fault.
@@ -57,6 +94,25 @@ pub struct Core {
 pub struct UserError(pub String);
 
 impl Core {
+    /// A core over `settings`, `store`, `clock` and `facts`, with fresh wake-ups.
+    pub fn new(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        facts: Arc<dyn Facts>,
+    ) -> Core {
+        Core {
+            directory: Directory::from_settings(&settings),
+            settings: Arc::new(settings),
+            store,
+            clock,
+            worker_wake: Arc::new(Notify::new()),
+            outbox_wake: Arc::new(Notify::new()),
+            in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            facts,
+        }
+    }
+
     /// Names a parser may check against.
     pub fn parse_ctx(&self) -> ParseCtx {
         ParseCtx {
@@ -76,31 +132,32 @@ impl Core {
         &self.settings.slack.command
     }
 
-    /// Appends an audit event inside `tx` and queues it for every enabled audit channel.
+    /// Appends an audit event inside `tx` and queues it for the audit channels of its
+    /// environment (`audit_channel`, per platform, overridable per environment). Every 100th
+    /// event also queues the chain head, so `audit verify --head` can be checked against chat.
     pub async fn audit_tx(&self, tx: &mut Box<dyn Tx>, ev: NewAudit) -> StoreResult<AuditRecord> {
         let now = self.clock.now_ms();
         let rec = tx.append_audit(&ev, now).await?;
-        let line = serde_json::to_string(&Reply::public(rec.render())).expect("reply serializes");
-        for (platform, enabled, channel) in [
-            (
-                Platform::Slack,
-                self.settings.slack.enabled,
-                &self.settings.slack.audit_channel,
-            ),
-            (
-                Platform::Discord,
-                self.settings.discord.enabled,
-                &self.settings.discord.audit_channel,
-            ),
-        ] {
-            if enabled && !channel.is_empty() {
+        let channels = self.settings.route(Route::Audit, rec.env.as_deref());
+        if channels.is_empty() {
+            return Ok(rec);
+        }
+        let mut lines = vec![Reply::public(rec.render())];
+        if rec.seq % 100 == 0 {
+            lines.push(Reply::public(crate::core::audit::head_line(
+                rec.seq, &rec.hash,
+            )));
+        }
+        for channel in &channels {
+            for line in &lines {
                 tx.enqueue_outbox(
                     &NewOutbox {
-                        platform: platform.as_str().into(),
-                        channel: channel.clone(),
+                        platform: channel.platform.as_str().into(),
+                        channel: channel.id.clone(),
                         op: "post".into(),
                         message_id: None,
-                        payload: line.clone(),
+                        payload: serde_json::to_string(line).expect("reply serializes"),
+                        card_key: None,
                     },
                     now,
                 )
@@ -119,17 +176,99 @@ impl Core {
         Ok(rec)
     }
 
-    /// Queues an edit of a posted message (`message_json` is a stored [`MessageRef`]).
-    pub async fn edit_message(&self, message_json: &str, reply: &Reply) -> anyhow::Result<()> {
-        let msg: MessageRef =
-            serde_json::from_str(message_json).context("stored message reference")?;
-        self.enqueue(&msg.channel, "edit", Some(msg.id.clone()), reply)
-            .await
+    /// Queues the chain head (`audit head seq=N hash=H`) for every audit channel; posted at
+    /// start-up.
+    pub async fn post_audit_head(&self) -> anyhow::Result<()> {
+        let (seq, hash) = self.store.audit_head().await?;
+        let line = Reply::public(crate::core::audit::head_line(seq, &hash));
+        for channel in self.settings.route(Route::Audit, None) {
+            self.enqueue(&channel, "post", None, None, &line).await?;
+        }
+        Ok(())
     }
 
     /// Queues a new message in a channel.
     pub async fn post(&self, channel: &ChannelRef, reply: &Reply) -> anyhow::Result<()> {
-        self.enqueue(channel, "post", None, reply).await
+        self.enqueue(channel, "post", None, None, reply).await
+    }
+
+    /// Posts card `key` (`request:<id>`, `operation:<id>`) to every channel in `channels` that
+    /// does not have it yet (duplicates are skipped). Later [`Core::edit_card`] calls update every copy.
+    pub async fn post_card(
+        &self,
+        key: &str,
+        channels: &[ChannelRef],
+        reply: &Reply,
+    ) -> anyhow::Result<()> {
+        let now = self.clock.now_ms();
+        let payload = serde_json::to_string(reply)?;
+        let mut tx = self.store.begin().await?;
+        for c in channels {
+            if tx.register_card(key, c.platform.as_str(), &c.id).await? {
+                tx.enqueue_outbox(
+                    &NewOutbox {
+                        platform: c.platform.as_str().into(),
+                        channel: c.id.clone(),
+                        op: "post".into(),
+                        message_id: None,
+                        payload: payload.clone(),
+                        card_key: Some(key.into()),
+                    },
+                    now,
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        self.outbox_wake.notify_one();
+        Ok(())
+    }
+
+    /// Queues an edit of every copy of card `key`. Returns false when the card was never
+    /// posted through [`Core::post_card`] (cards of older versions: see `legacy`).
+    /// Edits of one copy collapse at delivery: only the newest is sent.
+    pub async fn edit_card(&self, key: &str, reply: &Reply) -> anyhow::Result<bool> {
+        let now = self.clock.now_ms();
+        let payload = serde_json::to_string(reply)?;
+        let mut tx = self.store.begin().await?;
+        let copies = tx.card_channels(key).await?;
+        for (platform, channel) in &copies {
+            tx.enqueue_outbox(
+                &NewOutbox {
+                    platform: platform.clone(),
+                    channel: channel.clone(),
+                    op: "edit".into(),
+                    message_id: None,
+                    payload: payload.clone(),
+                    card_key: Some(key.into()),
+                },
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.outbox_wake.notify_one();
+        Ok(!copies.is_empty())
+    }
+
+    /// Edits a card: every copy posted through [`Core::post_card`], or else the one message a
+    /// version before card keys recorded (`message_json`, a stored [`MessageRef`]).
+    async fn edit_card_or_legacy(
+        &self,
+        key: &str,
+        legacy: Option<&str>,
+        reply: &Reply,
+    ) -> anyhow::Result<()> {
+        if self.edit_card(key, reply).await? {
+            return Ok(());
+        }
+        if let Some(message_json) = legacy {
+            let msg: MessageRef =
+                serde_json::from_str(message_json).context("stored message reference")?;
+            self.enqueue(&msg.channel, "edit", Some(msg.id.clone()), None, reply)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn enqueue(
@@ -137,6 +276,7 @@ impl Core {
         channel: &ChannelRef,
         op: &str,
         message_id: Option<String>,
+        card_key: Option<String>,
         reply: &Reply,
     ) -> anyhow::Result<()> {
         let mut tx = self.store.begin().await?;
@@ -147,6 +287,7 @@ impl Core {
                 op: op.into(),
                 message_id,
                 payload: serde_json::to_string(reply)?,
+                card_key,
             },
             self.clock.now_ms(),
         )
@@ -156,10 +297,53 @@ impl Core {
         Ok(())
     }
 
-    /// Handles one event; internal faults are logged with a reference id and the person is
-    /// told the reference, never the cause chain.
-    #[tracing::instrument(skip_all, fields(platform = ev.actor.platform.as_str(), account = %ev.actor.account, delivery = %ev.delivery_id))]
+    /// Where a new request's or operation's card goes: the channel the command was typed in and
+    /// the approval channels of the environment (one per enabled platform).
+    fn card_channels(&self, origin: &ChannelRef, env: &str) -> Vec<ChannelRef> {
+        let mut out = vec![origin.clone()];
+        for c in self.settings.route(Route::Approvals, Some(env)) {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Records the event's delivery id; false when the same delivery was seen before (it must
+    /// then be acked and ignored). The only I/O an adapter does before its ack.
+    pub async fn first_delivery(&self, ev: &InboundEvent) -> anyhow::Result<bool> {
+        let now = self.clock.now_ms();
+        let mut tx = self.store.begin().await?;
+        let first = tx
+            .first_delivery(
+                &format!("{}:{}", ev.actor.platform.as_str(), ev.delivery_id),
+                now,
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(first)
+    }
+
+    /// Dedupes, then dispatches one event (for callers that have no ack deadline).
     pub async fn handle(&self, ev: InboundEvent, out: &dyn Responder) {
+        match self.first_delivery(&ev).await {
+            Ok(true) => self.dispatch(ev, out).await,
+            Ok(false) => tracing::info!(delivery = %ev.delivery_id, "duplicate delivery ignored"),
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "delivery dedupe failed");
+                let _ = out
+                    .respond(Reply::ephemeral(
+                        "dualkey could not record this request (its state store failed); nothing was done. Try again in a moment.",
+                    ))
+                    .await;
+            }
+        }
+    }
+
+    /// Handles one event already deduped by [`Core::first_delivery`]; internal faults are
+    /// logged with a reference id and the person is told the reference, never the cause chain.
+    #[tracing::instrument(skip_all, fields(platform = ev.actor.platform.as_str(), account = %ev.actor.account, delivery = %ev.delivery_id))]
+    pub async fn dispatch(&self, ev: InboundEvent, out: &dyn Responder) {
         if let Err(e) = self.handle_inner(&ev, out).await {
             match e.downcast_ref::<UserError>() {
                 Some(u) => {
@@ -179,19 +363,6 @@ impl Core {
     }
 
     async fn handle_inner(&self, ev: &InboundEvent, out: &dyn Responder) -> anyhow::Result<()> {
-        let now = self.clock.now_ms();
-        let mut tx = self.store.begin().await?;
-        let first = tx
-            .first_delivery(
-                &format!("{}:{}", ev.actor.platform.as_str(), ev.delivery_id),
-                now,
-            )
-            .await?;
-        tx.commit().await?;
-        if !first {
-            tracing::info!("duplicate delivery ignored");
-            return Ok(());
-        }
         let who = self.directory.resolve(&ev.actor);
         match &ev.kind {
             EventKind::Command { text } => self.on_command(ev, &who, text, out).await,
@@ -285,16 +456,35 @@ impl Core {
         if let Some((kind, env)) = operation {
             return self.request_operation(ev, who, kind, &env, out).await;
         }
+        let report = |r| self.facts.report(self, r);
         let text = match cmd {
             Command::Help(a) => match a.command.and_then(command::spec) {
                 Some(s) => command::help::render_one(self.slash(), s),
                 None => command::help::render_all(self.slash()),
             },
-            Command::Status(a) => crate::checks::status_text(self, &a.env.0).await?,
-            Command::App(a) => crate::checks::app_lines(self, &a.env.0).await.join("\n"),
-            Command::Backups(a) => crate::checks::backups_text(self, &a.env.0).await?,
-            Command::Checklist(a) => crate::checks::checklist_text(self, &a.env.0).await?,
-            Command::Approvals(_) => crate::checks::approvals_text(self).await?,
+            Command::Status(a) => {
+                return out
+                    .respond(report(ReportRequest::Status(a.env.0)).await?)
+                    .await
+            }
+            Command::App(a) => {
+                return out
+                    .respond(report(ReportRequest::App(a.env.0)).await?)
+                    .await
+            }
+            Command::Backups(a) => {
+                return out
+                    .respond(report(ReportRequest::Backups(a.env.0)).await?)
+                    .await
+            }
+            Command::Checklist(a) => {
+                return out
+                    .respond(report(ReportRequest::Checklist(a.env.0)).await?)
+                    .await
+            }
+            Command::Approvals(_) => {
+                return out.respond(report(ReportRequest::Approvals).await?).await
+            }
             Command::Cancel(a) => return self.cancel(ev, who, &a.request, out).await,
             Command::Audit(command::audit::Args::Tail(n)) => {
                 let lines: Vec<String> = self
@@ -355,9 +545,9 @@ impl Core {
         who: &Operator,
         kind: OperationKind,
         env: &str,
-        out: &dyn Responder,
+        _out: &dyn Responder,
     ) -> anyhow::Result<()> {
-        let plan = match runbook::plan(self, &kind, env).await {
+        let plan = match self.facts.plan(self, &kind, env).await {
             Ok(p) => p,
             Err(e) => {
                 let msg = format!("Cannot plan {} in {env}: {e}", kind.name());
@@ -413,12 +603,12 @@ impl Core {
             tx.commit().await?;
             self.outbox_wake.notify_one();
             let card = self.request_card(&id).await?;
-            if let Some(msg) = out.respond(card).await? {
-                let mut tx = self.store.begin().await?;
-                tx.set_request_message(&id, &serde_json::to_string(&msg)?)
-                    .await?;
-                tx.commit().await?;
-            }
+            self.post_card(
+                &format!("request:{id}"),
+                &self.card_channels(&ev.channel, env),
+                &card,
+            )
+            .await?;
         } else {
             let op = OperationRow::queued(&row, false, now);
             tx.insert_operation(&op).await?;
@@ -426,12 +616,12 @@ impl Core {
             tx.commit().await?;
             self.outbox_wake.notify_one();
             let card = self.operation_card(&op.id).await?;
-            if let Some(msg) = out.respond(card).await? {
-                let mut tx = self.store.begin().await?;
-                tx.set_operation_message(&op.id, &serde_json::to_string(&msg)?)
-                    .await?;
-                tx.commit().await?;
-            }
+            self.post_card(
+                &format!("operation:{}", op.id),
+                std::slice::from_ref(&ev.channel),
+                &card,
+            )
+            .await?;
             self.worker_wake.notify_one();
         }
         Ok(())
@@ -678,13 +868,16 @@ impl Core {
         Ok(due.len())
     }
 
-    /// Re-renders a request's card and queues the edit (when the card was posted).
+    /// Re-renders a request's card and queues the edit of every copy.
     pub async fn refresh_request_card(&self, request_id: &str) -> anyhow::Result<()> {
         if let Some(req) = self.store.get_request(request_id).await? {
-            if let Some(msg) = &req.message_json {
-                let card = self.request_card(request_id).await?;
-                self.edit_message(msg, &card).await?;
-            }
+            let card = self.request_card(request_id).await?;
+            self.edit_card_or_legacy(
+                &format!("request:{request_id}"),
+                req.message_json.as_deref(),
+                &card,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -700,20 +893,25 @@ impl Core {
     }
 
     /// Re-renders the card that shows `op` (its request's card, or its own), with an optional
-    /// progress line, and queues the edit when the card was posted.
+    /// progress line, and queues the edit of every copy. Progress ticks collapse in the outbox:
+    /// behind a rate limit only the newest reaches chat.
     async fn edit_operation_card(
         &self,
         op: &OperationRow,
         progress: Option<&str>,
     ) -> anyhow::Result<()> {
-        let (msg, mut card) = match &op.request_id {
+        let (key, legacy, mut card) = match &op.request_id {
             Some(r) => {
                 let req = self
                     .store
                     .get_request(r)
                     .await?
                     .context("request vanished")?;
-                (req.message_json, self.request_card(r).await?)
+                (
+                    format!("request:{r}"),
+                    req.message_json,
+                    self.request_card(r).await?,
+                )
             }
             None => {
                 let o = self
@@ -721,14 +919,27 @@ impl Core {
                     .get_operation(&op.id)
                     .await?
                     .context("operation vanished")?;
-                (o.message_json, self.operation_card(&op.id).await?)
+                (
+                    format!("operation:{}", op.id),
+                    o.message_json,
+                    self.operation_card(&op.id).await?,
+                )
             }
         };
-        let Some(msg) = msg else { return Ok(()) };
         if let (Some(line), crate::core::reply::Body::Card(c)) = (progress, &mut card.body) {
-            c.lines.push(format!("progress: {line}"));
+            c.progress = Some(line.to_string());
         }
-        self.edit_message(&msg, &card).await
+        self.edit_card_or_legacy(&key, legacy.as_deref(), &card)
+            .await
+    }
+
+    /// The person an operator id names, with their platform accounts.
+    fn mention(&self, role: &str, operator: &str) -> Mention {
+        Mention {
+            role: role.into(),
+            operator: operator.into(),
+            accounts: self.directory.accounts(operator),
+        }
     }
 
     /// The approval card of a request: who asked, environment, plan, warnings, fingerprint,
@@ -745,6 +956,7 @@ impl Core {
         let now = self.clock.now_ms();
         let state = RequestState::parse(&req.state).unwrap_or(RequestState::Cancelled);
         let approvals = votes.iter().filter(|v| v.decision == "approve").count();
+        let open = state == RequestState::Pending && now < req.expires_at;
         let mut fields = vec![
             (
                 "Requested by".to_string(),
@@ -782,48 +994,75 @@ impl Core {
             ),
         };
         fields.push(("Status".into(), status));
-        if !votes.is_empty() {
-            let v: Vec<String> = votes
-                .iter()
-                .map(|v| {
-                    let done = match v.decision.as_str() {
-                        "approve" => "approved",
-                        "deny" => "denied",
-                        other => other,
-                    };
-                    format!("{} {done}", v.voter)
-                })
-                .collect();
+        let cast: Vec<(String, String)> = votes
+            .iter()
+            .map(|v| {
+                let done = match v.decision.as_str() {
+                    "approve" => "approved",
+                    "deny" => "denied",
+                    other => other,
+                };
+                (v.voter.clone(), done.to_string())
+            })
+            .collect();
+        if !cast.is_empty() {
+            let v: Vec<String> = cast.iter().map(|(w, d)| format!("{w} {d}")).collect();
             fields.push(("Votes".into(), v.join(", ")));
         }
-        let mut lines = plan_lines(&plan);
-        if let Some(o) = &op {
-            lines.extend(self.step_lines(o).await?);
+        let mut card = Card::new(
+            format!("Request {}: {}", req.id, plan.summary),
+            card_state.style(),
+        );
+        card.state = Some(card_state);
+        card.fields = fields;
+        card.votes = Some(Votes {
+            approvals: approvals as u32,
+            required: req.required_votes.max(0) as u32,
+            cast,
+        });
+        card.expires_at_ms = open.then_some(req.expires_at);
+        card.mentions = vec![self.mention("requester", &req.requester)];
+        self.fill_plan(&mut card, &plan, op.as_ref()).await?;
+        if open {
+            let destructive = plan.warnings.iter().any(|w| w.severity == Severity::Danger)
+                || plan.steps.iter().any(|s| {
+                    !matches!(
+                        s.action,
+                        crate::core::operation::StepAction::Backup { .. }
+                            | crate::core::operation::StepAction::AppStart
+                    )
+                });
+            let mut approve = Button::new(
+                format!("approve:{}", req.id),
+                "Approve",
+                ButtonStyle::Primary,
+            );
+            if destructive {
+                approve = approve.with_confirm(Confirm {
+                    title: "Approve and run?".into(),
+                    text: format!(
+                        "{}: {} step(s) run as soon as the vote counts.{}",
+                        plan.summary,
+                        plan.steps.len(),
+                        match plan
+                            .warnings
+                            .iter()
+                            .find(|w| w.severity == Severity::Danger)
+                        {
+                            Some(w) => format!(" {}", w.text),
+                            None => String::new(),
+                        }
+                    ),
+                    confirm: "Approve".into(),
+                    deny: "Back".into(),
+                });
+            }
+            card.buttons = vec![
+                approve,
+                Button::new(format!("deny:{}", req.id), "Deny", ButtonStyle::Danger),
+            ];
         }
-        let buttons = if state == RequestState::Pending && now < req.expires_at {
-            vec![
-                Button {
-                    id: format!("approve:{}", req.id),
-                    label: "Approve".into(),
-                    danger: false,
-                },
-                Button {
-                    id: format!("deny:{}", req.id),
-                    label: "Deny".into(),
-                    danger: true,
-                },
-            ]
-        } else {
-            vec![]
-        };
-        Ok(Reply::card(Card {
-            title: format!("Request {}: {}", req.id, plan.summary),
-            fields,
-            lines,
-            buttons,
-            style: card_state.style(),
-            state: Some(card_state),
-        }))
+        Ok(Reply::card(card))
     }
 
     /// The card of an operation that needed no approval.
@@ -834,42 +1073,65 @@ impl Core {
             .await?
             .context("operation vanished")?;
         let plan: Plan = serde_json::from_str(&op.plan_json)?;
-        let mut lines = plan_lines(&plan);
-        lines.extend(self.step_lines(&op).await?);
-        Ok(Reply::card(Card {
-            title: format!("Operation {}: {}", op.id, plan.summary),
-            fields: vec![
-                ("Requested by".into(), op.requester.clone()),
-                ("Environment".into(), op.env.clone()),
-                ("Status".into(), describe_state(&op)),
-            ],
-            lines,
-            buttons: vec![],
-            style: op_card_state(&op).style(),
-            state: Some(op_card_state(&op)),
-        }))
+        let st = op_card_state(&op);
+        let mut card = Card::new(format!("Operation {}: {}", op.id, plan.summary), st.style());
+        card.state = Some(st);
+        card.fields = vec![
+            ("Requested by".into(), op.requester.clone()),
+            ("Environment".into(), op.env.clone()),
+            ("Status".into(), describe_state(&op)),
+        ];
+        card.mentions = vec![self.mention("requester", &op.requester)];
+        self.fill_plan(&mut card, &plan, Some(&op)).await?;
+        Ok(Reply::card(card))
     }
 
-    async fn step_lines(&self, op: &OperationRow) -> anyhow::Result<Vec<String>> {
-        let mut lines = Vec::new();
-        for s in self.store.steps(&op.id).await? {
-            let out = s.output.as_deref().unwrap_or("");
-            lines.push(format!(
-                "step {} {}: {}{}",
-                s.idx + 1,
-                s.name,
-                s.state,
-                if out.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({out})")
+    /// Puts a plan's steps (with the states the worker recorded), its warnings (most serious
+    /// first) and the operation's error on a card.
+    async fn fill_plan(
+        &self,
+        card: &mut Card,
+        plan: &Plan,
+        op: Option<&OperationRow>,
+    ) -> anyhow::Result<()> {
+        card.steps = plan
+            .steps
+            .iter()
+            .map(|s| Step {
+                name: s.name.clone(),
+                detail: s.detail.clone(),
+                state: StepState::Planned,
+                recorded: None,
+            })
+            .collect();
+        let mut warnings = plan.warnings.clone();
+        warnings.sort_by_key(|w| std::cmp::Reverse(w.severity));
+        card.warnings = warnings;
+        if let Some(o) = op {
+            for s in self.store.steps(&o.id).await? {
+                let out = s.output.clone().unwrap_or_default();
+                let idx = s.idx.max(0) as usize;
+                match card.steps.get_mut(idx) {
+                    Some(step) => {
+                        step.state = StepState::parse(&s.state);
+                        step.recorded = Some((s.state.clone(), out));
+                    }
+                    None => card.lines.push(format!(
+                        "step {} {}: {}{}",
+                        idx + 1,
+                        s.name,
+                        s.state,
+                        if out.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({out})")
+                        }
+                    )),
                 }
-            ));
+            }
+            card.error = o.error.clone();
         }
-        if let Some(err) = &op.error {
-            lines.push(format!("error: {err}"));
-        }
-        Ok(lines)
+        Ok(())
     }
 }
 
@@ -918,18 +1180,6 @@ fn requested_operation(cmd: &Command) -> Option<(OperationKind, String)> {
         | Command::Audit(_) => return None,
     };
     Some((kind, env.0.clone()))
-}
-
-/// A plan as card lines: the numbered steps, then the warnings.
-pub(crate) fn plan_lines(plan: &Plan) -> Vec<String> {
-    let mut lines = vec!["Plan:".to_string()];
-    for (i, s) in plan.steps.iter().enumerate() {
-        lines.push(format!("  {}. {}: {}", i + 1, s.name, s.detail));
-    }
-    for w in &plan.warnings {
-        lines.push(format!("WARNING: {w}"));
-    }
-    lines
 }
 
 /// The operation kind's short name from its stored JSON.

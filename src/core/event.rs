@@ -94,4 +94,21 @@ pub struct InboundEvent {
     pub channel: ChannelRef,
     /// The command or click.
     pub kind: EventKind,
+    /// The platform's handle for answering this very event, opaque to the core (Slack's
+    /// `response_url`); `None` where replies go through the channel.
+    #[serde(default)]
+    pub reply_to: Option<String>,
+}
+
+impl InboundEvent {
+    /// An event with no response handle.
+    pub fn new(delivery_id: String, actor: Actor, channel: ChannelRef, kind: EventKind) -> Self {
+        InboundEvent {
+            delivery_id,
+            actor,
+            channel,
+            kind,
+            reply_to: None,
+        }
+    }
 }

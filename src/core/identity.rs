@@ -80,6 +80,18 @@ impl Directory {
         }
     }
 
+    /// The chat accounts of operator `id` (Slack, Discord), for mentions on cards.
+    pub fn accounts(&self, id: &str) -> Vec<(Platform, String)> {
+        let mut out: Vec<(Platform, String)> = self
+            .by_account
+            .iter()
+            .filter(|((p, _), op)| *p != Platform::Shell && op.as_str() == id)
+            .map(|((p, a), _)| (*p, a.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// True when `id` is a configured operator (for `shell --as`).
     pub fn knows(&self, id: &str) -> bool {
         self.roles.contains_key(id)

@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::core::reply::Warning;
+
 /// What an operation does. Stored as JSON; new kinds are added as variants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -189,8 +191,9 @@ pub struct Plan {
     pub summary: String,
     /// Steps in order.
     pub steps: Vec<PlannedStep>,
-    /// Data-loss and other warnings.
-    pub warnings: Vec<String>,
+    /// Data-loss and other warnings, each with its severity (plans stored before severities
+    /// hold plain strings, read back as cautions).
+    pub warnings: Vec<Warning>,
     /// The facts the plan depends on (applied migrations, backup ids, app commands...).
     pub facts: Vec<String>,
     /// SHA-256 over kind, environment, steps and facts (first 16 hex digits shown). Warnings
@@ -205,7 +208,7 @@ impl Plan {
         env: &str,
         summary: String,
         steps: Vec<PlannedStep>,
-        warnings: Vec<String>,
+        warnings: Vec<Warning>,
         facts: Vec<String>,
     ) -> Plan {
         // Only what the plan does and the facts it rests on are hashed: warnings and the summary
@@ -343,7 +346,7 @@ mod tests {
                 env,
                 "s".into(),
                 step,
-                vec![warning.into()],
+                vec![crate::core::reply::Warning::caution(warning)],
                 vec![fact.into()],
             )
         };

@@ -173,6 +173,8 @@ pub struct OutboxRow {
     pub message_id: Option<String>,
     /// JSON of [`crate::core::reply::Reply`].
     pub payload: String,
+    /// The card this row posts or edits (`request:<id>`), when it is a card.
+    pub card_key: Option<String>,
     pub created_at: i64,
     pub attempts: i64,
     pub next_attempt_at: i64,
@@ -188,6 +190,8 @@ pub struct NewOutbox {
     pub op: String,
     pub message_id: Option<String>,
     pub payload: String,
+    /// The card this row posts or edits; see [`OutboxRow::card_key`].
+    pub card_key: Option<String>,
 }
 
 /// A backup catalog entry (SPEC section 6).
@@ -287,6 +291,23 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_delivered(&self, id: i64, now: i64) -> StoreResult<()>;
     /// Records a failed delivery attempt and when to try again.
     async fn outbox_retry(&self, id: i64, next_attempt_at: i64, error: &str) -> StoreResult<()>;
+    /// True when a newer undelivered edit of the same card in the same channel waits behind
+    /// outbox row `row` (which is then superseded: edits collapse to the newest).
+    async fn outbox_edit_superseded(&self, row: &OutboxRow) -> StoreResult<bool>;
+    /// The channels a card was posted to, with the platform message id once posted:
+    /// `(platform, channel, message_id)`.
+    async fn card_messages(
+        &self,
+        card_key: &str,
+    ) -> StoreResult<Vec<(String, String, Option<String>)>>;
+    /// Records the platform message id of a card's copy in a channel.
+    async fn set_card_message(
+        &self,
+        card_key: &str,
+        platform: &str,
+        channel: &str,
+        message_id: &str,
+    ) -> StoreResult<()>;
     /// A backup catalog entry by id.
     async fn get_backup(&self, id: &str) -> StoreResult<Option<BackupRow>>;
     /// Catalog entries of an environment, newest first (deleted ones included).
@@ -399,6 +420,16 @@ pub trait Tx: Send {
     async fn append_audit(&mut self, e: &NewAudit, now: i64) -> StoreResult<AuditRecord>;
     /// Puts a message in the outbox.
     async fn enqueue_outbox(&mut self, m: &NewOutbox, now: i64) -> StoreResult<i64>;
+    /// Records that card `card_key` is (to be) posted in `channel` of `platform`; false when it
+    /// already was.
+    async fn register_card(
+        &mut self,
+        card_key: &str,
+        platform: &str,
+        channel: &str,
+    ) -> StoreResult<bool>;
+    /// The channels card `card_key` was posted to: `(platform, channel)`.
+    async fn card_channels(&mut self, card_key: &str) -> StoreResult<Vec<(String, String)>>;
     /// Records a delivery key; false when it was seen before.
     async fn first_delivery(&mut self, key: &str, now: i64) -> StoreResult<bool>;
     /// Commits.

@@ -23,7 +23,7 @@ const REQUEST_COLS: &str = "id, env, kind_json, plan_json, fingerprint, requeste
 const OPERATION_COLS: &str = "id, request_id, env, kind_json, plan_json, fingerprint, requester, state, current_step, created_at, started_at, finished_at, worker, heartbeat_at, error, channel_json, message_json";
 const AUDIT_COLS: &str = "seq, at, operator, account, env, action, details, prev_hash, hash";
 const BACKUP_COLS: &str = "id, env, kind, state, path, database_name, size_bytes, sha256, started_at, duration_ms, requested_by, note, migrations_json, verified_at, verify_error, toc_entries, operation_id, error, deleted_at, file_mtime_ms, write_stats_json";
-const OUTBOX_COLS: &str = "id, platform, channel, op, message_id, payload, created_at, attempts, next_attempt_at, delivered_at, last_error";
+const OUTBOX_COLS: &str = "id, platform, channel, op, message_id, payload, card_key, created_at, attempts, next_attempt_at, delivered_at, last_error";
 
 macro_rules! sql_store {
     ($store:ident, $tx:ident, $db:ty, $backend:expr, $for_update:expr) => {
@@ -91,6 +91,7 @@ macro_rules! sql_store {
                 op: r.try_get("op")?,
                 message_id: r.try_get("message_id")?,
                 payload: r.try_get("payload")?,
+                card_key: r.try_get("card_key")?,
                 created_at: r.try_get("created_at")?,
                 attempts: r.try_get("attempts")?,
                 next_attempt_at: r.try_get("next_attempt_at")?,
@@ -268,6 +269,28 @@ macro_rules! sql_store {
                     .bind(now)
                     .execute(&self.pool)
                     .await?;
+                Ok(())
+            }
+
+            async fn outbox_edit_superseded(&self, row: &OutboxRow) -> StoreResult<bool> {
+                let Some(key) = &row.card_key else { return Ok(false) };
+                let r = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE card_key = $1 AND platform = $2 AND channel = $3 AND op = 'edit' AND delivered_at IS NULL AND id > $4")
+                    .bind(key).bind(&row.platform).bind(&row.channel).bind(row.id)
+                    .fetch_one(&self.pool).await?;
+                let n: i64 = r.try_get("n")?;
+                Ok(n > 0)
+            }
+
+            async fn card_messages(&self, card_key: &str) -> StoreResult<Vec<(String, String, Option<String>)>> {
+                let rows = sqlx::query("SELECT platform, channel, message_id FROM card_messages WHERE card_key = $1 ORDER BY platform, channel")
+                    .bind(card_key).fetch_all(&self.pool).await?;
+                rows.iter().map(|r| Ok((r.try_get("platform")?, r.try_get("channel")?, r.try_get("message_id")?))).collect()
+            }
+
+            async fn set_card_message(&self, card_key: &str, platform: &str, channel: &str, message_id: &str) -> StoreResult<()> {
+                sqlx::query("UPDATE card_messages SET message_id = $4 WHERE card_key = $1 AND platform = $2 AND channel = $3")
+                    .bind(card_key).bind(platform).bind(channel).bind(message_id)
+                    .execute(&self.pool).await?;
                 Ok(())
             }
 
@@ -636,14 +659,28 @@ macro_rules! sql_store {
                 })
             }
 
+            async fn register_card(&mut self, card_key: &str, platform: &str, channel: &str) -> StoreResult<bool> {
+                let r = sqlx::query("INSERT INTO card_messages (card_key, platform, channel) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                    .bind(card_key).bind(platform).bind(channel)
+                    .execute(&mut *self.tx).await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn card_channels(&mut self, card_key: &str) -> StoreResult<Vec<(String, String)>> {
+                let rows = sqlx::query("SELECT platform, channel FROM card_messages WHERE card_key = $1 ORDER BY platform, channel")
+                    .bind(card_key).fetch_all(&mut *self.tx).await?;
+                rows.iter().map(|r| Ok((r.try_get("platform")?, r.try_get("channel")?))).collect()
+            }
+
             async fn enqueue_outbox(&mut self, m: &NewOutbox, now: i64) -> StoreResult<i64> {
-                let r = sqlx::query("INSERT INTO outbox (platform, channel, op, message_id, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id")
+                let r = sqlx::query("INSERT INTO outbox (platform, channel, op, message_id, payload, created_at, next_attempt_at, card_key) VALUES ($1, $2, $3, $4, $5, $6, $6, $7) RETURNING id")
                     .bind(&m.platform)
                     .bind(&m.channel)
                     .bind(&m.op)
                     .bind(&m.message_id)
                     .bind(&m.payload)
                     .bind(now)
+                    .bind(&m.card_key)
                     .fetch_one(&mut *self.tx)
                     .await?;
                 Ok(r.try_get("id")?)

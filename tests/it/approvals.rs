@@ -344,17 +344,17 @@ both_backends!(hostile_commands_are_rejected_with_usage_and_run_nothing);
 async fn the_same_delivery_handled_twice_acts_once(b: Backend) {
     use dualkey::core::event::{ChannelRef, EventKind, InboundEvent, Platform};
     let app = spawn_app(b, 1, 0).await;
-    let ev = InboundEvent {
-        delivery_id: "trigger-123".into(),
-        actor: crate::support::actor("alice"),
-        channel: ChannelRef {
+    let ev = InboundEvent::new(
+        "trigger-123".into(),
+        crate::support::actor("alice"),
+        ChannelRef {
             platform: Platform::Shell,
             id: "test".into(),
         },
-        kind: EventKind::Command {
+        EventKind::Command {
             text: "app stop".into(),
         },
-    };
+    );
     let cap = crate::support::Capture::default();
     app.core.handle(ev.clone(), &cap).await;
     app.core.handle(ev, &cap).await;
@@ -396,19 +396,40 @@ async fn progress_edits_the_operation_card_through_the_outbox(b: Backend) {
     let rows = app.core.store.outbox_all("shell").await.unwrap();
     let last = rows.last().expect("an edit was queued");
     assert_eq!(last.op, "edit");
-    let msg: dualkey::core::event::MessageRef =
-        serde_json::from_str(req.message_json.as_deref().unwrap()).unwrap();
     assert_eq!(
-        last.message_id.as_deref(),
-        Some(msg.id.as_str()),
-        "the same card is edited, not a new message"
+        last.card_key.as_deref(),
+        Some(format!("request:{id}").as_str())
     );
+    let queued: dualkey::core::reply::Reply = serde_json::from_str(&last.payload).unwrap();
     assert!(
-        last.payload
+        queued
+            .to_text()
             .contains("progress: backup b1: 1.5 GB written, 12s elapsed"),
         "{}",
         last.payload
     );
+    // Delivered, it edits the message the card was posted as, not a new one.
+    let (_, _, posted) = app
+        .core
+        .store
+        .card_messages(&format!("request:{id}"))
+        .await
+        .unwrap()
+        .remove(0);
+    let said = app.deliver_shell().await;
+    match said.last() {
+        Some(dualkey::adapters::memory::Said::Edit {
+            id: edited, reply, ..
+        }) => {
+            assert_eq!(Some(edited), posted.as_ref(), "the same card is edited");
+            assert!(
+                reply.to_text().contains("progress: backup b1"),
+                "{}",
+                reply.to_text()
+            );
+        }
+        other => panic!("expected an edit of the card, got {other:?}"),
+    }
 }
 both_backends!(progress_edits_the_operation_card_through_the_outbox);
 

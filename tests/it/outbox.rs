@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dualkey::core::event::{ChannelRef, Platform};
 use dualkey::core::reply::Reply;
-use dualkey::outbox::{deliver_due, ChatOut, DeliveryError};
+use dualkey::outbox::{deliver_due, DeliveryError, Outbound};
 
 use crate::both_backends;
 use crate::support::{spawn_app, Backend};
@@ -18,7 +18,7 @@ struct FlakyChat {
 }
 
 #[async_trait]
-impl ChatOut for FlakyChat {
+impl Outbound for FlakyChat {
     fn platform(&self) -> Platform {
         Platform::Slack
     }
@@ -35,6 +35,18 @@ impl ChatOut for FlakyChat {
             .lock()
             .unwrap()
             .push(format!("{channel}:{id}:{}", reply.to_text()));
+        Ok(())
+    }
+    async fn ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        reply: &Reply,
+    ) -> Result<(), DeliveryError> {
+        self.delivered
+            .lock()
+            .unwrap()
+            .push(format!("{channel}:{user}:{}", reply.to_text()));
         Ok(())
     }
 }

@@ -64,11 +64,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use dualkey::adapters::memory::{MemoryAdapter, Said};
 use dualkey::clock::{Clock, ManualClock};
 use dualkey::config::Settings;
 use dualkey::core::dispatch::{Core, Responder};
-use dualkey::core::event::{Actor, ChannelRef, EventKind, InboundEvent, MessageRef, Platform};
-use dualkey::core::identity::Directory;
+use dualkey::core::event::{Actor, ChannelRef, EventKind, InboundEvent, Platform};
 use dualkey::core::reply::Reply;
 
 /// Which store backend a test runs on.
@@ -216,15 +216,12 @@ pub async fn spawn_app_with(
         .expect("test config is valid");
     let store = dualkey::store::open(&url).await.expect("open store");
     let clock = Arc::new(ManualClock::new(chrono::Utc::now().timestamp_millis()));
-    let core = Arc::new(Core {
-        directory: Directory::from_settings(&settings),
-        settings: Arc::new(settings),
+    let core = Arc::new(Core::new(
+        settings,
         store,
-        clock: clock.clone() as Arc<dyn Clock>,
-        worker_wake: Arc::new(tokio::sync::Notify::new()),
-        outbox_wake: Arc::new(tokio::sync::Notify::new()),
-        in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-    });
+        clock.clone() as Arc<dyn Clock>,
+        Arc::new(dualkey::runbook::RunbookFacts),
+    ));
     TestApp {
         core,
         clock,
@@ -242,16 +239,9 @@ pub struct Capture {
 
 #[async_trait]
 impl Responder for Capture {
-    async fn respond(&self, reply: Reply) -> anyhow::Result<Option<MessageRef>> {
-        let mut r = self.replies.lock().unwrap();
-        r.push(reply);
-        Ok(Some(MessageRef {
-            channel: ChannelRef {
-                platform: Platform::Shell,
-                id: "test".into(),
-            },
-            id: r.len().to_string(),
-        }))
+    async fn respond(&self, reply: Reply) -> anyhow::Result<()> {
+        self.replies.lock().unwrap().push(reply);
+        Ok(())
     }
 }
 
@@ -283,22 +273,42 @@ pub fn actor(who: &str) -> Actor {
 }
 
 impl TestApp {
-    /// Sends an event as `who`; returns the captured replies as text.
+    /// Sends an event as `who`; returns the captured replies as text, then what the event
+    /// queued for the test channel (its card), delivered through an in-memory adapter.
     pub async fn send(&self, who: &str, kind: EventKind) -> String {
         // Every event is a millisecond after the previous one, so "newest" is well defined.
         self.clock.advance(1);
         let cap = Capture::default();
-        let ev = InboundEvent {
-            delivery_id: uuid::Uuid::new_v4().to_string(),
-            actor: actor(who),
-            channel: ChannelRef {
+        // What earlier events and the worker queued is not this event's answer.
+        self.deliver_shell().await;
+        let ev = InboundEvent::new(
+            uuid::Uuid::new_v4().to_string(),
+            actor(who),
+            ChannelRef {
                 platform: Platform::Shell,
                 id: "test".into(),
             },
             kind,
-        };
+        );
         self.core.handle(ev, &cap).await;
-        cap.text()
+        let mut text = cap.text();
+        for said in self.deliver_shell().await {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&said.reply().to_text());
+        }
+        text
+    }
+
+    /// Delivers what waits in the outbox for the shell platform (the test channel) through an
+    /// in-memory adapter and returns it.
+    pub async fn deliver_shell(&self) -> Vec<Said> {
+        let mem = MemoryAdapter::new(Platform::Shell);
+        dualkey::outbox::deliver_due(&self.core, mem.as_ref())
+            .await
+            .unwrap();
+        mem.drain()
     }
 
     /// `/db <text>` as `who`.
@@ -333,15 +343,15 @@ impl TestApp {
     pub fn with_settings(&self, edit: impl FnOnce(&mut Settings)) -> TestApp {
         let mut settings = (*self.core.settings).clone();
         edit(&mut settings);
-        let core = Core {
-            directory: Directory::from_settings(&settings),
-            settings: Arc::new(settings),
-            store: self.core.store.clone(),
-            clock: self.core.clock.clone(),
-            worker_wake: self.core.worker_wake.clone(),
-            outbox_wake: self.core.outbox_wake.clone(),
-            in_flight: self.core.in_flight.clone(),
-        };
+        let mut core = Core::new(
+            settings,
+            self.core.store.clone(),
+            self.core.clock.clone(),
+            self.core.facts.clone(),
+        );
+        core.worker_wake = self.core.worker_wake.clone();
+        core.outbox_wake = self.core.outbox_wake.clone();
+        core.in_flight = self.core.in_flight.clone();
         TestApp {
             core: Arc::new(core),
             clock: self.clock.clone(),

@@ -1,0 +1,1 @@
+//! `dualkey slack manifest`: a Slack app manifest for this config (placeholder).
