@@ -1405,7 +1405,7 @@ mod tests {
 
     #[derive(Debug)]
     enum Seen {
-        Command(SlackCommandEvent),
+        Command(Box<SlackCommandEvent>),
         Click(Box<SlackInteractionBlockActionsEvent>),
     }
 
@@ -1426,7 +1426,7 @@ mod tests {
         states: SlackClientEventsUserState,
     ) -> UserCallbackResult<SlackCommandEventResponse> {
         let text = format!("working on `{}`", ev.text.clone().unwrap_or_default());
-        let _ = seen_tx(&states).await.send(Seen::Command(ev));
+        let _ = seen_tx(&states).await.send(Seen::Command(Box::new(ev)));
         Ok(
             SlackCommandEventResponse::new(SlackMessageContent::new().with_text(text))
                 .with_response_type(SlackMessageResponseType::Ephemeral),
