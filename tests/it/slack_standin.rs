@@ -1620,6 +1620,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn shutdown_closes_the_socket_and_stops_serving_promptly() {
+        let standin = SlackStandin::start().await;
+        let (listener, _rx) = listen(&standin).await;
+        assert!(standin.wait_connections(1, WAIT).await);
+        let api = standin.api_url();
+        let started = Instant::now();
+        standin.shutdown().await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            standin.wait_until(WAIT, |st| st.socket.is_none()).await,
+            "the socket closed"
+        );
+        let refused = reqwest::Client::new()
+            .post(format!("{api}/auth.test"))
+            .send()
+            .await;
+        assert!(refused.is_err(), "still serving: {refused:?}");
+        listener.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn an_envelope_without_accepts_response_payload_is_not_delivered_to_the_callback() {
         // The reason every envelope carries the field: slack-morphism rejects a frame without it
         // (and still acks it), so an ack alone proves nothing.
