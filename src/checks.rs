@@ -7,6 +7,7 @@ use crate::core::dispatch::Core;
 use crate::core::dispatch::{describe_state, kind_name};
 use crate::core::human;
 use crate::core::operation::{OperationState, Plan};
+use crate::core::reply::{Button, ButtonStyle, Reply, Report, Section, Table};
 use crate::dbops;
 use crate::dbops::prisma::StatusReport;
 use crate::runbook::{self, backup_health_hashed, backup_migrations};
@@ -139,56 +140,70 @@ async fn first_healthy<'a>(core: &Core, all: &'a [BackupRow]) -> Option<&'a Back
     None
 }
 
-fn backup_line(now: i64, b: &BackupRow, health: &str) -> String {
-    let migs = backup_migrations(b);
-    format!(
-        "{} {:<12} {:>10} ago {:>9} {:<10} migrations: {}{}",
-        b.id,
-        b.kind,
-        human::age(now - b.started_at),
-        human::bytes(b.size_bytes.unwrap_or(0) as u64),
-        health,
-        migs.len(),
-        migs.last()
-            .map(|m| format!(" (last {m})"))
-            .unwrap_or_default()
-    )
-}
-
-/// The `backups` reply: catalog entries (with their health) and external `.sql` files.
-pub async fn backups_text(core: &Core, env: &str) -> anyhow::Result<String> {
+/// The `backups` report: catalog entries (with their health) and external `.sql` files, as a
+/// table (id, kind, age, size, state, migrations applied then).
+pub async fn backups_report(core: &Core, env: &str) -> anyhow::Result<Report> {
     let now = core.clock.now_ms();
     let all = core.store.list_backups(env).await?;
-    let mut out = vec![format!(
-        "backups of {env} (id, kind, age, size, state, migrations applied then):"
-    )];
+    let mut table = Table {
+        columns: ["id", "kind", "age", "size", "state", "migrations"]
+            .map(String::from)
+            .to_vec(),
+        rows: vec![],
+    };
     let shown: Vec<&BackupRow> = all.iter().filter(|b| b.deleted_at.is_none()).collect();
-    if shown.is_empty() {
-        out.push("  none in the catalog".into());
-    }
     for b in shown.iter().take(50) {
-        out.push(format!(
-            "  {}",
-            backup_line(now, b, backup_health_hashed(core.store.as_ref(), b).await)
-        ));
+        let health = backup_health_hashed(core.store.as_ref(), b).await;
+        let migs = backup_migrations(b);
+        table.rows.push(vec![
+            b.id.clone(),
+            b.kind.clone(),
+            format!("{} ago", human::age(now - b.started_at)),
+            human::bytes(b.size_bytes.unwrap_or(0) as u64),
+            health.to_string(),
+            format!(
+                "{}{}",
+                migs.len(),
+                migs.last()
+                    .map(|m| format!(" (last {m})"))
+                    .unwrap_or_default()
+            ),
+        ]);
     }
     if let Ok(e) = runbook::env_settings(core, env) {
         if let Ok(ext) = dbops::backup::list_external(&e.backup_dir.join(env)) {
             for x in ext {
-                out.push(format!(
-                    "  {} external .sql, {} ago, {} (restored with psql)",
-                    x.file_name,
-                    human::age(now - x.modified.timestamp_millis()),
-                    human::bytes(x.size_bytes)
-                ));
+                table.rows.push(vec![
+                    x.file_name.clone(),
+                    "external .sql".into(),
+                    format!("{} ago", human::age(now - x.modified.timestamp_millis())),
+                    human::bytes(x.size_bytes),
+                    "restored with psql".into(),
+                    "unknown".into(),
+                ]);
             }
         }
     }
-    Ok(out.join("\n"))
+    let mut section = Section::default();
+    if table.rows.is_empty() {
+        section.lines.push("none in the catalog".into());
+    } else {
+        section.table = Some(table);
+    }
+    Ok(Report {
+        title: format!("backups of {env}"),
+        sections: vec![section],
+        buttons: vec![],
+    })
+}
+
+/// The `backups` report as text (for `dualkey backups`).
+pub async fn backups_text(core: &Core, env: &str) -> anyhow::Result<String> {
+    Ok(Reply::report(backups_report(core, env).await?).to_text())
 }
 
 /// The migration safety checklist: each item ticked from a fact.
-pub async fn checklist_text(core: &Core, env: &str) -> anyhow::Result<String> {
+pub async fn checklist_report(core: &Core, env: &str) -> anyhow::Result<Report> {
     let e = runbook::env_settings(core, env).map_err(|e| anyhow::anyhow!(e.0))?;
     let now = core.clock.now_ms();
     let mut items: Vec<(bool, String)> = Vec::new();
@@ -288,14 +303,20 @@ pub async fn checklist_text(core: &Core, env: &str) -> anyhow::Result<String> {
         ));
     }
     let passed = items.iter().filter(|(ok, _)| *ok).count();
-    let mut out = vec![format!(
-        "migration safety checklist for {env}: {passed}/{} ok",
-        items.len()
-    )];
-    for (ok, text) in items {
-        out.push(format!("[{}] {text}", if ok { "x" } else { " " }));
-    }
-    Ok(out.join("\n"))
+    Ok(Report {
+        title: format!(
+            "migration safety checklist for {env}: {passed}/{} ok",
+            items.len()
+        ),
+        sections: vec![Section {
+            lines: items
+                .into_iter()
+                .map(|(ok, text)| format!("[{}] {text}", if ok { "x" } else { " " }))
+                .collect(),
+            ..Section::default()
+        }],
+        buttons: vec![],
+    })
 }
 
 /// Pending requests that have not expired yet, newest first.
@@ -309,9 +330,10 @@ async fn open_requests(core: &Core, now: i64) -> anyhow::Result<Vec<RequestRow>>
         .collect())
 }
 
-/// The `status` reply: migrations, newest backup, app, operations and open requests.
-pub async fn status_text(core: &Core, env: &str) -> anyhow::Result<String> {
-    let mut out = vec![format!("dualkey status for {env}")];
+/// The `status` report: migrations, newest backup, app, operations and open requests, as
+/// sections of label/value fields.
+pub async fn status_report(core: &Core, env: &str) -> anyhow::Result<Report> {
+    let mut out = Vec::new();
     out.extend(database_lines(core, env).await);
     out.extend(backup_lines(core, env).await?);
     out.extend(app_lines(core, env).await);
@@ -361,94 +383,94 @@ pub async fn status_text(core: &Core, env: &str) -> anyhow::Result<String> {
             describe_state(last)
         ));
     }
-    Ok(out.join("\n"))
-}
-
-/// The `approvals` reply: open requests with their plans, votes, expiry and buttons.
-pub async fn approvals_text(core: &Core) -> anyhow::Result<String> {
-    let now = core.clock.now_ms();
-    let open = open_requests(core, now).await?;
-    if open.is_empty() {
-        return Ok("No open requests.".into());
-    }
-    let mut out = vec![format!("{} open request(s):", open.len())];
-    for r in open {
-        let plan: Plan = serde_json::from_str(&r.plan_json)?;
-        let votes = core.store.votes(&r.id).await?;
-        let approvals = votes.iter().filter(|v| v.decision == "approve").count();
-        out.push(format!(
-            "{} [{}] {} by {}: {approvals}/{} votes, expires in {}, fingerprint {} [approve:{}] [deny:{}]",
-            r.id,
-            r.env,
-            plan.summary,
-            r.requester,
-            r.required_votes,
-            human::span(r.expires_at - now),
-            plan.short_fingerprint(),
-            r.id,
-            r.id
-        ));
-        out.push("Plan:".into());
-        for (i, s) in plan.steps.iter().enumerate() {
-            out.push(format!("  {}. {}: {}", i + 1, s.name, s.detail));
-        }
-        for w in &plan.warnings {
-            out.push(format!("WARNING: {}", w.text));
-        }
-    }
-    Ok(out.join("\n"))
-}
-
-// Reports as replies. Each is a [`Report`] with sections, fields and tables where the text
-// has that shape; its text rendering is what `status` and friends printed before.
-
-use crate::core::reply::{Reply, Report, Section};
-
-fn text_report(title: &str, text: String) -> Reply {
-    Reply::report(Report {
-        title: title.into(),
-        sections: vec![Section {
-            heading: None,
-            lines: text.lines().map(str::to_string).collect(),
-            ..Section::default()
-        }],
+    Ok(Report {
+        title: format!("dualkey status for {env}"),
+        sections: sections_from_lines(&out),
         buttons: vec![],
     })
 }
 
-/// `status ENV`.
-pub async fn status_report(core: &Core, env: &str) -> anyhow::Result<Reply> {
-    Ok(text_report(
-        &format!("Status of {env}"),
-        status_text(core, env).await?,
-    ))
+/// Groups text lines into report sections: runs of `label: value` lines become fields,
+/// others (indented details, free text) stay lines, in their order.
+fn sections_from_lines(lines: &[String]) -> Vec<Section> {
+    let mut out: Vec<Section> = Vec::new();
+    for l in lines {
+        let field = (!l.starts_with(' '))
+            .then(|| l.split_once(": "))
+            .flatten()
+            .filter(|(k, _)| !k.is_empty() && k.len() <= 60);
+        let fresh = match (&field, out.last()) {
+            (_, None) => true,
+            (Some(_), Some(last)) => !last.lines.is_empty(),
+            (None, Some(_)) => false,
+        };
+        if fresh {
+            out.push(Section::default());
+        }
+        let s = out.last_mut().expect("pushed above");
+        match field {
+            Some((k, v)) => s.fields.push((k.to_string(), v.to_string())),
+            None => s.lines.push(l.clone()),
+        }
+    }
+    out
 }
 
-/// `app status ENV`.
-pub async fn app_report(core: &Core, env: &str) -> Reply {
-    text_report(
-        &format!("App in {env}"),
-        app_lines(core, env).await.join("\n"),
-    )
-}
-
-/// `backups ENV`.
-pub async fn backups_report(core: &Core, env: &str) -> anyhow::Result<Reply> {
-    Ok(text_report(
-        &format!("Backups of {env}"),
-        backups_text(core, env).await?,
-    ))
-}
-
-/// `checklist ENV`.
-pub async fn checklist_report(core: &Core, env: &str) -> anyhow::Result<Reply> {
-    Ok(text_report(
-        &format!("Checklist for {env}"),
-        checklist_text(core, env).await?,
-    ))
-}
-
-/// `approvals`.
+/// The `approvals` report: open requests with their plans, votes, expiry, and each one's
+/// approve and deny buttons.
 pub async fn approvals_report(core: &Core) -> anyhow::Result<Reply> {
-    Ok(text_report("Open requests", approvals_text(core).await?))
+    let now = core.clock.now_ms();
+    let open = open_requests(core, now).await?;
+    if open.is_empty() {
+        return Ok(Reply::ephemeral("No open requests."));
+    }
+    let mut report = Report {
+        title: format!("{} open request(s):", open.len()),
+        sections: vec![],
+        buttons: vec![],
+    };
+    for r in open {
+        let plan: Plan = serde_json::from_str(&r.plan_json)?;
+        let votes = core.store.votes(&r.id).await?;
+        let approvals = votes.iter().filter(|v| v.decision == "approve").count();
+        let mut lines = vec!["Plan:".to_string()];
+        for (i, s) in plan.steps.iter().enumerate() {
+            lines.push(format!("  {}. {}: {}", i + 1, s.name, s.detail));
+        }
+        report.sections.push(Section {
+            heading: Some(format!(
+                "{} [{}] {} by {}: {approvals}/{} votes, expires in {}, fingerprint {}",
+                r.id,
+                r.env,
+                plan.summary,
+                r.requester,
+                r.required_votes,
+                human::span(r.expires_at - now),
+                plan.short_fingerprint(),
+            )),
+            lines,
+            warnings: plan.warnings.clone(),
+            ..Section::default()
+        });
+        report.buttons.push(Button::new(
+            format!("approve:{}", r.id),
+            format!("Approve {}", r.id),
+            ButtonStyle::Primary,
+        ));
+        report.buttons.push(Button::new(
+            format!("deny:{}", r.id),
+            format!("Deny {}", r.id),
+            ButtonStyle::Danger,
+        ));
+    }
+    Ok(Reply::report(report))
+}
+
+/// `app status ENV` as a report.
+pub async fn app_report(core: &Core, env: &str) -> Reply {
+    Reply::report(Report {
+        title: format!("app in {env}"),
+        sections: sections_from_lines(&app_lines(core, env).await),
+        buttons: vec![],
+    })
 }

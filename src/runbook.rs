@@ -637,10 +637,12 @@ impl Facts for RunbookFacts {
     async fn report(&self, core: &Core, what: ReportRequest) -> anyhow::Result<Reply> {
         use crate::checks;
         Ok(match what {
-            ReportRequest::Status(env) => checks::status_report(core, &env).await?,
+            ReportRequest::Status(env) => Reply::report(checks::status_report(core, &env).await?),
             ReportRequest::App(env) => checks::app_report(core, &env).await,
-            ReportRequest::Backups(env) => checks::backups_report(core, &env).await?,
-            ReportRequest::Checklist(env) => checks::checklist_report(core, &env).await?,
+            ReportRequest::Backups(env) => Reply::report(checks::backups_report(core, &env).await?),
+            ReportRequest::Checklist(env) => {
+                Reply::report(checks::checklist_report(core, &env).await?)
+            }
             ReportRequest::Approvals => checks::approvals_report(core).await?,
         })
     }

@@ -523,9 +523,10 @@ impl Reply {
                 out
             }
             Body::Report(r) => {
-                // The title is for native renderings (a header block, an embed title); the
-                // text reads as the shell always printed reports, from the first section.
                 let mut parts: Vec<String> = Vec::new();
+                if !r.title.is_empty() {
+                    parts.push(r.title.clone());
+                }
                 for s in &r.sections {
                     if let Some(h) = &s.heading {
                         parts.push(h.clone());
