@@ -200,3 +200,164 @@ async fn pruning_drops_old_dedupe_keys_and_delivered_messages_only(b: Backend) {
     );
 }
 both_backends!(pruning_drops_old_dedupe_keys_and_delivered_messages_only);
+
+/// Stacked edits of one card behind a 429 collapse into the newest; other messages of the
+/// channel keep their order around it, and the edit goes to the message the card was posted as.
+async fn stacked_card_edits_collapse_to_the_newest_and_order_is_kept(b: Backend) {
+    let app = spawn_app(b, 1, 0).await;
+    let ch = ChannelRef {
+        platform: Platform::Slack,
+        id: "CA".into(),
+    };
+    app.core
+        .post_card(
+            "request:r1",
+            std::slice::from_ref(&ch),
+            &Reply::public("card v0"),
+        )
+        .await
+        .unwrap();
+    let chat = FlakyChat::default();
+    assert_eq!(deliver_due(&app.core, &chat).await.unwrap(), 1);
+    // Slack answers 429 to the first edit; 20 progress ticks and an audit line queue behind it.
+    chat.fail_next
+        .lock()
+        .unwrap()
+        .push(DeliveryError::RateLimited(Duration::from_secs(3)));
+    for i in 1..=10 {
+        app.core
+            .edit_card("request:r1", &Reply::public(format!("card v{i}")))
+            .await
+            .unwrap();
+    }
+    app.core
+        .post(&ch, &Reply::public("audit line"))
+        .await
+        .unwrap();
+    for i in 11..=20 {
+        app.core
+            .edit_card("request:r1", &Reply::public(format!("card v{i}")))
+            .await
+            .unwrap();
+    }
+    deliver_due(&app.core, &chat).await.unwrap();
+    app.clock.advance(3_000);
+    deliver_due(&app.core, &chat).await.unwrap();
+    assert_eq!(
+        *chat.delivered.lock().unwrap(),
+        vec!["CA:card v0", "CA:audit line", "CA:1:card v20"],
+        "one edit, the newest, after the audit line that was queued before it"
+    );
+    assert!(app
+        .core
+        .store
+        .outbox_all("slack")
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.delivered_at.is_some()));
+}
+both_backends!(stacked_card_edits_collapse_to_the_newest_and_order_is_kept);
+
+/// Approval cards go to the command's channel and to `approvals_channel`, audit lines to
+/// `audit_channel`; `[environments.NAME.slack]` overrides them per environment.
+async fn cards_and_audit_lines_are_routed_by_config_with_per_environment_overrides(b: Backend) {
+    let app = crate::support::spawn_app_with(b, 1, 0, |t| {
+        t.replace(
+            "[approvals]",
+            "[slack]\nenabled = true\napprovals_channel = \"C0APPROVALS\"\naudit_channel = \"C0AUDIT\"\nreport_channel = \"C0REPORTS\"\n[approvals]",
+        ) + "[environments.staging.slack]\napprovals_channel = \"C0STAGINGAPPROVALS\"\naudit_channel = \"C0STAGINGAUDIT\"\n"
+    })
+    .await;
+    app.cmd("alice", "app stop").await;
+    app.cmd("alice", "app stop staging").await;
+    let posts: Vec<(String, String)> = app
+        .core
+        .store
+        .outbox_all("slack")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            let reply: Reply = serde_json::from_str(&r.payload).unwrap();
+            (r.channel, reply.to_text())
+        })
+        .collect();
+    let cards_in = |ch: &str| {
+        posts
+            .iter()
+            .filter(|(c, t)| c == ch && t.starts_with("== [pending] Request"))
+            .count()
+    };
+    assert_eq!(cards_in("C0APPROVALS"), 1, "{posts:#?}");
+    assert_eq!(cards_in("C0STAGINGAPPROVALS"), 1, "{posts:#?}");
+    let audit_in = |ch: &str| {
+        posts
+            .iter()
+            .filter(|(c, t)| c == ch && t.contains("request.created"))
+            .count()
+    };
+    assert_eq!(audit_in("C0AUDIT"), 1, "{posts:#?}");
+    assert_eq!(audit_in("C0STAGINGAUDIT"), 1, "{posts:#?}");
+    assert_eq!(cards_in("C0REPORTS") + audit_in("C0REPORTS"), 0);
+    // The shell channel the command came from got its copy too.
+    let shell = app.core.store.outbox_all("shell").await.unwrap();
+    assert_eq!(shell.iter().filter(|r| r.op == "post").count(), 2);
+    // A vote edits every copy.
+    let id = app.last_request().await;
+    app.click("bob", &format!("deny:{id}")).await;
+    let edits = app
+        .core
+        .store
+        .outbox_all("slack")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.op == "edit" && r.card_key.as_deref() == Some(&format!("request:{id}")))
+        .count();
+    assert_eq!(
+        edits, 1,
+        "the approvals-channel copy of the staging card is edited"
+    );
+}
+both_backends!(cards_and_audit_lines_are_routed_by_config_with_per_environment_overrides);
+
+/// The chain head reaches the audit channel with every 100th event, in the form
+/// `dualkey audit verify --head` takes.
+async fn the_audit_head_is_posted_every_hundred_events(b: Backend) {
+    let app = crate::support::spawn_app_with(b, 1, 0, |t| {
+        t.replace(
+            "[approvals]",
+            "[slack]\nenabled = true\naudit_channel = \"C0AUDIT\"\n[approvals]",
+        )
+    })
+    .await;
+    for _ in 0..34 {
+        app.cmd("carol", "help").await; // a command event each (help needs no database)
+    }
+    let (seq, _) = app.core.store.audit_head().await.unwrap();
+    assert!(seq < 100, "{seq}");
+    let heads = |rows: &[dualkey::store::OutboxRow]| -> Vec<String> {
+        rows.iter()
+            .filter_map(|r| serde_json::from_str::<Reply>(&r.payload).ok())
+            .map(|r| r.to_text())
+            .filter(|t| t.starts_with("audit head "))
+            .collect()
+    };
+    assert!(heads(&app.core.store.outbox_all("slack").await.unwrap()).is_empty());
+    while app.core.store.audit_head().await.unwrap().0 < 100 {
+        app.cmd("carol", "help").await;
+    }
+    let rows = app.core.store.outbox_all("slack").await.unwrap();
+    let h = heads(&rows);
+    assert_eq!(h.len(), 1, "{h:?}");
+    let page = app.core.store.audit_page(99, 1).await.unwrap();
+    assert_eq!(h[0], format!("audit head seq=100 hash={}", page[0].hash));
+    // At start-up the head is queued too.
+    app.core.post_audit_head().await.unwrap();
+    assert_eq!(
+        heads(&app.core.store.outbox_all("slack").await.unwrap()).len(),
+        2
+    );
+}
+both_backends!(the_audit_head_is_posted_every_hundred_events);
