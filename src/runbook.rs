@@ -646,6 +646,14 @@ impl Facts for RunbookFacts {
             ReportRequest::Approvals => checks::approvals_report(core).await?,
         })
     }
+
+    fn migration_names(&self, dir: &Path) -> BTreeSet<String> {
+        prisma::list_migrations(dir)
+            .migrations
+            .into_iter()
+            .map(|m| m.name)
+            .collect()
+    }
 }
 
 /// Computes the plan of `kind` in `env` from current facts. Every plan that restores and

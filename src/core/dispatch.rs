@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::config::{Role, Route, Settings};
 use crate::core::approval::{self, Decision, RequestFacts, RequestState, VoteRefusal};
 use crate::core::audit::{AuditRecord, NewAudit, Verifier};
-use crate::core::command::{self, app::AppAction, Command, ParseCtx, RequestId};
+use crate::core::command::{self, ParseCtx, RequestId};
 use crate::core::event::{Actor, ChannelRef, EventKind, InboundEvent, MessageRef};
 use crate::core::human;
 use crate::core::identity::{Directory, Operator};
@@ -65,6 +65,8 @@ pub trait Facts: Send + Sync {
     async fn plan(&self, core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, String>;
     /// Builds a read-only report.
     async fn report(&self, core: &Core, what: ReportRequest) -> anyhow::Result<Reply>;
+    /// The migration (folder) names in a migrations folder, for parsing names from chat.
+    fn migration_names(&self, dir: &std::path::Path) -> std::collections::BTreeSet<String>;
 }
 
 /// Shared state of the core: config, identities, store, clock, and wake-ups for the worker and
@@ -86,6 +88,38 @@ pub struct Core {
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// Plans and reports from the target's facts.
     pub facts: Arc<dyn Facts>,
+}
+
+/// One parsed, authorized command being run: what a command file's `run` gets.
+pub struct Invocation<'a> {
+    /// The core.
+    pub core: &'a Core,
+    /// The event.
+    pub ev: &'a InboundEvent,
+    /// Who sent it.
+    pub who: &'a Operator,
+    /// How to answer the sender.
+    pub out: &'a dyn Responder,
+}
+
+impl Invocation<'_> {
+    /// Answers the sender with text only they see.
+    pub async fn reply(&self, text: String) -> anyhow::Result<()> {
+        self.out.respond(Reply::ephemeral(text)).await
+    }
+
+    /// Answers the sender with a report from the facts port.
+    pub async fn report(&self, what: ReportRequest) -> anyhow::Result<()> {
+        let r = self.core.facts.report(self.core, what).await?;
+        self.out.respond(r).await
+    }
+
+    /// Plans an operation and records its request (or queues it when it needs no approval).
+    pub async fn request(&self, kind: OperationKind, env: &str) -> anyhow::Result<()> {
+        self.core
+            .request_operation(self.ev, self.who, kind, env, self.out)
+            .await
+    }
 }
 
 /// A user-facing refusal or mistake (shown as is), as opposed to an internal fault.
@@ -118,11 +152,14 @@ impl Core {
         ParseCtx {
             envs: self.settings.environments.keys().cloned().collect(),
             default_env: self.settings.default_env().to_string(),
-            migrations_dirs: self
+            migrations: self
                 .settings
                 .environments
                 .iter()
-                .map(|(k, e)| (k.clone(), e.migrations_dir.clone()))
+                .map(|(k, e)| {
+                    let names = self.facts.migration_names(&e.migrations_dir);
+                    (k.clone(), (e.migrations_dir.clone(), names))
+                })
                 .collect(),
         }
     }
@@ -427,9 +464,8 @@ impl Core {
                 return Ok(());
             }
         };
-        let operation = requested_operation(&cmd);
         // Asking for any operation needs the operator role, whatever the command's own role.
-        let needs = if operation.is_some() {
+        let needs = if cmd.operation().is_some() {
             Role::Operator
         } else {
             spec.role
@@ -453,70 +489,13 @@ impl Core {
         }
         self.audit(self.actor_audit(&ev.actor, who, None, "command", json!({"text": shown})))
             .await?;
-        if let Some((kind, env)) = operation {
-            return self.request_operation(ev, who, kind, &env, out).await;
-        }
-        let report = |r| self.facts.report(self, r);
-        let text = match cmd {
-            Command::Help(a) => match a.command.and_then(command::spec) {
-                Some(s) => command::help::render_one(self.slash(), s),
-                None => command::help::render_all(self.slash()),
-            },
-            Command::Status(a) => {
-                return out
-                    .respond(report(ReportRequest::Status(a.env.0)).await?)
-                    .await
-            }
-            Command::App(a) => {
-                return out
-                    .respond(report(ReportRequest::App(a.env.0)).await?)
-                    .await
-            }
-            Command::Backups(a) => {
-                return out
-                    .respond(report(ReportRequest::Backups(a.env.0)).await?)
-                    .await
-            }
-            Command::Checklist(a) => {
-                return out
-                    .respond(report(ReportRequest::Checklist(a.env.0)).await?)
-                    .await
-            }
-            Command::Approvals(_) => {
-                return out.respond(report(ReportRequest::Approvals).await?).await
-            }
-            Command::Cancel(a) => return self.cancel(ev, who, &a.request, out).await,
-            Command::Audit(command::audit::Args::Tail(n)) => {
-                let lines: Vec<String> = self
-                    .store
-                    .audit_tail(n)
-                    .await?
-                    .iter()
-                    .map(|r| r.render())
-                    .collect();
-                if lines.is_empty() {
-                    "The audit trail is empty.".into()
-                } else {
-                    lines.join("\n")
-                }
-            }
-            Command::Audit(command::audit::Args::Verify) => {
-                match verify_chain(self.store.as_ref()).await? {
-                    Ok(n) => format!("audit chain intact: {n} events verified"),
-                    Err(b) => format!("AUDIT CHAIN BROKEN: {b}"),
-                }
-            }
-            Command::Backup(_)
-            | Command::Deploy(_)
-            | Command::Rollback(_)
-            | Command::Restore(_)
-            | Command::Resolve(_)
-            | Command::Emergency(_) => {
-                unreachable!("operation commands were handled above")
-            }
-        };
-        out.respond(Reply::ephemeral(text)).await?;
-        Ok(())
+        cmd.run(&Invocation {
+            core: self,
+            ev,
+            who,
+            out,
+        })
+        .await
     }
 
     /// The audit event of a refused request.
@@ -789,7 +768,8 @@ impl Core {
         Ok(())
     }
 
-    async fn cancel(
+    /// Withdraws a pending request (`cancel REQUEST`).
+    pub async fn cancel(
         &self,
         ev: &InboundEvent,
         who: &Operator,
@@ -1133,53 +1113,6 @@ impl Core {
         }
         Ok(())
     }
-}
-
-/// The operation a command asks for, with its environment; `None` for read-only commands.
-fn requested_operation(cmd: &Command) -> Option<(OperationKind, String)> {
-    let (kind, env) = match cmd {
-        Command::App(a) => match a.action {
-            AppAction::Stop => (OperationKind::AppStop, &a.env),
-            AppAction::Start => (OperationKind::AppStart, &a.env),
-            AppAction::Status => return None,
-        },
-        Command::Backup(a) => (
-            OperationKind::Backup {
-                note: a.note.clone(),
-            },
-            &a.env,
-        ),
-        Command::Deploy(a) => (OperationKind::Deploy, &a.env),
-        Command::Rollback(a) => (
-            OperationKind::Rollback {
-                migration: a.migration.0.clone(),
-                strategy: a.strategy,
-            },
-            &a.env,
-        ),
-        Command::Restore(a) => (
-            OperationKind::Restore {
-                backup: a.backup.0.clone(),
-            },
-            &a.env,
-        ),
-        Command::Resolve(a) => (
-            OperationKind::Resolve {
-                migration: a.migration.0.clone(),
-                applied: a.applied,
-            },
-            &a.env,
-        ),
-        Command::Emergency(a) => (OperationKind::Emergency, &a.env),
-        Command::Help(_)
-        | Command::Status(_)
-        | Command::Backups(_)
-        | Command::Checklist(_)
-        | Command::Approvals(_)
-        | Command::Cancel(_)
-        | Command::Audit(_) => return None,
-    };
-    Some((kind, env.0.clone()))
 }
 
 /// The operation kind's short name from its stored JSON.

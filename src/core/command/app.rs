@@ -4,6 +4,9 @@
 /// operation without one; `status` only reads.
 use super::{no_more, Command, CommandSpec, EnvName, OptionSpec, ParseCtx, ENV_OPTION};
 use crate::config::Role;
+use crate::core::dispatch::Invocation;
+use crate::core::dispatch::ReportRequest;
+use crate::core::operation::OperationKind;
 
 /// What to do with the app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,4 +57,21 @@ fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
     let env = ctx.env(args.get(1).copied())?;
     no_more(args.get(2..).unwrap_or_default())?;
     Ok(Command::App(Args { action, env }))
+}
+
+/// The operation `stop` and `start` ask for (`status` only reads).
+pub fn operation(args: &Args) -> Option<OperationKind> {
+    match args.action {
+        AppAction::Stop => Some(OperationKind::AppStop),
+        AppAction::Start => Some(OperationKind::AppStart),
+        AppAction::Status => None,
+    }
+}
+
+/// `stop` and `start` become operations; `status` runs the app's status command.
+pub async fn run(inv: &Invocation<'_>, args: Args) -> anyhow::Result<()> {
+    match operation(&args) {
+        Some(kind) => inv.request(kind, &args.env.0).await,
+        None => inv.report(ReportRequest::App(args.env.0)).await,
+    }
 }

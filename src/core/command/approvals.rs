@@ -3,6 +3,8 @@
 /// Open requests with their plans, votes and expiry.
 use super::{no_more, Command, CommandSpec, ParseCtx};
 use crate::config::Role;
+use crate::core::dispatch::Invocation;
+use crate::core::dispatch::ReportRequest;
 
 /// Arguments of `approvals` (none).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,4 +23,9 @@ pub const SPEC: CommandSpec = CommandSpec {
 fn parse(args: &[&str], _ctx: &ParseCtx) -> Result<Command, String> {
     no_more(args)?;
     Ok(Command::Approvals(Args))
+}
+
+/// Answers with the open requests and their buttons.
+pub async fn run(inv: &Invocation<'_>, _args: Args) -> anyhow::Result<()> {
+    inv.report(ReportRequest::Approvals).await
 }

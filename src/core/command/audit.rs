@@ -3,6 +3,7 @@
 /// The last N audit events (default 10, at most 100), or a check of the hash chain.
 use super::{no_more, Command, CommandSpec, OptionSpec, ParseCtx};
 use crate::config::Role;
+use crate::core::dispatch::Invocation;
 
 /// Arguments of `audit`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,4 +47,30 @@ fn parse(args: &[&str], _ctx: &ParseCtx) -> Result<Command, String> {
     };
     no_more(args.get(1..).unwrap_or_default())?;
     Ok(Command::Audit(a))
+}
+
+/// Answers with the last events, or the chain check.
+pub async fn run(inv: &Invocation<'_>, args: Args) -> anyhow::Result<()> {
+    let core = inv.core;
+    let text = match args {
+        Args::Tail(n) => {
+            let lines: Vec<String> = core
+                .store
+                .audit_tail(n)
+                .await?
+                .iter()
+                .map(|r| r.render())
+                .collect();
+            if lines.is_empty() {
+                "The audit trail is empty.".into()
+            } else {
+                lines.join("\n")
+            }
+        }
+        Args::Verify => match crate::core::dispatch::verify_chain(core.store.as_ref()).await? {
+            Ok(n) => format!("audit chain intact: {n} events verified"),
+            Err(b) => format!("AUDIT CHAIN BROKEN: {b}"),
+        },
+    };
+    inv.reply(text).await
 }

@@ -4,6 +4,8 @@
 /// written), progress shown by editing one message. Needs the operator role, no approval.
 use super::{Command, CommandSpec, EnvName, OptionSpec, ParseCtx, ENV_OPTION};
 use crate::config::Role;
+use crate::core::dispatch::Invocation;
+use crate::core::operation::OperationKind;
 
 /// Arguments of `backup`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,4 +66,16 @@ fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
         return Err(format!("the note is longer than {MAX_NOTE} characters"));
     }
     Ok(Command::Backup(Args { env, note }))
+}
+
+/// The operation this command asks for.
+pub fn operation(args: &Args) -> OperationKind {
+    OperationKind::Backup {
+        note: args.note.clone(),
+    }
+}
+
+/// Plans the backup (no approval needed) and records the request or queues the operation.
+pub async fn run(inv: &Invocation<'_>, args: Args) -> anyhow::Result<()> {
+    inv.request(operation(&args), &args.env.0).await
 }

@@ -4,6 +4,8 @@
 /// `.sql` files in the backup folder; missing or changed files are shown as such.
 use super::{only_env, Command, CommandSpec, EnvName, ParseCtx, ENV_OPTION};
 use crate::config::Role;
+use crate::core::dispatch::Invocation;
+use crate::core::dispatch::ReportRequest;
 
 /// Arguments of `backups`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,4 +28,9 @@ fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
     Ok(Command::Backups(Args {
         env: only_env(args, ctx)?,
     }))
+}
+
+/// Answers with the report, built from the facts port (after the platform's ack).
+pub async fn run(inv: &Invocation<'_>, args: Args) -> anyhow::Result<()> {
+    inv.report(ReportRequest::Backups(args.env.0)).await
 }

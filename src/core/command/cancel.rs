@@ -3,6 +3,7 @@
 /// Withdraw a pending request (the requester or an approver).
 use super::{no_more, Command, CommandSpec, OptionSpec, ParseCtx, RequestId};
 use crate::config::Role;
+use crate::core::dispatch::Invocation;
 
 /// Arguments of `cancel`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,4 +31,11 @@ fn parse(args: &[&str], _ctx: &ParseCtx) -> Result<Command, String> {
     let request = RequestId::parse(args.first().ok_or("say which request (see `approvals`)")?)?;
     no_more(&args[1..])?;
     Ok(Command::Cancel(Args { request }))
+}
+
+/// Withdraws the request (requester or an approver), with its audit event.
+pub async fn run(inv: &Invocation<'_>, args: Args) -> anyhow::Result<()> {
+    inv.core
+        .cancel(inv.ev, inv.who, &args.request, inv.out)
+        .await
 }

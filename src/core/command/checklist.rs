@@ -3,6 +3,8 @@
 /// The migration safety checklist, each item ticked from facts the bot can check.
 use super::{only_env, Command, CommandSpec, EnvName, ParseCtx, ENV_OPTION};
 use crate::config::Role;
+use crate::core::dispatch::Invocation;
+use crate::core::dispatch::ReportRequest;
 
 /// Arguments of `checklist`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,4 +27,9 @@ fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
     Ok(Command::Checklist(Args {
         env: only_env(args, ctx)?,
     }))
+}
+
+/// Answers with the report, built from the facts port (after the platform's ack).
+pub async fn run(inv: &Invocation<'_>, args: Args) -> anyhow::Result<()> {
+    inv.report(ReportRequest::Checklist(args.env.0)).await
 }

@@ -4,6 +4,8 @@
 /// Needs approval when `deploy_needs_approval` (the default).
 use super::{only_env, Command, CommandSpec, EnvName, ParseCtx, ENV_OPTION};
 use crate::config::Role;
+use crate::core::dispatch::Invocation;
+use crate::core::operation::OperationKind;
 
 /// Arguments of `deploy`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,4 +28,14 @@ fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
     Ok(Command::Deploy(Args {
         env: only_env(args, ctx)?,
     }))
+}
+
+/// The operation this command asks for.
+pub fn operation(_args: &Args) -> OperationKind {
+    OperationKind::Deploy
+}
+
+/// Plans the deploy (approval per `deploy_needs_approval`) and records the request or queues the operation.
+pub async fn run(inv: &Invocation<'_>, args: Args) -> anyhow::Result<()> {
+    inv.request(operation(&args), &args.env.0).await
 }

@@ -5,6 +5,8 @@
 /// app. Needs approval.
 use super::{only_env, Command, CommandSpec, EnvName, ParseCtx, ENV_OPTION};
 use crate::config::Role;
+use crate::core::dispatch::Invocation;
+use crate::core::operation::OperationKind;
 
 /// Arguments of `emergency`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,4 +30,14 @@ fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
     Ok(Command::Emergency(Args {
         env: only_env(args, ctx)?,
     }))
+}
+
+/// The operation this command asks for.
+pub fn operation(_args: &Args) -> OperationKind {
+    OperationKind::Emergency
+}
+
+/// Plans the emergency procedure (needs approval) and records the request or queues the operation.
+pub async fn run(inv: &Invocation<'_>, args: Args) -> anyhow::Result<()> {
+    inv.request(operation(&args), &args.env.0).await
 }

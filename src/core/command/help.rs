@@ -3,6 +3,7 @@
 /// Usage for all commands, or for one.
 use super::{no_more, Command, CommandSpec, OptionSpec, ParseCtx, REGISTRY};
 use crate::config::Role;
+use crate::core::dispatch::Invocation;
 
 /// Arguments of `help`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,4 +62,14 @@ pub fn render_one(slash: &str, s: &CommandSpec) -> String {
         ));
     }
     out
+}
+
+/// Answers with the usage of one command or all.
+pub async fn run(inv: &Invocation<'_>, args: Args) -> anyhow::Result<()> {
+    let slash = inv.core.slash();
+    let text = match args.command.and_then(super::spec) {
+        Some(s) => render_one(slash, s),
+        None => render_all(slash),
+    };
+    inv.reply(text).await
 }

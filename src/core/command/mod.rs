@@ -6,8 +6,8 @@
 //! errors that come back with the command's usage. Nothing here runs anything.
 //!
 //! To add a command: write `src/core/command/NAME.rs` with a `///` usage line, an `Args`
-//! struct, a `SPEC` and a strict `parse`; add it to [`REGISTRY`] and [`Command`]; handle it in
-//! [`crate::core::dispatch`].
+//! struct, a `SPEC`, a strict `parse` and its `run` (mini-redis style: the file holds the whole
+//! command); add it to [`REGISTRY`], [`Command`] and [`Command::run`].
 
 pub mod app;
 pub mod approvals;
@@ -67,8 +67,12 @@ pub struct ParseCtx {
     pub envs: Vec<String>,
     /// The environment used when none is named.
     pub default_env: String,
-    /// Each environment's migrations folder.
-    pub migrations_dirs: std::collections::BTreeMap<String, std::path::PathBuf>,
+    /// Each environment's migrations folder and the migration (folder) names in it, read by
+    /// the facts port when the command is parsed.
+    pub migrations: std::collections::BTreeMap<
+        String,
+        (std::path::PathBuf, std::collections::BTreeSet<String>),
+    >,
 }
 
 impl ParseCtx {
@@ -88,12 +92,11 @@ impl ParseCtx {
 impl ParseCtx {
     /// A migration name that exists as a folder in `env`'s migrations folder.
     pub fn migration(&self, env: &EnvName, tok: &str) -> Result<MigrationName, String> {
-        let dir = self
-            .migrations_dirs
+        let (dir, names) = self
+            .migrations
             .get(&env.0)
             .ok_or_else(|| format!("unknown environment `{}`", env.0))?;
-        let folder = crate::dbops::prisma::list_migrations(dir);
-        if folder.get(tok).is_some() {
+        if names.contains(tok) {
             Ok(MigrationName(tok.to_string()))
         } else {
             Err(format!(
@@ -198,6 +201,49 @@ pub enum Command {
     Emergency(emergency::Args),
     /// `checklist [ENV]`
     Checklist(checklist::Args),
+}
+
+impl Command {
+    /// The operation the command asks for, with its environment; `None` for read-only
+    /// commands. Asking for an operation needs the operator role.
+    pub fn operation(&self) -> Option<(crate::core::operation::OperationKind, &str)> {
+        match self {
+            Command::App(a) => app::operation(a).map(|k| (k, a.env.0.as_str())),
+            Command::Backup(a) => Some((backup::operation(a), &a.env.0)),
+            Command::Deploy(a) => Some((deploy::operation(a), &a.env.0)),
+            Command::Rollback(a) => Some((rollback::operation(a), &a.env.0)),
+            Command::Restore(a) => Some((restore::operation(a), &a.env.0)),
+            Command::Resolve(a) => Some((resolve::operation(a), &a.env.0)),
+            Command::Emergency(a) => Some((emergency::operation(a), &a.env.0)),
+            Command::Help(_)
+            | Command::Status(_)
+            | Command::Backups(_)
+            | Command::Checklist(_)
+            | Command::Approvals(_)
+            | Command::Cancel(_)
+            | Command::Audit(_) => None,
+        }
+    }
+
+    /// Runs the command: each file's own `run`.
+    pub async fn run(self, inv: &crate::core::dispatch::Invocation<'_>) -> anyhow::Result<()> {
+        match self {
+            Command::Help(a) => help::run(inv, a).await,
+            Command::Status(a) => status::run(inv, a).await,
+            Command::App(a) => app::run(inv, a).await,
+            Command::Approvals(a) => approvals::run(inv, a).await,
+            Command::Cancel(a) => cancel::run(inv, a).await,
+            Command::Audit(a) => audit::run(inv, a).await,
+            Command::Backup(a) => backup::run(inv, a).await,
+            Command::Backups(a) => backups::run(inv, a).await,
+            Command::Deploy(a) => deploy::run(inv, a).await,
+            Command::Rollback(a) => rollback::run(inv, a).await,
+            Command::Restore(a) => restore::run(inv, a).await,
+            Command::Resolve(a) => resolve::run(inv, a).await,
+            Command::Emergency(a) => emergency::run(inv, a).await,
+            Command::Checklist(a) => checklist::run(inv, a).await,
+        }
+    }
 }
 
 /// All commands, in help order.
@@ -347,12 +393,18 @@ mod tests {
         ParseCtx {
             envs: vec!["production".into(), "staging".into()],
             default_env: "production".into(),
-            migrations_dirs: [
-                ("production".to_string(), dir.clone()),
-                ("staging".to_string(), dir),
-            ]
-            .into_iter()
-            .collect(),
+            migrations: ["production", "staging"]
+                .into_iter()
+                .map(|e| {
+                    let names = std::fs::read_dir(&dir)
+                        .unwrap()
+                        .filter_map(Result::ok)
+                        .filter(|d| d.path().is_dir())
+                        .map(|d| d.file_name().to_string_lossy().into_owned())
+                        .collect();
+                    (e.to_string(), (dir.clone(), names))
+                })
+                .collect(),
         }
     }
 

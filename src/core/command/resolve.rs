@@ -6,6 +6,8 @@ use super::{
     no_more, Command, CommandSpec, EnvName, MigrationName, OptionSpec, ParseCtx, ENV_OPTION,
 };
 use crate::config::Role;
+use crate::core::dispatch::Invocation;
+use crate::core::operation::OperationKind;
 
 /// Arguments of `resolve`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,4 +60,17 @@ fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
         applied,
         env,
     }))
+}
+
+/// The operation this command asks for.
+pub fn operation(args: &Args) -> OperationKind {
+    OperationKind::Resolve {
+        migration: args.migration.0.clone(),
+        applied: args.applied,
+    }
+}
+
+/// Plans the resolve (needs approval) and records the request or queues the operation.
+pub async fn run(inv: &Invocation<'_>, args: Args) -> anyhow::Result<()> {
+    inv.request(operation(&args), &args.env.0).await
 }

@@ -4,6 +4,8 @@
 /// failed restore). Needs approval.
 use super::{no_more, BackupId, Command, CommandSpec, EnvName, OptionSpec, ParseCtx, ENV_OPTION};
 use crate::config::Role;
+use crate::core::dispatch::Invocation;
+use crate::core::operation::OperationKind;
 
 /// Arguments of `restore`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,4 +42,16 @@ fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
     let env = ctx.env(args.get(1).copied())?;
     no_more(args.get(2..).unwrap_or_default())?;
     Ok(Command::Restore(Args { backup, env }))
+}
+
+/// The operation this command asks for.
+pub fn operation(args: &Args) -> OperationKind {
+    OperationKind::Restore {
+        backup: args.backup.0.clone(),
+    }
+}
+
+/// Plans the restore (needs approval) and records the request or queues the operation.
+pub async fn run(inv: &Invocation<'_>, args: Args) -> anyhow::Result<()> {
+    inv.request(operation(&args), &args.env.0).await
 }

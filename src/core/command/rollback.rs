@@ -6,6 +6,8 @@
 use super::{no_more, Command, CommandSpec, MigrationName, OptionSpec, ParseCtx, ENV_OPTION};
 use crate::config::Role;
 use crate::core::command::EnvName;
+use crate::core::dispatch::Invocation;
+use crate::core::operation::OperationKind;
 use crate::core::operation::RollbackStrategy;
 
 /// Arguments of `rollback`.
@@ -80,4 +82,17 @@ fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
         env,
         strategy,
     }))
+}
+
+/// The operation this command asks for.
+pub fn operation(args: &Args) -> OperationKind {
+    OperationKind::Rollback {
+        migration: args.migration.0.clone(),
+        strategy: args.strategy,
+    }
+}
+
+/// Plans the rollback (needs approval) and records the request or queues the operation.
+pub async fn run(inv: &Invocation<'_>, args: Args) -> anyhow::Result<()> {
+    inv.request(operation(&args), &args.env.0).await
 }

@@ -3,6 +3,8 @@
 /// What dualkey knows about an environment: running operation, open requests.
 use super::{only_env, Command, CommandSpec, EnvName, ParseCtx, ENV_OPTION};
 use crate::config::Role;
+use crate::core::dispatch::Invocation;
+use crate::core::dispatch::ReportRequest;
 
 /// Arguments of `status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,4 +27,9 @@ fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
     Ok(Command::Status(Args {
         env: only_env(args, ctx)?,
     }))
+}
+
+/// Answers with the report, built from the facts port (after the platform's ack).
+pub async fn run(inv: &Invocation<'_>, args: Args) -> anyhow::Result<()> {
+    inv.report(ReportRequest::Status(args.env.0)).await
 }
