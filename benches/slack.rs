@@ -1,0 +1,393 @@
+//! Benchmark of the Slack adapter as users meet it, with the real `dualkey serve` binary (release
+//! build) against a stand-in Slack on 127.0.0.1 (Web API methods and a Socket Mode websocket).
+//!
+//! 1. **Ack latency, HTTP mode**: 200 concurrent signed slash commands (`/db help`) POSTed to
+//!    `/slack/commands`; the time from sending each request to its complete response, p50 and
+//!    p99, next to a bare axum handler in its own process-like runtime that only checks the
+//!    signature (same HMAC, same 5-minute window) and answers, measured in the same run.
+//!    Target: dualkey p99 <= 1.5x the bare handler's p99.
+//! 2. **Start to ready, Socket Mode**: from spawning `dualkey serve` to the stand-in's websocket
+//!    seeing the bot connect (it answers `hello`). Target: <= 300 ms.
+//! 3. **Idle RSS, Socket Mode**: `VmRSS` of the connected bot after 3 s idle. Target: <= 40 MB.
+//!
+//! Run: `cargo bench --bench slack` (add `-- --rounds N` for N rounds of 200, default 5).
+//! Everything runs on 127.0.0.1; a fresh SQLite store in a temporary folder.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+const SECRET: &str = "bench-signing-secret";
+const CONCURRENCY: usize = 200;
+
+fn sign(ts: &str, body: &str) -> String {
+    let mut m = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    m.update(format!("v0:{ts}:{body}").as_bytes());
+    format!("v0={}", hex::encode(m.finalize().into_bytes()))
+}
+
+fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+// ---- stand-in Slack -------------------------------------------------------------------------
+
+#[derive(Clone, Default)]
+struct Standin {
+    base: Arc<std::sync::OnceLock<String>>,
+    sockets: Arc<AtomicUsize>,
+    connected: Arc<tokio::sync::Notify>,
+    ts: Arc<AtomicUsize>,
+}
+
+async fn api(State(s): State<Standin>, Path(method): Path<String>) -> impl IntoResponse {
+    let n = s.ts.fetch_add(1, Ordering::SeqCst) + 1;
+    let ts = format!("1700000000.{n:06}");
+    match method.as_str() {
+        "apps.connections.open" => Json(serde_json::json!({
+            "ok": true,
+            "url": format!("{}/link/?ticket={n}", s.base.get().unwrap().replace("http://", "ws://"))
+        })),
+        "chat.postEphemeral" => Json(serde_json::json!({"ok": true, "message_ts": ts})),
+        _ => Json(
+            serde_json::json!({"ok": true, "channel": "C0BENCH", "ts": ts, "message": {"ts": ts}}),
+        ),
+    }
+}
+
+async fn link(State(s): State<Standin>, ws: WebSocketUpgrade) -> impl IntoResponse {
+    ws.on_upgrade(move |mut socket: WebSocket| async move {
+        let hello = r#"{"type":"hello","num_connections":1,"debug_info":{"host":"bench"},"connection_info":{"app_id":"A0BENCH"}}"#;
+        let _ = socket.send(Message::Text(hello.into())).await;
+        s.sockets.fetch_add(1, Ordering::SeqCst);
+        s.connected.notify_waiters();
+        while let Some(Ok(_)) = socket.recv().await {}
+    })
+}
+
+async fn start_standin() -> (Standin, String) {
+    let s = Standin::default();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", l.local_addr().unwrap());
+    s.base.set(base.clone()).unwrap();
+    let app = Router::new()
+        .route("/api/{method}", post(api).get(api))
+        .route("/hooks/{*rest}", post(|| async { "ok" }))
+        .route("/link/", get(link))
+        .with_state(s.clone());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (s, base)
+}
+
+// ---- the bot --------------------------------------------------------------------------------
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn write_config(
+    dir: &std::path::Path,
+    mode: &str,
+    api: &str,
+    listen: SocketAddr,
+) -> std::path::PathBuf {
+    let migrations = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/taskflow/prisma/migrations"
+    );
+    let text = format!(
+        r#"
+default_environment = "production"
+[server]
+listen = "{listen}"
+[store]
+url = "sqlite://{dir}/data/dualkey.db"
+[slack]
+enabled = true
+mode = "{mode}"
+api_base_url = "{api}/api"
+bot_token_env = "DK_BENCH_BOT"
+app_token_env = "DK_BENCH_APP"
+signing_secret_env = "DK_BENCH_SECRET"
+approvals_channel = "C0APPROVALS"
+audit_channel = "C0AUDIT"
+[[operators]]
+id = "alice"
+slack = "U0ALICE"
+roles = ["operator", "approver"]
+[[operators]]
+id = "bob"
+slack = "U0BOB"
+roles = ["approver"]
+[environments.production]
+database_url_env = "DK_BENCH_UNUSED_URL"
+migrations_dir = "{migrations}"
+"#,
+        dir = dir.display()
+    );
+    let p = dir.join("dualkey.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn spawn_bot(config: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_dualkey"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("DK_BENCH_BOT", "xoxb-bench")
+        .env("DK_BENCH_APP", "xapp-bench")
+        .env("DK_BENCH_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start dualkey serve")
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_http(client: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{url} did not answer in 30 s");
+}
+
+// ---- the bare baseline ----------------------------------------------------------------------
+
+fn verified(headers: &HeaderMap, body: &str) -> bool {
+    let (Some(ts), Some(sig)) = (
+        headers
+            .get("x-slack-request-timestamp")
+            .and_then(|v| v.to_str().ok()),
+        headers
+            .get("x-slack-signature")
+            .and_then(|v| v.to_str().ok()),
+    ) else {
+        return false;
+    };
+    let Ok(t) = ts.parse::<i64>() else {
+        return false;
+    };
+    if (now_secs() - t).abs() > 300 {
+        return false;
+    }
+    let mut m = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    m.update(format!("v0:{ts}:{body}").as_bytes());
+    let Some(hex_sig) = sig.strip_prefix("v0=") else {
+        return false;
+    };
+    let Ok(raw) = hex::decode(hex_sig) else {
+        return false;
+    };
+    m.verify_slice(&raw).is_ok()
+}
+
+async fn bare(headers: HeaderMap, body: String) -> impl IntoResponse {
+    if !verified(&headers, &body) {
+        return (StatusCode::UNAUTHORIZED, Json(serde_json::json!({}))).into_response();
+    }
+    Json(serde_json::json!({"response_type": "ephemeral", "text": "On it"})).into_response()
+}
+
+/// The bare handler on its own 2-worker runtime in a thread (the bot has the machine's cores).
+fn start_bare() -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            axum::serve(l, Router::new().route("/slack/commands", post(bare)))
+                .await
+                .unwrap();
+        })
+    });
+    rx.recv().unwrap()
+}
+
+// ---- load -----------------------------------------------------------------------------------
+
+fn body(i: usize) -> String {
+    format!(
+        "token=t&team_id=T0BENCH&team_domain=bench&channel_id=C0BENCH&channel_name=ops&user_id=U0ALICE&user_name=alice&command=%2Fdb&text=help&api_app_id=A0BENCH&is_enterprise_install=false&response_url=RESP&trigger_id=bench.{i}.{}",
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Sends `CONCURRENCY` signed commands at once; returns each one's latency in µs.
+async fn round(client: &reqwest::Client, url: &str, response_url: &str) -> Vec<u128> {
+    let start = Arc::new(tokio::sync::Barrier::new(CONCURRENCY));
+    let mut tasks = Vec::new();
+    for i in 0..CONCURRENCY {
+        let (client, url, start) = (client.clone(), url.to_string(), start.clone());
+        let b = body(i).replace("RESP", &urlencode(response_url));
+        tasks.push(tokio::spawn(async move {
+            let ts = now_secs().to_string();
+            let sig = sign(&ts, &b);
+            start.wait().await;
+            let t0 = Instant::now();
+            let r = client
+                .post(&url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-slack-request-timestamp", &ts)
+                .header("x-slack-signature", &sig)
+                .body(b)
+                .send()
+                .await
+                .expect("request");
+            assert!(r.status().is_success(), "status {}", r.status());
+            let _ = r.bytes().await.unwrap();
+            t0.elapsed().as_micros()
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+fn urlencode(s: &str) -> String {
+    serde_urlencoded::to_string([("x", s)]).unwrap()[2..].to_string()
+}
+
+fn pct(v: &mut [u128], p: f64) -> f64 {
+    v.sort_unstable();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i] as f64 / 1000.0
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rounds: usize = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let (standin, base) = start_standin().await;
+
+    // 1. Ack latency, HTTP mode, interleaved with the bare handler.
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_port();
+    let config = write_config(dir.path(), "http", &base, listen);
+    let _bot = Killed(spawn_bot(&config));
+    wait_http(&client, &format!("http://{listen}/healthz")).await;
+    let bare_addr = start_bare();
+    let bot_url = format!("http://{listen}/slack/commands");
+    let bare_url = format!("http://{bare_addr}/slack/commands");
+    let resp = format!("{base}/hooks/bench");
+    // Warm-up (connections, SQLite pages, code paths).
+    round(&client, &bot_url, &resp).await;
+    round(&client, &bare_url, &resp).await;
+    let (mut bot_all, mut bare_all) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        if r % 2 == 0 {
+            bot_all.extend(round(&client, &bot_url, &resp).await);
+            bare_all.extend(round(&client, &bare_url, &resp).await);
+        } else {
+            bare_all.extend(round(&client, &bare_url, &resp).await);
+            bot_all.extend(round(&client, &bot_url, &resp).await);
+        }
+        // Let the bot's spawned work (help replies through response_url) drain between rounds.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (b50, b99) = (pct(&mut bot_all, 0.50), pct(&mut bot_all, 0.99));
+    let (r50, r99) = (pct(&mut bare_all, 0.50), pct(&mut bare_all, 0.99));
+    println!("slash-command ack latency, HTTP mode, {rounds} rounds of {CONCURRENCY} concurrent signed requests:");
+    println!("  dualkey        p50 {b50:8.2} ms   p99 {b99:8.2} ms");
+    println!("  bare handler   p50 {r50:8.2} ms   p99 {r99:8.2} ms");
+    println!(
+        "  ratio p99 dualkey / bare = {:.2}x (target <= 1.5x); p50 {:.2}x",
+        b99 / r99,
+        b50 / r50
+    );
+    drop(_bot);
+
+    // 2 and 3. Socket Mode: start to ready, idle RSS.
+    let mut ready_ms = Vec::new();
+    let mut rss = Vec::new();
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path(), "socket", &base, free_port());
+        let before = standin.sockets.load(Ordering::SeqCst);
+        let connected = standin.connected.notified();
+        tokio::pin!(connected);
+        connected.as_mut().enable();
+        let t0 = Instant::now();
+        let bot = Killed(spawn_bot(&config));
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while standin.sockets.load(Ordering::SeqCst) == before {
+                connected.as_mut().await;
+                connected.set(standin.connected.notified());
+                connected.as_mut().enable();
+            }
+        })
+        .await
+        .expect("the bot connected to Socket Mode within 30 s");
+        ready_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        rss.push(rss_kb(bot.0.id()) as f64 / 1024.0);
+    }
+    ready_ms.sort_by(f64::total_cmp);
+    rss.sort_by(f64::total_cmp);
+    println!("Socket Mode to the stand-in, 3 starts (median):");
+    println!(
+        "  start to ready {:.0} ms (target <= 300 ms: {:.2}x of target)",
+        ready_ms[1],
+        ready_ms[1] / 300.0
+    );
+    println!(
+        "  idle RSS {:.1} MB (target <= 40 MB: {:.2}x of target)",
+        rss[1],
+        rss[1] / 40.0
+    );
+}
