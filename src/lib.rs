@@ -7,17 +7,25 @@
 //! `core` decides, `store` remembers, `dbops` acts, `adapters` talk, `startup` wires.
 //!
 //! - [`config`]: typed settings from `config/dualkey.toml`, secrets from the environment.
-//! - [`core`]: neutral events and replies, identities, the command registry
-//!   ([`core::command`], one file per command), approval rules, the operation state machine,
-//!   the audit chain and the [`core::dispatch::Dispatcher`].
+//! - [`core`]: neutral events and typed replies (cards, reports), identities, the command
+//!   registry ([`core::command`], one file per command with its `parse` and `run`), approval
+//!   rules, the operation state machine, the audit chain and the dispatcher
+//!   ([`core::dispatch::Core`]). It reaches the world only through ports: the store trait, a
+//!   clock, the [`core::dispatch::Facts`] port (plans and reports) and a
+//!   [`core::dispatch::Responder`] per event; it imports nothing from `dbops`, `runbook`,
+//!   `checks`, `worker`, `outbox` or `adapters`.
 //! - [`store`]: the [`store::Store`] trait with SQLite and PostgreSQL implementations.
 //! - [`dbops`]: app commands, Prisma Migrate, backups: real processes and real SQL.
 //! - [`checks`]: read-only reports: migration status lines, backups, the safety checklist.
 //! - [`runbook`]: what each operation kind plans and runs, step by step.
 //! - [`worker`]: claims queued operations and runs them, off the interaction path.
-//! - [`outbox`]: delivers queued chat messages through adapters, with retries.
-//! - [`adapters`]: platform adapters (today: the local shell).
-//! - [`server`]: the HTTP server (`/healthz`, `/readyz`, `/metrics`).
+//! - [`outbox`]: delivers queued chat messages through adapters: order per channel, retries,
+//!   `Retry-After`, cards edited in every channel they were posted to, edits collapsed.
+//! - [`adapters`]: one contract ([`adapters::Outbound`], [`adapters::Adapter`],
+//!   [`adapters::Inbound`]: verify, dedupe, ack, then dispatch) and its adapters: Slack, the
+//!   local shell, and an in-memory one for tests.
+//! - [`server`]: the HTTP server (`/healthz`, `/readyz`, `/metrics`, and the routes adapters
+//!   mount, such as Slack's HTTP mode endpoints).
 //! - [`startup`]: builds the [`startup::Application`] and runs it until shutdown.
 //! - [`cli`]: the command-line interface.
 
