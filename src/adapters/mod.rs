@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::dispatch::{Core, Responder};
 use crate::core::event::{InboundEvent, Platform};
@@ -117,19 +117,46 @@ pub enum Submitted {
     Accepted(tokio::task::JoinHandle<()>),
 }
 
+/// A delivery id waiting for the dedupe batch, with where to send the answer.
+type DedupeJob = (InboundEvent, oneshot::Sender<Result<bool, String>>);
+
 /// The inbound half of the contract: where adapters hand verified events. Cheap to clone.
+///
+/// Dedupe inserts are group-committed: a burst of events shares one store transaction (one
+/// fsync on SQLite) instead of queueing for one commit each, so acks stay fast under load.
 #[derive(Clone)]
 pub struct Inbound {
     core: Arc<Core>,
     outs: Arc<Vec<Arc<dyn Outbound>>>,
+    dedupe: mpsc::UnboundedSender<DedupeJob>,
 }
 
+/// Most delivery ids recorded in one transaction.
+const DEDUPE_BATCH: usize = 256;
+
 impl Inbound {
-    /// An inbound handle answering through `outs` (one per platform).
+    /// An inbound handle answering through `outs` (one per platform). Starts the dedupe
+    /// batcher task, which ends when the last clone is dropped.
     pub fn new(core: Arc<Core>, outs: Vec<Arc<dyn Outbound>>) -> Inbound {
+        let (tx, mut rx) = mpsc::unbounded_channel::<DedupeJob>();
+        let batch_core = core.clone();
+        tokio::spawn(async move {
+            let mut batch: Vec<DedupeJob> = Vec::new();
+            while rx.recv_many(&mut batch, DEDUPE_BATCH).await > 0 {
+                let evs: Vec<&InboundEvent> = batch.iter().map(|(ev, _)| ev).collect();
+                let result = batch_core.first_deliveries(&evs).await;
+                for (i, (_, answer)) in batch.drain(..).enumerate() {
+                    let _ = answer.send(match &result {
+                        Ok(firsts) => Ok(firsts[i]),
+                        Err(e) => Err(format!("{e:#}")),
+                    });
+                }
+            }
+        });
         Inbound {
             core,
             outs: Arc::new(outs),
+            dedupe: tx,
         }
     }
 
@@ -141,7 +168,15 @@ impl Inbound {
     /// Records the delivery id (the only I/O before the ack) and, the first time, starts the
     /// dispatcher on `ev` in its own task. Returns at once.
     pub async fn submit(&self, ev: InboundEvent) -> anyhow::Result<Submitted> {
-        if !self.core.first_delivery(&ev).await? {
+        let (answer, first) = oneshot::channel();
+        self.dedupe
+            .send((ev.clone(), answer))
+            .map_err(|_| anyhow::anyhow!("the dedupe task stopped"))?;
+        let first = first
+            .await
+            .map_err(|_| anyhow::anyhow!("the dedupe task stopped"))?
+            .map_err(|e| anyhow::anyhow!("recording the delivery failed: {e}"))?;
+        if !first {
             tracing::info!(delivery = %ev.delivery_id, "duplicate delivery ignored");
             return Ok(Submitted::Duplicate);
         }

@@ -349,16 +349,26 @@ impl Core {
     /// Records the event's delivery id; false when the same delivery was seen before (it must
     /// then be acked and ignored). The only I/O an adapter does before its ack.
     pub async fn first_delivery(&self, ev: &InboundEvent) -> anyhow::Result<bool> {
+        Ok(self.first_deliveries(&[ev]).await?[0])
+    }
+
+    /// Records many delivery ids in one transaction (one commit, one fsync, for a burst of
+    /// events); each is true when its delivery was not seen before, also within the batch.
+    pub async fn first_deliveries(&self, evs: &[&InboundEvent]) -> anyhow::Result<Vec<bool>> {
         let now = self.clock.now_ms();
         let mut tx = self.store.begin().await?;
-        let first = tx
-            .first_delivery(
-                &format!("{}:{}", ev.actor.platform.as_str(), ev.delivery_id),
-                now,
-            )
-            .await?;
+        let mut out = Vec::with_capacity(evs.len());
+        for ev in evs {
+            out.push(
+                tx.first_delivery(
+                    &format!("{}:{}", ev.actor.platform.as_str(), ev.delivery_id),
+                    now,
+                )
+                .await?,
+            );
+        }
         tx.commit().await?;
-        Ok(first)
+        Ok(out)
     }
 
     /// Dedupes, then dispatches one event (for callers that have no ack deadline).

@@ -1,0 +1,130 @@
+//! The inbound half of the adapter contract: dedupe, then ack, then dispatch.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use dualkey::adapters::memory::{MemoryAdapter, Said};
+use dualkey::adapters::{Inbound, Outbound, Submitted};
+use dualkey::core::dispatch::{Core, Facts, ReportRequest};
+use dualkey::core::event::{ChannelRef, EventKind, InboundEvent, Platform};
+use dualkey::core::operation::{OperationKind, Plan};
+use dualkey::core::reply::Reply;
+
+use crate::both_backends;
+use crate::support::{actor, spawn_app, Backend};
+
+fn event(id: &str, who: &str, text: &str) -> InboundEvent {
+    InboundEvent::new(
+        id.into(),
+        actor(who),
+        ChannelRef {
+            platform: Platform::Slack,
+            id: "C0OPS".into(),
+        },
+        EventKind::Command { text: text.into() },
+    )
+}
+
+/// A facts port whose planning waits until the test opens the gate (a slow migration status
+/// or a large backup being hashed).
+struct Gated {
+    inner: Arc<dyn Facts>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait]
+impl Facts for Gated {
+    async fn plan(&self, core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, String> {
+        let _permit = self.gate.acquire().await.unwrap();
+        self.inner.plan(core, kind, env).await
+    }
+    async fn report(&self, core: &Core, what: ReportRequest) -> anyhow::Result<Reply> {
+        self.inner.report(core, what).await
+    }
+    fn migration_names(&self, dir: &std::path::Path) -> std::collections::BTreeSet<String> {
+        self.inner.migration_names(dir)
+    }
+}
+
+/// `submit` returns (the adapter acks) while planning is still blocked; the card follows once
+/// planning finishes.
+async fn the_ack_comes_before_planning_and_the_card_after_it(b: Backend) {
+    let app = spawn_app(b, 1, 0).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let core = {
+        let mut c = Core::new(
+            (*app.core.settings).clone(),
+            app.core.store.clone(),
+            app.core.clock.clone(),
+            Arc::new(Gated {
+                inner: app.core.facts.clone(),
+                gate: gate.clone(),
+            }),
+        );
+        c.outbox_wake = app.core.outbox_wake.clone();
+        Arc::new(c)
+    };
+    let mem = MemoryAdapter::new(Platform::Slack);
+    let inbound = Inbound::new(core.clone(), vec![mem.clone() as Arc<dyn Outbound>]);
+    let submitted = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        inbound.submit(event("trigger-1", "slack:U0ALICE", "app stop")),
+    )
+    .await
+    .expect("acked while planning is blocked")
+    .unwrap();
+    let Submitted::Accepted(done) = submitted else {
+        panic!("a first delivery is accepted")
+    };
+    assert!(!done.is_finished(), "planning has not run yet");
+    assert!(core.store.list_requests(None, 5).await.unwrap().is_empty());
+    gate.add_permits(1);
+    done.await.unwrap();
+    assert_eq!(core.store.list_requests(None, 5).await.unwrap().len(), 1);
+    dualkey::outbox::deliver_due(&core, mem.as_ref())
+        .await
+        .unwrap();
+    let said = mem.drain();
+    assert!(
+        said.iter()
+            .any(|s| matches!(s, Said::Post { channel, reply, .. }
+            if channel == "C0OPS" && reply.to_text().contains("[approve:"))),
+        "{said:#?}"
+    );
+}
+both_backends!(the_ack_comes_before_planning_and_the_card_after_it);
+
+/// A burst of deliveries, each sent twice at once, acts once per delivery; the dedupe inserts
+/// share transactions.
+async fn a_burst_of_redelivered_events_acts_once_each(b: Backend) {
+    let app = spawn_app(b, 1, 0).await;
+    let mem = MemoryAdapter::new(Platform::Slack);
+    let inbound = Inbound::new(app.core.clone(), vec![mem.clone() as Arc<dyn Outbound>]);
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        for _copy in 0..2 {
+            let inbound = inbound.clone();
+            tasks.push(tokio::spawn(async move {
+                inbound
+                    .submit(event(&format!("trigger-{i}"), "slack:U0CAROL", "help"))
+                    .await
+                    .unwrap()
+            }));
+        }
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        if let Submitted::Accepted(done) = t.await.unwrap() {
+            done.await.unwrap();
+            accepted += 1;
+        }
+    }
+    assert_eq!(accepted, 40);
+    let answers = mem
+        .drain()
+        .into_iter()
+        .filter(|s| matches!(s, Said::Ephemeral { user, .. } if user == "U0CAROL"))
+        .count();
+    assert_eq!(answers, 40, "one help answer per delivery");
+}
+both_backends!(a_burst_of_redelivered_events_acts_once_each);
