@@ -423,7 +423,7 @@ fn steps_md(steps: &[Step]) -> String {
 /// Warnings, most serious first, one line each with an emoji by severity.
 fn warnings_md(warnings: &[crate::core::reply::Warning]) -> String {
     let mut w: Vec<_> = warnings.iter().collect();
-    w.sort_by(|a, b| b.severity.cmp(&a.severity));
+    w.sort_by_key(|w| std::cmp::Reverse(w.severity));
     w.iter()
         .map(|w| {
             let label = match w.severity {
