@@ -210,7 +210,7 @@ fn field_sections(fields: Vec<String>) -> Vec<SlackBlock> {
             let f: Vec<SlackBlockText> = chunk
                 .iter()
                 .map(|s| {
-                    let s = if s.trim().is_empty() { " " } else { s };
+                    let s = if s.trim().is_empty() { "–" } else { s };
                     SlackBlockMarkDownText::new(truncate_md(s, FIELD_TEXT)).into()
                 })
                 .collect();
