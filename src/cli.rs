@@ -82,6 +82,28 @@ pub enum Cmd {
         #[command(subcommand)]
         command: AuditCmd,
     },
+    /// Slack tools.
+    Slack {
+        #[command(subcommand)]
+        command: SlackCmd,
+    },
+}
+
+/// `dualkey slack ...`
+#[derive(Debug, Subcommand)]
+pub enum SlackCmd {
+    /// Print a Slack app manifest (YAML) for this config: the slash command from
+    /// `slack.command`, the bot scopes `commands` and `chat:write`, interactivity for the
+    /// buttons, and Socket Mode or, with `slack.mode = "http"`, the request URLs under --url.
+    /// Paste it at https://api.slack.com/apps -> Create New App -> From an app manifest.
+    #[command(after_help = "Examples:\n  dualkey slack manifest > manifest.yml\n  \
+                            dualkey slack manifest --url https://dualkey.example.com > manifest.yml   (HTTP mode)")]
+    Manifest {
+        /// HTTP mode only: the public HTTPS address Slack reaches dualkey at (for example
+        /// https://your.host); the manifest adds /slack/commands and /slack/interactions.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
 }
 
 /// Formats of `dualkey status`.
@@ -253,6 +275,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for w in s.warnings() {
                 out(format_args!("warning: {w}"))?;
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Slack {
+            command: SlackCmd::Manifest { url },
+        } => {
+            let s = load(&cli)?;
+            let yaml = crate::adapters::slack::manifest::manifest(&s, url.as_deref())
+                .map_err(UsageError)?;
+            out(yaml.trim_end())?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Serve => {

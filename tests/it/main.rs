@@ -26,6 +26,7 @@ mod prisma_rollback;
 mod prisma_status;
 mod restore_kill;
 mod runbook;
+mod slack_manifest;
 mod slack_standin;
 mod sqlscan;
 mod store_open;
