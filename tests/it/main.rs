@@ -25,6 +25,7 @@ mod prisma_rollback;
 mod prisma_status;
 mod restore_kill;
 mod runbook;
+mod slack_adapter;
 mod slack_standin;
 mod sqlscan;
 mod store_open;
