@@ -517,3 +517,174 @@ async fn socket_mode_command_redelivery_refusal_approval_and_audit() {
     assert_eq!(run.core.store.votes(&id).await.unwrap().len(), 1);
     run.stop().await;
 }
+
+#[tokio::test]
+async fn web_api_and_response_url_failures_map_to_delivery_errors() {
+    use dualkey::adapters::{DeliveryError, Outbound};
+    use dualkey::core::event::{Actor, ChannelRef, EventKind, InboundEvent, Platform};
+
+    let standin = SlackStandin::start().await;
+    std::env::set_var("DK_SLACK_MAP_BOT", "xoxb-standin-bot");
+    std::env::set_var("DK_SLACK_MAP_SIGN", SECRET);
+    let settings = dualkey::config::SlackSettings {
+        enabled: true,
+        mode: "http".into(),
+        // A trailing slash is tolerated.
+        api_base_url: format!("{}/", standin.api_url()),
+        bot_token_env: "DK_SLACK_MAP_BOT".into(),
+        signing_secret_env: "DK_SLACK_MAP_SIGN".into(),
+        ..Default::default()
+    };
+    let slack = SlackAdapter::from_settings(&settings).unwrap();
+    let reply = Reply::public("hello");
+
+    let ts = slack.post("C1", &reply).await.unwrap();
+    assert_eq!(standin.messages_in("C1")[0].0, ts);
+    assert_eq!(standin.messages_in("C1")[0].1["text"], "hello");
+    slack
+        .edit("C1", &ts, &Reply::public("edited"))
+        .await
+        .unwrap();
+    assert_eq!(standin.message("C1", &ts).unwrap()["text"], "edited");
+    slack
+        .ephemeral("C1", "U0BOB", &Reply::ephemeral("psst"))
+        .await
+        .unwrap();
+    let eph = standin.calls_to("chat.postEphemeral");
+    assert_eq!(eph[0].body["user"], "U0BOB");
+    assert_eq!(eph[0].body["text"], "psst");
+
+    standin.fail_next(
+        "chat.postMessage",
+        1,
+        crate::slack_standin::Failure::RateLimited {
+            retry_after_secs: 3,
+        },
+    );
+    match slack.post("C1", &reply).await {
+        Err(DeliveryError::RateLimited(d)) => assert_eq!(d, Duration::from_secs(3)),
+        other => panic!("expected RateLimited(3s), got {other:?}"),
+    }
+    for failure in [
+        crate::slack_standin::Failure::ServerError,
+        crate::slack_standin::Failure::Unavailable,
+        crate::slack_standin::Failure::ApiError("internal_error".into()),
+    ] {
+        standin.fail_next("chat.postMessage", 1, failure.clone());
+        match slack.post("C1", &reply).await {
+            Err(DeliveryError::Transient(_)) => {}
+            other => panic!("{failure:?}: expected Transient, got {other:?}"),
+        }
+    }
+    standin.fail_next(
+        "chat.postMessage",
+        1,
+        crate::slack_standin::Failure::ApiError("channel_not_found".into()),
+    );
+    match slack.post("C1", &reply).await {
+        Err(DeliveryError::Permanent(m)) => assert!(m.contains("channel_not_found"), "{m}"),
+        other => panic!("expected Permanent, got {other:?}"),
+    }
+    match slack.edit("C1", "1600000000.000001", &reply).await {
+        Err(DeliveryError::Permanent(m)) => assert!(m.contains("message_not_found"), "{m}"),
+        other => panic!("expected Permanent, got {other:?}"),
+    }
+
+    // respond(): through the response_url when the event has one, else the Web API.
+    let mut ev = InboundEvent::new(
+        "cmd:1".into(),
+        Actor {
+            platform: Platform::Slack,
+            account: "U0ALICE".into(),
+            display: "U0ALICE".into(),
+        },
+        ChannelRef {
+            platform: Platform::Slack,
+            id: "C2".into(),
+        },
+        EventKind::Command {
+            text: "status".into(),
+        },
+    );
+    slack
+        .respond(&ev, &Reply::ephemeral("only you"))
+        .await
+        .unwrap();
+    assert_eq!(
+        standin.calls_to("chat.postEphemeral")[1].body["user"],
+        "U0ALICE"
+    );
+    ev.reply_to = Some(standin.response_url("r1"));
+    slack
+        .respond(&ev, &Reply::public("everyone"))
+        .await
+        .unwrap();
+    let hooks = standin.response_url_calls();
+    assert_eq!(hooks[0].name, "r1");
+    assert_eq!(hooks[0].body["text"], "everyone");
+    assert_eq!(hooks[0].body["response_type"], "in_channel");
+    assert_eq!(hooks[0].body["replace_original"], false);
+    standin.fail_next(
+        "response_url",
+        1,
+        crate::slack_standin::Failure::ServerError,
+    );
+    assert!(matches!(
+        slack.respond(&ev, &reply).await,
+        Err(DeliveryError::Transient(_))
+    ));
+
+    // Slack unreachable: transient.
+    standin.shutdown().await;
+    drop(standin);
+    match slack.post("C1", &reply).await {
+        Err(DeliveryError::Transient(_)) => {}
+        other => panic!("expected Transient when Slack is unreachable, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_api_url_that_is_neither_https_nor_http_is_refused() {
+    std::env::set_var("DK_SLACK_URL_BOT", "xoxb-1");
+    std::env::set_var("DK_SLACK_URL_APP", "xapp-1");
+    let s = dualkey::config::SlackSettings {
+        enabled: true,
+        api_base_url: "ftp://slack.example/api".into(),
+        bot_token_env: "DK_SLACK_URL_BOT".into(),
+        app_token_env: "DK_SLACK_URL_APP".into(),
+        ..Default::default()
+    };
+    let err = SlackAdapter::from_settings(&s).err().expect("refused");
+    assert!(format!("{err:#}").contains("https://"), "{err:#}");
+}
+
+#[tokio::test]
+async fn socket_mode_retries_when_the_first_connection_attempt_fails() {
+    let standin = SlackStandin::start().await;
+    standin.fail_next(
+        "apps.connections.open",
+        1,
+        crate::slack_standin::Failure::ServerError,
+    );
+    let run = start(&standin, "socket", "RETRY").await;
+    assert!(
+        standin.wait_connections(1, Duration::from_secs(10)).await,
+        "connected after a retry"
+    );
+    let opens = standin.calls_to("apps.connections.open");
+    assert!(opens.len() >= 2, "{} attempts", opens.len());
+    assert!(opens[0].failure.is_some());
+    // And it works.
+    let fields = slash_command_fields(
+        "/db",
+        "help",
+        "U0ALICE",
+        "C0OPS",
+        "9.9.9",
+        &standin.response_url("h"),
+    );
+    let cmd = standin.send_slash_command(&fields).await;
+    let (ack, _) = standin.wait_ack(&cmd, WAIT).await.expect("acked");
+    assert_eq!(ack["payload"]["text"], "On it: `/db help`");
+    run.stop().await;
+}

@@ -231,7 +231,8 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-fn check(st: &HttpState, headers: &HeaderMap, body: &[u8]) -> Result<(), Response> {
+/// Whether the request is signed by Slack; logs why not.
+fn signed(st: &HttpState, headers: &HeaderMap, body: &[u8]) -> bool {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     verify_signature(
         st.signing_secret.expose_secret().as_bytes(),
@@ -240,10 +241,12 @@ fn check(st: &HttpState, headers: &HeaderMap, body: &[u8]) -> Result<(), Respons
         body,
         now_secs(),
     )
-    .map_err(|e| {
-        tracing::warn!(reason = %e, "slack: request refused (signature)");
-        (StatusCode::UNAUTHORIZED, "invalid signature").into_response()
-    })
+    .map_err(|e| tracing::warn!(reason = %e, "slack: request refused (signature)"))
+    .is_ok()
+}
+
+fn unauthorized() -> Response {
+    (StatusCode::UNAUTHORIZED, "invalid signature").into_response()
 }
 
 fn bad_request(what: &str) -> Response {
@@ -256,8 +259,8 @@ async fn http_command(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check(&st, &headers, &body) {
-        return r;
+    if !signed(&st, &headers, &body) {
+        return unauthorized();
     }
     let Ok(fields) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) else {
         return bad_request("form body");
@@ -277,8 +280,8 @@ async fn http_interaction(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check(&st, &headers, &body) {
-        return r;
+    if !signed(&st, &headers, &body) {
+        return unauthorized();
     }
     let Ok(fields) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) else {
         return bad_request("form body");
