@@ -29,6 +29,8 @@ struct Running {
     /// `http://127.0.0.1:PORT` of dualkey's own server.
     base: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The SQLite store file.
+    db_path: std::path::PathBuf,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
 }
@@ -106,6 +108,7 @@ async fn start(standin: &SlackStandin, mode: &str, tag: &str) -> Running {
     Running {
         core,
         base,
+        db_path: dir.path().join("state/dualkey.db"),
         stop: Some(tx),
         task: Some(task),
         _dir: dir,
@@ -686,5 +689,47 @@ async fn socket_mode_retries_when_the_first_connection_attempt_fails() {
     let cmd = standin.send_slash_command(&fields).await;
     let (ack, _) = standin.wait_ack(&cmd, WAIT).await.expect("acked");
     assert_eq!(ack["payload"]["text"], "On it: `/db help`");
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn when_the_store_cannot_record_a_command_the_ack_says_so_and_nothing_runs() {
+    use sqlx::Connection;
+    let standin = SlackStandin::start().await;
+    let run = start(&standin, "http", "STOREDOWN").await;
+    // Break the store's dedupe table: recording a delivery now fails.
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", run.db_path.display()))
+        .await
+        .unwrap();
+    sqlx::query("DROP TABLE dedupe")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let body = slash_command_form(
+        "/db",
+        "app stop",
+        "U0ALICE",
+        "C0OPS",
+        "7.7.7",
+        &standin.response_url("c"),
+    );
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        post_signed(&format!("{}/slack/commands", run.base), SECRET, &body, FORM),
+    )
+    .await
+    .expect("acked without hanging");
+    assert_eq!(r.status(), 200);
+    let ack: Value = r.json().await.unwrap();
+    assert_eq!(ack["response_type"], "ephemeral");
+    assert!(
+        text_of(&ack).starts_with("dualkey could not record this request; nothing was done"),
+        "{ack}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(run.requests().await.is_empty());
+    assert!(standin.messages_in("C0OPS").is_empty());
     run.stop().await;
 }
