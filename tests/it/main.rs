@@ -27,6 +27,7 @@ mod prisma_status;
 mod restore_kill;
 mod runbook;
 mod slack_manifest;
+mod slack_adapter;
 mod slack_standin;
 mod sqlscan;
 mod store_open;

@@ -1,0 +1,735 @@
+//! The Slack adapter end to end: the real `Application` (store, dispatcher, worker, outbox,
+//! HTTP server) with `[slack]` pointed at the stand-in Slack, driven over real HTTP (signed
+//! slash commands and clicks) and the Socket Mode websocket.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dualkey::adapters::slack::render;
+use dualkey::adapters::slack::SlackAdapter;
+use dualkey::config::Settings;
+use dualkey::core::dispatch::Core;
+use dualkey::core::reply::{Card, Reply, Style};
+use dualkey::startup::Application;
+use serde_json::{json, Value};
+
+use crate::slack_standin::{
+    block_action, block_action_form, form_encode, now_timestamp, post_signed, post_signed_with,
+    sign, slash_command_fields, slash_command_form, SlackStandin,
+};
+use crate::support::test_config;
+
+const FORM: &str = "application/x-www-form-urlencoded";
+const WAIT: Duration = Duration::from_secs(8);
+const SECRET: &str = "standin-signing-secret-0123";
+
+/// A running dualkey talking to a stand-in Slack.
+struct Running {
+    core: Arc<Core>,
+    /// `http://127.0.0.1:PORT` of dualkey's own server.
+    base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The SQLite store file.
+    db_path: std::path::PathBuf,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .expect("dualkey stopped in time")
+                .expect("run task")
+                .expect("run_until_stopped");
+        }
+    }
+
+    async fn requests(&self) -> Vec<dualkey::store::RequestRow> {
+        self.core.store.list_requests(None, 100).await.unwrap()
+    }
+
+    async fn audit(&self) -> Vec<dualkey::core::audit::AuditRecord> {
+        self.core.store.audit_tail(1000).await.unwrap()
+    }
+}
+
+/// The `[slack]` section for `mode`, with env var names unique to `tag` (set here).
+fn slack_section(standin: &SlackStandin, mode: &str, tag: &str) -> String {
+    let bot = format!("DK_SLACK_{tag}_BOT");
+    let app = format!("DK_SLACK_{tag}_APP");
+    let sign = format!("DK_SLACK_{tag}_SIGN");
+    std::env::set_var(&bot, "xoxb-standin-bot");
+    std::env::set_var(&app, "xapp-1-standin");
+    std::env::set_var(&sign, SECRET);
+    format!(
+        r#"
+[slack]
+enabled = true
+mode = "{mode}"
+api_base_url = "{api}"
+bot_token_env = "{bot}"
+app_token_env = "{app}"
+signing_secret_env = "{sign}"
+approvals_channel = "C0APPROVALS"
+audit_channel = "C0AUDIT"
+"#,
+        api = standin.api_url()
+    )
+}
+
+fn settings(standin: &SlackStandin, mode: &str, tag: &str, dir: &std::path::Path) -> Settings {
+    let url = format!("sqlite://{}/state/dualkey.db", dir.display());
+    let mut text = test_config(&url, &dir.join("marker.log"), 1, 0);
+    text.push_str(&slack_section(standin, mode, tag));
+    Settings::from_toml(&text, std::path::Path::new("test.toml")).expect("valid test config")
+}
+
+async fn start(standin: &SlackStandin, mode: &str, tag: &str) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(standin, mode, tag, dir.path());
+    let app = Application::build(settings).await.expect("build the app");
+    let core = app.core();
+    let adapters = app.chat_adapters().expect("the Slack adapter builds");
+    assert_eq!(adapters.len(), 1);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        app.run_until_stopped(adapters, Some(listener), async move {
+            let _ = rx.await;
+        })
+        .await
+    });
+    Running {
+        core,
+        base,
+        db_path: dir.path().join("state/dualkey.db"),
+        stop: Some(tx),
+        task: Some(task),
+        _dir: dir,
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `WAIT` passes.
+async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn text_of(body: &Value) -> String {
+    body["text"].as_str().unwrap_or_default().to_string()
+}
+
+/// Whether the renderer produces Block Kit for cards (the placeholder renders text only);
+/// when it does, every posted card must carry its blocks.
+fn cards_have_blocks() -> bool {
+    render::message(&Reply::card(Card::new("probe", Style::Info)))
+        .blocks
+        .is_some_and(|b| !b.is_empty())
+}
+
+/// The first message posted in `channel`: (ts, body).
+fn first_message(standin: &SlackStandin, channel: &str) -> Option<(String, Value)> {
+    standin.messages_in(channel).into_iter().next()
+}
+
+/// Checks the card copies posted for a new request and returns the request id and the ts of
+/// the card in the approvals channel.
+async fn check_request_cards(
+    standin: &SlackStandin,
+    run: &Running,
+    origin: &str,
+) -> (String, String) {
+    eventually(
+        "the card in the command's channel and in C0APPROVALS",
+        || {
+            first_message(standin, origin).is_some()
+                && first_message(standin, "C0APPROVALS").is_some()
+        },
+    )
+    .await;
+    let reqs = run.requests().await;
+    assert_eq!(reqs.len(), 1, "one request");
+    let id = reqs[0].id.clone();
+    assert_eq!(reqs[0].state, "pending");
+    for channel in [origin, "C0APPROVALS"] {
+        let (_, body) = first_message(standin, channel).unwrap();
+        let text = text_of(&body);
+        assert!(!text.is_empty(), "a text fallback: {body}");
+        if cards_have_blocks() {
+            assert!(
+                body["blocks"].as_array().is_some_and(|b| !b.is_empty()),
+                "blocks on the card: {body}"
+            );
+        }
+    }
+    let posts = standin.calls_to("chat.postMessage");
+    assert!(posts
+        .iter()
+        .all(|c| c.auth.as_deref() == Some("xoxb-standin-bot")));
+    let (ts, _) = first_message(standin, "C0APPROVALS").unwrap();
+    (id, ts)
+}
+
+/// After the approval: the card in C0APPROVALS is updated in place until it shows succeeded,
+/// and the audit channel carries the audit trail in order.
+async fn check_success_and_audit(standin: &SlackStandin, run: &Running, card_ts: &str) {
+    eventually("the card shows succeeded", || {
+        standin
+            .message("C0APPROVALS", card_ts)
+            .is_some_and(|b| text_of(&b).contains("succeeded"))
+    })
+    .await;
+    let updates = standin.calls_to("chat.update");
+    assert!(
+        updates
+            .iter()
+            .any(|c| c.body["channel"] == "C0APPROVALS" && c.body["ts"] == card_ts),
+        "chat.update of the same ts"
+    );
+    // Still one card in the approvals channel: edited, never reposted.
+    assert_eq!(standin.messages_in("C0APPROVALS").len(), 1);
+
+    let records = run.audit().await;
+    let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
+    assert!(actions.contains(&"request.created"), "{actions:?}");
+    assert!(actions.contains(&"vote.refused"), "{actions:?}");
+    eventually("every audit line in C0AUDIT", || {
+        standin.messages_in("C0AUDIT").len() > records.len()
+    })
+    .await;
+    let lines: Vec<String> = standin
+        .messages_in("C0AUDIT")
+        .iter()
+        .map(|(_, b)| text_of(b))
+        .collect();
+    assert!(lines[0].starts_with("audit head seq="), "{lines:?}");
+    for (i, rec) in records.iter().enumerate() {
+        assert_eq!(lines[i + 1], rec.render(), "audit line {i} in order");
+    }
+}
+
+#[test]
+fn a_missing_token_is_an_error_naming_its_variable() {
+    let mut s = dualkey::config::SlackSettings {
+        enabled: true,
+        bot_token_env: "DK_SLACK_MISSING_BOT_TOKEN".into(),
+        ..Default::default()
+    };
+    let err = SlackAdapter::from_settings(&s).err().expect("no bot token");
+    assert!(
+        format!("{err:#}").contains("DK_SLACK_MISSING_BOT_TOKEN"),
+        "{err:#}"
+    );
+    std::env::set_var("DK_SLACK_PRESENT_BOT_TOKEN", "xoxb-1");
+    s.bot_token_env = "DK_SLACK_PRESENT_BOT_TOKEN".into();
+    s.app_token_env = "DK_SLACK_MISSING_APP_TOKEN".into();
+    let err = SlackAdapter::from_settings(&s)
+        .err()
+        .expect("socket mode needs the app token");
+    assert!(
+        format!("{err:#}").contains("DK_SLACK_MISSING_APP_TOKEN"),
+        "{err:#}"
+    );
+    s.mode = "http".into();
+    s.signing_secret_env = "DK_SLACK_MISSING_SIGNING".into();
+    let err = SlackAdapter::from_settings(&s)
+        .err()
+        .expect("http mode needs the secret");
+    assert!(
+        format!("{err:#}").contains("DK_SLACK_MISSING_SIGNING"),
+        "{err:#}"
+    );
+    std::env::set_var("DK_SLACK_PRESENT_SIGNING", "s3cret");
+    s.signing_secret_env = "DK_SLACK_PRESENT_SIGNING".into();
+    assert!(SlackAdapter::from_settings(&s).is_ok());
+}
+
+#[tokio::test]
+async fn http_mode_refuses_unsigned_forged_and_stale_requests_and_stores_nothing() {
+    let standin = SlackStandin::start().await;
+    let run = start(&standin, "http", "REFUSE").await;
+    let url = format!("{}/slack/commands", run.base);
+    let audit_before = run.audit().await.len();
+    let body = slash_command_form(
+        "/db",
+        "app stop",
+        "U0ALICE",
+        "C0OPS",
+        "11.22.33",
+        &standin.response_url("c"),
+    );
+
+    // Wrong secret.
+    let r = post_signed(&url, "not-the-secret", &body, FORM).await;
+    assert_eq!(r.status(), 401);
+    // Right timestamp, signature over another body.
+    let now = now_timestamp();
+    let r = post_signed_with(&url, &body, FORM, &now, &sign(SECRET, &now, "token=x")).await;
+    assert_eq!(r.status(), 401);
+    // No signature headers at all.
+    let r = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", FORM)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Correctly signed, six minutes old.
+    let old = (now.parse::<i64>().unwrap() - 360).to_string();
+    let r = post_signed_with(&url, &body, FORM, &old, &sign(SECRET, &old, &body)).await;
+    assert_eq!(r.status(), 401);
+    // A forged click.
+    let click = block_action(
+        "approve:r1",
+        "",
+        "U0BOB",
+        "C0OPS",
+        "1.1",
+        "2.2",
+        &standin.response_url("i"),
+        "3.3",
+    );
+    let r = post_signed(
+        &format!("{}/slack/interactions", run.base),
+        "nope",
+        &block_action_form(&click),
+        FORM,
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    // Signed but malformed: 400.
+    let r = post_signed(&url, SECRET, "text=only", FORM).await;
+    assert_eq!(r.status(), 400);
+    let r = post_signed(
+        &format!("{}/slack/interactions", run.base),
+        SECRET,
+        "payload=%7Bnot-json",
+        FORM,
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    // Too large: 413.
+    let big = form_encode(&[("text".to_string(), "x".repeat(70 * 1024))]);
+    let r = post_signed(&url, SECRET, &big, FORM).await;
+    assert_eq!(r.status(), 413);
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(run.requests().await.is_empty(), "nothing stored");
+    assert_eq!(run.audit().await.len(), audit_before, "no audit event");
+    assert!(standin.response_url_calls().is_empty());
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn http_mode_command_card_refused_self_vote_approval_and_audit() {
+    let standin = SlackStandin::start().await;
+    let run = start(&standin, "http", "FLOW").await;
+
+    let body = slash_command_form(
+        "/db",
+        "app stop",
+        "U0ALICE",
+        "C0OPS",
+        "100.200.cmd",
+        &standin.response_url("cmd-alice"),
+    );
+    let started = Instant::now();
+    let r = post_signed(&format!("{}/slack/commands", run.base), SECRET, &body, FORM).await;
+    let took = started.elapsed();
+    assert_eq!(r.status(), 200);
+    let ack: Value = r.json().await.unwrap();
+    assert_eq!(
+        ack,
+        json!({"response_type": "ephemeral", "text": "On it: `/db app stop`"})
+    );
+    assert!(took < Duration::from_secs(2), "ack took {took:?}");
+
+    let (id, card_ts) = check_request_cards(&standin, &run, "C0OPS").await;
+
+    // Alice clicks approve on her own request: refused through the response_url, no vote.
+    let click = block_action(
+        &format!("approve:{id}"),
+        "",
+        "U0ALICE",
+        "C0APPROVALS",
+        &card_ts,
+        "1700000100.000001",
+        &standin.response_url("click-alice"),
+        "200.300.alice",
+    );
+    let r = post_signed(
+        &format!("{}/slack/interactions", run.base),
+        SECRET,
+        &block_action_form(&click),
+        FORM,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "");
+    eventually("the refusal through the response_url", || {
+        standin
+            .response_url_calls()
+            .iter()
+            .any(|h| h.name == "click-alice")
+    })
+    .await;
+    let hook = standin
+        .response_url_calls()
+        .into_iter()
+        .find(|h| h.name == "click-alice")
+        .unwrap();
+    assert_eq!(hook.body["response_type"], "ephemeral", "{:?}", hook.body);
+    assert_eq!(hook.body["replace_original"], false);
+    assert!(
+        text_of(&hook.body).contains("Vote not counted"),
+        "{:?}",
+        hook.body
+    );
+    assert!(run.core.store.votes(&id).await.unwrap().is_empty());
+
+    // Bob approves.
+    let click = block_action(
+        &format!("approve:{id}"),
+        "",
+        "U0BOB",
+        "C0APPROVALS",
+        &card_ts,
+        "1700000101.000001",
+        &standin.response_url("click-bob"),
+        "200.300.bob",
+    );
+    let r = post_signed(
+        &format!("{}/slack/interactions", run.base),
+        SECRET,
+        &block_action_form(&click),
+        FORM,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    check_success_and_audit(&standin, &run, &card_ts).await;
+    assert_eq!(run.core.store.votes(&id).await.unwrap().len(), 1);
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn socket_mode_command_redelivery_refusal_approval_and_audit() {
+    let standin = SlackStandin::start().await;
+    let run = start(&standin, "socket", "SOCKET").await;
+    assert!(
+        standin.wait_connections(1, WAIT).await,
+        "dualkey connected over Socket Mode"
+    );
+    assert_eq!(
+        standin.calls_to("apps.connections.open")[0].auth.as_deref(),
+        Some("xapp-1-standin")
+    );
+
+    let fields = slash_command_fields(
+        "/db",
+        "app stop",
+        "U0ALICE",
+        "C0OPS",
+        "500.600.cmd",
+        &standin.response_url("cmd-alice"),
+    );
+    let cmd = standin.send_slash_command(&fields).await;
+    let (ack, took) = standin
+        .wait_ack(&cmd, WAIT)
+        .await
+        .expect("the command was acked");
+    assert_eq!(
+        ack["payload"],
+        json!({"response_type": "ephemeral", "text": "On it: `/db app stop`"})
+    );
+    assert!(took < Duration::from_secs(2), "ack took {took:?}");
+
+    let (id, card_ts) = check_request_cards(&standin, &run, "C0OPS").await;
+
+    // Slack redelivers the envelope: acked again the same way, no second request.
+    standin.redeliver(&cmd).await;
+    assert!(standin.wait_acks(&cmd, 2, WAIT).await, "redelivery acked");
+    let acks: Vec<Value> = standin
+        .acks()
+        .into_iter()
+        .filter(|a| a.envelope_id == cmd)
+        .map(|a| a.frame)
+        .collect();
+    assert_eq!(acks[0], acks[1]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(run.requests().await.len(), 1, "no second request");
+
+    // Alice's own click is refused through the response_url.
+    let click = block_action(
+        &format!("approve:{id}"),
+        "",
+        "U0ALICE",
+        "C0APPROVALS",
+        &card_ts,
+        "1700000200.000001",
+        &standin.response_url("click-alice"),
+        "600.700.alice",
+    );
+    let env = standin.send_block_action(click).await;
+    let (ack, _) = standin.wait_ack(&env, WAIT).await.expect("click acked");
+    assert_eq!(ack, json!({"envelope_id": env}));
+    eventually("the refusal through the response_url", || {
+        standin
+            .response_url_calls()
+            .iter()
+            .any(|h| h.name == "click-alice")
+    })
+    .await;
+    let hook = standin
+        .response_url_calls()
+        .into_iter()
+        .find(|h| h.name == "click-alice")
+        .unwrap();
+    assert_eq!(hook.body["response_type"], "ephemeral");
+    assert!(
+        text_of(&hook.body).contains("Vote not counted"),
+        "{:?}",
+        hook.body
+    );
+    assert!(run.core.store.votes(&id).await.unwrap().is_empty());
+
+    // Bob approves; a redelivery of his click counts once.
+    let click = block_action(
+        &format!("approve:{id}"),
+        "",
+        "U0BOB",
+        "C0APPROVALS",
+        &card_ts,
+        "1700000201.000001",
+        &standin.response_url("click-bob"),
+        "600.700.bob",
+    );
+    let env = standin.send_block_action(click).await;
+    standin.redeliver(&env).await;
+    assert!(standin.wait_acks(&env, 2, WAIT).await);
+    check_success_and_audit(&standin, &run, &card_ts).await;
+    assert_eq!(run.core.store.votes(&id).await.unwrap().len(), 1);
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn web_api_and_response_url_failures_map_to_delivery_errors() {
+    use dualkey::adapters::{DeliveryError, Outbound};
+    use dualkey::core::event::{Actor, ChannelRef, EventKind, InboundEvent, Platform};
+
+    let standin = SlackStandin::start().await;
+    std::env::set_var("DK_SLACK_MAP_BOT", "xoxb-standin-bot");
+    std::env::set_var("DK_SLACK_MAP_SIGN", SECRET);
+    let settings = dualkey::config::SlackSettings {
+        enabled: true,
+        mode: "http".into(),
+        // A trailing slash is tolerated.
+        api_base_url: format!("{}/", standin.api_url()),
+        bot_token_env: "DK_SLACK_MAP_BOT".into(),
+        signing_secret_env: "DK_SLACK_MAP_SIGN".into(),
+        ..Default::default()
+    };
+    let slack = SlackAdapter::from_settings(&settings).unwrap();
+    let reply = Reply::public("hello");
+
+    let ts = slack.post("C1", &reply).await.unwrap();
+    assert_eq!(standin.messages_in("C1")[0].0, ts);
+    assert_eq!(standin.messages_in("C1")[0].1["text"], "hello");
+    slack
+        .edit("C1", &ts, &Reply::public("edited"))
+        .await
+        .unwrap();
+    assert_eq!(standin.message("C1", &ts).unwrap()["text"], "edited");
+    slack
+        .ephemeral("C1", "U0BOB", &Reply::ephemeral("psst"))
+        .await
+        .unwrap();
+    let eph = standin.calls_to("chat.postEphemeral");
+    assert_eq!(eph[0].body["user"], "U0BOB");
+    assert_eq!(eph[0].body["text"], "psst");
+
+    standin.fail_next(
+        "chat.postMessage",
+        1,
+        crate::slack_standin::Failure::RateLimited {
+            retry_after_secs: 3,
+        },
+    );
+    match slack.post("C1", &reply).await {
+        Err(DeliveryError::RateLimited(d)) => assert_eq!(d, Duration::from_secs(3)),
+        other => panic!("expected RateLimited(3s), got {other:?}"),
+    }
+    for failure in [
+        crate::slack_standin::Failure::ServerError,
+        crate::slack_standin::Failure::Unavailable,
+        crate::slack_standin::Failure::ApiError("internal_error".into()),
+    ] {
+        standin.fail_next("chat.postMessage", 1, failure.clone());
+        match slack.post("C1", &reply).await {
+            Err(DeliveryError::Transient(_)) => {}
+            other => panic!("{failure:?}: expected Transient, got {other:?}"),
+        }
+    }
+    standin.fail_next(
+        "chat.postMessage",
+        1,
+        crate::slack_standin::Failure::ApiError("channel_not_found".into()),
+    );
+    match slack.post("C1", &reply).await {
+        Err(DeliveryError::Permanent(m)) => assert!(m.contains("channel_not_found"), "{m}"),
+        other => panic!("expected Permanent, got {other:?}"),
+    }
+    match slack.edit("C1", "1600000000.000001", &reply).await {
+        Err(DeliveryError::Permanent(m)) => assert!(m.contains("message_not_found"), "{m}"),
+        other => panic!("expected Permanent, got {other:?}"),
+    }
+
+    // respond(): through the response_url when the event has one, else the Web API.
+    let mut ev = InboundEvent::new(
+        "cmd:1".into(),
+        Actor {
+            platform: Platform::Slack,
+            account: "U0ALICE".into(),
+            display: "U0ALICE".into(),
+        },
+        ChannelRef {
+            platform: Platform::Slack,
+            id: "C2".into(),
+        },
+        EventKind::Command {
+            text: "status".into(),
+        },
+    );
+    slack
+        .respond(&ev, &Reply::ephemeral("only you"))
+        .await
+        .unwrap();
+    assert_eq!(
+        standin.calls_to("chat.postEphemeral")[1].body["user"],
+        "U0ALICE"
+    );
+    ev.reply_to = Some(standin.response_url("r1"));
+    slack
+        .respond(&ev, &Reply::public("everyone"))
+        .await
+        .unwrap();
+    let hooks = standin.response_url_calls();
+    assert_eq!(hooks[0].name, "r1");
+    assert_eq!(hooks[0].body["text"], "everyone");
+    assert_eq!(hooks[0].body["response_type"], "in_channel");
+    assert_eq!(hooks[0].body["replace_original"], false);
+    standin.fail_next(
+        "response_url",
+        1,
+        crate::slack_standin::Failure::ServerError,
+    );
+    assert!(matches!(
+        slack.respond(&ev, &reply).await,
+        Err(DeliveryError::Transient(_))
+    ));
+
+    // Slack unreachable: transient.
+    standin.shutdown().await;
+    drop(standin);
+    match slack.post("C1", &reply).await {
+        Err(DeliveryError::Transient(_)) => {}
+        other => panic!("expected Transient when Slack is unreachable, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_api_url_that_is_neither_https_nor_http_is_refused() {
+    std::env::set_var("DK_SLACK_URL_BOT", "xoxb-1");
+    std::env::set_var("DK_SLACK_URL_APP", "xapp-1");
+    let s = dualkey::config::SlackSettings {
+        enabled: true,
+        api_base_url: "ftp://slack.example/api".into(),
+        bot_token_env: "DK_SLACK_URL_BOT".into(),
+        app_token_env: "DK_SLACK_URL_APP".into(),
+        ..Default::default()
+    };
+    let err = SlackAdapter::from_settings(&s).err().expect("refused");
+    assert!(format!("{err:#}").contains("https://"), "{err:#}");
+}
+
+#[tokio::test]
+async fn socket_mode_retries_when_the_first_connection_attempt_fails() {
+    let standin = SlackStandin::start().await;
+    standin.fail_next(
+        "apps.connections.open",
+        1,
+        crate::slack_standin::Failure::ServerError,
+    );
+    let run = start(&standin, "socket", "RETRY").await;
+    assert!(
+        standin.wait_connections(1, Duration::from_secs(10)).await,
+        "connected after a retry"
+    );
+    let opens = standin.calls_to("apps.connections.open");
+    assert!(opens.len() >= 2, "{} attempts", opens.len());
+    assert!(opens[0].failure.is_some());
+    // And it works.
+    let fields = slash_command_fields(
+        "/db",
+        "help",
+        "U0ALICE",
+        "C0OPS",
+        "9.9.9",
+        &standin.response_url("h"),
+    );
+    let cmd = standin.send_slash_command(&fields).await;
+    let (ack, _) = standin.wait_ack(&cmd, WAIT).await.expect("acked");
+    assert_eq!(ack["payload"]["text"], "On it: `/db help`");
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn when_the_store_cannot_record_a_command_the_ack_says_so_and_nothing_runs() {
+    use sqlx::Connection;
+    let standin = SlackStandin::start().await;
+    let run = start(&standin, "http", "STOREDOWN").await;
+    // Break the store's dedupe table: recording a delivery now fails.
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", run.db_path.display()))
+        .await
+        .unwrap();
+    sqlx::query("DROP TABLE dedupe")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let body = slash_command_form(
+        "/db",
+        "app stop",
+        "U0ALICE",
+        "C0OPS",
+        "7.7.7",
+        &standin.response_url("c"),
+    );
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        post_signed(&format!("{}/slack/commands", run.base), SECRET, &body, FORM),
+    )
+    .await
+    .expect("acked without hanging");
+    assert_eq!(r.status(), 200);
+    let ack: Value = r.json().await.unwrap();
+    assert_eq!(ack["response_type"], "ephemeral");
+    assert!(
+        text_of(&ack).starts_with("dualkey could not record this request; nothing was done"),
+        "{ack}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(run.requests().await.is_empty());
+    assert!(standin.messages_in("C0OPS").is_empty());
+    run.stop().await;
+}
