@@ -936,8 +936,22 @@ impl Settings {
                 ));
             }
         }
-        if self.slack.enabled || self.discord.enabled {
-            w.push("slack/discord adapters are not built into this release yet; only the shell adapter runs".into());
+        if self.discord.enabled {
+            w.push("discord.enabled: the Discord adapter is not built into this release yet; Slack and the shell work".into());
+        }
+        if self.slack.enabled {
+            let needed = match self.slack.mode.as_str() {
+                "http" => [&self.slack.bot_token_env, &self.slack.signing_secret_env],
+                _ => [&self.slack.bot_token_env, &self.slack.app_token_env],
+            };
+            for var in needed {
+                if std::env::var(var)
+                    .map(|v| v.trim().is_empty())
+                    .unwrap_or(true)
+                {
+                    w.push(format!("slack: the environment variable {var} is not set; `dualkey serve` will refuse to start the Slack adapter until it is"));
+                }
+            }
         }
         w
     }

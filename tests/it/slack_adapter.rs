@@ -124,8 +124,15 @@ async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
     }
 }
 
+/// A message's `text` as Slack shows it: dualkey escapes `&`, `<` and `>` (Slack's rule for
+/// message text), so a name like `<!channel>` pings nobody.
 fn text_of(body: &Value) -> String {
-    body["text"].as_str().unwrap_or_default().to_string()
+    body["text"]
+        .as_str()
+        .unwrap_or_default()
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }
 
 /// Whether the renderer produces Block Kit for cards (the placeholder renders text only);
