@@ -123,8 +123,21 @@ impl Worker {
                 kind_name(&op.kind_json),
                 op.env
             );
-            if let Ok(channel) = serde_json::from_str::<ChannelRef>(&op.channel_json) {
-                core.post(&channel, &Reply::public(text)).await?;
+            // An alert: to the channel the operation came from and to the report channels.
+            let mut channels: Vec<ChannelRef> =
+                serde_json::from_str::<ChannelRef>(&op.channel_json)
+                    .into_iter()
+                    .collect();
+            for c in core
+                .settings
+                .route(crate::config::Route::Report, Some(&op.env))
+            {
+                if !channels.contains(&c) {
+                    channels.push(c);
+                }
+            }
+            for channel in &channels {
+                core.post(channel, &Reply::public(text.clone())).await?;
             }
             core.refresh_operation_card(op).await?;
         }

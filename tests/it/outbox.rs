@@ -361,3 +361,49 @@ async fn the_audit_head_is_posted_every_hundred_events(b: Backend) {
     );
 }
 both_backends!(the_audit_head_is_posted_every_hundred_events);
+
+/// An operation found interrupted at start-up is an alert: posted to the channel it came from
+/// and to `report_channel`.
+async fn an_interrupted_operation_is_reported_to_the_report_channel(b: Backend) {
+    let app = crate::support::spawn_app_with(b, 1, 0, |t| {
+        t.replace(
+            "[approvals]",
+            "[slack]\nenabled = true\nreport_channel = \"C0REPORTS\"\n[approvals]",
+        )
+    })
+    .await;
+    app.cmd("alice", "app start").await;
+    let now = app.core.clock.now_ms();
+    let mut tx = app.core.store.begin().await.unwrap();
+    // Its heartbeat is long stale (on PostgreSQL only stale ones are taken for dead).
+    let op = tx
+        .claim_operation("gone", now - 600_000)
+        .await
+        .unwrap()
+        .unwrap();
+    tx.commit().await.unwrap();
+    dualkey::worker::Worker::recover_interrupted(&app.core, true)
+        .await
+        .unwrap();
+    let alert = |platform: &'static str, channel: &'static str| {
+        let core = app.core.clone();
+        let id = op.id.clone();
+        async move {
+            core.store
+                .outbox_all(platform)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|r| r.channel == channel)
+                .filter_map(|r| serde_json::from_str::<Reply>(&r.payload).ok())
+                .any(|r| {
+                    r.to_text().contains(&format!(
+                        "Operation {id} (app-start in production) was interrupted"
+                    ))
+                })
+        }
+    };
+    assert!(alert("slack", "C0REPORTS").await, "report channel");
+    assert!(alert("shell", "test").await, "the channel it came from");
+}
+both_backends!(an_interrupted_operation_is_reported_to_the_report_channel);
