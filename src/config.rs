@@ -675,6 +675,38 @@ impl Settings {
         if !matches!(self.discord.mode.as_str(), "gateway" | "http") {
             return Err(self.invalid("discord.mode", "must be \"gateway\" or \"http\""));
         }
+        // Slack channels by id: chat.update and chat.postEphemeral take only ids, so a name
+        // (`#db-approvals`) would post cards that can never be edited.
+        let slack_channel = |key: String, v: &str| -> Result<(), ConfigError> {
+            let ok = v.is_empty()
+                || (v.len() >= 2
+                    && v.len() <= 24
+                    && v.starts_with(['C', 'G', 'D'])
+                    && v.chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()));
+            if ok {
+                Ok(())
+            } else {
+                Err(self.invalid(key, format!("`{v}` is not a Slack channel id (like C0123ABCD; in Slack: the channel's name, About, at the bottom); names such as #ops cannot be edited by chat.update")))
+            }
+        };
+        slack_channel(
+            "slack.approvals_channel".into(),
+            &self.slack.approvals_channel,
+        )?;
+        slack_channel("slack.audit_channel".into(), &self.slack.audit_channel)?;
+        slack_channel("slack.report_channel".into(), &self.slack.report_channel)?;
+        for (name, e) in &self.environments {
+            for (key, v) in [
+                ("approvals_channel", &e.slack.approvals_channel),
+                ("audit_channel", &e.slack.audit_channel),
+                ("report_channel", &e.slack.report_channel),
+            ] {
+                if let Some(v) = v {
+                    slack_channel(format!("environments.{name}.slack.{key}"), v)?;
+                }
+            }
+        }
         if self.discord.enabled && self.discord.mode == "http" {
             let ok = self.discord.public_key.len() == 64
                 && self

@@ -59,6 +59,10 @@ pub async fn deliver_due(core: &Core, out: &dyn Outbound) -> anyhow::Result<usiz
                 .await?;
             continue;
         }
+        let reply = match &row.card_key {
+            Some(key) => fresh_card(core, key, reply).await,
+            None => reply,
+        };
         let result = send(core, out, &row, &reply).await;
         match result {
             Ok(()) => {
@@ -82,6 +86,35 @@ pub async fn deliver_due(core: &Core, out: &dyn Outbound) -> anyhow::Result<usiz
         }
     }
     Ok(delivered)
+}
+
+/// A card as the store has it now, with the queued reply's progress line: edits queued by
+/// racing writers (a vote and the worker, two replicas) may carry older states, and the newest
+/// queued edit is the only one sent, so it is rendered again here. Falls back to the queued
+/// reply when the card cannot be rendered (an unknown key, a store hiccup).
+async fn fresh_card(core: &Core, key: &str, queued: Reply) -> Reply {
+    match core.render_card(key).await {
+        Ok(Some(mut fresh)) => {
+            if let (crate::core::reply::Body::Card(f), crate::core::reply::Body::Card(q)) =
+                (&mut fresh.body, &queued.body)
+            {
+                // A progress line belongs to a running operation only.
+                if f.state == Some(crate::core::reply::CardState::Running) {
+                    f.progress = q.progress.clone();
+                }
+            }
+            fresh
+        }
+        Ok(None) => queued,
+        Err(e) => {
+            tracing::warn!(
+                card = key,
+                error = format!("{e:#}"),
+                "card not re-rendered; sending the queued state"
+            );
+            queued
+        }
+    }
 }
 
 /// Sends one row: a post (recording a card's message id), an edit of a known message, or an

@@ -401,7 +401,7 @@ impl Core {
                     tracing::error!(reference = %reference, error = format!("{e:#}"), "event failed");
                     let _ = out
                         .respond(Reply::ephemeral(format!(
-                            "Something went wrong inside dualkey (reference {reference}); nothing was approved or run by this message. The details are in dualkey's log."
+                            "Something went wrong inside dualkey (reference {reference}). Part of it may have been recorded: `approvals` and `status` show what was. The details are in dualkey's log."
                         )))
                         .await;
                 }
@@ -856,6 +856,21 @@ impl Core {
             self.refresh_request_card(&r.id).await?;
         }
         Ok(due.len())
+    }
+
+    /// The current rendering of card `key` (`request:<id>`, `operation:<id>`), from the store;
+    /// `None` for an unknown key. The outbox renders cards again when it delivers them, so a
+    /// copy never shows an older state than the store's, whatever order edits were queued in.
+    pub async fn render_card(&self, key: &str) -> anyhow::Result<Option<Reply>> {
+        match key.split_once(':') {
+            Some(("request", id)) if self.store.get_request(id).await?.is_some() => {
+                Ok(Some(self.request_card(id).await?))
+            }
+            Some(("operation", id)) if self.store.get_operation(id).await?.is_some() => {
+                Ok(Some(self.operation_card(id).await?))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Re-renders a request's card and queues the edit of every copy.

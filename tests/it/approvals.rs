@@ -389,6 +389,9 @@ async fn progress_edits_the_operation_card_through_the_outbox(b: Backend) {
         channel_json: req.channel_json.clone(),
         message_json: req.message_json.clone(),
     };
+    let mut tx = app.core.store.begin().await.unwrap();
+    tx.insert_operation(&op).await.unwrap();
+    tx.commit().await.unwrap();
     app.core
         .show_progress(&op, "backup b1: 1.5 GB written, 12s elapsed")
         .await

@@ -407,3 +407,31 @@ async fn an_interrupted_operation_is_reported_to_the_report_channel(b: Backend) 
     assert!(alert("shell", "test").await, "the channel it came from");
 }
 both_backends!(an_interrupted_operation_is_reported_to_the_report_channel);
+
+/// Two writers race: a stale rendering of a card (made before a deny committed) is queued
+/// after the fresh one. The copy in chat still ends showing the store's state, not the stale one.
+async fn a_stale_card_rendering_queued_last_never_wins(b: Backend) {
+    let app = spawn_app(b, 1, 0).await;
+    app.cmd("alice", "app stop").await;
+    let id = app.last_request().await;
+    let stale = app.core.request_card(&id).await.unwrap();
+    assert!(stale.to_text().contains("[pending]"));
+    app.click("bob", &format!("deny:{id}")).await;
+    // The racing writer's edit lands last.
+    app.core
+        .edit_card(&format!("request:{id}"), &stale)
+        .await
+        .unwrap();
+    let said = app.deliver_shell().await;
+    let last = said
+        .last()
+        .expect("an edit was delivered")
+        .reply()
+        .to_text();
+    assert!(last.starts_with("== [denied]"), "{last}");
+    assert!(
+        !last.contains("[approve:"),
+        "no live buttons on a denied card: {last}"
+    );
+}
+both_backends!(a_stale_card_rendering_queued_last_never_wins);

@@ -190,7 +190,7 @@ pub fn verify_signature(
         .trim()
         .parse()
         .map_err(|_| SignatureError::BadTimestamp)?;
-    if (now_secs - ts).abs() > MAX_SKEW_SECS {
+    if now_secs.abs_diff(ts) > MAX_SKEW_SECS as u64 {
         return Err(SignatureError::Stale);
     }
     let hex_sig = signature
