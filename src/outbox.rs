@@ -29,6 +29,17 @@ pub fn backoff(attempts: i64) -> Duration {
 /// Passes run one at a time in this process (the outbox task, and the shell flushing what its
 /// last line queued), so no row is sent twice; across processes the `outbox` lease does that.
 pub async fn deliver_due(core: &Core, out: &dyn Outbound) -> anyhow::Result<usize> {
+    deliver_due_leased(core, out, None).await
+}
+
+/// [`deliver_due`] for the holder of the `outbox` lease: the lease is renewed before each
+/// message, and the pass stops when it was lost (a slow pass must not let a second replica
+/// deliver the same rows).
+pub async fn deliver_due_leased(
+    core: &Core,
+    out: &dyn Outbound,
+    holder: Option<&str>,
+) -> anyhow::Result<usize> {
     static ONE_PASS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _pass = ONE_PASS.lock().await;
     let now = core.clock.now_ms();
@@ -39,6 +50,16 @@ pub async fn deliver_due(core: &Core, out: &dyn Outbound) -> anyhow::Result<usiz
     let mut blocked: HashSet<String> = HashSet::new();
     let mut delivered = 0;
     for row in rows {
+        if let Some(me) = holder {
+            if !core
+                .store
+                .try_lease("outbox", me, core.clock.now_ms(), LEASE_MS)
+                .await?
+            {
+                tracing::warn!("outbox lease lost during a pass; another replica delivers");
+                break;
+            }
+        }
         if blocked.contains(&row.channel) {
             continue; // keep per-channel order: an earlier message of this channel is waiting
         }
@@ -189,7 +210,9 @@ pub async fn run(
             };
         if holder {
             for out in &outs {
-                if let Err(e) = deliver_due(&core, out.as_ref()).await {
+                let lease =
+                    (core.store.backend() != crate::store::Backend::Sqlite).then_some(me.as_str());
+                if let Err(e) = deliver_due_leased(&core, out.as_ref(), lease).await {
                     tracing::error!(error = format!("{e:#}"), "outbox pass failed");
                 }
             }

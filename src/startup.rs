@@ -227,6 +227,10 @@ impl Application {
         for c in conns {
             let _ = c.await;
         }
+        // Events already acked are dispatched before the worker and the outbox stop.
+        if !inbound.drain(std::time::Duration::from_secs(30)).await {
+            tracing::warn!("some acknowledged events were still being handled at shutdown");
+        }
         worker.await.context("worker task")?;
         delivery.await.context("outbox task")?;
         Ok(())

@@ -129,6 +129,8 @@ pub struct Inbound {
     core: Arc<Core>,
     outs: Arc<Vec<Arc<dyn Outbound>>>,
     dedupe: mpsc::UnboundedSender<DedupeJob>,
+    /// Events acked and being dispatched, so shutdown can let them finish.
+    running: Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>,
 }
 
 /// Most delivery ids recorded in one transaction.
@@ -157,7 +159,32 @@ impl Inbound {
             core,
             outs: Arc::new(outs),
             dedupe: tx,
+            running: Arc::new((
+                std::sync::atomic::AtomicUsize::new(0),
+                tokio::sync::Notify::new(),
+            )),
         }
+    }
+
+    /// Waits (at most `limit`) until every accepted event has been dispatched: an event that
+    /// was acked must not be cut off by a shutdown, since the platform will not send it again.
+    /// True when none is left.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        use std::sync::atomic::Ordering;
+        let (count, done) = &*self.running;
+        let wait = async {
+            loop {
+                let notified = done.notified();
+                tokio::pin!(notified);
+                // Registered before the check, so a count-down in between is not missed.
+                notified.as_mut().enable();
+                if count.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
     }
 
     /// The core (for adapters that check identities before acking).
@@ -186,7 +213,18 @@ impl Inbound {
             .iter()
             .find(|o| o.platform() == ev.channel.platform)
             .cloned();
+        let running = self.running.clone();
+        running.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(Submitted::Accepted(tokio::spawn(async move {
+            // Counted down even if the dispatcher panics.
+            struct Done(Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>);
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    self.0 .0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    self.0 .1.notify_waiters();
+                }
+            }
+            let _done = Done(running);
             let responder = EventResponder { ev: &ev, out };
             core.dispatch(ev.clone(), &responder).await;
         })))

@@ -128,3 +128,32 @@ async fn a_burst_of_redelivered_events_acts_once_each(b: Backend) {
     assert_eq!(answers, 40, "one help answer per delivery");
 }
 both_backends!(a_burst_of_redelivered_events_acts_once_each);
+
+/// Shutdown waits for events that were acked but are still being handled.
+async fn drain_waits_for_acked_events_still_being_handled(b: Backend) {
+    let app = spawn_app(b, 1, 0).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let core = Arc::new(Core::new(
+        (*app.core.settings).clone(),
+        app.core.store.clone(),
+        app.core.clock.clone(),
+        Arc::new(Gated {
+            inner: app.core.facts.clone(),
+            gate: gate.clone(),
+        }),
+    ));
+    let mem = MemoryAdapter::new(Platform::Slack);
+    let inbound = Inbound::new(core.clone(), vec![mem.clone() as Arc<dyn Outbound>]);
+    inbound
+        .submit(event("trigger-d", "slack:U0ALICE", "app stop"))
+        .await
+        .unwrap();
+    assert!(
+        !inbound.drain(std::time::Duration::from_millis(200)).await,
+        "still planning"
+    );
+    gate.add_permits(1);
+    assert!(inbound.drain(std::time::Duration::from_secs(10)).await);
+    assert_eq!(core.store.list_requests(None, 5).await.unwrap().len(), 1);
+}
+both_backends!(drain_waits_for_acked_events_still_being_handled);

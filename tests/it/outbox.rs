@@ -435,3 +435,32 @@ async fn a_stale_card_rendering_queued_last_never_wins(b: Backend) {
     );
 }
 both_backends!(a_stale_card_rendering_queued_last_never_wins);
+
+/// A replica that lost the `outbox` lease stops its pass before sending anything more.
+async fn a_pass_stops_when_the_lease_belongs_to_another_replica(b: Backend) {
+    let app = spawn_app(b, 1, 0).await;
+    let ch = ChannelRef {
+        platform: Platform::Slack,
+        id: "CA".into(),
+    };
+    app.core.post(&ch, &Reply::public("one")).await.unwrap();
+    let now = app.core.clock.now_ms();
+    assert!(app
+        .core
+        .store
+        .try_lease("outbox", "replica-b", now, 15_000)
+        .await
+        .unwrap());
+    let chat = FlakyChat::default();
+    let n = dualkey::outbox::deliver_due_leased(&app.core, &chat, Some("replica-a"))
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    assert!(chat.delivered.lock().unwrap().is_empty());
+    app.clock.advance(16_000);
+    let n = dualkey::outbox::deliver_due_leased(&app.core, &chat, Some("replica-a"))
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "b's lease ran out: a takes over");
+}
+both_backends!(a_pass_stops_when_the_lease_belongs_to_another_replica);
