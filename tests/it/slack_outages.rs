@@ -471,15 +471,15 @@ async fn while_a_slow_operation_runs_every_http_command_and_click_is_acked_withi
         );
         acks.push((what.to_string(), run.click_payload(&payload).await));
     }
+    for (what, took) in &acks {
+        assert_in_time(what, *took);
+    }
     // All of that happened while the operation was still running.
     assert!(
         !dualkey::worker::Worker::idle(&run.core).await.unwrap() && !run.marker().contains("stop"),
         "the slow operation had already finished ({:?} after it started)",
         busy_since.elapsed()
     );
-    for (what, took) in &acks {
-        assert_in_time(what, *took);
-    }
     // The clicks did their work meanwhile (not merely acked): Alice's own vote was refused.
     eventually(
         "Alice's vote on her staging request is refused",
