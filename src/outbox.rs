@@ -70,8 +70,12 @@ pub async fn deliver_due(core: &Core, out: &dyn Outbound) -> anyhow::Result<usiz
             Err(e) => {
                 blocked.insert(row.channel.clone());
                 let next = match &e {
-                    DeliveryError::RateLimited(after) => now + after.as_millis() as i64,
-                    DeliveryError::Transient(_) => now + backoff(row.attempts).as_millis() as i64,
+                    DeliveryError::RateLimited(after) => {
+                        core.clock.now_ms() + after.as_millis() as i64
+                    }
+                    DeliveryError::Transient(_) => {
+                        core.clock.now_ms() + backoff(row.attempts).as_millis() as i64
+                    }
                     DeliveryError::Permanent(_) => i64::MAX,
                 };
                 tracing::warn!(outbox = row.id, platform = %row.platform, channel = %row.channel, error = %e, "chat delivery failed");
