@@ -784,3 +784,129 @@ async fn the_same_command_or_click_delivered_twice_over_http_acts_once() {
     assert_eq!(run.marker().matches("stop").count(), 1, "ran once");
     run.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// 4. Retry-After counts from Slack's answer
+
+/// The real Slack adapter, except that posting in `C0SLOW` takes five (manual-clock) seconds,
+/// and right after it Slack starts answering `chat.postMessage` with 429 `Retry-After: 1`.
+struct SlowThenLimited<'a> {
+    slack: dualkey::adapters::slack::SlackAdapter,
+    standin: &'a SlackStandin,
+    clock: Arc<dualkey::clock::ManualClock>,
+}
+
+#[async_trait::async_trait]
+impl dualkey::outbox::Outbound for SlowThenLimited<'_> {
+    fn platform(&self) -> dualkey::core::event::Platform {
+        dualkey::core::event::Platform::Slack
+    }
+    async fn post(
+        &self,
+        channel: &str,
+        reply: &dualkey::core::reply::Reply,
+    ) -> Result<String, dualkey::outbox::DeliveryError> {
+        let r = self.slack.post(channel, reply).await;
+        if channel == "C0SLOW" {
+            self.clock.advance(5_000);
+            self.standin.fail_next(
+                "chat.postMessage",
+                1,
+                Failure::RateLimited {
+                    retry_after_secs: 1,
+                },
+            );
+        }
+        r
+    }
+    async fn edit(
+        &self,
+        channel: &str,
+        id: &str,
+        reply: &dualkey::core::reply::Reply,
+    ) -> Result<(), dualkey::outbox::DeliveryError> {
+        self.slack.edit(channel, id, reply).await
+    }
+    async fn ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        reply: &dualkey::core::reply::Reply,
+    ) -> Result<(), dualkey::outbox::DeliveryError> {
+        self.slack.ephemeral(channel, user, reply).await
+    }
+}
+
+/// A 429 answered late in a delivery pass (after a slow call) is still waited out in full:
+/// `Retry-After` counts from Slack's answer, not from the start of the pass.
+#[tokio::test]
+async fn retry_after_counts_from_the_429_not_from_the_start_of_the_delivery_pass() {
+    use dualkey::core::event::{ChannelRef, Platform};
+    use dualkey::core::reply::Reply;
+    let standin = SlackStandin::start().await;
+    std::env::set_var("DK_SLACKOUT_PASS_BOT", "xoxb-standin-bot");
+    std::env::set_var("DK_SLACKOUT_PASS_SIGN", SECRET);
+    let slack =
+        dualkey::adapters::slack::SlackAdapter::from_settings(&dualkey::config::SlackSettings {
+            enabled: true,
+            mode: "http".into(),
+            api_base_url: standin.api_url(),
+            bot_token_env: "DK_SLACKOUT_PASS_BOT".into(),
+            signing_secret_env: "DK_SLACKOUT_PASS_SIGN".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let app = crate::support::spawn_app(crate::support::Backend::Sqlite, 1, 0).await;
+    for channel in ["C0SLOW", "C0LIMITED"] {
+        let to = ChannelRef {
+            platform: Platform::Slack,
+            id: channel.into(),
+        };
+        app.core.post(&to, &Reply::public(channel)).await.unwrap();
+    }
+    let out = SlowThenLimited {
+        slack,
+        standin: &standin,
+        clock: app.clock.clone(),
+    };
+    let pass = |n: usize| {
+        let (core, out) = (&app.core, &out);
+        async move {
+            assert_eq!(
+                dualkey::outbox::deliver_due(core, out).await.unwrap(),
+                n,
+                "messages delivered"
+            );
+        }
+    };
+    let limited_calls = || {
+        standin
+            .calls_to("chat.postMessage")
+            .into_iter()
+            .filter(|c| c.body["channel"] == "C0LIMITED")
+            .count()
+    };
+
+    pass(1).await; // C0SLOW posted; C0LIMITED answered 429 Retry-After: 1, five seconds in.
+    let answered_429_at = dualkey::clock::Clock::now_ms(app.clock.as_ref());
+    assert_eq!(limited_calls(), 1);
+    let row = app
+        .core
+        .store
+        .outbox_all("slack")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.channel == "C0LIMITED")
+        .unwrap();
+    assert!(
+        row.next_attempt_at >= answered_429_at + 1_000,
+        "retry due {} ms after the 429 that said wait 1 s",
+        row.next_attempt_at - answered_429_at
+    );
+    pass(0).await; // still within Retry-After: Slack is not asked again
+    assert_eq!(limited_calls(), 1, "retried inside Retry-After");
+    app.clock.advance(1_000);
+    pass(1).await;
+    assert_eq!(standin.messages_in("C0LIMITED").len(), 1);
+}
