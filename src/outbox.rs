@@ -95,8 +95,12 @@ pub async fn deliver_due_leased(
             Err(e) => {
                 blocked.insert(row.channel.clone());
                 let next = match &e {
-                    DeliveryError::RateLimited(after) => now + after.as_millis() as i64,
-                    DeliveryError::Transient(_) => now + backoff(row.attempts).as_millis() as i64,
+                    DeliveryError::RateLimited(after) => {
+                        core.clock.now_ms() + after.as_millis() as i64
+                    }
+                    DeliveryError::Transient(_) => {
+                        core.clock.now_ms() + backoff(row.attempts).as_millis() as i64
+                    }
                     DeliveryError::Permanent(_) => i64::MAX,
                 };
                 tracing::warn!(outbox = row.id, platform = %row.platform, channel = %row.channel, error = %e, "chat delivery failed");

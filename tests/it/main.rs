@@ -28,6 +28,7 @@ mod restore_kill;
 mod runbook;
 mod slack_adapter;
 mod slack_manifest;
+mod slack_outages;
 mod slack_standin;
 mod sqlscan;
 mod store_open;
