@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use crate::adapters::{Adapter, DeliveryError, Inbound, Outbound, Submitted};
+use crate::adapters::{Adapter, DeliveryError, Handled, Inbound, Outbound};
 use crate::core::event::{InboundEvent, Platform};
 use crate::core::reply::Reply;
 
@@ -64,15 +64,9 @@ impl MemoryAdapter {
         })
     }
 
-    /// Hands `ev` to the dispatcher and waits until it is handled (false for a duplicate).
-    pub async fn push(&self, inbound: &Inbound, ev: InboundEvent) -> anyhow::Result<bool> {
-        match inbound.submit(ev).await? {
-            Submitted::Duplicate => Ok(false),
-            Submitted::Accepted(done) => {
-                done.await?;
-                Ok(true)
-            }
-        }
+    /// Hands `ev` to the dispatcher and waits until it is handled.
+    pub async fn push(&self, inbound: &Inbound, ev: InboundEvent) -> anyhow::Result<Handled> {
+        Ok(inbound.submit(ev).0.await?)
     }
 
     /// The oldest thing said that was not popped yet.

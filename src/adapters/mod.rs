@@ -2,9 +2,9 @@
 //! one contract, after errbot's backend contract:
 //!
 //! - **inbound**: it verifies a platform payload (signature, replay window), turns it into a
-//!   neutral [`InboundEvent`] and hands it to [`Inbound::submit`], which does the dedupe insert
-//!   and starts the dispatcher in its own task, then returns at once so the adapter acks the
-//!   platform before any other I/O ("ack first");
+//!   neutral [`InboundEvent`] and hands it to [`Inbound::submit`], which starts a task that
+//!   records the delivery id (dedupe) and then dispatches, and returns at once, so the adapter
+//!   acks the platform before any I/O ("ack first");
 //! - **outbound** ([`Outbound`]): post to a channel, edit a message, an ephemeral message to one
 //!   person, and a reply through the platform's response handle of an event; cards and reports
 //!   are rendered natively where the platform can, as [`Reply::to_text`] elsewhere;
@@ -107,15 +107,22 @@ pub trait Adapter: Outbound {
     fn outbound(self: Arc<Self>) -> Arc<dyn Outbound>;
 }
 
-/// The result of [`Inbound::submit`].
-#[derive(Debug)]
-pub enum Submitted {
-    /// The same delivery was handled before; nothing was started.
+/// What became of a submitted event (the value of [`Submitted`]'s task).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// First delivery: dispatched (its answer went to the sender, its cards to the outbox).
+    Dispatched,
+    /// The same delivery was handled before; nothing was done.
     Duplicate,
-    /// The dispatcher runs in this task; adapters that must ack within a deadline drop it, the
-    /// shell awaits it.
-    Accepted(tokio::task::JoinHandle<()>),
+    /// The delivery id could not be recorded (the store failed); nothing was done and the
+    /// sender was told so.
+    NotRecorded,
 }
+
+/// The task handling a submitted event: adapters that must ack within a deadline drop it, the
+/// shell and tests await it.
+#[derive(Debug)]
+pub struct Submitted(pub tokio::task::JoinHandle<Handled>);
 
 /// A delivery id waiting for the dedupe batch, with where to send the answer.
 type DedupeJob = (InboundEvent, oneshot::Sender<Result<bool, String>>);
@@ -192,30 +199,22 @@ impl Inbound {
         &self.core
     }
 
-    /// Records the delivery id (the only I/O before the ack) and, the first time, starts the
-    /// dispatcher on `ev` in its own task. Returns at once.
-    pub async fn submit(&self, ev: InboundEvent) -> anyhow::Result<Submitted> {
-        let (answer, first) = oneshot::channel();
-        self.dedupe
-            .send((ev.clone(), answer))
-            .map_err(|_| anyhow::anyhow!("the dedupe task stopped"))?;
-        let first = first
-            .await
-            .map_err(|_| anyhow::anyhow!("the dedupe task stopped"))?
-            .map_err(|e| anyhow::anyhow!("recording the delivery failed: {e}"))?;
-        if !first {
-            tracing::info!(delivery = %ev.delivery_id, "duplicate delivery ignored");
-            return Ok(Submitted::Duplicate);
-        }
+    /// Starts handling `ev` in its own task and returns at once, without any I/O, so the
+    /// adapter can ack right away. The task records the delivery id (group-committed with the
+    /// other events of a burst) and dispatches only a first delivery: the same delivery handled
+    /// twice acts once. Recording before the ack would put the ack behind the store's writes
+    /// (on SQLite every audit event of earlier commands holds the one writer lock).
+    pub fn submit(&self, ev: InboundEvent) -> Submitted {
         let core = self.core.clone();
         let out = self
             .outs
             .iter()
             .find(|o| o.platform() == ev.channel.platform)
             .cloned();
+        let dedupe = self.dedupe.clone();
         let running = self.running.clone();
         running.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Ok(Submitted::Accepted(tokio::spawn(async move {
+        Submitted(tokio::spawn(async move {
             // Counted down even if the dispatcher panics.
             struct Done(Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>);
             impl Drop for Done {
@@ -226,10 +225,35 @@ impl Inbound {
             }
             let _done = Done(running);
             let responder = EventResponder { ev: &ev, out };
-            core.dispatch(ev.clone(), &responder).await;
-        })))
+            let (answer, first) = oneshot::channel();
+            let first = match dedupe.send((ev.clone(), answer)) {
+                Ok(()) => first
+                    .await
+                    .unwrap_or_else(|_| Err("the dedupe task stopped".into())),
+                Err(_) => Err("the dedupe task stopped".into()),
+            };
+            match first {
+                Ok(true) => {
+                    core.dispatch(ev.clone(), &responder).await;
+                    Handled::Dispatched
+                }
+                Ok(false) => {
+                    tracing::info!(delivery = %ev.delivery_id, "duplicate delivery ignored");
+                    Handled::Duplicate
+                }
+                Err(e) => {
+                    tracing::error!(delivery = %ev.delivery_id, error = %e, "recording a delivery failed");
+                    let _ = responder.respond(Reply::ephemeral(NOT_RECORDED)).await;
+                    Handled::NotRecorded
+                }
+            }
+        }))
     }
 }
+
+/// What the sender is told when the delivery could not be recorded.
+pub const NOT_RECORDED: &str =
+    "dualkey could not record this request (its state store failed); nothing was done. Try again in a moment.";
 
 /// Answers one event through its platform's [`Outbound::respond`]; a failure is logged (the
 /// state change and its audit event are already committed).

@@ -21,7 +21,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
 use crate::core::operation::OperationState;
 
-use crate::adapters::{Adapter, DeliveryError, Inbound, Outbound, Submitted};
+use crate::adapters::{Adapter, DeliveryError, Inbound, Outbound};
 use crate::core::dispatch::Core;
 use crate::core::event::{Actor, ChannelRef, EventKind, InboundEvent, Platform};
 use crate::core::reply::Reply;
@@ -220,9 +220,7 @@ pub async fn run<R: AsyncBufRead + Unpin>(
         );
         // The same contract as every adapter; the shell has no deadline, so it waits for the
         // answer and prints the cards it queued before reading the next line.
-        if let Submitted::Accepted(done) = inbound.submit(ev).await? {
-            done.await?;
-        }
+        inbound.submit(ev).0.await?;
         crate::outbox::deliver_due(&core, &out).await?;
     }
     // End of input: wait for the work the input started, and for its updates to print.

@@ -534,7 +534,7 @@ impl Core {
         who: &Operator,
         kind: OperationKind,
         env: &str,
-        _out: &dyn Responder,
+        out: &dyn Responder,
     ) -> anyhow::Result<()> {
         let plan = match self.facts.plan(self, &kind, env).await {
             Ok(p) => p,
@@ -598,6 +598,15 @@ impl Core {
                 &card,
             )
             .await?;
+            // The requester hears back even where the card cannot be posted (a channel the
+            // bot was not invited to).
+            out.respond(Reply::ephemeral(format!(
+                "Request {id} recorded: {}. It needs {} approval(s) from someone other than you within {}; the card with the buttons goes to this channel and the approvals channel.",
+                plan.summary,
+                row.required_votes,
+                crate::config::format_duration(self.settings.approvals.ttl.0)
+            )))
+            .await?;
         } else {
             let op = OperationRow::queued(&row, false, now);
             tx.insert_operation(&op).await?;
@@ -610,6 +619,11 @@ impl Core {
                 std::slice::from_ref(&ev.channel),
                 &card,
             )
+            .await?;
+            out.respond(Reply::ephemeral(format!(
+                "Operation {} queued: {} (no approval needed).",
+                op.id, plan.summary
+            )))
             .await?;
             self.worker_wake.notify_one();
         }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dualkey::adapters::memory::{MemoryAdapter, Said};
-use dualkey::adapters::{Inbound, Outbound, Submitted};
+use dualkey::adapters::{Handled, Inbound, Outbound};
 use dualkey::core::dispatch::{Core, Facts, ReportRequest};
 use dualkey::core::event::{ChannelRef, EventKind, InboundEvent, Platform};
 use dualkey::core::operation::{OperationKind, Plan};
@@ -66,20 +66,15 @@ async fn the_ack_comes_before_planning_and_the_card_after_it(b: Backend) {
     };
     let mem = MemoryAdapter::new(Platform::Slack);
     let inbound = Inbound::new(core.clone(), vec![mem.clone() as Arc<dyn Outbound>]);
-    let submitted = tokio::time::timeout(
-        std::time::Duration::from_secs(3),
-        inbound.submit(event("trigger-1", "slack:U0ALICE", "app stop")),
-    )
-    .await
-    .expect("acked while planning is blocked")
-    .unwrap();
-    let Submitted::Accepted(done) = submitted else {
-        panic!("a first delivery is accepted")
-    };
+    // `submit` is not async: the adapter acks as soon as it returns.
+    let done = inbound
+        .submit(event("trigger-1", "slack:U0ALICE", "app stop"))
+        .0;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(!done.is_finished(), "planning has not run yet");
     assert!(core.store.list_requests(None, 5).await.unwrap().is_empty());
     gate.add_permits(1);
-    done.await.unwrap();
+    assert_eq!(done.await.unwrap(), Handled::Dispatched);
     assert_eq!(core.store.list_requests(None, 5).await.unwrap().len(), 1);
     dualkey::outbox::deliver_due(&core, mem.as_ref())
         .await
@@ -104,18 +99,16 @@ async fn a_burst_of_redelivered_events_acts_once_each(b: Backend) {
     for i in 0..40 {
         for _copy in 0..2 {
             let inbound = inbound.clone();
-            tasks.push(tokio::spawn(async move {
+            tasks.push(
                 inbound
                     .submit(event(&format!("trigger-{i}"), "slack:U0CAROL", "help"))
-                    .await
-                    .unwrap()
-            }));
+                    .0,
+            );
         }
     }
     let mut accepted = 0;
     for t in tasks {
-        if let Submitted::Accepted(done) = t.await.unwrap() {
-            done.await.unwrap();
+        if t.await.unwrap() == Handled::Dispatched {
             accepted += 1;
         }
     }
@@ -144,10 +137,7 @@ async fn drain_waits_for_acked_events_still_being_handled(b: Backend) {
     ));
     let mem = MemoryAdapter::new(Platform::Slack);
     let inbound = Inbound::new(core.clone(), vec![mem.clone() as Arc<dyn Outbound>]);
-    inbound
-        .submit(event("trigger-d", "slack:U0ALICE", "app stop"))
-        .await
-        .unwrap();
+    drop(inbound.submit(event("trigger-d", "slack:U0ALICE", "app stop")));
     assert!(
         !inbound.drain(std::time::Duration::from_millis(200)).await,
         "still planning"
@@ -157,3 +147,51 @@ async fn drain_waits_for_acked_events_still_being_handled(b: Backend) {
     assert_eq!(core.store.list_requests(None, 5).await.unwrap().len(), 1);
 }
 both_backends!(drain_waits_for_acked_events_still_being_handled);
+
+/// A delivery the store cannot record is not dispatched, and the sender is told.
+async fn a_delivery_the_store_cannot_record_runs_nothing_and_says_so(b: Backend) {
+    let app = spawn_app(b, 1, 0).await;
+    let mem = MemoryAdapter::new(Platform::Slack);
+    let inbound = Inbound::new(app.core.clone(), vec![mem.clone() as Arc<dyn Outbound>]);
+    // The dedupe table is gone: recording any delivery fails.
+    match b {
+        Backend::Sqlite => {
+            let url = app.core.settings.store.url.clone();
+            use sqlx::Connection;
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query("DROP TABLE dedupe")
+                .execute(&mut c)
+                .await
+                .unwrap();
+        }
+        Backend::Postgres => {
+            use sqlx::Connection;
+            let url = app.db.as_ref().unwrap().url.clone();
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query("DROP TABLE dedupe")
+                .execute(&mut c)
+                .await
+                .unwrap();
+        }
+    }
+    let handled = mem
+        .push(&inbound, event("trigger-x", "slack:U0ALICE", "app stop"))
+        .await
+        .unwrap();
+    assert_eq!(handled, Handled::NotRecorded);
+    assert!(app
+        .core
+        .store
+        .list_requests(None, 5)
+        .await
+        .unwrap()
+        .is_empty());
+    let said = mem.drain();
+    assert!(
+        said.iter()
+            .any(|s| matches!(s, Said::Ephemeral { user, reply, .. }
+            if user == "U0ALICE" && reply.to_text().contains("could not record"))),
+        "{said:#?}"
+    );
+}
+both_backends!(a_delivery_the_store_cannot_record_runs_nothing_and_says_so);

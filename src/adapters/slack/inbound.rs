@@ -18,7 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 use slack_morphism::prelude::*;
 
-use crate::adapters::{Inbound, Submitted};
+use crate::adapters::Inbound;
 use crate::core::event::{Actor, ChannelRef, EventKind, InboundEvent, Platform};
 
 /// The largest request body the HTTP endpoints read (Slack's payloads are a few KiB).
@@ -107,8 +107,9 @@ fn ephemeral_ack(text: String) -> SlackCommandEventResponse {
         .with_response_type(SlackMessageResponseType::Ephemeral)
 }
 
-/// Records a slash command and starts its work; returns the ack: the "on it" line (a duplicate
-/// gets the same), or an ephemeral error when the delivery could not be recorded.
+/// Starts a slash command's work and returns the ack, the "on it" line, without any I/O (a
+/// duplicate gets the same ack and acts no further; a delivery the store cannot record is
+/// answered through the response URL).
 pub async fn accept_command(
     inbound: &Inbound,
     ev: &SlackCommandEvent,
@@ -118,23 +119,13 @@ pub async fn accept_command(
         EventKind::Command { text } => text.clone(),
         EventKind::Action { .. } => String::new(),
     };
-    match inbound.submit(event).await {
-        Ok(Submitted::Accepted(_)) | Ok(Submitted::Duplicate) => {
-            ephemeral_ack(on_it(ev.command.value(), &text))
-        }
-        Err(e) => {
-            tracing::error!(
-                error = format!("{e:#}"),
-                "slack: recording a command failed"
-            );
-            ephemeral_ack(NOT_RECORDED.to_string())
-        }
-    }
+    drop(inbound.submit(event));
+    ephemeral_ack(on_it(ev.command.value(), &text))
 }
 
-/// Records a click and starts its work. Other interactions are acked and ignored (logged). A
-/// failure to record the click is logged; nothing was done, the card does not change and the
-/// person may click again.
+/// Starts a click's work. Other interactions are acked and ignored (logged). A click the store
+/// cannot record is answered through the response URL; nothing was done and the person may
+/// click again.
 pub async fn accept_interaction(inbound: &Inbound, ev: &SlackInteractionEvent) {
     let Some(event) = interaction_event(ev) else {
         tracing::info!(
@@ -143,9 +134,7 @@ pub async fn accept_interaction(inbound: &Inbound, ev: &SlackInteractionEvent) {
         );
         return;
     };
-    if let Err(e) = inbound.submit(event).await {
-        tracing::error!(error = format!("{e:#}"), "slack: recording a click failed");
-    }
+    drop(inbound.submit(event));
 }
 
 fn interaction_kind(ev: &SlackInteractionEvent) -> &'static str {
