@@ -187,6 +187,14 @@ async fn metrics(State(core): State<Arc<Core>>) -> impl IntoResponse {
             label(platform)
         );
     }
+    let _ = writeln!(out, "# HELP dualkey_signature_failures_total Chat requests refused for a bad, missing or stale signature since start.\n# TYPE dualkey_signature_failures_total counter");
+    for (platform, n) in crate::adapters::signature_failures() {
+        let _ = writeln!(
+            out,
+            "dualkey_signature_failures_total{{platform=\"{}\"}} {n}",
+            platform.as_str()
+        );
+    }
     let _ = writeln!(out, "# HELP dualkey_backups Backup catalog entries by environment and state.\n# TYPE dualkey_backups gauge");
     for (env, state, n) in &g.backups {
         let _ = writeln!(

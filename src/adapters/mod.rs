@@ -29,6 +29,45 @@ use crate::core::dispatch::{Core, Responder};
 use crate::core::event::{InboundEvent, Platform};
 use crate::core::reply::{Reply, Visibility};
 
+/// Requests refused for a bad, missing or stale signature since start, per platform (Slack,
+/// Discord); shown in `/metrics` as `dualkey_signature_failures_total`. They are logged and
+/// counted, not written to the audit trail: an unsigned request must change nothing, and anyone
+/// on the internet can send them.
+static SIGNATURE_FAILURES: [std::sync::atomic::AtomicU64; 2] = [
+    std::sync::atomic::AtomicU64::new(0),
+    std::sync::atomic::AtomicU64::new(0),
+];
+
+fn platform_slot(p: Platform) -> Option<usize> {
+    match p {
+        Platform::Slack => Some(0),
+        Platform::Discord => Some(1),
+        Platform::Shell => None,
+    }
+}
+
+/// Counts a request refused for its signature.
+pub fn count_signature_failure(p: Platform) {
+    if let Some(i) = platform_slot(p) {
+        SIGNATURE_FAILURES[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Requests refused for their signature since start: `(platform, count)`.
+pub fn signature_failures() -> Vec<(Platform, u64)> {
+    [Platform::Slack, Platform::Discord]
+        .into_iter()
+        .filter_map(|p| {
+            platform_slot(p).map(|i| {
+                (
+                    p,
+                    SIGNATURE_FAILURES[i].load(std::sync::atomic::Ordering::Relaxed),
+                )
+            })
+        })
+        .collect()
+}
+
 /// Why a delivery failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {

@@ -230,7 +230,10 @@ fn signed(st: &HttpState, headers: &HeaderMap, body: &[u8]) -> bool {
         body,
         now_secs(),
     )
-    .map_err(|e| tracing::warn!(reason = %e, "slack: request refused (signature)"))
+    .map_err(|e| {
+        crate::adapters::count_signature_failure(crate::core::event::Platform::Slack);
+        tracing::warn!(reason = %e, "slack: request refused (signature)")
+    })
     .is_ok()
 }
 
