@@ -70,6 +70,20 @@ async fn check_request_cards(
     (id, ts)
 }
 
+/// Alice's click on her own request was refused: answered only to her through the click's
+/// `response_url` (hook `click-alice`), and no vote stored. Returns that answer.
+async fn check_self_vote_refused(standin: &SlackStandin, run: &Running, id: &str) -> Value {
+    let hook = response_to(standin, "click-alice").await;
+    assert_eq!(hook.body["response_type"], "ephemeral", "{:?}", hook.body);
+    assert!(
+        text_of(&hook.body).contains("Vote not counted"),
+        "{:?}",
+        hook.body
+    );
+    assert!(run.core.store.votes(id).await.unwrap().is_empty());
+    hook.body
+}
+
 /// After the approval: the card in C0APPROVALS is updated in place until it shows succeeded,
 /// and the audit channel carries the audit trail in order.
 async fn check_success_and_audit(standin: &SlackStandin, run: &Running, card_ts: &str) {
@@ -211,35 +225,15 @@ async fn http_mode_command_card_refused_self_vote_approval_and_audit() {
 
     // Alice clicks approve on her own request: refused through the response_url, no vote.
     let approve = format!("approve:{id}");
-    let alice = click(
-        &standin,
-        &approve,
-        "U0ALICE",
-        &card_ts,
-        "1700000100.000001",
-        "click-alice",
-    );
+    let vote = |user, action_ts, hook| click(&standin, &approve, user, &card_ts, action_ts, hook);
+    let alice = vote("U0ALICE", "1700000100.000001", "click-alice");
     let (ack, _) = run.click_ack(&alice).await;
     assert_eq!(ack, "");
-    let hook = response_to(&standin, "click-alice").await;
-    assert_eq!(hook.body["response_type"], "ephemeral", "{:?}", hook.body);
-    assert_eq!(hook.body["replace_original"], false);
-    assert!(
-        text_of(&hook.body).contains("Vote not counted"),
-        "{:?}",
-        hook.body
-    );
-    assert!(run.core.store.votes(&id).await.unwrap().is_empty());
+    let answer = check_self_vote_refused(&standin, &run, &id).await;
+    assert_eq!(answer["replace_original"], false);
 
     // Bob approves.
-    let bob = click(
-        &standin,
-        &approve,
-        "U0BOB",
-        &card_ts,
-        "1700000101.000001",
-        "click-bob",
-    );
+    let bob = vote("U0BOB", "1700000101.000001", "click-bob");
     run.click_payload(&bob).await;
     check_success_and_audit(&standin, &run, &card_ts).await;
     assert_eq!(run.core.store.votes(&id).await.unwrap().len(), 1);
@@ -289,35 +283,15 @@ async fn socket_mode_command_redelivery_refusal_approval_and_audit() {
 
     // Alice's own click is refused through the response_url.
     let approve = format!("approve:{id}");
-    let alice = click(
-        &standin,
-        &approve,
-        "U0ALICE",
-        &card_ts,
-        "1700000200.000001",
-        "click-alice",
-    );
+    let vote = |user, action_ts, hook| click(&standin, &approve, user, &card_ts, action_ts, hook);
+    let alice = vote("U0ALICE", "1700000200.000001", "click-alice");
     let env = standin.send_block_action(alice).await;
     let (ack, _) = standin.wait_ack(&env, WAIT).await.expect("click acked");
     assert_eq!(ack, json!({"envelope_id": env}));
-    let hook = response_to(&standin, "click-alice").await;
-    assert_eq!(hook.body["response_type"], "ephemeral");
-    assert!(
-        text_of(&hook.body).contains("Vote not counted"),
-        "{:?}",
-        hook.body
-    );
-    assert!(run.core.store.votes(&id).await.unwrap().is_empty());
+    check_self_vote_refused(&standin, &run, &id).await;
 
     // Bob approves; a redelivery of his click counts once.
-    let bob = click(
-        &standin,
-        &approve,
-        "U0BOB",
-        &card_ts,
-        "1700000201.000001",
-        "click-bob",
-    );
+    let bob = vote("U0BOB", "1700000201.000001", "click-bob");
     let env = standin.send_block_action(bob).await;
     standin.redeliver(&env).await;
     assert!(standin.wait_acks(&env, 2, WAIT).await);

@@ -78,6 +78,12 @@ impl Running {
         std::fs::read_to_string(self.dir.path().join("marker.log")).unwrap_or_default()
     }
 
+    /// Waits until the marker file has a line containing `line` (an app command ran); fails
+    /// the test naming `what` after [`WAIT`].
+    pub async fn wait_marker(&self, line: &str, what: &str) {
+        eventually(what, WAIT, || self.marker().contains(line)).await;
+    }
+
     /// Waits until the worker runs an operation; fails the test after [`WAIT`].
     pub async fn wait_busy(&self) {
         let deadline = Instant::now() + WAIT;

@@ -68,7 +68,7 @@ async fn during_a_slack_outage_audit_lines_arrive_once_in_order_and_stacked_card
         "bob",
     );
     assert_in_time("Bob's click", run.click_payload(&approve).await);
-    eventually("the operation ran", WAIT, || run.marker().contains("stop")).await;
+    run.wait_marker("stop", "the operation ran").await;
     let card_posted_before_the_end = !standin.messages_in("C0APPROVALS").is_empty();
 
     // Slack recovers: the card ends showing the final state, edited in place.
@@ -269,10 +269,7 @@ async fn while_a_slow_operation_runs_every_http_command_and_click_is_acked_withi
         },
     )
     .await;
-    eventually("the slow operation finishes", WAIT, || {
-        run.marker().contains("stop")
-    })
-    .await;
+    run.wait_marker("stop", "the slow operation finishes").await;
     eprintln!(
         "slow op over HTTP: acks {:?}; test {:?}",
         acks.iter().map(|(_, d)| *d).max(),
@@ -354,10 +351,7 @@ async fn while_a_slow_operation_runs_every_socket_mode_command_and_click_is_acke
         standin.messages_in("C0APPROVALS").len() >= 2
     })
     .await;
-    eventually("the slow operation finishes", WAIT, || {
-        run.marker().contains("stop")
-    })
-    .await;
+    run.wait_marker("stop", "the slow operation finishes").await;
     eprintln!(
         "slow op over Socket Mode: worst ack {worst:?}; test {:?}",
         t0.elapsed()
@@ -510,7 +504,7 @@ async fn the_same_command_or_click_delivered_twice_over_http_acts_once() {
     );
     assert_in_time("the click", run.click_payload(&approve).await);
     assert_in_time("its redelivery", run.click_payload(&approve).await);
-    eventually("the operation ran", WAIT, || run.marker().contains("stop")).await;
+    run.wait_marker("stop", "the operation ran").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     assert_eq!(run.requests().await.len(), 1, "one request");
