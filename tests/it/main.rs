@@ -27,6 +27,7 @@ mod prisma_status;
 mod restore_kill;
 mod runbook;
 mod slack_adapter;
+mod slack_harness;
 mod slack_manifest;
 mod slack_outages;
 mod slack_standin;

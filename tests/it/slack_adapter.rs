@@ -2,138 +2,21 @@
 //! HTTP server) with `[slack]` pointed at the stand-in Slack, driven over real HTTP (signed
 //! slash commands and clicks) and the Socket Mode websocket.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dualkey::adapters::slack::render;
 use dualkey::adapters::slack::SlackAdapter;
-use dualkey::config::Settings;
-use dualkey::core::dispatch::Core;
 use dualkey::core::reply::{Card, Reply, Style};
-use dualkey::startup::Application;
 use serde_json::{json, Value};
 
-use crate::slack_standin::{
-    block_action, block_action_form, form_encode, now_timestamp, post_signed, post_signed_with,
-    sign, slash_command_fields, slash_command_form, SlackStandin,
+use crate::slack_harness::{
+    audit_lines, click, db_command, eventually, response_to, start, text_of, Running, FORM, SECRET,
+    WAIT,
 };
-use crate::support::test_config;
-
-const FORM: &str = "application/x-www-form-urlencoded";
-const WAIT: Duration = Duration::from_secs(8);
-const SECRET: &str = "standin-signing-secret-0123";
-
-/// A running dualkey talking to a stand-in Slack.
-struct Running {
-    core: Arc<Core>,
-    /// `http://127.0.0.1:PORT` of dualkey's own server.
-    base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    /// The SQLite store file.
-    db_path: std::path::PathBuf,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Running {
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(10), t)
-                .await
-                .expect("dualkey stopped in time")
-                .expect("run task")
-                .expect("run_until_stopped");
-        }
-    }
-
-    async fn requests(&self) -> Vec<dualkey::store::RequestRow> {
-        self.core.store.list_requests(None, 100).await.unwrap()
-    }
-
-    async fn audit(&self) -> Vec<dualkey::core::audit::AuditRecord> {
-        self.core.store.audit_tail(1000).await.unwrap()
-    }
-}
-
-/// The `[slack]` section for `mode`, with env var names unique to `tag` (set here).
-fn slack_section(standin: &SlackStandin, mode: &str, tag: &str) -> String {
-    let bot = format!("DK_SLACK_{tag}_BOT");
-    let app = format!("DK_SLACK_{tag}_APP");
-    let sign = format!("DK_SLACK_{tag}_SIGN");
-    std::env::set_var(&bot, "xoxb-standin-bot");
-    std::env::set_var(&app, "xapp-1-standin");
-    std::env::set_var(&sign, SECRET);
-    format!(
-        r#"
-[slack]
-enabled = true
-mode = "{mode}"
-api_base_url = "{api}"
-bot_token_env = "{bot}"
-app_token_env = "{app}"
-signing_secret_env = "{sign}"
-approvals_channel = "C0APPROVALS"
-audit_channel = "C0AUDIT"
-"#,
-        api = standin.api_url()
-    )
-}
-
-fn settings(standin: &SlackStandin, mode: &str, tag: &str, dir: &std::path::Path) -> Settings {
-    let url = format!("sqlite://{}/state/dualkey.db", dir.display());
-    let mut text = test_config(&url, &dir.join("marker.log"), 1, 0);
-    text.push_str(&slack_section(standin, mode, tag));
-    Settings::from_toml(&text, std::path::Path::new("test.toml")).expect("valid test config")
-}
-
-async fn start(standin: &SlackStandin, mode: &str, tag: &str) -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = settings(standin, mode, tag, dir.path());
-    let app = Application::build(settings).await.expect("build the app");
-    let core = app.core();
-    let adapters = app.chat_adapters().expect("the Slack adapter builds");
-    assert_eq!(adapters.len(), 1);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        app.run_until_stopped(adapters, Some(listener), async move {
-            let _ = rx.await;
-        })
-        .await
-    });
-    Running {
-        core,
-        base,
-        db_path: dir.path().join("state/dualkey.db"),
-        stop: Some(tx),
-        task: Some(task),
-        _dir: dir,
-    }
-}
-
-/// Polls `cond` every 20 ms until it holds or `WAIT` passes.
-async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A message's `text` as Slack shows it: dualkey escapes `&`, `<` and `>` (Slack's rule for
-/// message text), so a name like `<!channel>` pings nobody.
-fn text_of(body: &Value) -> String {
-    body["text"]
-        .as_str()
-        .unwrap_or_default()
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
+use crate::slack_standin::{
+    block_action_form, form_encode, now_timestamp, post_signed, post_signed_with, sign,
+    SlackStandin,
+};
 
 /// Whether the renderer produces Block Kit for cards (the placeholder renders text only);
 /// when it does, every posted card must carry its blocks.
@@ -157,6 +40,7 @@ async fn check_request_cards(
 ) -> (String, String) {
     eventually(
         "the card in the command's channel and in C0APPROVALS",
+        WAIT,
         || {
             first_message(standin, origin).is_some()
                 && first_message(standin, "C0APPROVALS").is_some()
@@ -186,10 +70,24 @@ async fn check_request_cards(
     (id, ts)
 }
 
+/// Alice's click on her own request was refused: answered only to her through the click's
+/// `response_url` (hook `click-alice`), and no vote stored. Returns that answer.
+async fn check_self_vote_refused(standin: &SlackStandin, run: &Running, id: &str) -> Value {
+    let hook = response_to(standin, "click-alice").await;
+    assert_eq!(hook.body["response_type"], "ephemeral", "{:?}", hook.body);
+    assert!(
+        text_of(&hook.body).contains("Vote not counted"),
+        "{:?}",
+        hook.body
+    );
+    assert!(run.core.store.votes(id).await.unwrap().is_empty());
+    hook.body
+}
+
 /// After the approval: the card in C0APPROVALS is updated in place until it shows succeeded,
 /// and the audit channel carries the audit trail in order.
 async fn check_success_and_audit(standin: &SlackStandin, run: &Running, card_ts: &str) {
-    eventually("the card shows succeeded", || {
+    eventually("the card shows succeeded", WAIT, || {
         standin
             .message("C0APPROVALS", card_ts)
             .is_some_and(|b| text_of(&b).contains("succeeded"))
@@ -209,15 +107,11 @@ async fn check_success_and_audit(standin: &SlackStandin, run: &Running, card_ts:
     let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
     assert!(actions.contains(&"request.created"), "{actions:?}");
     assert!(actions.contains(&"vote.refused"), "{actions:?}");
-    eventually("every audit line in C0AUDIT", || {
+    eventually("every audit line in C0AUDIT", WAIT, || {
         standin.messages_in("C0AUDIT").len() > records.len()
     })
     .await;
-    let lines: Vec<String> = standin
-        .messages_in("C0AUDIT")
-        .iter()
-        .map(|(_, b)| text_of(b))
-        .collect();
+    let lines = audit_lines(standin);
     assert!(lines[0].starts_with("audit head seq="), "{lines:?}");
     for (i, rec) in records.iter().enumerate() {
         assert_eq!(lines[i + 1], rec.render(), "audit line {i} in order");
@@ -263,17 +157,10 @@ fn a_missing_token_is_an_error_naming_its_variable() {
 #[tokio::test]
 async fn http_mode_refuses_unsigned_forged_and_stale_requests_and_stores_nothing() {
     let standin = SlackStandin::start().await;
-    let run = start(&standin, "http", "REFUSE").await;
-    let url = format!("{}/slack/commands", run.base);
+    let run = start(&standin, "http", "REFUSE", |t| t).await;
+    let url = run.commands_url();
     let audit_before = run.audit().await.len();
-    let body = slash_command_form(
-        "/db",
-        "app stop",
-        "U0ALICE",
-        "C0OPS",
-        "11.22.33",
-        &standin.response_url("c"),
-    );
+    let body = form_encode(&db_command(&standin, "U0ALICE", "app stop", "11.22.33"));
 
     // Wrong secret.
     let r = post_signed(&url, "not-the-secret", &body, FORM).await;
@@ -296,20 +183,11 @@ async fn http_mode_refuses_unsigned_forged_and_stale_requests_and_stores_nothing
     let r = post_signed_with(&url, &body, FORM, &old, &sign(SECRET, &old, &body)).await;
     assert_eq!(r.status(), 401);
     // A forged click.
-    let click = block_action(
-        "approve:r1",
-        "",
-        "U0BOB",
-        "C0OPS",
-        "1.1",
-        "2.2",
-        &standin.response_url("i"),
-        "3.3",
-    );
+    let forged = click(&standin, "approve:r1", "U0BOB", "1.1", "2.2", "i");
     let r = post_signed(
-        &format!("{}/slack/interactions", run.base),
+        &run.interactions_url(),
         "nope",
-        &block_action_form(&click),
+        &block_action_form(&forged),
         FORM,
     )
     .await;
@@ -317,13 +195,7 @@ async fn http_mode_refuses_unsigned_forged_and_stale_requests_and_stores_nothing
     // Signed but malformed: 400.
     let r = post_signed(&url, SECRET, "text=only", FORM).await;
     assert_eq!(r.status(), 400);
-    let r = post_signed(
-        &format!("{}/slack/interactions", run.base),
-        SECRET,
-        "payload=%7Bnot-json",
-        FORM,
-    )
-    .await;
+    let r = post_signed(&run.interactions_url(), SECRET, "payload=%7Bnot-json", FORM).await;
     assert_eq!(r.status(), 400);
     // Too large: 413.
     let big = form_encode(&[("text".to_string(), "x".repeat(70 * 1024))]);
@@ -340,21 +212,9 @@ async fn http_mode_refuses_unsigned_forged_and_stale_requests_and_stores_nothing
 #[tokio::test]
 async fn http_mode_command_card_refused_self_vote_approval_and_audit() {
     let standin = SlackStandin::start().await;
-    let run = start(&standin, "http", "FLOW").await;
+    let run = start(&standin, "http", "FLOW", |t| t).await;
 
-    let body = slash_command_form(
-        "/db",
-        "app stop",
-        "U0ALICE",
-        "C0OPS",
-        "100.200.cmd",
-        &standin.response_url("cmd-alice"),
-    );
-    let started = Instant::now();
-    let r = post_signed(&format!("{}/slack/commands", run.base), SECRET, &body, FORM).await;
-    let took = started.elapsed();
-    assert_eq!(r.status(), 200);
-    let ack: Value = r.json().await.unwrap();
+    let (ack, took) = run.command("U0ALICE", "app stop", "100.200.cmd").await;
     assert_eq!(
         ack,
         json!({"response_type": "ephemeral", "text": "On it: `/db app stop`"})
@@ -364,65 +224,17 @@ async fn http_mode_command_card_refused_self_vote_approval_and_audit() {
     let (id, card_ts) = check_request_cards(&standin, &run, "C0OPS").await;
 
     // Alice clicks approve on her own request: refused through the response_url, no vote.
-    let click = block_action(
-        &format!("approve:{id}"),
-        "",
-        "U0ALICE",
-        "C0APPROVALS",
-        &card_ts,
-        "1700000100.000001",
-        &standin.response_url("click-alice"),
-        "200.300.alice",
-    );
-    let r = post_signed(
-        &format!("{}/slack/interactions", run.base),
-        SECRET,
-        &block_action_form(&click),
-        FORM,
-    )
-    .await;
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.text().await.unwrap(), "");
-    eventually("the refusal through the response_url", || {
-        standin
-            .response_url_calls()
-            .iter()
-            .any(|h| h.name == "click-alice")
-    })
-    .await;
-    let hook = standin
-        .response_url_calls()
-        .into_iter()
-        .find(|h| h.name == "click-alice")
-        .unwrap();
-    assert_eq!(hook.body["response_type"], "ephemeral", "{:?}", hook.body);
-    assert_eq!(hook.body["replace_original"], false);
-    assert!(
-        text_of(&hook.body).contains("Vote not counted"),
-        "{:?}",
-        hook.body
-    );
-    assert!(run.core.store.votes(&id).await.unwrap().is_empty());
+    let approve = format!("approve:{id}");
+    let vote = |user, action_ts, hook| click(&standin, &approve, user, &card_ts, action_ts, hook);
+    let alice = vote("U0ALICE", "1700000100.000001", "click-alice");
+    let (ack, _) = run.click_ack(&alice).await;
+    assert_eq!(ack, "");
+    let answer = check_self_vote_refused(&standin, &run, &id).await;
+    assert_eq!(answer["replace_original"], false);
 
     // Bob approves.
-    let click = block_action(
-        &format!("approve:{id}"),
-        "",
-        "U0BOB",
-        "C0APPROVALS",
-        &card_ts,
-        "1700000101.000001",
-        &standin.response_url("click-bob"),
-        "200.300.bob",
-    );
-    let r = post_signed(
-        &format!("{}/slack/interactions", run.base),
-        SECRET,
-        &block_action_form(&click),
-        FORM,
-    )
-    .await;
-    assert_eq!(r.status(), 200);
+    let bob = vote("U0BOB", "1700000101.000001", "click-bob");
+    run.click_payload(&bob).await;
     check_success_and_audit(&standin, &run, &card_ts).await;
     assert_eq!(run.core.store.votes(&id).await.unwrap().len(), 1);
     run.stop().await;
@@ -431,7 +243,7 @@ async fn http_mode_command_card_refused_self_vote_approval_and_audit() {
 #[tokio::test]
 async fn socket_mode_command_redelivery_refusal_approval_and_audit() {
     let standin = SlackStandin::start().await;
-    let run = start(&standin, "socket", "SOCKET").await;
+    let run = start(&standin, "socket", "SOCKET", |t| t).await;
     assert!(
         standin.wait_connections(1, WAIT).await,
         "dualkey connected over Socket Mode"
@@ -441,15 +253,9 @@ async fn socket_mode_command_redelivery_refusal_approval_and_audit() {
         Some("xapp-1-standin")
     );
 
-    let fields = slash_command_fields(
-        "/db",
-        "app stop",
-        "U0ALICE",
-        "C0OPS",
-        "500.600.cmd",
-        &standin.response_url("cmd-alice"),
-    );
-    let cmd = standin.send_slash_command(&fields).await;
+    let cmd = standin
+        .send_slash_command(&db_command(&standin, "U0ALICE", "app stop", "500.600.cmd"))
+        .await;
     let (ack, took) = standin
         .wait_ack(&cmd, WAIT)
         .await
@@ -476,51 +282,17 @@ async fn socket_mode_command_redelivery_refusal_approval_and_audit() {
     assert_eq!(run.requests().await.len(), 1, "no second request");
 
     // Alice's own click is refused through the response_url.
-    let click = block_action(
-        &format!("approve:{id}"),
-        "",
-        "U0ALICE",
-        "C0APPROVALS",
-        &card_ts,
-        "1700000200.000001",
-        &standin.response_url("click-alice"),
-        "600.700.alice",
-    );
-    let env = standin.send_block_action(click).await;
+    let approve = format!("approve:{id}");
+    let vote = |user, action_ts, hook| click(&standin, &approve, user, &card_ts, action_ts, hook);
+    let alice = vote("U0ALICE", "1700000200.000001", "click-alice");
+    let env = standin.send_block_action(alice).await;
     let (ack, _) = standin.wait_ack(&env, WAIT).await.expect("click acked");
     assert_eq!(ack, json!({"envelope_id": env}));
-    eventually("the refusal through the response_url", || {
-        standin
-            .response_url_calls()
-            .iter()
-            .any(|h| h.name == "click-alice")
-    })
-    .await;
-    let hook = standin
-        .response_url_calls()
-        .into_iter()
-        .find(|h| h.name == "click-alice")
-        .unwrap();
-    assert_eq!(hook.body["response_type"], "ephemeral");
-    assert!(
-        text_of(&hook.body).contains("Vote not counted"),
-        "{:?}",
-        hook.body
-    );
-    assert!(run.core.store.votes(&id).await.unwrap().is_empty());
+    check_self_vote_refused(&standin, &run, &id).await;
 
     // Bob approves; a redelivery of his click counts once.
-    let click = block_action(
-        &format!("approve:{id}"),
-        "",
-        "U0BOB",
-        "C0APPROVALS",
-        &card_ts,
-        "1700000201.000001",
-        &standin.response_url("click-bob"),
-        "600.700.bob",
-    );
-    let env = standin.send_block_action(click).await;
+    let bob = vote("U0BOB", "1700000201.000001", "click-bob");
+    let env = standin.send_block_action(bob).await;
     standin.redeliver(&env).await;
     assert!(standin.wait_acks(&env, 2, WAIT).await);
     check_success_and_audit(&standin, &run, &card_ts).await;
@@ -676,7 +448,7 @@ async fn socket_mode_retries_when_the_first_connection_attempt_fails() {
         1,
         crate::slack_standin::Failure::ServerError,
     );
-    let run = start(&standin, "socket", "RETRY").await;
+    let run = start(&standin, "socket", "RETRY", |t| t).await;
     assert!(
         standin.wait_connections(1, Duration::from_secs(10)).await,
         "connected after a retry"
@@ -685,15 +457,9 @@ async fn socket_mode_retries_when_the_first_connection_attempt_fails() {
     assert!(opens.len() >= 2, "{} attempts", opens.len());
     assert!(opens[0].failure.is_some());
     // And it works.
-    let fields = slash_command_fields(
-        "/db",
-        "help",
-        "U0ALICE",
-        "C0OPS",
-        "9.9.9",
-        &standin.response_url("h"),
-    );
-    let cmd = standin.send_slash_command(&fields).await;
+    let cmd = standin
+        .send_slash_command(&db_command(&standin, "U0ALICE", "help", "9.9.9"))
+        .await;
     let (ack, _) = standin.wait_ack(&cmd, WAIT).await.expect("acked");
     assert_eq!(ack["payload"]["text"], "On it: `/db help`");
     run.stop().await;
@@ -703,33 +469,24 @@ async fn socket_mode_retries_when_the_first_connection_attempt_fails() {
 async fn when_the_store_cannot_record_a_command_the_person_is_told_and_nothing_runs() {
     use sqlx::Connection;
     let standin = SlackStandin::start().await;
-    let run = start(&standin, "http", "STOREDOWN").await;
+    let run = start(&standin, "http", "STOREDOWN", |t| t).await;
     // Break the store's dedupe table: recording a delivery now fails.
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", run.db_path.display()))
-        .await
-        .unwrap();
+    let mut conn =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", run.db_path().display()))
+            .await
+            .unwrap();
     sqlx::query("DROP TABLE dedupe")
         .execute(&mut conn)
         .await
         .unwrap();
     conn.close().await.unwrap();
 
-    let body = slash_command_form(
-        "/db",
-        "app stop",
-        "U0ALICE",
-        "C0OPS",
-        "7.7.7",
-        &standin.response_url("c"),
-    );
-    let r = tokio::time::timeout(
+    let (ack, _) = tokio::time::timeout(
         Duration::from_secs(5),
-        post_signed(&format!("{}/slack/commands", run.base), SECRET, &body, FORM),
+        run.command("U0ALICE", "app stop", "7.7.7"),
     )
     .await
     .expect("acked without hanging");
-    assert_eq!(r.status(), 200);
-    let ack: Value = r.json().await.unwrap();
     assert_eq!(ack["response_type"], "ephemeral");
     // The ack needs no I/O; the failure to record is told through the response URL.
     assert_eq!(text_of(&ack), "On it: `/db app stop`", "{ack}");

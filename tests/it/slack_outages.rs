@@ -6,219 +6,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dualkey::config::Settings;
-use dualkey::core::dispatch::Core;
-use dualkey::startup::Application;
-use serde_json::Value;
-
-use crate::slack_standin::{
-    block_action, block_action_form, post_signed, slash_command_fields, slash_command_form,
-    Failure, SlackStandin,
+use crate::slack_harness::{
+    audit_lines, click, db_command, eventually, nth_request, response_to, start, text_of, WAIT,
 };
-use crate::support::test_config;
+use crate::slack_standin::{form_encode, Failure, SlackStandin};
 
-const FORM: &str = "application/x-www-form-urlencoded";
-const SECRET: &str = "standin-signing-secret-outages";
 /// Slack's deadline for acking a command or a click.
 const ACK_DEADLINE: Duration = Duration::from_secs(3);
-const WAIT: Duration = Duration::from_secs(10);
 
-/// A running dualkey talking to a stand-in Slack.
-struct Running {
-    core: Arc<Core>,
-    /// `http://127.0.0.1:PORT` of dualkey's own server.
-    base: String,
-    /// The test's folder: the store, the marker file, the backup folder.
-    dir: tempfile::TempDir,
-    /// The stand-in's `response_url` base, `http://127.0.0.1:PORT/hooks`.
-    hooks: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Running {
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(15), t)
-                .await
-                .expect("dualkey stopped in time")
-                .expect("run task")
-                .expect("run_until_stopped");
-        }
-    }
-
-    async fn requests(&self) -> Vec<dualkey::store::RequestRow> {
-        self.core.store.list_requests(None, 100).await.unwrap()
-    }
-
-    async fn audit(&self) -> Vec<dualkey::core::audit::AuditRecord> {
-        self.core.store.audit_tail(1000).await.unwrap()
-    }
-
-    fn marker(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("marker.log")).unwrap_or_default()
-    }
-
-    /// Posts a signed slash command `/db TEXT`; returns the ack's JSON and how long it took.
-    async fn command(&self, user: &str, text: &str, trigger: &str) -> (Value, Duration) {
-        let body = slash_command_form(
-            "/db",
-            text,
-            user,
-            "C0OPS",
-            trigger,
-            &format!("{}/{trigger}", self.hooks),
-        );
-        self.command_body(&body).await
-    }
-
-    async fn command_body(&self, body: &str) -> (Value, Duration) {
-        let started = Instant::now();
-        let r = post_signed(&format!("{}/slack/commands", self.base), SECRET, body, FORM).await;
-        let status = r.status();
-        let ack: Value = r.json().await.expect("a JSON ack");
-        let took = started.elapsed();
-        assert_eq!(status, 200, "{ack}");
-        (ack, took)
-    }
-
-    /// Posts a signed click; returns how long the ack took.
-    async fn click_payload(&self, payload: &Value) -> Duration {
-        let started = Instant::now();
-        let r = post_signed(
-            &format!("{}/slack/interactions", self.base),
-            SECRET,
-            &block_action_form(payload),
-            FORM,
-        )
-        .await;
-        let status = r.status();
-        let _ = r.bytes().await;
-        let took = started.elapsed();
-        assert_eq!(status, 200);
-        took
-    }
-}
-
-/// A click on `action` (e.g. `approve:<id>`) by `user` on the card `ts` in C0APPROVALS; its
-/// `response_url` is the stand-in's hook `hook`.
-fn click(
-    standin: &SlackStandin,
-    action: &str,
-    user: &str,
-    ts: &str,
-    action_ts: &str,
-    hook: &str,
-) -> Value {
-    block_action(
-        action,
-        "",
-        user,
-        "C0APPROVALS",
-        ts,
-        action_ts,
-        &standin.response_url(hook),
-        &format!("{action_ts}.trigger"),
-    )
-}
-
-/// The `[slack]` section for `mode`, with env var names unique to `tag` (set here).
-fn slack_section(standin: &SlackStandin, mode: &str, tag: &str) -> String {
-    let bot = format!("DK_SLACKOUT_{tag}_BOT");
-    let app = format!("DK_SLACKOUT_{tag}_APP");
-    let sign = format!("DK_SLACKOUT_{tag}_SIGN");
-    std::env::set_var(&bot, "xoxb-standin-bot");
-    std::env::set_var(&app, "xapp-1-standin");
-    std::env::set_var(&sign, SECRET);
-    format!(
-        r#"
-[slack]
-enabled = true
-mode = "{mode}"
-api_base_url = "{api}"
-bot_token_env = "{bot}"
-app_token_env = "{app}"
-signing_secret_env = "{sign}"
-approvals_channel = "C0APPROVALS"
-audit_channel = "C0AUDIT"
-"#,
-        api = standin.api_url()
-    )
-}
-
-/// Starts dualkey (one approval needed) with `edit` applied to the config text; `{dir}` in the
-/// text is the test's folder.
-async fn start(
-    standin: &SlackStandin,
-    mode: &str,
-    tag: &str,
-    edit: impl Fn(String) -> String,
-) -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/state/dualkey.db", dir.path().display());
-    let mut text = edit(test_config(&url, &dir.path().join("marker.log"), 1, 0));
-    text.push_str(&slack_section(standin, mode, tag));
-    let text = text.replace("{dir}", &dir.path().display().to_string());
-    let settings =
-        Settings::from_toml(&text, std::path::Path::new("test.toml")).expect("valid test config");
-    let app = Application::build(settings).await.expect("build the app");
-    let core = app.core();
-    let adapters = app.chat_adapters().expect("the Slack adapter builds");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        app.run_until_stopped(adapters, Some(listener), async move {
-            let _ = rx.await;
-        })
-        .await
-    });
-    Running {
-        core,
-        base,
-        dir,
-        hooks: format!("{}/hooks", standin.base_url()),
-        stop: Some(tx),
-        task: Some(task),
-    }
-}
-
-/// Polls `cond` every 20 ms until it holds or `wait` passes.
-async fn eventually<F: FnMut() -> bool>(what: &str, wait: Duration, mut cond: F) {
-    let deadline = Instant::now() + wait;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The newest request, waiting for it to be recorded (`n` requests in all).
-async fn nth_request(run: &Running, n: usize) -> dualkey::store::RequestRow {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let reqs = run.requests().await;
-        if reqs.len() >= n {
-            assert_eq!(reqs.len(), n, "{reqs:?}");
-            return reqs.into_iter().max_by_key(|r| r.created_at).unwrap();
-        }
-        assert!(Instant::now() < deadline, "request {n} was not recorded");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A message's `text` as Slack shows it (dualkey escapes `&`, `<` and `>` in message text).
-fn text_of(body: &Value) -> String {
-    body["text"]
-        .as_str()
-        .unwrap_or_default()
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
+/// Fails the test unless `took` is within Slack's ack deadline.
 fn assert_in_time(what: &str, took: Duration) {
     assert!(
         took < ACK_DEADLINE,
@@ -261,13 +57,8 @@ async fn during_a_slack_outage_audit_lines_arrive_once_in_order_and_stacked_card
         "alice",
     );
     assert_in_time("Alice's click", run.click_payload(&self_vote).await);
-    eventually("Alice's vote is refused", WAIT, || {
-        standin
-            .response_url_calls()
-            .iter()
-            .any(|h| h.name == "alice")
-    })
-    .await;
+    // Alice's vote is refused.
+    response_to(&standin, "alice").await;
     let approve = click(
         &standin,
         &format!("approve:{id}"),
@@ -277,7 +68,7 @@ async fn during_a_slack_outage_audit_lines_arrive_once_in_order_and_stacked_card
         "bob",
     );
     assert_in_time("Bob's click", run.click_payload(&approve).await);
-    eventually("the operation ran", WAIT, || run.marker().contains("stop")).await;
+    run.wait_marker("stop", "the operation ran").await;
     let card_posted_before_the_end = !standin.messages_in("C0APPROVALS").is_empty();
 
     // Slack recovers: the card ends showing the final state, edited in place.
@@ -297,11 +88,8 @@ async fn during_a_slack_outage_audit_lines_arrive_once_in_order_and_stacked_card
     let records = loop {
         let records = run.audit().await;
         let pending = run
-            .core
-            .store
-            .outbox_all("slack")
+            .outbox()
             .await
-            .unwrap()
             .iter()
             .filter(|r| r.delivered_at.is_none())
             .count();
@@ -317,11 +105,7 @@ async fn during_a_slack_outage_audit_lines_arrive_once_in_order_and_stacked_card
     let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
     assert!(actions.contains(&"vote.refused"), "{actions:?}");
     assert!(actions.len() >= 5, "{actions:?}");
-    let lines: Vec<String> = standin
-        .messages_in("C0AUDIT")
-        .iter()
-        .map(|(_, b)| text_of(b))
-        .collect();
+    let lines = audit_lines(&standin);
     assert!(lines[0].starts_with("audit head seq="), "{lines:?}");
     let rendered: Vec<String> = records.iter().map(|r| r.render()).collect();
     assert_eq!(lines[1..], rendered[..], "audit lines once each, in order");
@@ -364,11 +148,8 @@ async fn during_a_slack_outage_audit_lines_arrive_once_in_order_and_stacked_card
 
     // Stacked edits collapsed: fewer card updates reached Slack than were queued.
     let queued_edits = run
-        .core
-        .store
-        .outbox_all("slack")
+        .outbox()
         .await
-        .unwrap()
         .into_iter()
         .filter(|r| {
             r.op == "edit"
@@ -424,11 +205,7 @@ async fn while_a_slow_operation_runs_every_http_command_and_click_is_acked_withi
         "bob",
     );
     assert_in_time("Bob's approval", run.click_payload(&approve).await);
-    let deadline = Instant::now() + WAIT;
-    while dualkey::worker::Worker::idle(&run.core).await.unwrap() {
-        assert!(Instant::now() < deadline, "the operation never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    run.wait_busy().await;
     let busy_since = Instant::now();
 
     let mut acks = Vec::new();
@@ -492,10 +269,7 @@ async fn while_a_slow_operation_runs_every_http_command_and_click_is_acked_withi
         },
     )
     .await;
-    eventually("the slow operation finishes", WAIT, || {
-        run.marker().contains("stop")
-    })
-    .await;
+    run.wait_marker("stop", "the slow operation finishes").await;
     eprintln!(
         "slow op over HTTP: acks {:?}; test {:?}",
         acks.iter().map(|(_, d)| *d).max(),
@@ -512,16 +286,7 @@ async fn while_a_slow_operation_runs_every_socket_mode_command_and_click_is_acke
     let run = start(&standin, "socket", "SLOWSOCK", slow_stop).await;
     assert!(standin.wait_connections(1, WAIT).await, "connected");
 
-    let socket_command = |text: &str, trigger: &str| {
-        slash_command_fields(
-            "/db",
-            text,
-            "U0ALICE",
-            "C0OPS",
-            trigger,
-            &standin.response_url(trigger),
-        )
-    };
+    let socket_command = |text: &str, trigger: &str| db_command(&standin, "U0ALICE", text, trigger);
     let env = standin
         .send_slash_command(&socket_command("app stop", "30.1.slow"))
         .await;
@@ -540,11 +305,7 @@ async fn while_a_slow_operation_runs_every_socket_mode_command_and_click_is_acke
         .await;
     let (_, took) = standin.wait_ack(&env, WAIT).await.expect("acked");
     assert_in_time("Bob's approval", took);
-    let deadline = Instant::now() + WAIT;
-    while dualkey::worker::Worker::idle(&run.core).await.unwrap() {
-        assert!(Instant::now() < deadline, "the operation never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    run.wait_busy().await;
 
     // A burst: every envelope sent before any ack is awaited.
     let mut sent = Vec::new();
@@ -590,10 +351,7 @@ async fn while_a_slow_operation_runs_every_socket_mode_command_and_click_is_acke
         standin.messages_in("C0APPROVALS").len() >= 2
     })
     .await;
-    eventually("the slow operation finishes", WAIT, || {
-        run.marker().contains("stop")
-    })
-    .await;
+    run.wait_marker("stop", "the slow operation finishes").await;
     eprintln!(
         "slow op over Socket Mode: worst ack {worst:?}; test {:?}",
         t0.elapsed()
@@ -722,14 +480,7 @@ async fn the_same_command_or_click_delivered_twice_over_http_acts_once() {
     let run = start(&standin, "http", "DEDUPE", |t| t).await;
 
     // The same signed slash command (same trigger_id) twice: two acks, one request.
-    let body = slash_command_form(
-        "/db",
-        "app stop",
-        "U0ALICE",
-        "C0OPS",
-        "50.1.dup",
-        &standin.response_url("cmd"),
-    );
+    let body = form_encode(&db_command(&standin, "U0ALICE", "app stop", "50.1.dup"));
     let (first, took1) = run.command_body(&body).await;
     let (second, took2) = run.command_body(&body).await;
     assert_in_time("the command", took1);
@@ -753,7 +504,7 @@ async fn the_same_command_or_click_delivered_twice_over_http_acts_once() {
     );
     assert_in_time("the click", run.click_payload(&approve).await);
     assert_in_time("its redelivery", run.click_payload(&approve).await);
-    eventually("the operation ran", WAIT, || run.marker().contains("stop")).await;
+    run.wait_marker("stop", "the operation ran").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     assert_eq!(run.requests().await.len(), 1, "one request");
@@ -845,7 +596,7 @@ async fn retry_after_counts_from_the_429_not_from_the_start_of_the_delivery_pass
     use dualkey::core::reply::Reply;
     let standin = SlackStandin::start().await;
     std::env::set_var("DK_SLACKOUT_PASS_BOT", "xoxb-standin-bot");
-    std::env::set_var("DK_SLACKOUT_PASS_SIGN", SECRET);
+    std::env::set_var("DK_SLACKOUT_PASS_SIGN", crate::slack_harness::SECRET);
     let slack =
         dualkey::adapters::slack::SlackAdapter::from_settings(&dualkey::config::SlackSettings {
             enabled: true,
