@@ -206,6 +206,20 @@ async fn http_mode_refuses_unsigned_forged_and_stale_requests_and_stores_nothing
     assert!(run.requests().await.is_empty(), "nothing stored");
     assert_eq!(run.audit().await.len(), audit_before, "no audit event");
     assert!(standin.response_url_calls().is_empty());
+    // The five refusals are counted in /metrics (the counter is per process: other tests in
+    // the same process may add to it, never take from it).
+    let metrics = reqwest::get(format!("{}/metrics", run.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("dualkey_signature_failures_total{platform=\"slack\"} "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no slack signature counter in {metrics}"));
+    assert!(refused >= 5, "{refused} refusals counted");
     run.stop().await;
 }
 
@@ -490,14 +504,13 @@ async fn when_the_store_cannot_record_a_command_the_person_is_told_and_nothing_r
     assert_eq!(ack["response_type"], "ephemeral");
     // The ack needs no I/O; the failure to record is told through the response URL.
     assert_eq!(text_of(&ack), "On it: `/db app stop`", "{ack}");
-    eventually("the could-not-record answer on the response URL", || {
-        standin.response_url_calls().iter().any(|c| {
-            c.name == "c"
-                && c.body["response_type"] == "ephemeral"
-                && text_of(&c.body).starts_with("dualkey could not record this request")
-        })
-    })
-    .await;
+    let told = response_to(&standin, "7.7.7").await;
+    assert_eq!(told.body["response_type"], "ephemeral");
+    assert!(
+        text_of(&told.body).starts_with("dualkey could not record this request"),
+        "{:?}",
+        told.body
+    );
     assert!(run.requests().await.is_empty());
     assert!(standin.messages_in("C0OPS").is_empty());
     run.stop().await;
