@@ -1,10 +1,19 @@
-//! The runbook: what each operation kind plans and what each step does. `plan` reads the facts a
-//! plan depends on (applied migrations, pending scripts, backups, app commands) so that the
-//! fingerprint changes when they change; `run_step` executes one [`StepAction`] through `dbops`.
+//! The runbook: what each operation kind plans and what each step does. `run_step` executes one
+//! [`StepAction`] through `dbops`.
+//!
+//! Planning has two halves (module [`planning`]). [`planning::gather`] does all the I/O a plan
+//! depends on: the migration status (and the staging guard's), the pending scripts with their
+//! checksums, the rollback plan, the restore source with its SHA-256 check, the write counters
+//! for the data-loss estimate, the database URL and the clock. [`planning::plan_from`] is pure:
+//! it turns those [`planning::PlanFacts`] into the steps, warnings, refusals and the facts that
+//! are fingerprinted, so the fingerprint changes when what was read changes. [`plan`] is the two
+//! in a row, shared by the dispatcher and the worker.
 //!
 //! Every destructive plan starts with a safety backup; a failed backup stops the operation
 //! before anything else runs. Names from chat were validated by the parser and are checked
 //! again here against what exists (migration folders, database rows, catalog entries, files).
+
+pub mod planning;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -18,9 +27,7 @@ use crate::config::EnvironmentSettings;
 use crate::core::audit::NewAudit;
 use crate::core::dispatch::{Core, Facts, ReportRequest};
 use crate::core::human;
-use crate::core::operation::{
-    OperationKind, PinnedMigration, Plan, PlannedStep, RollbackStrategy, StepAction,
-};
+use crate::core::operation::{OperationKind, Plan, PlannedStep, StepAction};
 use crate::core::reply::Reply;
 use crate::core::reply::Warning;
 use crate::dbops;
@@ -334,41 +341,9 @@ impl RestoreSource {
         line
     }
 
-    /// The card lines every restoring plan shows: what the restore un-applies, then the data
-    /// loss with the write estimate.
-    async fn restore_warnings(
-        &self,
-        e: &EnvironmentSettings,
-        env: &str,
-        applied_now: &Result<Vec<String>, StepError>,
-        now: i64,
-    ) -> Vec<Warning> {
-        let mut w = vec![
-            Warning::caution(self.unapply_warning(applied_now)),
-            Warning::danger(self.loss_warning(e, env, now).await),
-        ];
-        if !self.catalog && !ends_like_a_complete_plain_dump(&self.path) {
-            w.push(Warning::danger(format!(
-                "{} does not end with pg_dump's `{PLAIN_DUMP_TRAILER}` line: it may be truncated (a killed `pg_dump > file`) or hand-written, and a truncated file restores only what it holds. Read its end before approving",
-                self.label
-            )));
-        }
-        w
-    }
-
-    /// The data-loss warning of a restore, with about how many rows were written since the
-    /// backup, and where (write counters now minus those recorded with the backup).
-    async fn loss_warning(&self, e: &EnvironmentSettings, env: &str, now: i64) -> String {
-        format!(
-            "everything written to {env} since {} was taken ({} ago) is lost; rows written since: {}",
-            self.label,
-            human::age(now - self.taken_at),
-            self.write_estimate(e).await
-        )
-    }
-
     /// About how many rows were written since the backup, naming the most written tables, or
     /// `unknown (why)`.
+    /// I/O: reads the target's write counters now (see [`planning::gather`]).
     async fn write_estimate(&self, e: &EnvironmentSettings) -> String {
         const UNKNOWN_OLD: &str = "unknown (backup taken before dualkey recorded write counters, or they could not be read when it was taken)";
         if !self.catalog {
@@ -558,6 +533,7 @@ fn warnings_for(sql_by_migration: &[(String, String)]) -> Vec<Warning> {
 /// What a deploy would run, read from the migrations folder: per pending migration its
 /// checksum, its data-loss warnings, and whether it ships a `down.sql`. Shared by the deploy
 /// plan and the safety checklist.
+#[derive(Debug, Clone)]
 pub struct PendingReview {
     /// (migration, checksum of migration.sql).
     pub checksums: Vec<(String, String)>,
@@ -656,369 +632,13 @@ impl Facts for RunbookFacts {
     }
 }
 
-/// Computes the plan of `kind` in `env` from current facts. Every plan that restores and
-/// cannot stop the app says so on the card.
+/// Computes the plan of `kind` in `env` from current facts: [`planning::gather`] reads them,
+/// [`planning::plan_from`] decides. The dispatcher (through [`RunbookFacts`]) and the worker
+/// (recomputing before the first step) both come here.
 #[tracing::instrument(skip_all, fields(kind = kind.name(), env = %env))]
 pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, StepError> {
-    let mut p = plan_kind(core, kind, env).await?;
-    let restores = p
-        .steps
-        .iter()
-        .any(|s| matches!(s.action, StepAction::Restore { .. }));
-    if restores {
-        // Warnings are not part of the fingerprint, so adding one here changes nothing else.
-        p.warnings.extend(
-            RestoreSource::app_warning(env_settings(core, env)?, env).map(Warning::caution),
-        );
-    }
-    Ok(p)
-}
-
-async fn plan_kind(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, StepError> {
-    let e = env_settings(core, env)?;
-    let now = core.clock.now_ms();
-    let mk = |summary: String, steps, warnings, facts| {
-        Ok(Plan::new(kind, env, summary, steps, warnings, facts))
-    };
-    match kind {
-        OperationKind::AppStop => mk(
-            format!("stop the app in {env}"),
-            app_step(e, true).into_iter().collect(),
-            vec![],
-            vec![format!("command: {:?}", app_command(e, env, true)?)],
-        ),
-        OperationKind::AppStart => mk(
-            format!("start the app in {env}"),
-            app_step(e, false).into_iter().collect(),
-            vec![],
-            vec![format!("command: {:?}", app_command(e, env, false)?)],
-        ),
-        OperationKind::Backup { note } => {
-            database_url(e)?;
-            mk(
-                format!("back up {env}"),
-                vec![backup_step(BackupKind::Manual, note.clone())],
-                vec![],
-                vec![],
-            )
-        }
-        OperationKind::Deploy => {
-            let st = migration_status(e).await?;
-            if let Some(f) = st.failed.first() {
-                return Err(StepError(format!(
-                    "{env} has a failed migration ({}); deploy would stop with P3009. Resolve it first: `resolve {} rolled-back` or `resolve {} applied`, or `emergency`.",
-                    f.name, f.name, f.name
-                )));
-            }
-            if st.deploy_would_apply.is_empty() {
-                return Err(StepError(format!(
-                    "nothing to deploy: {env} has every migration of {} applied",
-                    e.migrations_dir.display()
-                )));
-            }
-            let missing = missing_on_staging(core, e, &st.deploy_would_apply).await?;
-            if !missing.is_empty() {
-                let staging = e.require_staging.as_deref().unwrap_or_default();
-                return Err(StepError(format!(
-                    "staging guard: {} not deployed to {staging} yet; deploy there first (require_staging = \"{staging}\")",
-                    missing.join(", ")
-                )));
-            }
-            let review = review_pending(e, &st)?;
-            let mut facts = vec![format!("applied: {}", st.applied.join(","))];
-            facts.extend(
-                review
-                    .checksums
-                    .iter()
-                    .map(|(m, sum)| format!("pending {m} checksum {sum}")),
-            );
-            let mut warnings: Vec<Warning> = review.data_loss.iter().map(Warning::danger).collect();
-            if !review.no_down.is_empty() {
-                warnings.push(Warning::caution(format!(
-                    "no down.sql (rollback would need a restore): {}",
-                    review.no_down.join(", ")
-                )));
-            }
-            mk(
-                format!(
-                    "deploy {} migration(s) to {env}",
-                    st.deploy_would_apply.len()
-                ),
-                vec![
-                    backup_step(BackupKind::PreDeploy, None),
-                    PlannedStep::new(
-                        "apply migrations",
-                        st.deploy_would_apply.join(", "),
-                        StepAction::Deploy {
-                            migrations: st.deploy_would_apply.clone(),
-                            pinned: review
-                                .checksums
-                                .iter()
-                                .map(|(m, sum)| PinnedMigration {
-                                    migration: m.clone(),
-                                    checksum: sum.clone(),
-                                })
-                                .collect(),
-                        },
-                    ),
-                ],
-                warnings,
-                facts,
-            )
-        }
-        OperationKind::Rollback {
-            migration,
-            strategy,
-        } => plan_rollback(core, kind, env, e, migration, *strategy, now).await,
-        OperationKind::Restore { backup } => {
-            database_url(e)?;
-            let src = restore_source(core, env, backup).await?;
-            let detail = format!(
-                "{} (single transaction: a failure changes nothing)",
-                src.path.display()
-            );
-            // The approvers see what the restore un-applies: a migration applied after the
-            // request changes the facts, so the plan goes stale instead of undoing more.
-            let applied = migration_status(e).await.map(|st| st.applied);
-            let mut facts = vec![src.fact()];
-            if let Ok(a) = &applied {
-                facts.push(format!("applied: {}", a.join(",")));
-            }
-            mk(
-                format!("restore {} into {env}", src.label),
-                src.steps(e, BackupKind::PreRestore, detail, vec![], vec![]),
-                src.restore_warnings(e, env, &applied, now).await,
-                facts,
-            )
-        }
-        OperationKind::Resolve { migration, applied } => {
-            let st = migration_status(e).await?;
-            let rows: Vec<&prisma::MigrationStatus> = st
-                .migrations
-                .iter()
-                .filter(|m| &m.name == migration)
-                .collect();
-            if *applied {
-                if st.applied.contains(migration) {
-                    return Err(prisma_refusal(prisma::PrismaUserError::already_applied(
-                        migration,
-                    )));
-                }
-            } else {
-                if rows.is_empty()
-                    || rows
-                        .iter()
-                        .all(|m| m.state == prisma::MigrationState::Pending)
-                {
-                    return Err(prisma_refusal(
-                        prisma::PrismaUserError::cannot_roll_back_unapplied(migration),
-                    ));
-                }
-                if !st.failed.iter().any(|f| &f.name == migration) {
-                    return Err(prisma_refusal(
-                        prisma::PrismaUserError::cannot_roll_back_succeeded(migration),
-                    ));
-                }
-            }
-            let how = if *applied { "applied" } else { "rolled-back" };
-            mk(
-                format!("mark {migration} as {how} in {env}"),
-                vec![
-                    backup_step(BackupKind::PreRollback, None),
-                    PlannedStep::new(format!("resolve --{how}"), format!("prisma migrate resolve --{how} {migration} (bookkeeping only; no SQL of the migration runs)"), StepAction::Resolve { migration: migration.clone(), applied: *applied }),
-                ],
-                vec![],
-                vec![format!("applied: {}", st.applied.join(",")), format!("failed: {}", st.failed.iter().map(|f| f.name.clone()).collect::<Vec<_>>().join(","))],
-            )
-        }
-        OperationKind::Emergency => {
-            let st = migration_status(e).await?;
-            let newest = st
-                .migrations
-                .iter()
-                .filter_map(|m| m.started_at.map(|t| (t, m.name.clone())))
-                .max();
-            let Some((newest_at, newest_name)) = newest else {
-                return Err(StepError(format!("{env} has no applied migrations; there is nothing to roll back to. Use `restore BACKUP` with a backup from `backups`.")));
-            };
-            let cutoff = newest_at.timestamp_millis();
-            let b = newest_backup(core, env, |b| b.started_at < cutoff).await?.ok_or_else(|| {
-                StepError(format!(
-                    "no verified backup of {env} was taken before the newest migration {newest_name}; emergency cannot restore. Way forward: `restore BACKUP` with an older backup from `backups`, or fix forward with a reversing migration and `deploy`."
-                ))
-            })?;
-            let src = RestoreSource::from_row(&b);
-            let assess = PlannedStep::new(
-                "assess",
-                "migration status, tables, recent app logs (recorded in the audit trail)",
-                StepAction::Assess,
-            );
-            let clear = PlannedStep::new(
-                "clear failed migrations",
-                "mark remaining failed _prisma_migrations rows rolled back",
-                StepAction::ClearFailed,
-            );
-            let applied = Ok(st.applied.clone());
-            let mut warnings = Vec::new();
-            if st.failed.is_empty() && st.pending.is_empty() {
-                // Nothing failed and nothing waits: an emergency restore here mostly undoes
-                // good work, so say that before anything else.
-                let undone = src.unapplies(&st.applied).unwrap_or_default().len();
-                warnings.push(Warning::danger(format!(
-                    "{env} looks healthy: no failed and no pending migration; this restore still undoes {undone} applied migration(s) and every write since {}",
-                    b.id
-                )));
-            }
-            warnings.extend(src.restore_warnings(e, env, &applied, now).await);
-            mk(
-                format!(
-                    "emergency in {env}: restore {} (taken {} ago)",
-                    b.id,
-                    human::age(now - b.started_at)
-                ),
-                src.steps(
-                    e,
-                    BackupKind::PreRestore,
-                    format!("backup {} taken before {newest_name}", b.id),
-                    vec![assess],
-                    vec![clear],
-                ),
-                warnings,
-                vec![
-                    format!("newest migration {newest_name}"),
-                    src.fact(),
-                    format!("applied: {}", st.applied.join(",")),
-                ],
-            )
-        }
-    }
-}
-
-async fn plan_rollback(
-    core: &Core,
-    kind: &OperationKind,
-    env: &str,
-    e: &EnvironmentSettings,
-    migration: &str,
-    strategy: Option<RollbackStrategy>,
-    now: i64,
-) -> Result<Plan, StepError> {
-    let url = database_url(e)?;
-    let rp = prisma::plan_rollback(url.expose_secret(), &e.migrations_dir, migration)
-        .await
-        .map_err(|err| StepError(format!("cannot plan the rollback of {migration}: {err}")))?;
-    if rp.steps.is_empty() {
-        return Err(StepError(format!(
-            "{migration} is not applied in {env}; there is nothing to roll back"
-        )));
-    }
-    let names = rp.names().join(", ");
-    let down_refusal = rp.refusal();
-    let use_down = match strategy {
-        Some(RollbackStrategy::Down) => {
-            if let Some(r) = &down_refusal {
-                return Err(StepError(format!(
-                    "cannot roll back {migration} with down.sql: {r}"
-                )));
-            }
-            true
-        }
-        Some(RollbackStrategy::Restore) => false,
-        None => down_refusal.is_none(),
-    };
-    if use_down {
-        let scripts: Vec<(String, String)> = rp
-            .steps
-            .iter()
-            .map(|s| (s.migration.clone(), s.down_sql.clone().unwrap_or_default()))
-            .collect();
-        return Ok(Plan::new(
-            kind,
-            env,
-            format!("roll back {} migration(s) in {env} with down.sql: {names}", rp.steps.len()),
-            vec![
-                backup_step(BackupKind::PreRollback, None),
-                PlannedStep::new("run down.sql", format!("newest first, each in one transaction with its _prisma_migrations row: {names}"), StepAction::RollbackDown { migration: migration.into(), fingerprint: rp.fingerprint.clone() }),
-            ],
-            warnings_for(&scripts),
-            vec![format!("rollback plan {}", rp.fingerprint)],
-        ));
-    }
-    let first_started = rp
-        .steps
-        .iter()
-        .map(|s| s.started_at.timestamp_millis())
-        .min()
-        .unwrap_or(now);
-    // A candidate predates MIGRATION. Preferred: the newest whose applied migrations are exactly
-    // those before MIGRATION, so the restore un-applies MIGRATION and the later ones and nothing
-    // else; only without one, the newest candidate (which may undo earlier migrations too).
-    let applied = migration_status(e).await?.applied;
-    let undone = rp.names();
-    let before: BTreeSet<&String> = applied
-        .iter()
-        .filter(|m| !undone.contains(&m.as_str()))
-        .collect();
-    let candidate = |b: &BackupRow| {
-        !backup_migrations(b).iter().any(|m| m == migration) && b.started_at <= first_started
-    };
-    let exact = newest_backup(core, env, |b| {
-        candidate(b) && backup_migrations(b).iter().collect::<BTreeSet<_>>() == before
-    })
-    .await?;
-    let b = match exact {
-        Some(b) => Some(b),
-        None => newest_backup(core, env, candidate).await?,
-    };
-    let Some(b) = b else {
-        let why = down_refusal
-            .map(|r| r.to_string())
-            .unwrap_or_else(|| "a restore was asked for".into());
-        return Err(StepError(format!(
-            "no safe rollback for {migration} in {env}: {why}, and no verified backup was taken before it. Way forward: write a reversing migration (a new folder such as prisma/migrations/<timestamp>_rollback_<feature>/migration.sql that undoes it) and run `deploy`."
-        )));
-    };
-    let src = RestoreSource::from_row(&b);
-    let detail = format!(
-        "backup {} (applied then: {})",
-        b.id,
-        backup_migrations(&b).len()
-    );
-    let mut warnings = Vec::new();
-    let then = backup_migrations(&b);
-    let earlier: Vec<&str> = applied
-        .iter()
-        .rev()
-        .filter(|m| before.contains(m) && !then.contains(m))
-        .map(String::as_str)
-        .collect();
-    if !earlier.is_empty() {
-        // First on the card: the restore takes away more than the rollback asked for.
-        warnings.push(Warning::danger(format!(
-            "no verified backup has exactly the migrations before {migration}: restoring {} also undoes the earlier {} migration(s) {}, not only {names}",
-            b.id,
-            earlier.len(),
-            earlier.join(", ")
-        )));
-    }
-    let facts = vec![
-        format!("rollback plan {}", rp.fingerprint),
-        src.fact(),
-        format!("applied: {}", applied.join(",")),
-    ];
-    warnings.extend(src.restore_warnings(e, env, &Ok(applied), now).await);
-    Ok(Plan::new(
-        kind,
-        env,
-        format!(
-            "roll back {migration} in {env} by restoring {} (taken {} ago)",
-            b.id,
-            human::age(now - b.started_at)
-        ),
-        src.steps(e, BackupKind::PreRollback, detail, vec![], vec![]),
-        warnings,
-        facts,
-    ))
+    let facts = planning::gather(core, kind, env).await?;
+    planning::plan_from(kind, env, &facts)
 }
 
 /// Runs one step; returns a short summary of what happened.

@@ -1,0 +1,1283 @@
+//! Planning in two halves: [`gather`] reads the facts a plan depends on (async I/O: the target's
+//! migration status, the staging guard's, the migrations folder, the rollback plan, the backup
+//! catalog and files with their SHA-256, the write counters, the database URL and the clock);
+//! [`plan_from`] decides from those [`PlanFacts`] alone. It is pure (no `.await`, no file,
+//! network, environment or clock read): the same facts always give the same plan, refusal,
+//! warnings and fingerprint, and its tests build facts by hand.
+//!
+//! `gather` reads only what the plan can use: it asks the same pure questions `plan_from` asks
+//! ([`deploy_refusal`], [`rollback_uses_down`], [`newest_migration`]) to skip reads whose result
+//! could not change the answer (the staging guard of a deploy refused for a failed migration, the
+//! backups of a rollback that runs `down.sql`). A failed read that the plan may still refuse
+//! before needing is kept in the facts as an `Err`, so refusals come in the same order as when
+//! reading and deciding were interleaved.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+
+use super::{
+    app_command, app_step, backup_migrations, backup_step, database_url,
+    ends_like_a_complete_plain_dump, env_settings, migration_status, missing_on_staging,
+    newest_backup, prisma_refusal, restore_source, review_pending, warnings_for, PendingReview,
+    RestoreSource, StepError, PLAIN_DUMP_TRAILER,
+};
+use crate::config::EnvironmentSettings;
+use crate::core::dispatch::Core;
+use crate::core::human;
+use crate::core::operation::{
+    OperationKind, PinnedMigration, Plan, PlannedStep, RollbackStrategy, StepAction,
+};
+use crate::core::reply::Warning;
+use crate::dbops::backup::BackupKind;
+use crate::dbops::prisma;
+use crate::store::BackupRow;
+
+use secrecy::ExposeSecret;
+
+/// Everything a plan of one kind in one environment depends on, read by [`gather`].
+#[derive(Debug, Clone)]
+pub struct PlanFacts {
+    /// The environment's settings (app commands, migrations folder, staging guard).
+    pub settings: EnvironmentSettings,
+    /// The clock when the facts were read (ms): backup ages on the card.
+    pub now: i64,
+    /// What the kind needs beyond the settings.
+    pub kind: KindFacts,
+}
+
+/// The facts of each operation kind.
+#[derive(Debug, Clone)]
+pub enum KindFacts {
+    /// `app stop` / `app start`: the settings hold the commands.
+    App,
+    /// `backup`: the database URL is set (checked while gathering).
+    Backup,
+    /// `deploy`.
+    Deploy(DeployFacts),
+    /// `rollback MIGRATION`.
+    Rollback(RollbackFacts),
+    /// `restore BACKUP`.
+    Restore(RestoreFacts),
+    /// `resolve MIGRATION applied|rolled-back`: the migration status.
+    Resolve(StatusFacts),
+    /// `emergency`.
+    Emergency(EmergencyFacts),
+}
+
+/// What a plan uses of the migration status.
+#[derive(Debug, Clone, Default)]
+pub struct StatusFacts {
+    /// Names applied (finished, not rolled back).
+    pub applied: Vec<String>,
+    /// Local names with no row.
+    pub pending: Vec<String>,
+    /// Failed rows' names, oldest first (one per row).
+    pub failed: Vec<String>,
+    /// What the next deploy would apply, in order.
+    pub deploy_would_apply: Vec<String>,
+    /// Every migration of the report.
+    pub migrations: Vec<MigrationFacts>,
+}
+
+/// One migration of the status.
+#[derive(Debug, Clone)]
+pub struct MigrationFacts {
+    /// The migration name.
+    pub name: String,
+    /// Its state.
+    pub state: prisma::MigrationState,
+    /// `started_at` of the applied row (or of the newest row when none is applied).
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+impl From<&prisma::StatusReport> for StatusFacts {
+    fn from(st: &prisma::StatusReport) -> StatusFacts {
+        StatusFacts {
+            applied: st.applied.clone(),
+            pending: st.pending.clone(),
+            failed: st.failed.iter().map(|f| f.name.clone()).collect(),
+            deploy_would_apply: st.deploy_would_apply.clone(),
+            migrations: st
+                .migrations
+                .iter()
+                .map(|m| MigrationFacts {
+                    name: m.name.clone(),
+                    state: m.state,
+                    started_at: m.started_at,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The facts of a deploy.
+#[derive(Debug, Clone)]
+pub struct DeployFacts {
+    /// The target's migration status.
+    pub status: StatusFacts,
+    /// The pending migrations the `require_staging` environment lacks, or why that could not
+    /// be read. `None`: not read, because [`deploy_refusal`] refuses the deploy anyway.
+    pub missing_on_staging: Option<Result<Vec<String>, StepError>>,
+    /// The review of the scripts the deploy would run (checksums, data loss, `down.sql`).
+    /// `None` like `missing_on_staging`.
+    pub review: Option<Result<PendingReview, StepError>>,
+}
+
+/// A backup a plan would restore, with what its card says about it.
+#[derive(Debug, Clone)]
+pub struct SourceFacts {
+    /// The backup (its SHA-256 checked while gathering).
+    pub source: RestoreSource,
+    /// About how many rows were written since it was taken (write counters then and now), or
+    /// `unknown (why)`.
+    pub writes_since: String,
+    /// For an external `.sql` file: whether it ends with pg_dump's completion line (a catalog
+    /// entry is a verified custom-format dump: `true`).
+    pub complete_dump: bool,
+}
+
+/// The facts of a restore.
+#[derive(Debug, Clone)]
+pub struct RestoreFacts {
+    /// What is restored.
+    pub source: SourceFacts,
+    /// The migrations applied now, or why they could not be read (the card says so; the plan
+    /// is still made).
+    pub applied: Result<Vec<String>, StepError>,
+}
+
+/// The facts of a rollback.
+#[derive(Debug, Clone)]
+pub struct RollbackFacts {
+    /// What a `down.sql` rollback would undo, and what blocks it.
+    pub plan: prisma::RollbackPlan,
+    /// Read only when the rollback restores a backup instead ([`rollback_uses_down`] is
+    /// `Ok(false)`).
+    pub by_restore: Option<RollbackRestoreFacts>,
+}
+
+/// What a rollback by restore needs.
+#[derive(Debug, Clone)]
+pub struct RollbackRestoreFacts {
+    /// The migrations applied now.
+    pub applied: Vec<String>,
+    /// The newest verified backup taken before the migration whose applied migrations are
+    /// exactly those before it (see [`rollback_exact`]).
+    pub exact: Option<SourceFacts>,
+    /// Only looked for without an `exact` one: the newest verified backup taken before the
+    /// migration (see [`rollback_candidate`]).
+    pub newest: Option<SourceFacts>,
+}
+
+/// The facts of an emergency.
+#[derive(Debug, Clone)]
+pub struct EmergencyFacts {
+    /// The target's migration status.
+    pub status: StatusFacts,
+    /// The newest verified backup taken before the newest migration; not looked for when there
+    /// is no applied migration ([`newest_migration`] is `None`).
+    pub backup: Option<SourceFacts>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gathering (I/O)
+// ---------------------------------------------------------------------------------------------
+
+/// Reads everything the plan of `kind` in `env` depends on. Fails where reading fails before
+/// anything could be decided (the environment, the database URL, the migration status, the
+/// rollback plan, a restore source that is missing or changed, the catalog).
+pub async fn gather(core: &Core, kind: &OperationKind, env: &str) -> Result<PlanFacts, StepError> {
+    let e = env_settings(core, env)?;
+    let now = core.clock.now_ms();
+    let kind = match kind {
+        OperationKind::AppStop | OperationKind::AppStart => KindFacts::App,
+        OperationKind::Backup { .. } => {
+            database_url(e)?;
+            KindFacts::Backup
+        }
+        OperationKind::Deploy => {
+            let st = migration_status(e).await?;
+            let status = StatusFacts::from(&st);
+            let (missing_on_staging, review) = if deploy_refusal(env, e, &status).is_none() {
+                (
+                    Some(missing_on_staging(core, e, &st.deploy_would_apply).await),
+                    Some(review_pending(e, &st)),
+                )
+            } else {
+                (None, None)
+            };
+            KindFacts::Deploy(DeployFacts {
+                status,
+                missing_on_staging,
+                review,
+            })
+        }
+        OperationKind::Rollback {
+            migration,
+            strategy,
+        } => {
+            let url = database_url(e)?;
+            let rp = prisma::plan_rollback(url.expose_secret(), &e.migrations_dir, migration)
+                .await
+                .map_err(|err| {
+                    StepError(format!("cannot plan the rollback of {migration}: {err}"))
+                })?;
+            let by_restore = if matches!(
+                rollback_uses_down(env, migration, &rp, *strategy),
+                Ok(false)
+            ) {
+                Some(gather_rollback_restore(core, env, e, migration, &rp, now).await?)
+            } else {
+                None
+            };
+            KindFacts::Rollback(RollbackFacts {
+                plan: rp,
+                by_restore,
+            })
+        }
+        OperationKind::Restore { backup } => {
+            database_url(e)?;
+            let src = restore_source(core, env, backup).await?;
+            let applied = migration_status(e).await.map(|st| st.applied);
+            KindFacts::Restore(RestoreFacts {
+                source: gather_source(src, e).await,
+                applied,
+            })
+        }
+        OperationKind::Resolve { .. } => {
+            KindFacts::Resolve(StatusFacts::from(&migration_status(e).await?))
+        }
+        OperationKind::Emergency => {
+            let status = StatusFacts::from(&migration_status(e).await?);
+            let backup = match newest_migration(&status) {
+                Some((newest_at, _)) => {
+                    let cutoff = newest_at.timestamp_millis();
+                    match newest_backup(core, env, |b| b.started_at < cutoff).await? {
+                        Some(b) => Some(gather_source(RestoreSource::from_row(&b), e).await),
+                        None => None,
+                    }
+                }
+                None => None,
+            };
+            KindFacts::Emergency(EmergencyFacts { status, backup })
+        }
+    };
+    Ok(PlanFacts {
+        settings: e.clone(),
+        now,
+        kind,
+    })
+}
+
+/// The write estimate and the completeness check of a backup a plan would restore.
+async fn gather_source(source: RestoreSource, e: &EnvironmentSettings) -> SourceFacts {
+    let writes_since = source.write_estimate(e).await;
+    let complete_dump = source.catalog || ends_like_a_complete_plain_dump(&source.path);
+    SourceFacts {
+        source,
+        writes_since,
+        complete_dump,
+    }
+}
+
+/// The applied migrations and the backup candidates of a rollback by restore.
+async fn gather_rollback_restore(
+    core: &Core,
+    env: &str,
+    e: &EnvironmentSettings,
+    migration: &str,
+    rp: &prisma::RollbackPlan,
+    now: i64,
+) -> Result<RollbackRestoreFacts, StepError> {
+    let applied = migration_status(e).await?.applied;
+    let first_started = rollback_first_started(rp, now);
+    let before = rollback_before(&applied, rp);
+    let exact = newest_backup(core, env, |b| {
+        rollback_exact(b, migration, first_started, &before)
+    })
+    .await?;
+    let newest = match exact {
+        Some(_) => None,
+        None => {
+            newest_backup(core, env, |b| {
+                rollback_candidate(b, migration, first_started)
+            })
+            .await?
+        }
+    };
+    let source = |b: Option<BackupRow>| async move {
+        match b {
+            Some(b) => Some(gather_source(RestoreSource::from_row(&b), e).await),
+            None => None,
+        }
+    };
+    Ok(RollbackRestoreFacts {
+        applied,
+        exact: source(exact).await,
+        newest: source(newest).await,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pure questions shared by gathering and planning
+// ---------------------------------------------------------------------------------------------
+
+/// Why a deploy is refused by the status alone: a failed migration (Prisma would stop with
+/// P3009), or nothing to deploy.
+pub fn deploy_refusal(env: &str, e: &EnvironmentSettings, st: &StatusFacts) -> Option<StepError> {
+    if let Some(f) = st.failed.first() {
+        return Some(StepError(format!(
+            "{env} has a failed migration ({f}); deploy would stop with P3009. Resolve it first: `resolve {f} rolled-back` or `resolve {f} applied`, or `emergency`."
+        )));
+    }
+    if st.deploy_would_apply.is_empty() {
+        return Some(StepError(format!(
+            "nothing to deploy: {env} has every migration of {} applied",
+            e.migrations_dir.display()
+        )));
+    }
+    None
+}
+
+/// Whether a rollback runs `down.sql` (`Ok(true)`) or restores a backup (`Ok(false)`), or why
+/// it is refused before that matters (not applied; `down` asked for but blocked). Without a
+/// strategy, `down.sql` when nothing blocks it.
+pub fn rollback_uses_down(
+    env: &str,
+    migration: &str,
+    rp: &prisma::RollbackPlan,
+    strategy: Option<RollbackStrategy>,
+) -> Result<bool, StepError> {
+    if rp.steps.is_empty() {
+        return Err(StepError(format!(
+            "{migration} is not applied in {env}; there is nothing to roll back"
+        )));
+    }
+    let down_refusal = rp.refusal();
+    match strategy {
+        Some(RollbackStrategy::Down) => match down_refusal {
+            Some(r) => Err(StepError(format!(
+                "cannot roll back {migration} with down.sql: {r}"
+            ))),
+            None => Ok(true),
+        },
+        Some(RollbackStrategy::Restore) => Ok(false),
+        None => Ok(down_refusal.is_none()),
+    }
+}
+
+/// When the first migration a rollback undoes was applied (ms); `now` without one.
+pub fn rollback_first_started(rp: &prisma::RollbackPlan, now: i64) -> i64 {
+    rp.steps
+        .iter()
+        .map(|s| s.started_at.timestamp_millis())
+        .min()
+        .unwrap_or(now)
+}
+
+/// The applied migrations a rollback keeps: those applied now that it does not undo.
+pub fn rollback_before(applied: &[String], rp: &prisma::RollbackPlan) -> BTreeSet<String> {
+    let undone = rp.names();
+    applied
+        .iter()
+        .filter(|m| !undone.contains(&m.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// A backup a rollback of `migration` may restore: taken no later than the first migration it
+/// undoes, without `migration` applied.
+pub fn rollback_candidate(b: &BackupRow, migration: &str, first_started: i64) -> bool {
+    !backup_migrations(b).iter().any(|m| m == migration) && b.started_at <= first_started
+}
+
+/// The preferred candidate: its applied migrations are exactly those before `migration`, so
+/// the restore un-applies `migration` and the later ones and nothing else.
+pub fn rollback_exact(
+    b: &BackupRow,
+    migration: &str,
+    first_started: i64,
+    before: &BTreeSet<String>,
+) -> bool {
+    rollback_candidate(b, migration, first_started)
+        && &backup_migrations(b).into_iter().collect::<BTreeSet<_>>() == before
+}
+
+/// The newest applied migration (by `started_at`), which an emergency restores to before.
+pub fn newest_migration(st: &StatusFacts) -> Option<(DateTime<Utc>, String)> {
+    st.migrations
+        .iter()
+        .filter_map(|m| m.started_at.map(|t| (t, m.name.clone())))
+        .max()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Planning (pure)
+// ---------------------------------------------------------------------------------------------
+
+impl SourceFacts {
+    /// The card lines every restoring plan shows: what the restore un-applies, then the data
+    /// loss with the write estimate, and for an external file that may be cut short, that.
+    fn warnings(
+        &self,
+        env: &str,
+        applied_now: &Result<Vec<String>, StepError>,
+        now: i64,
+    ) -> Vec<Warning> {
+        let src = &self.source;
+        let mut w = vec![
+            Warning::caution(src.unapply_warning(applied_now)),
+            Warning::danger(format!(
+                "everything written to {env} since {} was taken ({} ago) is lost; rows written since: {}",
+                src.label,
+                human::age(now - src.taken_at),
+                self.writes_since
+            )),
+        ];
+        if !src.catalog && !self.complete_dump {
+            w.push(Warning::danger(format!(
+                "{} does not end with pg_dump's `{PLAIN_DUMP_TRAILER}` line: it may be truncated (a killed `pg_dump > file`) or hand-written, and a truncated file restores only what it holds. Read its end before approving",
+                src.label
+            )));
+        }
+        w
+    }
+}
+
+fn mismatch(kind: &OperationKind) -> StepError {
+    StepError(format!(
+        "internal error: the facts gathered do not fit a {} plan",
+        kind.name()
+    ))
+}
+
+fn not_gathered(what: &str) -> StepError {
+    StepError(format!("internal error: {what} was not read"))
+}
+
+/// The plan of `kind` in `env` from `facts`: steps, warnings (with severities), the
+/// fingerprinted facts, or the refusal. Pure. Every plan that restores and cannot stop the app
+/// says so on the card.
+pub fn plan_from(kind: &OperationKind, env: &str, facts: &PlanFacts) -> Result<Plan, StepError> {
+    let mut p = plan_kind(kind, env, facts)?;
+    let restores = p
+        .steps
+        .iter()
+        .any(|s| matches!(s.action, StepAction::Restore { .. }));
+    if restores {
+        // Warnings are not part of the fingerprint, so adding one here changes nothing else.
+        p.warnings
+            .extend(RestoreSource::app_warning(&facts.settings, env).map(Warning::caution));
+    }
+    Ok(p)
+}
+
+fn plan_kind(kind: &OperationKind, env: &str, facts: &PlanFacts) -> Result<Plan, StepError> {
+    let e = &facts.settings;
+    let now = facts.now;
+    let mk = |summary: String, steps, warnings, facts| {
+        Ok(Plan::new(kind, env, summary, steps, warnings, facts))
+    };
+    match (kind, &facts.kind) {
+        (OperationKind::AppStop, KindFacts::App) => mk(
+            format!("stop the app in {env}"),
+            app_step(e, true).into_iter().collect(),
+            vec![],
+            vec![format!("command: {:?}", app_command(e, env, true)?)],
+        ),
+        (OperationKind::AppStart, KindFacts::App) => mk(
+            format!("start the app in {env}"),
+            app_step(e, false).into_iter().collect(),
+            vec![],
+            vec![format!("command: {:?}", app_command(e, env, false)?)],
+        ),
+        (OperationKind::Backup { note }, KindFacts::Backup) => mk(
+            format!("back up {env}"),
+            vec![backup_step(BackupKind::Manual, note.clone())],
+            vec![],
+            vec![],
+        ),
+        (OperationKind::Deploy, KindFacts::Deploy(d)) => {
+            let st = &d.status;
+            if let Some(refusal) = deploy_refusal(env, e, st) {
+                return Err(refusal);
+            }
+            let missing = d
+                .missing_on_staging
+                .clone()
+                .ok_or_else(|| not_gathered("the staging guard"))??;
+            if !missing.is_empty() {
+                let staging = e.require_staging.as_deref().unwrap_or_default();
+                return Err(StepError(format!(
+                    "staging guard: {} not deployed to {staging} yet; deploy there first (require_staging = \"{staging}\")",
+                    missing.join(", ")
+                )));
+            }
+            let review = d
+                .review
+                .clone()
+                .ok_or_else(|| not_gathered("the review of the pending migrations"))??;
+            let mut pinned_facts = vec![format!("applied: {}", st.applied.join(","))];
+            pinned_facts.extend(
+                review
+                    .checksums
+                    .iter()
+                    .map(|(m, sum)| format!("pending {m} checksum {sum}")),
+            );
+            let mut warnings: Vec<Warning> = review.data_loss.iter().map(Warning::danger).collect();
+            if !review.no_down.is_empty() {
+                warnings.push(Warning::caution(format!(
+                    "no down.sql (rollback would need a restore): {}",
+                    review.no_down.join(", ")
+                )));
+            }
+            mk(
+                format!(
+                    "deploy {} migration(s) to {env}",
+                    st.deploy_would_apply.len()
+                ),
+                vec![
+                    backup_step(BackupKind::PreDeploy, None),
+                    PlannedStep::new(
+                        "apply migrations",
+                        st.deploy_would_apply.join(", "),
+                        StepAction::Deploy {
+                            migrations: st.deploy_would_apply.clone(),
+                            pinned: review
+                                .checksums
+                                .iter()
+                                .map(|(m, sum)| PinnedMigration {
+                                    migration: m.clone(),
+                                    checksum: sum.clone(),
+                                })
+                                .collect(),
+                        },
+                    ),
+                ],
+                warnings,
+                pinned_facts,
+            )
+        }
+        (
+            OperationKind::Rollback {
+                migration,
+                strategy,
+            },
+            KindFacts::Rollback(r),
+        ) => plan_rollback(kind, env, e, migration, *strategy, r, now),
+        (OperationKind::Restore { .. }, KindFacts::Restore(r)) => {
+            let src = &r.source.source;
+            let detail = format!(
+                "{} (single transaction: a failure changes nothing)",
+                src.path.display()
+            );
+            // The approvers see what the restore un-applies: a migration applied after the
+            // request changes the facts, so the plan goes stale instead of undoing more.
+            let mut pinned_facts = vec![src.fact()];
+            if let Ok(a) = &r.applied {
+                pinned_facts.push(format!("applied: {}", a.join(",")));
+            }
+            mk(
+                format!("restore {} into {env}", src.label),
+                src.steps(e, BackupKind::PreRestore, detail, vec![], vec![]),
+                r.source.warnings(env, &r.applied, now),
+                pinned_facts,
+            )
+        }
+        (OperationKind::Resolve { migration, applied }, KindFacts::Resolve(st)) => {
+            let rows: Vec<&MigrationFacts> = st
+                .migrations
+                .iter()
+                .filter(|m| &m.name == migration)
+                .collect();
+            if *applied {
+                if st.applied.contains(migration) {
+                    return Err(prisma_refusal(prisma::PrismaUserError::already_applied(
+                        migration,
+                    )));
+                }
+            } else {
+                if rows.is_empty()
+                    || rows
+                        .iter()
+                        .all(|m| m.state == prisma::MigrationState::Pending)
+                {
+                    return Err(prisma_refusal(
+                        prisma::PrismaUserError::cannot_roll_back_unapplied(migration),
+                    ));
+                }
+                if !st.failed.iter().any(|f| f == migration) {
+                    return Err(prisma_refusal(
+                        prisma::PrismaUserError::cannot_roll_back_succeeded(migration),
+                    ));
+                }
+            }
+            let how = if *applied { "applied" } else { "rolled-back" };
+            mk(
+                format!("mark {migration} as {how} in {env}"),
+                vec![
+                    backup_step(BackupKind::PreRollback, None),
+                    PlannedStep::new(format!("resolve --{how}"), format!("prisma migrate resolve --{how} {migration} (bookkeeping only; no SQL of the migration runs)"), StepAction::Resolve { migration: migration.clone(), applied: *applied }),
+                ],
+                vec![],
+                vec![format!("applied: {}", st.applied.join(",")), format!("failed: {}", st.failed.join(","))],
+            )
+        }
+        (OperationKind::Emergency, KindFacts::Emergency(em)) => {
+            let st = &em.status;
+            let Some((_, newest_name)) = newest_migration(st) else {
+                return Err(StepError(format!("{env} has no applied migrations; there is nothing to roll back to. Use `restore BACKUP` with a backup from `backups`.")));
+            };
+            let sf = em.backup.as_ref().ok_or_else(|| {
+                StepError(format!(
+                    "no verified backup of {env} was taken before the newest migration {newest_name}; emergency cannot restore. Way forward: `restore BACKUP` with an older backup from `backups`, or fix forward with a reversing migration and `deploy`."
+                ))
+            })?;
+            let src = &sf.source;
+            let assess = PlannedStep::new(
+                "assess",
+                "migration status, tables, recent app logs (recorded in the audit trail)",
+                StepAction::Assess,
+            );
+            let clear = PlannedStep::new(
+                "clear failed migrations",
+                "mark remaining failed _prisma_migrations rows rolled back",
+                StepAction::ClearFailed,
+            );
+            let applied = Ok(st.applied.clone());
+            let mut warnings = Vec::new();
+            if st.failed.is_empty() && st.pending.is_empty() {
+                // Nothing failed and nothing waits: an emergency restore here mostly undoes
+                // good work, so say that before anything else.
+                let undone = src.unapplies(&st.applied).unwrap_or_default().len();
+                warnings.push(Warning::danger(format!(
+                    "{env} looks healthy: no failed and no pending migration; this restore still undoes {undone} applied migration(s) and every write since {}",
+                    src.label
+                )));
+            }
+            warnings.extend(sf.warnings(env, &applied, now));
+            mk(
+                format!(
+                    "emergency in {env}: restore {} (taken {} ago)",
+                    src.label,
+                    human::age(now - src.taken_at)
+                ),
+                src.steps(
+                    e,
+                    BackupKind::PreRestore,
+                    format!("backup {} taken before {newest_name}", src.label),
+                    vec![assess],
+                    vec![clear],
+                ),
+                warnings,
+                vec![
+                    format!("newest migration {newest_name}"),
+                    src.fact(),
+                    format!("applied: {}", st.applied.join(",")),
+                ],
+            )
+        }
+        _ => Err(mismatch(kind)),
+    }
+}
+
+fn plan_rollback(
+    kind: &OperationKind,
+    env: &str,
+    e: &EnvironmentSettings,
+    migration: &str,
+    strategy: Option<RollbackStrategy>,
+    r: &RollbackFacts,
+    now: i64,
+) -> Result<Plan, StepError> {
+    let rp = &r.plan;
+    let use_down = rollback_uses_down(env, migration, rp, strategy)?;
+    let names = rp.names().join(", ");
+    if use_down {
+        let scripts: Vec<(String, String)> = rp
+            .steps
+            .iter()
+            .map(|s| (s.migration.clone(), s.down_sql.clone().unwrap_or_default()))
+            .collect();
+        return Ok(Plan::new(
+            kind,
+            env,
+            format!("roll back {} migration(s) in {env} with down.sql: {names}", rp.steps.len()),
+            vec![
+                backup_step(BackupKind::PreRollback, None),
+                PlannedStep::new("run down.sql", format!("newest first, each in one transaction with its _prisma_migrations row: {names}"), StepAction::RollbackDown { migration: migration.into(), fingerprint: rp.fingerprint.clone() }),
+            ],
+            warnings_for(&scripts),
+            vec![format!("rollback plan {}", rp.fingerprint)],
+        ));
+    }
+    let by = r
+        .by_restore
+        .as_ref()
+        .ok_or_else(|| not_gathered("the backups of the rollback by restore"))?;
+    // A candidate predates MIGRATION. Preferred: the newest whose applied migrations are exactly
+    // those before MIGRATION, so the restore un-applies MIGRATION and the later ones and nothing
+    // else; only without one, the newest candidate (which may undo earlier migrations too).
+    let applied = &by.applied;
+    let before = rollback_before(applied, rp);
+    let Some(sf) = by.exact.as_ref().or(by.newest.as_ref()) else {
+        let why = rp
+            .refusal()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "a restore was asked for".into());
+        return Err(StepError(format!(
+            "no safe rollback for {migration} in {env}: {why}, and no verified backup was taken before it. Way forward: write a reversing migration (a new folder such as prisma/migrations/<timestamp>_rollback_<feature>/migration.sql that undoes it) and run `deploy`."
+        )));
+    };
+    let src = &sf.source;
+    let then = src.migrations.clone().unwrap_or_default();
+    let detail = format!("backup {} (applied then: {})", src.label, then.len());
+    let mut warnings = Vec::new();
+    let earlier: Vec<&str> = applied
+        .iter()
+        .rev()
+        .filter(|m| before.contains(*m) && !then.contains(*m))
+        .map(String::as_str)
+        .collect();
+    if !earlier.is_empty() {
+        // First on the card: the restore takes away more than the rollback asked for.
+        warnings.push(Warning::danger(format!(
+            "no verified backup has exactly the migrations before {migration}: restoring {} also undoes the earlier {} migration(s) {}, not only {names}",
+            src.label,
+            earlier.len(),
+            earlier.join(", ")
+        )));
+    }
+    let pinned_facts = vec![
+        format!("rollback plan {}", rp.fingerprint),
+        src.fact(),
+        format!("applied: {}", applied.join(",")),
+    ];
+    warnings.extend(sf.warnings(env, &Ok(applied.clone()), now));
+    Ok(Plan::new(
+        kind,
+        env,
+        format!(
+            "roll back {migration} in {env} by restoring {} (taken {} ago)",
+            src.label,
+            human::age(now - src.taken_at)
+        ),
+        src.steps(e, BackupKind::PreRollback, detail, vec![], vec![]),
+        warnings,
+        pinned_facts,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    //! `plan_from` on facts built by hand: no database, no files, no clock.
+
+    use super::*;
+    use crate::core::reply::Severity;
+    use std::path::PathBuf;
+
+    const NOW: i64 = 1_700_000_000_000;
+    const HOUR: i64 = 3_600_000;
+
+    fn settings(extra: &str) -> EnvironmentSettings {
+        toml::from_str(&format!(
+            "database_url_env = \"PLAN_TEST_URL\"\nmigrations_dir = \"prisma/migrations\"\n{extra}"
+        ))
+        .expect("settings parse")
+    }
+
+    fn facts(settings: EnvironmentSettings, kind: KindFacts) -> PlanFacts {
+        PlanFacts {
+            settings,
+            now: NOW,
+            kind,
+        }
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn status(applied: &[&str], pending: &[&str], failed: &[&str]) -> StatusFacts {
+        let mut migrations = Vec::new();
+        for (i, m) in applied.iter().enumerate() {
+            migrations.push(MigrationFacts {
+                name: m.to_string(),
+                state: prisma::MigrationState::Applied,
+                started_at: DateTime::from_timestamp_millis(NOW - 10 * HOUR + i as i64 * HOUR),
+            });
+        }
+        for m in pending {
+            migrations.push(MigrationFacts {
+                name: m.to_string(),
+                state: prisma::MigrationState::Pending,
+                started_at: None,
+            });
+        }
+        StatusFacts {
+            applied: names(applied),
+            pending: names(pending),
+            failed: names(failed),
+            deploy_would_apply: names(pending),
+            migrations,
+        }
+    }
+
+    fn deploy_facts(
+        st: StatusFacts,
+        staging: Result<Vec<String>, StepError>,
+        review: PendingReview,
+    ) -> KindFacts {
+        KindFacts::Deploy(DeployFacts {
+            status: st,
+            missing_on_staging: Some(staging),
+            review: Some(Ok(review)),
+        })
+    }
+
+    fn review(checksums: &[(&str, &str)], data_loss: &[&str], no_down: &[&str]) -> PendingReview {
+        PendingReview {
+            checksums: checksums
+                .iter()
+                .map(|(m, s)| (m.to_string(), s.to_string()))
+                .collect(),
+            data_loss: names(data_loss),
+            no_down: names(no_down),
+        }
+    }
+
+    fn catalog_source(id: &str, taken_at: i64, migrations: &[&str]) -> SourceFacts {
+        SourceFacts {
+            source: RestoreSource {
+                label: id.into(),
+                path: PathBuf::from(format!("/backups/{id}.dump")),
+                sha256: Some(format!("sha-of-{id}")),
+                catalog: true,
+                taken_at,
+                migrations: Some(names(migrations)),
+                write_stats_json: None,
+            },
+            writes_since: "about 12 rows (public.Task: 12 = 12 inserted)".into(),
+            complete_dump: true,
+        }
+    }
+
+    fn rollback_plan(target: &str, undo: &[(&str, Option<&str>)]) -> prisma::RollbackPlan {
+        prisma::RollbackPlan {
+            target: target.into(),
+            steps: undo
+                .iter()
+                .enumerate()
+                .map(|(i, (m, down))| prisma::RollbackStep {
+                    migration: m.to_string(),
+                    row_id: format!("row{i}"),
+                    started_at: DateTime::from_timestamp_millis(NOW - HOUR * (i as i64 + 1))
+                        .unwrap(),
+                    finished_at: None,
+                    local: true,
+                    down_sql: down.map(str::to_string),
+                })
+                .collect(),
+            failed_migrations: vec![],
+            fingerprint: "fp-1".into(),
+        }
+    }
+
+    fn rollback_kind(migration: &str, strategy: Option<RollbackStrategy>) -> OperationKind {
+        OperationKind::Rollback {
+            migration: migration.into(),
+            strategy,
+        }
+    }
+
+    #[test]
+    fn deploy_is_refused_with_a_failed_migration() {
+        let f = facts(
+            settings(""),
+            KindFacts::Deploy(DeployFacts {
+                status: status(&["m1"], &["m2"], &["m1b"]),
+                // Not read: the refusal comes first.
+                missing_on_staging: None,
+                review: None,
+            }),
+        );
+        let err = plan_from(&OperationKind::Deploy, "production", &f).unwrap_err();
+        assert_eq!(
+            err.0,
+            "production has a failed migration (m1b); deploy would stop with P3009. Resolve it first: `resolve m1b rolled-back` or `resolve m1b applied`, or `emergency`."
+        );
+    }
+
+    #[test]
+    fn nothing_to_deploy_is_refused() {
+        let f = facts(
+            settings(""),
+            KindFacts::Deploy(DeployFacts {
+                status: status(&["m1"], &[], &[]),
+                missing_on_staging: None,
+                review: None,
+            }),
+        );
+        let err = plan_from(&OperationKind::Deploy, "production", &f).unwrap_err();
+        assert_eq!(
+            err.0,
+            "nothing to deploy: production has every migration of prisma/migrations applied"
+        );
+    }
+
+    #[test]
+    fn staging_guard_refuses_what_staging_lacks_and_passes_its_read_error_on() {
+        let e = settings("require_staging = \"staging\"");
+        let st = status(&["m1"], &["m2", "m3"], &[]);
+        let f = facts(
+            e.clone(),
+            deploy_facts(st.clone(), Ok(names(&["m3"])), review(&[], &[], &[])),
+        );
+        let err = plan_from(&OperationKind::Deploy, "production", &f).unwrap_err();
+        assert_eq!(
+            err.0,
+            "staging guard: m3 not deployed to staging yet; deploy there first (require_staging = \"staging\")"
+        );
+        let f = facts(
+            e,
+            deploy_facts(
+                st,
+                Err(StepError("staging guard: staging: unreachable".into())),
+                review(&[], &[], &[]),
+            ),
+        );
+        let err = plan_from(&OperationKind::Deploy, "production", &f).unwrap_err();
+        assert_eq!(err.0, "staging guard: staging: unreachable");
+    }
+
+    #[test]
+    fn deploy_pins_checksums_and_warns_data_loss_as_danger() {
+        let st = status(&["m1"], &["m2", "m3"], &[]);
+        let rv = review(
+            &[("m2", "aaa"), ("m3", "bbb")],
+            &["m3: DROP TABLE \"Post\""],
+            &["m2", "m3"],
+        );
+        let f = facts(settings(""), deploy_facts(st.clone(), Ok(vec![]), rv));
+        let p = plan_from(&OperationKind::Deploy, "production", &f).unwrap();
+        assert_eq!(p.summary, "deploy 2 migration(s) to production");
+        assert_eq!(p.steps.len(), 2);
+        assert!(
+            matches!(&p.steps[0].action, StepAction::Backup { kind, .. } if kind == "pre-deploy")
+        );
+        let StepAction::Deploy { migrations, pinned } = &p.steps[1].action else {
+            panic!("second step is not the deploy: {:?}", p.steps[1].action);
+        };
+        assert_eq!(migrations, &names(&["m2", "m3"]));
+        let pins: Vec<(&str, &str)> = pinned
+            .iter()
+            .map(|p| (p.migration.as_str(), p.checksum.as_str()))
+            .collect();
+        assert_eq!(pins, vec![("m2", "aaa"), ("m3", "bbb")]);
+        assert_eq!(
+            p.facts,
+            vec![
+                "applied: m1".to_string(),
+                "pending m2 checksum aaa".into(),
+                "pending m3 checksum bbb".into()
+            ]
+        );
+        assert_eq!(p.warnings.len(), 2);
+        assert_eq!(p.warnings[0].severity, Severity::Danger);
+        assert_eq!(p.warnings[0].text, "m3: DROP TABLE \"Post\"");
+        assert_eq!(p.warnings[1].severity, Severity::Caution);
+        assert_eq!(
+            p.warnings[1].text,
+            "no down.sql (rollback would need a restore): m2, m3"
+        );
+        // Same facts, same plan; an edited script changes the fingerprint.
+        let again = plan_from(&OperationKind::Deploy, "production", &f).unwrap();
+        assert_eq!(again.fingerprint, p.fingerprint);
+        let edited = facts(
+            settings(""),
+            deploy_facts(
+                st,
+                Ok(vec![]),
+                review(&[("m2", "aaa"), ("m3", "ccc")], &[], &[]),
+            ),
+        );
+        let edited = plan_from(&OperationKind::Deploy, "production", &edited).unwrap();
+        assert_ne!(edited.fingerprint, p.fingerprint);
+    }
+
+    #[test]
+    fn rollback_uses_down_sql_when_nothing_blocks_it() {
+        let rp = rollback_plan(
+            "m2",
+            &[
+                ("m3", Some("DROP TABLE \"Tag\";")),
+                ("m2", Some("SELECT 1;")),
+            ],
+        );
+        let f = facts(
+            settings(""),
+            KindFacts::Rollback(RollbackFacts {
+                plan: rp,
+                by_restore: None,
+            }),
+        );
+        let p = plan_from(&rollback_kind("m2", None), "production", &f).unwrap();
+        assert_eq!(
+            p.summary,
+            "roll back 2 migration(s) in production with down.sql: m3, m2"
+        );
+        assert!(
+            matches!(&p.steps[1].action, StepAction::RollbackDown { migration, fingerprint } if migration == "m2" && fingerprint == "fp-1")
+        );
+        assert_eq!(p.facts, vec!["rollback plan fp-1".to_string()]);
+        assert_eq!(p.warnings.len(), 1);
+        assert_eq!(p.warnings[0].severity, Severity::Danger);
+        assert!(p.warnings[0].text.starts_with("m3: "), "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn rollback_with_down_asked_but_missing_is_refused_and_not_applied_too() {
+        let rp = rollback_plan("m2", &[("m2", None)]);
+        let f = facts(
+            settings(""),
+            KindFacts::Rollback(RollbackFacts {
+                plan: rp.clone(),
+                by_restore: None,
+            }),
+        );
+        let err = plan_from(
+            &rollback_kind("m2", Some(RollbackStrategy::Down)),
+            "production",
+            &f,
+        )
+        .unwrap_err();
+        assert!(
+            err.0.starts_with(
+                "cannot roll back m2 with down.sql: rollback refused: no down.sql for m2"
+            ),
+            "{err}"
+        );
+        assert_eq!(rollback_uses_down("production", "m2", &rp, None), Ok(false));
+        let none = rollback_plan("m9", &[]);
+        assert_eq!(
+            rollback_uses_down("production", "m9", &none, None)
+                .unwrap_err()
+                .0,
+            "m9 is not applied in production; there is nothing to roll back"
+        );
+    }
+
+    #[test]
+    fn rollback_restores_the_exact_backup_else_the_newest_and_says_what_more_it_undoes() {
+        let rp = rollback_plan("m3", &[("m3", None)]);
+        let applied = names(&["m1", "m2", "m3"]);
+        let exact = catalog_source("b-exact", NOW - 5 * HOUR, &["m1", "m2"]);
+        let older = catalog_source("b-old", NOW - 9 * HOUR, &["m1"]);
+        let kind = rollback_kind("m3", None);
+        let with = |exact: Option<SourceFacts>, newest: Option<SourceFacts>| {
+            facts(
+                settings("app_stop = [\"stop\"]\napp_start = [\"start\"]"),
+                KindFacts::Rollback(RollbackFacts {
+                    plan: rp.clone(),
+                    by_restore: Some(RollbackRestoreFacts {
+                        applied: applied.clone(),
+                        exact,
+                        newest,
+                    }),
+                }),
+            )
+        };
+
+        let p = plan_from(&kind, "production", &with(Some(exact), None)).unwrap();
+        assert_eq!(
+            p.summary,
+            "roll back m3 in production by restoring b-exact (taken 5h ago)"
+        );
+        let steps: Vec<&str> = p.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            steps,
+            vec!["safety backup", "stop app", "restore", "start app"]
+        );
+        assert!(
+            p.steps[3].always,
+            "the app is started again after a failed restore"
+        );
+        assert!(
+            matches!(&p.steps[2].action, StepAction::Restore { backup, sha256 } if backup == "b-exact" && sha256.as_deref() == Some("sha-of-b-exact"))
+        );
+        assert_eq!(
+            p.facts,
+            vec![
+                "rollback plan fp-1".to_string(),
+                "backup b-exact sha256 sha-of-b-exact".into(),
+                "applied: m1,m2,m3".into()
+            ]
+        );
+        let w: Vec<(Severity, &str)> = p
+            .warnings
+            .iter()
+            .map(|w| (w.severity, w.text.as_str()))
+            .collect();
+        assert_eq!(
+            w,
+            vec![
+                (Severity::Caution, "restoring b-exact un-applies 1 migration(s), newest first: m3"),
+                (Severity::Danger, "everything written to production since b-exact was taken (5h ago) is lost; rows written since: about 12 rows (public.Task: 12 = 12 inserted)"),
+            ]
+        );
+
+        // Only an older backup: the card says first that it undoes m2 as well.
+        let p = plan_from(&kind, "production", &with(None, Some(older))).unwrap();
+        assert_eq!(p.warnings[0].severity, Severity::Danger);
+        assert_eq!(
+            p.warnings[0].text,
+            "no verified backup has exactly the migrations before m3: restoring b-old also undoes the earlier 1 migration(s) m2, not only m3"
+        );
+
+        // No backup at all: refused, with the way forward.
+        let err = plan_from(&kind, "production", &with(None, None)).unwrap_err();
+        assert!(
+            err.0.starts_with(
+                "no safe rollback for m3 in production: rollback refused: no down.sql for m3"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn restore_without_app_commands_warns_that_the_app_keeps_running() {
+        let mut external = catalog_source("dump.sql", NOW - 2 * HOUR, &[]);
+        external.source.catalog = false;
+        external.source.migrations = None;
+        external.complete_dump = false;
+        external.writes_since =
+            "unknown (an external file: dualkey recorded no write counters with it)".into();
+        let f = facts(
+            settings(""),
+            KindFacts::Restore(RestoreFacts {
+                source: external,
+                applied: Err(StepError("cannot read the migration status: down".into())),
+            }),
+        );
+        let kind = OperationKind::Restore {
+            backup: "dump.sql".into(),
+        };
+        let p = plan_from(&kind, "production", &f).unwrap();
+        let steps: Vec<&str> = p.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(steps, vec!["safety backup", "restore"]);
+        // The status could not be read: only the backup is pinned.
+        assert_eq!(
+            p.facts,
+            vec!["backup dump.sql sha256 sha-of-dump.sql".to_string()]
+        );
+        let texts: Vec<(Severity, &str)> = p
+            .warnings
+            .iter()
+            .map(|w| (w.severity, w.text.as_str()))
+            .collect();
+        assert_eq!(texts.len(), 4, "{texts:?}");
+        assert_eq!(
+            texts[0],
+            (
+                Severity::Caution,
+                "restoring dump.sql un-applies unknown migrations: cannot read the migration status: down"
+            )
+        );
+        assert_eq!(texts[1].0, Severity::Danger);
+        assert!(texts[2]
+            .1
+            .starts_with("dump.sql does not end with pg_dump's"));
+        assert_eq!(texts[2].0, Severity::Danger);
+        assert_eq!(texts[3].0, Severity::Caution);
+        assert!(texts[3]
+            .1
+            .starts_with("the app keeps running during the restore"));
+    }
+
+    #[test]
+    fn emergency_on_a_healthy_database_warns_first() {
+        let st = status(&["m1", "m2", "m3"], &[], &[]);
+        let backup = catalog_source("b1", NOW - 9 * HOUR - 30 * 60_000, &["m1"]);
+        let f = facts(
+            settings(""),
+            KindFacts::Emergency(EmergencyFacts {
+                status: st.clone(),
+                backup: Some(backup.clone()),
+            }),
+        );
+        let p = plan_from(&OperationKind::Emergency, "production", &f).unwrap();
+        assert_eq!(p.warnings[0].severity, Severity::Danger);
+        assert_eq!(
+            p.warnings[0].text,
+            "production looks healthy: no failed and no pending migration; this restore still undoes 2 applied migration(s) and every write since b1"
+        );
+        let steps: Vec<&str> = p.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            steps,
+            vec![
+                "safety backup",
+                "assess",
+                "restore",
+                "clear failed migrations"
+            ]
+        );
+        assert_eq!(p.facts[0], "newest migration m3");
+
+        // A failed migration: no "looks healthy" line.
+        let mut failing = st;
+        failing.failed = names(&["m3"]);
+        let f = facts(
+            settings(""),
+            KindFacts::Emergency(EmergencyFacts {
+                status: failing,
+                backup: Some(backup),
+            }),
+        );
+        let p = plan_from(&OperationKind::Emergency, "production", &f).unwrap();
+        assert!(p.warnings.iter().all(|w| !w.text.contains("looks healthy")));
+        assert_eq!(p.warnings[0].severity, Severity::Caution);
+
+        // Nothing applied: refused before a backup matters.
+        let f = facts(
+            settings(""),
+            KindFacts::Emergency(EmergencyFacts {
+                status: status(&[], &["m1"], &[]),
+                backup: None,
+            }),
+        );
+        let err = plan_from(&OperationKind::Emergency, "production", &f).unwrap_err();
+        assert!(
+            err.0.starts_with("production has no applied migrations"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn app_stop_without_a_command_is_refused_and_resolve_follows_prisma() {
+        let f = facts(settings(""), KindFacts::App);
+        let err = plan_from(&OperationKind::AppStop, "production", &f).unwrap_err();
+        assert!(
+            err.0
+                .starts_with("environments.production.app_stop is not set"),
+            "{err}"
+        );
+        let f = facts(
+            settings(""),
+            KindFacts::Resolve(status(&["m1"], &["m2"], &[])),
+        );
+        let kind = OperationKind::Resolve {
+            migration: "m1".into(),
+            applied: true,
+        };
+        let err = plan_from(&kind, "production", &f).unwrap_err();
+        assert!(err.0.starts_with("P3008"), "{err}");
+    }
+
+    #[test]
+    fn facts_of_another_kind_are_an_internal_error() {
+        let f = facts(settings(""), KindFacts::Backup);
+        let err = plan_from(&OperationKind::Deploy, "production", &f).unwrap_err();
+        assert!(err.0.starts_with("internal error"), "{err}");
+    }
+}
