@@ -243,14 +243,7 @@ impl Core {
         for c in channels {
             if tx.register_card(key, c.platform.as_str(), &c.id).await? {
                 tx.enqueue_outbox(
-                    &NewOutbox {
-                        platform: c.platform.as_str().into(),
-                        channel: c.id.clone(),
-                        op: "post".into(),
-                        message_id: None,
-                        payload: payload.clone(),
-                        card_key: Some(key.into()),
-                    },
+                    &card_row(key, c.platform.as_str(), &c.id, "post", &payload),
                     now,
                 )
                 .await?;
@@ -270,18 +263,8 @@ impl Core {
         let mut tx = self.store.begin().await?;
         let copies = tx.card_channels(key).await?;
         for (platform, channel) in &copies {
-            tx.enqueue_outbox(
-                &NewOutbox {
-                    platform: platform.clone(),
-                    channel: channel.clone(),
-                    op: "edit".into(),
-                    message_id: None,
-                    payload: payload.clone(),
-                    card_key: Some(key.into()),
-                },
-                now,
-            )
-            .await?;
+            tx.enqueue_outbox(&card_row(key, platform, channel, "edit", &payload), now)
+                .await?;
         }
         tx.commit().await?;
         self.outbox_wake.notify_one();
@@ -1151,6 +1134,18 @@ impl Core {
             card.error = o.error.clone();
         }
         Ok(())
+    }
+}
+
+/// An outbox row that posts or edits (`op`) card `key` in one channel.
+fn card_row(key: &str, platform: &str, channel: &str, op: &str, payload: &str) -> NewOutbox {
+    NewOutbox {
+        platform: platform.into(),
+        channel: channel.into(),
+        op: op.into(),
+        message_id: None,
+        payload: payload.into(),
+        card_key: Some(key.into()),
     }
 }
 

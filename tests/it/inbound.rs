@@ -46,24 +46,27 @@ impl Facts for Gated {
     }
 }
 
+/// The same core (settings, store, clock), planning behind `gate`.
+fn gated_core(core: &Core, gate: &Arc<tokio::sync::Semaphore>) -> Arc<Core> {
+    let mut c = Core::new(
+        (*core.settings).clone(),
+        core.store.clone(),
+        core.clock.clone(),
+        Arc::new(Gated {
+            inner: core.facts.clone(),
+            gate: gate.clone(),
+        }),
+    );
+    c.outbox_wake = core.outbox_wake.clone();
+    Arc::new(c)
+}
+
 /// `submit` returns (the adapter acks) while planning is still blocked; the card follows once
 /// planning finishes.
 async fn the_ack_comes_before_planning_and_the_card_after_it(b: Backend) {
     let app = spawn_app(b, 1, 0).await;
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let core = {
-        let mut c = Core::new(
-            (*app.core.settings).clone(),
-            app.core.store.clone(),
-            app.core.clock.clone(),
-            Arc::new(Gated {
-                inner: app.core.facts.clone(),
-                gate: gate.clone(),
-            }),
-        );
-        c.outbox_wake = app.core.outbox_wake.clone();
-        Arc::new(c)
-    };
+    let core = gated_core(&app.core, &gate);
     let mem = MemoryAdapter::new(Platform::Slack);
     let inbound = Inbound::new(core.clone(), vec![mem.clone() as Arc<dyn Outbound>]);
     // `submit` is not async: the adapter acks as soon as it returns.
@@ -126,15 +129,7 @@ both_backends!(a_burst_of_redelivered_events_acts_once_each);
 async fn drain_waits_for_acked_events_still_being_handled(b: Backend) {
     let app = spawn_app(b, 1, 0).await;
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let core = Arc::new(Core::new(
-        (*app.core.settings).clone(),
-        app.core.store.clone(),
-        app.core.clock.clone(),
-        Arc::new(Gated {
-            inner: app.core.facts.clone(),
-            gate: gate.clone(),
-        }),
-    ));
+    let core = gated_core(&app.core, &gate);
     let mem = MemoryAdapter::new(Platform::Slack);
     let inbound = Inbound::new(core.clone(), vec![mem.clone() as Arc<dyn Outbound>]);
     drop(inbound.submit(event("trigger-d", "slack:U0ALICE", "app stop")));

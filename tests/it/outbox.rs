@@ -201,6 +201,34 @@ async fn pruning_drops_old_dedupe_keys_and_delivered_messages_only(b: Backend) {
 }
 both_backends!(pruning_drops_old_dedupe_keys_and_delivered_messages_only);
 
+/// A test app with `[slack] enabled = true` and the given channel keys (`audit_channel = "C0AUDIT"`),
+/// plus `extra` config lines at the end.
+async fn with_slack(b: Backend, keys: &str, extra: &str) -> crate::support::TestApp {
+    let (keys, extra) = (keys.to_string(), extra.to_string());
+    crate::support::spawn_app_with(b, 1, 0, move |t| {
+        t.replace(
+            "[approvals]",
+            &format!("[slack]\nenabled = true\n{keys}\n[approvals]"),
+        ) + &extra
+    })
+    .await
+}
+
+/// What waits (or waited) in the outbox for `platform`: `(channel, text)`, oldest first.
+async fn queued_texts(app: &crate::support::TestApp, platform: &str) -> Vec<(String, String)> {
+    app.core
+        .store
+        .outbox_all(platform)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| {
+            let reply: Reply = serde_json::from_str(&r.payload).ok()?;
+            Some((r.channel, reply.to_text()))
+        })
+        .collect()
+}
+
 /// Stacked edits of one card behind a 429 collapse into the newest; other messages of the
 /// channel keep their order around it, and the edit goes to the message the card was posted as.
 async fn stacked_card_edits_collapse_to_the_newest_and_order_is_kept(b: Backend) {
@@ -262,27 +290,15 @@ both_backends!(stacked_card_edits_collapse_to_the_newest_and_order_is_kept);
 /// Approval cards go to the command's channel and to `approvals_channel`, audit lines to
 /// `audit_channel`; `[environments.NAME.slack]` overrides them per environment.
 async fn cards_and_audit_lines_are_routed_by_config_with_per_environment_overrides(b: Backend) {
-    let app = crate::support::spawn_app_with(b, 1, 0, |t| {
-        t.replace(
-            "[approvals]",
-            "[slack]\nenabled = true\napprovals_channel = \"C0APPROVALS\"\naudit_channel = \"C0AUDIT\"\nreport_channel = \"C0REPORTS\"\n[approvals]",
-        ) + "[environments.staging.slack]\napprovals_channel = \"C0STAGINGAPPROVALS\"\naudit_channel = \"C0STAGINGAUDIT\"\n"
-    })
+    let app = with_slack(
+        b,
+        "approvals_channel = \"C0APPROVALS\"\naudit_channel = \"C0AUDIT\"\nreport_channel = \"C0REPORTS\"",
+        "[environments.staging.slack]\napprovals_channel = \"C0STAGINGAPPROVALS\"\naudit_channel = \"C0STAGINGAUDIT\"\n",
+    )
     .await;
     app.cmd("alice", "app stop").await;
     app.cmd("alice", "app stop staging").await;
-    let posts: Vec<(String, String)> = app
-        .core
-        .store
-        .outbox_all("slack")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| {
-            let reply: Reply = serde_json::from_str(&r.payload).unwrap();
-            (r.channel, reply.to_text())
-        })
-        .collect();
+    let posts = queued_texts(&app, "slack").await;
     let cards_in = |ch: &str| {
         posts
             .iter()
@@ -325,53 +341,36 @@ both_backends!(cards_and_audit_lines_are_routed_by_config_with_per_environment_o
 /// The chain head reaches the audit channel with every 100th event, in the form
 /// `dualkey audit verify --head` takes.
 async fn the_audit_head_is_posted_every_hundred_events(b: Backend) {
-    let app = crate::support::spawn_app_with(b, 1, 0, |t| {
-        t.replace(
-            "[approvals]",
-            "[slack]\nenabled = true\naudit_channel = \"C0AUDIT\"\n[approvals]",
-        )
-    })
-    .await;
+    let app = with_slack(b, "audit_channel = \"C0AUDIT\"", "").await;
     for _ in 0..34 {
         app.cmd("carol", "help").await; // a command event each (help needs no database)
     }
     let (seq, _) = app.core.store.audit_head().await.unwrap();
     assert!(seq < 100, "{seq}");
-    let heads = |rows: &[dualkey::store::OutboxRow]| -> Vec<String> {
-        rows.iter()
-            .filter_map(|r| serde_json::from_str::<Reply>(&r.payload).ok())
-            .map(|r| r.to_text())
+    let heads = |rows: Vec<(String, String)>| -> Vec<String> {
+        rows.into_iter()
+            .map(|(_, t)| t)
             .filter(|t| t.starts_with("audit head "))
             .collect()
     };
-    assert!(heads(&app.core.store.outbox_all("slack").await.unwrap()).is_empty());
+    assert!(heads(queued_texts(&app, "slack").await).is_empty());
     while app.core.store.audit_head().await.unwrap().0 < 100 {
         app.cmd("carol", "help").await;
     }
-    let rows = app.core.store.outbox_all("slack").await.unwrap();
-    let h = heads(&rows);
+    let h = heads(queued_texts(&app, "slack").await);
     assert_eq!(h.len(), 1, "{h:?}");
     let page = app.core.store.audit_page(99, 1).await.unwrap();
     assert_eq!(h[0], format!("audit head seq=100 hash={}", page[0].hash));
     // At start-up the head is queued too.
     app.core.post_audit_head().await.unwrap();
-    assert_eq!(
-        heads(&app.core.store.outbox_all("slack").await.unwrap()).len(),
-        2
-    );
+    assert_eq!(heads(queued_texts(&app, "slack").await).len(), 2);
 }
 both_backends!(the_audit_head_is_posted_every_hundred_events);
 
 /// An operation found interrupted at start-up is an alert: posted to the channel it came from
 /// and to `report_channel`.
 async fn an_interrupted_operation_is_reported_to_the_report_channel(b: Backend) {
-    let app = crate::support::spawn_app_with(b, 1, 0, |t| {
-        t.replace(
-            "[approvals]",
-            "[slack]\nenabled = true\nreport_channel = \"C0REPORTS\"\n[approvals]",
-        )
-    })
-    .await;
+    let app = with_slack(b, "report_channel = \"C0REPORTS\"", "").await;
     app.cmd("alice", "app start").await;
     let now = app.core.clock.now_ms();
     let mut tx = app.core.store.begin().await.unwrap();
@@ -385,26 +384,21 @@ async fn an_interrupted_operation_is_reported_to_the_report_channel(b: Backend) 
     dualkey::worker::Worker::recover_interrupted(&app.core, true)
         .await
         .unwrap();
-    let alert = |platform: &'static str, channel: &'static str| {
-        let core = app.core.clone();
-        let id = op.id.clone();
-        async move {
-            core.store
-                .outbox_all(platform)
-                .await
-                .unwrap()
-                .iter()
-                .filter(|r| r.channel == channel)
-                .filter_map(|r| serde_json::from_str::<Reply>(&r.payload).ok())
-                .any(|r| {
-                    r.to_text().contains(&format!(
-                        "Operation {id} (app-start in production) was interrupted"
-                    ))
-                })
-        }
+    let alert = format!(
+        "Operation {} (app-start in production) was interrupted",
+        op.id
+    );
+    let has_alert = |rows: Vec<(String, String)>, channel: &str| {
+        rows.iter().any(|(c, t)| c == channel && t.contains(&alert))
     };
-    assert!(alert("slack", "C0REPORTS").await, "report channel");
-    assert!(alert("shell", "test").await, "the channel it came from");
+    assert!(
+        has_alert(queued_texts(&app, "slack").await, "C0REPORTS"),
+        "report channel"
+    );
+    assert!(
+        has_alert(queued_texts(&app, "shell").await, "test"),
+        "the channel it came from"
+    );
 }
 both_backends!(an_interrupted_operation_is_reported_to_the_report_channel);
 

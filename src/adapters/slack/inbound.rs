@@ -246,16 +246,43 @@ fn bad_request(what: &str) -> Response {
     (StatusCode::BAD_REQUEST, format!("unreadable {what}")).into_response()
 }
 
+/// Why a request was refused before its payload was read.
+enum Refused {
+    /// Bad, missing or stale signature: 401.
+    Signature,
+    /// Not a form body: 400.
+    Form,
+}
+
+impl Refused {
+    fn response(self) -> Response {
+        match self {
+            Refused::Signature => unauthorized(),
+            Refused::Form => bad_request("form body"),
+        }
+    }
+}
+
+/// The form fields of a request whose signature checks out.
+fn signed_form(
+    st: &HttpState,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Vec<(String, String)>, Refused> {
+    if !signed(st, headers, body) {
+        return Err(Refused::Signature);
+    }
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body).map_err(|_| Refused::Form)
+}
+
 async fn http_command(
     State(st): State<Arc<HttpState>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !signed(&st, &headers, &body) {
-        return unauthorized();
-    }
-    let Ok(fields) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) else {
-        return bad_request("form body");
+    let fields = match signed_form(&st, &headers, &body) {
+        Ok(f) => f,
+        Err(refused) => return refused.response(),
     };
     let obj: serde_json::Map<String, serde_json::Value> = fields
         .into_iter()
@@ -272,11 +299,9 @@ async fn http_interaction(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !signed(&st, &headers, &body) {
-        return unauthorized();
-    }
-    let Ok(fields) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) else {
-        return bad_request("form body");
+    let fields = match signed_form(&st, &headers, &body) {
+        Ok(f) => f,
+        Err(refused) => return refused.response(),
     };
     let Some((_, payload)) = fields.iter().find(|(k, _)| k == "payload") else {
         return bad_request("interaction (no payload)");

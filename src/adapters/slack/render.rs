@@ -829,20 +829,7 @@ mod tests {
         let mut c = request_card();
         let long = "é".repeat(5000);
         c.title = long.clone();
-        c.steps = (0..200)
-            .map(|i| Step {
-                name: format!("step-{i}"),
-                detail: long.clone(),
-                state: if i < 150 {
-                    StepState::Succeeded
-                } else if i == 150 {
-                    StepState::Running
-                } else {
-                    StepState::Planned
-                },
-                recorded: (i < 150).then(|| ("succeeded".into(), long.clone())),
-            })
-            .collect();
+        c.steps = steps_150_done(200, &long);
         c.lines = (0..100).map(|_| long.clone()).collect();
         c.fields = (0..40).map(|i| (format!("f{i}"), long.clone())).collect();
         c.warnings = (0..30).map(|_| Warning::danger(long.clone())).collect();
@@ -866,12 +853,13 @@ mod tests {
         assert!(steps.contains("earlier step(s)"));
     }
 
-    fn render_steps_only(n: usize) -> String {
-        let long = "x".repeat(5000);
-        let steps: Vec<Step> = (0..n)
+    /// `n` steps with `detail`: the first 150 succeeded (with `detail` as output), the 151st
+    /// running, the rest planned.
+    fn steps_150_done(n: usize, detail: &str) -> Vec<Step> {
+        (0..n)
             .map(|i| Step {
                 name: format!("step-{i}"),
-                detail: long.clone(),
+                detail: detail.to_string(),
                 state: if i < 150 {
                     StepState::Succeeded
                 } else if i == 150 {
@@ -879,9 +867,13 @@ mod tests {
                 } else {
                     StepState::Planned
                 },
-                recorded: (i < 150).then(|| ("succeeded".into(), long.clone())),
+                recorded: (i < 150).then(|| ("succeeded".into(), detail.to_string())),
             })
-            .collect();
+            .collect()
+    }
+
+    fn render_steps_only(n: usize) -> String {
+        let steps = steps_150_done(n, &"x".repeat(5000));
         let mut c = Card::new("t", Style::Pending);
         c.steps = steps;
         let v = json(&Reply::card(c));
