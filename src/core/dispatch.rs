@@ -575,19 +575,21 @@ impl Core {
             tx.commit().await?;
             self.outbox_wake.notify_one();
             let card = self.request_card(&id).await?;
-            self.post_card(
-                &format!("request:{id}"),
-                &self.card_channels(&ev.channel, env),
-                &card,
-            )
-            .await?;
+            let channels = self.card_channels(&ev.channel, env);
+            self.post_card(&format!("request:{id}"), &channels, &card)
+                .await?;
             // The requester hears back even where the card cannot be posted (a channel the
             // bot was not invited to).
             out.respond(Reply::ephemeral(format!(
-                "Request {id} recorded: {}. It needs {} approval(s) from someone other than you within {}; the card with the buttons goes to this channel and the approvals channel.",
+                "Request {id} recorded: {}. It needs {} approval(s) from someone other than you within {}; the card with the buttons goes to this channel{}.",
                 plan.summary,
                 row.required_votes,
-                crate::config::format_duration(self.settings.approvals.ttl.0)
+                crate::config::format_duration(self.settings.approvals.ttl.0),
+                if channels.len() > 1 {
+                    " and the approvals channel"
+                } else {
+                    ""
+                }
             )))
             .await?;
         } else {
