@@ -167,14 +167,28 @@ async fn send(
         _ => {
             let id = out.post(&row.channel, reply).await?;
             if let Some(key) = &row.card_key {
-                core.store
-                    .set_card_message(key, &row.platform, &row.channel, &id)
-                    .await
-                    .map_err(|e| {
-                        DeliveryError::Permanent(format!(
-                            "posted as {id}, but recording the message id failed: {e}"
-                        ))
-                    })?;
+                // The message exists now: retrying the post would duplicate it, so the id is
+                // recorded with a few quick retries, and only then given up (the next edit of
+                // this copy would then post it again).
+                let mut tries = 0;
+                loop {
+                    match core
+                        .store
+                        .set_card_message(key, &row.platform, &row.channel, &id)
+                        .await
+                    {
+                        Ok(()) => break,
+                        Err(e) if tries >= 3 => {
+                            return Err(DeliveryError::Permanent(format!(
+                                "posted as {id}, but recording the message id failed: {e}"
+                            )))
+                        }
+                        Err(_) => {
+                            tries += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(200 * tries)).await;
+                        }
+                    }
+                }
             }
             Ok(())
         }

@@ -82,8 +82,9 @@ pub enum EventKind {
     Action { action_id: String },
 }
 
-/// A verified, acknowledged event from an adapter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A verified, acknowledged event from an adapter. Its `Debug` leaves out the response handle
+/// (a Slack `response_url` lets anyone holding it post as the bot for 30 minutes).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboundEvent {
     /// Platform delivery id (Slack `trigger_id`, Discord interaction id, Socket Mode envelope
     /// id): the same delivery handled twice acts once.
@@ -100,6 +101,24 @@ pub struct InboundEvent {
     pub reply_to: Option<String>,
 }
 
+impl std::fmt::Debug for InboundEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboundEvent")
+            .field("delivery_id", &self.delivery_id)
+            .field("actor", &self.actor)
+            .field("channel", &self.channel)
+            .field("kind", &self.kind)
+            .field(
+                "reply_to",
+                &self
+                    .reply_to
+                    .as_ref()
+                    .map(|_| "<response handle, redacted>"),
+            )
+            .finish()
+    }
+}
+
 impl InboundEvent {
     /// An event with no response handle.
     pub fn new(delivery_id: String, actor: Actor, channel: ChannelRef, kind: EventKind) -> Self {
@@ -110,5 +129,36 @@ impl InboundEvent {
             kind,
             reply_to: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_leaves_out_the_response_handle() {
+        let mut ev = InboundEvent::new(
+            "t1".into(),
+            Actor {
+                platform: Platform::Slack,
+                account: "U1".into(),
+                display: "u".into(),
+            },
+            ChannelRef {
+                platform: Platform::Slack,
+                id: "C1".into(),
+            },
+            EventKind::Command {
+                text: "help".into(),
+            },
+        );
+        ev.reply_to = Some("https://hooks.slack.com/commands/T1/123/SECRETPART".into());
+        let shown = format!("{ev:?}");
+        assert!(!shown.contains("SECRETPART"), "{shown}");
+        assert!(
+            shown.contains("redacted") && shown.contains("t1"),
+            "{shown}"
+        );
     }
 }
