@@ -623,12 +623,17 @@ impl Facts for RunbookFacts {
         })
     }
 
+    /// The folder names only (one `readdir`, no script read): every command is parsed with
+    /// them, `help` included. The same folders [`prisma::list_migrations`] lists.
     fn migration_names(&self, dir: &Path) -> BTreeSet<String> {
-        prisma::list_migrations(dir)
-            .migrations
-            .into_iter()
-            .map(|m| m.name)
-            .collect()
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
