@@ -78,7 +78,8 @@ pub struct RequestRow {
     pub decided_by: Option<String>,
     /// JSON of the [`crate::core::event::ChannelRef`] the request was made in.
     pub channel_json: String,
-    /// JSON of the [`crate::core::event::MessageRef`] of its card, once posted.
+    /// JSON of the [`crate::core::event::MessageRef`] of its card, written by versions before
+    /// card keys (`card_messages`); read only to edit such old cards.
     pub message_json: Option<String>,
 }
 
@@ -345,8 +346,6 @@ pub trait Tx: Send {
     async fn lock_request(&mut self, id: &str) -> StoreResult<Option<RequestRow>>;
     /// Inserts a new request.
     async fn insert_request(&mut self, r: &RequestRow) -> StoreResult<()>;
-    /// Records where a request's card was posted.
-    async fn set_request_message(&mut self, id: &str, message_json: &str) -> StoreResult<()>;
     /// The conditional vote write: inserts the vote only if the request is pending, unexpired
     /// at `now`, the voter is not the requester and has not voted yet. True when inserted.
     async fn insert_vote_if_open(&mut self, v: &VoteRow, now: i64) -> StoreResult<bool>;
@@ -387,8 +386,6 @@ pub trait Tx: Send {
     ) -> StoreResult<bool>;
     /// Locks an operation and tells whether it is `running` and owned by `worker`.
     async fn owns_operation(&mut self, id: &str, worker: &str) -> StoreResult<bool>;
-    /// Records where an operation's progress is shown.
-    async fn set_operation_message(&mut self, id: &str, message_json: &str) -> StoreResult<()>;
     /// Running operations whose heartbeat is older than `stale_before` (all running ones when
     /// `None`), locked.
     async fn running_operations(

@@ -406,15 +406,6 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn set_request_message(&mut self, id: &str, message_json: &str) -> StoreResult<()> {
-                sqlx::query("UPDATE requests SET message_json = $2 WHERE id = $1")
-                    .bind(id)
-                    .bind(message_json)
-                    .execute(&mut *self.tx)
-                    .await?;
-                Ok(())
-            }
-
             async fn insert_vote_if_open(&mut self, v: &VoteRow, now: i64) -> StoreResult<bool> {
                 // The two-person rule in SQL: only a pending, unexpired request, only a voter who
                 // is not the requester, only once per voter.
@@ -537,15 +528,6 @@ macro_rules! sql_store {
                     Some(r) => r.try_get::<String, _>("state")? == "running" && r.try_get::<Option<String>, _>("worker")?.as_deref() == Some(worker),
                     None => false,
                 })
-            }
-
-            async fn set_operation_message(&mut self, id: &str, message_json: &str) -> StoreResult<()> {
-                sqlx::query("UPDATE operations SET message_json = $2 WHERE id = $1")
-                    .bind(id)
-                    .bind(message_json)
-                    .execute(&mut *self.tx)
-                    .await?;
-                Ok(())
             }
 
             async fn running_operations(&mut self, stale_before: Option<i64>) -> StoreResult<Vec<OperationRow>> {
