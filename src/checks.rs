@@ -21,113 +21,145 @@ fn list(v: &[String]) -> String {
     }
 }
 
-/// Migration lines for `status`: reachability and version, then applied, pending, failed,
+/// A report row: (label, value).
+pub type Field = (String, String);
+
+fn field(label: &str, value: impl Into<String>) -> Field {
+    (label.to_string(), value.into())
+}
+
+/// Fields as the text the CLI prints: one `label: value` line each.
+pub fn fields_text(fields: &[Field]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Migration fields for `status`: reachability and version, then applied, pending, failed,
 /// rolled back (due again), edited after apply, only in the database, diverged.
-pub async fn database_lines(core: &Core, env: &str) -> Vec<String> {
+pub async fn database_fields(core: &Core, env: &str) -> Vec<Field> {
     let Ok(e) = runbook::env_settings(core, env) else {
-        return vec!["database: environment not configured".into()];
+        return vec![field("database", "environment not configured")];
     };
     match runbook::migration_status(e).await {
-        Err(err) => vec![format!("database: UNREACHABLE or unreadable: {err}")],
-        Ok(st) => status_lines(&st),
+        Err(err) => vec![field(
+            "database",
+            format!("UNREACHABLE or unreadable: {err}"),
+        )],
+        Ok(st) => status_fields(&st),
     }
 }
 
-/// Renders a status report as lines.
-pub fn status_lines(st: &StatusReport) -> Vec<String> {
-    let mut out = vec![format!(
-        "database: reachable, PostgreSQL {}{}",
-        st.server_version.clone().unwrap_or_else(|| "?".into()),
-        if st.has_migrations_table {
-            ""
-        } else {
-            " (no _prisma_migrations table yet)"
-        }
+/// A migration status report as fields.
+pub fn status_fields(st: &StatusReport) -> Vec<Field> {
+    let mut out = vec![field(
+        "database",
+        format!(
+            "reachable, PostgreSQL {}{}",
+            st.server_version.clone().unwrap_or_else(|| "?".into()),
+            if st.has_migrations_table {
+                ""
+            } else {
+                " (no _prisma_migrations table yet)"
+            }
+        ),
     )];
-    out.push(format!(
-        "migrations: {} in the folder, {} applied",
-        st.local_count,
-        st.applied.len()
+    out.push(field(
+        "migrations",
+        format!(
+            "{} in the folder, {} applied",
+            st.local_count,
+            st.applied.len()
+        ),
     ));
-    out.push(format!("pending: {}", list(&st.pending)));
+    out.push(field("pending", list(&st.pending)));
     let failed: Vec<String> = st.failed.iter().map(|f| f.name.clone()).collect();
-    out.push(format!("failed: {}", list(&failed)));
+    out.push(field("failed", list(&failed)));
     if !st.rolled_back.is_empty() {
-        out.push(format!(
-            "rolled back (the next deploy applies them again): {}",
-            list(&st.rolled_back)
+        out.push(field(
+            "rolled back (the next deploy applies them again)",
+            list(&st.rolled_back),
         ));
     }
     if !st.edited_after_apply.is_empty() {
-        out.push(format!(
-            "EDITED AFTER APPLY (checksum differs): {}",
-            list(&st.edited_after_apply)
+        out.push(field(
+            "EDITED AFTER APPLY (checksum differs)",
+            list(&st.edited_after_apply),
         ));
     }
     if !st.only_in_database.is_empty() {
-        out.push(format!(
-            "only in the database (not in the folder): {}",
-            list(&st.only_in_database)
+        out.push(field(
+            "only in the database (not in the folder)",
+            list(&st.only_in_database),
         ));
     }
     if let Some(d) = &st.diverged {
-        out.push(format!(
-            "DIVERGED: last common {}, not in database [{}], not in folder [{}]",
-            d.last_common.clone().unwrap_or_else(|| "none".into()),
-            d.not_in_database.join(", "),
-            d.not_in_folder.join(", ")
+        out.push(field(
+            "DIVERGED",
+            format!(
+                "last common {}, not in database [{}], not in folder [{}]",
+                d.last_common.clone().unwrap_or_else(|| "none".into()),
+                d.not_in_database.join(", "),
+                d.not_in_folder.join(", ")
+            ),
         ));
     }
     if !st.deploy_would_apply.is_empty() {
-        out.push(format!(
-            "deploy would apply: {}",
-            list(&st.deploy_would_apply)
-        ));
+        out.push(field("deploy would apply", list(&st.deploy_would_apply)));
     }
     out
 }
 
 /// The newest verified backup and its age.
-pub async fn backup_lines(core: &Core, env: &str) -> anyhow::Result<Vec<String>> {
+pub async fn backup_field(core: &Core, env: &str) -> anyhow::Result<Field> {
     let now = core.clock.now_ms();
     let all = core.store.list_backups(env).await?;
-    Ok(vec![match first_healthy(core, &all).await {
-        Some(b) => format!(
-            "newest backup: {} ({}, {} ago, {})",
-            b.id,
-            b.kind,
-            human::age(now - b.started_at),
-            human::bytes(b.size_bytes.unwrap_or(0) as u64)
-        ),
-        None => "newest backup: NONE verified".into(),
-    }])
+    Ok(field(
+        "newest backup",
+        match first_healthy(core, &all).await {
+            Some(b) => format!(
+                "{} ({}, {} ago, {})",
+                b.id,
+                b.kind,
+                human::age(now - b.started_at),
+                human::bytes(b.size_bytes.unwrap_or(0) as u64)
+            ),
+            None => "NONE verified".into(),
+        },
+    ))
 }
 
-/// The app status command's result, or a line saying that none is configured.
-pub async fn app_lines(core: &Core, env: &str) -> Vec<String> {
-    let Ok(e) = runbook::env_settings(core, env) else {
-        return vec![];
-    };
+/// The app status command's result, or why there is none; `None` for an unknown environment.
+pub async fn app_field(core: &Core, env: &str) -> Option<Field> {
+    let e = runbook::env_settings(core, env).ok()?;
     let Some(argv) = &e.app_status else {
-        return vec![format!(
-            "app: unknown (environments.{env}.app_status is not set; dualkey {} the app in {env})",
-            if e.controls_app() {
-                "can still stop and start"
-            } else {
-                "does not stop or start"
-            }
-        )];
+        return Some(field(
+            "app",
+            format!(
+                "unknown (environments.{env}.app_status is not set; dualkey {} the app in {env})",
+                if e.controls_app() {
+                    "can still stop and start"
+                } else {
+                    "does not stop or start"
+                }
+            ),
+        ));
     };
     let timeout = Duration::from_secs(e.app_timeout_secs.min(10));
-    match dbops::app::run(argv, timeout).await {
-        Ok(o) if o.ok() => vec![format!("app: {}", dbops::app::tail_of(&o.tail, 200))],
-        Ok(o) => vec![format!(
-            "app: status command exited {}: {}",
-            o.code.map(|c| c.to_string()).unwrap_or("by signal".into()),
-            dbops::app::tail_of(&o.tail, 200)
-        )],
-        Err(err) => vec![format!("app: {err}")],
-    }
+    Some(field(
+        "app",
+        match dbops::app::run(argv, timeout).await {
+            Ok(o) if o.ok() => dbops::app::tail_of(&o.tail, 200),
+            Ok(o) => format!(
+                "status command exited {}: {}",
+                o.code.map(|c| c.to_string()).unwrap_or("by signal".into()),
+                dbops::app::tail_of(&o.tail, 200)
+            ),
+            Err(err) => err.to_string(),
+        },
+    ))
 }
 
 /// The first (newest) catalog entry whose file is healthy, hashing a touched one.
@@ -294,7 +326,10 @@ pub async fn checklist_report(core: &Core, env: &str) -> anyhow::Result<Report> 
     ));
     // Without an app_status command there is nothing to check (teams on Kubernetes or a PaaS).
     if e.app_status.is_some() {
-        let app = app_lines(core, env).await.join(" ");
+        let app = app_field(core, env)
+            .await
+            .map(|(k, v)| format!("{k}: {v}"))
+            .unwrap_or_default();
         items.push((
             !app.contains("exited")
                 && !app.contains("cannot start")
@@ -330,13 +365,12 @@ async fn open_requests(core: &Core, now: i64) -> anyhow::Result<Vec<RequestRow>>
         .collect())
 }
 
-/// The `status` report: migrations, newest backup, app, operations and open requests, as
-/// sections of label/value fields.
+/// The `status` report: migrations, newest backup, app and operations as label/value fields,
+/// then the open requests, then the last finished operation.
 pub async fn status_report(core: &Core, env: &str) -> anyhow::Result<Report> {
-    let mut out = Vec::new();
-    out.extend(database_lines(core, env).await);
-    out.extend(backup_lines(core, env).await?);
-    out.extend(app_lines(core, env).await);
+    let mut now_fields = database_fields(core, env).await;
+    now_fields.push(backup_field(core, env).await?);
+    now_fields.extend(app_field(core, env).await);
     let active: Vec<OperationRow> = core
         .store
         .active_operations()
@@ -345,14 +379,17 @@ pub async fn status_report(core: &Core, env: &str) -> anyhow::Result<Report> {
         .filter(|o| o.env == env)
         .collect();
     if active.is_empty() {
-        out.push("operation: none running".into());
+        now_fields.push(field("operation", "none running"));
     }
     for o in &active {
-        out.push(format!(
-            "operation: {} {} ({})",
-            o.id,
-            kind_name(&o.kind_json),
-            describe_state(o)
+        now_fields.push(field(
+            "operation",
+            format!(
+                "{} {} ({})",
+                o.id,
+                kind_name(&o.kind_json),
+                describe_state(o)
+            ),
         ));
     }
     let now = core.clock.now_ms();
@@ -361,59 +398,46 @@ pub async fn status_report(core: &Core, env: &str) -> anyhow::Result<Report> {
         .into_iter()
         .filter(|r| r.env == env)
         .collect();
-    out.push(format!("open requests: {}", open.len()));
-    for r in &open {
-        out.push(format!(
-            "  {} {} by {}, expires in {}",
-            r.id,
-            kind_name(&r.kind_json),
-            r.requester,
-            human::span(r.expires_at - now)
-        ));
-    }
+    now_fields.push(field("open requests", open.len().to_string()));
+    let mut sections = vec![Section {
+        fields: now_fields,
+        lines: open
+            .iter()
+            .map(|r| {
+                format!(
+                    "  {} {} by {}, expires in {}",
+                    r.id,
+                    kind_name(&r.kind_json),
+                    r.requester,
+                    human::span(r.expires_at - now)
+                )
+            })
+            .collect(),
+        ..Section::default()
+    }];
     let recent = core.store.recent_operations(20).await?;
     if let Some(last) = recent
         .iter()
         .find(|o| o.env == env && OperationState::parse(&o.state).is_some_and(|s| s.is_final()))
     {
-        out.push(format!(
-            "last operation: {} {} {}",
-            last.id,
-            kind_name(&last.kind_json),
-            describe_state(last)
-        ));
+        sections.push(Section {
+            fields: vec![field(
+                "last operation",
+                format!(
+                    "{} {} {}",
+                    last.id,
+                    kind_name(&last.kind_json),
+                    describe_state(last)
+                ),
+            )],
+            ..Section::default()
+        });
     }
     Ok(Report {
         title: format!("dualkey status for {env}"),
-        sections: sections_from_lines(&out),
+        sections,
         buttons: vec![],
     })
-}
-
-/// Groups text lines into report sections: runs of `label: value` lines become fields,
-/// others (indented details, free text) stay lines, in their order.
-fn sections_from_lines(lines: &[String]) -> Vec<Section> {
-    let mut out: Vec<Section> = Vec::new();
-    for l in lines {
-        let field = (!l.starts_with(' '))
-            .then(|| l.split_once(": "))
-            .flatten()
-            .filter(|(k, _)| !k.is_empty() && k.len() <= 60);
-        let fresh = match (&field, out.last()) {
-            (_, None) => true,
-            (Some(_), Some(last)) => !last.lines.is_empty(),
-            (None, Some(_)) => false,
-        };
-        if fresh {
-            out.push(Section::default());
-        }
-        let s = out.last_mut().expect("pushed above");
-        match field {
-            Some((k, v)) => s.fields.push((k.to_string(), v.to_string())),
-            None => s.lines.push(l.clone()),
-        }
-    }
-    out
 }
 
 /// The `approvals` report: open requests with their plans, votes, expiry, and each one's
@@ -470,7 +494,10 @@ pub async fn approvals_report(core: &Core) -> anyhow::Result<Reply> {
 pub async fn app_report(core: &Core, env: &str) -> Reply {
     Reply::report(Report {
         title: format!("app in {env}"),
-        sections: sections_from_lines(&app_lines(core, env).await),
+        sections: vec![Section {
+            fields: app_field(core, env).await.into_iter().collect(),
+            ..Section::default()
+        }],
         buttons: vec![],
     })
 }

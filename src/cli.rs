@@ -376,7 +376,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     if *format == StatusFormat::Json {
                         out(serde_json::to_string_pretty(&st)?)?;
                     } else {
-                        out(crate::checks::status_lines(&st).join("\n"))?;
+                        out(crate::checks::fields_text(&crate::checks::status_fields(
+                            &st,
+                        )))?;
                     }
                     Ok(if st.prisma_exit_code == 0 {
                         ExitCode::SUCCESS

@@ -493,3 +493,34 @@ async fn only_operations_with_a_stale_heartbeat_are_marked_interrupted(b: Backen
     );
 }
 both_backends!(only_operations_with_a_stale_heartbeat_are_marked_interrupted);
+
+/// `status` reaches adapters as label/value fields (Slack renders them as fields), not as text
+/// that would have to be parsed again.
+async fn status_is_a_report_of_fields(b: Backend) {
+    use dualkey::core::dispatch::ReportRequest;
+    use dualkey::core::reply::Body;
+    let app = spawn_app(b, 1, 0).await;
+    app.cmd("alice", "app stop").await;
+    let reply = app
+        .core
+        .facts
+        .report(&app.core, ReportRequest::Status("production".into()))
+        .await
+        .unwrap();
+    let Body::Report(r) = &reply.body else {
+        panic!("status is a report: {reply:?}")
+    };
+    let fields: Vec<&(String, String)> = r.sections.iter().flat_map(|s| &s.fields).collect();
+    let value = |label: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == label)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no `{label}` field in {fields:?}"))
+    };
+    assert_eq!(value("newest backup"), "NONE verified");
+    assert_eq!(value("app"), "backend running");
+    assert_eq!(value("open requests"), "1");
+    assert!(value("database").starts_with("UNREACHABLE"), "{fields:?}");
+}
+both_backends!(status_is_a_report_of_fields);
