@@ -124,18 +124,9 @@ impl Worker {
                 op.env
             );
             // An alert: to the channel the operation came from and to the report channels.
-            let mut channels: Vec<ChannelRef> =
-                serde_json::from_str::<ChannelRef>(&op.channel_json)
-                    .into_iter()
-                    .collect();
-            for c in core
-                .settings
-                .route(crate::config::Route::Report, Some(&op.env))
-            {
-                if !channels.contains(&c) {
-                    channels.push(c);
-                }
-            }
+            let origin = serde_json::from_str::<ChannelRef>(&op.channel_json).ok();
+            let channels =
+                core.channels_for(origin.as_ref(), crate::config::Route::Report, &op.env);
             for channel in &channels {
                 core.post(channel, &Reply::public(text.clone())).await?;
             }

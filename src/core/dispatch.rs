@@ -317,11 +317,16 @@ impl Core {
         Ok(())
     }
 
-    /// Where a new request's or operation's card goes: the channel the command was typed in and
-    /// the approval channels of the environment (one per enabled platform).
-    fn card_channels(&self, origin: &ChannelRef, env: &str) -> Vec<ChannelRef> {
-        let mut out = vec![origin.clone()];
-        for c in self.settings.route(Route::Approvals, Some(env)) {
+    /// `origin` (where the command was typed, if known) and then the channels `route` names for
+    /// `env` (one per enabled platform), without repeats: where a card or an alert goes.
+    pub fn channels_for(
+        &self,
+        origin: Option<&ChannelRef>,
+        route: Route,
+        env: &str,
+    ) -> Vec<ChannelRef> {
+        let mut out: Vec<ChannelRef> = origin.into_iter().cloned().collect();
+        for c in self.settings.route(route, Some(env)) {
             if !out.contains(&c) {
                 out.push(c);
             }
@@ -329,8 +334,8 @@ impl Core {
         out
     }
 
-    /// Records the event's delivery id; false when the same delivery was seen before (it must
-    /// then be acked and ignored). The only I/O an adapter does before its ack.
+    /// Records the event's delivery id; false when the same delivery was seen before (it is
+    /// then ignored). Runs after the adapter's ack (see `adapters::Inbound::submit`).
     pub async fn first_delivery(&self, ev: &InboundEvent) -> anyhow::Result<bool> {
         Ok(self.first_deliveries(&[ev]).await?[0])
     }
@@ -575,7 +580,7 @@ impl Core {
             tx.commit().await?;
             self.outbox_wake.notify_one();
             let card = self.request_card(&id).await?;
-            let channels = self.card_channels(&ev.channel, env);
+            let channels = self.channels_for(Some(&ev.channel), Route::Approvals, env);
             self.post_card(&format!("request:{id}"), &channels, &card)
                 .await?;
             // The requester hears back even where the card cannot be posted (a channel the
