@@ -25,9 +25,6 @@ use crate::core::event::{Actor, ChannelRef, EventKind, InboundEvent, Platform};
 pub const MAX_BODY: usize = 64 * 1024;
 /// How far a request's timestamp may be from now, either way (Slack's replay window).
 pub const MAX_SKEW_SECS: i64 = 300;
-/// The ack when the delivery could not be recorded.
-pub const NOT_RECORDED: &str =
-    "dualkey could not record this request; nothing was done. Try again in a moment.";
 
 /// The event of a slash command: delivery `cmd:<trigger_id>`, answered through its
 /// `response_url`.

@@ -222,7 +222,7 @@ async fn on_command(
 ) -> UserCallbackResult<SlackCommandEventResponse> {
     let failed = || {
         SlackCommandEventResponse::new(
-            SlackMessageContent::new().with_text(inbound::NOT_RECORDED.to_string()),
+            SlackMessageContent::new().with_text(crate::adapters::NOT_RECORDED.to_string()),
         )
         .with_response_type(SlackMessageResponseType::Ephemeral)
     };
