@@ -180,7 +180,10 @@ impl Application {
         shutdown: F,
     ) -> anyhow::Result<()> {
         let (tx, rx) = watch::channel(false);
-        let outs: Vec<Arc<dyn Outbound>> = adapters.iter().map(|a| a.clone().outbound()).collect();
+        let outs: Vec<Arc<dyn Outbound>> = adapters
+            .iter()
+            .map(|a| a.clone() as Arc<dyn Outbound>)
+            .collect();
         let inbound = Inbound::new(self.core.clone(), outs.clone());
         if let Err(e) = self.core.post_audit_head().await {
             tracing::error!(

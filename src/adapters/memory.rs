@@ -129,9 +129,4 @@ impl Outbound for MemoryAdapter {
     }
 }
 
-#[async_trait]
-impl Adapter for MemoryAdapter {
-    fn outbound(self: Arc<Self>) -> Arc<dyn Outbound> {
-        self
-    }
-}
+impl Adapter for MemoryAdapter {}

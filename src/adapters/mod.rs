@@ -141,9 +141,6 @@ pub trait Adapter: Outbound {
         let _ = shutdown.wait_for(|v| *v).await;
         Ok(())
     }
-
-    /// The outbound half as a trait object (for the outbox).
-    fn outbound(self: Arc<Self>) -> Arc<dyn Outbound>;
 }
 
 /// What became of a submitted event (the value of [`Submitted`]'s task).

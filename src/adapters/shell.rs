@@ -104,12 +104,7 @@ impl Outbound for ShellOut {
 }
 
 /// The shell has no routes and no connection: its input loop is [`run`].
-#[async_trait]
-impl Adapter for ShellOut {
-    fn outbound(self: Arc<Self>) -> Arc<dyn Outbound> {
-        self
-    }
-}
+impl Adapter for ShellOut {}
 
 /// Parses an `as` argument into an actor.
 fn actor_for(core: &Core, who: &str) -> Result<Actor, String> {

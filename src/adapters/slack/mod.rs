@@ -346,8 +346,4 @@ impl Adapter for SlackAdapter {
             }
         }
     }
-
-    fn outbound(self: Arc<Self>) -> Arc<dyn Outbound> {
-        self
-    }
 }
