@@ -36,6 +36,7 @@ pub mod clock;
 pub mod config;
 pub mod core;
 pub mod dbops;
+pub mod monitoring;
 pub mod outbox;
 pub mod runbook;
 pub mod server;

@@ -15,6 +15,7 @@
 //! Adapters: [`slack`], [`shell`] (the local terminal) and [`memory`] (in-memory, for tests:
 //! push an event, pop what was said).
 
+pub mod discord;
 pub mod memory;
 pub mod shell;
 pub mod slack;

@@ -402,6 +402,15 @@ impl Core {
         match &ev.kind {
             EventKind::Command { text } => self.on_command(ev, &who, text, out).await,
             EventKind::Action { action_id } => self.on_action(ev, &who, action_id, out).await,
+            // INTERIM (issue 13, replaced by the structured option parser): values in order.
+            EventKind::Invoke { command, options } => {
+                let mut text = command.clone();
+                for (_, v) in options {
+                    text.push(' ');
+                    text.push_str(v);
+                }
+                self.on_command(ev, &who, &text, out).await
+            }
         }
     }
 

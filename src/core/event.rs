@@ -78,6 +78,16 @@ pub struct MessageRef {
 pub enum EventKind {
     /// A slash command; `text` is everything after the command name (`"rollback X production"`).
     Command { text: String },
+    /// A slash command with structured arguments (Discord subcommands and typed options):
+    /// `command` is the subcommand name (`rollback`), `options` the named option values as the
+    /// platform sent them (`[("migration", "20240101_x"), ("env", "production")]`). Parsed by
+    /// the command's own option parser, never joined into a text line.
+    Invoke {
+        /// Subcommand name.
+        command: String,
+        /// Option name and value, in the order given.
+        options: Vec<(String, String)>,
+    },
     /// A button click; `action_id` is the button id (`approve:<request-id>`).
     Action { action_id: String },
 }

@@ -114,7 +114,7 @@ pub async fn accept_command(
     let event = command_event(ev);
     let text = match &event.kind {
         EventKind::Command { text } => text.clone(),
-        EventKind::Action { .. } => String::new(),
+        EventKind::Action { .. } | EventKind::Invoke { .. } => String::new(),
     };
     drop(inbound.submit(event));
     ephemeral_ack(on_it(ev.command.value(), &text))
