@@ -636,6 +636,26 @@ impl Core {
         action_id: &str,
         out: &dyn Responder,
     ) -> anyhow::Result<()> {
+        // The monitoring window's buttons: any operator may click them.
+        if let Some((verb @ ("monitor-ok" | "monitor-rollback"), id)) = action_id.split_once(':')
+        {
+            if !who.can(Role::Operator) {
+                self.audit(self.actor_audit(
+                    &ev.actor,
+                    who,
+                    None,
+                    "action.refused",
+                    json!({"action": verb, "reason": "needs the operator role"}),
+                ))
+                .await?;
+                return Err(UserError(format!(
+                    "`{verb}` needs the operator role, which you do not have."
+                ))
+                .into());
+            }
+            let rollback = verb == "monitor-rollback";
+            return command::monitor::click(self, ev, who, rollback, id, out).await;
+        }
         let parsed = action_id.split_once(':').and_then(|(verb, id)| {
             let d = match verb {
                 "approve" => Decision::Approve,

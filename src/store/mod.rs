@@ -230,6 +230,58 @@ pub struct BackupRow {
     pub write_stats_json: Option<String>,
 }
 
+/// A monitoring window (SPEC section 7): opened after a deploy, rollback, restore or emergency,
+/// or by hand with `monitor`; closed by its last reminder, by `monitor-ok`, or by a newer window
+/// of the same environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowRow {
+    /// `w` + 9 hex digits.
+    pub id: String,
+    pub env: String,
+    pub opened_at: i64,
+    /// Operator id, or `system` for a window the worker opened.
+    pub opened_by: String,
+    /// The operation that made the change, if any.
+    pub operation_id: Option<String>,
+    /// What changed: `deploy`, `rollback`, `restore`, `emergency`, or `manual`.
+    pub kind: String,
+    /// JSON array of the migrations the change applied or un-applied.
+    pub migrations_json: String,
+    /// The migration `monitor-rollback` asks to roll back (none after a rollback or restore).
+    pub rollback_target: Option<String>,
+    /// JSON of the [`crate::core::event::ChannelRef`] the change was asked for in.
+    pub channel_json: Option<String>,
+    /// `open` or `closed`.
+    pub state: String,
+    pub closed_at: Option<i64>,
+    /// Operator id, or `system`.
+    pub closed_by: Option<String>,
+    /// Why it closed (`ok`, `last reminder`, `superseded by w...`).
+    pub close_reason: Option<String>,
+    /// Health probes recorded, and how many of them failed.
+    pub probes: i64,
+    pub probe_failures: i64,
+    /// When the last probe was claimed or recorded.
+    pub last_probe_at: Option<i64>,
+    /// The last probe's outcome as shown on cards.
+    pub last_probe: Option<String>,
+    /// 1 while the probes fail (a failing streak), 0 otherwise.
+    pub failing: i64,
+}
+
+/// One reminder of a monitoring window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReminderRow {
+    pub window_id: String,
+    /// 0-based; the last one closes the window.
+    pub idx: i64,
+    pub due_at: i64,
+    /// Set once, by the process that posted it.
+    pub posted_at: Option<i64>,
+    /// JSON of the posted card ([`crate::core::reply::Reply`]), for edits after a click.
+    pub card_json: Option<String>,
+}
+
 /// Counts for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Gauges {
@@ -337,6 +389,12 @@ pub trait Store: Send + Sync + 'static {
     /// Refreshes a running operation's heartbeat; false when `worker` no longer owns it (another
     /// replica marked it interrupted).
     async fn heartbeat(&self, operation_id: &str, worker: &str, now: i64) -> StoreResult<bool>;
+    /// A monitoring window by id.
+    async fn get_window(&self, id: &str) -> StoreResult<Option<WindowRow>>;
+    /// Open monitoring windows, oldest first.
+    async fn open_windows(&self) -> StoreResult<Vec<WindowRow>>;
+    /// The reminders of a window, in order.
+    async fn reminders(&self, window_id: &str) -> StoreResult<Vec<ReminderRow>>;
 }
 
 /// A write transaction. Dropping it without [`Tx::commit`] rolls it back.
@@ -427,6 +485,44 @@ pub trait Tx: Send {
     ) -> StoreResult<bool>;
     /// The channels card `card_key` was posted to: `(platform, channel)`.
     async fn card_channels(&mut self, card_key: &str) -> StoreResult<Vec<(String, String)>>;
+    /// Inserts a monitoring window and its reminders.
+    async fn insert_window(&mut self, w: &WindowRow, reminders: &[ReminderRow]) -> StoreResult<()>;
+    /// Reads a monitoring window and locks it until commit (PostgreSQL `FOR UPDATE`).
+    async fn lock_window(&mut self, id: &str) -> StoreResult<Option<WindowRow>>;
+    /// The open windows of an environment, locked.
+    async fn open_windows_for_env(&mut self, env: &str) -> StoreResult<Vec<WindowRow>>;
+    /// Marks reminder `idx` of a window posted at `now` with its card, only if it was not
+    /// posted yet (`WHERE posted_at IS NULL`); true for the one caller that wins.
+    async fn mark_reminder_posted(
+        &mut self,
+        window_id: &str,
+        idx: i64,
+        now: i64,
+        card_json: &str,
+    ) -> StoreResult<bool>;
+    /// Closes an open window; true when it was open.
+    async fn close_window(
+        &mut self,
+        id: &str,
+        now: i64,
+        by: &str,
+        reason: &str,
+    ) -> StoreResult<bool>;
+    /// Claims the next health probe of an open window: sets `last_probe_at = now` only when the
+    /// last one is at least `gap_ms` old (or there was none). True for the one caller that wins.
+    async fn claim_probe(&mut self, id: &str, now: i64, gap_ms: i64) -> StoreResult<bool>;
+    /// Records a probe's outcome: counts it (and its failure), sets `last_probe_at` and
+    /// `last_probe`, and moves `failing` to `failing_to` only if it was `failing_from`. True
+    /// when `failing` moved (the caller then posts the failure or the recovery, once).
+    async fn record_probe(
+        &mut self,
+        id: &str,
+        now: i64,
+        ok: bool,
+        summary: &str,
+        failing_from: i64,
+        failing_to: i64,
+    ) -> StoreResult<bool>;
     /// Records a delivery key; false when it was seen before.
     async fn first_delivery(&mut self, key: &str, now: i64) -> StoreResult<bool>;
     /// Commits.

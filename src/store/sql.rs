@@ -23,6 +23,8 @@ const REQUEST_COLS: &str = "id, env, kind_json, plan_json, fingerprint, requeste
 const OPERATION_COLS: &str = "id, request_id, env, kind_json, plan_json, fingerprint, requester, state, current_step, created_at, started_at, finished_at, worker, heartbeat_at, error, channel_json, message_json";
 const AUDIT_COLS: &str = "seq, at, operator, account, env, action, details, prev_hash, hash";
 const BACKUP_COLS: &str = "id, env, kind, state, path, database_name, size_bytes, sha256, started_at, duration_ms, requested_by, note, migrations_json, verified_at, verify_error, toc_entries, operation_id, error, deleted_at, file_mtime_ms, write_stats_json";
+const WINDOW_COLS: &str = "id, env, opened_at, opened_by, operation_id, kind, migrations_json, rollback_target, channel_json, state, closed_at, closed_by, close_reason, probes, probe_failures, last_probe_at, last_probe, failing";
+const REMINDER_COLS: &str = "window_id, idx, due_at, posted_at, card_json";
 const OUTBOX_COLS: &str = "id, platform, channel, op, message_id, payload, card_key, created_at, attempts, next_attempt_at, delivered_at, last_error";
 
 macro_rules! sql_store {
@@ -123,6 +125,39 @@ macro_rules! sql_store {
                 deleted_at: r.try_get("deleted_at")?,
                 file_mtime_ms: r.try_get("file_mtime_ms")?,
                 write_stats_json: r.try_get("write_stats_json")?,
+            })
+        }
+
+        fn window_row(r: &<$db as sqlx::Database>::Row) -> StoreResult<WindowRow> {
+            Ok(WindowRow {
+                id: r.try_get("id")?,
+                env: r.try_get("env")?,
+                opened_at: r.try_get("opened_at")?,
+                opened_by: r.try_get("opened_by")?,
+                operation_id: r.try_get("operation_id")?,
+                kind: r.try_get("kind")?,
+                migrations_json: r.try_get("migrations_json")?,
+                rollback_target: r.try_get("rollback_target")?,
+                channel_json: r.try_get("channel_json")?,
+                state: r.try_get("state")?,
+                closed_at: r.try_get("closed_at")?,
+                closed_by: r.try_get("closed_by")?,
+                close_reason: r.try_get("close_reason")?,
+                probes: r.try_get("probes")?,
+                probe_failures: r.try_get("probe_failures")?,
+                last_probe_at: r.try_get("last_probe_at")?,
+                last_probe: r.try_get("last_probe")?,
+                failing: r.try_get("failing")?,
+            })
+        }
+
+        fn reminder_row(r: &<$db as sqlx::Database>::Row) -> StoreResult<ReminderRow> {
+            Ok(ReminderRow {
+                window_id: r.try_get("window_id")?,
+                idx: r.try_get("idx")?,
+                due_at: r.try_get("due_at")?,
+                posted_at: r.try_get("posted_at")?,
+                card_json: r.try_get("card_json")?,
             })
         }
 
@@ -373,10 +408,129 @@ macro_rules! sql_store {
                     .await?;
                 Ok(res.rows_affected() == 1)
             }
+
+            async fn get_window(&self, id: &str) -> StoreResult<Option<WindowRow>> {
+                let q = format!("SELECT {WINDOW_COLS} FROM monitor_windows WHERE id = $1");
+                let row = sqlx::query(&q).bind(id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(window_row).transpose()
+            }
+
+            async fn open_windows(&self) -> StoreResult<Vec<WindowRow>> {
+                let q = format!("SELECT {WINDOW_COLS} FROM monitor_windows WHERE state = 'open' ORDER BY opened_at, id");
+                let rows = sqlx::query(&q).fetch_all(&self.pool).await?;
+                rows.iter().map(window_row).collect()
+            }
+
+            async fn reminders(&self, window_id: &str) -> StoreResult<Vec<ReminderRow>> {
+                let q = format!("SELECT {REMINDER_COLS} FROM monitor_reminders WHERE window_id = $1 ORDER BY idx");
+                let rows = sqlx::query(&q).bind(window_id).fetch_all(&self.pool).await?;
+                rows.iter().map(reminder_row).collect()
+            }
         }
 
         #[async_trait]
         impl Tx for $tx {
+            async fn insert_window(&mut self, w: &WindowRow, reminders: &[ReminderRow]) -> StoreResult<()> {
+                let q = format!("INSERT INTO monitor_windows ({WINDOW_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)");
+                sqlx::query(&q)
+                    .bind(&w.id)
+                    .bind(&w.env)
+                    .bind(w.opened_at)
+                    .bind(&w.opened_by)
+                    .bind(&w.operation_id)
+                    .bind(&w.kind)
+                    .bind(&w.migrations_json)
+                    .bind(&w.rollback_target)
+                    .bind(&w.channel_json)
+                    .bind(&w.state)
+                    .bind(w.closed_at)
+                    .bind(&w.closed_by)
+                    .bind(&w.close_reason)
+                    .bind(w.probes)
+                    .bind(w.probe_failures)
+                    .bind(w.last_probe_at)
+                    .bind(&w.last_probe)
+                    .bind(w.failing)
+                    .execute(&mut *self.tx)
+                    .await?;
+                let q = format!("INSERT INTO monitor_reminders ({REMINDER_COLS}) VALUES ($1, $2, $3, $4, $5)");
+                for r in reminders {
+                    sqlx::query(&q)
+                        .bind(&r.window_id)
+                        .bind(r.idx)
+                        .bind(r.due_at)
+                        .bind(r.posted_at)
+                        .bind(&r.card_json)
+                        .execute(&mut *self.tx)
+                        .await?;
+                }
+                Ok(())
+            }
+
+            async fn lock_window(&mut self, id: &str) -> StoreResult<Option<WindowRow>> {
+                let q = format!("SELECT {WINDOW_COLS} FROM monitor_windows WHERE id = $1{}", $for_update);
+                let row = sqlx::query(&q).bind(id).fetch_optional(&mut *self.tx).await?;
+                row.as_ref().map(window_row).transpose()
+            }
+
+            async fn open_windows_for_env(&mut self, env: &str) -> StoreResult<Vec<WindowRow>> {
+                let q = format!("SELECT {WINDOW_COLS} FROM monitor_windows WHERE env = $1 AND state = 'open' ORDER BY opened_at, id{}", $for_update);
+                let rows = sqlx::query(&q).bind(env).fetch_all(&mut *self.tx).await?;
+                rows.iter().map(window_row).collect()
+            }
+
+            async fn mark_reminder_posted(&mut self, window_id: &str, idx: i64, now: i64, card_json: &str) -> StoreResult<bool> {
+                let res = sqlx::query("UPDATE monitor_reminders SET posted_at = $3, card_json = $4 WHERE window_id = $1 AND idx = $2 AND posted_at IS NULL")
+                    .bind(window_id)
+                    .bind(idx)
+                    .bind(now)
+                    .bind(card_json)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(res.rows_affected() == 1)
+            }
+
+            async fn close_window(&mut self, id: &str, now: i64, by: &str, reason: &str) -> StoreResult<bool> {
+                let res = sqlx::query("UPDATE monitor_windows SET state = 'closed', closed_at = $2, closed_by = $3, close_reason = $4 WHERE id = $1 AND state = 'open'")
+                    .bind(id)
+                    .bind(now)
+                    .bind(by)
+                    .bind(reason)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(res.rows_affected() == 1)
+            }
+
+            async fn claim_probe(&mut self, id: &str, now: i64, gap_ms: i64) -> StoreResult<bool> {
+                let res = sqlx::query("UPDATE monitor_windows SET last_probe_at = $2 WHERE id = $1 AND state = 'open' AND (last_probe_at IS NULL OR last_probe_at <= $3)")
+                    .bind(id)
+                    .bind(now)
+                    .bind(now - gap_ms)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(res.rows_affected() == 1)
+            }
+
+            async fn record_probe(&mut self, id: &str, now: i64, ok: bool, summary: &str, failing_from: i64, failing_to: i64) -> StoreResult<bool> {
+                sqlx::query("UPDATE monitor_windows SET probes = probes + 1, probe_failures = probe_failures + $2, last_probe_at = $3, last_probe = $4 WHERE id = $1")
+                    .bind(id)
+                    .bind(if ok { 0i64 } else { 1i64 })
+                    .bind(now)
+                    .bind(summary)
+                    .execute(&mut *self.tx)
+                    .await?;
+                if failing_from == failing_to {
+                    return Ok(false);
+                }
+                let res = sqlx::query("UPDATE monitor_windows SET failing = $3 WHERE id = $1 AND failing = $2")
+                    .bind(id)
+                    .bind(failing_from)
+                    .bind(failing_to)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(res.rows_affected() == 1)
+            }
+
             async fn lock_request(&mut self, id: &str) -> StoreResult<Option<RequestRow>> {
                 let q = format!("SELECT {REQUEST_COLS} FROM requests WHERE id = $1{}", $for_update);
                 let row = sqlx::query(&q).bind(id).fetch_optional(&mut *self.tx).await?;

@@ -19,6 +19,7 @@ pub mod checklist;
 pub mod deploy;
 pub mod emergency;
 pub mod help;
+pub mod monitor;
 pub mod resolve;
 pub mod restore;
 pub mod rollback;
@@ -201,6 +202,8 @@ pub enum Command {
     Emergency(emergency::Args),
     /// `checklist [ENV]`
     Checklist(checklist::Args),
+    /// `monitor [ENV] [MINUTES]`
+    Monitor(monitor::Args),
 }
 
 impl Command {
@@ -219,6 +222,7 @@ impl Command {
             | Command::Status(_)
             | Command::Backups(_)
             | Command::Checklist(_)
+            | Command::Monitor(_)
             | Command::Approvals(_)
             | Command::Cancel(_)
             | Command::Audit(_) => None,
@@ -242,6 +246,7 @@ impl Command {
             Command::Resolve(a) => resolve::run(inv, a).await,
             Command::Emergency(a) => emergency::run(inv, a).await,
             Command::Checklist(a) => checklist::run(inv, a).await,
+            Command::Monitor(a) => monitor::run(inv, a).await,
         }
     }
 }
@@ -259,6 +264,7 @@ pub const REGISTRY: &[CommandSpec] = &[
     app::SPEC,
     emergency::SPEC,
     checklist::SPEC,
+    monitor::SPEC,
     approvals::SPEC,
     cancel::SPEC,
     audit::SPEC,
