@@ -399,6 +399,12 @@ pub async fn status_report(core: &Core, env: &str) -> anyhow::Result<Report> {
         .filter(|r| r.env == env)
         .collect();
     now_fields.push(field("open requests", open.len().to_string()));
+    now_fields.push(field(
+        "monitoring",
+        crate::monitoring::status_line(core, env)
+            .await?
+            .unwrap_or_else(|| "no window open".into()),
+    ));
     let mut sections = vec![Section {
         fields: now_fields,
         lines: open

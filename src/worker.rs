@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 
 use crate::core::audit::redact;
 use crate::core::audit::NewAudit;
+use crate::core::command::monitor;
 use crate::core::dispatch::{kind_name, Core};
 use crate::core::event::ChannelRef;
 use crate::core::operation::{OperationKind, Plan, PlannedStep, StepAction};
@@ -387,8 +388,41 @@ impl Run<'_> {
                 NewAudit::system(&format!("operation.{to}"), Some(&self.op.env), details),
             )
             .await?;
+        if to == "succeeded" {
+            // A deploy, rollback, restore or emergency that succeeded opens a monitoring window
+            // in the same transaction: it exists exactly when the success does.
+            self.open_monitoring(&mut tx).await?;
+        }
         tx.commit().await?;
         self.core.outbox_wake.notify_one();
+        Ok(())
+    }
+
+    /// Opens the monitoring window of a successful change (see
+    /// [`crate::core::command::monitor::open_window_tx`]); nothing for kinds that change no
+    /// schema or data.
+    async fn open_monitoring(&self, tx: &mut Box<dyn crate::store::Tx>) -> anyhow::Result<()> {
+        let kind: OperationKind = serde_json::from_str(&self.op.kind_json)?;
+        let plan: Plan = serde_json::from_str(&self.op.plan_json)?;
+        let Some((kind, migrations, rollback_target)) = monitor::change_of(&kind, &plan) else {
+            return Ok(());
+        };
+        monitor::open_window_tx(
+            self.core,
+            tx,
+            monitor::NewWindow {
+                env: self.op.env.clone(),
+                opened_by: "system".into(),
+                account: None,
+                operation_id: Some(self.op.id.clone()),
+                kind,
+                migrations,
+                rollback_target,
+                channel: serde_json::from_str::<ChannelRef>(&self.op.channel_json).ok(),
+                minutes: None,
+            },
+        )
+        .await?;
         Ok(())
     }
 

@@ -637,8 +637,7 @@ impl Core {
         out: &dyn Responder,
     ) -> anyhow::Result<()> {
         // The monitoring window's buttons: any operator may click them.
-        if let Some((verb @ ("monitor-ok" | "monitor-rollback"), id)) = action_id.split_once(':')
-        {
+        if let Some((verb @ ("monitor-ok" | "monitor-rollback"), id)) = action_id.split_once(':') {
             if !who.can(Role::Operator) {
                 self.audit(self.actor_audit(
                     &ev.actor,

@@ -15,6 +15,7 @@ mod config_rules;
 mod deploy_pinning;
 mod inbound;
 mod kill_mid_step;
+mod monitoring;
 mod outbox;
 mod plan_truth;
 mod prisma_deploy;

@@ -137,7 +137,13 @@ pub fn reminder_offsets(reminders: &[Duration], minutes: Option<u32>) -> Vec<i64
 }
 
 fn offsets_of(core: &Core, minutes: Option<u32>) -> Vec<i64> {
-    let reminders: Vec<Duration> = core.settings.monitoring.reminders.iter().map(|d| d.0).collect();
+    let reminders: Vec<Duration> = core
+        .settings
+        .monitoring
+        .reminders
+        .iter()
+        .map(|d| d.0)
+        .collect();
     reminder_offsets(&reminders, minutes)
 }
 
@@ -166,7 +172,10 @@ pub struct NewWindow {
 
 /// What an operation changed, for the window it opens: `(kind, migrations, rollback target)`;
 /// `None` for kinds that open no window (backups, app commands, resolve).
-pub fn change_of(kind: &OperationKind, plan: &Plan) -> Option<(String, Vec<String>, Option<String>)> {
+pub fn change_of(
+    kind: &OperationKind,
+    plan: &Plan,
+) -> Option<(String, Vec<String>, Option<String>)> {
     match kind {
         OperationKind::Deploy => {
             let migrations: Vec<String> = plan
@@ -329,7 +338,11 @@ pub async fn click(
     id: &str,
     out: &dyn Responder,
 ) -> anyhow::Result<()> {
-    let verb = if rollback { "monitor.rollback" } else { "monitor.ok" };
+    let verb = if rollback {
+        "monitor.rollback"
+    } else {
+        "monitor.ok"
+    };
     let audit = |env: Option<&str>, action: &str, details: serde_json::Value| NewAudit {
         operator: who.id.clone(),
         account: Some(ev.actor.qualified()),
@@ -340,8 +353,12 @@ pub async fn click(
     let id = match parse_window_id(id) {
         Ok(id) => id,
         Err(e) => {
-            core.audit(audit(None, "action.rejected", json!({"action": verb, "reason": e})))
-                .await?;
+            core.audit(audit(
+                None,
+                "action.rejected",
+                json!({"action": verb, "reason": e}),
+            ))
+            .await?;
             return Err(UserError(e).into());
         }
     };
@@ -364,7 +381,11 @@ pub async fn click(
     if let Some(reason) = refusal {
         core.audit_tx(
             &mut tx,
-            audit(env.as_deref(), &format!("{verb}.refused"), json!({"window": id, "reason": reason})),
+            audit(
+                env.as_deref(),
+                &format!("{verb}.refused"),
+                json!({"window": id, "reason": reason}),
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -377,7 +398,11 @@ pub async fn click(
         let target = w.rollback_target.clone().expect("checked above");
         core.audit_tx(
             &mut tx,
-            audit(Some(&w.env), verb, json!({"window": id, "migration": target})),
+            audit(
+                Some(&w.env),
+                verb,
+                json!({"window": id, "migration": target}),
+            ),
         )
         .await?;
         (
@@ -389,11 +414,8 @@ pub async fn click(
         )
     } else {
         tx.close_window(&id, now, &by, "ok").await?;
-        core.audit_tx(
-            &mut tx,
-            audit(Some(&w.env), verb, json!({"window": id})),
-        )
-        .await?;
+        core.audit_tx(&mut tx, audit(Some(&w.env), verb, json!({"window": id})))
+            .await?;
         core.audit_tx(
             &mut tx,
             NewAudit::system(
@@ -404,7 +426,10 @@ pub async fn click(
         )
         .await?;
         (
-            format!("Ended by {by} at {}: looks good. No more reminders.", hhmm(now)),
+            format!(
+                "Ended by {by} at {}: looks good. No more reminders.",
+                hhmm(now)
+            ),
             Some(format!(
                 "Monitoring window {id} in {} ended; no more reminders.",
                 w.env
@@ -486,7 +511,15 @@ mod tests {
     #[test]
     fn window_ids_are_checked_for_shape() {
         assert!(parse_window_id("w0123456ab").is_ok());
-        for bad in ["", "w", "r0123456ab", "w0123456AB", "w../etc/pa", "w0123456ab;", "wébcdefabc"] {
+        for bad in [
+            "",
+            "w",
+            "r0123456ab",
+            "w0123456AB",
+            "w../etc/pa",
+            "w0123456ab;",
+            "wébcdefabc",
+        ] {
             assert!(parse_window_id(bad).is_err(), "{bad}");
         }
     }
