@@ -485,3 +485,30 @@ async fn monitor_parses_strictly_and_status_shows_the_window() {
         Some(format!("superseded by {}", open[0].id))
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_health_url_is_shown_as_the_error_and_posted_at_once() {
+    // A port that was just free: nothing listens there.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let h = Health {
+        status: Arc::new(AtomicU16::new(200)),
+        url: format!("http://127.0.0.1:{port}/health"),
+    };
+    let app = app(Backend::Sqlite, &h).await;
+    app.cmd("alice", "monitor production 5").await;
+    let alert = tick_posts(&app).await;
+    assert!(
+        alert.contains("Health probe of production FAILED") && alert.contains("connection failed"),
+        "{alert}"
+    );
+    app.clock.advance(5 * MIN);
+    let last = tick_posts(&app).await;
+    assert!(
+        last.contains("final reminder 1/1") && last.contains("Health: FAILING: error after"),
+        "{last}"
+    );
+    assert!(last.contains("2 probe(s), 2 failed"), "{last}");
+}
