@@ -201,27 +201,33 @@ async fn tick_window(core: &Core, w: &WindowRow, now: i64) -> anyhow::Result<()>
         .await?;
     if moved {
         let elapsed = human::age(now - cur.opened_at);
-        let (action, text) = if p.ok {
+        let (action, reply) = if p.ok {
             (
                 "monitor.probe.recovered",
-                format!(
+                Reply::public(format!(
                     "Health probe of {} recovered (monitoring window {}, +{elapsed}): {}.",
                     cur.env, cur.id, p.summary
-                ),
+                )),
             )
         } else {
-            let next = reminders
-                .iter()
-                .find(|r| r.posted_at.is_none())
-                .map(|r| format!(" Next reminder at {}.", hhmm(r.due_at)))
-                .unwrap_or_default();
-            (
-                "monitor.probe.failed",
+            // An alert with the window's buttons, so the answer is one click away.
+            let mut card = Card::new(
                 format!(
-                    "Health probe of {} FAILED (monitoring window {}, +{elapsed}): {}.{next} `monitor-rollback:{}` asks for a rollback.",
-                    cur.env, cur.id, p.summary, cur.id
+                    "Health probe of {} FAILED, monitoring window {}",
+                    cur.env, cur.id
                 ),
-            )
+                Style::Danger,
+            );
+            card.fields = vec![
+                ("Window".into(), cur.id.clone()),
+                ("Elapsed".into(), elapsed),
+                ("Health".into(), format!("FAILING: {}", p.summary)),
+            ];
+            if let Some(r) = reminders.iter().find(|r| r.posted_at.is_none()) {
+                card.fields.push(("Next reminder".into(), hhmm(r.due_at)));
+            }
+            card.buttons = buttons(&cur);
+            ("monitor.probe.failed", Reply::card(card))
         };
         core.audit_tx(
             &mut tx,
@@ -232,7 +238,7 @@ async fn tick_window(core: &Core, w: &WindowRow, now: i64) -> anyhow::Result<()>
             ),
         )
         .await?;
-        let payload = serde_json::to_string(&Reply::public(text))?;
+        let payload = serde_json::to_string(&reply)?;
         for c in channels(core, &cur) {
             tx.enqueue_outbox(
                 &NewOutbox {
@@ -484,31 +490,38 @@ fn reminder_card(
         None => {}
     }
     if !last {
-        card.buttons.push(Button::new(
-            format!("monitor-ok:{}", w.id),
-            "Looks good: end monitoring",
-            ButtonStyle::Primary,
-        ));
-        if let Some(target) = &w.rollback_target {
-            card.buttons.push(
-                Button::new(
-                    format!("monitor-rollback:{}", w.id),
-                    format!("Roll back {target}"),
-                    ButtonStyle::Danger,
-                )
-                .with_confirm(Confirm {
-                    title: "Ask for a rollback?".into(),
-                    text: format!(
-                        "This opens a rollback request for {target} in {}; it still needs a second person's approval.",
-                        w.env
-                    ),
-                    confirm: "Ask".into(),
-                    deny: "Back".into(),
-                }),
-            );
-        }
+        card.buttons = buttons(w);
     }
     Reply::card(card)
+}
+
+/// The buttons of an open window: `monitor-ok`, and `monitor-rollback` when the change has a
+/// migration to roll back.
+fn buttons(w: &WindowRow) -> Vec<Button> {
+    let mut out = vec![Button::new(
+        format!("monitor-ok:{}", w.id),
+        "Looks good: end monitoring",
+        ButtonStyle::Primary,
+    )];
+    if let Some(target) = &w.rollback_target {
+        out.push(
+            Button::new(
+                format!("monitor-rollback:{}", w.id),
+                format!("Roll back {target}"),
+                ButtonStyle::Danger,
+            )
+            .with_confirm(Confirm {
+                title: "Ask for a rollback?".into(),
+                text: format!(
+                    "This opens a rollback request for {target} in {}; it still needs a second person's approval.",
+                    w.env
+                ),
+                confirm: "Ask".into(),
+                deny: "Back".into(),
+            }),
+        );
+    }
+    out
 }
 
 /// The `status` line of an environment's active monitoring window: id, elapsed time and next

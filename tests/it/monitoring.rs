@@ -198,6 +198,11 @@ async fn a_probe_that_fails_between_reminders_is_posted_at_once_and_once_per_str
             && alert.contains("HTTP 500 in "),
         "the failure is posted at the next probe, not at the next reminder: {alert}"
     );
+    assert!(
+        alert.contains(&format!("[monitor-ok:{w}]"))
+            && alert.contains(&format!("[monitor-rollback:{w}]")),
+        "the alert carries the window's buttons: {alert}"
+    );
     for _ in 0..3 {
         app.clock.advance(30_000);
         let again = tick_posts(&app).await;
