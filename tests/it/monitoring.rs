@@ -328,6 +328,50 @@ async fn a_real_deploy_opens_a_window_and_monitor_rollback_asks_for_a_request_ne
         "{actions:?}"
     );
     assert!(actions.iter().any(|a| a == "vote.refused"), "{actions:?}");
+
+    // The approved rollback runs and opens its own window, which supersedes the deploy's and
+    // offers no rollback of its own.
+    db.app.drain_worker().await;
+    let rb = db
+        .app
+        .core
+        .store
+        .operation_for_request(&req.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rb.state, "succeeded", "{:?}", rb.error);
+    assert_eq!(db.applied().await, vec![INIT]);
+    let w2 = window(&db.app.core).await;
+    assert_ne!(w2, w);
+    let row2 = db.app.core.store.get_window(&w2).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            row2.kind.as_str(),
+            row2.operation_id.as_deref(),
+            row2.rollback_target.as_deref()
+        ),
+        ("rollback", Some(rb.id.as_str()), None)
+    );
+    let old = db.app.core.store.get_window(&w).await.unwrap().unwrap();
+    assert_eq!(old.close_reason, Some(format!("superseded by {w2}")));
+    posts(&db.app).await;
+    db.app.clock.advance(5 * MIN);
+    let card = tick_posts(&db.app).await;
+    assert!(
+        card.contains(&format!("window {w2}"))
+            && card.contains(&format!("[monitor-ok:{w2}]"))
+            && !card.contains("[monitor-rollback:"),
+        "{card}"
+    );
+    let refused = db
+        .app
+        .click("alice", &format!("monitor-rollback:{w2}"))
+        .await;
+    assert!(
+        refused.contains("no migration of it to roll back"),
+        "{refused}"
+    );
 }
 
 #[tokio::test]
