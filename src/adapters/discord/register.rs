@@ -104,6 +104,70 @@ pub fn command_json(settings: &Settings) -> Value {
     })
 }
 
+/// Where `dualkey discord register` puts the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every guild the bot is in (`PUT /applications/{app}/commands`); Discord may take a while
+    /// to show changes.
+    Global,
+    /// One guild (`PUT /applications/{app}/guilds/{guild}/commands`); changes show at once.
+    Guild(u64),
+}
+
+/// Registers the command with a bulk overwrite (replacing every command of this application in
+/// `scope`) through `discord.api_base_url`, and returns the subcommand names Discord answered
+/// with. A refusal carries Discord's own message and the fields it objected to.
+pub async fn register(
+    settings: &Settings,
+    token: &str,
+    scope: Scope,
+) -> anyhow::Result<Vec<String>> {
+    let app: u64 = settings.discord.application_id.trim().parse().map_err(|_| {
+        anyhow::anyhow!(
+            "discord.application_id is not set to an application id (the Application ID on the General Information page of https://discord.com/developers/applications)"
+        )
+    })?;
+    let http = super::http::client(&settings.discord.api_base_url, token, Some(app));
+    let body = json!([command_json(settings)]);
+    let answer = match scope {
+        Scope::Global => http.create_global_commands(&body).await,
+        Scope::Guild(g) => {
+            http.create_guild_commands(serenity::model::id::GuildId::new(g), &body)
+                .await
+        }
+    };
+    let commands = answer.map_err(discord_error)?;
+    Ok(commands
+        .iter()
+        .flat_map(|c| {
+            c.options
+                .iter()
+                .map(move |o| format!("/{} {}", c.name, o.name))
+        })
+        .collect())
+}
+
+/// Discord's refusal as one readable error: status, message and each field it objected to.
+fn discord_error(e: serenity::Error) -> anyhow::Error {
+    use serenity::http::HttpError;
+    match e {
+        serenity::Error::Http(HttpError::UnsuccessfulRequest(r)) => {
+            let mut msg = format!(
+                "Discord refused the registration ({} {}): {} (code {})",
+                r.status_code.as_u16(),
+                r.status_code.canonical_reason().unwrap_or(""),
+                r.error.message,
+                r.error.code
+            );
+            for f in &r.error.errors {
+                msg.push_str(&format!("\n  {}: {} ({})", f.path, f.message, f.code));
+            }
+            anyhow::anyhow!(msg)
+        }
+        other => anyhow::Error::new(other).context("cannot reach Discord"),
+    }
+}
+
 /// Answers an APPLICATION_COMMAND_AUTOCOMPLETE interaction: `data` is the interaction's `data`
 /// object; the result is the whole interaction response (`{"type": 8, "data": {"choices": …}}`).
 pub async fn autocomplete(core: &Core, data: &Value) -> Value {
