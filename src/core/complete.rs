@@ -80,7 +80,7 @@ impl Core {
             },
             "request" => match self.store.list_requests(Some("pending"), 200).await {
                 Ok(mut rows) => {
-                    rows.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+                    rows.sort_by_key(|r| std::cmp::Reverse(r.created_at));
                     rows.into_iter()
                         .filter(|r| matches(&r.id))
                         .map(|r| {

@@ -132,10 +132,13 @@ pub struct CommandSpec {
     /// Names the words of a text command (Slack, the shell) by position: the words after the
     /// name become the same named options a Discord interaction carries. Only the grammar of
     /// the text form lives here; every value is checked by [`check_options`] and `from_options`.
-    pub words: fn(&[&str], &ParseCtx) -> Result<Vec<(String, String)>, String>,
+    pub words: fn(&[&str], &ParseCtx) -> Result<Named, String>,
     /// Builds the command from checked, named options (both forms end here).
     pub from_options: fn(&Options, &ParseCtx) -> Result<Command, String>,
 }
+
+/// Option names and values as given, in order (`[("migration", "2024…"), ("env", "staging")]`).
+pub type Named = Vec<(String, String)>;
 
 /// Everything a parser may check names against.
 #[derive(Debug, Clone)]
@@ -882,7 +885,8 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
         };
-        let bad: &[(&str, &[(&str, &str)], &str)] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let bad: &[Case] = &[
             ("status", &[("envv", "staging")], "unknown option `envv`"),
             (
                 "status",
