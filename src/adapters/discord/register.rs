@@ -100,7 +100,8 @@ pub fn command_json(settings: &Settings) -> Value {
         "description": "dualkey: Prisma migrations and backups behind two-person approval",
         "options": subcommands,
         "default_member_permissions": null,
-        "dm_permission": false,
+        // Guild channels only (INTERACTION_CONTEXT_TYPE GUILD): cards and votes live there.
+        "contexts": [0],
     })
 }
 

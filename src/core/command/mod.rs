@@ -1036,6 +1036,22 @@ mod tests {
         }
 
         #[test]
+        fn structured_options_never_panic(
+            name in "[a-z]{0,10}",
+            opts in proptest::collection::vec(("[a-z]{0,8}", "\\PC{0,40}"), 0..6),
+        ) {
+            let names = ["help", "status", "backup", "rollback", "restore", "resolve", "app", "audit", "cancel"];
+            let _ = parse_options(&name, &opts, &ctx());
+            for n in names {
+                if let Ok((_, cmd)) = parse_options(n, &opts, &ctx()) {
+                    // Whatever was accepted only carries safe characters.
+                    let shown = format!("{cmd:?}");
+                    prop_assert!(!shown.contains(';') && !shown.contains('/') && !shown.contains('$'), "{shown}");
+                }
+            }
+        }
+
+        #[test]
         fn accepted_tokens_only_use_safe_characters(s in "[a-z ;'\"./$`|&]{0,40}") {
             if let Ok((spec, _)) = parse(&s, &ctx()) {
                 prop_assert!(!s.contains(';') && !s.contains('\'') && !s.contains('"') && !s.contains('/') && !s.contains('$'));
