@@ -5,9 +5,18 @@
 //! sees it, names must exist (environments, requests), and missing or extra arguments are
 //! errors that come back with the command's usage. Nothing here runs anything.
 //!
+//! A command arrives as text (Slack, the shell: `rollback X staging`) or as a subcommand with
+//! named options (Discord: `rollback migration:X env:staging`). The text form's words are first
+//! named by the command's `words` (its positional grammar only); from there both forms take the
+//! same road: [`check_options`] (known names, safe words, fixed choices, integer ranges,
+//! required options) and the command's `from_options` (environments, migrations, backup and
+//! request ids through [`ParseCtx`], [`BackupId::parse`], [`RequestId::parse`]). So the two
+//! forms cannot disagree, and options are never joined into a text line and parsed again.
+//!
 //! To add a command: write `src/core/command/NAME.rs` with a `///` usage line, an `Args`
-//! struct, a `SPEC`, a strict `parse` and its `run` (mini-redis style: the file holds the whole
-//! command); add it to [`REGISTRY`], [`Command`] and [`Command::run`].
+//! struct, a `SPEC` (its options must agree with the usage line; a test checks), `words`,
+//! `from_options` and its `run` (mini-redis style: the file holds the whole command); add it to
+//! [`REGISTRY`], [`Command`] and [`Command::run`].
 
 pub mod app;
 pub mod approvals;
