@@ -421,16 +421,6 @@ impl Options {
         self.get(name)
             .ok_or_else(|| format!("missing option `{name}`"))
     }
-
-    /// The options as a JSON object, for the audit trail.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::Value::Object(
-            self.values
-                .iter()
-                .map(|(n, v)| (n.to_string(), serde_json::Value::String(v.clone())))
-                .collect(),
-        )
-    }
 }
 
 /// The one check of named option values, for text and structured commands alike.
