@@ -1,4 +1,4 @@
-//! The command line: `dualkey [--config FILE] <serve|shell|config check|audit verify|audit export>`.
+//! The command line: `dualkey [--config FILE] <serve|shell|config check|audit verify|audit export|slack manifest|discord register|...>`.
 //! `--config` works before or after the subcommand. User mistakes exit with code 2 and a
 //! message naming what is wrong; a broken audit chain exits with 1, and so does `shell` when an
 //! operation its input started failed (each is named on stderr).
@@ -86,6 +86,38 @@ pub enum Cmd {
     Slack {
         #[command(subcommand)]
         command: SlackCmd,
+    },
+    /// Discord tools.
+    Discord {
+        #[command(subcommand)]
+        command: DiscordCmd,
+    },
+}
+
+/// `dualkey discord ...`
+#[derive(Debug, Subcommand)]
+pub enum DiscordCmd {
+    /// Register the slash command (`slack.command` without the `/`, default `/db`) with its
+    /// subcommands and typed options, from the same command table as `help`. A bulk overwrite:
+    /// it replaces every command this application has in that scope.
+    ///
+    /// Global (the default without `discord.guild_id`): in every guild the bot is in; Discord
+    /// clients may take a while to show changes. Guild (`--guild ID`, or `discord.guild_id`): in
+    /// that guild only, updated at once; best while trying dualkey out. Needs
+    /// `discord.application_id` and the bot token in the variable named by
+    /// `discord.bot_token_env` (DISCORD_BOT_TOKEN). Run it again after adding an environment:
+    /// the `env` choices are the configured environments.
+    #[command(
+        after_help = "Examples:\n  DISCORD_BOT_TOKEN=... dualkey discord register --guild 123456789012345678\n  \
+                            DISCORD_BOT_TOKEN=... dualkey discord register --global"
+    )]
+    Register {
+        /// Register in this guild (server) only; default `discord.guild_id` when it is set.
+        #[arg(long, value_name = "ID", conflicts_with = "global")]
+        guild: Option<String>,
+        /// Register globally even when `discord.guild_id` is set.
+        #[arg(long)]
+        global: bool,
     },
 }
 
@@ -284,6 +316,58 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let yaml = crate::adapters::slack::manifest::manifest(&s, url.as_deref())
                 .map_err(UsageError)?;
             out(yaml.trim_end())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Discord {
+            command: DiscordCmd::Register { guild, global },
+        } => {
+            use crate::adapters::discord::register::{self, Scope};
+            let s = load(&cli)?;
+            let guild = match (guild, *global) {
+                (Some(g), _) => Some(g.clone()),
+                (None, false) if !s.discord.guild_id.trim().is_empty() => {
+                    Some(s.discord.guild_id.trim().to_string())
+                }
+                _ => None,
+            };
+            let scope = match guild {
+                None => Scope::Global,
+                Some(g) => Scope::Guild(g.parse().ok().filter(|g| *g != 0).ok_or_else(|| {
+                    UsageError(format!(
+                        "`{g}` is not a guild id (a number; Discord: right-click the server, Copy Server ID)"
+                    ))
+                })?),
+            };
+            if s.discord.application_id.trim().parse::<u64>().is_err() {
+                return Err(UsageError(
+                    "discord.application_id is not set: put the Application ID from https://discord.com/developers/applications (General Information) in the config".into(),
+                )
+                .into());
+            }
+            let var = &s.discord.bot_token_env;
+            let token = std::env::var(var)
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+                .ok_or_else(|| {
+                    UsageError(format!(
+                        "the bot token is not set: export {var} (discord.bot_token_env) with the token from the Bot page of your Discord application"
+                    ))
+                })?;
+            let names = register::register(&s, token.trim(), scope).await?;
+            let name = register::command_name(&s);
+            match scope {
+                Scope::Global => out(format_args!(
+                    "registered /{name} globally ({} subcommands); Discord clients may take a while to show changes",
+                    names.len()
+                ))?,
+                Scope::Guild(g) => out(format_args!(
+                    "registered /{name} in guild {g} ({} subcommands)",
+                    names.len()
+                ))?,
+            }
+            for n in names {
+                out(format_args!("  {n}"))?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Serve => {

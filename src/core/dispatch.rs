@@ -122,6 +122,37 @@ impl Invocation<'_> {
     }
 }
 
+/// A command as it arrived: a text line (Slack, the shell) or a subcommand with named options
+/// (Discord).
+#[derive(Clone, Copy)]
+enum CommandInput<'a> {
+    /// Everything after the slash command.
+    Text(&'a str),
+    /// Subcommand name and named option values.
+    Options {
+        command: &'a str,
+        options: &'a [(String, String)],
+    },
+}
+
+impl CommandInput<'_> {
+    /// What the audit trail records of the command: `{"text": ...}`, or
+    /// `{"command": ..., "options": {...}}` (each value cut at 200 characters).
+    fn audit_json(&self) -> serde_json::Value {
+        let cut = |s: &str| s.chars().take(200).collect::<String>();
+        match self {
+            CommandInput::Text(text) => json!({ "text": cut(text) }),
+            CommandInput::Options { command, options } => {
+                let mut named = serde_json::Map::new();
+                for (k, v) in options.iter().take(25) {
+                    named.entry(cut(k)).or_insert_with(|| json!(cut(v)));
+                }
+                json!({ "command": cut(command), "options": named })
+            }
+        }
+    }
+}
+
 /// A user-facing refusal or mistake (shown as is), as opposed to an internal fault.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -400,17 +431,15 @@ impl Core {
     async fn handle_inner(&self, ev: &InboundEvent, out: &dyn Responder) -> anyhow::Result<()> {
         let who = self.directory.resolve(&ev.actor);
         match &ev.kind {
-            EventKind::Command { text } => self.on_command(ev, &who, text, out).await,
-            EventKind::Action { action_id } => self.on_action(ev, &who, action_id, out).await,
-            // INTERIM (issue 13, replaced by the structured option parser): values in order.
-            EventKind::Invoke { command, options } => {
-                let mut text = command.clone();
-                for (_, v) in options {
-                    text.push(' ');
-                    text.push_str(v);
-                }
-                self.on_command(ev, &who, &text, out).await
+            EventKind::Command { text } => {
+                self.on_command(ev, &who, CommandInput::Text(text), out)
+                    .await
             }
+            EventKind::Invoke { command, options } => {
+                self.on_command(ev, &who, CommandInput::Options { command, options }, out)
+                    .await
+            }
+            EventKind::Action { action_id } => self.on_action(ev, &who, action_id, out).await,
         }
     }
 
@@ -435,17 +464,24 @@ impl Core {
         &self,
         ev: &InboundEvent,
         who: &Operator,
-        text: &str,
+        input: CommandInput<'_>,
         out: &dyn Responder,
     ) -> anyhow::Result<()> {
-        let shown: String = text.chars().take(200).collect();
+        let with = |mut details: serde_json::Value| {
+            if let (Some(d), serde_json::Value::Object(input)) =
+                (details.as_object_mut(), input.audit_json())
+            {
+                d.extend(input);
+            }
+            details
+        };
         if who.roles.is_empty() {
             self.audit(self.actor_audit(
                 &ev.actor,
                 who,
                 None,
                 "command.refused",
-                json!({"text": shown, "reason": "not an operator"}),
+                with(json!({"reason": "not an operator"})),
             ))
             .await?;
             out.respond(Reply::ephemeral(format!(
@@ -455,7 +491,13 @@ impl Core {
             .await?;
             return Ok(());
         }
-        let (spec, cmd) = match command::parse(text, &self.parse_ctx()) {
+        let parsed = match input {
+            CommandInput::Text(text) => command::parse(text, &self.parse_ctx()),
+            CommandInput::Options { command, options } => {
+                command::parse_options(command, options, &self.parse_ctx())
+            }
+        };
+        let (spec, cmd) = match parsed {
             Ok(p) => p,
             Err(e) => {
                 self.audit(self.actor_audit(
@@ -463,7 +505,7 @@ impl Core {
                     who,
                     None,
                     "command.rejected",
-                    json!({"text": shown, "error": e.message}),
+                    with(json!({"error": e.message})),
                 ))
                 .await?;
                 out.respond(Reply::ephemeral(e.render(self.slash())))
@@ -483,7 +525,7 @@ impl Core {
                 who,
                 None,
                 "command.refused",
-                json!({"text": shown, "reason": format!("needs the {needs:?} role")}),
+                with(json!({"reason": format!("needs the {needs:?} role")})),
             ))
             .await?;
             out.respond(Reply::ephemeral(format!(
@@ -494,7 +536,7 @@ impl Core {
             .await?;
             return Ok(());
         }
-        self.audit(self.actor_audit(&ev.actor, who, None, "command", json!({"text": shown})))
+        self.audit(self.actor_audit(&ev.actor, who, None, "command", with(json!({}))))
             .await?;
         cmd.run(&Invocation {
             core: self,

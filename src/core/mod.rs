@@ -5,6 +5,7 @@
 pub mod approval;
 pub mod audit;
 pub mod command;
+pub mod complete;
 pub mod dispatch;
 pub mod event;
 pub mod human;

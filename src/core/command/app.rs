@@ -2,7 +2,10 @@
 ///
 /// The environment's configured app commands. `stop` needs approval; `start` runs as an
 /// operation without one; `status` only reads.
-use super::{no_more, Command, CommandSpec, EnvName, OptionSpec, ParseCtx, ENV_OPTION};
+use super::{
+    named, no_more, Choices, Command, CommandSpec, EnvName, OptionSpec, Options, ParseCtx,
+    ENV_OPTION,
+};
 use crate::config::Role;
 use crate::core::dispatch::Invocation;
 use crate::core::dispatch::ReportRequest;
@@ -35,27 +38,34 @@ pub const SPEC: CommandSpec = CommandSpec {
     summary: "run the app's stop (needs approval), start or status command",
     role: Role::Viewer,
     options: &[
-        OptionSpec {
-            name: "action",
-            description: "stop, start or status",
-            required: true,
-            choices: &["stop", "start", "status"],
-        },
+        OptionSpec::string("action", "stop, start or status")
+            .required()
+            .choices(Choices::Fixed(&["stop", "start", "status"])),
         ENV_OPTION,
     ],
-    parse,
+    words,
+    from_options,
 };
 
-fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
-    let action = match args.first().copied() {
-        Some("stop") => AppAction::Stop,
-        Some("start") => AppAction::Start,
-        Some("status") => AppAction::Status,
-        Some(other) => return Err(format!("`{other}` is not stop, start or status")),
-        None => return Err("say what to do: stop, start or status".into()),
-    };
-    let env = ctx.env(args.get(1).copied())?;
+fn words(args: &[&str], _ctx: &ParseCtx) -> Result<Vec<(String, String)>, String> {
+    if args.is_empty() {
+        return Err("say what to do: stop, start or status".into());
+    }
     no_more(args.get(2..).unwrap_or_default())?;
+    Ok(named(&[
+        ("action", args.first().copied()),
+        ("env", args.get(1).copied()),
+    ]))
+}
+
+fn from_options(o: &Options, ctx: &ParseCtx) -> Result<Command, String> {
+    let action = match o.require("action")? {
+        "stop" => AppAction::Stop,
+        "start" => AppAction::Start,
+        "status" => AppAction::Status,
+        other => return Err(format!("`{other}` is not stop, start or status")),
+    };
+    let env = ctx.env(o.get("env"))?;
     Ok(Command::App(Args { action, env }))
 }
 

@@ -1,7 +1,7 @@
 /// approvals
 ///
 /// Open requests with their plans, votes and expiry.
-use super::{no_more, Command, CommandSpec, ParseCtx};
+use super::{no_more, Command, CommandSpec, Options, ParseCtx};
 use crate::config::Role;
 use crate::core::dispatch::Invocation;
 use crate::core::dispatch::ReportRequest;
@@ -17,11 +17,16 @@ pub const SPEC: CommandSpec = CommandSpec {
     summary: "open requests with their plans, votes and expiry",
     role: Role::Viewer,
     options: &[],
-    parse,
+    words,
+    from_options,
 };
 
-fn parse(args: &[&str], _ctx: &ParseCtx) -> Result<Command, String> {
+fn words(args: &[&str], _ctx: &ParseCtx) -> Result<Vec<(String, String)>, String> {
     no_more(args)?;
+    Ok(Vec::new())
+}
+
+fn from_options(_o: &Options, _ctx: &ParseCtx) -> Result<Command, String> {
     Ok(Command::Approvals(Args))
 }
 

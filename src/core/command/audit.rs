@@ -1,7 +1,9 @@
 /// audit [N] | audit verify
 ///
 /// The last N audit events (default 10, at most 100), or a check of the hash chain.
-use super::{no_more, Command, CommandSpec, OptionSpec, ParseCtx};
+use super::{
+    named, no_more, Choices, Command, CommandSpec, OptionKind, OptionSpec, Options, ParseCtx,
+};
 use crate::config::Role;
 use crate::core::dispatch::Invocation;
 
@@ -23,29 +25,44 @@ pub const SPEC: CommandSpec = CommandSpec {
     usage: "audit [N|verify]",
     summary: "the last N audit events (default 10), or verify the hash chain",
     role: Role::Viewer,
-    options: &[OptionSpec {
-        name: "n",
-        description: "how many events (1-100), or `verify`",
-        required: false,
-        choices: &[],
-    }],
-    parse,
+    options: &[
+        OptionSpec {
+            name: "n",
+            description: "how many of the last events to show (1-100, default 10)",
+            required: false,
+            kind: OptionKind::Integer,
+            choices: Choices::Any,
+            autocomplete: false,
+            range: Some((1, MAX_TAIL)),
+        },
+        OptionSpec::string(
+            "action",
+            "verify: check the hash chain instead of listing events",
+        )
+        .choices(Choices::Fixed(&["verify"])),
+    ],
+    words,
+    from_options,
 };
 
-fn parse(args: &[&str], _ctx: &ParseCtx) -> Result<Command, String> {
-    let a = match args.first().copied() {
-        None => Args::Tail(10),
-        Some("verify") => Args::Verify,
-        Some(n) => match n.parse::<i64>() {
+fn words(args: &[&str], _ctx: &ParseCtx) -> Result<Vec<(String, String)>, String> {
+    no_more(args.get(1..).unwrap_or_default())?;
+    Ok(match args.first().copied() {
+        Some("verify") => named(&[("action", Some("verify"))]),
+        n => named(&[("n", n)]),
+    })
+}
+
+fn from_options(o: &Options, _ctx: &ParseCtx) -> Result<Command, String> {
+    let a = match (o.get("n"), o.get("action")) {
+        (Some(_), Some(_)) => return Err("give N or verify, not both".into()),
+        (None, Some(_)) => Args::Verify,
+        (None, None) => Args::Tail(10),
+        (Some(n), None) => match n.parse::<i64>() {
             Ok(n) if (1..=MAX_TAIL).contains(&n) => Args::Tail(n),
-            _ => {
-                return Err(format!(
-                    "`{n}` is not a number from 1 to {MAX_TAIL} or `verify`"
-                ))
-            }
+            _ => return Err(format!("`{n}` is not a number from 1 to {MAX_TAIL}")),
         },
     };
-    no_more(args.get(1..).unwrap_or_default())?;
     Ok(Command::Audit(a))
 }
 

@@ -2,7 +2,9 @@
 ///
 /// An on-demand verified backup (`pg_dump -Fc`, SHA-256, `pg_restore` reading it as it is
 /// written), progress shown by editing one message. Needs the operator role, no approval.
-use super::{Command, CommandSpec, EnvName, OptionSpec, ParseCtx, ENV_OPTION};
+use super::{
+    Choices, Command, CommandSpec, EnvName, OptionKind, OptionSpec, Options, ParseCtx, ENV_OPTION,
+};
 use crate::config::Role;
 use crate::core::dispatch::Invocation;
 use crate::core::operation::OperationKind;
@@ -31,17 +33,21 @@ pub const SPEC: CommandSpec = CommandSpec {
             name: "note",
             description: "a note kept with the backup",
             required: false,
-            choices: &[],
+            kind: OptionKind::Words,
+            choices: Choices::Any,
+            autocomplete: false,
+            range: None,
         },
     ],
-    parse,
+    words,
+    from_options,
 };
 
-fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
+/// `[ENV] [NOTE...]`: the first word is the environment when it names one; a near miss of an
+/// environment name is a typo, not the first word of a note.
+fn words(args: &[&str], ctx: &ParseCtx) -> Result<Vec<(String, String)>, String> {
     let (env, rest) = match args.first() {
-        Some(first) if ctx.envs.iter().any(|e| e == first) => {
-            (EnvName(first.to_string()), &args[1..])
-        }
+        Some(first) if ctx.envs.iter().any(|e| e == first) => (Some(*first), &args[1..]),
         Some(first) => {
             // A near-miss of an environment name is a typo, not the first word of a note.
             if let Some(env) = ctx
@@ -53,15 +59,20 @@ fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
                     "unknown environment `{first}`; did you mean `{env}`?"
                 ));
             }
-            (EnvName(ctx.default_env.clone()), args)
+            (None, args)
         }
-        None => (EnvName(ctx.default_env.clone()), args),
+        None => (None, args),
     };
-    let note = if rest.is_empty() {
-        None
-    } else {
-        Some(rest.join(" "))
-    };
+    let note = rest.join(" ");
+    Ok(super::named(&[
+        ("env", env),
+        ("note", Some(note.as_str()).filter(|n| !n.is_empty())),
+    ]))
+}
+
+fn from_options(o: &Options, ctx: &ParseCtx) -> Result<Command, String> {
+    let env: EnvName = ctx.env(o.get("env"))?;
+    let note = o.get("note").map(str::to_string);
     if note.as_ref().is_some_and(|n| n.chars().count() > MAX_NOTE) {
         return Err(format!("the note is longer than {MAX_NOTE} characters"));
     }

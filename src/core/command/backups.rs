@@ -2,7 +2,7 @@
 ///
 /// The backup catalog: id, kind, age, size, verified, migrations applied at the time; external
 /// `.sql` files in the backup folder; missing or changed files are shown as such.
-use super::{only_env, Command, CommandSpec, EnvName, ParseCtx, ENV_OPTION};
+use super::{env_words, Command, CommandSpec, EnvName, Options, ParseCtx, ENV_OPTION};
 use crate::config::Role;
 use crate::core::dispatch::Invocation;
 use crate::core::dispatch::ReportRequest;
@@ -21,12 +21,13 @@ pub const SPEC: CommandSpec = CommandSpec {
     summary: "the backup catalog (and external .sql files)",
     role: Role::Viewer,
     options: &[ENV_OPTION],
-    parse,
+    words: env_words,
+    from_options,
 };
 
-fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
+fn from_options(o: &Options, ctx: &ParseCtx) -> Result<Command, String> {
     Ok(Command::Backups(Args {
-        env: only_env(args, ctx)?,
+        env: ctx.env(o.get("env"))?,
     }))
 }
 

@@ -1,7 +1,7 @@
 /// cancel REQUEST
 ///
 /// Withdraw a pending request (the requester or an approver).
-use super::{no_more, Command, CommandSpec, OptionSpec, ParseCtx, RequestId};
+use super::{named, no_more, Command, CommandSpec, OptionSpec, Options, ParseCtx, RequestId};
 use crate::config::Role;
 use crate::core::dispatch::Invocation;
 
@@ -18,18 +18,23 @@ pub const SPEC: CommandSpec = CommandSpec {
     usage: "cancel REQUEST",
     summary: "withdraw a pending request (requester or an approver)",
     role: Role::Viewer,
-    options: &[OptionSpec {
-        name: "request",
-        description: "request id, as on the approval card",
-        required: true,
-        choices: &[],
-    }],
-    parse,
+    options: &[
+        OptionSpec::string("request", "request id, as on the approval card")
+            .required()
+            .autocomplete(),
+    ],
+    words,
+    from_options,
 };
 
-fn parse(args: &[&str], _ctx: &ParseCtx) -> Result<Command, String> {
-    let request = RequestId::parse(args.first().ok_or("say which request (see `approvals`)")?)?;
+fn words(args: &[&str], _ctx: &ParseCtx) -> Result<Vec<(String, String)>, String> {
+    let request = args.first().ok_or("say which request (see `approvals`)")?;
     no_more(&args[1..])?;
+    Ok(named(&[("request", Some(request))]))
+}
+
+fn from_options(o: &Options, _ctx: &ParseCtx) -> Result<Command, String> {
+    let request = RequestId::parse(o.require("request")?)?;
     Ok(Command::Cancel(Args { request }))
 }
 

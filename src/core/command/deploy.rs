@@ -2,7 +2,7 @@
 ///
 /// Pre-deploy backup, then apply pending migrations exactly as `prisma migrate deploy` would.
 /// Needs approval when `deploy_needs_approval` (the default).
-use super::{only_env, Command, CommandSpec, EnvName, ParseCtx, ENV_OPTION};
+use super::{env_words, Command, CommandSpec, EnvName, Options, ParseCtx, ENV_OPTION};
 use crate::config::Role;
 use crate::core::dispatch::Invocation;
 use crate::core::operation::OperationKind;
@@ -21,12 +21,13 @@ pub const SPEC: CommandSpec = CommandSpec {
     summary: "pre-deploy backup, then apply pending migrations (approval per config)",
     role: Role::Operator,
     options: &[ENV_OPTION],
-    parse,
+    words: env_words,
+    from_options,
 };
 
-fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
+fn from_options(o: &Options, ctx: &ParseCtx) -> Result<Command, String> {
     Ok(Command::Deploy(Args {
-        env: only_env(args, ctx)?,
+        env: ctx.env(o.get("env"))?,
     }))
 }
 

@@ -3,7 +3,7 @@
 /// The emergency procedure as one plan: safety backup, stop the app, assess, restore the newest
 /// verified backup taken before the newest migration, clear failed migration rows, start the
 /// app. Needs approval.
-use super::{only_env, Command, CommandSpec, EnvName, ParseCtx, ENV_OPTION};
+use super::{env_words, Command, CommandSpec, EnvName, Options, ParseCtx, ENV_OPTION};
 use crate::config::Role;
 use crate::core::dispatch::Invocation;
 use crate::core::operation::OperationKind;
@@ -23,12 +23,13 @@ pub const SPEC: CommandSpec = CommandSpec {
         "stop app, assess, restore the last good backup, clear failed rows, start app (approval)",
     role: Role::Operator,
     options: &[ENV_OPTION],
-    parse,
+    words: env_words,
+    from_options,
 };
 
-fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
+fn from_options(o: &Options, ctx: &ParseCtx) -> Result<Command, String> {
     Ok(Command::Emergency(Args {
-        env: only_env(args, ctx)?,
+        env: ctx.env(o.get("env"))?,
     }))
 }
 

@@ -1,7 +1,9 @@
 /// help [COMMAND]
 ///
 /// Usage for all commands, or for one.
-use super::{no_more, Command, CommandSpec, OptionSpec, ParseCtx, REGISTRY};
+use super::{
+    named, no_more, Choices, Command, CommandSpec, OptionSpec, Options, ParseCtx, REGISTRY,
+};
 use crate::config::Role;
 use crate::core::dispatch::Invocation;
 
@@ -18,17 +20,18 @@ pub const SPEC: CommandSpec = CommandSpec {
     usage: "help [COMMAND]",
     summary: "usage for all commands or one",
     role: Role::Viewer,
-    options: &[OptionSpec {
-        name: "command",
-        description: "a command name",
-        required: false,
-        choices: &[],
-    }],
-    parse,
+    options: &[OptionSpec::string("command", "a command name").choices(Choices::Commands)],
+    words,
+    from_options,
 };
 
-fn parse(args: &[&str], _ctx: &ParseCtx) -> Result<Command, String> {
-    let command = match args.first() {
+fn words(args: &[&str], _ctx: &ParseCtx) -> Result<Vec<(String, String)>, String> {
+    no_more(args.get(1..).unwrap_or_default())?;
+    Ok(named(&[("command", args.first().copied())]))
+}
+
+fn from_options(o: &Options, _ctx: &ParseCtx) -> Result<Command, String> {
+    let command = match o.get("command") {
         None => None,
         Some(name) => Some(
             super::spec(name)
@@ -36,7 +39,6 @@ fn parse(args: &[&str], _ctx: &ParseCtx) -> Result<Command, String> {
                 .ok_or_else(|| format!("no command `{name}`"))?,
         ),
     };
-    no_more(args.get(1..).unwrap_or_default())?;
     Ok(Command::Help(Args { command }))
 }
 

@@ -5,9 +5,18 @@
 //! sees it, names must exist (environments, requests), and missing or extra arguments are
 //! errors that come back with the command's usage. Nothing here runs anything.
 //!
+//! A command arrives as text (Slack, the shell: `rollback X staging`) or as a subcommand with
+//! named options (Discord: `rollback migration:X env:staging`). The text form's words are first
+//! named by the command's `words` (its positional grammar only); from there both forms take the
+//! same road: [`check_options`] (known names, safe words, fixed choices, integer ranges,
+//! required options) and the command's `from_options` (environments, migrations, backup and
+//! request ids through [`ParseCtx`], [`BackupId::parse`], [`RequestId::parse`]). So the two
+//! forms cannot disagree, and options are never joined into a text line and parsed again.
+//!
 //! To add a command: write `src/core/command/NAME.rs` with a `///` usage line, an `Args`
-//! struct, a `SPEC`, a strict `parse` and its `run` (mini-redis style: the file holds the whole
-//! command); add it to [`REGISTRY`], [`Command`] and [`Command::run`].
+//! struct, a `SPEC` (its options must agree with the usage line; a test checks), `words`,
+//! `from_options` and its `run` (mini-redis style: the file holds the whole command); add it to
+//! [`REGISTRY`], [`Command`] and [`Command::run`].
 
 pub mod app;
 pub mod approvals;
@@ -30,6 +39,31 @@ use crate::config::Role;
 /// Longest command text accepted, in bytes.
 pub const MAX_COMMAND_BYTES: usize = 1000;
 
+/// How an option's value is typed (Discord option type; Slack and the shell take words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptionKind {
+    /// One word (Discord STRING, type 3).
+    String,
+    /// A whole number (Discord INTEGER, type 4), within the option's `range` when it has one.
+    Integer,
+    /// Free words, the rest of a text command (Discord STRING): each word is checked like a
+    /// token and the words are joined by one space.
+    Words,
+}
+
+/// Where an option's choices come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choices {
+    /// Any value (checked by the command).
+    Any,
+    /// A fixed list, named in the usage text (`applied|rolled-back`).
+    Fixed(&'static [&'static str]),
+    /// The configured environments (filled in at registration time).
+    Environments,
+    /// The command names of [`REGISTRY`].
+    Commands,
+}
+
 /// A Discord option / Slack usage argument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OptionSpec {
@@ -39,8 +73,56 @@ pub struct OptionSpec {
     pub description: &'static str,
     /// Whether it must be given.
     pub required: bool,
-    /// Fixed choices, if any.
-    pub choices: &'static [&'static str],
+    /// Value type.
+    pub kind: OptionKind,
+    /// Allowed values, if restricted.
+    pub choices: Choices,
+    /// Whether the platform asks dualkey for suggestions while it is typed
+    /// ([`crate::core::dispatch::Core::complete`]).
+    pub autocomplete: bool,
+    /// Inclusive bounds of an [`OptionKind::Integer`].
+    pub range: Option<(i64, i64)>,
+}
+
+impl OptionSpec {
+    /// An optional one-word string option with no choices and no autocomplete.
+    pub const fn string(name: &'static str, description: &'static str) -> OptionSpec {
+        OptionSpec {
+            name,
+            description,
+            required: false,
+            kind: OptionKind::String,
+            choices: Choices::Any,
+            autocomplete: false,
+            range: None,
+        }
+    }
+
+    /// The same option, required.
+    pub const fn required(mut self) -> OptionSpec {
+        self.required = true;
+        self
+    }
+
+    /// The same option, restricted to `choices`.
+    pub const fn choices(mut self, choices: Choices) -> OptionSpec {
+        self.choices = choices;
+        self
+    }
+
+    /// The same option, answered by autocomplete.
+    pub const fn autocomplete(mut self) -> OptionSpec {
+        self.autocomplete = true;
+        self
+    }
+
+    /// The fixed choices, if any.
+    pub fn fixed_choices(&self) -> &'static [&'static str] {
+        match self.choices {
+            Choices::Fixed(c) => c,
+            _ => &[],
+        }
+    }
 }
 
 /// One row of the command table.
@@ -57,9 +139,16 @@ pub struct CommandSpec {
     pub role: Role,
     /// Options, in order, for platform registration.
     pub options: &'static [OptionSpec],
-    /// Strict parser for the arguments after the name.
-    pub parse: fn(&[&str], &ParseCtx) -> Result<Command, String>,
+    /// Names the words of a text command (Slack, the shell) by position: the words after the
+    /// name become the same named options a Discord interaction carries. Only the grammar of
+    /// the text form lives here; every value is checked by [`check_options`] and `from_options`.
+    pub words: fn(&[&str], &ParseCtx) -> Result<Named, String>,
+    /// Builds the command from checked, named options (both forms end here).
+    pub from_options: fn(&Options, &ParseCtx) -> Result<Command, String>,
 }
+
+/// Option names and values as given, in order (`[("migration", "2024…"), ("env", "staging")]`).
+pub type Named = Vec<(String, String)>;
 
 /// Everything a parser may check names against.
 #[derive(Debug, Clone)]
@@ -301,6 +390,127 @@ fn allowed_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '=')
 }
 
+/// Checks one word of a command: the safe character set and no `..`.
+fn check_word(t: &str) -> Result<(), String> {
+    if let Some(bad) = t.chars().find(|c| !allowed_char(*c)) {
+        let shown: String = t.chars().take(40).collect();
+        return Err(format!(
+            "unexpected character `{}` in `{}`",
+            bad.escape_default(),
+            shown.escape_default()
+        ));
+    }
+    if t.contains("..") {
+        return Err(format!("`{t}` is not a valid name"));
+    }
+    Ok(())
+}
+
+/// Named option values that passed [`check_options`]: known names, no repeats, safe words,
+/// fixed choices and integer ranges respected, every required option present.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    values: Vec<(&'static str, String)>,
+}
+
+impl Options {
+    /// The value of option `name`, if given.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The value of a required option (present after [`check_options`]).
+    pub fn require(&self, name: &str) -> Result<&str, String> {
+        self.get(name)
+            .ok_or_else(|| format!("missing option `{name}`"))
+    }
+}
+
+/// The one check of named option values, for text and structured commands alike.
+pub fn check_options(spec: &CommandSpec, given: &[(String, String)]) -> Result<Options, String> {
+    let mut values: Vec<(&'static str, String)> = Vec::new();
+    let total: usize = given.iter().map(|(n, v)| n.len() + v.len()).sum();
+    if total > MAX_COMMAND_BYTES {
+        return Err(format!(
+            "command too long ({total} bytes; the limit is {MAX_COMMAND_BYTES})"
+        ));
+    }
+    for (name, value) in given {
+        let Some(o) = spec.options.iter().find(|o| o.name == name) else {
+            let shown: String = name.chars().take(40).collect();
+            let known: Vec<&str> = spec.options.iter().map(|o| o.name).collect();
+            return Err(if known.is_empty() {
+                format!("`{}` takes no options", spec.name)
+            } else {
+                format!(
+                    "unknown option `{}` (options: {})",
+                    shown.escape_default(),
+                    known.join(", ")
+                )
+            });
+        };
+        if values.iter().any(|(n, _)| n == name) {
+            return Err(format!("option `{name}` given twice"));
+        }
+        let words: Vec<&str> = value.split_ascii_whitespace().collect();
+        for w in &words {
+            check_word(w)?;
+        }
+        let value = match (o.kind, words.as_slice()) {
+            (_, []) => return Err(format!("option `{name}` is empty")),
+            (OptionKind::Words, w) => w.join(" "),
+            (_, [one]) => one.to_string(),
+            (_, [_, extra, ..]) => return Err(format!("unexpected argument `{extra}`")),
+        };
+        if let Choices::Fixed(choices) = o.choices {
+            if !choices.contains(&value.as_str()) {
+                return Err(format!("`{value}` is not {}", or_list(choices)));
+            }
+        }
+        if o.kind == OptionKind::Integer {
+            let (lo, hi) = o.range.unwrap_or((i64::MIN, i64::MAX));
+            match value.parse::<i64>() {
+                Ok(n) if (lo..=hi).contains(&n) => {}
+                _ if o.range.is_some() => {
+                    return Err(format!("`{value}` is not a number from {lo} to {hi}"))
+                }
+                _ => return Err(format!("`{value}` is not a number")),
+            }
+        }
+        values.push((o.name, value));
+    }
+    if let Some(o) = spec
+        .options
+        .iter()
+        .find(|o| o.required && !values.iter().any(|(n, _)| *n == o.name))
+    {
+        return Err(format!("missing option `{}`: {}", o.name, o.description));
+    }
+    Ok(Options { values })
+}
+
+/// `a, b or c`.
+fn or_list(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+/// Checks named options and builds the command: the common tail of both parsers.
+fn build(
+    spec: &'static CommandSpec,
+    given: &[(String, String)],
+    ctx: &ParseCtx,
+) -> Result<Command, String> {
+    let opts = check_options(spec, given)?;
+    (spec.from_options)(&opts, ctx)
+}
+
 /// Splits and checks the text after the slash command; never panics.
 pub fn parse(text: &str, ctx: &ParseCtx) -> Result<(&'static CommandSpec, Command), ParseError> {
     let err = |command, message: String| ParseError { command, message };
@@ -317,47 +527,59 @@ pub fn parse(text: &str, ctx: &ParseCtx) -> Result<(&'static CommandSpec, Comman
     let Some((&name, args)) = tokens.split_first() else {
         return Err(err(None, "no command given".into()));
     };
-    let spec = spec(name).ok_or_else(|| {
-        let shown: String = name.chars().take(40).collect();
-        err(
-            None,
-            format!("unknown command `{}`", shown.escape_default()),
-        )
-    })?;
+    let spec = lookup(name).map_err(|m| err(None, m))?;
     for t in args {
-        if let Some(bad) = t.chars().find(|c| !allowed_char(*c)) {
-            let shown: String = t.chars().take(40).collect();
-            return Err(err(
-                Some(spec),
-                format!(
-                    "unexpected character `{}` in `{}`",
-                    bad.escape_default(),
-                    shown.escape_default()
-                ),
-            ));
-        }
-        if t.contains("..") {
-            return Err(err(Some(spec), format!("`{t}` is not a valid name")));
-        }
+        check_word(t).map_err(|m| err(Some(spec), m))?;
     }
-    (spec.parse)(args, ctx)
+    (spec.words)(args, ctx)
+        .and_then(|given| build(spec, &given, ctx))
         .map(|c| (spec, c))
         .map_err(|m| err(Some(spec), m))
 }
 
-/// The optional `ENV` option shared by most commands.
-pub const ENV_OPTION: OptionSpec = OptionSpec {
-    name: "env",
-    description: "environment (default: the configured one)",
-    required: false,
-    choices: &[],
-};
+/// Checks a structured command (Discord's subcommand and typed options) and builds it, by name:
+/// the values are never joined into a text line. Same checks and errors as [`parse`].
+pub fn parse_options(
+    name: &str,
+    options: &[(String, String)],
+    ctx: &ParseCtx,
+) -> Result<(&'static CommandSpec, Command), ParseError> {
+    let spec = lookup(name).map_err(|message| ParseError {
+        command: None,
+        message,
+    })?;
+    build(spec, options, ctx)
+        .map(|c| (spec, c))
+        .map_err(|message| ParseError {
+            command: Some(spec),
+            message,
+        })
+}
 
-/// Parses `[ENV]` and nothing else.
-pub(crate) fn only_env(args: &[&str], ctx: &ParseCtx) -> Result<EnvName, String> {
-    let env = ctx.env(args.first().copied())?;
+fn lookup(name: &str) -> Result<&'static CommandSpec, String> {
+    spec(name).ok_or_else(|| {
+        let shown: String = name.chars().take(40).collect();
+        format!("unknown command `{}`", shown.escape_default())
+    })
+}
+
+/// The optional `ENV` option shared by most commands.
+pub const ENV_OPTION: OptionSpec =
+    OptionSpec::string("env", "environment (default: the configured one)")
+        .choices(Choices::Environments);
+
+/// Names `[ENV]` and nothing else (the text form of commands whose only option is `env`).
+pub(crate) fn env_words(args: &[&str], _ctx: &ParseCtx) -> Result<Vec<(String, String)>, String> {
     no_more(args.get(1..).unwrap_or_default())?;
-    Ok(env)
+    Ok(named(&[("env", args.first().copied())]))
+}
+
+/// The named values that are present.
+pub(crate) fn named(pairs: &[(&str, Option<&str>)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .filter_map(|(n, v)| v.map(|v| (n.to_string(), v.to_string())))
+        .collect()
 }
 
 /// Edit distance between two short strings (for "did you mean").
@@ -383,6 +605,94 @@ pub(crate) fn no_more(rest: &[&str]) -> Result<(), String> {
     match rest.first() {
         None => Ok(()),
         Some(t) => Err(format!("unexpected argument `{t}`")),
+    }
+}
+
+/// The usage grammar, read back for tests: each argument of a usage line (`MIGRATION`, `[ENV]`,
+/// `applied|rolled-back`, `[--strategy down|restore]`, `[N|verify]`, `[NOTE...]`).
+#[cfg(test)]
+pub(crate) mod usage {
+    use super::{CommandSpec, OptionSpec};
+
+    /// One argument of a usage line.
+    #[derive(Debug)]
+    pub struct Arg {
+        /// As written.
+        pub shown: String,
+        /// The option it names (uppercase word or `--flag`), if it names one.
+        pub name: Option<String>,
+        /// Not bracketed and not one of several alternatives.
+        pub required: bool,
+        /// Literal choices (`applied|rolled-back`).
+        pub choices: Vec<&'static str>,
+        /// `NOTE...`: the rest of the line.
+        pub rest: bool,
+    }
+
+    /// The arguments of `usage` after the command name.
+    pub fn args(usage: &'static str) -> Vec<Arg> {
+        let mut groups: Vec<(&'static str, bool)> = Vec::new();
+        let mut rest = usage.split_once(' ').map(|(_, r)| r).unwrap_or("").trim();
+        while !rest.is_empty() {
+            if let Some(r) = rest.strip_prefix('[') {
+                let end = r.find(']').expect("unclosed [ in usage");
+                groups.push((&r[..end], false));
+                rest = r[end + 1..].trim_start();
+            } else {
+                let end = rest.find(' ').unwrap_or(rest.len());
+                groups.push((&rest[..end], true));
+                rest = rest[end..].trim_start();
+            }
+        }
+        let mut out = Vec::new();
+        for (g, required) in groups {
+            let (flag, body) = match g.strip_prefix("--") {
+                Some(f) => {
+                    let (n, b) = f.split_once(' ').expect("--flag VALUE");
+                    (Some(n.to_string()), b)
+                }
+                None => (None, g),
+            };
+            let parts: Vec<&'static str> = body.split('|').collect();
+            let alternatives = parts.len() > 1;
+            let literals: Vec<&'static str> = parts
+                .iter()
+                .copied()
+                .filter(|p| !p.chars().any(|c| c.is_ascii_uppercase()))
+                .collect();
+            for p in parts
+                .iter()
+                .filter(|p| p.chars().any(|c| c.is_ascii_uppercase()))
+            {
+                let word = p.trim_end_matches("...");
+                out.push(Arg {
+                    shown: g.to_string(),
+                    name: Some(word.to_lowercase()),
+                    required: required && !alternatives,
+                    choices: Vec::new(),
+                    rest: p.ends_with("..."),
+                });
+            }
+            if !literals.is_empty() {
+                let whole = literals.len() == parts.len();
+                out.push(Arg {
+                    shown: g.to_string(),
+                    name: flag,
+                    required: required && whole,
+                    choices: literals,
+                    rest: false,
+                });
+            }
+        }
+        out
+    }
+
+    /// The option an argument stands for: by name, or by its literal choices.
+    pub fn option_for(spec: &CommandSpec, a: &Arg) -> Option<&'static OptionSpec> {
+        spec.options.iter().find(|o| match &a.name {
+            Some(n) => o.name == n,
+            None => !a.choices.is_empty() && o.fixed_choices() == a.choices.as_slice(),
+        })
     }
 }
 
@@ -422,19 +732,235 @@ mod tests {
                 "{} usage must start with its name",
                 s.name
             );
+            let args = usage::args(s.usage);
+            let mut matched = Vec::new();
+            for a in &args {
+                let o = usage::option_for(s, a).unwrap_or_else(|| {
+                    panic!("{}: `{}` in the usage has no option", s.name, a.shown)
+                });
+                assert_eq!(
+                    o.required, a.required,
+                    "{}: option {} required={} but the usage says `{}`",
+                    s.name, o.name, o.required, a.shown
+                );
+                assert_eq!(
+                    o.fixed_choices(),
+                    a.choices.as_slice(),
+                    "{}: choices of {}",
+                    s.name,
+                    o.name
+                );
+                assert_eq!(
+                    o.kind == OptionKind::Words,
+                    a.rest,
+                    "{}: {} takes the rest",
+                    s.name,
+                    o.name
+                );
+                matched.push(o.name);
+            }
             for o in s.options {
-                let shown = o.name.to_uppercase();
-                let in_usage =
-                    s.usage.contains(&shown) || o.choices.iter().all(|c| s.usage.contains(c));
-                assert!(
-                    in_usage,
-                    "{}: option {} missing from usage `{}`",
-                    s.name, o.name, s.usage
+                assert_eq!(
+                    matched.iter().filter(|m| **m == o.name).count(),
+                    1,
+                    "{}: option {} must appear once in the usage `{}`",
+                    s.name,
+                    o.name,
+                    s.usage
                 );
             }
             let help = help::render_all("/db");
             assert!(help.contains(s.usage), "help lacks {}", s.usage);
         }
+    }
+
+    /// The same command typed as text and sent as named options gives the same [`Command`]
+    /// (or both fail), for every registry row.
+    #[test]
+    fn text_and_options_give_the_same_command() {
+        let ctx = ctx();
+        let m = "20250201000000_add_comments";
+        assert!(
+            ctx.migrations["production"].1.contains(m),
+            "fixture changed"
+        );
+        let rows: &[(&str, &[(&str, &str)])] = &[
+            ("help", &[]),
+            ("help rollback", &[("command", "rollback")]),
+            ("help nosuch", &[("command", "nosuch")]),
+            ("status", &[]),
+            ("status staging", &[("env", "staging")]),
+            ("status nowhere", &[("env", "nowhere")]),
+            ("backup", &[]),
+            ("backup staging", &[("env", "staging")]),
+            (
+                "backup staging before cleanup",
+                &[("env", "staging"), ("note", "before cleanup")],
+            ),
+            ("backup before cleanup", &[("note", "before  cleanup")]),
+            ("backups staging", &[("env", "staging")]),
+            ("deploy", &[]),
+            ("deploy staging", &[("env", "staging")]),
+            ("rollback 20250201000000_add_comments", &[("migration", m)]),
+            (
+                "rollback 20250201000000_add_comments staging --strategy restore",
+                &[
+                    ("migration", m),
+                    ("env", "staging"),
+                    ("strategy", "restore"),
+                ],
+            ),
+            (
+                "rollback 20250201000000_add_comments --strategy=down",
+                &[("strategy", "down"), ("migration", m)],
+            ),
+            (
+                "rollback 20250201000000_add_comments --strategy up",
+                &[("migration", m), ("strategy", "up")],
+            ),
+            (
+                "rollback nosuch_migration",
+                &[("migration", "nosuch_migration")],
+            ),
+            ("restore b0123456ab", &[("backup", "b0123456ab")]),
+            (
+                "restore old.sql staging",
+                &[("backup", "old.sql"), ("env", "staging")],
+            ),
+            ("restore nonsense", &[("backup", "nonsense")]),
+            (
+                "resolve 20250201000000_add_comments applied",
+                &[("migration", m), ("as", "applied")],
+            ),
+            (
+                "resolve 20250201000000_add_comments rolled-back staging",
+                &[("as", "rolled-back"), ("migration", m), ("env", "staging")],
+            ),
+            (
+                "resolve 20250201000000_add_comments maybe",
+                &[("migration", m), ("as", "maybe")],
+            ),
+            ("app stop", &[("action", "stop")]),
+            (
+                "app status staging",
+                &[("action", "status"), ("env", "staging")],
+            ),
+            ("app explode", &[("action", "explode")]),
+            ("emergency staging", &[("env", "staging")]),
+            ("checklist", &[]),
+            ("approvals", &[]),
+            ("cancel r0123456ab", &[("request", "r0123456ab")]),
+            ("cancel r123", &[("request", "r123")]),
+            ("audit", &[]),
+            ("audit 5", &[("n", "5")]),
+            ("audit 0", &[("n", "0")]),
+            ("audit 101", &[("n", "101")]),
+            ("audit verify", &[("action", "verify")]),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for (text, options) in rows {
+            let name = text.split(' ').next().unwrap();
+            seen.insert(name);
+            let options: Vec<(String, String)> = options
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let a = parse(text, &ctx).map(|(s, c)| (s.name, c));
+            let b = parse_options(name, &options, &ctx).map(|(s, c)| (s.name, c));
+            match (&a, &b) {
+                (Ok(x), Ok(y)) => assert_eq!(x, y, "{text}"),
+                (Err(x), Err(y)) => {
+                    assert_eq!(x.command.map(|c| c.name), Some(name), "{text}");
+                    assert_eq!(y.command.map(|c| c.name), Some(name), "{text}");
+                }
+                _ => panic!("{text}: text gave {a:?}, options gave {b:?}"),
+            }
+        }
+        for s in REGISTRY {
+            assert!(seen.contains(s.name), "no table row for {}", s.name);
+        }
+    }
+
+    #[test]
+    fn structured_options_are_checked_like_text() {
+        let ctx = ctx();
+        let opts = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let bad: &[Case] = &[
+            ("status", &[("envv", "staging")], "unknown option `envv`"),
+            (
+                "status",
+                &[("env", "staging"), ("env", "staging")],
+                "given twice",
+            ),
+            ("approvals", &[("env", "staging")], "takes no options"),
+            (
+                "rollback",
+                &[("env", "staging")],
+                "missing option `migration`",
+            ),
+            (
+                "resolve",
+                &[("migration", "20250201000000_add_comments")],
+                "missing option `as`",
+            ),
+            (
+                "resolve",
+                &[("migration", "20250201000000_add_comments"), ("as", "done")],
+                "is not applied or rolled-back",
+            ),
+            (
+                "app",
+                &[("action", "stop"), ("env", "..production")],
+                "is not a valid name",
+            ),
+            (
+                "app",
+                &[("action", "stop"), ("env", "production;rm")],
+                "unexpected character",
+            ),
+            (
+                "app",
+                &[("action", "stop"), ("env", "production extra")],
+                "unexpected argument `extra`",
+            ),
+            ("status", &[("env", "")], "is empty"),
+            ("cancel", &[("request", "r123")], "is not a request id"),
+            (
+                "restore",
+                &[("backup", "../../etc/passwd")],
+                "unexpected character `/`",
+            ),
+            (
+                "rollback",
+                &[("migration", "nosuch")],
+                "there is no migration `nosuch`",
+            ),
+            (
+                "status",
+                &[("env", "nowhere")],
+                "unknown environment `nowhere`",
+            ),
+            ("audit", &[("n", "5"), ("action", "verify")], "not both"),
+            ("audit", &[("n", "1000")], "not a number from 1 to 100"),
+            ("nosuch", &[], "unknown command `nosuch`"),
+        ];
+        for (name, given, want) in bad {
+            let e = parse_options(name, &opts(given), &ctx).unwrap_err();
+            assert!(e.message.contains(want), "{name} {given:?}: {}", e.message);
+            let shown = e.render("/db");
+            if *name != "nosuch" {
+                assert!(shown.contains("usage: /db"), "{shown}");
+            }
+        }
+        let long = "a".repeat(MAX_COMMAND_BYTES + 1);
+        let e = parse_options("backup", &opts(&[("note", &long)]), &ctx).unwrap_err();
+        assert!(e.message.contains("too long"), "{}", e.message);
     }
 
     #[test]
@@ -512,6 +1038,22 @@ mod tests {
         #[test]
         fn the_parser_never_panics(s in "\\PC{0,300}") {
             let _ = parse(&s, &ctx());
+        }
+
+        #[test]
+        fn structured_options_never_panic(
+            name in "[a-z]{0,10}",
+            opts in proptest::collection::vec(("[a-z]{0,8}", "\\PC{0,40}"), 0..6),
+        ) {
+            let names = ["help", "status", "backup", "rollback", "restore", "resolve", "app", "audit", "cancel"];
+            let _ = parse_options(&name, &opts, &ctx());
+            for n in names {
+                if let Ok((_, cmd)) = parse_options(n, &opts, &ctx()) {
+                    // Whatever was accepted only carries safe characters.
+                    let shown = format!("{cmd:?}");
+                    prop_assert!(!shown.contains(';') && !shown.contains('/') && !shown.contains('$'), "{shown}");
+                }
+            }
         }
 
         #[test]

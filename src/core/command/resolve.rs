@@ -3,7 +3,8 @@
 /// Prisma's `migrate resolve --applied|--rolled-back`, with the same preconditions and P30xx
 /// errors, after a safety backup. Needs approval.
 use super::{
-    no_more, Command, CommandSpec, EnvName, MigrationName, OptionSpec, ParseCtx, ENV_OPTION,
+    named, no_more, Choices, Command, CommandSpec, EnvName, MigrationName, OptionSpec, Options,
+    ParseCtx, ENV_OPTION,
 };
 use crate::config::Role;
 use crate::core::dispatch::Invocation;
@@ -27,34 +28,37 @@ pub const SPEC: CommandSpec = CommandSpec {
     summary: "mark a migration applied or rolled back, like prisma migrate resolve (approval)",
     role: Role::Operator,
     options: &[
-        OptionSpec {
-            name: "migration",
-            description: "migration folder name",
-            required: true,
-            choices: &[],
-        },
-        OptionSpec {
-            name: "as",
-            description: "applied or rolled-back",
-            required: true,
-            choices: &["applied", "rolled-back"],
-        },
+        OptionSpec::string("migration", "migration folder name")
+            .required()
+            .autocomplete(),
+        OptionSpec::string("as", "applied or rolled-back")
+            .required()
+            .choices(Choices::Fixed(&["applied", "rolled-back"])),
         ENV_OPTION,
     ],
-    parse,
+    words,
+    from_options,
 };
 
-fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
+fn words(args: &[&str], _ctx: &ParseCtx) -> Result<Vec<(String, String)>, String> {
     let name = args.first().ok_or("say which migration to resolve")?;
-    let applied = match args.get(1).copied() {
-        Some("applied") => true,
-        Some("rolled-back") => false,
-        Some(other) => return Err(format!("`{other}` is not applied or rolled-back")),
-        None => return Err("say applied or rolled-back".into()),
-    };
-    let env = ctx.env(args.get(2).copied())?;
+    let state = args.get(1).ok_or("say applied or rolled-back")?;
     no_more(args.get(3..).unwrap_or_default())?;
-    let migration = ctx.migration(&env, name)?;
+    Ok(named(&[
+        ("migration", Some(name)),
+        ("as", Some(state)),
+        ("env", args.get(2).copied()),
+    ]))
+}
+
+fn from_options(o: &Options, ctx: &ParseCtx) -> Result<Command, String> {
+    let applied = match o.require("as")? {
+        "applied" => true,
+        "rolled-back" => false,
+        other => return Err(format!("`{other}` is not applied or rolled-back")),
+    };
+    let env: EnvName = ctx.env(o.get("env"))?;
+    let migration: MigrationName = ctx.migration(&env, o.require("migration")?)?;
     Ok(Command::Resolve(Args {
         migration,
         applied,

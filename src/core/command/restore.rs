@@ -2,7 +2,10 @@
 ///
 /// Safety backup, stop the app, restore BACKUP in one transaction, start the app (also after a
 /// failed restore). Needs approval.
-use super::{no_more, BackupId, Command, CommandSpec, EnvName, OptionSpec, ParseCtx, ENV_OPTION};
+use super::{
+    named, no_more, BackupId, Command, CommandSpec, EnvName, OptionSpec, Options, ParseCtx,
+    ENV_OPTION,
+};
 use crate::config::Role;
 use crate::core::dispatch::Invocation;
 use crate::core::operation::OperationKind;
@@ -23,24 +26,29 @@ pub const SPEC: CommandSpec = CommandSpec {
     summary: "safety backup, stop app, restore BACKUP, start app (approval)",
     role: Role::Operator,
     options: &[
-        OptionSpec {
-            name: "backup",
-            description: "backup id or external .sql file (see `backups`)",
-            required: true,
-            choices: &[],
-        },
+        OptionSpec::string("backup", "backup id or external .sql file (see `backups`)")
+            .required()
+            .autocomplete(),
         ENV_OPTION,
     ],
-    parse,
+    words,
+    from_options,
 };
 
-fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
-    let backup = BackupId::parse(
-        args.first()
-            .ok_or("say which backup to restore (`backups` lists them)")?,
-    )?;
-    let env = ctx.env(args.get(1).copied())?;
+fn words(args: &[&str], _ctx: &ParseCtx) -> Result<Vec<(String, String)>, String> {
+    let backup = args
+        .first()
+        .ok_or("say which backup to restore (`backups` lists them)")?;
     no_more(args.get(2..).unwrap_or_default())?;
+    Ok(named(&[
+        ("backup", Some(backup)),
+        ("env", args.get(1).copied()),
+    ]))
+}
+
+fn from_options(o: &Options, ctx: &ParseCtx) -> Result<Command, String> {
+    let backup = BackupId::parse(o.require("backup")?)?;
+    let env: EnvName = ctx.env(o.get("env"))?;
     Ok(Command::Restore(Args { backup, env }))
 }
 

@@ -3,7 +3,10 @@
 /// Un-apply MIGRATION and every migration applied after it, newest first: with each one's
 /// `down.sql` (`down`), or by restoring the newest verified backup taken before it (`restore`).
 /// Without `--strategy` the `down` strategy is used when every migration has a `down.sql`.
-use super::{no_more, Command, CommandSpec, MigrationName, OptionSpec, ParseCtx, ENV_OPTION};
+use super::{
+    named, no_more, Choices, Command, CommandSpec, MigrationName, OptionSpec, Options, ParseCtx,
+    ENV_OPTION,
+};
 use crate::config::Role;
 use crate::core::command::EnvName;
 use crate::core::dispatch::Invocation;
@@ -28,24 +31,22 @@ pub const SPEC: CommandSpec = CommandSpec {
     summary: "un-apply MIGRATION and every later one, newest first (approval)",
     role: Role::Operator,
     options: &[
-        OptionSpec {
-            name: "migration",
-            description: "migration folder name",
-            required: true,
-            choices: &[],
-        },
+        OptionSpec::string("migration", "migration folder name")
+            .required()
+            .autocomplete(),
         ENV_OPTION,
-        OptionSpec {
-            name: "strategy",
-            description: "down (run down.sql) or restore (restore a backup)",
-            required: false,
-            choices: &["down", "restore"],
-        },
+        OptionSpec::string(
+            "strategy",
+            "down (run down.sql) or restore (restore a backup)",
+        )
+        .choices(Choices::Fixed(&["down", "restore"])),
     ],
-    parse,
+    words,
+    from_options,
 };
 
-fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
+/// `MIGRATION [ENV] [--strategy down|restore]`, `--strategy=X` anywhere.
+fn words(args: &[&str], _ctx: &ParseCtx) -> Result<Vec<(String, String)>, String> {
     let mut rest: Vec<&str> = args.to_vec();
     let mut strategy = None;
     if let Some(pos) = rest
@@ -65,18 +66,28 @@ fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
                 rest.remove(pos).to_string()
             }
         };
-        strategy = Some(match value.as_str() {
-            "down" => RollbackStrategy::Down,
-            "restore" => RollbackStrategy::Restore,
-            other => return Err(format!("`{other}` is not a strategy (down or restore)")),
-        });
+        strategy = Some(value);
     }
     let Some((first, more)) = rest.split_first() else {
         return Err("say which migration to roll back (`status` lists them)".into());
     };
-    let env = ctx.env(more.first().copied())?;
     no_more(more.get(1..).unwrap_or_default())?;
-    let migration = ctx.migration(&env, first)?;
+    Ok(named(&[
+        ("migration", Some(first)),
+        ("env", more.first().copied()),
+        ("strategy", strategy.as_deref()),
+    ]))
+}
+
+fn from_options(o: &Options, ctx: &ParseCtx) -> Result<Command, String> {
+    let strategy = match o.get("strategy") {
+        None => None,
+        Some("down") => Some(RollbackStrategy::Down),
+        Some("restore") => Some(RollbackStrategy::Restore),
+        Some(other) => return Err(format!("`{other}` is not a strategy (down or restore)")),
+    };
+    let env = ctx.env(o.get("env"))?;
+    let migration = ctx.migration(&env, o.require("migration")?)?;
     Ok(Command::Rollback(Args {
         migration,
         env,

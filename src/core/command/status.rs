@@ -1,7 +1,7 @@
 /// status [ENV]
 ///
 /// What dualkey knows about an environment: running operation, open requests.
-use super::{only_env, Command, CommandSpec, EnvName, ParseCtx, ENV_OPTION};
+use super::{env_words, Command, CommandSpec, EnvName, Options, ParseCtx, ENV_OPTION};
 use crate::config::Role;
 use crate::core::dispatch::Invocation;
 use crate::core::dispatch::ReportRequest;
@@ -20,12 +20,13 @@ pub const SPEC: CommandSpec = CommandSpec {
     summary: "migration status, app status, running operation, open requests",
     role: Role::Viewer,
     options: &[ENV_OPTION],
-    parse,
+    words: env_words,
+    from_options,
 };
 
-fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
+fn from_options(o: &Options, ctx: &ParseCtx) -> Result<Command, String> {
     Ok(Command::Status(Args {
-        env: only_env(args, ctx)?,
+        env: ctx.env(o.get("env"))?,
     }))
 }
 
