@@ -847,6 +847,13 @@ mod tests {
             ),
             ("app explode", &[("action", "explode")]),
             ("emergency staging", &[("env", "staging")]),
+            ("monitor", &[]),
+            ("monitor 20", &[("minutes", "20")]),
+            (
+                "monitor staging 45",
+                &[("env", "staging"), ("minutes", "45")],
+            ),
+            ("monitor staging 0", &[("env", "staging"), ("minutes", "0")]),
             ("checklist", &[]),
             ("approvals", &[]),
             ("cancel r0123456ab", &[("request", "r0123456ab")]),

@@ -9,7 +9,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::json;
 
-use super::{Command, CommandSpec, EnvName, OptionSpec, ParseCtx, ENV_OPTION};
+use super::{
+    named, no_more, Choices, Command, CommandSpec, EnvName, OptionKind, OptionSpec, Options,
+    ParseCtx, ENV_OPTION,
+};
 use crate::config::{Role, Route};
 use crate::core::audit::NewAudit;
 use crate::core::dispatch::{Core, Invocation, Responder, UserError};
@@ -44,10 +47,14 @@ pub const SPEC: CommandSpec = CommandSpec {
             name: "minutes",
             description: "length of the window, 1 to 1440 (default: the last reminder)",
             required: false,
-            choices: &[],
+            kind: OptionKind::Integer,
+            choices: Choices::Any,
+            autocomplete: false,
+            range: Some((1, MAX_MINUTES as i64)),
         },
     ],
-    parse,
+    words,
+    from_options,
 };
 
 fn minutes(tok: &str) -> Result<u32, String> {
@@ -63,18 +70,22 @@ fn minutes(tok: &str) -> Result<u32, String> {
     }
 }
 
-fn parse(args: &[&str], ctx: &ParseCtx) -> Result<Command, String> {
-    let is_number = |t: &str| t.chars().all(|c| c.is_ascii_digit());
+/// `monitor [ENV] [MINUTES]`: a first word that is all digits is the length, not an environment.
+fn words(args: &[&str], _ctx: &ParseCtx) -> Result<Vec<(String, String)>, String> {
+    let is_number = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit());
     let (env, rest) = match args.first() {
-        Some(t) if !is_number(t) => (ctx.env(Some(t))?, &args[1..]),
-        _ => (ctx.env(None)?, args),
+        Some(t) if !is_number(t) => (Some(*t), &args[1..]),
+        _ => (None, args),
     };
-    let minutes = match rest.first() {
-        None => None,
-        Some(t) => Some(minutes(t)?),
-    };
-    super::no_more(rest.get(1..).unwrap_or_default())?;
-    Ok(Command::Monitor(Args { env, minutes }))
+    no_more(rest.get(1..).unwrap_or_default())?;
+    Ok(named(&[("env", env), ("minutes", rest.first().copied())]))
+}
+
+fn from_options(o: &Options, ctx: &ParseCtx) -> Result<Command, String> {
+    Ok(Command::Monitor(Args {
+        env: ctx.env(o.get("env"))?,
+        minutes: o.get("minutes").map(minutes).transpose()?,
+    }))
 }
 
 /// Opens the window and answers with its reminders.
