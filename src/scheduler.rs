@@ -24,9 +24,12 @@
 //!   spring-forward day (02:30 in Europe/Berlin on the last Sunday of March) runs at the first
 //!   instant after the gap (03:00 CEST), once; in the repeated hour of a fall-back day a
 //!   fixed-time job runs once, at the first of the two instants.
-//! - **A missed backup** (its slot passed before this process started) runs once at start-up
-//!   when it is still the same day in the schedule's time zone, and its report says it ran late;
-//!   an older missed run is skipped (audited as `schedule.run.skipped`). Missed drills are not
+//! - **A missed backup** (its slot passed before this process started, and dualkey ran this
+//!   schedule before: a run of it is recorded in the store) runs once at start-up when it is
+//!   still the same day in the schedule's time zone, and its report says it ran late ("ran late:
+//!   missed 02:00 while dualkey was down"). An older missed run, or one that passed before
+//!   dualkey ever ran the schedule (a fresh install), is skipped and audited as
+//!   `schedule.run.skipped`. Missed drills are not
 //!   made up; the next one runs on time.
 //! - **Retention** runs after the nightly backups for every environment whose backup succeeded
 //!   and for every environment without scheduled backups (whose manual backups still age); never
@@ -387,8 +390,17 @@ impl Scheduler {
                 .timestamp_millis_opt(now)
                 .single()
                 .map(|t| t.date_naive());
-            if !make_up || today != Some(slot_t.date_naive()) {
-                // Skipped, not made up: record it once so every replica and restart agrees.
+            let reason = if !make_up {
+                Some("missed while dualkey was not running; this job is not made up")
+            } else if before.is_none() {
+                Some("passed before dualkey first ran this schedule")
+            } else if today != Some(slot_t.date_naive()) {
+                Some("missed on an earlier day")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                // Skipped, not made up: recorded once so every replica and restart agrees.
                 let mut tx = self.core.store.begin().await?;
                 if tx.claim_run(job, slot, &self.holder, true, now).await? {
                     tx.finish_run(job, slot, "skipped", now).await?;
@@ -398,7 +410,7 @@ impl Scheduler {
                             NewAudit::system(
                                 "schedule.run.skipped",
                                 None,
-                                json!({"job": job, "slot": show(&slot_t), "reason": if make_up { "missed on an earlier day" } else { "missed while dualkey was not running" }}),
+                                json!({"job": job, "slot": show(&slot_t), "reason": reason}),
                             ),
                         )
                         .await?;
@@ -407,17 +419,10 @@ impl Scheduler {
                 self.mark_seen(job, slot);
                 return Ok(());
             }
-            late = Some(if before.is_some() {
-                format!(
-                    "ran late: missed {} while dualkey was down",
-                    slot_t.format("%H:%M")
-                )
-            } else {
-                format!(
-                    "ran late: {} had passed when dualkey started",
-                    slot_t.format("%H:%M")
-                )
-            });
+            late = Some(format!(
+                "ran late: missed {} while dualkey was down",
+                slot_t.format("%H:%M")
+            ));
         }
         if !self
             .core

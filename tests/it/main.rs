@@ -26,6 +26,7 @@ mod prisma_rollback;
 mod prisma_status;
 mod restore_kill;
 mod runbook;
+mod scheduler;
 mod slack_adapter;
 mod slack_harness;
 mod slack_manifest;
