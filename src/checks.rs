@@ -178,9 +178,17 @@ pub async fn backups_report(core: &Core, env: &str) -> anyhow::Result<Report> {
     let now = core.clock.now_ms();
     let all = core.store.list_backups(env).await?;
     let mut table = Table {
-        columns: ["id", "kind", "age", "size", "state", "migrations", "last drill"]
-            .map(String::from)
-            .to_vec(),
+        columns: [
+            "id",
+            "kind",
+            "age",
+            "size",
+            "state",
+            "migrations",
+            "last drill",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows: vec![],
     };
     let drills = core.store.drills(env).await?;

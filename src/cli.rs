@@ -394,8 +394,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let app = Application::build(s).await?;
             let core = app.core();
             let b = crate::runbook::take_manual_backup(&core, &env, "cli", note.clone(), None)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             out(format_args!(
                 "backup {} ok: {} ({} bytes, sha256 {})",
                 b.id,

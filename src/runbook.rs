@@ -661,11 +661,19 @@ pub async fn run_step(
         StepAction::Backup { kind, note } => {
             let b = match backup_kind(kind) {
                 BackupKind::Manual => {
-                    take_manual_backup(core, &op.env, &op.requester, note.clone(), Some(op))
-                        .await?
+                    take_manual_backup(core, &op.env, &op.requester, note.clone(), Some(op)).await?
                 }
-                k => take_backup(core, &op.env, k, Some(&op.requester), note.clone(), Some(op))
-                    .await?,
+                k => {
+                    take_backup(
+                        core,
+                        &op.env,
+                        k,
+                        Some(&op.requester),
+                        note.clone(),
+                        Some(op),
+                    )
+                    .await?
+                }
             };
             Ok(format!(
                 "backup {} ({} bytes, verified)",

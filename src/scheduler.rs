@@ -288,7 +288,12 @@ impl Scheduler {
                 continue;
             }
             let ttl = (every * 3).max(30_000);
-            match self.core.store.try_lease(name, &self.holder, now, ttl).await {
+            match self
+                .core
+                .store
+                .try_lease(name, &self.holder, now, ttl)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
@@ -301,10 +306,7 @@ impl Scheduler {
             }
         }
         let s = &self.core.settings.schedule;
-        if let Err(e) = self
-            .cron(JOB_BACKUP, &s.backup_schedule(), true, now)
-            .await
-        {
+        if let Err(e) = self.cron(JOB_BACKUP, &s.backup_schedule(), true, now).await {
             tracing::error!(
                 job = JOB_BACKUP,
                 error = format!("{e:#}"),
@@ -329,10 +331,9 @@ impl Scheduler {
                 core.expire_requests().await?;
             }
             "monitoring" => crate::monitoring::tick(core).await?,
-            "recover-stale" => {
-                if core.store.backend() == Backend::Postgres {
-                    Worker::recover_interrupted(core, false).await?;
-                }
+            // On SQLite the one process recovers at start-up (`Application::build`).
+            "recover-stale" if core.store.backend() == Backend::Postgres => {
+                Worker::recover_interrupted(core, false).await?;
             }
             "backup-age" => self.backup_age(now).await?,
             "prune" => {
@@ -530,16 +531,18 @@ impl Scheduler {
                         "size".into(),
                         human::bytes(b.size_bytes.unwrap_or(0) as u64),
                     ));
-                    section.fields.push((
-                        "duration".into(),
-                        human::span(b.duration_ms.unwrap_or(0)),
-                    ));
+                    section
+                        .fields
+                        .push(("duration".into(), human::span(b.duration_ms.unwrap_or(0))));
                     section.fields.push((
                         "verification".into(),
                         format!(
                             "verified: pg_restore read all {} archive entries, SHA-256 {}",
                             b.toc_entries.unwrap_or(0),
-                            b.sha256.as_deref().map(|s| &s[..12.min(s.len())]).unwrap_or("?")
+                            b.sha256
+                                .as_deref()
+                                .map(|s| &s[..12.min(s.len())])
+                                .unwrap_or("?")
                         ),
                     ));
                     self.retention_fields(env, &before, &mut section).await;
@@ -550,9 +553,7 @@ impl Scheduler {
                         .as_ref()
                         .map(|b| backup_line(b, now))
                         .unwrap_or_else(|| "none verified".into());
-                    section
-                        .fields
-                        .push(("error".into(), err.0.clone()));
+                    section.fields.push(("error".into(), err.0.clone()));
                     section
                         .fields
                         .push(("last good backup".into(), last.clone()));
@@ -747,10 +748,7 @@ impl Scheduler {
                         format!("ALERT: backups of {env} are too old"),
                         vec![
                             detail,
-                            format!(
-                                "next scheduled backup: {}",
-                                next_backup_text(core, env)
-                            ),
+                            format!("next scheduled backup: {}", next_backup_text(core, env)),
                         ],
                     );
                     enqueue(core, &mut tx, &channels, &reply).await?;
@@ -799,10 +797,9 @@ impl Scheduler {
                 Ok(Some((d, outcome))) => {
                     section.heading = Some(format!("{env}: ok"));
                     section.fields.push(("backup".into(), d.backup_id.clone()));
-                    section.fields.push((
-                        "restore time".into(),
-                        human::span(outcome.restore_ms),
-                    ));
+                    section
+                        .fields
+                        .push(("restore time".into(), human::span(outcome.restore_ms)));
                     section.fields.push((
                         "migrations".into(),
                         format!(
@@ -828,15 +825,12 @@ impl Scheduler {
                     section.heading = Some(format!("{env}: FAILED"));
                     section.fields.push(("backup".into(), d.backup_id.clone()));
                     section.fields.push(("error".into(), err.clone()));
-                    section
-                        .warnings
-                        .push(Warning::danger(format!("the restore drill of {env} failed")));
+                    section.warnings.push(Warning::danger(format!(
+                        "the restore drill of {env} failed"
+                    )));
                     replies.push(alert(
                         format!("ALERT: the restore drill of {env} failed"),
-                        vec![
-                            format!("backup: {}", d.backup_id),
-                            format!("error: {err}"),
-                        ],
+                        vec![format!("backup: {}", d.backup_id), format!("error: {err}")],
                     ));
                 }
             }
@@ -853,7 +847,11 @@ impl Scheduler {
         } else {
             format!("failed: {}", failed.join(", "))
         };
-        (outcome, report_channels(core, envs.iter().map(String::as_str)), all)
+        (
+            outcome,
+            report_channels(core, envs.iter().map(String::as_str)),
+            all,
+        )
     }
 }
 
@@ -914,7 +912,13 @@ pub async fn drill_env(
         details_json: None,
         error: None,
     };
-    save_drill(core, &d, "drill.started", json!({"drill": d.id, "backup": b.id})).await;
+    save_drill(
+        core,
+        &d,
+        "drill.started",
+        json!({"drill": d.id, "backup": b.id}),
+    )
+    .await;
     let t0 = std::time::Instant::now();
     let result = run_drill(core, env, &b).await;
     d.duration_ms = Some(t0.elapsed().as_millis() as i64);

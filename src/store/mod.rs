@@ -461,8 +461,13 @@ pub trait Tx: Send {
         now: i64,
     ) -> StoreResult<bool>;
     /// Records how a taken run ended.
-    async fn finish_run(&mut self, job: &str, slot: i64, outcome: &str, now: i64)
-        -> StoreResult<()>;
+    async fn finish_run(
+        &mut self,
+        job: &str,
+        slot: i64,
+        outcome: &str,
+        now: i64,
+    ) -> StoreResult<()>;
     /// Opens alert `name`; true when it was not open yet (post it), false when it already was.
     async fn raise_alert(&mut self, name: &str, detail: &str, now: i64) -> StoreResult<bool>;
     /// Closes alert `name`; true when it was open (post the resolution).

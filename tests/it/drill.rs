@@ -69,13 +69,21 @@ async fn a_restore_drill_restores_into_a_scratch_database_and_leaves_the_target_
         .remove(0);
     assert_eq!(backup.state, "ok");
     // Written after the backup: a restore into the target would lose it.
-    target_exec(&url, r#"INSERT INTO "User" (email, name) VALUES ('after@x', 'A')"#).await;
+    target_exec(
+        &url,
+        r#"INSERT INTO "User" (email, name) VALUES ('after@x', 'A')"#,
+    )
+    .await;
     let before = target_sql(&url, TARGET_STATE).await;
     let scratch = format!("{}_dualkey_drill", s.target.name);
 
     tick_at(app, &sched, utc(2026, 6, 1, 4, 0)).await;
 
-    assert_eq!(target_sql(&url, TARGET_STATE).await, before, "target changed");
+    assert_eq!(
+        target_sql(&url, TARGET_STATE).await,
+        before,
+        "target changed"
+    );
     assert!(before.contains("after@x"));
     assert!(
         databases_like(&scratch).await.is_empty(),
@@ -84,7 +92,10 @@ async fn a_restore_drill_restores_into_a_scratch_database_and_leaves_the_target_
     let drills = app.core.store.drills("production").await.unwrap();
     assert_eq!(drills.len(), 1, "{drills:?}");
     let d = &drills[0];
-    assert_eq!((d.state.as_str(), d.backup_id.as_str()), ("ok", backup.id.as_str()));
+    assert_eq!(
+        (d.state.as_str(), d.backup_id.as_str()),
+        ("ok", backup.id.as_str())
+    );
     assert!(d.restore_ms.is_some());
     let details: dualkey::dbops::backup::DrillOutcome =
         serde_json::from_str(d.details_json.as_deref().unwrap()).unwrap();
@@ -122,7 +133,10 @@ async fn a_restore_drill_restores_into_a_scratch_database_and_leaves_the_target_
     }
     // `backups` shows the drill next to the backup.
     let listing = app.cmd("alice", "backups").await;
-    assert!(listing.contains("ok ") && listing.contains("restored in"), "{listing}");
+    assert!(
+        listing.contains("ok ") && listing.contains("restored in"),
+        "{listing}"
+    );
 }
 
 /// A drill whose restored history differs from the catalog's record fails: an alert, a failed
@@ -178,7 +192,10 @@ async fn a_failed_drill_is_an_alert_and_drops_its_scratch_database() {
         .iter()
         .find(|t| t.contains("ALERT: the restore drill of production failed"))
         .unwrap_or_else(|| panic!("{texts:#?}"));
-    assert!(alert.contains(&backup.id) && alert.contains("_prisma_migrations"), "{alert}");
+    assert!(
+        alert.contains(&backup.id) && alert.contains("_prisma_migrations"),
+        "{alert}"
+    );
     assert!(app
         .audit_actions()
         .await

@@ -223,7 +223,9 @@ async fn the_nightly_job_starts_once_per_day_across_daylight_saving_changes() {
         ]
     );
     assert_eq!(
-        audit_details(&app.core, "schedule.run.finished").await.len(),
+        audit_details(&app.core, "schedule.run.finished")
+            .await
+            .len(),
         8
     );
 }
@@ -249,7 +251,9 @@ async fn nightly_backups_are_verified_retained_and_reported() {
     }
     let all = scheduled_backups(&app.core).await;
     assert_eq!(all.len(), 4, "one backup per night: {all:?}");
-    assert!(all.iter().all(|b| b.state == "ok" && b.verified_at.is_some()));
+    assert!(all
+        .iter()
+        .all(|b| b.state == "ok" && b.verified_at.is_some()));
     let deleted: Vec<&str> = all
         .iter()
         .filter(|b| b.deleted_at.is_some())
@@ -294,7 +298,11 @@ async fn nightly_backups_are_verified_retained_and_reported() {
         nightly[2]
     );
     assert!(!last.contains("staging"), "staging has no schedule: {last}");
-    assert!(nightly[0].contains("retention deleted: nothing"), "{}", nightly[0]);
+    assert!(
+        nightly[0].contains("retention deleted: nothing"),
+        "{}",
+        nightly[0]
+    );
 
     // Ten days later every backup is old: min_keep (2) still keeps the newest two.
     set_clock(app, utc(2026, 6, 14, 12, 0));
@@ -454,14 +462,18 @@ async fn the_backup_age_alert_is_posted_once_per_breach_and_once_on_resolve() {
     let texts = reports(&app.core).await;
     assert_eq!(count(&texts, alert), 1);
     assert_eq!(count(&texts, "RESOLVED"), 1, "{texts:#?}");
-    assert!(texts.iter().any(|t| t.contains("RESOLVED") && t.contains(&fresh.id)));
+    assert!(texts
+        .iter()
+        .any(|t| t.contains("RESOLVED") && t.contains(&fresh.id)));
     // A second breach is a second alert.
     tick_at(app, &sched, t0 + 80 * hour).await;
     assert_eq!(count(&reports(&app.core).await, alert), 2);
     let audited = audit_details(&app.core, "schedule.alert").await;
     assert_eq!(audited.len(), 2, "{audited:?}");
     assert_eq!(
-        audit_details(&app.core, "schedule.alert_resolved").await.len(),
+        audit_details(&app.core, "schedule.alert_resolved")
+            .await
+            .len(),
         1
     );
 }
@@ -520,7 +532,10 @@ async fn status_shows_the_next_scheduled_backup() {
         "{r}"
     );
     let r = app.cmd("alice", "status staging").await;
-    assert!(r.contains("next scheduled backup: 2026-06-02 02:00 CEST"), "{r}");
+    assert!(
+        r.contains("next scheduled backup: 2026-06-02 02:00 CEST"),
+        "{r}"
+    );
 }
 
 /// A cron pattern that does not parse is refused at load, naming the key.

@@ -156,11 +156,11 @@ async fn drop_db(conn: &mut PgConnection, scratch: &str) -> Result<(), DrillErro
     );
     sqlx::query(&sql)
         .execute(&mut *conn)
-    .await
-    .map_err(|error| DrillError::Db {
-        action: "dropping the drill database",
-        error,
-    })?;
+        .await
+        .map_err(|error| DrillError::Db {
+            action: "dropping the drill database",
+            error,
+        })?;
     Ok(())
 }
 
