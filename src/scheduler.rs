@@ -27,9 +27,9 @@
 //! - **A missed backup** (its slot passed before this process started, and dualkey ran this
 //!   schedule before: a run of it is recorded in the store) runs once at start-up when it is
 //!   still the same day in the schedule's time zone, and its report says it ran late ("ran late:
-//!   missed 02:00 while dualkey was down"). An older missed run, or one that passed before
-//!   dualkey ever ran the schedule (a fresh install), is skipped and audited as
-//!   `schedule.run.skipped`. Missed drills are not
+//!   missed 02:00 while dualkey was down"). An older missed run is skipped and audited as
+//!   `schedule.run.skipped`; on a fresh install (no run recorded yet) nothing was missed, and
+//!   the first run is the next one on time. Missed drills are not
 //!   made up; the next one runs on time.
 //! - **Retention** runs after the nightly backups for every environment whose backup succeeded
 //!   and for every environment without scheduled backups (whose manual backups still age); never
@@ -273,6 +273,12 @@ impl Scheduler {
     /// Runs every job due at `now` (ms): housekeeping whose interval passed, then cron slots
     /// not yet taken. Errors are logged; one failing job does not stop the others.
     pub async fn tick(&self, now: i64) {
+        self.tick_housekeeping(now).await;
+        self.tick_cron(now).await;
+    }
+
+    /// The housekeeping jobs whose interval passed at `now`.
+    pub async fn tick_housekeeping(&self, now: i64) {
         for (name, every) in INTERVALS {
             let due = {
                 let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
@@ -305,6 +311,10 @@ impl Scheduler {
                 tracing::error!(job = name, error = format!("{e:#}"), "scheduled job failed");
             }
         }
+    }
+
+    /// The cron slots at or before `now` that no process took yet.
+    pub async fn tick_cron(&self, now: i64) {
         let s = &self.core.settings.schedule;
         if let Err(e) = self.cron(JOB_BACKUP, &s.backup_schedule(), true, now).await {
             tracing::error!(
@@ -391,10 +401,13 @@ impl Scheduler {
                 .timestamp_millis_opt(now)
                 .single()
                 .map(|t| t.date_naive());
+            if before.is_none() {
+                // Before dualkey ever ran this schedule (a fresh install): nothing was missed.
+                self.mark_seen(job, slot);
+                return Ok(());
+            }
             let reason = if !make_up {
                 Some("missed while dualkey was not running; this job is not made up")
-            } else if before.is_none() {
-                Some("passed before dualkey first ran this schedule")
             } else if today != Some(slot_t.date_naive()) {
                 Some("missed on an earlier day")
             } else {
@@ -954,16 +967,31 @@ pub async fn drill_env(
 
 impl Scheduler {
     /// Runs [`Scheduler::startup`], then ticks every second until `shutdown` turns true.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Housekeeping and cron jobs tick in two loops, so a long nightly backup or drill never
+    /// holds up request expiry or the monitoring reminders. A cron job in progress finishes
+    /// before this returns.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
         self.startup().await;
+        tokio::join!(
+            self.every_second(shutdown.clone(), false),
+            self.every_second(shutdown, true)
+        );
+    }
+
+    async fn every_second(&self, mut stop: watch::Receiver<bool>, cron: bool) {
         loop {
-            if *shutdown.borrow() {
+            if *stop.borrow() {
                 break;
             }
-            self.run_due().await;
+            let now = self.core.clock.now_ms();
+            if cron {
+                self.tick_cron(now).await;
+            } else {
+                self.tick_housekeeping(now).await;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.changed() => {}
+                _ = stop.changed() => {}
             }
         }
     }
