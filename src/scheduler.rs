@@ -96,6 +96,9 @@ pub struct Scheduler {
     seen: Mutex<HashMap<&'static str, i64>>,
 }
 
+/// A cron job's outcome and the messages it posts, each with its channels.
+type Posts = (String, Vec<(Vec<ChannelRef>, Reply)>);
+
 /// How a slot time is shown: `2026-03-29 02:00 CEST`.
 fn show(t: &DateTime<Tz>) -> String {
     t.format("%Y-%m-%d %H:%M %Z").to_string()
@@ -467,7 +470,7 @@ impl Scheduler {
             .await?;
         tx.commit().await?;
         self.mark_seen(job, slot);
-        let (outcome, channels, replies) = match job {
+        let (outcome, posts) = match job {
             JOB_BACKUP => self.nightly_backups(&slot_t, late.as_deref()).await,
             _ => self.drills(&slot_t).await,
         };
@@ -484,8 +487,8 @@ impl Scheduler {
                 ),
             )
             .await?;
-        for r in &replies {
-            enqueue(&self.core, &mut tx, &channels, r).await?;
+        for (channels, r) in &posts {
+            enqueue(&self.core, &mut tx, channels, r).await?;
         }
         tx.commit().await?;
         self.core.outbox_wake.notify_one();
@@ -493,12 +496,9 @@ impl Scheduler {
     }
 
     /// The nightly backup of every environment with `scheduled_backups`, then retention, then
-    /// the report (and an alert per failure). Returns the outcome, where to post, what to post.
-    async fn nightly_backups(
-        &self,
-        slot: &DateTime<Tz>,
-        late: Option<&str>,
-    ) -> (String, Vec<ChannelRef>, Vec<Reply>) {
+    /// the report (to every scheduled environment's report channels) and an alert per failure
+    /// (to that environment's). Returns the outcome and what to post where.
+    async fn nightly_backups(&self, slot: &DateTime<Tz>, late: Option<&str>) -> Posts {
         let core = &self.core;
         let scheduled: BTreeSet<String> = core
             .settings
@@ -593,13 +593,16 @@ impl Scheduler {
                         .await
                         .is_ok();
                     if ok && tx.commit().await.is_ok() {
-                        replies.push(alert(
-                            title,
-                            vec![
-                                format!("error: {}", err.0),
-                                format!("last good backup: {last}"),
-                                format!("slot: {}", show(slot)),
-                            ],
+                        replies.push((
+                            report_channels(core, [env.as_str()]),
+                            alert(
+                                title,
+                                vec![
+                                    format!("error: {}", err.0),
+                                    format!("last good backup: {last}"),
+                                    format!("slot: {}", show(slot)),
+                                ],
+                            ),
                         ));
                     }
                 }
@@ -635,17 +638,16 @@ impl Scheduler {
                 ..Section::default()
             });
         }
-        let mut all = vec![public_report(Report {
-            title,
-            sections,
-            buttons: vec![],
-        })];
-        all.extend(replies);
-        (
-            outcome,
+        let mut all = vec![(
             report_channels(core, scheduled.iter().map(String::as_str)),
-            all,
-        )
+            public_report(Report {
+                title,
+                sections,
+                buttons: vec![],
+            }),
+        )];
+        all.extend(replies);
+        (outcome, all)
     }
 
     /// Applies retention after a good backup and says what it deleted.
@@ -792,7 +794,7 @@ impl Scheduler {
     }
 
     /// A restore drill of the newest verified backup of every environment.
-    async fn drills(&self, slot: &DateTime<Tz>) -> (String, Vec<ChannelRef>, Vec<Reply>) {
+    async fn drills(&self, slot: &DateTime<Tz>) -> Posts {
         let core = &self.core;
         let mut sections = Vec::new();
         let mut replies = Vec::new();
@@ -841,30 +843,32 @@ impl Scheduler {
                     section.warnings.push(Warning::danger(format!(
                         "the restore drill of {env} failed"
                     )));
-                    replies.push(alert(
-                        format!("ALERT: the restore drill of {env} failed"),
-                        vec![format!("backup: {}", d.backup_id), format!("error: {err}")],
+                    replies.push((
+                        report_channels(core, [env.as_str()]),
+                        alert(
+                            format!("ALERT: the restore drill of {env} failed"),
+                            vec![format!("backup: {}", d.backup_id), format!("error: {err}")],
+                        ),
                     ));
                 }
             }
             sections.push(section);
         }
-        let mut all = vec![public_report(Report {
-            title: format!("Restore drill report, {}", show(slot)),
-            sections,
-            buttons: vec![],
-        })];
+        let mut all = vec![(
+            report_channels(core, envs.iter().map(String::as_str)),
+            public_report(Report {
+                title: format!("Restore drill report, {}", show(slot)),
+                sections,
+                buttons: vec![],
+            }),
+        )];
         all.extend(replies);
         let outcome = if failed.is_empty() {
             "ok".to_string()
         } else {
             format!("failed: {}", failed.join(", "))
         };
-        (
-            outcome,
-            report_channels(core, envs.iter().map(String::as_str)),
-            all,
-        )
+        (outcome, all)
     }
 }
 
