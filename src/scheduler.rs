@@ -80,6 +80,9 @@ const INTERVALS: [(&str, i64); 5] = [
     ("prune", 3_600_000),
 ];
 
+/// On a PostgreSQL store, a drill still `running` after this long was left by a stopped replica.
+pub const STALE_DRILL_MS: i64 = 6 * 3_600_000;
+
 /// A lease for a cron job covers the time it takes to start it; the slot row is what makes a
 /// run happen once.
 const CRON_LEASE_MS: i64 = 60_000;
@@ -229,8 +232,10 @@ impl Scheduler {
         }
     }
 
-    /// Start-up work: drops scratch drill databases a crashed drill left behind (when drills
-    /// are configured and no other replica holds the drill lease).
+    /// Start-up work: drills left `running` by a stopped process are marked failed, and the
+    /// scratch databases they left are dropped (when drills are configured and no other replica
+    /// holds the drill lease). On a PostgreSQL store a drill counts as stopped only after
+    /// [`STALE_DRILL_MS`], so a replica starting never drops another replica's drill in progress.
     pub async fn startup(&self) {
         if self.core.settings.schedule.restore_drill_cron.is_none() {
             return;
@@ -245,9 +250,44 @@ impl Scheduler {
             Ok(true) => {}
             _ => return,
         }
-        for (name, e) in &self.core.settings.environments {
-            let Ok(url) = e.database_url() else { continue };
+        let stale_before = match self.core.store.backend() {
+            Backend::Sqlite => now,
+            Backend::Postgres => now - STALE_DRILL_MS,
+        };
+        let envs: Vec<String> = self.core.settings.environments.keys().cloned().collect();
+        for name in &envs {
+            let drills = self.core.store.drills(name).await.unwrap_or_default();
+            let mut busy = false;
+            for d in drills.iter().filter(|d| d.state == "running") {
+                if d.started_at > stale_before {
+                    busy = true;
+                    continue;
+                }
+                let mut d = d.clone();
+                d.state = "failed".into();
+                d.error = Some("dualkey stopped during this drill".into());
+                save_drill(
+                    &self.core,
+                    &d,
+                    "drill.failed",
+                    json!({"drill": d.id, "backup": d.backup_id, "error": "interrupted"}),
+                )
+                .await;
+            }
+            if busy {
+                continue;
+            }
+            let Some(url) = self
+                .core
+                .settings
+                .environments
+                .get(name)
+                .and_then(|e| e.database_url().ok())
+            else {
+                continue;
+            };
             use secrecy::ExposeSecret as _;
+            let database = bk::database_name(url.expose_secret()).unwrap_or_default();
             match bk::drop_stale(url.expose_secret()).await {
                 Ok(true) => {
                     tracing::warn!(env = %name, "dropped a drill database left by a stopped drill");
@@ -256,7 +296,7 @@ impl Scheduler {
                         .audit(NewAudit::system(
                             "drill.stale_dropped",
                             Some(name),
-                            json!({"database": format!("{}{}", e.database_url().ok().and_then(|u| bk::database_name(u.expose_secret()).ok()).unwrap_or_default(), bk::DRILL_SUFFIX)}),
+                            json!({"database": format!("{database}{}", bk::DRILL_SUFFIX)}),
                         ))
                         .await;
                 }

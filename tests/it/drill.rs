@@ -141,7 +141,7 @@ async fn a_restore_drill_restores_into_a_scratch_database_and_leaves_the_target_
 
 /// A drill whose restored history differs from the catalog's record fails: an alert, a failed
 /// drill recorded, the scratch database dropped all the same. A scratch database left by a
-/// crashed drill is dropped at start-up.
+/// crashed drill is dropped at start-up, and its drill marked failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_drill_is_an_alert_and_drops_its_scratch_database() {
     let s = setup(
@@ -152,8 +152,22 @@ async fn a_failed_drill_is_an_alert_and_drops_its_scratch_database() {
     .await;
     let app = &s.app;
     let scratch = format!("{}_dualkey_drill", s.target.name);
-    // Left by a drill that crashed.
+    // Left by a drill that crashed: its database and its `running` record.
     target_exec(&s.target.url, &format!("CREATE DATABASE \"{scratch}\"")).await;
+    let crashed = dualkey::store::DrillRow {
+        id: "d000000001".into(),
+        backup_id: "b000000001".into(),
+        env: "production".into(),
+        state: "running".into(),
+        started_at: utc(2026, 5, 31, 4, 0),
+        duration_ms: None,
+        restore_ms: None,
+        details_json: None,
+        error: None,
+    };
+    let mut tx = app.core.store.begin().await.unwrap();
+    tx.put_drill(&crashed).await.unwrap();
+    tx.commit().await.unwrap();
     set_clock(app, utc(2026, 6, 1, 1, 0));
     let sched = Scheduler::new(app.core.clone());
     sched.startup().await;
@@ -162,6 +176,11 @@ async fn a_failed_drill_is_an_alert_and_drops_its_scratch_database() {
         .audit_actions()
         .await
         .contains(&"drill.stale_dropped".to_string()));
+    let left = app.core.store.drills("production").await.unwrap();
+    assert_eq!(
+        (left[0].state.as_str(), left[0].error.as_deref()),
+        ("failed", Some("dualkey stopped during this drill"))
+    );
 
     tick_at(app, &sched, utc(2026, 6, 1, 2, 0)).await;
     let mut backup = app
@@ -184,6 +203,7 @@ async fn a_failed_drill_is_an_alert_and_drops_its_scratch_database() {
     assert!(databases_like(&scratch).await.is_empty());
     assert_eq!(target_sql(&s.target.url, TARGET_STATE).await, before);
     let d = &app.core.store.drills("production").await.unwrap()[0];
+    assert_ne!(d.id, crashed.id);
     assert_eq!(d.state, "failed");
     let err = d.error.clone().unwrap();
     assert!(err.contains(crate::taskflow::PRIORITY), "{err}");
