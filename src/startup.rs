@@ -1,6 +1,6 @@
-//! Wiring: builds the store, the core, the worker, the scheduler and the outbox delivery, marks operations
-//! left running by a dead process as interrupted, and runs everything until a shutdown future
-//! completes.
+//! Wiring: builds the store, the core, the worker, the scheduler and the outbox delivery, marks
+//! operations left running by a dead process as interrupted, and runs everything until a
+//! shutdown future completes.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -169,9 +169,10 @@ impl Application {
         Ok(out)
     }
 
-    /// Runs the worker, the scheduler, outbox delivery and `adapters` (their connections, and their routes on
-    /// the HTTP server on `listener`, when given) until `shutdown` completes, then waits for
-    /// running operations and a last outbox pass. Posts the audit chain head to the audit
+    /// Runs the worker, the scheduler, outbox delivery and `adapters` (their connections, and
+    /// their routes on the HTTP server on `listener`, when given) until `shutdown` completes,
+    /// then waits for running operations (and a scheduled job in progress) and a last outbox
+    /// pass. Posts the audit chain head to the audit
     /// channels at start.
     pub async fn run_until_stopped<F: Future<Output = ()>>(
         self,
