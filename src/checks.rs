@@ -178,11 +178,20 @@ pub async fn backups_report(core: &Core, env: &str) -> anyhow::Result<Report> {
     let now = core.clock.now_ms();
     let all = core.store.list_backups(env).await?;
     let mut table = Table {
-        columns: ["id", "kind", "age", "size", "state", "migrations"]
-            .map(String::from)
-            .to_vec(),
+        columns: [
+            "id",
+            "kind",
+            "age",
+            "size",
+            "state",
+            "migrations",
+            "last drill",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows: vec![],
     };
+    let drills = core.store.drills(env).await?;
     let shown: Vec<&BackupRow> = all.iter().filter(|b| b.deleted_at.is_none()).collect();
     for b in shown.iter().take(50) {
         let health = backup_health_hashed(core.store.as_ref(), b).await;
@@ -200,6 +209,7 @@ pub async fn backups_report(core: &Core, env: &str) -> anyhow::Result<Report> {
                     .map(|m| format!(" (last {m})"))
                     .unwrap_or_default()
             ),
+            last_drill(&drills, &b.id, now),
         ]);
     }
     if let Ok(e) = runbook::env_settings(core, env) {
@@ -212,6 +222,7 @@ pub async fn backups_report(core: &Core, env: &str) -> anyhow::Result<Report> {
                     human::bytes(x.size_bytes),
                     "restored with psql".into(),
                     "unknown".into(),
+                    "-".into(),
                 ]);
             }
         }
@@ -227,6 +238,27 @@ pub async fn backups_report(core: &Core, env: &str) -> anyhow::Result<Report> {
         sections: vec![section],
         buttons: vec![],
     })
+}
+
+/// The newest restore drill of backup `id` (drills newest first): `ok 2h ago, restored in 3s`,
+/// `FAILED 1d ago: <error>`, `running`, or `-`.
+fn last_drill(drills: &[crate::store::DrillRow], id: &str, now: i64) -> String {
+    match drills.iter().find(|d| d.backup_id == id) {
+        None => "-".into(),
+        Some(d) => match d.state.as_str() {
+            "ok" => format!(
+                "ok {} ago, restored in {}",
+                human::age(now - d.started_at),
+                human::span(d.restore_ms.unwrap_or(0))
+            ),
+            "running" => "running".into(),
+            _ => format!(
+                "FAILED {} ago: {}",
+                human::age(now - d.started_at),
+                d.error.as_deref().unwrap_or("unknown error")
+            ),
+        },
+    }
 }
 
 /// The `backups` report as text (for `dualkey backups`).
@@ -365,11 +397,15 @@ async fn open_requests(core: &Core, now: i64) -> anyhow::Result<Vec<RequestRow>>
         .collect())
 }
 
-/// The `status` report: migrations, newest backup, app and operations as label/value fields,
+/// The `status` report: migrations, newest backup, next scheduled backup, app and operations as label/value fields,
 /// then the open requests, then the last finished operation.
 pub async fn status_report(core: &Core, env: &str) -> anyhow::Result<Report> {
     let mut now_fields = database_fields(core, env).await;
     now_fields.push(backup_field(core, env).await?);
+    now_fields.push(field(
+        "next scheduled backup",
+        crate::scheduler::next_backup_text(core, env),
+    ));
     now_fields.extend(app_field(core, env).await);
     let active: Vec<OperationRow> = core
         .store

@@ -477,16 +477,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let env = pick_env(&s, env)?;
             let app = Application::build(s).await?;
             let core = app.core();
-            let b = crate::runbook::take_backup(
-                &core,
-                &env,
-                crate::dbops::backup::BackupKind::Manual,
-                Some("cli"),
-                note.clone(),
-                None,
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let b = crate::runbook::take_manual_backup(&core, &env, "cli", note.clone(), None)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             out(format_args!(
                 "backup {} ok: {} ({} bytes, sha256 {})",
                 b.id,

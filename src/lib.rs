@@ -39,6 +39,7 @@ pub mod dbops;
 pub mod monitoring;
 pub mod outbox;
 pub mod runbook;
+pub mod scheduler;
 pub mod server;
 pub mod startup;
 pub mod store;

@@ -659,15 +659,22 @@ pub async fn run_step(
         StepAction::AppStop => run_app(app_command(e, &op.env, true)?, timeout).await,
         StepAction::AppStart => run_app(app_command(e, &op.env, false)?, timeout).await,
         StepAction::Backup { kind, note } => {
-            let b = take_backup(
-                core,
-                &op.env,
-                backup_kind(kind),
-                Some(&op.requester),
-                note.clone(),
-                Some(op),
-            )
-            .await?;
+            let b = match backup_kind(kind) {
+                BackupKind::Manual => {
+                    take_manual_backup(core, &op.env, &op.requester, note.clone(), Some(op)).await?
+                }
+                k => {
+                    take_backup(
+                        core,
+                        &op.env,
+                        k,
+                        Some(&op.requester),
+                        note.clone(),
+                        Some(op),
+                    )
+                    .await?
+                }
+            };
             Ok(format!(
                 "backup {} ({} bytes, verified)",
                 b.id,
@@ -937,7 +944,8 @@ pub async fn run_app(argv: &[String], timeout: Duration) -> Result<String, StepE
 /// Takes a verified backup of `env` and records it in the catalog: a `running` entry first
 /// (audited), then `ok` with size, SHA-256, the migrations applied at the time and the
 /// verification, or `failed` (and no file). Progress edits the operation's card about every
-/// two seconds. Manual and scheduled backups then apply retention.
+/// two seconds. Retention is not applied here: the scheduler applies it after the nightly
+/// backups, and manual backups apply it after they finish ([`take_manual_backup`]).
 #[tracing::instrument(skip_all, fields(env = %env, kind = kind.as_str()))]
 pub async fn take_backup(
     core: &Arc<Core>,
@@ -1087,12 +1095,23 @@ pub async fn take_backup(
             )));
         }
     }
-    if matches!(kind, BackupKind::Manual | BackupKind::Scheduled) {
-        if let Err(err) = apply_retention(core, env).await {
-            tracing::warn!(error = %err, "retention failed");
-        }
-    }
     Ok(row)
+}
+
+/// A manual backup (`backup`, `dualkey backup`), then retention: manual backups age out like
+/// scheduled ones, and an environment without scheduled backups has no nightly run to do it.
+pub async fn take_manual_backup(
+    core: &Arc<Core>,
+    env: &str,
+    requested_by: &str,
+    note: Option<String>,
+    op: Option<&OperationRow>,
+) -> Result<BackupRow, StepError> {
+    let b = take_backup(core, env, BackupKind::Manual, Some(requested_by), note, op).await?;
+    if let Err(err) = apply_retention(core, env).await {
+        tracing::warn!(error = %err, "retention failed");
+    }
+    Ok(b)
 }
 
 async fn save_backup(

@@ -1,6 +1,6 @@
-//! Wiring: builds the store, the core, the worker and the outbox delivery, marks operations
-//! left running by a dead process as interrupted, and runs everything until a shutdown future
-//! completes.
+//! Wiring: builds the store, the core, the worker, the scheduler and the outbox delivery, marks
+//! operations left running by a dead process as interrupted, and runs everything until a
+//! shutdown future completes.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -169,9 +169,10 @@ impl Application {
         Ok(out)
     }
 
-    /// Runs the worker, outbox delivery and `adapters` (their connections, and their routes on
-    /// the HTTP server on `listener`, when given) until `shutdown` completes, then waits for
-    /// running operations and a last outbox pass. Posts the audit chain head to the audit
+    /// Runs the worker, the scheduler, outbox delivery and `adapters` (their connections, and
+    /// their routes on the HTTP server on `listener`, when given) until `shutdown` completes,
+    /// then waits for running operations (and a scheduled job in progress) and a last outbox
+    /// pass. Posts the audit chain head to the audit
     /// channels at start.
     pub async fn run_until_stopped<F: Future<Output = ()>>(
         self,
@@ -192,6 +193,8 @@ impl Application {
             );
         }
         let worker = tokio::spawn(Worker::new(self.core.clone()).run(rx.clone()));
+        let scheduler =
+            tokio::spawn(crate::scheduler::Scheduler::new(self.core.clone()).run(rx.clone()));
         let delivery = tokio::spawn(outbox::run(self.core.clone(), outs, rx.clone()));
         let mut app = crate::server::router(self.core.clone());
         for a in &adapters {
@@ -235,6 +238,7 @@ impl Application {
             tracing::warn!("some acknowledged events were still being handled at shutdown");
         }
         worker.await.context("worker task")?;
+        scheduler.await.context("scheduler task")?;
         delivery.await.context("outbox task")?;
         Ok(())
     }

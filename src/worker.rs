@@ -137,9 +137,10 @@ impl Worker {
     }
 
     /// Runs until `shutdown` turns true; waits for operations in progress before returning.
+    /// Periodic jobs (request expiry, store pruning, stale-operation recovery) are the
+    /// scheduler's ([`crate::scheduler`]).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut running: JoinSet<()> = JoinSet::new();
-        let (mut last_prune, mut last_recovery) = (0i64, 0i64);
         loop {
             if *shutdown.borrow() {
                 break;
@@ -159,32 +160,6 @@ impl Worker {
                 }
                 Ok(None) => {}
                 Err(e) => tracing::error!(error = format!("{e:#}"), "claiming an operation failed"),
-            }
-            if let Err(e) = self.core.expire_requests().await {
-                tracing::error!(error = format!("{e:#}"), "expiring requests failed");
-            }
-            let now = self.core.clock.now_ms();
-            if now - last_prune >= 3_600_000 {
-                // Hourly: platforms redeliver within minutes, so day-old dedupe keys and
-                // week-old delivered messages are no longer needed.
-                last_prune = now;
-                if let Err(e) = self
-                    .core
-                    .store
-                    .prune(now - 86_400_000, now - 7 * 86_400_000)
-                    .await
-                {
-                    tracing::warn!(error = %e, "pruning the store failed");
-                }
-            }
-            if self.core.store.backend() == Backend::Postgres && now - last_recovery >= 10_000 {
-                last_recovery = now;
-                if let Err(e) = Worker::recover_interrupted(&self.core, false).await {
-                    tracing::error!(
-                        error = format!("{e:#}"),
-                        "recovering stale operations failed"
-                    );
-                }
             }
             tokio::select! {
                 _ = self.core.worker_wake.notified() => {}

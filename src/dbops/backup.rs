@@ -24,10 +24,12 @@
 //!   end, matched the expected SHA-256 and `pg_restore` succeeded (custom dumps decoded by
 //!   `pg_restore --clean --if-exists` from stdin, plain `.sql` files as they are, psql in
 //!   restricted mode), so a failed, killed or tampered restore changes nothing.
+//! - [`drill()`]: a restore drill into a scratch database `<db>_dualkey_drill`, dropped after.
 //! - [`list_external`]: the runbook's `pg_dump > backup_pre_migration_<ts>.sql` files.
 //! - [`select_for_deletion`] / [`delete_backup_files`]: retention as a pure function plus the deletion.
 //! - [`PgUrl`] / [`database_name`]: URL parsing.
 
+mod drill;
 mod dump;
 mod files;
 mod restore;
@@ -39,6 +41,9 @@ mod verify;
 use std::fmt;
 use std::str::FromStr;
 
+pub use drill::{
+    drill, drop_stale, scratch_name, url_for_database, DrillError, DrillOutcome, DRILL_SUFFIX,
+};
 pub use dump::{dump, dump_verified, DumpError, DumpOutcome, DumpProgress, DumpRequest};
 pub use files::{
     cleanup_partials, dump_file_name, list_dumps, list_external, parse_dump_file_name,

@@ -282,6 +282,25 @@ pub struct ReminderRow {
     pub card_json: Option<String>,
 }
 
+/// A restore drill (SPEC section 7): a backup restored into a scratch database and checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillRow {
+    /// `d` + 9 hex digits.
+    pub id: String,
+    /// The backup restored.
+    pub backup_id: String,
+    pub env: String,
+    /// `running`, `ok`, `failed`.
+    pub state: String,
+    pub started_at: i64,
+    pub duration_ms: Option<i64>,
+    /// How long the restore itself took.
+    pub restore_ms: Option<i64>,
+    /// JSON of [`crate::dbops::backup::DrillOutcome`] (migrations found, largest tables).
+    pub details_json: Option<String>,
+    pub error: Option<String>,
+}
+
 /// Counts for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Gauges {
@@ -385,7 +404,10 @@ pub trait Store: Send + Sync + 'static {
     /// holder's lease is still valid.
     async fn try_lease(&self, name: &str, holder: &str, now: i64, ttl_ms: i64)
         -> StoreResult<bool>;
-    /// Refreshes a running operation's heartbeat.
+    /// The newest slot (scheduled instant, ms) of a cron job that some process took, if any.
+    async fn last_run(&self, job: &str) -> StoreResult<Option<i64>>;
+    /// Restore drills of an environment, newest first.
+    async fn drills(&self, env: &str) -> StoreResult<Vec<DrillRow>>;
     /// Refreshes a running operation's heartbeat; false when `worker` no longer owns it (another
     /// replica marked it interrupted).
     async fn heartbeat(&self, operation_id: &str, worker: &str, now: i64) -> StoreResult<bool>;
@@ -523,6 +545,31 @@ pub trait Tx: Send {
         failing_from: i64,
         failing_to: i64,
     ) -> StoreResult<bool>;
+    /// Takes the run of cron job `job` scheduled at `slot` for `holder`: true when this call
+    /// created the row (then this process runs it), false when it was taken before (by another
+    /// replica, or before a restart). `late` marks a run made up at start-up.
+    async fn claim_run(
+        &mut self,
+        job: &str,
+        slot: i64,
+        holder: &str,
+        late: bool,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// Records how a taken run ended.
+    async fn finish_run(
+        &mut self,
+        job: &str,
+        slot: i64,
+        outcome: &str,
+        now: i64,
+    ) -> StoreResult<()>;
+    /// Opens alert `name`; true when it was not open yet (post it), false when it already was.
+    async fn raise_alert(&mut self, name: &str, detail: &str, now: i64) -> StoreResult<bool>;
+    /// Closes alert `name`; true when it was open (post the resolution).
+    async fn clear_alert(&mut self, name: &str) -> StoreResult<bool>;
+    /// Inserts or replaces a restore drill.
+    async fn put_drill(&mut self, d: &DrillRow) -> StoreResult<()>;
     /// Records a delivery key; false when it was seen before.
     async fn first_delivery(&mut self, key: &str, now: i64) -> StoreResult<bool>;
     /// Commits.

@@ -25,6 +25,8 @@ const AUDIT_COLS: &str = "seq, at, operator, account, env, action, details, prev
 const BACKUP_COLS: &str = "id, env, kind, state, path, database_name, size_bytes, sha256, started_at, duration_ms, requested_by, note, migrations_json, verified_at, verify_error, toc_entries, operation_id, error, deleted_at, file_mtime_ms, write_stats_json";
 const WINDOW_COLS: &str = "id, env, opened_at, opened_by, operation_id, kind, migrations_json, rollback_target, channel_json, state, closed_at, closed_by, close_reason, probes, probe_failures, last_probe_at, last_probe, failing";
 const REMINDER_COLS: &str = "window_id, idx, due_at, posted_at, card_json";
+const DRILL_COLS: &str =
+    "id, backup_id, env, state, started_at, duration_ms, restore_ms, details_json, error";
 const OUTBOX_COLS: &str = "id, platform, channel, op, message_id, payload, card_key, created_at, attempts, next_attempt_at, delivered_at, last_error";
 
 macro_rules! sql_store {
@@ -158,6 +160,20 @@ macro_rules! sql_store {
                 due_at: r.try_get("due_at")?,
                 posted_at: r.try_get("posted_at")?,
                 card_json: r.try_get("card_json")?,
+            })
+        }
+
+        fn drill_row(r: &<$db as sqlx::Database>::Row) -> StoreResult<DrillRow> {
+            Ok(DrillRow {
+                id: r.try_get("id")?,
+                backup_id: r.try_get("backup_id")?,
+                env: r.try_get("env")?,
+                state: r.try_get("state")?,
+                started_at: r.try_get("started_at")?,
+                duration_ms: r.try_get("duration_ms")?,
+                restore_ms: r.try_get("restore_ms")?,
+                details_json: r.try_get("details_json")?,
+                error: r.try_get("error")?,
             })
         }
 
@@ -397,6 +413,20 @@ macro_rules! sql_store {
                 .execute(&self.pool)
                 .await?;
                 Ok(res.rows_affected() == 1)
+            }
+
+            async fn last_run(&self, job: &str) -> StoreResult<Option<i64>> {
+                let row = sqlx::query("SELECT MAX(slot) AS slot FROM schedule_runs WHERE job = $1")
+                    .bind(job)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(row.try_get::<Option<i64>, _>("slot")?)
+            }
+
+            async fn drills(&self, env: &str) -> StoreResult<Vec<DrillRow>> {
+                let q = format!("SELECT {DRILL_COLS} FROM backup_drills WHERE env = $1 ORDER BY started_at DESC, id DESC");
+                let rows = sqlx::query(&q).bind(env).fetch_all(&self.pool).await?;
+                rows.iter().map(drill_row).collect()
             }
 
             async fn heartbeat(&self, operation_id: &str, worker: &str, now: i64) -> StoreResult<bool> {
@@ -820,6 +850,65 @@ macro_rules! sql_store {
                     .fetch_one(&mut *self.tx)
                     .await?;
                 Ok(r.try_get("id")?)
+            }
+
+            async fn claim_run(&mut self, job: &str, slot: i64, holder: &str, late: bool, now: i64) -> StoreResult<bool> {
+                let res = sqlx::query("INSERT INTO schedule_runs (job, slot, holder, started_at, late) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job, slot) DO NOTHING")
+                    .bind(job)
+                    .bind(slot)
+                    .bind(holder)
+                    .bind(now)
+                    .bind(i64::from(late))
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(res.rows_affected() == 1)
+            }
+
+            async fn finish_run(&mut self, job: &str, slot: i64, outcome: &str, now: i64) -> StoreResult<()> {
+                sqlx::query("UPDATE schedule_runs SET finished_at = $3, outcome = $4 WHERE job = $1 AND slot = $2")
+                    .bind(job)
+                    .bind(slot)
+                    .bind(now)
+                    .bind(outcome)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn raise_alert(&mut self, name: &str, detail: &str, now: i64) -> StoreResult<bool> {
+                let res = sqlx::query("INSERT INTO schedule_alerts (name, since, detail) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+                    .bind(name)
+                    .bind(now)
+                    .bind(detail)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(res.rows_affected() == 1)
+            }
+
+            async fn clear_alert(&mut self, name: &str) -> StoreResult<bool> {
+                let res = sqlx::query("DELETE FROM schedule_alerts WHERE name = $1")
+                    .bind(name)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(res.rows_affected() == 1)
+            }
+
+            async fn put_drill(&mut self, d: &DrillRow) -> StoreResult<()> {
+                sqlx::query("DELETE FROM backup_drills WHERE id = $1").bind(&d.id).execute(&mut *self.tx).await?;
+                let q = format!("INSERT INTO backup_drills ({DRILL_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
+                sqlx::query(&q)
+                    .bind(&d.id)
+                    .bind(&d.backup_id)
+                    .bind(&d.env)
+                    .bind(&d.state)
+                    .bind(d.started_at)
+                    .bind(d.duration_ms)
+                    .bind(d.restore_ms)
+                    .bind(&d.details_json)
+                    .bind(&d.error)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
             }
 
             async fn first_delivery(&mut self, key: &str, now: i64) -> StoreResult<bool> {

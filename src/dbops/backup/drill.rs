@@ -1,0 +1,310 @@
+//! Restore drills: a backup restored into a scratch database next to the target, checked and
+//! dropped again, so the team learns that its backups restore before it needs one.
+//!
+//! The scratch database is `<target database>_dualkey_drill` on the target's server. It is
+//! created empty (dropped first when a crashed drill left one), the backup is restored into it
+//! with the same protocol as a real restore ([`super::restore_with`]: real `pg_restore` and
+//! `psql` started with argument vectors, the URL's TLS settings, the catalog's SHA-256 checked
+//! while the bytes stream), `_prisma_migrations` is read there and the largest tables are
+//! counted, and the database is dropped, also when a step failed. Nothing is ever run in the
+//! target database itself: the only statements sent over a connection to it are `CREATE
+//! DATABASE` and `DROP DATABASE` of the scratch name, which is refused when it equals the
+//! target's name (or would be cut to it by PostgreSQL's 63-byte limit).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{Connection, Row};
+
+use super::url::PgUrl;
+use super::RestoreOptions;
+
+/// The suffix of the scratch database's name.
+pub const DRILL_SUFFIX: &str = "_dualkey_drill";
+
+/// What a drill found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillOutcome {
+    /// The scratch database used (and dropped).
+    pub scratch: String,
+    /// How long the restore took.
+    pub restore_ms: i64,
+    /// Migrations applied in the restored `_prisma_migrations` (finished, not rolled back), by
+    /// `started_at`.
+    pub migrations: Vec<String>,
+    /// Whether they are the catalog's record of the backup (same names).
+    pub migrations_match: bool,
+    /// The largest tables (by total size) with their exact row counts: `(schema.table, rows)`.
+    pub largest_tables: Vec<(String, i64)>,
+}
+
+/// Why a drill failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DrillError {
+    /// The scratch name would be the target itself, or is too long for PostgreSQL.
+    #[error("{0}")]
+    Refused(String),
+    /// A URL could not be used.
+    #[error(transparent)]
+    Url(#[from] super::UrlError),
+    /// Creating, reading or dropping the scratch database failed.
+    #[error("{action}: {error}")]
+    Db {
+        /// What was being done.
+        action: &'static str,
+        /// The driver's error.
+        error: sqlx::Error,
+    },
+    /// The restore failed (nothing was committed in the scratch database).
+    #[error("restore into the scratch database failed: {0}")]
+    Restore(#[from] super::RestoreError),
+    /// The restored history is not the catalog's.
+    #[error("the restored _prisma_migrations holds [{found}], the catalog recorded [{expected}] for this backup")]
+    Mismatch {
+        /// What the scratch database holds.
+        found: String,
+        /// What the catalog says.
+        expected: String,
+    },
+}
+
+/// The scratch database name for a target database, refused when PostgreSQL would truncate it or
+/// it equals the target.
+pub fn scratch_name(target_db: &str) -> Result<String, DrillError> {
+    let name = format!("{target_db}{DRILL_SUFFIX}");
+    if name.len() > 63 {
+        return Err(DrillError::Refused(format!(
+            "the drill database name {name} is longer than PostgreSQL's 63 bytes; PostgreSQL would cut it, so no drill runs for {target_db}"
+        )));
+    }
+    if name == target_db {
+        return Err(DrillError::Refused(format!(
+            "the drill database {name} is the target database; refused"
+        )));
+    }
+    Ok(name)
+}
+
+/// `database_url` pointing at `database` instead (a `dbname` query parameter, which both
+/// dualkey's driver and the PostgreSQL tools take over the URL's path).
+pub fn url_for_database(database_url: &str, database: &str) -> String {
+    // A fragment means nothing to libpq; it is dropped.
+    let base = database_url.split('#').next().unwrap_or(database_url);
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let mut enc = String::new();
+    for b in database.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.' {
+            enc.push(b as char);
+        } else {
+            enc.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("{base}{sep}dbname={enc}")
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+async fn admin(database_url: &str) -> Result<(PgUrl, PgConnection), DrillError> {
+    let url = PgUrl::parse(database_url)?;
+    let opts = PgConnectOptions::from_str(database_url).map_err(|error| DrillError::Db {
+        action: "reading the database URL",
+        error,
+    })?;
+    let opts = url.apply_tls(opts);
+    let conn = tokio::time::timeout(Duration::from_secs(15), PgConnection::connect_with(&opts))
+        .await
+        .map_err(|_| DrillError::Db {
+            action: "connecting to the target's server",
+            error: sqlx::Error::PoolTimedOut,
+        })?
+        .map_err(|error| DrillError::Db {
+            action: "connecting to the target's server",
+            error,
+        })?;
+    Ok((url, conn))
+}
+
+/// Drops the scratch database of `database_url`'s target when one is left (a drill that
+/// crashed); true when one was dropped.
+pub async fn drop_stale(database_url: &str) -> Result<bool, DrillError> {
+    let (url, mut conn) = admin(database_url).await?;
+    let scratch = scratch_name(url.database())?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&scratch)
+        .fetch_optional(&mut conn)
+        .await
+        .map_err(|error| DrillError::Db {
+            action: "looking for a stale drill database",
+            error,
+        })?;
+    if exists.is_some() {
+        drop_db(&mut conn, &scratch).await?;
+    }
+    let _ = conn.close().await;
+    Ok(exists.is_some())
+}
+
+async fn drop_db(conn: &mut PgConnection, scratch: &str) -> Result<(), DrillError> {
+    let sql = format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        quote_ident(scratch)
+    );
+    sqlx::query(&sql)
+        .execute(&mut *conn)
+        .await
+        .map_err(|error| DrillError::Db {
+            action: "dropping the drill database",
+            error,
+        })?;
+    Ok(())
+}
+
+/// Restores the backup at `path` (catalog SHA-256 `sha256`) into the scratch database of
+/// `database_url`'s target, checks its `_prisma_migrations` against `expected_migrations` and
+/// counts the rows of the `top` largest tables; the scratch database is dropped however it
+/// ends. The target database is never written to.
+pub async fn drill(
+    database_url: &str,
+    path: &Path,
+    sha256: &str,
+    expected_migrations: &[String],
+    pg_bin_dir: Option<&Path>,
+    top: usize,
+) -> Result<DrillOutcome, DrillError> {
+    let (url, mut conn) = admin(database_url).await?;
+    let scratch = scratch_name(url.database())?;
+    drop_db(&mut conn, &scratch).await?;
+    let sql = format!("CREATE DATABASE {}", quote_ident(&scratch));
+    sqlx::query(&sql)
+        .execute(&mut conn)
+        .await
+        .map_err(|error| DrillError::Db {
+            action: "creating the drill database",
+            error,
+        })?;
+    let result = restore_and_check(
+        database_url,
+        &scratch,
+        path,
+        sha256,
+        expected_migrations,
+        pg_bin_dir,
+        top,
+    )
+    .await;
+    let dropped = drop_db(&mut conn, &scratch).await;
+    let _ = conn.close().await;
+    let outcome = result?;
+    dropped?;
+    Ok(outcome)
+}
+
+async fn restore_and_check(
+    database_url: &str,
+    scratch: &str,
+    path: &Path,
+    sha256: &str,
+    expected_migrations: &[String],
+    pg_bin_dir: Option<&Path>,
+    top: usize,
+) -> Result<DrillOutcome, DrillError> {
+    let scratch_url = url_for_database(database_url, scratch);
+    let start = Instant::now();
+    let opts = RestoreOptions {
+        pg_bin_dir,
+        replace_schema: true,
+        expected_sha256: Some(sha256),
+        after_open: None,
+    };
+    super::restore_with(&scratch_url, path, &opts).await?;
+    let restore_ms = start.elapsed().as_millis() as i64;
+    let (url, mut conn) = admin(&scratch_url).await?;
+    let schema = url.schema().unwrap_or("public").to_string();
+    let db = |action: &'static str| move |error| DrillError::Db { action, error };
+    let has_table: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = '_prisma_migrations' AND c.relkind = 'r' AND n.nspname = $1)",
+    )
+    .bind(&schema)
+    .fetch_one(&mut conn)
+    .await
+    .map_err(db("reading the restored schema"))?;
+    let migrations: Vec<String> = if has_table {
+        sqlx::query_scalar(&format!("SELECT migration_name FROM {}._prisma_migrations WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL ORDER BY started_at, migration_name", quote_ident(&schema)))
+            .fetch_all(&mut conn)
+            .await
+            .map_err(db("reading the restored _prisma_migrations"))?
+    } else {
+        Vec::new()
+    };
+    let rows = sqlx::query(
+        "SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' \
+         ORDER BY pg_total_relation_size(c.oid) DESC, c.relname LIMIT $1",
+    )
+    .bind(top as i64)
+    .fetch_all(&mut conn)
+    .await
+    .map_err(db("listing the restored tables"))?;
+    let mut largest_tables = Vec::new();
+    for r in rows {
+        let (schema, name): (String, String) = (r.get("schema"), r.get("name"));
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {}.{}",
+            quote_ident(&schema),
+            quote_ident(&name)
+        ))
+        .fetch_one(&mut conn)
+        .await
+        .map_err(db("counting rows in the drill database"))?;
+        largest_tables.push((format!("{schema}.{name}"), n));
+    }
+    let _ = conn.close().await;
+    let mut a = migrations.clone();
+    let mut b = expected_migrations.to_vec();
+    a.sort();
+    b.sort();
+    if a != b {
+        return Err(DrillError::Mismatch {
+            found: migrations.join(", "),
+            expected: expected_migrations.join(", "),
+        });
+    }
+    Ok(DrillOutcome {
+        scratch: scratch.to_string(),
+        restore_ms,
+        migrations,
+        migrations_match: true,
+        largest_tables,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_names_are_suffixed_and_refused_when_too_long() {
+        assert_eq!(scratch_name("taskflow").unwrap(), "taskflow_dualkey_drill");
+        assert!(scratch_name(&"x".repeat(50)).is_err());
+    }
+
+    #[test]
+    fn the_scratch_url_overrides_the_database_with_a_query_parameter() {
+        assert_eq!(
+            url_for_database("postgres://u:p@h:5432/app", "app_dualkey_drill"),
+            "postgres://u:p@h:5432/app?dbname=app_dualkey_drill"
+        );
+        assert_eq!(
+            url_for_database("postgres://h/app?sslmode=require", "a b"),
+            "postgres://h/app?sslmode=require&dbname=a%20b"
+        );
+        let u = PgUrl::parse(&url_for_database("postgres://h/app?schema=s", "app_x")).unwrap();
+        assert_eq!(u.database(), "app_x");
+        assert_eq!(u.schema(), Some("s"));
+    }
+}
