@@ -13,6 +13,7 @@ mod cli;
 mod cli_defects;
 mod config_rules;
 mod deploy_pinning;
+mod discord_adapter;
 mod discord_standin;
 mod inbound;
 mod kill_mid_step;
