@@ -14,6 +14,7 @@ mod cli_defects;
 mod config_rules;
 mod deploy_pinning;
 mod discord_adapter;
+mod discord_cross;
 mod discord_standin;
 mod inbound;
 mod kill_mid_step;
