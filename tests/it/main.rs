@@ -15,6 +15,7 @@ mod config_rules;
 mod deploy_pinning;
 mod discord_adapter;
 mod discord_cross;
+mod discord_outages;
 mod discord_standin;
 mod inbound;
 mod kill_mid_step;
