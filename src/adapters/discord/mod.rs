@@ -3,3 +3,4 @@
 
 pub mod http;
 pub mod register;
+pub mod render;
