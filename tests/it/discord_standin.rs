@@ -2460,6 +2460,71 @@ mod tests {
 
     // ----- Gateway -----
 
+    #[tokio::test]
+    async fn rendered_replies_are_accepted_by_the_standin_through_serenitys_http() {
+        use dualkey::adapters::discord::render;
+        use dualkey::core::reply::{Button, ButtonStyle, Card, CardState, Reply, Style};
+        let standin = DiscordStandin::start().await;
+        let http = http(&standin);
+        let channel = ChannelId::new(CHANNEL);
+        let mut card = Card::new("Request r1: deploy", Style::Pending);
+        card.state = Some(CardState::Pending);
+        card.fields = vec![("Environment".into(), "production".into())];
+        card.buttons = vec![
+            Button::new("approve:r1", "Approve", ButtonStyle::Primary),
+            Button::new("deny:r1", "Deny", ButtonStyle::Danger),
+        ];
+        let posted = http
+            .send_message(
+                channel,
+                vec![],
+                &render::message(&Reply::card(card.clone())),
+            )
+            .await
+            .expect("the rendered card is a valid message");
+        assert_eq!(posted.embeds.len(), 1);
+        assert_eq!(posted.embeds[0].colour.map(|c| c.0), Some(render::AMBER));
+        assert_eq!(posted.components[0].components.len(), 2);
+        card.state = Some(CardState::Succeeded);
+        card.buttons.clear();
+        let edited = http
+            .edit_message(
+                channel,
+                posted.id,
+                &render::edit(&Reply::card(card)),
+                vec![],
+            )
+            .await
+            .expect("the rendered edit");
+        assert_eq!(edited.embeds[0].colour.map(|c| c.0), Some(render::GREEN));
+        assert!(edited.components.is_empty());
+        let stored = standin.message(CHANNEL, posted.id.get()).unwrap();
+        assert_eq!(stored["components"], json!([]));
+        assert!(stored["embeds"][0]["title"]
+            .as_str()
+            .unwrap()
+            .contains("[succeeded]"));
+        let body = &standin.calls()[0].body;
+        assert_eq!(body["allowed_mentions"]["parse"], json!([]));
+        // A long text reply stays within the 2000 the stand-in (and Discord) enforce.
+        let text = http
+            .send_message(
+                channel,
+                vec![],
+                &render::message(&Reply::public("x".repeat(5000))),
+            )
+            .await
+            .expect("a cut text reply");
+        assert!(text.content.chars().count() <= 2000);
+        // ... while the raw 5000 characters are refused, as Discord refuses them.
+        let e = error_of(
+            http.send_message(channel, vec![], &json!({"content": "x".repeat(5000)}))
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!((e.status_code.as_u16(), e.error.code), (400, 50035));
+    }
+
     #[derive(Debug)]
     enum Seen {
         Ready(String),

@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod http;
 pub mod interactions;
 pub mod register;
+pub mod render;
 pub mod transport;
 
 use std::collections::{HashMap, VecDeque};
