@@ -201,10 +201,29 @@ pub async fn eventually<F: FnMut() -> bool>(what: &str, wait: Duration, mut cond
     }
 }
 
-/// Everything a Discord message shows as text: `content`, and each embed's title, description,
-/// fields and footer.
+/// Discord-markdown escaping undone (the renderer escapes text from users and the database).
+pub fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(&n) = chars.peek() {
+                if "\\*_~`|><#[]-".contains(n) {
+                    out.push(n);
+                    chars.next();
+                    continue;
+                }
+            }
+        }
+        out.push(c);
+    }
+    out.replace("@\u{200b}", "@")
+}
+
+/// Everything a Discord message shows as text: `content` (unescaped), and each embed's title,
+/// description, fields and footer.
 pub fn text_of(message: &Value) -> String {
-    let mut out = message["content"].as_str().unwrap_or_default().to_string();
+    let mut out = unescape(message["content"].as_str().unwrap_or_default());
     for e in message["embeds"].as_array().into_iter().flatten() {
         for part in [&e["title"], &e["description"], &e["footer"]["text"]] {
             if let Some(s) = part.as_str() {

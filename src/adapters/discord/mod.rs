@@ -9,7 +9,7 @@
 //!
 //! Answers to an interaction use its token (15 minutes): a command's first answer edits the
 //! deferred response, later ones (and every answer to a click) are follow-ups, ephemeral when
-//! the reply is. Cards and audit lines are channel messages posted and edited with the bot
+//! the reply is. Replies are rendered by [`render`] (embeds, components). Cards and audit lines are channel messages posted and edited with the bot
 //! token, which never expires, so a long operation keeps editing one message. Discord has no
 //! ephemeral message outside an interaction: [`Outbound::ephemeral`] sends a direct message.
 
@@ -34,7 +34,7 @@ use tokio::sync::watch;
 use crate::adapters::{Adapter, DeliveryError, Inbound, Outbound};
 use crate::config::DiscordSettings;
 use crate::core::event::{InboundEvent, Platform};
-use crate::core::reply::{Body, Reply, Visibility};
+use crate::core::reply::{Reply, Visibility};
 
 use interactions::{ReplyHandle, EPHEMERAL};
 use transport::Transport;
@@ -218,60 +218,6 @@ impl DiscordAdapter {
     }
 }
 
-/// The longest `content` Discord accepts.
-const MAX_CONTENT: usize = 2000;
-
-/// A reply as a Discord message body: `content`, `embeds`, `components` (buttons, by id), and
-/// no mentions resolved (a name in an audit line must not ping anyone).
-///
-/// Interim rendering (content = the reply's text, buttons as components) until the embeds
-/// renderer (`render::message`) is in.
-pub fn message(reply: &Reply) -> Value {
-    let mut content = reply.to_text();
-    // The buttons are components, not `[id]` lines.
-    let buttons = match &reply.body {
-        Body::Card(c) => c.buttons.clone(),
-        Body::Report(r) => r.buttons.clone(),
-        Body::Text(_) => Vec::new(),
-    };
-    if !buttons.is_empty() {
-        if let Some(last) = content.rfind('\n') {
-            if content[last + 1..].starts_with('[') {
-                content.truncate(last);
-            }
-        } else if content.starts_with('[') {
-            content.clear();
-        }
-    }
-    if content.chars().count() > MAX_CONTENT {
-        content = content.chars().take(MAX_CONTENT - 1).collect::<String>() + "…";
-    }
-    if content.is_empty() {
-        content = reply.summary();
-    }
-    let rows: Vec<Value> = buttons
-        .chunks(5)
-        .take(5)
-        .map(|row| {
-            json!({"type": 1, "components": row.iter().map(|b| json!({
-                "type": 2,
-                "style": match b.style {
-                    crate::core::reply::ButtonStyle::Primary => 1,
-                    crate::core::reply::ButtonStyle::Danger => 4,
-                    crate::core::reply::ButtonStyle::Default => 2,
-                },
-                "label": b.label,
-                "custom_id": b.id,
-            })).collect::<Vec<_>>()})
-        })
-        .collect();
-    json!({
-        "content": content,
-        "components": rows,
-        "allowed_mentions": {"parse": []},
-    })
-}
-
 /// The message body with the ephemeral flag set (or not).
 fn with_flags(mut body: Value, ephemeral: bool) -> Value {
     if let Value::Object(m) = &mut body {
@@ -293,7 +239,9 @@ impl Outbound for DiscordAdapter {
     }
 
     async fn post(&self, channel: &str, reply: &Reply) -> Result<String, DeliveryError> {
-        self.transport.post_message(channel, &message(reply)).await
+        self.transport
+            .post_message(channel, &render::edit(reply))
+            .await
     }
 
     async fn edit(
@@ -303,7 +251,7 @@ impl Outbound for DiscordAdapter {
         reply: &Reply,
     ) -> Result<(), DeliveryError> {
         self.transport
-            .edit_message(channel, message_id, &message(reply))
+            .edit_message(channel, message_id, &render::edit(reply))
             .await
     }
 
@@ -316,14 +264,12 @@ impl Outbound for DiscordAdapter {
         user: &str,
         reply: &Reply,
     ) -> Result<(), DeliveryError> {
-        let mut body = message(reply);
-        if let Some(c) = body.get_mut("content") {
-            let text = c.as_str().unwrap_or_default();
-            let mut shown = format!("(about <#{channel}>) {text}");
-            if shown.chars().count() > MAX_CONTENT {
-                shown = shown.chars().take(MAX_CONTENT - 1).collect::<String>() + "…";
+        let mut body = render::edit(reply);
+        if let Some(Value::String(text)) = body.get_mut("content") {
+            if !text.is_empty() {
+                let shown = format!("(about <#{channel}>) {text}");
+                *text = render::truncate(&shown, render::CONTENT);
             }
-            *c = Value::String(shown);
         }
         self.transport.direct_message(user, &body).await.map(|_| ())
     }
@@ -357,8 +303,8 @@ impl Outbound for DiscordAdapter {
             }
             return Ok(());
         }
-        let body = message(reply);
         if handle.command && self.take_original(id) {
+            let body = render::edit(reply);
             let result = self
                 .webhook_call(id, || {
                     self.transport
@@ -371,7 +317,7 @@ impl Outbound for DiscordAdapter {
             // A retry of this answer (or the next one) goes out as a follow-up.
             tracing::debug!("discord: editing the deferred response failed; trying a follow-up");
         }
-        let body = with_flags(body, true);
+        let body = with_flags(render::message(reply), true);
         self.webhook_call(id, || {
             self.transport
                 .followup(&handle.application_id, &handle.token, &body)
@@ -402,38 +348,5 @@ impl Adapter for DiscordAdapter {
                 Ok(())
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::reply::{Button, ButtonStyle, Card, Style};
-
-    #[test]
-    fn the_interim_message_has_the_cards_buttons_as_components_and_pings_nobody() {
-        let mut card = Card::new("Rollback requested", Style::Info);
-        card.buttons = vec![
-            Button::new("approve:r1", "Approve", ButtonStyle::Primary),
-            Button::new("deny:r1", "Deny", ButtonStyle::Danger),
-        ];
-        let m = message(&Reply::card(card));
-        let ids: Vec<&str> = m["components"][0]["components"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["custom_id"].as_str().unwrap())
-            .collect();
-        assert_eq!(ids, ["approve:r1", "deny:r1"]);
-        assert!(!m["content"].as_str().unwrap().contains("[approve:r1]"));
-        assert!(m["content"]
-            .as_str()
-            .unwrap()
-            .contains("Rollback requested"));
-        assert_eq!(m["allowed_mentions"], json!({"parse": []}));
-        let long = message(&Reply::public("x".repeat(5000)));
-        assert_eq!(long["content"].as_str().unwrap().chars().count(), 2000);
-        assert_eq!(with_flags(json!({}), true)["flags"], 64);
-        assert_eq!(with_flags(json!({"flags": 64}), false)["flags"], 0);
     }
 }
