@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::discord_standin::{
     command_interaction, component_interaction, now_timestamp, ping, post_signed, post_signed_with,
-    public_key_hex, sign, DiscordStandin, APP_ID, BOT_TOKEN, GUILD_ID,
+    public_key_hex, sign, DiscordStandin, Failure, APP_ID, BOT_TOKEN, GUILD_ID,
 };
 use crate::support::{test_config, TestDb, FIXTURE_MIGRATIONS};
 
@@ -389,6 +389,14 @@ where
             .is_some_and(|m| text_of(&m).contains("[succeeded]"))
     })
     .await;
+    // Every edit of the card went to the channel message with the bot token (which, unlike
+    // an interaction token, never expires).
+    let card_edits = standin.calls_to(&format!("/channels/{APPROVALS}/messages/{card_id}"));
+    assert!(!card_edits.is_empty());
+    for c in &card_edits {
+        assert_eq!(c.method, "PATCH");
+        assert_eq!(c.auth.as_deref(), Some(format!("Bot {BOT_TOKEN}").as_str()));
+    }
     let edits = standin.edits_of(card_id);
     assert!(!edits.is_empty(), "the card was edited");
     assert!(
@@ -657,6 +665,8 @@ async fn http_mode_command_card_refused_self_vote_approval_deploy_and_audit() {
     let (method, body) = answer_to(&standin, 1_400_000_000_000_000_010).await;
     assert_eq!(method, "PATCH", "the deferred response is edited");
     assert!(text_of(&body).contains("recorded"), "{body}");
+    // Its 15 minutes pass: the card is still edited to the end (with the bot token).
+    standin.expire_token("tok-1400000000000000010");
 
     let deliver = |ia: Value| {
         let run = &run;
@@ -782,4 +792,126 @@ async fn an_unknown_user_is_refused_ephemerally_and_nothing_is_requested() {
     assert!(run.requests().await.is_empty());
     assert!(standin.messages_in(APPROVALS).is_empty());
     run.stop().await;
+}
+
+/// The adapter's outbound calls against the stand-in, failures mapped onto `DeliveryError`;
+/// and `ephemeral` outside an interaction as a direct message (a small server of its own: the
+/// stand-in has no DM channels).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_calls_map_discords_failures_and_ephemeral_goes_by_direct_message() {
+    use dualkey::adapters::{DeliveryError, Outbound};
+    use dualkey::core::reply::Reply;
+
+    let standin = DiscordStandin::start().await;
+    std::env::set_var("DK_DISCORD_OUTBOUND_BOT", BOT_TOKEN);
+    let settings = |base: String| dualkey::config::DiscordSettings {
+        enabled: true,
+        api_base_url: base,
+        bot_token_env: "DK_DISCORD_OUTBOUND_BOT".into(),
+        ..Default::default()
+    };
+    let a = DiscordAdapter::from_settings(&settings(standin.base_url())).unwrap();
+    let chan = "1200000000000000077";
+    let id = a.post(chan, &Reply::public("hello")).await.unwrap();
+    a.edit(chan, &id, &Reply::public("hello again"))
+        .await
+        .unwrap();
+    let m = standin
+        .message(1_200_000_000_000_000_077, id.parse().unwrap())
+        .unwrap();
+    assert_eq!(text_of(&m), "hello again");
+
+    let route = format!("/channels/{chan}/messages");
+    standin.fail_next(&route, 1, Failure::RateLimited { retry_after: 2.5 });
+    match a.post(chan, &Reply::public("x")).await {
+        Err(DeliveryError::RateLimited(d)) => assert_eq!(d, Duration::from_millis(2500)),
+        other => panic!("{other:?}"),
+    }
+    standin.fail_next(&route, 1, Failure::ServerError);
+    assert!(matches!(
+        a.post(chan, &Reply::public("x")).await,
+        Err(DeliveryError::Transient(_))
+    ));
+    standin.fail_next(&route, 1, Failure::BadGateway);
+    assert!(matches!(
+        a.post(chan, &Reply::public("x")).await,
+        Err(DeliveryError::Transient(_))
+    ));
+    for f in [Failure::Unauthorized, Failure::NotFound] {
+        standin.fail_next(&route, 1, f);
+        match a.post(chan, &Reply::public("x")).await {
+            Err(DeliveryError::Permanent(m)) => assert!(m.contains("HTTP 4"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    standin.fail_next(
+        &route,
+        1,
+        Failure::Status {
+            status: 403,
+            code: 50001,
+            message: "Missing Access".into(),
+        },
+    );
+    match a.post(chan, &Reply::public("x")).await {
+        Err(DeliveryError::Permanent(m)) => {
+            assert!(m.contains("Missing Access") && m.contains("50001"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Nothing listening: transient.
+    let gone = DiscordAdapter::from_settings(&settings("http://127.0.0.1:9".into())).unwrap();
+    assert!(matches!(
+        gone.post(chan, &Reply::public("x")).await,
+        Err(DeliveryError::Transient(_))
+    ));
+
+    // ephemeral(): a DM channel for the user, then the message there.
+    use axum::routing::post;
+    let seen: Arc<std::sync::Mutex<Vec<(String, Value)>>> = Default::default();
+    let log = seen.clone();
+    let app = axum::Router::new()
+        .route(
+            "/api/v10/users/@me/channels",
+            post({
+                let log = log.clone();
+                move |body: axum::Json<Value>| async move {
+                    log.lock().unwrap().push(("dm".into(), body.0));
+                    axum::Json(json!({"id": "777000000000000000", "type": 1}))
+                }
+            }),
+        )
+        .route(
+            "/api/v10/channels/777000000000000000/messages",
+            post(move |body: axum::Json<Value>| async move {
+                log.lock().unwrap().push(("post".into(), body.0));
+                axum::Json(json!({"id": "888000000000000000"}))
+            }),
+        );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    let dm = DiscordAdapter::from_settings(&settings(base)).unwrap();
+    dm.ephemeral(
+        chan,
+        "300000000000000001",
+        &Reply::ephemeral("only for you"),
+    )
+    .await
+    .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen[0],
+        ("dm".into(), json!({"recipient_id": "300000000000000001"}))
+    );
+    assert_eq!(seen[1].0, "post");
+    let content = seen[1].1["content"].as_str().unwrap();
+    assert!(
+        content.contains("only for you") && content.contains(chan),
+        "{content}"
+    );
+    assert!(
+        seen[1].1.get("flags").is_none(),
+        "no ephemeral flag on a channel message"
+    );
 }

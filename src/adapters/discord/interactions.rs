@@ -452,15 +452,11 @@ async fn http_interaction(
             return (StatusCode::BAD_REQUEST, "unreadable interaction").into_response();
         }
     };
-    if let Some((id, _)) = incoming.id_and_token() {
-        if !st.adapter.first_sight(&id) {
+    if let Incoming::Event { event, ack } = &incoming {
+        if !st.adapter.first_sight(&event.delivery_id) {
             // Delivered before: the store's dedupe would ignore it too; the same ack again.
-            tracing::info!(interaction = %id, "discord: interaction seen before; acked again, not handled");
-            let ack = match &incoming {
-                Incoming::Event { ack, .. } => ack.clone(),
-                _ => ephemeral_answer(UNSUPPORTED),
-            };
-            return axum::Json(ack).into_response();
+            tracing::info!(interaction = %event.delivery_id, "discord: interaction seen before; acked again, not handled");
+            return axum::Json(ack.clone()).into_response();
         }
     }
     let (ack, event) = respond_to(&st.inbound, incoming).await;
