@@ -256,3 +256,35 @@ async fn a_dropped_gateway_is_resumed_or_reidentified_and_no_interaction_is_hand
     assert!(!text_of(&answer).is_empty());
     run.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_gateway_lookup_fails_dualkey_retries_it_and_never_falls_back_to_discord() {
+    let standin = DiscordStandin::start().await;
+    standin.fail_next("GET /gateway", 1, Failure::ServerError);
+    let run = start(Setup {
+        standin: &standin,
+        mode: "gateway",
+        tag: "GWLOOKUP",
+        with_db: false,
+        extra: String::new(),
+    })
+    .await;
+    assert!(
+        standin.wait_connections(1, WAIT).await,
+        "connected after the retry"
+    );
+    let lookups: Vec<u16> = standin
+        .calls_to("/gateway")
+        .iter()
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(lookups.first(), Some(&500), "{lookups:?}");
+    assert!(lookups.contains(&200), "{lookups:?}");
+    // And it works: a command is acked and answered.
+    let id = 1_700_000_000_000_000_031;
+    standin
+        .send_interaction(slash(id, BOB, "approvals", &[]))
+        .await;
+    answer_to(&standin, id).await;
+    run.stop().await;
+}
