@@ -200,6 +200,8 @@ struct Store {
     expired_tokens: Vec<String>,
     /// Registered commands: global (None) or per guild.
     commands: HashMap<Option<u64>, Vec<Value>>,
+    /// DM channels opened with `POST /users/@me/channels`: user id → channel id.
+    dms: HashMap<u64, u64>,
     // gateway
     socket: Option<(usize, mpsc::UnboundedSender<WsOut>)>,
     session: Option<Session>,
@@ -421,6 +423,19 @@ impl DiscordStandin {
             .iter()
             .find(|m| m.id == id)
             .map(|m| (m.channel, m.id, m.message.clone()))
+    }
+
+    /// The DM channel the bot opened with a user (`POST /users/@me/channels`), if any.
+    pub fn dm_channel(&self, user_id: u64) -> Option<u64> {
+        self.inner.state().dms.get(&user_id).copied()
+    }
+
+    /// The messages sent to a user in a DM, as `(id, current Message object)`.
+    pub fn dms_to(&self, user_id: u64) -> Vec<(u64, Value)> {
+        match self.dm_channel(user_id) {
+            Some(c) => self.messages_in(c),
+            None => Vec::new(),
+        }
     }
 
     /// The commands registered by the last bulk overwrite: global (`None`) or for a guild.
@@ -998,6 +1013,37 @@ fn serve(inner: &Inner, method: &Method, path: &str, auth: Option<&str>, body: &
                         "reset_after": 14_400_000,
                         "max_concurrency": 1,
                     },
+                }),
+            )
+        }
+        ("POST", ["users", "@me", "channels"]) => {
+            if !bot_auth_ok(auth) {
+                return unauthorized();
+            }
+            let Some(user_id) = snowflake_of(&body["recipient_id"]) else {
+                return discord_error(
+                    StatusCode::BAD_REQUEST,
+                    50035,
+                    "Invalid Form Body (recipient_id)",
+                );
+            };
+            let mut st = inner.state();
+            let channel = match st.dms.get(&user_id) {
+                Some(c) => *c,
+                None => {
+                    let c = inner.snowflake();
+                    st.dms.insert(user_id, c);
+                    c
+                }
+            };
+            Reply::Json(
+                StatusCode::OK,
+                json!({
+                    "id": channel.to_string(),
+                    "type": 1,
+                    "last_message_id": null,
+                    "flags": 0,
+                    "recipients": [user(user_id)],
                 }),
             )
         }
@@ -2401,6 +2447,35 @@ mod tests {
         assert_eq!(
             standin.message(CHANNEL, original_id).unwrap()["content"],
             "late"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_direct_message_opens_one_dm_channel_per_user() {
+        let standin = DiscordStandin::start().await;
+        let http = http(&standin);
+        let dm = serenity::all::UserId::new(501)
+            .create_dm_channel(&http)
+            .await
+            .expect("POST /users/@me/channels");
+        assert_eq!(dm.recipient.id.get(), 501);
+        assert_eq!(standin.dm_channel(501), Some(dm.id.get()));
+        dm.id
+            .send_message(&http, CreateMessage::new().content("only for you"))
+            .await
+            .unwrap();
+        let again = serenity::all::UserId::new(501)
+            .create_dm_channel(&http)
+            .await
+            .unwrap();
+        assert_eq!(again.id, dm.id, "the same DM channel");
+        let dms = standin.dms_to(501);
+        assert_eq!(dms.len(), 1);
+        assert_eq!(dms[0].1["content"], "only for you");
+        assert!(standin.dms_to(502).is_empty());
+        assert_eq!(
+            standin.calls_to("/users/@me/channels")[0].body,
+            json!({"recipient_id": "501"})
         );
     }
 
