@@ -795,8 +795,7 @@ async fn an_unknown_user_is_refused_ephemerally_and_nothing_is_requested() {
 }
 
 /// The adapter's outbound calls against the stand-in, failures mapped onto `DeliveryError`;
-/// and `ephemeral` outside an interaction as a direct message (a small server of its own: the
-/// stand-in has no DM channels).
+/// and `ephemeral` outside an interaction as a direct message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_calls_map_discords_failures_and_ephemeral_goes_by_direct_message() {
     use dualkey::adapters::{DeliveryError, Outbound};
@@ -867,51 +866,35 @@ async fn outbound_calls_map_discords_failures_and_ephemeral_goes_by_direct_messa
     ));
 
     // ephemeral(): a DM channel for the user, then the message there.
-    use axum::routing::post;
-    let seen: Arc<std::sync::Mutex<Vec<(String, Value)>>> = Default::default();
-    let log = seen.clone();
-    let app = axum::Router::new()
-        .route(
-            "/api/v10/users/@me/channels",
-            post({
-                let log = log.clone();
-                move |body: axum::Json<Value>| async move {
-                    log.lock().unwrap().push(("dm".into(), body.0));
-                    axum::Json(json!({"id": "777000000000000000", "type": 1}))
-                }
-            }),
-        )
-        .route(
-            "/api/v10/channels/777000000000000000/messages",
-            post(move |body: axum::Json<Value>| async move {
-                log.lock().unwrap().push(("post".into(), body.0));
-                axum::Json(json!({"id": "888000000000000000"}))
-            }),
-        );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await });
-    let dm = DiscordAdapter::from_settings(&settings(base)).unwrap();
-    dm.ephemeral(
+    a.ephemeral(
         chan,
         "300000000000000001",
         &Reply::ephemeral("only for you"),
     )
     .await
     .unwrap();
-    let seen = seen.lock().unwrap().clone();
-    assert_eq!(
-        seen[0],
-        ("dm".into(), json!({"recipient_id": "300000000000000001"}))
-    );
-    assert_eq!(seen[1].0, "post");
-    let content = seen[1].1["content"].as_str().unwrap();
+    let dms = standin.dms_to(ALICE);
+    assert_eq!(dms.len(), 1, "{dms:?}");
+    let content = text_of(&dms[0].1);
     assert!(
         content.contains("only for you") && content.contains(chan),
         "{content}"
     );
+    let opened = standin.calls_to("/users/@me/channels");
+    assert_eq!(
+        opened[0].body,
+        json!({"recipient_id": "300000000000000001"})
+    );
+    assert_eq!(
+        opened[0].auth.as_deref(),
+        Some(format!("Bot {BOT_TOKEN}").as_str())
+    );
+    let sent = standin.calls_to(&format!(
+        "/channels/{}/messages",
+        standin.dm_channel(ALICE).unwrap()
+    ));
     assert!(
-        seen[1].1.get("flags").is_none(),
+        sent[0].body.get("flags").is_none(),
         "no ephemeral flag on a channel message"
     );
 }
