@@ -865,6 +865,29 @@ async fn outbound_calls_map_discords_failures_and_ephemeral_goes_by_direct_messa
         Err(DeliveryError::Transient(_))
     ));
 
+    // A failed answer through an interaction token never shows the token.
+    let token = "T".repeat(120);
+    let mut ev = dualkey::core::event::InboundEvent::new(
+        "1".into(),
+        dualkey::core::event::Actor {
+            platform: dualkey::core::event::Platform::Discord,
+            account: "300000000000000001".into(),
+            display: "a".into(),
+        },
+        dualkey::core::event::ChannelRef {
+            platform: dualkey::core::event::Platform::Discord,
+            id: chan.into(),
+        },
+        dualkey::core::event::EventKind::Action {
+            action_id: "x".into(),
+        },
+    );
+    ev.reply_to = Some(format!("k:{APP_ID}:{token}"));
+    match gone.respond(&ev, &Reply::ephemeral("x")).await {
+        Err(DeliveryError::Transient(m)) => assert!(!m.contains(&token), "{m}"),
+        other => panic!("{other:?}"),
+    }
+
     // ephemeral(): a DM channel for the user, then the message there.
     a.ephemeral(
         chan,

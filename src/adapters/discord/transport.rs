@@ -196,10 +196,11 @@ impl Transport {
         let res = match req.send().await {
             Ok(r) => r,
             // Connection refused or reset, DNS, TLS, timeout: worth retrying.
+            // (Without the URL: an interaction token is a credential.)
             Err(e) => {
                 return Err(DeliveryError::Transient(format!(
                     "discord {what}: {}",
-                    network_error(&e)
+                    network_error(&e.without_url())
                 )))
             }
         };
