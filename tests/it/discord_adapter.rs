@@ -921,3 +921,76 @@ async fn outbound_calls_map_discords_failures_and_ephemeral_goes_by_direct_messa
         "no ephemeral flag on a channel message"
     );
 }
+
+/// `respond`: a command's first ephemeral answer edits the deferred response, later ones are
+/// ephemeral follow-ups; a public answer is a channel message; a click's answers are always
+/// follow-ups (its "original" is the card).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_edit_the_deferred_response_once_then_follow_up() {
+    use dualkey::adapters::discord::interactions::{parse, Incoming};
+    use dualkey::adapters::Outbound;
+    use dualkey::core::reply::Reply;
+
+    let standin = DiscordStandin::start().await;
+    std::env::set_var("DK_DISCORD_RESPOND_BOT", BOT_TOKEN);
+    let a = DiscordAdapter::from_settings(&dualkey::config::DiscordSettings {
+        enabled: true,
+        api_base_url: standin.base_url(),
+        bot_token_env: "DK_DISCORD_RESPOND_BOT".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let ia = slash(1_800_000_000_000_000_001, ALICE, "status", &[]);
+    standin.note_interaction(&ia);
+    let Incoming::Event { event, ack } = parse(&ia).unwrap() else {
+        panic!("an event")
+    };
+    a.transport()
+        .interaction_callback("1800000000000000001", "tok-1800000000000000001", &ack)
+        .await
+        .unwrap();
+    a.note_acked(&event);
+    a.respond(&event, &Reply::ephemeral("first")).await.unwrap();
+    a.respond(&event, &Reply::ephemeral("second"))
+        .await
+        .unwrap();
+    a.respond(&event, &Reply::public("for everyone"))
+        .await
+        .unwrap();
+    let calls: Vec<(String, String, Value)> = standin
+        .webhook_calls("tok-1800000000000000001")
+        .into_iter()
+        .map(|c| (c.method, c.path, c.body))
+        .collect();
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    assert_eq!(calls[0].0, "PATCH");
+    assert!(calls[0].1.ends_with("/messages/@original"));
+    assert_eq!(text_of(&calls[0].2), "first");
+    assert_eq!(calls[1].0, "POST");
+    assert_eq!(calls[1].2["flags"], 64);
+    assert_eq!(text_of(&calls[1].2), "second");
+    let public: Vec<String> = standin
+        .messages_in(OPS)
+        .iter()
+        .filter(|(_, m)| m["webhook_id"].is_null())
+        .map(|(_, m)| text_of(m))
+        .collect();
+    assert_eq!(public, ["for everyone"]);
+
+    // A click: follow-ups only.
+    let card = json!({"id": "1900000000000000001", "channel_id": APPROVALS.to_string()});
+    let ia = click(1_800_000_000_000_000_002, BOB, "approve:x", &card);
+    standin.note_interaction(&ia);
+    let Incoming::Event { event, ack } = parse(&ia).unwrap() else {
+        panic!("an event")
+    };
+    assert_eq!(ack, json!({"type": 6}));
+    a.note_acked(&event);
+    a.respond(&event, &Reply::ephemeral("refused"))
+        .await
+        .unwrap();
+    let calls = standin.webhook_calls("tok-1800000000000000002");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].method, "POST");
+    assert_eq!(calls[0].body["flags"], 64);
+}
