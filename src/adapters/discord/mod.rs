@@ -9,9 +9,10 @@
 //!
 //! Answers to an interaction use its token (15 minutes): a command's first answer edits the
 //! deferred response, later ones (and every answer to a click) are follow-ups, ephemeral when
-//! the reply is. Replies are rendered by [`render`] (embeds, components). Cards and audit lines are channel messages posted and edited with the bot
-//! token, which never expires, so a long operation keeps editing one message. Discord has no
-//! ephemeral message outside an interaction: [`Outbound::ephemeral`] sends a direct message.
+//! the reply is. Replies are rendered by [`render`] (embeds, components). Cards and audit lines
+//! are channel messages posted and edited with the bot token, which never expires, so a long
+//! operation keeps editing one message. Discord has no ephemeral message outside an
+//! interaction: [`Outbound::ephemeral`] sends a direct message.
 
 pub mod gateway;
 pub mod http;
@@ -218,16 +219,11 @@ impl DiscordAdapter {
     }
 }
 
-/// The message body with the ephemeral flag set (or not).
-fn with_flags(mut body: Value, ephemeral: bool) -> Value {
+/// The message body with the ephemeral flag set.
+fn ephemeral_body(mut body: Value) -> Value {
     if let Value::Object(m) = &mut body {
         let flags = m.get("flags").and_then(Value::as_u64).unwrap_or(0);
-        let flags = if ephemeral {
-            flags | EPHEMERAL
-        } else {
-            flags & !EPHEMERAL
-        };
-        m.insert("flags".into(), flags.into());
+        m.insert("flags".into(), (flags | EPHEMERAL).into());
     }
     body
 }
@@ -317,7 +313,7 @@ impl Outbound for DiscordAdapter {
             // A retry of this answer (or the next one) goes out as a follow-up.
             tracing::debug!("discord: editing the deferred response failed; trying a follow-up");
         }
-        let body = with_flags(render::message(reply), true);
+        let body = ephemeral_body(render::message(reply));
         self.webhook_call(id, || {
             self.transport
                 .followup(&handle.application_id, &handle.token, &body)
