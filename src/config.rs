@@ -740,6 +740,45 @@ impl Settings {
                 }
             }
         }
+        // Discord ids are snowflakes (decimal u64); a channel name (`#ops`) or a user name
+        // would only fail later, at every post.
+        let snowflake = |key: String, v: &str, what: &str| -> Result<(), ConfigError> {
+            if v.is_empty() || (v.len() <= 20 && v.parse::<u64>().is_ok_and(|n| n > 0)) {
+                Ok(())
+            } else {
+                Err(self.invalid(key, format!("`{v}` is not a Discord {what} id (a number like 200000000000000000; in Discord: Developer Mode, then right-click, Copy ID)")))
+            }
+        };
+        let d = &self.discord;
+        snowflake(
+            "discord.application_id".into(),
+            d.application_id.trim(),
+            "application",
+        )?;
+        snowflake("discord.guild_id".into(), &d.guild_id, "server (guild)")?;
+        for (key, v) in [
+            ("approvals_channel", &d.approvals_channel),
+            ("audit_channel", &d.audit_channel),
+            ("report_channel", &d.report_channel),
+        ] {
+            snowflake(format!("discord.{key}"), v, "channel")?;
+        }
+        for (name, e) in &self.environments {
+            for (key, v) in [
+                ("approvals_channel", &e.discord.approvals_channel),
+                ("audit_channel", &e.discord.audit_channel),
+                ("report_channel", &e.discord.report_channel),
+            ] {
+                if let Some(v) = v {
+                    snowflake(format!("environments.{name}.discord.{key}"), v, "channel")?;
+                }
+            }
+        }
+        for (i, op) in self.operators.iter().enumerate() {
+            if let Some(a) = op.discord.as_deref().filter(|a| !a.trim().is_empty()) {
+                snowflake(format!("operators[{i}].discord"), a, "user")?;
+            }
+        }
         if self.discord.enabled && self.discord.mode == "http" {
             let ok = self.discord.public_key.len() == 64
                 && self
@@ -1004,7 +1043,13 @@ impl Settings {
             }
         }
         if self.discord.enabled {
-            w.push("discord.enabled: the Discord adapter is not built into this release yet; Slack and the shell work".into());
+            let var = &self.discord.bot_token_env;
+            if std::env::var(var)
+                .map(|v| v.trim().is_empty())
+                .unwrap_or(true)
+            {
+                w.push(format!("discord: the environment variable {var} is not set; `dualkey serve` will refuse to start the Discord adapter until it is"));
+            }
         }
         if self.slack.enabled {
             let needed = match self.slack.mode.as_str() {

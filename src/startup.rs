@@ -156,14 +156,22 @@ impl Application {
         self.core.clone()
     }
 
-    /// The chat adapters the settings enable (Slack today), built and checked (tokens present,
-    /// URLs valid) but not yet connected.
+    /// The chat adapters the settings enable (Slack, Discord), built and checked (tokens
+    /// present, URLs and keys valid) but not yet connected.
     pub fn chat_adapters(&self) -> anyhow::Result<Vec<Arc<dyn Adapter>>> {
         let mut out: Vec<Arc<dyn Adapter>> = Vec::new();
         if self.core.settings.slack.enabled {
             out.push(Arc::new(
                 crate::adapters::slack::SlackAdapter::from_settings(&self.core.settings.slack)
                     .context("starting the Slack adapter ([slack])")?,
+            ));
+        }
+        if self.core.settings.discord.enabled {
+            out.push(Arc::new(
+                crate::adapters::discord::DiscordAdapter::from_settings(
+                    &self.core.settings.discord,
+                )
+                .context("starting the Discord adapter ([discord])")?,
             ));
         }
         Ok(out)

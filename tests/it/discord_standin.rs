@@ -200,6 +200,8 @@ struct Store {
     expired_tokens: Vec<String>,
     /// Registered commands: global (None) or per guild.
     commands: HashMap<Option<u64>, Vec<Value>>,
+    /// DM channels opened with `POST /users/@me/channels`: user id → channel id.
+    dms: HashMap<u64, u64>,
     // gateway
     socket: Option<(usize, mpsc::UnboundedSender<WsOut>)>,
     session: Option<Session>,
@@ -421,6 +423,19 @@ impl DiscordStandin {
             .iter()
             .find(|m| m.id == id)
             .map(|m| (m.channel, m.id, m.message.clone()))
+    }
+
+    /// The DM channel the bot opened with a user (`POST /users/@me/channels`), if any.
+    pub fn dm_channel(&self, user_id: u64) -> Option<u64> {
+        self.inner.state().dms.get(&user_id).copied()
+    }
+
+    /// The messages sent to a user in a DM, as `(id, current Message object)`.
+    pub fn dms_to(&self, user_id: u64) -> Vec<(u64, Value)> {
+        match self.dm_channel(user_id) {
+            Some(c) => self.messages_in(c),
+            None => Vec::new(),
+        }
     }
 
     /// The commands registered by the last bulk overwrite: global (`None`) or for a guild.
@@ -998,6 +1013,37 @@ fn serve(inner: &Inner, method: &Method, path: &str, auth: Option<&str>, body: &
                         "reset_after": 14_400_000,
                         "max_concurrency": 1,
                     },
+                }),
+            )
+        }
+        ("POST", ["users", "@me", "channels"]) => {
+            if !bot_auth_ok(auth) {
+                return unauthorized();
+            }
+            let Some(user_id) = snowflake_of(&body["recipient_id"]) else {
+                return discord_error(
+                    StatusCode::BAD_REQUEST,
+                    50035,
+                    "Invalid Form Body (recipient_id)",
+                );
+            };
+            let mut st = inner.state();
+            let channel = match st.dms.get(&user_id) {
+                Some(c) => *c,
+                None => {
+                    let c = inner.snowflake();
+                    st.dms.insert(user_id, c);
+                    c
+                }
+            };
+            Reply::Json(
+                StatusCode::OK,
+                json!({
+                    "id": channel.to_string(),
+                    "type": 1,
+                    "last_message_id": null,
+                    "flags": 0,
+                    "recipients": [user(user_id)],
                 }),
             )
         }
@@ -2405,6 +2451,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_direct_message_opens_one_dm_channel_per_user() {
+        let standin = DiscordStandin::start().await;
+        let http = http(&standin);
+        let dm = serenity::all::UserId::new(501)
+            .create_dm_channel(&http)
+            .await
+            .expect("POST /users/@me/channels");
+        assert_eq!(dm.recipient.id.get(), 501);
+        assert_eq!(standin.dm_channel(501), Some(dm.id.get()));
+        dm.id
+            .send_message(&http, CreateMessage::new().content("only for you"))
+            .await
+            .unwrap();
+        let again = serenity::all::UserId::new(501)
+            .create_dm_channel(&http)
+            .await
+            .unwrap();
+        assert_eq!(again.id, dm.id, "the same DM channel");
+        let dms = standin.dms_to(501);
+        assert_eq!(dms.len(), 1);
+        assert_eq!(dms[0].1["content"], "only for you");
+        assert!(standin.dms_to(502).is_empty());
+        assert_eq!(
+            standin.calls_to("/users/@me/channels")[0].body,
+            json!({"recipient_id": "501"})
+        );
+    }
+
+    #[tokio::test]
     async fn a_click_is_answered_by_updating_the_card_it_is_on() {
         let standin = DiscordStandin::start().await;
         let http = http(&standin);
@@ -2459,6 +2534,71 @@ mod tests {
     }
 
     // ----- Gateway -----
+
+    #[tokio::test]
+    async fn rendered_replies_are_accepted_by_the_standin_through_serenitys_http() {
+        use dualkey::adapters::discord::render;
+        use dualkey::core::reply::{Button, ButtonStyle, Card, CardState, Reply, Style};
+        let standin = DiscordStandin::start().await;
+        let http = http(&standin);
+        let channel = ChannelId::new(CHANNEL);
+        let mut card = Card::new("Request r1: deploy", Style::Pending);
+        card.state = Some(CardState::Pending);
+        card.fields = vec![("Environment".into(), "production".into())];
+        card.buttons = vec![
+            Button::new("approve:r1", "Approve", ButtonStyle::Primary),
+            Button::new("deny:r1", "Deny", ButtonStyle::Danger),
+        ];
+        let posted = http
+            .send_message(
+                channel,
+                vec![],
+                &render::message(&Reply::card(card.clone())),
+            )
+            .await
+            .expect("the rendered card is a valid message");
+        assert_eq!(posted.embeds.len(), 1);
+        assert_eq!(posted.embeds[0].colour.map(|c| c.0), Some(render::AMBER));
+        assert_eq!(posted.components[0].components.len(), 2);
+        card.state = Some(CardState::Succeeded);
+        card.buttons.clear();
+        let edited = http
+            .edit_message(
+                channel,
+                posted.id,
+                &render::edit(&Reply::card(card)),
+                vec![],
+            )
+            .await
+            .expect("the rendered edit");
+        assert_eq!(edited.embeds[0].colour.map(|c| c.0), Some(render::GREEN));
+        assert!(edited.components.is_empty());
+        let stored = standin.message(CHANNEL, posted.id.get()).unwrap();
+        assert_eq!(stored["components"], json!([]));
+        assert!(stored["embeds"][0]["title"]
+            .as_str()
+            .unwrap()
+            .contains("[succeeded]"));
+        let body = &standin.calls()[0].body;
+        assert_eq!(body["allowed_mentions"]["parse"], json!([]));
+        // A long text reply stays within the 2000 the stand-in (and Discord) enforce.
+        let text = http
+            .send_message(
+                channel,
+                vec![],
+                &render::message(&Reply::public("x".repeat(5000))),
+            )
+            .await
+            .expect("a cut text reply");
+        assert!(text.content.chars().count() <= 2000);
+        // ... while the raw 5000 characters are refused, as Discord refuses them.
+        let e = error_of(
+            http.send_message(channel, vec![], &json!({"content": "x".repeat(5000)}))
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!((e.status_code.as_u16(), e.error.code), (400, 50035));
+    }
 
     #[derive(Debug)]
     enum Seen {
