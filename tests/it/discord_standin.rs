@@ -2807,7 +2807,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_gateway_lookup_and_an_unknown_session_are_answered_as_discord_does() {
+    async fn the_gateway_lookups_hand_out_the_standins_websocket_url() {
         let standin = DiscordStandin::start().await;
         let http = http(&standin);
         let gw = http.get_gateway().await.expect("GET /gateway");
