@@ -16,8 +16,9 @@ use dualkey::startup::Application;
 use serde_json::{json, Value};
 
 use crate::discord_standin::{
-    command_interaction, component_interaction, now_timestamp, ping, post_signed, post_signed_with,
-    public_key_hex, sign, DiscordStandin, Failure, APP_ID, BOT_TOKEN, GUILD_ID,
+    autocomplete_interaction, command_interaction, component_interaction, now_timestamp, ping,
+    post_signed, post_signed_with, public_key_hex, sign, DiscordStandin, Failure, APP_ID,
+    BOT_TOKEN, GUILD_ID,
 };
 use crate::support::{test_config, TestDb, FIXTURE_MIGRATIONS};
 
@@ -942,7 +943,7 @@ async fn answers_edit_the_deferred_response_once_then_follow_up() {
     .unwrap();
     let ia = slash(1_800_000_000_000_000_001, ALICE, "status", &[]);
     standin.note_interaction(&ia);
-    let Incoming::Event { event, ack } = parse(&ia).unwrap() else {
+    let Incoming::Event { event, ack, .. } = parse(&ia).unwrap() else {
         panic!("an event")
     };
     a.transport()
@@ -981,7 +982,7 @@ async fn answers_edit_the_deferred_response_once_then_follow_up() {
     let card = json!({"id": "1900000000000000001", "channel_id": APPROVALS.to_string()});
     let ia = click(1_800_000_000_000_000_002, BOB, "approve:x", &card);
     standin.note_interaction(&ia);
-    let Incoming::Event { event, ack } = parse(&ia).unwrap() else {
+    let Incoming::Event { event, ack, .. } = parse(&ia).unwrap() else {
         panic!("an event")
     };
     assert_eq!(ack, json!({"type": 6}));
@@ -993,4 +994,91 @@ async fn answers_edit_the_deferred_response_once_then_follow_up() {
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].method, "POST");
     assert_eq!(calls[0].body["flags"], 64);
+}
+
+/// Suggestions name migrations, backups and requests: someone who is not an operator gets
+/// none, an operator gets the migration folder's names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autocomplete_suggests_only_to_those_who_may_run_the_command() {
+    let standin = DiscordStandin::start().await;
+    let run = start(Setup {
+        standin: &standin,
+        mode: "http",
+        tag: "AUTOCOMPLETE",
+        with_db: false,
+        extra: String::new(),
+    })
+    .await;
+    let typing = |id: u64, user: u64| {
+        autocomplete_interaction(
+            id,
+            &format!("tok-{id}"),
+            APP_ID,
+            Some(GUILD_ID),
+            OPS,
+            user,
+            "rollback",
+            &[],
+            "migration",
+            "",
+        )
+    };
+    let (status, answer, _) = run
+        .post_interaction(&standin, &typing(1_400_000_000_000_000_040, ALICE))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["type"], 8);
+    let choices = answer["data"]["choices"].as_array().cloned().unwrap();
+    assert!(
+        !choices.is_empty(),
+        "an operator gets suggestions: {answer}"
+    );
+    let (status, answer, _) = run
+        .post_interaction(&standin, &typing(1_400_000_000_000_000_041, STRANGER))
+        .await;
+    assert_eq!(
+        (status, answer),
+        (200, json!({"type": 8, "data": {"choices": []}}))
+    );
+    run.stop().await;
+}
+
+/// With `discord.guild_id` set, an interaction from another server (the bot invited elsewhere)
+/// is refused there and then: nothing is requested, nothing is audited, no card is posted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactions_from_another_server_are_refused_and_change_nothing() {
+    let standin = DiscordStandin::start().await;
+    let run = start(Setup {
+        standin: &standin,
+        mode: "http",
+        tag: "FOREIGN",
+        with_db: false,
+        extra: String::new(),
+    })
+    .await;
+    let before = run.audit().await.len();
+    let id = 1_400_000_000_000_000_050;
+    let foreign = command_interaction(
+        id,
+        &format!("tok-{id}"),
+        APP_ID,
+        Some(GUILD_ID + 7),
+        OPS,
+        ALICE,
+        "app",
+        &[("action", json!("stop"))],
+    );
+    let (status, answer, _) = run.post_interaction(&standin, &foreign).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["type"], 4, "{answer}");
+    assert_eq!(answer["data"]["flags"], 64, "{answer}");
+    assert!(
+        text_of(&answer["data"]).contains("not set up for this server"),
+        "{answer}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(run.requests().await.is_empty());
+    assert_eq!(run.audit().await.len(), before);
+    assert!(standin.messages_in(APPROVALS).is_empty());
+    run.stop().await;
 }

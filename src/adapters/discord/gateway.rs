@@ -59,6 +59,18 @@ pub async fn accept(adapter: &DiscordAdapter, inbound: &Inbound, incoming: Incom
     let Some((id, token)) = incoming.id_and_token() else {
         return; // PING comes only over HTTP.
     };
+    if !adapter.serves_guild(incoming.guild()) {
+        tracing::warn!(guild = ?incoming.guild(), "discord: interaction from outside discord.guild_id refused");
+        let answer = interactions::foreign_answer(&incoming);
+        if let Err(e) = adapter
+            .transport()
+            .interaction_callback(&id, &token, &answer)
+            .await
+        {
+            tracing::warn!(interaction = %id, error = %e, "discord: could not answer an interaction from another server");
+        }
+        return;
+    }
     if !adapter.first_sight(&id) {
         tracing::info!(interaction = %id, "discord: interaction delivered again; ignored");
         return;

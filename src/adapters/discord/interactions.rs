@@ -111,8 +111,8 @@ impl ReplyHandle {
     }
 }
 
-/// An interaction, read.
-#[derive(Debug)]
+/// An interaction, read. Its `Debug` leaves out tokens (they let anyone answer as the bot for
+/// 15 minutes).
 pub enum Incoming {
     /// PING (HTTP endpoint only): answered with PONG.
     Ping,
@@ -122,6 +122,8 @@ pub enum Incoming {
         event: InboundEvent,
         /// The initial response.
         ack: Value,
+        /// The server it came from (`None` in a DM).
+        guild: Option<String>,
     },
     /// APPLICATION_COMMAND_AUTOCOMPLETE: `data` goes to [`register::autocomplete`].
     Autocomplete {
@@ -131,6 +133,10 @@ pub enum Incoming {
         token: String,
         /// The interaction's `data`.
         data: Value,
+        /// Who is typing (`member.user.id`, or `user.id` in a DM), if the payload says.
+        account: Option<String>,
+        /// The server it came from (`None` in a DM).
+        guild: Option<String>,
     },
     /// Anything else (a modal submit, a select menu): acked with an ephemeral note.
     Unsupported {
@@ -143,7 +149,45 @@ pub enum Incoming {
     },
 }
 
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Incoming::Ping => f.write_str("Ping"),
+            Incoming::Event { event, guild, .. } => f
+                .debug_struct("Event")
+                .field("event", event)
+                .field("guild", guild)
+                .finish_non_exhaustive(),
+            Incoming::Autocomplete {
+                id, account, guild, ..
+            } => f
+                .debug_struct("Autocomplete")
+                .field("id", id)
+                .field("account", account)
+                .field("guild", guild)
+                .field("token", &"<redacted>")
+                .finish_non_exhaustive(),
+            Incoming::Unsupported { id, kind, .. } => f
+                .debug_struct("Unsupported")
+                .field("id", id)
+                .field("kind", kind)
+                .field("token", &"<redacted>")
+                .finish(),
+        }
+    }
+}
+
 impl Incoming {
+    /// The server the interaction came from (`None` in a DM, and for PING).
+    pub fn guild(&self) -> Option<&str> {
+        match self {
+            Incoming::Event { guild, .. } | Incoming::Autocomplete { guild, .. } => {
+                guild.as_deref()
+            }
+            Incoming::Ping | Incoming::Unsupported { .. } => None,
+        }
+    }
+
     /// The interaction id and token (not for PING).
     pub fn id_and_token(&self) -> Option<(String, String)> {
         match self {
@@ -245,17 +289,18 @@ pub fn parse(v: &Value) -> Result<Incoming, String> {
         .ok_or("no interaction token")?
         .to_string();
     let data = v.get("data").cloned().unwrap_or(Value::Null);
+    let guild = text(v, &["guild_id"]).map(str::to_string);
+    // In a server the user is `member.user`; in a DM, `user`.
+    let user = v
+        .get("member")
+        .and_then(|m| m.get("user"))
+        .or_else(|| v.get("user"));
     match kind {
         2 | 3 => {
             let app = text(v, &["application_id"])
                 .ok_or("no application id")?
                 .to_string();
-            // In a server the user is `member.user`; in a DM, `user`.
-            let user = v
-                .get("member")
-                .and_then(|m| m.get("user"))
-                .or_else(|| v.get("user"))
-                .ok_or("no user")?;
+            let user = user.ok_or("no user")?;
             let account = text(user, &["id"]).ok_or("no user id")?.to_string();
             let display = text(v, &["member", "nick"])
                 .or_else(|| text(user, &["global_name"]))
@@ -306,14 +351,37 @@ pub fn parse(v: &Value) -> Result<Incoming, String> {
                 }
                 .encode(),
             );
-            Ok(Incoming::Event { event, ack })
+            Ok(Incoming::Event { event, ack, guild })
         }
-        4 => Ok(Incoming::Autocomplete { id, token, data }),
+        4 => Ok(Incoming::Autocomplete {
+            id,
+            token,
+            data,
+            account: user.and_then(|u| text(u, &["id"])).map(str::to_string),
+            guild,
+        }),
         other => Ok(Incoming::Unsupported {
             id,
             token,
             kind: other,
         }),
+    }
+}
+
+/// An autocomplete answer with no suggestions.
+pub fn no_choices() -> Value {
+    json!({"type": 8, "data": {"choices": []}})
+}
+
+/// What an interaction from a server other than `discord.guild_id` is told.
+pub const FOREIGN_GUILD: &str =
+    "dualkey is not set up for this server; ask its admins to use the server in discord.guild_id.";
+
+/// The answer to an interaction from outside `discord.guild_id`: nothing is submitted.
+pub fn foreign_answer(incoming: &Incoming) -> Value {
+    match incoming {
+        Incoming::Autocomplete { .. } => no_choices(),
+        _ => ephemeral_answer(FOREIGN_GUILD),
     }
 }
 
@@ -325,9 +393,28 @@ pub const UNSUPPORTED: &str = "dualkey does not handle this kind of interaction;
 pub async fn respond_to(inbound: &Inbound, incoming: Incoming) -> (Value, Option<InboundEvent>) {
     match incoming {
         Incoming::Ping => (pong(), None),
-        Incoming::Event { event, ack } => (ack, Some(event)),
-        Incoming::Autocomplete { data, .. } => {
-            (register::autocomplete(inbound.core(), &data).await, None)
+        Incoming::Event { event, ack, .. } => (ack, Some(event)),
+        Incoming::Autocomplete { data, account, .. } => {
+            // Suggestions name migrations, backups and requests: only for someone who may run
+            // the command they are typing.
+            let core = inbound.core();
+            let allowed = account.is_some_and(|account| {
+                let who = core.directory.resolve(&Actor {
+                    platform: Platform::Discord,
+                    account,
+                    display: String::new(),
+                });
+                let sub = data["options"][0]["name"].as_str().unwrap_or_default();
+                crate::core::command::REGISTRY
+                    .iter()
+                    .find(|s| s.name == sub)
+                    .is_some_and(|s| !who.roles.is_empty() && who.can(s.role))
+            });
+            if allowed {
+                (register::autocomplete(core, &data).await, None)
+            } else {
+                (no_choices(), None)
+            }
         }
         Incoming::Unsupported { kind, .. } => {
             tracing::info!(kind, "discord: interaction type not handled");
@@ -452,7 +539,11 @@ async fn http_interaction(
             return (StatusCode::BAD_REQUEST, "unreadable interaction").into_response();
         }
     };
-    if let Incoming::Event { event, ack } = &incoming {
+    if !st.adapter.serves_guild(incoming.guild()) && !matches!(incoming, Incoming::Ping) {
+        tracing::warn!(guild = ?incoming.guild(), "discord: interaction from outside discord.guild_id refused");
+        return axum::Json(foreign_answer(&incoming)).into_response();
+    }
+    if let Incoming::Event { event, ack, .. } = &incoming {
         if !st.adapter.first_sight(&event.delivery_id) {
             // Delivered before: the store's dedupe would ignore it too; the same ack again.
             tracing::info!(interaction = %event.delivery_id, "discord: interaction seen before; acked again, not handled");
@@ -556,7 +647,7 @@ mod tests {
 
     #[test]
     fn a_command_becomes_an_invoke_with_its_subcommand_and_options_and_is_deferred() {
-        let Incoming::Event { event, ack } = parse(&command_payload()).unwrap() else {
+        let Incoming::Event { event, ack, .. } = parse(&command_payload()).unwrap() else {
             panic!("not an event")
         };
         assert_eq!(event.delivery_id, "900000000000000001");
@@ -593,7 +684,7 @@ mod tests {
             "user": {"id": "300000000000000002", "username": "bob"},
             "data": {"custom_id": "approve:abc", "component_type": 2}
         });
-        let Incoming::Event { event, ack } = parse(&v).unwrap() else {
+        let Incoming::Event { event, ack, .. } = parse(&v).unwrap() else {
             panic!("not an event")
         };
         assert_eq!(event.actor.account, "300000000000000002");

@@ -71,6 +71,8 @@ pub struct DiscordAdapter {
     api_base_url: String,
     token: SecretString,
     application_id: Option<u64>,
+    /// `discord.guild_id`: when set, interactions from any other server (or a DM) are refused.
+    guild_id: Option<String>,
     verifier: Option<Verifier>,
     /// Interaction ids seen lately, oldest first (a redelivery is acked once, handled once).
     seen: Mutex<(std::collections::HashSet<String>, VecDeque<String>)>,
@@ -121,10 +123,21 @@ impl DiscordAdapter {
             api_base_url: s.api_base_url.trim_end_matches('/').to_string(),
             token,
             application_id,
+            guild_id: Some(s.guild_id.trim().to_string()).filter(|g| !g.is_empty()),
             verifier,
             seen: Mutex::new(Default::default()),
             acked: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Whether an interaction from `guild` (`None`: a DM) is served: always without
+    /// `discord.guild_id`, otherwise only from that server. A bot someone else invites to their
+    /// server must not post approval cards (plans, warnings) there.
+    pub fn serves_guild(&self, guild: Option<&str>) -> bool {
+        match &self.guild_id {
+            None => true,
+            Some(ours) => guild == Some(ours.as_str()),
+        }
     }
 
     /// The mode from the settings.

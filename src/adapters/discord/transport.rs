@@ -240,9 +240,10 @@ fn seg(s: &str) -> Result<&str, DeliveryError> {
     if ok {
         Ok(s)
     } else {
+        // Never quote it: it may be an interaction token.
         Err(DeliveryError::Permanent(format!(
-            "`{}` is not a Discord id or token",
-            s.chars().take(40).collect::<String>().escape_default()
+            "a path segment of {} characters is not a Discord id or token",
+            s.chars().count()
         )))
     }
 }
