@@ -409,8 +409,9 @@ async fn a_restart_in_the_middle_of_a_window_loses_no_reminder_and_marks_the_lat
         db: None,
     };
     let late = tick_posts(&second).await;
-    let due = dualkey::core::command::monitor::hhmm(opened_at + 15 * MIN);
-    let now = dualkey::core::command::monitor::hhmm(second.clock.now_ms());
+    let tz = second.core.settings.schedule.tz();
+    let due = dualkey::core::command::monitor::hhmm(opened_at + 15 * MIN, tz);
+    let now = dualkey::core::command::monitor::hhmm(second.clock.now_ms(), tz);
     assert!(late.contains("reminder 2/3"), "{late}");
     assert!(
         late.contains(&format!("late: due {due}, posted {now}")),
