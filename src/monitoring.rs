@@ -263,7 +263,10 @@ async fn tick_window(core: &Core, w: &WindowRow, now: i64) -> anyhow::Result<()>
                 .filter(|r| r.posted_at.is_none())
                 .min_by_key(|r| (r.due_at, r.idx))
             {
-                card.fields.push(("Next reminder".into(), hhmm(r.due_at, core.settings.schedule.tz())));
+                card.fields.push((
+                    "Next reminder".into(),
+                    hhmm(r.due_at, core.settings.schedule.tz()),
+                ));
             }
             card.buttons = buttons(&cur);
             ("monitor.probe.failed", Reply::card(card))

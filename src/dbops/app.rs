@@ -99,10 +99,7 @@ impl Ring {
 
 /// Reads `r` to its end, pushing each line into `ring` as it comes (a line longer than
 /// [`MAX_LINE_BYTES`] is cut), so nothing but the ring's bound is held in memory.
-async fn pump<R: tokio::io::AsyncRead + Unpin>(
-    r: Option<R>,
-    ring: &std::sync::Mutex<Ring>,
-) {
+async fn pump<R: tokio::io::AsyncRead + Unpin>(r: Option<R>, ring: &std::sync::Mutex<Ring>) {
     use tokio::io::AsyncReadExt as _;
     let Some(mut r) = r else { return };
     let mut buf = vec![0u8; 8192];

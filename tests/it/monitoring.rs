@@ -567,7 +567,8 @@ async fn an_unreachable_health_url_is_shown_as_the_error_and_posted_at_once() {
 /// end (like `kubectl logs -f`). Argv from the test's own config.
 async fn app_with_endless_logs() -> TestApp {
     let line = "app_status = [\"echo\", \"backend running\"]";
-    let logs = "app_logs = [\"sh\", \"-c\", \"yes line | head -c 5000000; echo tail-marker; sleep 30\"]";
+    let logs =
+        "app_logs = [\"sh\", \"-c\", \"yes line | head -c 5000000; echo tail-marker; sleep 30\"]";
     spawn_app_with(Backend::Sqlite, 1, 0, |t| {
         t.replace(line, &format!("{line}\n{logs}"))
     })
@@ -625,7 +626,11 @@ async fn app_logs_are_read_into_a_bounded_ring_and_kept_at_the_timeout() {
     assert_eq!(c.lines.last().map(String::as_str), Some("tail-marker"));
     let bytes: usize = c.lines.iter().map(|l| l.len() + 1).sum();
     assert!(bytes <= 64 * 1024, "{bytes} bytes kept");
-    assert!(c.lines.len() > 1000, "the last 64 KiB of lines: {}", c.lines.len());
+    assert!(
+        c.lines.len() > 1000,
+        "the last 64 KiB of lines: {}",
+        c.lines.len()
+    );
     // A command that ends keeps its exit code and both streams.
     let argv: Vec<String> = ["sh", "-c", "echo out; echo err >&2; exit 3"]
         .iter()
@@ -706,7 +711,14 @@ async fn a_late_reminder_states_only_its_times_and_cards_use_the_schedule_time_z
     };
     app.cmd("alice", "monitor").await;
     let w = window(&app.core).await;
-    let opened = app.core.store.get_window(&w).await.unwrap().unwrap().opened_at;
+    let opened = app
+        .core
+        .store
+        .get_window(&w)
+        .await
+        .unwrap()
+        .unwrap()
+        .opened_at;
     // dualkey is up the whole time; the tick simply comes 2 minutes after the first reminder.
     app.clock.advance(7 * MIN);
     let card = tick_posts(&app).await;
@@ -721,7 +733,10 @@ async fn a_late_reminder_states_only_its_times_and_cards_use_the_schedule_time_z
     );
     assert!(!card.contains("not running"), "{card}");
     assert!(
-        card.contains(&format!("Next reminder: {} (+15m)", tokyo(opened + 15 * MIN))),
+        card.contains(&format!(
+            "Next reminder: {} (+15m)",
+            tokyo(opened + 15 * MIN)
+        )),
         "{card}"
     );
     let status = app.cmd("carol", "status production").await;
@@ -770,7 +785,9 @@ async fn two_windows_opened_at_once_on_postgres_leave_one_open() {
         }
         // A's transaction opens a window and stays open while B's opens one too.
         let mut ta = a.core.store.begin().await.unwrap();
-        let wa = open_window_tx(&a.core, &mut ta, new("alice")).await.unwrap();
+        let wa = open_window_tx(&a.core, &mut ta, new("alice"))
+            .await
+            .unwrap();
         let b2 = b.clone();
         let nb = new("bob");
         let jb = tokio::spawn(async move {
