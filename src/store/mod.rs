@@ -509,6 +509,14 @@ pub trait Tx: Send {
     async fn card_channels(&mut self, card_key: &str) -> StoreResult<Vec<(String, String)>>;
     /// Inserts a monitoring window and its reminders.
     async fn insert_window(&mut self, w: &WindowRow, reminders: &[ReminderRow]) -> StoreResult<()>;
+    /// Inserts a monitoring window and its reminders unless its environment has an open window
+    /// (the partial unique index of migration 0009); false, and nothing inserted, when it has.
+    /// On PostgreSQL it waits for a transaction that is inserting one to finish first.
+    async fn insert_window_if_none_open(
+        &mut self,
+        w: &WindowRow,
+        reminders: &[ReminderRow],
+    ) -> StoreResult<bool>;
     /// Reads a monitoring window and locks it until commit (PostgreSQL `FOR UPDATE`).
     async fn lock_window(&mut self, id: &str) -> StoreResult<Option<WindowRow>>;
     /// The open windows of an environment, locked.

@@ -497,6 +497,46 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn insert_window_if_none_open(&mut self, w: &WindowRow, reminders: &[ReminderRow]) -> StoreResult<bool> {
+                let q = format!("INSERT INTO monitor_windows ({WINDOW_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) ON CONFLICT (env) WHERE state = 'open' DO NOTHING");
+                let res = sqlx::query(&q)
+                    .bind(&w.id)
+                    .bind(&w.env)
+                    .bind(w.opened_at)
+                    .bind(&w.opened_by)
+                    .bind(&w.operation_id)
+                    .bind(&w.kind)
+                    .bind(&w.migrations_json)
+                    .bind(&w.rollback_target)
+                    .bind(&w.channel_json)
+                    .bind(&w.state)
+                    .bind(w.closed_at)
+                    .bind(&w.closed_by)
+                    .bind(&w.close_reason)
+                    .bind(w.probes)
+                    .bind(w.probe_failures)
+                    .bind(w.last_probe_at)
+                    .bind(&w.last_probe)
+                    .bind(w.failing)
+                    .execute(&mut *self.tx)
+                    .await?;
+                if res.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                let q = format!("INSERT INTO monitor_reminders ({REMINDER_COLS}) VALUES ($1, $2, $3, $4, $5)");
+                for r in reminders {
+                    sqlx::query(&q)
+                        .bind(&r.window_id)
+                        .bind(r.idx)
+                        .bind(r.due_at)
+                        .bind(r.posted_at)
+                        .bind(&r.card_json)
+                        .execute(&mut *self.tx)
+                        .await?;
+                }
+                Ok(true)
+            }
+
             async fn lock_window(&mut self, id: &str) -> StoreResult<Option<WindowRow>> {
                 let q = format!("SELECT {WINDOW_COLS} FROM monitor_windows WHERE id = $1{}", $for_update);
                 let row = sqlx::query(&q).bind(id).fetch_optional(&mut *self.tx).await?;
