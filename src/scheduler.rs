@@ -38,7 +38,8 @@
 //! - **Backup age**: an environment with scheduled backups whose newest verified backup is older
 //!   than `schedule.max_backup_age` opens an alert (posted once, kept in the store) and closes it
 //!   (posted once) when a fresh backup exists. With no verified backup at all, the age counts
-//!   from this process's start.
+//!   from when a check first saw none (kept in the store, so a restart does not reset it), and
+//!   only a verified backup resolves the alert.
 //! - **Audit**: cron runs (start and end), backups, retention deletions, alerts and drills are
 //!   audit events; housekeeping jobs that run every few seconds are audited by what they do
 //!   (each expired request, each recovered operation, pruned rows), not by each tick.
@@ -137,6 +138,39 @@ pub fn next_backup_text(core: &Core, env: &str) -> String {
             s.backup_cron
         ),
         None => format!("never (schedule `{}` has no next time)", s.backup_cron),
+    }
+}
+
+/// Polls a job's future and turns a panic inside it into an error, so one job's bug is logged
+/// and the scheduler loop (expiry, reminders, backups) keeps running.
+struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let fut = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(p) => std::task::Poll::Ready(Err(p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into()))),
+        }
+    }
+}
+
+/// Runs one job: its error or panic is logged, never passed on.
+async fn guarded(job: &str, f: impl std::future::Future<Output = anyhow::Result<()>>) {
+    match CatchUnwind(Box::pin(f)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(job, error = format!("{e:#}"), "scheduled job failed"),
+        Err(p) => tracing::error!(job, panic = %p, "scheduled job panicked; the scheduler goes on"),
     }
 }
 
@@ -350,30 +384,20 @@ impl Scheduler {
                     continue;
                 }
             }
-            if let Err(e) = self.housekeeping(name, now).await {
-                tracing::error!(job = name, error = format!("{e:#}"), "scheduled job failed");
-            }
+            guarded(name, self.housekeeping(name, now)).await;
         }
     }
 
     /// The cron slots at or before `now` that no process took yet.
     pub async fn tick_cron(&self, now: i64) {
         let s = &self.core.settings.schedule;
-        if let Err(e) = self.cron(JOB_BACKUP, &s.backup_schedule(), true, now).await {
-            tracing::error!(
-                job = JOB_BACKUP,
-                error = format!("{e:#}"),
-                "scheduled job failed"
-            );
-        }
+        guarded(
+            JOB_BACKUP,
+            self.cron(JOB_BACKUP, &s.backup_schedule(), true, now),
+        )
+        .await;
         if let Some(drill) = s.drill_schedule() {
-            if let Err(e) = self.cron(JOB_DRILL, &drill, false, now).await {
-                tracing::error!(
-                    job = JOB_DRILL,
-                    error = format!("{e:#}"),
-                    "scheduled job failed"
-                );
-            }
+            guarded(JOB_DRILL, self.cron(JOB_DRILL, &drill, false, now)).await;
         }
     }
 
@@ -548,7 +572,6 @@ impl Scheduler {
             .map(|(n, _)| n.clone())
             .collect();
         let mut sections = Vec::new();
-        let mut replies = Vec::new();
         let mut failed = Vec::new();
         let note = match late {
             Some(l) => format!("scheduled backup of {} ({l})", show(slot)),
@@ -614,36 +637,22 @@ impl Scheduler {
                         "the scheduled backup of {env} failed; retention did not run"
                     )));
                     let title = format!("ALERT: the scheduled backup of {env} failed");
-                    let mut tx = match core.store.begin().await {
-                        Ok(tx) => tx,
-                        Err(e) => {
-                            tracing::error!(error = %e, "recording the alert failed");
-                            continue;
-                        }
-                    };
-                    let ok = core
-                        .audit_tx(
-                            &mut tx,
-                            NewAudit::system(
-                                "schedule.alert",
-                                Some(env),
-                                json!({"alert": "backup-failed", "error": err.0, "last_good": last_good.as_ref().map(|b| b.id.clone())}),
-                            ),
-                        )
-                        .await
-                        .is_ok();
-                    if ok && tx.commit().await.is_ok() {
-                        replies.push((
-                            report_channels(core, [env.as_str()]),
-                            alert(
-                                title,
-                                vec![
-                                    format!("error: {}", err.0),
-                                    format!("last good backup: {last}"),
-                                    format!("slot: {}", show(slot)),
-                                ],
-                            ),
-                        ));
+                    let reply = alert(
+                        title,
+                        vec![
+                            format!("error: {}", err.0),
+                            format!("last good backup: {last}"),
+                            format!("slot: {}", show(slot)),
+                        ],
+                    );
+                    // The alert is queued with its audit row, so a kill after this point
+                    // loses neither.
+                    let details = json!({"alert": "backup-failed", "error": err.0, "last_good": last_good.as_ref().map(|b| b.id.clone())});
+                    if let Err(e) = self.post_alert(env, details, &reply).await {
+                        tracing::error!(env = %env, error = format!("{e:#}"), "recording the alert failed");
+                        section.warnings.push(Warning::danger(format!(
+                            "the alert could not be recorded: {e:#}"
+                        )));
                     }
                 }
             }
@@ -678,7 +687,7 @@ impl Scheduler {
                 ..Section::default()
             });
         }
-        let mut all = vec![(
+        let all = vec![(
             report_channels(core, scheduled.iter().map(String::as_str)),
             public_report(Report {
                 title,
@@ -686,8 +695,28 @@ impl Scheduler {
                 buttons: vec![],
             }),
         )];
-        all.extend(replies);
         (outcome, all)
+    }
+
+    /// Audits `schedule.alert` for `env` and queues `reply` to its report channels, in one
+    /// transaction.
+    async fn post_alert(
+        &self,
+        env: &str,
+        details: serde_json::Value,
+        reply: &Reply,
+    ) -> anyhow::Result<()> {
+        let core = &self.core;
+        let mut tx = core.store.begin().await?;
+        core.audit_tx(
+            &mut tx,
+            NewAudit::system("schedule.alert", Some(env), details),
+        )
+        .await?;
+        enqueue(core, &mut tx, &report_channels(core, [env]), reply).await?;
+        tx.commit().await?;
+        core.outbox_wake.notify_one();
+        Ok(())
     }
 
     /// Applies retention after a good backup and says what it deleted.
@@ -772,11 +801,26 @@ impl Scheduler {
                 continue;
             }
             let newest = newest_verified(core, env).await?;
-            let since = newest.as_ref().map_or(self.started_at, |b| b.started_at);
             let name = format!("backup-age:{env}");
+            // With no verified backup, the age counts from when a check first saw none: a row
+            // kept in the store, so a restart does not reset it.
+            let none_since = format!("backup-none-since:{env}");
             let limit = crate::config::format_duration(core.settings.schedule.max_backup_age.0);
             let channels = report_channels(core, [env.as_str()]);
             let mut tx = core.store.begin().await?;
+            let since = match &newest {
+                Some(b) => {
+                    tx.clear_alert(&none_since).await?;
+                    b.started_at
+                }
+                None => {
+                    tx.raise_alert(&none_since, "no verified backup seen", now)
+                        .await?;
+                    tx.commit().await?;
+                    tx = core.store.begin().await?;
+                    core.store.alert_since(&none_since).await?.unwrap_or(now)
+                }
+            };
             if now - since > max {
                 let detail = match &newest {
                     Some(b) => format!(
@@ -785,8 +829,8 @@ impl Scheduler {
                         backup_line(b, now)
                     ),
                     None => format!(
-                        "{env} has no verified backup, and dualkey has run for {} (limit {limit})",
-                        human::age(now - self.started_at)
+                        "{env} has no verified backup, none for {} (limit {limit})",
+                        human::age(now - since)
                     ),
                 };
                 if tx.raise_alert(&name, &detail, now).await? {
@@ -808,8 +852,12 @@ impl Scheduler {
                     );
                     enqueue(core, &mut tx, &channels, &reply).await?;
                 }
-            } else if tx.clear_alert(&name).await? {
-                let b = newest.as_ref().expect("a young backup exists");
+            } else if let Some(b) = newest.as_ref() {
+                // Only a verified young backup resolves the alert; with none it stays open.
+                if !tx.clear_alert(&name).await? {
+                    tx.commit().await?;
+                    continue;
+                }
                 let text = format!(
                     "RESOLVED: {env} has a verified backup younger than {limit} again: {}",
                     backup_line(b, now)
