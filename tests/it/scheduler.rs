@@ -557,3 +557,58 @@ fn bad_cron_patterns_are_refused_at_load_naming_the_key() {
         assert!(err.contains(key), "{line}: {err}");
     }
 }
+
+/// With no verified backup, the backup-age alert counts from when a check first saw none (kept
+/// in the store): a restart neither resolves it (which used to panic the scheduler) nor resets
+/// the count, and only a verified backup resolves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_no_verified_backup_alert_open_and_does_not_panic() {
+    let s = setup(
+        Backend::Sqlite,
+        "backup_cron = \"0 2 1 1 *\"\nmax_backup_age = \"26h\"",
+        "",
+    )
+    .await;
+    let app = &s.app;
+    let hour = 3_600_000;
+    let t0 = utc(2026, 6, 1, 12, 0);
+    set_clock(app, t0);
+    let first = Scheduler::new(app.core.clone());
+    tick_at(app, &first, t0).await;
+    // Restarted 20 h later: the count goes on from t0, not from the restart.
+    set_clock(app, t0 + 20 * hour);
+    let second = Scheduler::new(app.core.clone());
+    tick_at(app, &second, t0 + 27 * hour).await;
+    let alert = "ALERT: backups of production are too old";
+    let count = |texts: &[String], what: &str| texts.iter().filter(|t| t.contains(what)).count();
+    let texts = reports(&app.core).await;
+    assert_eq!(count(&texts, alert), 1, "{texts:#?}");
+    assert!(texts.iter().any(|t| t.contains("no verified backup")));
+    // Restarted again: the young process must neither resolve the alert nor panic.
+    set_clock(app, t0 + 28 * hour);
+    let third = Scheduler::new(app.core.clone());
+    tick_at(app, &third, t0 + 28 * hour).await;
+    tick_at(app, &third, t0 + 29 * hour).await;
+    let texts = reports(&app.core).await;
+    assert_eq!(count(&texts, alert), 1, "{texts:#?}");
+    assert_eq!(count(&texts, "RESOLVED"), 0, "{texts:#?}");
+    // A verified backup resolves it.
+    let fresh = dualkey::runbook::take_backup(
+        &app.core,
+        "production",
+        dualkey::dbops::backup::BackupKind::Manual,
+        Some("alice"),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    tick_at(app, &third, t0 + 30 * hour).await;
+    let texts = reports(&app.core).await;
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("RESOLVED") && t.contains(&fresh.id)),
+        "{texts:#?}"
+    );
+}
