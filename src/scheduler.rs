@@ -84,6 +84,19 @@ const INTERVALS: [(&str, i64); 5] = [
 /// On a PostgreSQL store, a drill still `running` after this long was left by a stopped replica.
 pub const STALE_DRILL_MS: i64 = 6 * 3_600_000;
 
+/// The job name of a nightly backup made up after its run was interrupted (a separate row in
+/// `schedule_runs`, so it is made up once).
+pub const JOB_BACKUP_RETRY: &str = "backup-retry";
+
+/// A run in progress renews the lease `run:<job>:<slot>` every [`RUN_RENEW`] for this long; on
+/// a PostgreSQL store an unfinished run whose lease expired was left by a stopped replica.
+pub const RUN_LEASE_MS: i64 = 60_000;
+const RUN_RENEW: Duration = Duration::from_secs(10);
+
+fn run_lease(job: &str, slot: i64) -> String {
+    format!("run:{job}:{slot}")
+}
+
 /// A lease for a cron job covers the time it takes to start it; the slot row is what makes a
 /// run happen once.
 const CRON_LEASE_MS: i64 = 60_000;
@@ -98,6 +111,8 @@ pub struct Scheduler {
     /// The newest slot of each cron job this process has seen taken (by itself or another
     /// replica), so a taken slot costs no store write per tick.
     seen: Mutex<HashMap<&'static str, i64>>,
+    /// Nightly backup slots whose run was interrupted, to be made up by the cron loop.
+    make_up: Mutex<Vec<DateTime<Tz>>>,
 }
 
 /// A cron job's outcome and the messages it posts, each with its channels.
@@ -263,6 +278,7 @@ impl Scheduler {
             started_at,
             last: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
+            make_up: Mutex::new(Vec::new()),
         }
     }
 
@@ -270,11 +286,15 @@ impl Scheduler {
     /// scratch databases they left are dropped (when drills are configured and no other replica
     /// holds the drill lease). On a PostgreSQL store a drill counts as stopped only after
     /// [`STALE_DRILL_MS`], so a replica starting never drops another replica's drill in progress.
+    ///
+    /// First, cron runs a stopped process left unfinished are finished as `interrupted`
+    /// ([`Scheduler::recover_runs`]).
     pub async fn startup(&self) {
+        let now = self.core.clock.now_ms();
+        guarded("recover-runs", self.recover_runs(now)).await;
         if self.core.settings.schedule.restore_drill_cron.is_none() {
             return;
         }
-        let now = self.core.clock.now_ms();
         match self
             .core
             .store
@@ -342,6 +362,119 @@ impl Scheduler {
         }
     }
 
+    /// Cron runs left unfinished by a stopped process (all of them at a SQLite start-up; on a
+    /// PostgreSQL store those whose `run:<job>:<slot>` lease expired) are finished as
+    /// `interrupted`: audited, the scheduled backups they left `running` marked failed, an alert
+    /// posted in the same transaction, and a nightly backup interrupted today made up once by
+    /// the cron loop.
+    pub async fn recover_runs(&self, now: i64) -> anyhow::Result<()> {
+        let core = &self.core;
+        let tz = core.settings.schedule.tz();
+        for (job, slot, holder, started) in core.store.unfinished_runs().await? {
+            if holder == self.holder {
+                continue;
+            }
+            if core.store.backend() == Backend::Postgres
+                && !core
+                    .store
+                    .try_lease(&run_lease(&job, slot), &self.holder, now, RUN_LEASE_MS)
+                    .await?
+            {
+                continue;
+            }
+            let Some(slot_t) = tz.timestamp_millis_opt(slot).single() else {
+                continue;
+            };
+            let backup_job = job == JOB_BACKUP || job == JOB_BACKUP_RETRY;
+            let mut tx = core.store.begin().await?;
+            if !tx.interrupt_run(&job, slot, "interrupted", now).await? {
+                continue;
+            }
+            let mut failed = Vec::new();
+            if backup_job {
+                // Scheduled backups have no operation, so the worker's recovery does not see
+                // them on PostgreSQL: the run they belong to is what died.
+                for mut b in tx.running_backups().await? {
+                    if b.operation_id.is_none() && b.kind == "scheduled" && b.started_at >= started
+                    {
+                        b.state = "failed".into();
+                        b.error = Some("dualkey stopped while this backup ran".into());
+                        tx.put_backup(&b).await?;
+                        core.audit_tx(
+                            &mut tx,
+                            NewAudit::system(
+                                "backup.failed",
+                                Some(&b.env),
+                                json!({"backup": b.id, "error": "interrupted"}),
+                            ),
+                        )
+                        .await?;
+                        failed.push(b.id.clone());
+                    }
+                }
+            }
+            let today = tz.timestamp_millis_opt(now).single().map(|t| t.date_naive());
+            let make_up = job == JOB_BACKUP && today == Some(slot_t.date_naive());
+            let what = if backup_job {
+                "the scheduled backup"
+            } else {
+                "the restore drill"
+            };
+            let detail = format!(
+                "{what} run of {} was interrupted: dualkey stopped during it (holder {holder})",
+                show(&slot_t)
+            );
+            core.audit_tx(
+                &mut tx,
+                NewAudit::system(
+                    "schedule.run.interrupted",
+                    None,
+                    json!({"job": job, "slot": show(&slot_t), "holder": holder, "backups_failed": failed}),
+                ),
+            )
+            .await?;
+            core.audit_tx(
+                &mut tx,
+                NewAudit::system(
+                    "schedule.alert",
+                    None,
+                    json!({"alert": "run-interrupted", "job": job, "slot": show(&slot_t), "detail": detail}),
+                ),
+            )
+            .await?;
+            let mut lines = vec![detail];
+            if !failed.is_empty() {
+                lines.push(format!("marked failed: {}", failed.join(", ")));
+            }
+            lines.push(if make_up {
+                "the backup is made up now, once".into()
+            } else {
+                "it is not made up; the next run is on time".into()
+            });
+            let envs: Vec<&str> = core
+                .settings
+                .environments
+                .iter()
+                .filter(|(_, e)| !backup_job || e.scheduled_backups)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            let reply = alert(
+                format!("ALERT: {what} of {} was interrupted", show(&slot_t)),
+                lines,
+            );
+            enqueue(core, &mut tx, &report_channels(core, envs), &reply).await?;
+            tx.commit().await?;
+            core.outbox_wake.notify_one();
+            if make_up {
+                self.make_up
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(slot_t);
+            }
+        }
+        Ok(())
+    }
+
     /// Runs what is due now (by `core.clock`).
     pub async fn run_due(&self) {
         self.tick(self.core.clock.now_ms()).await
@@ -391,6 +524,20 @@ impl Scheduler {
     /// The cron slots at or before `now` that no process took yet.
     pub async fn tick_cron(&self, now: i64) {
         let s = &self.core.settings.schedule;
+        let pending: Vec<DateTime<Tz>> = std::mem::take(
+            &mut *self.make_up.lock().unwrap_or_else(|p| p.into_inner()),
+        );
+        for slot_t in pending {
+            let late = format!(
+                "made up: the {} run was interrupted while dualkey stopped",
+                slot_t.format("%H:%M")
+            );
+            guarded(
+                JOB_BACKUP_RETRY,
+                self.run_slot(JOB_BACKUP, JOB_BACKUP_RETRY, &slot_t, Some(late), now),
+            )
+            .await;
+        }
         guarded(
             JOB_BACKUP,
             self.cron(JOB_BACKUP, &s.backup_schedule(), true, now),
@@ -411,6 +558,7 @@ impl Scheduler {
             // On SQLite the one process recovers at start-up (`Application::build`).
             "recover-stale" if core.store.backend() == Backend::Postgres => {
                 Worker::recover_interrupted(core, false).await?;
+                self.recover_runs(now).await?;
             }
             "backup-age" => self.backup_age(now).await?,
             "prune" => {
@@ -505,6 +653,20 @@ impl Scheduler {
                 slot_t.format("%H:%M")
             ));
         }
+        self.run_slot(job, job, &slot_t, late, now).await
+    }
+
+    /// Takes slot `slot_t` of `job` under the name `key` in `schedule_runs` (the job's own name,
+    /// or [`JOB_BACKUP_RETRY`] for a make-up) and runs it, renewing its run lease meanwhile.
+    async fn run_slot(
+        &self,
+        job: &'static str,
+        key: &str,
+        slot_t: &DateTime<Tz>,
+        late: Option<String>,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        let slot = slot_t.timestamp_millis();
         if !self
             .core
             .store
@@ -513,13 +675,25 @@ impl Scheduler {
         {
             return Ok(());
         }
+        // Taken before the slot row, so no replica sees the row without its live lease.
+        let lease = run_lease(key, slot);
+        if !self
+            .core
+            .store
+            .try_lease(&lease, &self.holder, now, RUN_LEASE_MS)
+            .await?
+        {
+            return Ok(());
+        }
         let mut tx = self.core.store.begin().await?;
         if !tx
-            .claim_run(job, slot, &self.holder, late.is_some(), now)
+            .claim_run(key, slot, &self.holder, late.is_some(), now)
             .await?
         {
             drop(tx);
-            self.mark_seen(job, slot);
+            if key == job {
+                self.mark_seen(job, slot);
+            }
             return Ok(());
         }
         self.core
@@ -528,26 +702,48 @@ impl Scheduler {
                 NewAudit::system(
                     "schedule.run.started",
                     None,
-                    json!({"job": job, "slot": show(&slot_t), "late": late, "holder": self.holder}),
+                    json!({"job": key, "slot": show(slot_t), "late": late, "holder": self.holder}),
                 ),
             )
             .await?;
         tx.commit().await?;
-        self.mark_seen(job, slot);
-        let (outcome, posts) = match job {
-            JOB_BACKUP => self.nightly_backups(&slot_t, late.as_deref()).await,
-            _ => self.drills(&slot_t).await,
+        if key == job {
+            self.mark_seen(job, slot);
+        }
+        let work = async {
+            match job {
+                JOB_BACKUP => self.nightly_backups(slot_t, late.as_deref()).await,
+                _ => self.drills(slot_t).await,
+            }
+        };
+        let renew = async {
+            loop {
+                tokio::time::sleep(RUN_RENEW).await;
+                let now = self.core.clock.now_ms();
+                if let Err(e) = self
+                    .core
+                    .store
+                    .try_lease(&lease, &self.holder, now, RUN_LEASE_MS)
+                    .await
+                {
+                    tracing::warn!(job, error = %e, "renewing the run's lease failed");
+                }
+            }
+        };
+        let (outcome, posts) = tokio::select! {
+            r = work => r,
+            () = renew => unreachable!("the renewal never ends"),
         };
         let mut tx = self.core.store.begin().await?;
         let end = self.core.clock.now_ms();
-        tx.finish_run(job, slot, &outcome, end).await?;
+        tx.finish_run(key, slot, &outcome, end).await?;
         self.core
             .audit_tx(
                 &mut tx,
                 NewAudit::system(
                     "schedule.run.finished",
                     None,
-                    json!({"job": job, "slot": show(&slot_t), "outcome": outcome}),
+                    json!({"job": key, "slot": show(slot_t), "outcome": outcome}),
                 ),
             )
             .await?;

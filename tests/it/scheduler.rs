@@ -612,3 +612,132 @@ async fn a_restart_keeps_the_no_verified_backup_alert_open_and_does_not_panic() 
         "{texts:#?}"
     );
 }
+
+/// A bot killed during the nightly backup: the next start finishes the run as `interrupted`
+/// (audited, with an alert), marks the scheduled backup it left `running` failed, and makes
+/// the backup up once that day.
+async fn killed_mid_run(store: Backend) {
+    let s = setup(store, "backup_cron = \"0 2 * * *\"", "").await;
+    let app = &s.app;
+    let slot = utc(2026, 6, 2, 2, 0);
+    set_clock(app, slot);
+    // What a kill at 02:00:05 leaves: the slot taken, no finish, a scheduled backup running.
+    let manual = dualkey::runbook::take_backup(
+        &app.core,
+        "production",
+        dualkey::dbops::backup::BackupKind::Manual,
+        Some("alice"),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    let mut orphan = manual.clone();
+    orphan.id = "b-orphan".into();
+    orphan.kind = "scheduled".into();
+    orphan.state = "running".into();
+    orphan.started_at = slot + 5_000;
+    orphan.operation_id = None;
+    let mut tx = app.core.store.begin().await.unwrap();
+    assert!(tx
+        .claim_run("backup", slot, "scheduler-dead", false, slot)
+        .await
+        .unwrap());
+    tx.put_backup(&orphan).await.unwrap();
+    tx.commit().await.unwrap();
+    // Restarted at 02:30 the same day.
+    set_clock(app, slot + 1_800_000);
+    let sched = Scheduler::new(app.core.clone());
+    sched.startup().await;
+    tick_at(app, &sched, slot + 1_800_000).await;
+    let interrupted = audit_details(&app.core, "schedule.run.interrupted").await;
+    assert_eq!(interrupted.len(), 1, "{interrupted:?}");
+    assert!(interrupted[0].contains("b-orphan"), "{interrupted:?}");
+    let alerts = audit_details(&app.core, "schedule.alert").await;
+    assert!(
+        alerts.iter().any(|a| a.contains("run-interrupted")),
+        "{alerts:?}"
+    );
+    let b = app
+        .core
+        .store
+        .get_backup("b-orphan")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.state, "failed");
+    let texts = reports(&app.core).await;
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("ALERT") && t.contains("was interrupted")),
+        "{texts:#?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("Scheduled backup report") && t.contains("made up")),
+        "{texts:#?}"
+    );
+    let ok = |v: Vec<dualkey::store::BackupRow>| v.into_iter().filter(|b| b.state == "ok").count();
+    assert_eq!(ok(scheduled_backups(&app.core).await), 1);
+    // Another restart the same day makes nothing up again.
+    set_clock(app, slot + 3_600_000);
+    let again = Scheduler::new(app.core.clone());
+    again.startup().await;
+    tick_at(app, &again, slot + 3_600_000).await;
+    assert_eq!(ok(scheduled_backups(&app.core).await), 1);
+    assert_eq!(
+        audit_details(&app.core, "schedule.run.interrupted")
+            .await
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_during_the_nightly_backup_is_reported_and_made_up_once_sqlite() {
+    killed_mid_run(Backend::Sqlite).await;
+}
+
+/// On PostgreSQL the dead holder's run lease is expired (it never took one here), so a
+/// replica starting recovers it; a run whose holder renews its lease is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_during_the_nightly_backup_is_reported_and_made_up_once_postgres() {
+    killed_mid_run(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_in_progress_on_another_postgres_replica_is_not_interrupted() {
+    let s = setup(Backend::Postgres, "backup_cron = \"0 2 * * *\"", "").await;
+    let app = &s.app;
+    let slot = utc(2026, 6, 2, 2, 0);
+    set_clock(app, slot);
+    assert!(app
+        .core
+        .store
+        .try_lease(&format!("run:backup:{slot}"), "scheduler-alive", slot, 60_000)
+        .await
+        .unwrap());
+    let mut tx = app.core.store.begin().await.unwrap();
+    assert!(tx
+        .claim_run("backup", slot, "scheduler-alive", false, slot)
+        .await
+        .unwrap());
+    tx.commit().await.unwrap();
+    set_clock(app, slot + 30_000);
+    let sched = Scheduler::new(app.core.clone());
+    sched.startup().await;
+    assert!(audit_details(&app.core, "schedule.run.interrupted")
+        .await
+        .is_empty());
+    // Its holder stopped renewing: a minute later the periodic check recovers it.
+    set_clock(app, slot + 90_000);
+    sched.recover_runs(slot + 90_000).await.unwrap();
+    assert_eq!(
+        audit_details(&app.core, "schedule.run.interrupted")
+            .await
+            .len(),
+        1
+    );
+}
