@@ -81,9 +81,6 @@ const INTERVALS: [(&str, i64); 5] = [
     ("prune", 3_600_000),
 ];
 
-/// On a PostgreSQL store, a drill still `running` after this long was left by a stopped replica.
-pub const STALE_DRILL_MS: i64 = 6 * 3_600_000;
-
 /// The job name of a nightly backup made up after its run was interrupted (a separate row in
 /// `schedule_runs`, so it is made up once).
 pub const JOB_BACKUP_RETRY: &str = "backup-retry";
@@ -95,6 +92,22 @@ const RUN_RENEW: Duration = Duration::from_secs(10);
 
 fn run_lease(job: &str, slot: i64) -> String {
     format!("run:{job}:{slot}")
+}
+
+fn drill_lease(id: &str) -> String {
+    format!("drill:{id}")
+}
+
+/// The database URLs of every configured environment (a drill's scratch database must be none
+/// of them).
+fn env_urls(core: &Core) -> Vec<String> {
+    use secrecy::ExposeSecret as _;
+    core.settings
+        .environments
+        .values()
+        .filter_map(|e| e.database_url().ok())
+        .map(|u| u.expose_secret().to_string())
+        .collect()
 }
 
 /// A lease for a cron job covers the time it takes to start it; the slot row is what makes a
@@ -282,13 +295,12 @@ impl Scheduler {
         }
     }
 
-    /// Start-up work: drills left `running` by a stopped process are marked failed, and the
-    /// scratch databases they left are dropped (when drills are configured and no other replica
-    /// holds the drill lease). On a PostgreSQL store a drill counts as stopped only after
-    /// [`STALE_DRILL_MS`], so a replica starting never drops another replica's drill in progress.
-    ///
-    /// First, cron runs a stopped process left unfinished are finished as `interrupted`
-    /// ([`Scheduler::recover_runs`]).
+    /// Start-up work: cron runs a stopped process left unfinished are finished as `interrupted`
+    /// ([`Scheduler::recover_runs`]); drills left `running` by a stopped process are marked
+    /// failed, and the scratch databases they left are dropped (when drills are configured and
+    /// no other replica holds the drill lease; [`Scheduler::recover_drills`]). On a PostgreSQL
+    /// store a drill counts as stopped only when its `drill:<id>` lease expired, so a replica
+    /// starting never drops another replica's drill in progress.
     pub async fn startup(&self) {
         let now = self.core.clock.now_ms();
         guarded("recover-runs", self.recover_runs(now)).await;
@@ -304,23 +316,47 @@ impl Scheduler {
             Ok(true) => {}
             _ => return,
         }
-        let stale_before = match self.core.store.backend() {
-            Backend::Sqlite => now,
-            Backend::Postgres => now - STALE_DRILL_MS,
-        };
+        if let Err(e) = self.recover_drills(now, true).await {
+            tracing::error!(error = format!("{e:#}"), "recovering stopped drills failed");
+        }
+    }
+
+    /// Drills left `running` by a stopped process are marked failed and their scratch databases
+    /// dropped: at a SQLite start-up all of them; on a PostgreSQL store those whose
+    /// `drill:<id>` lease (renewed while a drill runs) expired, checked every 10 s. The scratch
+    /// database of an environment with no drill running is dropped when `at_startup`.
+    pub async fn recover_drills(&self, now: i64, at_startup: bool) -> anyhow::Result<()> {
+        let protected = env_urls(&self.core);
         let envs: Vec<String> = self.core.settings.environments.keys().cloned().collect();
         for name in &envs {
-            let drills = self.core.store.drills(name).await.unwrap_or_default();
+            let drills = self.core.store.drills(name).await?;
             let mut busy = false;
+            let mut stopped = false;
             for d in drills.iter().filter(|d| d.state == "running") {
-                if d.started_at > stale_before {
+                let dead = match self.core.store.backend() {
+                    Backend::Sqlite => at_startup,
+                    // Taken by a checker name, so this process's own live drill is not dead.
+                    Backend::Postgres => {
+                        self.core
+                            .store
+                            .try_lease(
+                                &drill_lease(&d.id),
+                                &format!("{}-check", self.holder),
+                                now,
+                                RUN_LEASE_MS,
+                            )
+                            .await?
+                    }
+                };
+                if !dead {
                     busy = true;
                     continue;
                 }
+                stopped = true;
                 let mut d = d.clone();
                 d.state = "failed".into();
                 d.error = Some("dualkey stopped during this drill".into());
-                save_drill(
+                let _ = save_drill(
                     &self.core,
                     &d,
                     "drill.failed",
@@ -328,7 +364,7 @@ impl Scheduler {
                 )
                 .await;
             }
-            if busy {
+            if busy || !(at_startup || stopped) {
                 continue;
             }
             let Some(url) = self
@@ -342,7 +378,7 @@ impl Scheduler {
             };
             use secrecy::ExposeSecret as _;
             let database = bk::database_name(url.expose_secret()).unwrap_or_default();
-            match bk::drop_stale(url.expose_secret()).await {
+            match bk::drop_stale(url.expose_secret(), &protected).await {
                 Ok(true) => {
                     tracing::warn!(env = %name, "dropped a drill database left by a stopped drill");
                     let _ = self
@@ -360,6 +396,7 @@ impl Scheduler {
                 }
             }
         }
+        Ok(())
     }
 
     /// Cron runs left unfinished by a stopped process (all of them at a SQLite start-up; on a
@@ -413,7 +450,10 @@ impl Scheduler {
                     }
                 }
             }
-            let today = tz.timestamp_millis_opt(now).single().map(|t| t.date_naive());
+            let today = tz
+                .timestamp_millis_opt(now)
+                .single()
+                .map(|t| t.date_naive());
             let make_up = job == JOB_BACKUP && today == Some(slot_t.date_naive());
             let what = if backup_job {
                 "the scheduled backup"
@@ -524,9 +564,8 @@ impl Scheduler {
     /// The cron slots at or before `now` that no process took yet.
     pub async fn tick_cron(&self, now: i64) {
         let s = &self.core.settings.schedule;
-        let pending: Vec<DateTime<Tz>> = std::mem::take(
-            &mut *self.make_up.lock().unwrap_or_else(|p| p.into_inner()),
-        );
+        let pending: Vec<DateTime<Tz>> =
+            std::mem::take(&mut *self.make_up.lock().unwrap_or_else(|p| p.into_inner()));
         for slot_t in pending {
             let late = format!(
                 "made up: the {} run was interrupted while dualkey stopped",
@@ -559,6 +598,9 @@ impl Scheduler {
             "recover-stale" if core.store.backend() == Backend::Postgres => {
                 Worker::recover_interrupted(core, false).await?;
                 self.recover_runs(now).await?;
+                if core.settings.schedule.restore_drill_cron.is_some() {
+                    self.recover_drills(now, false).await?;
+                }
             }
             "backup-age" => self.backup_age(now).await?,
             "prune" => {
@@ -1089,7 +1131,7 @@ impl Scheduler {
                 heading: Some(env.clone()),
                 ..Section::default()
             };
-            match drill_env(core, env).await {
+            match drill_env(core, env, &self.holder).await {
                 Ok(None) => section
                     .lines
                     .push("skipped: no verified backup to restore".into()),
@@ -1156,7 +1198,12 @@ impl Scheduler {
     }
 }
 
-async fn save_drill(core: &Core, d: &DrillRow, action: &str, details: serde_json::Value) {
+async fn save_drill(
+    core: &Core,
+    d: &DrillRow,
+    action: &str,
+    details: serde_json::Value,
+) -> anyhow::Result<()> {
     let r: anyhow::Result<()> = async {
         let mut tx = core.store.begin().await?;
         tx.put_drill(d).await?;
@@ -1167,9 +1214,10 @@ async fn save_drill(core: &Core, d: &DrillRow, action: &str, details: serde_json
         Ok(())
     }
     .await;
-    if let Err(e) = r {
+    if let Err(e) = &r {
         tracing::error!(error = format!("{e:#}"), "recording the drill failed");
     }
+    r
 }
 
 async fn run_drill(core: &Core, env: &str, b: &BackupRow) -> Result<bk::DrillOutcome, String> {
@@ -1186,6 +1234,7 @@ async fn run_drill(core: &Core, env: &str, b: &BackupRow) -> Result<bk::DrillOut
         &migrations,
         pg_bin_dir.as_deref(),
         DRILL_TABLES,
+        &env_urls(core),
     )
     .await
     .map_err(|e| e.to_string())
@@ -1197,6 +1246,7 @@ async fn run_drill(core: &Core, env: &str, b: &BackupRow) -> Result<bk::DrillOut
 pub async fn drill_env(
     core: &Core,
     env: &str,
+    holder: &str,
 ) -> Result<Option<(DrillRow, bk::DrillOutcome)>, (DrillRow, String)> {
     let Ok(Some(b)) = newest_verified(core, env).await else {
         return Ok(None);
@@ -1213,22 +1263,58 @@ pub async fn drill_env(
         details_json: None,
         error: None,
     };
-    save_drill(
-        core,
-        &d,
-        "drill.started",
-        json!({"drill": d.id, "backup": b.id}),
-    )
-    .await;
+    // The drill's lease, renewed while it runs, tells another replica it is alive; taken
+    // before its row exists.
+    let lease = drill_lease(&d.id);
+    let recorded = match core
+        .store
+        .try_lease(&lease, holder, started, RUN_LEASE_MS)
+        .await
+    {
+        Ok(true) => {
+            save_drill(
+                core,
+                &d,
+                "drill.started",
+                json!({"drill": d.id, "backup": b.id}),
+            )
+            .await
+        }
+        Ok(false) => Err(anyhow::anyhow!("the drill's lease is held elsewhere")),
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = recorded {
+        // No `running` row, no drill: nothing could find or clean up after it.
+        d.state = "failed".into();
+        let err = format!("the drill did not start: recording it failed: {e:#}");
+        d.error = Some(err.clone());
+        return Err((d, err));
+    }
     let t0 = std::time::Instant::now();
-    let result = run_drill(core, env, &b).await;
+    let renew = async {
+        loop {
+            tokio::time::sleep(RUN_RENEW).await;
+            let now = core.clock.now_ms();
+            if let Err(e) = core
+                .store
+                .try_lease(&lease, holder, now, RUN_LEASE_MS)
+                .await
+            {
+                tracing::warn!(error = %e, "renewing the drill's lease failed");
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = run_drill(core, env, &b) => r,
+        () = renew => unreachable!("the renewal never ends"),
+    };
     d.duration_ms = Some(t0.elapsed().as_millis() as i64);
     match result {
         Ok(outcome) => {
             d.state = "ok".into();
             d.restore_ms = Some(outcome.restore_ms);
             d.details_json = serde_json::to_string(&outcome).ok();
-            save_drill(
+            let _ = save_drill(
                 core,
                 &d,
                 "drill.finished",
@@ -1241,7 +1327,7 @@ pub async fn drill_env(
             let err = crate::core::audit::redact(&err);
             d.state = "failed".into();
             d.error = Some(err.clone());
-            save_drill(
+            let _ = save_drill(
                 core,
                 &d,
                 "drill.failed",

@@ -716,7 +716,12 @@ async fn a_run_in_progress_on_another_postgres_replica_is_not_interrupted() {
     assert!(app
         .core
         .store
-        .try_lease(&format!("run:backup:{slot}"), "scheduler-alive", slot, 60_000)
+        .try_lease(
+            &format!("run:backup:{slot}"),
+            "scheduler-alive",
+            slot,
+            60_000
+        )
         .await
         .unwrap());
     let mut tx = app.core.store.begin().await.unwrap();
