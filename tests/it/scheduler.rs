@@ -746,3 +746,40 @@ async fn a_run_in_progress_on_another_postgres_replica_is_not_interrupted() {
         1
     );
 }
+
+/// When the store refuses the failure alert of one environment, the report still has that
+/// environment's section, with the error and a warning that the alert was not recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_keeps_an_environment_whose_alert_the_store_refused() {
+    use sqlx::Connection;
+    let s = setup(Backend::Postgres, "backup_cron = \"0 2 * * *\"", "").await;
+    let app = &s.app;
+    let store_url = app.db.as_ref().unwrap().url.clone();
+    let mut c = sqlx::PgConnection::connect(&store_url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_alert() RETURNS trigger AS $$ BEGIN \
+           IF NEW.action = 'schedule.alert' THEN RAISE EXCEPTION 'store refused the alert'; END IF; \
+           RETURN NEW; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER refuse_alert BEFORE INSERT ON audit_events \
+           FOR EACH ROW EXECUTE FUNCTION refuse_alert();",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    // Nothing listens on port 1: the backup fails, then recording its alert fails.
+    std::env::set_var(&s.var, "postgres://postgres@127.0.0.1:1/gone");
+    set_clock(app, utc(2026, 6, 1, 1, 0));
+    let sched = Scheduler::new(app.core.clone());
+    tick_at(app, &sched, utc(2026, 6, 1, 2, 0)).await;
+    let texts = reports(&app.core).await;
+    let report = texts
+        .iter()
+        .find(|t| t.contains("Scheduled backup report"))
+        .unwrap_or_else(|| panic!("{texts:#?}"));
+    assert!(report.contains("production: FAILED"), "{report}");
+    assert!(report.contains("database unreachable"), "{report}");
+    assert!(
+        report.contains("the alert could not be recorded"),
+        "{report}"
+    );
+}
