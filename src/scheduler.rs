@@ -31,6 +31,12 @@
 //!   `schedule.run.skipped`; on a fresh install (no run recorded yet) nothing was missed, and
 //!   the first run is the next one on time. Missed drills are not
 //!   made up; the next one runs on time.
+//! - **A run killed mid-way** (its `schedule_runs` row never finished) is finished as
+//!   `interrupted` by [`Scheduler::recover_runs`]: at a SQLite start-up, or on PostgreSQL once
+//!   the run's `run:<job>:<slot>` lease (renewed every 10 s while it runs) expired. It is
+//!   audited, alerted, its orphaned scheduled backups are failed, and a nightly backup
+//!   interrupted the same day is made up once (as job [`JOB_BACKUP_RETRY`]).
+//! - **A failing job** (error or panic) is logged; the loop goes on with the others.
 //! - **Retention** runs after the nightly backups for every environment whose backup succeeded
 //!   and for every environment without scheduled backups (whose manual backups still age); never
 //!   for an environment whose backup just failed, so a bad night deletes nothing. Manual backups
