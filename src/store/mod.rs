@@ -408,6 +408,11 @@ pub trait Store: Send + Sync + 'static {
     async fn last_run(&self, job: &str) -> StoreResult<Option<i64>>;
     /// Restore drills of an environment, newest first.
     async fn drills(&self, env: &str) -> StoreResult<Vec<DrillRow>>;
+    /// When the row `name` of `schedule_alerts` was created, if it exists.
+    async fn alert_since(&self, name: &str) -> StoreResult<Option<i64>>;
+    /// Cron runs taken and never finished (their process stopped, or they still run), oldest
+    /// first: `(job, slot, holder, started_at)`.
+    async fn unfinished_runs(&self) -> StoreResult<Vec<(String, i64, String, i64)>>;
     /// Refreshes a running operation's heartbeat; false when `worker` no longer owns it (another
     /// replica marked it interrupted).
     async fn heartbeat(&self, operation_id: &str, worker: &str, now: i64) -> StoreResult<bool>;
@@ -572,6 +577,15 @@ pub trait Tx: Send {
         outcome: &str,
         now: i64,
     ) -> StoreResult<()>;
+    /// Finishes an unfinished run as `outcome`; true when this call finished it (it was still
+    /// unfinished), so only one process reports it.
+    async fn interrupt_run(
+        &mut self,
+        job: &str,
+        slot: i64,
+        outcome: &str,
+        now: i64,
+    ) -> StoreResult<bool>;
     /// Opens alert `name`; true when it was not open yet (post it), false when it already was.
     async fn raise_alert(&mut self, name: &str, detail: &str, now: i64) -> StoreResult<bool>;
     /// Closes alert `name`; true when it was open (post the resolution).

@@ -423,6 +423,28 @@ macro_rules! sql_store {
                 Ok(row.try_get::<Option<i64>, _>("slot")?)
             }
 
+            async fn alert_since(&self, name: &str) -> StoreResult<Option<i64>> {
+                let row = sqlx::query("SELECT since FROM schedule_alerts WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match row {
+                    Some(r) => Some(r.try_get::<i64, _>("since")?),
+                    None => None,
+                })
+            }
+
+            async fn unfinished_runs(&self) -> StoreResult<Vec<(String, i64, String, i64)>> {
+                let rows = sqlx::query("SELECT job, slot, holder, started_at FROM schedule_runs WHERE finished_at IS NULL ORDER BY started_at, job")
+                    .fetch_all(&self.pool)
+                    .await?;
+                let mut out = Vec::new();
+                for r in &rows {
+                    out.push((r.try_get("job")?, r.try_get("slot")?, r.try_get("holder")?, r.try_get("started_at")?));
+                }
+                Ok(out)
+            }
+
             async fn drills(&self, env: &str) -> StoreResult<Vec<DrillRow>> {
                 let q = format!("SELECT {DRILL_COLS} FROM backup_drills WHERE env = $1 ORDER BY started_at DESC, id DESC");
                 let rows = sqlx::query(&q).bind(env).fetch_all(&self.pool).await?;
@@ -913,6 +935,17 @@ macro_rules! sql_store {
                     .execute(&mut *self.tx)
                     .await?;
                 Ok(())
+            }
+
+            async fn interrupt_run(&mut self, job: &str, slot: i64, outcome: &str, now: i64) -> StoreResult<bool> {
+                let res = sqlx::query("UPDATE schedule_runs SET finished_at = $3, outcome = $4 WHERE job = $1 AND slot = $2 AND finished_at IS NULL")
+                    .bind(job)
+                    .bind(slot)
+                    .bind(now)
+                    .bind(outcome)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(res.rows_affected() == 1)
             }
 
             async fn raise_alert(&mut self, name: &str, detail: &str, now: i64) -> StoreResult<bool> {
