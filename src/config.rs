@@ -943,6 +943,21 @@ impl Settings {
                 "needs at least one reminder, e.g. [\"5m\", \"15m\", \"30m\"]",
             ));
         }
+        if let Some(w) = self
+            .monitoring
+            .reminders
+            .windows(2)
+            .find(|w| w[1].0 <= w[0].0)
+        {
+            return Err(self.invalid(
+                "monitoring.reminders",
+                format!(
+                    "must be in increasing order without repeats (`{}` comes after `{}`); the last one closes the window, e.g. [\"5m\", \"15m\", \"30m\"]",
+                    format_duration(w[1].0),
+                    format_duration(w[0].0)
+                ),
+            ));
+        }
         for (key, d) in std::iter::once(("schedule.max_backup_age", &self.schedule.max_backup_age))
             .chain(
                 self.monitoring
@@ -1202,6 +1217,22 @@ mod tests {
                 ),
                 "monitoring.reminders",
                 vec!["365d"],
+            ),
+            (
+                base().replace(
+                    "reminders = [\"5m\", \"15m\", \"30m\"]",
+                    "reminders = [\"30m\", \"5m\"]",
+                ),
+                "monitoring.reminders",
+                vec!["increasing order", "`5m` comes after `30m`"],
+            ),
+            (
+                base().replace(
+                    "reminders = [\"5m\", \"15m\", \"30m\"]",
+                    "reminders = [\"5m\", \"5m\", \"30m\"]",
+                ),
+                "monitoring.reminders",
+                vec!["without repeats"],
             ),
             (
                 base().replace("timezone = \"UTC\"", "timezone = \"Mars/Olympus_Mons\""),

@@ -12,13 +12,16 @@
 //!   report channels. The reminder is marked posted by a conditional update
 //!   (`WHERE posted_at IS NULL`) in the same transaction as its outbox rows and audit event, so
 //!   it is posted once even when two replicas tick at the same moment, and a reminder that came
-//!   due while dualkey was down is posted once at the next tick, marked late. The last reminder
-//!   closes the window with a summary.
+//!   due while dualkey was down (or busy) is posted once at the next tick, marked late with its
+//!   due and posted times. The latest reminder (by due time) closes the window with a summary.
+//!   Times on cards are in `schedule.timezone`, with the zone's name.
 //! - **Probes between reminders.** Every [`PROBE_EVERY_MS`] of clock time the window's health URL
 //!   is probed (the probe is claimed in the store first, so one process probes). The first
 //!   failure of a streak is posted at once, and a recovery line when it recovers.
 //!
 //! Probes and log commands run outside any transaction; a transaction only records their result.
+//! The windows of a tick run at the same time, each within [`WINDOW_DEADLINE`], and a reminder's
+//! probe and `app_logs` run at the same time too.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +44,11 @@ pub const PROBE_EVERY_MS: i64 = 30_000;
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `app_logs` may run.
 pub const LOGS_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much of `app_logs`' output is read back (its last lines).
+pub const LOGS_KEEP_BYTES: usize = 64 * 1024;
+/// The longest one window's part of a [`tick`] may take (probe, logs and store); the windows of
+/// a tick run at the same time, so a slow one does not delay the others.
+pub const WINDOW_DEADLINE: Duration = Duration::from_secs(30);
 /// How many log lines a reminder shows (each cut to [`LOG_LINE_CHARS`]).
 pub const LOG_LINES: usize = 10;
 /// Longest log line shown.
@@ -107,11 +115,18 @@ pub async fn probe(url: &str) -> Probe {
     }
 }
 
-/// The last lines of `app_logs` (argv, never a shell; bounded; with a timeout), or why not.
+/// The last lines of `app_logs` (argv, never a shell; stdout and stderr read together into a
+/// ring of their last [`LOGS_KEEP_BYTES`]; with a timeout after which the command is killed and
+/// what it printed so far is shown), or why not.
 async fn app_logs(argv: &[String]) -> Result<Vec<String>, String> {
-    match crate::dbops::app::run(argv, LOGS_TIMEOUT).await {
+    match crate::dbops::app::capture(argv, LOGS_TIMEOUT, LOGS_KEEP_BYTES).await {
         Ok(out) => {
-            let lines: Vec<&str> = out.tail.lines().collect();
+            let lines: Vec<&str> = out
+                .lines
+                .iter()
+                .map(String::as_str)
+                .filter(|l| !l.trim().is_empty())
+                .collect();
             let start = lines.len().saturating_sub(LOG_LINES);
             let mut shown: Vec<String> = lines[start..]
                 .iter()
@@ -124,7 +139,9 @@ async fn app_logs(argv: &[String]) -> Result<Vec<String>, String> {
                     }
                 })
                 .collect();
-            if !out.ok() {
+            if out.timed_out {
+                shown.push(format!("(stopped after {} s)", LOGS_TIMEOUT.as_secs()));
+            } else if !out.ok() {
                 shown.push(format!(
                     "(app_logs exited with {})",
                     out.code
@@ -142,9 +159,27 @@ async fn app_logs(argv: &[String]) -> Result<Vec<String>, String> {
 /// scheduler calls it under its lease; it is also safe to call from several processes at once.
 pub async fn tick(core: &Arc<Core>) -> anyhow::Result<()> {
     let now = core.clock.now_ms();
+    let mut set = tokio::task::JoinSet::new();
     for w in core.store.open_windows().await? {
-        if let Err(e) = tick_window(core, &w, now).await {
-            tracing::error!(window = %w.id, error = format!("{e:#}"), "monitoring window tick failed");
+        let core = core.clone();
+        set.spawn(async move {
+            match tokio::time::timeout(WINDOW_DEADLINE, tick_window(&core, &w, now)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(window = %w.id, error = format!("{e:#}"), "monitoring window tick failed")
+                }
+                // Dropped mid-way: its open transaction rolls back, and the next tick tries again.
+                Err(_) => tracing::error!(
+                    window = %w.id,
+                    secs = WINDOW_DEADLINE.as_secs(),
+                    "monitoring window tick did not finish in time"
+                ),
+            }
+        });
+    }
+    while let Some(res) = set.join_next().await {
+        if let Err(e) = res {
+            tracing::error!(error = %e, "monitoring window task failed");
         }
     }
     Ok(())
@@ -223,8 +258,15 @@ async fn tick_window(core: &Core, w: &WindowRow, now: i64) -> anyhow::Result<()>
                 ("Elapsed".into(), elapsed),
                 ("Health".into(), format!("FAILING: {}", p.summary)),
             ];
-            if let Some(r) = reminders.iter().find(|r| r.posted_at.is_none()) {
-                card.fields.push(("Next reminder".into(), hhmm(r.due_at)));
+            if let Some(r) = reminders
+                .iter()
+                .filter(|r| r.posted_at.is_none())
+                .min_by_key(|r| (r.due_at, r.idx))
+            {
+                card.fields.push((
+                    "Next reminder".into(),
+                    hhmm(r.due_at, core.settings.schedule.tz()),
+                ));
             }
             card.buttons = buttons(&cur);
             ("monitor.probe.failed", Reply::card(card))
@@ -268,14 +310,22 @@ async fn post_reminders(
     now: i64,
 ) -> anyhow::Result<()> {
     let env = core.settings.environments.get(&w.env);
-    let probe = match env.and_then(|e| e.health_url.as_deref()) {
-        Some(url) => Some(probe(url).await),
-        None => None,
-    };
-    let logs = match env.and_then(|e| e.app_logs.as_deref()) {
-        Some(argv) => Some(app_logs(argv).await),
-        None => None,
-    };
+    let url = env.and_then(|e| e.health_url.as_deref());
+    let argv = env.and_then(|e| e.app_logs.as_deref());
+    let (probe, logs) = tokio::join!(
+        async {
+            match url {
+                Some(url) => Some(probe(url).await),
+                None => None,
+            }
+        },
+        async {
+            match argv {
+                Some(argv) => Some(app_logs(argv).await),
+                None => None,
+            }
+        }
+    );
     let requester = match &w.operation_id {
         Some(op) => core.store.get_operation(op).await?.map(|o| o.requester),
         None => None,
@@ -297,16 +347,27 @@ async fn post_reminders(
         cur.probe_failures += i64::from(!p.ok);
     }
     let total = all.len() as i64;
-    let last = total - 1;
+    // The window closes with its latest reminder (by due time, whatever the order of the rows).
+    let last = all
+        .iter()
+        .max_by_key(|r| (r.due_at, r.idx))
+        .map(|r| r.idx)
+        .unwrap_or(-1);
+    let tz = core.settings.schedule.tz();
     let channels = channels(core, &cur);
     for r in due {
-        let next = all.iter().find(|n| n.idx > r.idx);
+        let next = all
+            .iter()
+            .filter(|n| n.idx != r.idx && (n.due_at, n.idx) > (r.due_at, r.idx))
+            .min_by_key(|n| (n.due_at, n.idx));
         let card = reminder_card(
             &cur,
             r,
             total,
+            r.idx == last,
             next,
             now,
+            tz,
             probe.as_ref(),
             logs.as_ref(),
             requester.as_deref(),
@@ -395,20 +456,22 @@ async fn post_reminders(
     Ok(())
 }
 
-/// The card of reminder `r` (1-based `r.idx + 1` of `total`).
+/// The card of reminder `r` (1-based `r.idx + 1` of `total`; `last`: the latest, which closes
+/// the window). Times are in `tz` (`schedule.timezone`), with the zone's name.
 #[allow(clippy::too_many_arguments)]
 fn reminder_card(
     w: &WindowRow,
     r: &ReminderRow,
     total: i64,
+    last: bool,
     next: Option<&ReminderRow>,
     now: i64,
+    tz: chrono_tz::Tz,
     probe: Option<&Probe>,
     logs: Option<&Result<Vec<String>, String>>,
     requester: Option<&str>,
 ) -> Reply {
     let n = r.idx + 1;
-    let last = n == total;
     let title = if last {
         format!(
             "Monitoring {}: final reminder {n}/{total}, window {} closed",
@@ -461,7 +524,7 @@ fn reminder_card(
             "Next reminder".into(),
             format!(
                 "{} (+{})",
-                hhmm(nx.due_at),
+                hhmm(nx.due_at, tz),
                 human::age(nx.due_at - w.opened_at)
             ),
         )),
@@ -474,10 +537,11 @@ fn reminder_card(
         )),
     }
     if now - r.due_at > LATE_AFTER_MS {
+        // Only the facts: dualkey may have been down, or up but busy; it does not know which.
         card.lines.push(format!(
-            "late: due {}, posted {} (dualkey was not running when it came due)",
-            hhmm(r.due_at),
-            hhmm(now)
+            "late: due {}, posted {}",
+            hhmm(r.due_at, tz),
+            hhmm(now, tz)
         ));
     }
     match logs {
@@ -539,7 +603,10 @@ pub async fn status_line(core: &Core, env: &str) -> anyhow::Result<Option<String
         return Ok(None);
     };
     let reminders = core.store.reminders(&w.id).await.context("reminders")?;
-    let next = reminders.iter().find(|r| r.posted_at.is_none());
+    let next = reminders
+        .iter()
+        .filter(|r| r.posted_at.is_none())
+        .min_by_key(|r| (r.due_at, r.idx));
     let what = match &w.operation_id {
         Some(op) => format!("after {} {op}", w.kind),
         None => format!("opened by {}", w.opened_by),
@@ -549,7 +616,7 @@ pub async fn status_line(core: &Core, env: &str) -> anyhow::Result<Option<String
             "next reminder {}/{} at {} (in {})",
             r.idx + 1,
             reminders.len(),
-            hhmm(r.due_at),
+            hhmm(r.due_at, core.settings.schedule.tz()),
             human::span(r.due_at - now)
         ),
         None => "no reminder left".into(),

@@ -31,6 +31,12 @@
 //!   `schedule.run.skipped`; on a fresh install (no run recorded yet) nothing was missed, and
 //!   the first run is the next one on time. Missed drills are not
 //!   made up; the next one runs on time.
+//! - **A run killed mid-way** (its `schedule_runs` row never finished) is finished as
+//!   `interrupted` by [`Scheduler::recover_runs`]: at a SQLite start-up, or on PostgreSQL once
+//!   the run's `run:<job>:<slot>` lease (renewed every 10 s while it runs) expired. It is
+//!   audited, alerted, its orphaned scheduled backups are failed, and a nightly backup
+//!   interrupted the same day is made up once (as job [`JOB_BACKUP_RETRY`]).
+//! - **A failing job** (error or panic) is logged; the loop goes on with the others.
 //! - **Retention** runs after the nightly backups for every environment whose backup succeeded
 //!   and for every environment without scheduled backups (whose manual backups still age); never
 //!   for an environment whose backup just failed, so a bad night deletes nothing. Manual backups
@@ -38,7 +44,8 @@
 //! - **Backup age**: an environment with scheduled backups whose newest verified backup is older
 //!   than `schedule.max_backup_age` opens an alert (posted once, kept in the store) and closes it
 //!   (posted once) when a fresh backup exists. With no verified backup at all, the age counts
-//!   from this process's start.
+//!   from when a check first saw none (kept in the store, so a restart does not reset it), and
+//!   only a verified backup resolves the alert.
 //! - **Audit**: cron runs (start and end), backups, retention deletions, alerts and drills are
 //!   audit events; housekeeping jobs that run every few seconds are audited by what they do
 //!   (each expired request, each recovered operation, pruned rows), not by each tick.
@@ -80,8 +87,34 @@ const INTERVALS: [(&str, i64); 5] = [
     ("prune", 3_600_000),
 ];
 
-/// On a PostgreSQL store, a drill still `running` after this long was left by a stopped replica.
-pub const STALE_DRILL_MS: i64 = 6 * 3_600_000;
+/// The job name of a nightly backup made up after its run was interrupted (a separate row in
+/// `schedule_runs`, so it is made up once).
+pub const JOB_BACKUP_RETRY: &str = "backup-retry";
+
+/// A run in progress renews the lease `run:<job>:<slot>` every [`RUN_RENEW`] for this long; on
+/// a PostgreSQL store an unfinished run whose lease expired was left by a stopped replica.
+pub const RUN_LEASE_MS: i64 = 60_000;
+const RUN_RENEW: Duration = Duration::from_secs(10);
+
+fn run_lease(job: &str, slot: i64) -> String {
+    format!("run:{job}:{slot}")
+}
+
+fn drill_lease(id: &str) -> String {
+    format!("drill:{id}")
+}
+
+/// The database URLs of every configured environment (a drill's scratch database must be none
+/// of them).
+fn env_urls(core: &Core) -> Vec<String> {
+    use secrecy::ExposeSecret as _;
+    core.settings
+        .environments
+        .values()
+        .filter_map(|e| e.database_url().ok())
+        .map(|u| u.expose_secret().to_string())
+        .collect()
+}
 
 /// A lease for a cron job covers the time it takes to start it; the slot row is what makes a
 /// run happen once.
@@ -97,6 +130,8 @@ pub struct Scheduler {
     /// The newest slot of each cron job this process has seen taken (by itself or another
     /// replica), so a taken slot costs no store write per tick.
     seen: Mutex<HashMap<&'static str, i64>>,
+    /// Nightly backup slots whose run was interrupted, to be made up by the cron loop.
+    make_up: Mutex<Vec<DateTime<Tz>>>,
 }
 
 /// A cron job's outcome and the messages it posts, each with its channels.
@@ -137,6 +172,39 @@ pub fn next_backup_text(core: &Core, env: &str) -> String {
             s.backup_cron
         ),
         None => format!("never (schedule `{}` has no next time)", s.backup_cron),
+    }
+}
+
+/// Polls a job's future and turns a panic inside it into an error, so one job's bug is logged
+/// and the scheduler loop (expiry, reminders, backups) keeps running.
+struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let fut = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(p) => std::task::Poll::Ready(Err(p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into()))),
+        }
+    }
+}
+
+/// Runs one job: its error or panic is logged, never passed on.
+async fn guarded(job: &str, f: impl std::future::Future<Output = anyhow::Result<()>>) {
+    match CatchUnwind(Box::pin(f)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(job, error = format!("{e:#}"), "scheduled job failed"),
+        Err(p) => tracing::error!(job, panic = %p, "scheduled job panicked; the scheduler goes on"),
     }
 }
 
@@ -229,18 +297,22 @@ impl Scheduler {
             started_at,
             last: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
+            make_up: Mutex::new(Vec::new()),
         }
     }
 
-    /// Start-up work: drills left `running` by a stopped process are marked failed, and the
-    /// scratch databases they left are dropped (when drills are configured and no other replica
-    /// holds the drill lease). On a PostgreSQL store a drill counts as stopped only after
-    /// [`STALE_DRILL_MS`], so a replica starting never drops another replica's drill in progress.
+    /// Start-up work: cron runs a stopped process left unfinished are finished as `interrupted`
+    /// ([`Scheduler::recover_runs`]); drills left `running` by a stopped process are marked
+    /// failed, and the scratch databases they left are dropped (when drills are configured and
+    /// no other replica holds the drill lease; [`Scheduler::recover_drills`]). On a PostgreSQL
+    /// store a drill counts as stopped only when its `drill:<id>` lease expired, so a replica
+    /// starting never drops another replica's drill in progress.
     pub async fn startup(&self) {
+        let now = self.core.clock.now_ms();
+        guarded("recover-runs", self.recover_runs(now)).await;
         if self.core.settings.schedule.restore_drill_cron.is_none() {
             return;
         }
-        let now = self.core.clock.now_ms();
         match self
             .core
             .store
@@ -250,23 +322,47 @@ impl Scheduler {
             Ok(true) => {}
             _ => return,
         }
-        let stale_before = match self.core.store.backend() {
-            Backend::Sqlite => now,
-            Backend::Postgres => now - STALE_DRILL_MS,
-        };
+        if let Err(e) = self.recover_drills(now, true).await {
+            tracing::error!(error = format!("{e:#}"), "recovering stopped drills failed");
+        }
+    }
+
+    /// Drills left `running` by a stopped process are marked failed and their scratch databases
+    /// dropped: at a SQLite start-up all of them; on a PostgreSQL store those whose
+    /// `drill:<id>` lease (renewed while a drill runs) expired, checked every 10 s. The scratch
+    /// database of an environment with no drill running is dropped when `at_startup`.
+    pub async fn recover_drills(&self, now: i64, at_startup: bool) -> anyhow::Result<()> {
+        let protected = env_urls(&self.core);
         let envs: Vec<String> = self.core.settings.environments.keys().cloned().collect();
         for name in &envs {
-            let drills = self.core.store.drills(name).await.unwrap_or_default();
+            let drills = self.core.store.drills(name).await?;
             let mut busy = false;
+            let mut stopped = false;
             for d in drills.iter().filter(|d| d.state == "running") {
-                if d.started_at > stale_before {
+                let dead = match self.core.store.backend() {
+                    Backend::Sqlite => at_startup,
+                    // Taken by a checker name, so this process's own live drill is not dead.
+                    Backend::Postgres => {
+                        self.core
+                            .store
+                            .try_lease(
+                                &drill_lease(&d.id),
+                                &format!("{}-check", self.holder),
+                                now,
+                                RUN_LEASE_MS,
+                            )
+                            .await?
+                    }
+                };
+                if !dead {
                     busy = true;
                     continue;
                 }
+                stopped = true;
                 let mut d = d.clone();
                 d.state = "failed".into();
                 d.error = Some("dualkey stopped during this drill".into());
-                save_drill(
+                let _ = save_drill(
                     &self.core,
                     &d,
                     "drill.failed",
@@ -274,7 +370,7 @@ impl Scheduler {
                 )
                 .await;
             }
-            if busy {
+            if busy || !(at_startup || stopped) {
                 continue;
             }
             let Some(url) = self
@@ -288,7 +384,7 @@ impl Scheduler {
             };
             use secrecy::ExposeSecret as _;
             let database = bk::database_name(url.expose_secret()).unwrap_or_default();
-            match bk::drop_stale(url.expose_secret()).await {
+            match bk::drop_stale(url.expose_secret(), &protected).await {
                 Ok(true) => {
                     tracing::warn!(env = %name, "dropped a drill database left by a stopped drill");
                     let _ = self
@@ -306,6 +402,123 @@ impl Scheduler {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Cron runs left unfinished by a stopped process (all of them at a SQLite start-up; on a
+    /// PostgreSQL store those whose `run:<job>:<slot>` lease expired) are finished as
+    /// `interrupted`: audited, the scheduled backups they left `running` marked failed, an alert
+    /// posted in the same transaction, and a nightly backup interrupted today made up once by
+    /// the cron loop.
+    pub async fn recover_runs(&self, now: i64) -> anyhow::Result<()> {
+        let core = &self.core;
+        let tz = core.settings.schedule.tz();
+        for (job, slot, holder, started) in core.store.unfinished_runs().await? {
+            if holder == self.holder {
+                continue;
+            }
+            if core.store.backend() == Backend::Postgres
+                && !core
+                    .store
+                    .try_lease(&run_lease(&job, slot), &self.holder, now, RUN_LEASE_MS)
+                    .await?
+            {
+                continue;
+            }
+            let Some(slot_t) = tz.timestamp_millis_opt(slot).single() else {
+                continue;
+            };
+            let backup_job = job == JOB_BACKUP || job == JOB_BACKUP_RETRY;
+            let mut tx = core.store.begin().await?;
+            if !tx.interrupt_run(&job, slot, "interrupted", now).await? {
+                continue;
+            }
+            let mut failed = Vec::new();
+            if backup_job {
+                // Scheduled backups have no operation, so the worker's recovery does not see
+                // them on PostgreSQL: the run they belong to is what died.
+                for mut b in tx.running_backups().await? {
+                    if b.operation_id.is_none() && b.kind == "scheduled" && b.started_at >= started
+                    {
+                        b.state = "failed".into();
+                        b.error = Some("dualkey stopped while this backup ran".into());
+                        tx.put_backup(&b).await?;
+                        core.audit_tx(
+                            &mut tx,
+                            NewAudit::system(
+                                "backup.failed",
+                                Some(&b.env),
+                                json!({"backup": b.id, "error": "interrupted"}),
+                            ),
+                        )
+                        .await?;
+                        failed.push(b.id.clone());
+                    }
+                }
+            }
+            let today = tz
+                .timestamp_millis_opt(now)
+                .single()
+                .map(|t| t.date_naive());
+            let make_up = job == JOB_BACKUP && today == Some(slot_t.date_naive());
+            let what = if backup_job {
+                "the scheduled backup"
+            } else {
+                "the restore drill"
+            };
+            let detail = format!(
+                "{what} run of {} was interrupted: dualkey stopped during it (holder {holder})",
+                show(&slot_t)
+            );
+            core.audit_tx(
+                &mut tx,
+                NewAudit::system(
+                    "schedule.run.interrupted",
+                    None,
+                    json!({"job": job, "slot": show(&slot_t), "holder": holder, "backups_failed": failed}),
+                ),
+            )
+            .await?;
+            core.audit_tx(
+                &mut tx,
+                NewAudit::system(
+                    "schedule.alert",
+                    None,
+                    json!({"alert": "run-interrupted", "job": job, "slot": show(&slot_t), "detail": detail}),
+                ),
+            )
+            .await?;
+            let mut lines = vec![detail];
+            if !failed.is_empty() {
+                lines.push(format!("marked failed: {}", failed.join(", ")));
+            }
+            lines.push(if make_up {
+                "the backup is made up now, once".into()
+            } else {
+                "it is not made up; the next run is on time".into()
+            });
+            let envs: Vec<&str> = core
+                .settings
+                .environments
+                .iter()
+                .filter(|(_, e)| !backup_job || e.scheduled_backups)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            let reply = alert(
+                format!("ALERT: {what} of {} was interrupted", show(&slot_t)),
+                lines,
+            );
+            enqueue(core, &mut tx, &report_channels(core, envs), &reply).await?;
+            tx.commit().await?;
+            core.outbox_wake.notify_one();
+            if make_up {
+                self.make_up
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(slot_t);
+            }
+        }
+        Ok(())
     }
 
     /// Runs what is due now (by `core.clock`).
@@ -350,30 +563,33 @@ impl Scheduler {
                     continue;
                 }
             }
-            if let Err(e) = self.housekeeping(name, now).await {
-                tracing::error!(job = name, error = format!("{e:#}"), "scheduled job failed");
-            }
+            guarded(name, self.housekeeping(name, now)).await;
         }
     }
 
     /// The cron slots at or before `now` that no process took yet.
     pub async fn tick_cron(&self, now: i64) {
         let s = &self.core.settings.schedule;
-        if let Err(e) = self.cron(JOB_BACKUP, &s.backup_schedule(), true, now).await {
-            tracing::error!(
-                job = JOB_BACKUP,
-                error = format!("{e:#}"),
-                "scheduled job failed"
+        let pending: Vec<DateTime<Tz>> =
+            std::mem::take(&mut *self.make_up.lock().unwrap_or_else(|p| p.into_inner()));
+        for slot_t in pending {
+            let late = format!(
+                "made up: the {} run was interrupted while dualkey stopped",
+                slot_t.format("%H:%M")
             );
+            guarded(
+                JOB_BACKUP_RETRY,
+                self.run_slot(JOB_BACKUP, JOB_BACKUP_RETRY, &slot_t, Some(late), now),
+            )
+            .await;
         }
+        guarded(
+            JOB_BACKUP,
+            self.cron(JOB_BACKUP, &s.backup_schedule(), true, now),
+        )
+        .await;
         if let Some(drill) = s.drill_schedule() {
-            if let Err(e) = self.cron(JOB_DRILL, &drill, false, now).await {
-                tracing::error!(
-                    job = JOB_DRILL,
-                    error = format!("{e:#}"),
-                    "scheduled job failed"
-                );
-            }
+            guarded(JOB_DRILL, self.cron(JOB_DRILL, &drill, false, now)).await;
         }
     }
 
@@ -387,6 +603,10 @@ impl Scheduler {
             // On SQLite the one process recovers at start-up (`Application::build`).
             "recover-stale" if core.store.backend() == Backend::Postgres => {
                 Worker::recover_interrupted(core, false).await?;
+                self.recover_runs(now).await?;
+                if core.settings.schedule.restore_drill_cron.is_some() {
+                    self.recover_drills(now, false).await?;
+                }
             }
             "backup-age" => self.backup_age(now).await?,
             "prune" => {
@@ -481,6 +701,20 @@ impl Scheduler {
                 slot_t.format("%H:%M")
             ));
         }
+        self.run_slot(job, job, &slot_t, late, now).await
+    }
+
+    /// Takes slot `slot_t` of `job` under the name `key` in `schedule_runs` (the job's own name,
+    /// or [`JOB_BACKUP_RETRY`] for a make-up) and runs it, renewing its run lease meanwhile.
+    async fn run_slot(
+        &self,
+        job: &'static str,
+        key: &str,
+        slot_t: &DateTime<Tz>,
+        late: Option<String>,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        let slot = slot_t.timestamp_millis();
         if !self
             .core
             .store
@@ -489,13 +723,25 @@ impl Scheduler {
         {
             return Ok(());
         }
+        // Taken before the slot row, so no replica sees the row without its live lease.
+        let lease = run_lease(key, slot);
+        if !self
+            .core
+            .store
+            .try_lease(&lease, &self.holder, now, RUN_LEASE_MS)
+            .await?
+        {
+            return Ok(());
+        }
         let mut tx = self.core.store.begin().await?;
         if !tx
-            .claim_run(job, slot, &self.holder, late.is_some(), now)
+            .claim_run(key, slot, &self.holder, late.is_some(), now)
             .await?
         {
             drop(tx);
-            self.mark_seen(job, slot);
+            if key == job {
+                self.mark_seen(job, slot);
+            }
             return Ok(());
         }
         self.core
@@ -504,26 +750,48 @@ impl Scheduler {
                 NewAudit::system(
                     "schedule.run.started",
                     None,
-                    json!({"job": job, "slot": show(&slot_t), "late": late, "holder": self.holder}),
+                    json!({"job": key, "slot": show(slot_t), "late": late, "holder": self.holder}),
                 ),
             )
             .await?;
         tx.commit().await?;
-        self.mark_seen(job, slot);
-        let (outcome, posts) = match job {
-            JOB_BACKUP => self.nightly_backups(&slot_t, late.as_deref()).await,
-            _ => self.drills(&slot_t).await,
+        if key == job {
+            self.mark_seen(job, slot);
+        }
+        let work = async {
+            match job {
+                JOB_BACKUP => self.nightly_backups(slot_t, late.as_deref()).await,
+                _ => self.drills(slot_t).await,
+            }
+        };
+        let renew = async {
+            loop {
+                tokio::time::sleep(RUN_RENEW).await;
+                let now = self.core.clock.now_ms();
+                if let Err(e) = self
+                    .core
+                    .store
+                    .try_lease(&lease, &self.holder, now, RUN_LEASE_MS)
+                    .await
+                {
+                    tracing::warn!(job, error = %e, "renewing the run's lease failed");
+                }
+            }
+        };
+        let (outcome, posts) = tokio::select! {
+            r = work => r,
+            () = renew => unreachable!("the renewal never ends"),
         };
         let mut tx = self.core.store.begin().await?;
         let end = self.core.clock.now_ms();
-        tx.finish_run(job, slot, &outcome, end).await?;
+        tx.finish_run(key, slot, &outcome, end).await?;
         self.core
             .audit_tx(
                 &mut tx,
                 NewAudit::system(
                     "schedule.run.finished",
                     None,
-                    json!({"job": job, "slot": show(&slot_t), "outcome": outcome}),
+                    json!({"job": key, "slot": show(slot_t), "outcome": outcome}),
                 ),
             )
             .await?;
@@ -548,7 +816,6 @@ impl Scheduler {
             .map(|(n, _)| n.clone())
             .collect();
         let mut sections = Vec::new();
-        let mut replies = Vec::new();
         let mut failed = Vec::new();
         let note = match late {
             Some(l) => format!("scheduled backup of {} ({l})", show(slot)),
@@ -614,36 +881,22 @@ impl Scheduler {
                         "the scheduled backup of {env} failed; retention did not run"
                     )));
                     let title = format!("ALERT: the scheduled backup of {env} failed");
-                    let mut tx = match core.store.begin().await {
-                        Ok(tx) => tx,
-                        Err(e) => {
-                            tracing::error!(error = %e, "recording the alert failed");
-                            continue;
-                        }
-                    };
-                    let ok = core
-                        .audit_tx(
-                            &mut tx,
-                            NewAudit::system(
-                                "schedule.alert",
-                                Some(env),
-                                json!({"alert": "backup-failed", "error": err.0, "last_good": last_good.as_ref().map(|b| b.id.clone())}),
-                            ),
-                        )
-                        .await
-                        .is_ok();
-                    if ok && tx.commit().await.is_ok() {
-                        replies.push((
-                            report_channels(core, [env.as_str()]),
-                            alert(
-                                title,
-                                vec![
-                                    format!("error: {}", err.0),
-                                    format!("last good backup: {last}"),
-                                    format!("slot: {}", show(slot)),
-                                ],
-                            ),
-                        ));
+                    let reply = alert(
+                        title,
+                        vec![
+                            format!("error: {}", err.0),
+                            format!("last good backup: {last}"),
+                            format!("slot: {}", show(slot)),
+                        ],
+                    );
+                    // The alert is queued with its audit row, so a kill after this point
+                    // loses neither.
+                    let details = json!({"alert": "backup-failed", "error": err.0, "last_good": last_good.as_ref().map(|b| b.id.clone())});
+                    if let Err(e) = self.post_alert(env, details, &reply).await {
+                        tracing::error!(env = %env, error = format!("{e:#}"), "recording the alert failed");
+                        section.warnings.push(Warning::danger(format!(
+                            "the alert could not be recorded: {e:#}"
+                        )));
                     }
                 }
             }
@@ -678,7 +931,7 @@ impl Scheduler {
                 ..Section::default()
             });
         }
-        let mut all = vec![(
+        let all = vec![(
             report_channels(core, scheduled.iter().map(String::as_str)),
             public_report(Report {
                 title,
@@ -686,8 +939,28 @@ impl Scheduler {
                 buttons: vec![],
             }),
         )];
-        all.extend(replies);
         (outcome, all)
+    }
+
+    /// Audits `schedule.alert` for `env` and queues `reply` to its report channels, in one
+    /// transaction.
+    async fn post_alert(
+        &self,
+        env: &str,
+        details: serde_json::Value,
+        reply: &Reply,
+    ) -> anyhow::Result<()> {
+        let core = &self.core;
+        let mut tx = core.store.begin().await?;
+        core.audit_tx(
+            &mut tx,
+            NewAudit::system("schedule.alert", Some(env), details),
+        )
+        .await?;
+        enqueue(core, &mut tx, &report_channels(core, [env]), reply).await?;
+        tx.commit().await?;
+        core.outbox_wake.notify_one();
+        Ok(())
     }
 
     /// Applies retention after a good backup and says what it deleted.
@@ -772,11 +1045,26 @@ impl Scheduler {
                 continue;
             }
             let newest = newest_verified(core, env).await?;
-            let since = newest.as_ref().map_or(self.started_at, |b| b.started_at);
             let name = format!("backup-age:{env}");
+            // With no verified backup, the age counts from when a check first saw none: a row
+            // kept in the store, so a restart does not reset it.
+            let none_since = format!("backup-none-since:{env}");
             let limit = crate::config::format_duration(core.settings.schedule.max_backup_age.0);
             let channels = report_channels(core, [env.as_str()]);
             let mut tx = core.store.begin().await?;
+            let since = match &newest {
+                Some(b) => {
+                    tx.clear_alert(&none_since).await?;
+                    b.started_at
+                }
+                None => {
+                    tx.raise_alert(&none_since, "no verified backup seen", now)
+                        .await?;
+                    tx.commit().await?;
+                    tx = core.store.begin().await?;
+                    core.store.alert_since(&none_since).await?.unwrap_or(now)
+                }
+            };
             if now - since > max {
                 let detail = match &newest {
                     Some(b) => format!(
@@ -785,8 +1073,8 @@ impl Scheduler {
                         backup_line(b, now)
                     ),
                     None => format!(
-                        "{env} has no verified backup, and dualkey has run for {} (limit {limit})",
-                        human::age(now - self.started_at)
+                        "{env} has no verified backup, none for {} (limit {limit})",
+                        human::age(now - since)
                     ),
                 };
                 if tx.raise_alert(&name, &detail, now).await? {
@@ -808,8 +1096,12 @@ impl Scheduler {
                     );
                     enqueue(core, &mut tx, &channels, &reply).await?;
                 }
-            } else if tx.clear_alert(&name).await? {
-                let b = newest.as_ref().expect("a young backup exists");
+            } else if let Some(b) = newest.as_ref() {
+                // Only a verified young backup resolves the alert; with none it stays open.
+                if !tx.clear_alert(&name).await? {
+                    tx.commit().await?;
+                    continue;
+                }
                 let text = format!(
                     "RESOLVED: {env} has a verified backup younger than {limit} again: {}",
                     backup_line(b, now)
@@ -845,7 +1137,7 @@ impl Scheduler {
                 heading: Some(env.clone()),
                 ..Section::default()
             };
-            match drill_env(core, env).await {
+            match drill_env(core, env, &self.holder).await {
                 Ok(None) => section
                     .lines
                     .push("skipped: no verified backup to restore".into()),
@@ -912,7 +1204,12 @@ impl Scheduler {
     }
 }
 
-async fn save_drill(core: &Core, d: &DrillRow, action: &str, details: serde_json::Value) {
+async fn save_drill(
+    core: &Core,
+    d: &DrillRow,
+    action: &str,
+    details: serde_json::Value,
+) -> anyhow::Result<()> {
     let r: anyhow::Result<()> = async {
         let mut tx = core.store.begin().await?;
         tx.put_drill(d).await?;
@@ -923,9 +1220,10 @@ async fn save_drill(core: &Core, d: &DrillRow, action: &str, details: serde_json
         Ok(())
     }
     .await;
-    if let Err(e) = r {
+    if let Err(e) = &r {
         tracing::error!(error = format!("{e:#}"), "recording the drill failed");
     }
+    r
 }
 
 async fn run_drill(core: &Core, env: &str, b: &BackupRow) -> Result<bk::DrillOutcome, String> {
@@ -942,6 +1240,7 @@ async fn run_drill(core: &Core, env: &str, b: &BackupRow) -> Result<bk::DrillOut
         &migrations,
         pg_bin_dir.as_deref(),
         DRILL_TABLES,
+        &env_urls(core),
     )
     .await
     .map_err(|e| e.to_string())
@@ -953,6 +1252,7 @@ async fn run_drill(core: &Core, env: &str, b: &BackupRow) -> Result<bk::DrillOut
 pub async fn drill_env(
     core: &Core,
     env: &str,
+    holder: &str,
 ) -> Result<Option<(DrillRow, bk::DrillOutcome)>, (DrillRow, String)> {
     let Ok(Some(b)) = newest_verified(core, env).await else {
         return Ok(None);
@@ -969,22 +1269,58 @@ pub async fn drill_env(
         details_json: None,
         error: None,
     };
-    save_drill(
-        core,
-        &d,
-        "drill.started",
-        json!({"drill": d.id, "backup": b.id}),
-    )
-    .await;
+    // The drill's lease, renewed while it runs, tells another replica it is alive; taken
+    // before its row exists.
+    let lease = drill_lease(&d.id);
+    let recorded = match core
+        .store
+        .try_lease(&lease, holder, started, RUN_LEASE_MS)
+        .await
+    {
+        Ok(true) => {
+            save_drill(
+                core,
+                &d,
+                "drill.started",
+                json!({"drill": d.id, "backup": b.id}),
+            )
+            .await
+        }
+        Ok(false) => Err(anyhow::anyhow!("the drill's lease is held elsewhere")),
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = recorded {
+        // No `running` row, no drill: nothing could find or clean up after it.
+        d.state = "failed".into();
+        let err = format!("the drill did not start: recording it failed: {e:#}");
+        d.error = Some(err.clone());
+        return Err((d, err));
+    }
     let t0 = std::time::Instant::now();
-    let result = run_drill(core, env, &b).await;
+    let renew = async {
+        loop {
+            tokio::time::sleep(RUN_RENEW).await;
+            let now = core.clock.now_ms();
+            if let Err(e) = core
+                .store
+                .try_lease(&lease, holder, now, RUN_LEASE_MS)
+                .await
+            {
+                tracing::warn!(error = %e, "renewing the drill's lease failed");
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = run_drill(core, env, &b) => r,
+        () = renew => unreachable!("the renewal never ends"),
+    };
     d.duration_ms = Some(t0.elapsed().as_millis() as i64);
     match result {
         Ok(outcome) => {
             d.state = "ok".into();
             d.restore_ms = Some(outcome.restore_ms);
             d.details_json = serde_json::to_string(&outcome).ok();
-            save_drill(
+            let _ = save_drill(
                 core,
                 &d,
                 "drill.finished",
@@ -997,7 +1333,7 @@ pub async fn drill_env(
             let err = crate::core::audit::redact(&err);
             d.state = "failed".into();
             d.error = Some(err.clone());
-            save_drill(
+            let _ = save_drill(
                 core,
                 &d,
                 "drill.failed",

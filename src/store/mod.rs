@@ -408,6 +408,11 @@ pub trait Store: Send + Sync + 'static {
     async fn last_run(&self, job: &str) -> StoreResult<Option<i64>>;
     /// Restore drills of an environment, newest first.
     async fn drills(&self, env: &str) -> StoreResult<Vec<DrillRow>>;
+    /// When the row `name` of `schedule_alerts` was created, if it exists.
+    async fn alert_since(&self, name: &str) -> StoreResult<Option<i64>>;
+    /// Cron runs taken and never finished (their process stopped, or they still run), oldest
+    /// first: `(job, slot, holder, started_at)`.
+    async fn unfinished_runs(&self) -> StoreResult<Vec<(String, i64, String, i64)>>;
     /// Refreshes a running operation's heartbeat; false when `worker` no longer owns it (another
     /// replica marked it interrupted).
     async fn heartbeat(&self, operation_id: &str, worker: &str, now: i64) -> StoreResult<bool>;
@@ -509,6 +514,14 @@ pub trait Tx: Send {
     async fn card_channels(&mut self, card_key: &str) -> StoreResult<Vec<(String, String)>>;
     /// Inserts a monitoring window and its reminders.
     async fn insert_window(&mut self, w: &WindowRow, reminders: &[ReminderRow]) -> StoreResult<()>;
+    /// Inserts a monitoring window and its reminders unless its environment has an open window
+    /// (the partial unique index of migration 0009); false, and nothing inserted, when it has.
+    /// On PostgreSQL it waits for a transaction that is inserting one to finish first.
+    async fn insert_window_if_none_open(
+        &mut self,
+        w: &WindowRow,
+        reminders: &[ReminderRow],
+    ) -> StoreResult<bool>;
     /// Reads a monitoring window and locks it until commit (PostgreSQL `FOR UPDATE`).
     async fn lock_window(&mut self, id: &str) -> StoreResult<Option<WindowRow>>;
     /// The open windows of an environment, locked.
@@ -564,6 +577,15 @@ pub trait Tx: Send {
         outcome: &str,
         now: i64,
     ) -> StoreResult<()>;
+    /// Finishes an unfinished run as `outcome`; true when this call finished it (it was still
+    /// unfinished), so only one process reports it.
+    async fn interrupt_run(
+        &mut self,
+        job: &str,
+        slot: i64,
+        outcome: &str,
+        now: i64,
+    ) -> StoreResult<bool>;
     /// Opens alert `name`; true when it was not open yet (post it), false when it already was.
     async fn raise_alert(&mut self, name: &str, detail: &str, now: i64) -> StoreResult<bool>;
     /// Closes alert `name`; true when it was open (post the resolution).

@@ -423,6 +423,28 @@ macro_rules! sql_store {
                 Ok(row.try_get::<Option<i64>, _>("slot")?)
             }
 
+            async fn alert_since(&self, name: &str) -> StoreResult<Option<i64>> {
+                let row = sqlx::query("SELECT since FROM schedule_alerts WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match row {
+                    Some(r) => Some(r.try_get::<i64, _>("since")?),
+                    None => None,
+                })
+            }
+
+            async fn unfinished_runs(&self) -> StoreResult<Vec<(String, i64, String, i64)>> {
+                let rows = sqlx::query("SELECT job, slot, holder, started_at FROM schedule_runs WHERE finished_at IS NULL ORDER BY started_at, job")
+                    .fetch_all(&self.pool)
+                    .await?;
+                let mut out = Vec::new();
+                for r in &rows {
+                    out.push((r.try_get("job")?, r.try_get("slot")?, r.try_get("holder")?, r.try_get("started_at")?));
+                }
+                Ok(out)
+            }
+
             async fn drills(&self, env: &str) -> StoreResult<Vec<DrillRow>> {
                 let q = format!("SELECT {DRILL_COLS} FROM backup_drills WHERE env = $1 ORDER BY started_at DESC, id DESC");
                 let rows = sqlx::query(&q).bind(env).fetch_all(&self.pool).await?;
@@ -495,6 +517,46 @@ macro_rules! sql_store {
                         .await?;
                 }
                 Ok(())
+            }
+
+            async fn insert_window_if_none_open(&mut self, w: &WindowRow, reminders: &[ReminderRow]) -> StoreResult<bool> {
+                let q = format!("INSERT INTO monitor_windows ({WINDOW_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) ON CONFLICT (env) WHERE state = 'open' DO NOTHING");
+                let res = sqlx::query(&q)
+                    .bind(&w.id)
+                    .bind(&w.env)
+                    .bind(w.opened_at)
+                    .bind(&w.opened_by)
+                    .bind(&w.operation_id)
+                    .bind(&w.kind)
+                    .bind(&w.migrations_json)
+                    .bind(&w.rollback_target)
+                    .bind(&w.channel_json)
+                    .bind(&w.state)
+                    .bind(w.closed_at)
+                    .bind(&w.closed_by)
+                    .bind(&w.close_reason)
+                    .bind(w.probes)
+                    .bind(w.probe_failures)
+                    .bind(w.last_probe_at)
+                    .bind(&w.last_probe)
+                    .bind(w.failing)
+                    .execute(&mut *self.tx)
+                    .await?;
+                if res.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                let q = format!("INSERT INTO monitor_reminders ({REMINDER_COLS}) VALUES ($1, $2, $3, $4, $5)");
+                for r in reminders {
+                    sqlx::query(&q)
+                        .bind(&r.window_id)
+                        .bind(r.idx)
+                        .bind(r.due_at)
+                        .bind(r.posted_at)
+                        .bind(&r.card_json)
+                        .execute(&mut *self.tx)
+                        .await?;
+                }
+                Ok(true)
             }
 
             async fn lock_window(&mut self, id: &str) -> StoreResult<Option<WindowRow>> {
@@ -873,6 +935,17 @@ macro_rules! sql_store {
                     .execute(&mut *self.tx)
                     .await?;
                 Ok(())
+            }
+
+            async fn interrupt_run(&mut self, job: &str, slot: i64, outcome: &str, now: i64) -> StoreResult<bool> {
+                let res = sqlx::query("UPDATE schedule_runs SET finished_at = $3, outcome = $4 WHERE job = $1 AND slot = $2 AND finished_at IS NULL")
+                    .bind(job)
+                    .bind(slot)
+                    .bind(now)
+                    .bind(outcome)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(res.rows_affected() == 1)
             }
 
             async fn raise_alert(&mut self, name: &str, detail: &str, now: i64) -> StoreResult<bool> {

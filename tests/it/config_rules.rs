@@ -199,6 +199,14 @@ async fn config_check_refuses_each_config_that_would_lie_naming_the_key() {
             base.replacen("app_start = [", "# app_start = [", 1),
             "environments.production.app_start",
         ),
+        (
+            base.clone() + "[monitoring]\nreminders = [\"30m\", \"5m\"]\n",
+            "monitoring.reminders",
+        ),
+        (
+            base.clone() + "[monitoring]\nreminders = [\"5m\", \"15m\", \"15m\"]\n",
+            "monitoring.reminders",
+        ),
     ];
     // Every row is checked before failing, so one run names every rule that does not hold.
     let mut wrong = Vec::new();

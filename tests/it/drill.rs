@@ -223,3 +223,108 @@ async fn a_failed_drill_is_an_alert_and_drops_its_scratch_database() {
     let listing = app.cmd("alice", "backups").await;
     assert!(listing.contains("FAILED"), "{listing}");
 }
+
+/// On PostgreSQL a drill renews its lease while it runs; a drill whose replica was killed (its
+/// lease expired) is found by the periodic check within seconds, marked failed and its scratch
+/// database dropped, while a drill whose lease is alive is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_drill_on_postgres_is_found_by_the_periodic_check() {
+    let s = setup(
+        Backend::Postgres,
+        "backup_cron = \"0 2 * * *\"\nrestore_drill_cron = \"0 4 * * *\"",
+        "",
+    )
+    .await;
+    let app = &s.app;
+    let scratch = format!("{}_dualkey_drill", s.target.name);
+    let now = utc(2026, 6, 1, 4, 10);
+    set_clock(app, now);
+    let sched = Scheduler::new(app.core.clone());
+    sched.startup().await;
+    let drill = |id: &str| dualkey::store::DrillRow {
+        id: id.into(),
+        backup_id: "b000000001".into(),
+        env: "production".into(),
+        state: "running".into(),
+        started_at: now - 60_000,
+        duration_ms: None,
+        restore_ms: None,
+        details_json: None,
+        error: None,
+    };
+    // A live drill of another replica: its lease is renewed.
+    assert!(app
+        .core
+        .store
+        .try_lease("drill:d-alive", "scheduler-other", now, 60_000)
+        .await
+        .unwrap());
+    let mut tx = app.core.store.begin().await.unwrap();
+    tx.put_drill(&drill("d-alive")).await.unwrap();
+    tx.commit().await.unwrap();
+    tick_at(app, &sched, now + 20_000).await;
+    assert_eq!(
+        app.core.store.drills("production").await.unwrap()[0].state,
+        "running"
+    );
+    // That replica is killed mid-drill: its scratch database stays, its lease runs out.
+    target_exec(&s.target.url, &format!("CREATE DATABASE \"{scratch}\"")).await;
+    tick_at(app, &sched, now + 90_000).await;
+    let d = &app.core.store.drills("production").await.unwrap()[0];
+    assert_eq!(
+        (d.state.as_str(), d.error.as_deref()),
+        ("failed", Some("dualkey stopped during this drill"))
+    );
+    assert!(databases_like(&scratch).await.is_empty());
+}
+
+/// A scratch name that is another configured environment's database on the same server is
+/// refused: no drill, and that database is neither dropped nor touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scratch_name_that_is_another_environments_database_is_refused() {
+    let base = crate::support::pg_base();
+    let s = setup(
+        Backend::Sqlite,
+        "backup_cron = \"0 2 * * *\"\nrestore_drill_cron = \"0 4 * * *\"",
+        "",
+    )
+    .await;
+    let app = &s.app;
+    let scratch = format!("{}_dualkey_drill", s.target.name);
+    target_exec(&s.target.url, &format!("CREATE DATABASE \"{scratch}\"")).await;
+    let staging_url = format!("{base}/{scratch}");
+    target_exec(
+        &staging_url,
+        "CREATE TABLE keep (v text); INSERT INTO keep VALUES ('staging data');",
+    )
+    .await;
+    // `staging` is configured with the database the drill of `production` would use.
+    std::env::set_var("DK_TEST_UNUSED_URL", &staging_url);
+    set_clock(app, utc(2026, 6, 1, 1, 0));
+    let sched = Scheduler::new(app.core.clone());
+    sched.startup().await;
+    tick_at(app, &sched, utc(2026, 6, 1, 2, 0)).await;
+    tick_at(app, &sched, utc(2026, 6, 1, 4, 0)).await;
+    assert_eq!(
+        target_sql(&staging_url, "SELECT v FROM keep").await,
+        "staging data"
+    );
+    let d = &app.core.store.drills("production").await.unwrap()[0];
+    assert_eq!(d.state, "failed");
+    assert!(
+        d.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("database of a configured environment"),
+        "{d:?}"
+    );
+    let mut c = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "DROP DATABASE IF EXISTS \"{scratch}\" WITH (FORCE)"
+    ))
+    .execute(&mut c)
+    .await
+    .unwrap();
+}

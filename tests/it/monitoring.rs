@@ -409,8 +409,9 @@ async fn a_restart_in_the_middle_of_a_window_loses_no_reminder_and_marks_the_lat
         db: None,
     };
     let late = tick_posts(&second).await;
-    let due = dualkey::core::command::monitor::hhmm(opened_at + 15 * MIN);
-    let now = dualkey::core::command::monitor::hhmm(second.clock.now_ms());
+    let tz = second.core.settings.schedule.tz();
+    let due = dualkey::core::command::monitor::hhmm(opened_at + 15 * MIN, tz);
+    let now = dualkey::core::command::monitor::hhmm(second.clock.now_ms(), tz);
     assert!(late.contains("reminder 2/3"), "{late}");
     assert!(
         late.contains(&format!("late: due {due}, posted {now}")),
@@ -560,4 +561,256 @@ async fn an_unreachable_health_url_is_shown_as_the_error_and_posted_at_once() {
         "{last}"
     );
     assert!(last.contains("2 probe(s), 2 failed"), "{last}");
+}
+
+/// An app on sqlite whose two environments' `app_logs` print 5 MB and a last line, then never
+/// end (like `kubectl logs -f`). Argv from the test's own config.
+async fn app_with_endless_logs() -> TestApp {
+    let line = "app_status = [\"echo\", \"backend running\"]";
+    let logs =
+        "app_logs = [\"sh\", \"-c\", \"yes line | head -c 5000000; echo tail-marker; sleep 30\"]";
+    spawn_app_with(Backend::Sqlite, 1, 0, |t| {
+        t.replace(line, &format!("{line}\n{logs}"))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_app_logs_show_their_last_lines_and_slow_windows_do_not_wait_for_each_other() {
+    let app = app_with_endless_logs().await;
+    app.cmd("alice", "monitor production 5").await;
+    app.cmd("alice", "monitor staging 5").await;
+    assert_eq!(app.core.store.open_windows().await.unwrap().len(), 2);
+    posts(&app).await;
+    app.clock.advance(5 * MIN);
+    let start = std::time::Instant::now();
+    let cards = tick_posts(&app).await;
+    let took = start.elapsed();
+    // Each window's logs run for the 10 s timeout; one after the other that was 20 s.
+    assert!(
+        took < std::time::Duration::from_secs(16),
+        "the windows ran one after the other: {took:?}"
+    );
+    for env in ["production", "staging"] {
+        assert!(
+            cards.contains(&format!("Monitoring {env}: final reminder 1/1")),
+            "{cards}"
+        );
+    }
+    assert_eq!(cards.matches("tail-marker").count(), 2, "{cards}");
+    // stderr is read at the same time (no longer appended after 5 MB of stdout); how it
+    // interleaves with stdout still in the pipe depends on the reads, so it is checked in
+    // `app_logs_are_read_into_a_bounded_ring_and_kept_at_the_timeout`.
+    assert_eq!(cards.matches("(stopped after 10 s)").count(), 2, "{cards}");
+    assert!(!cards.contains("app_logs failed"), "{cards}");
+    assert!(app.core.store.open_windows().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn app_logs_are_read_into_a_bounded_ring_and_kept_at_the_timeout() {
+    let argv: Vec<String> = [
+        "sh",
+        "-c",
+        "yes line | head -c 5000000; echo tail-marker; sleep 30",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let start = std::time::Instant::now();
+    let c = dualkey::dbops::app::capture(&argv, std::time::Duration::from_millis(1500), 64 * 1024)
+        .await
+        .unwrap();
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    assert!(c.timed_out);
+    assert_eq!(c.code, None);
+    assert_eq!(c.lines.last().map(String::as_str), Some("tail-marker"));
+    let bytes: usize = c.lines.iter().map(|l| l.len() + 1).sum();
+    assert!(bytes <= 64 * 1024, "{bytes} bytes kept");
+    assert!(
+        c.lines.len() > 1000,
+        "the last 64 KiB of lines: {}",
+        c.lines.len()
+    );
+    // A command that ends keeps its exit code and both streams.
+    let argv: Vec<String> = ["sh", "-c", "echo out; echo err >&2; exit 3"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let c = dualkey::dbops::app::capture(&argv, std::time::Duration::from_secs(5), 1024)
+        .await
+        .unwrap();
+    assert!(!c.timed_out);
+    assert_eq!(c.code, Some(3));
+    let mut lines = c.lines.clone();
+    lines.sort();
+    assert_eq!(lines, vec!["err".to_string(), "out".to_string()]);
+}
+
+#[tokio::test]
+async fn unsorted_reminders_that_slip_past_the_check_still_close_on_the_latest() {
+    let h = Health::start().await;
+    let first = app(Backend::Sqlite, &h).await;
+    // The config check refuses ["30m", "5m"] (tests/it/config_rules.rs); settings built another
+    // way still must not close the window at the earliest reminder.
+    let mut settings = (*first.core.settings).clone();
+    settings.monitoring.reminders = vec![
+        dualkey::config::HumanDuration(std::time::Duration::from_secs(30 * 60)),
+        dualkey::config::HumanDuration(std::time::Duration::from_secs(5 * 60)),
+    ];
+    let store = dualkey::store::open(&settings.store.url).await.unwrap();
+    let app = TestApp {
+        core: Arc::new(Core::new(
+            settings,
+            store,
+            first.clock.clone() as Arc<dyn Clock>,
+            Arc::new(dualkey::runbook::RunbookFacts),
+        )),
+        clock: first.clock.clone(),
+        dir: tempfile::tempdir().unwrap(),
+        marker: first.marker.clone(),
+        db: None,
+    };
+    let r = app.cmd("alice", "monitor").await;
+    assert!(r.contains("+5m, +30m"), "{r}");
+    let w = window(&app.core).await;
+    app.clock.advance(5 * MIN);
+    let first_card = tick_posts(&app).await;
+    assert!(first_card.contains("reminder 1/2"), "{first_card}");
+    assert!(!first_card.contains("closed"), "{first_card}");
+    assert_eq!(
+        app.core.store.get_window(&w).await.unwrap().unwrap().state,
+        "open"
+    );
+    app.clock.advance(25 * MIN);
+    let last = tick_posts(&app).await;
+    assert!(last.contains("final reminder 2/2"), "{last}");
+    assert_eq!(
+        app.core.store.get_window(&w).await.unwrap().unwrap().state,
+        "closed"
+    );
+}
+
+#[tokio::test]
+async fn a_late_reminder_states_only_its_times_and_cards_use_the_schedule_time_zone() {
+    let h = Health::start().await;
+    let extra = monitored(&h);
+    let app = spawn_app_with(Backend::Sqlite, 1, 0, |t| {
+        t.replacen(
+            "[environments.staging]",
+            &format!("{extra}[environments.staging]"),
+            1,
+        ) + "[schedule]\ntimezone = \"Asia/Tokyo\"\n"
+    })
+    .await;
+    let tokyo = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .with_timezone(&chrono_tz::Asia::Tokyo)
+            .format("%H:%M JST")
+            .to_string()
+    };
+    app.cmd("alice", "monitor").await;
+    let w = window(&app.core).await;
+    let opened = app
+        .core
+        .store
+        .get_window(&w)
+        .await
+        .unwrap()
+        .unwrap()
+        .opened_at;
+    // dualkey is up the whole time; the tick simply comes 2 minutes after the first reminder.
+    app.clock.advance(7 * MIN);
+    let card = tick_posts(&app).await;
+    assert!(card.contains("reminder 1/3"), "{card}");
+    assert!(
+        card.contains(&format!(
+            "late: due {}, posted {}",
+            tokyo(opened + 5 * MIN),
+            tokyo(opened + 7 * MIN)
+        )),
+        "{card}"
+    );
+    assert!(!card.contains("not running"), "{card}");
+    assert!(
+        card.contains(&format!(
+            "Next reminder: {} (+15m)",
+            tokyo(opened + 15 * MIN)
+        )),
+        "{card}"
+    );
+    let status = app.cmd("carol", "status production").await;
+    assert!(status.contains(&tokyo(opened + 15 * MIN)), "{status}");
+    app.click("alice", &format!("monitor-ok:{w}")).await;
+    let note = format!("Ended by alice at {}", tokyo(opened + 7 * MIN));
+    let edited = app
+        .core
+        .store
+        .outbox_all("shell")
+        .await
+        .unwrap()
+        .into_iter()
+        .any(|r| r.payload.contains(&note));
+    assert!(edited, "the cards are edited with {note}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_windows_opened_at_once_on_postgres_leave_one_open() {
+    use dualkey::core::command::monitor::{open_window_tx, NewWindow};
+    let h = Health::start().await;
+    let a = app(Backend::Postgres, &h).await;
+    let store = dualkey::store::open(&a.core.settings.store.url)
+        .await
+        .unwrap();
+    let b = Arc::new(Core::new(
+        (*a.core.settings).clone(),
+        store,
+        a.clock.clone() as Arc<dyn Clock>,
+        Arc::new(dualkey::runbook::RunbookFacts),
+    ));
+    let new = |who: &str| NewWindow {
+        env: "production".into(),
+        opened_by: who.into(),
+        account: None,
+        operation_id: None,
+        kind: "manual".into(),
+        migrations: vec![],
+        rollback_target: None,
+        channel: None,
+        minutes: Some(30),
+    };
+    for older in [false, true] {
+        if older {
+            a.cmd("alice", "monitor").await;
+        }
+        // A's transaction opens a window and stays open while B's opens one too.
+        let mut ta = a.core.store.begin().await.unwrap();
+        let wa = open_window_tx(&a.core, &mut ta, new("alice"))
+            .await
+            .unwrap();
+        let b2 = b.clone();
+        let nb = new("bob");
+        let jb = tokio::spawn(async move {
+            let mut tb = b2.store.begin().await.unwrap();
+            let w = open_window_tx(&b2, &mut tb, nb).await.unwrap();
+            tb.commit().await.unwrap();
+            w
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        ta.commit().await.unwrap();
+        let wb = jb.await.unwrap();
+        let open = a.core.store.open_windows().await.unwrap();
+        assert_eq!(open.len(), 1, "older window {older}: {open:?}");
+        assert_eq!(open[0].id, wb.id);
+        let closed = a.core.store.get_window(&wa.id).await.unwrap().unwrap();
+        assert_eq!(closed.state, "closed");
+        assert_eq!(
+            closed.close_reason,
+            Some(format!("superseded by {}", wb.id))
+        );
+        // Ends it for the next round.
+        a.clock.advance(60 * MIN);
+        tick(&a.core).await.unwrap();
+        assert!(a.core.store.open_windows().await.unwrap().is_empty());
+    }
 }

@@ -557,3 +557,229 @@ fn bad_cron_patterns_are_refused_at_load_naming_the_key() {
         assert!(err.contains(key), "{line}: {err}");
     }
 }
+
+/// With no verified backup, the backup-age alert counts from when a check first saw none (kept
+/// in the store): a restart neither resolves it (which used to panic the scheduler) nor resets
+/// the count, and only a verified backup resolves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_no_verified_backup_alert_open_and_does_not_panic() {
+    let s = setup(
+        Backend::Sqlite,
+        "backup_cron = \"0 2 1 1 *\"\nmax_backup_age = \"26h\"",
+        "",
+    )
+    .await;
+    let app = &s.app;
+    let hour = 3_600_000;
+    let t0 = utc(2026, 6, 1, 12, 0);
+    set_clock(app, t0);
+    let first = Scheduler::new(app.core.clone());
+    tick_at(app, &first, t0).await;
+    // Restarted 20 h later: the count goes on from t0, not from the restart.
+    set_clock(app, t0 + 20 * hour);
+    let second = Scheduler::new(app.core.clone());
+    tick_at(app, &second, t0 + 27 * hour).await;
+    let alert = "ALERT: backups of production are too old";
+    let count = |texts: &[String], what: &str| texts.iter().filter(|t| t.contains(what)).count();
+    let texts = reports(&app.core).await;
+    assert_eq!(count(&texts, alert), 1, "{texts:#?}");
+    assert!(texts.iter().any(|t| t.contains("no verified backup")));
+    // Restarted again: the young process must neither resolve the alert nor panic.
+    set_clock(app, t0 + 28 * hour);
+    let third = Scheduler::new(app.core.clone());
+    tick_at(app, &third, t0 + 28 * hour).await;
+    tick_at(app, &third, t0 + 29 * hour).await;
+    let texts = reports(&app.core).await;
+    assert_eq!(count(&texts, alert), 1, "{texts:#?}");
+    assert_eq!(count(&texts, "RESOLVED"), 0, "{texts:#?}");
+    // A verified backup resolves it.
+    let fresh = dualkey::runbook::take_backup(
+        &app.core,
+        "production",
+        dualkey::dbops::backup::BackupKind::Manual,
+        Some("alice"),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    tick_at(app, &third, t0 + 30 * hour).await;
+    let texts = reports(&app.core).await;
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("RESOLVED") && t.contains(&fresh.id)),
+        "{texts:#?}"
+    );
+}
+
+/// A bot killed during the nightly backup: the next start finishes the run as `interrupted`
+/// (audited, with an alert), marks the scheduled backup it left `running` failed, and makes
+/// the backup up once that day.
+async fn killed_mid_run(store: Backend) {
+    let s = setup(store, "backup_cron = \"0 2 * * *\"", "").await;
+    let app = &s.app;
+    let slot = utc(2026, 6, 2, 2, 0);
+    set_clock(app, slot);
+    // What a kill at 02:00:05 leaves: the slot taken, no finish, a scheduled backup running.
+    let manual = dualkey::runbook::take_backup(
+        &app.core,
+        "production",
+        dualkey::dbops::backup::BackupKind::Manual,
+        Some("alice"),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    let mut orphan = manual.clone();
+    orphan.id = "b-orphan".into();
+    orphan.kind = "scheduled".into();
+    orphan.state = "running".into();
+    orphan.started_at = slot + 5_000;
+    orphan.operation_id = None;
+    let mut tx = app.core.store.begin().await.unwrap();
+    assert!(tx
+        .claim_run("backup", slot, "scheduler-dead", false, slot)
+        .await
+        .unwrap());
+    tx.put_backup(&orphan).await.unwrap();
+    tx.commit().await.unwrap();
+    // Restarted at 02:30 the same day.
+    set_clock(app, slot + 1_800_000);
+    let sched = Scheduler::new(app.core.clone());
+    sched.startup().await;
+    tick_at(app, &sched, slot + 1_800_000).await;
+    let interrupted = audit_details(&app.core, "schedule.run.interrupted").await;
+    assert_eq!(interrupted.len(), 1, "{interrupted:?}");
+    assert!(interrupted[0].contains("b-orphan"), "{interrupted:?}");
+    let alerts = audit_details(&app.core, "schedule.alert").await;
+    assert!(
+        alerts.iter().any(|a| a.contains("run-interrupted")),
+        "{alerts:?}"
+    );
+    let b = app
+        .core
+        .store
+        .get_backup("b-orphan")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.state, "failed");
+    let texts = reports(&app.core).await;
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("ALERT") && t.contains("was interrupted")),
+        "{texts:#?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("Scheduled backup report") && t.contains("made up")),
+        "{texts:#?}"
+    );
+    let ok = |v: Vec<dualkey::store::BackupRow>| v.into_iter().filter(|b| b.state == "ok").count();
+    assert_eq!(ok(scheduled_backups(&app.core).await), 1);
+    // Another restart the same day makes nothing up again.
+    set_clock(app, slot + 3_600_000);
+    let again = Scheduler::new(app.core.clone());
+    again.startup().await;
+    tick_at(app, &again, slot + 3_600_000).await;
+    assert_eq!(ok(scheduled_backups(&app.core).await), 1);
+    assert_eq!(
+        audit_details(&app.core, "schedule.run.interrupted")
+            .await
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_during_the_nightly_backup_is_reported_and_made_up_once_sqlite() {
+    killed_mid_run(Backend::Sqlite).await;
+}
+
+/// On PostgreSQL the dead holder's run lease is expired (it never took one here), so a
+/// replica starting recovers it; a run whose holder renews its lease is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_during_the_nightly_backup_is_reported_and_made_up_once_postgres() {
+    killed_mid_run(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_in_progress_on_another_postgres_replica_is_not_interrupted() {
+    let s = setup(Backend::Postgres, "backup_cron = \"0 2 * * *\"", "").await;
+    let app = &s.app;
+    let slot = utc(2026, 6, 2, 2, 0);
+    set_clock(app, slot);
+    assert!(app
+        .core
+        .store
+        .try_lease(
+            &format!("run:backup:{slot}"),
+            "scheduler-alive",
+            slot,
+            60_000
+        )
+        .await
+        .unwrap());
+    let mut tx = app.core.store.begin().await.unwrap();
+    assert!(tx
+        .claim_run("backup", slot, "scheduler-alive", false, slot)
+        .await
+        .unwrap());
+    tx.commit().await.unwrap();
+    set_clock(app, slot + 30_000);
+    let sched = Scheduler::new(app.core.clone());
+    sched.startup().await;
+    assert!(audit_details(&app.core, "schedule.run.interrupted")
+        .await
+        .is_empty());
+    // Its holder stopped renewing: a minute later the periodic check recovers it.
+    set_clock(app, slot + 90_000);
+    sched.recover_runs(slot + 90_000).await.unwrap();
+    assert_eq!(
+        audit_details(&app.core, "schedule.run.interrupted")
+            .await
+            .len(),
+        1
+    );
+}
+
+/// When the store refuses the failure alert of one environment, the report still has that
+/// environment's section, with the error and a warning that the alert was not recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_keeps_an_environment_whose_alert_the_store_refused() {
+    use sqlx::Connection;
+    let s = setup(Backend::Postgres, "backup_cron = \"0 2 * * *\"", "").await;
+    let app = &s.app;
+    let store_url = app.db.as_ref().unwrap().url.clone();
+    let mut c = sqlx::PgConnection::connect(&store_url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_alert() RETURNS trigger AS $$ BEGIN \
+           IF NEW.action = 'schedule.alert' THEN RAISE EXCEPTION 'store refused the alert'; END IF; \
+           RETURN NEW; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER refuse_alert BEFORE INSERT ON audit_events \
+           FOR EACH ROW EXECUTE FUNCTION refuse_alert();",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    // Nothing listens on port 1: the backup fails, then recording its alert fails.
+    std::env::set_var(&s.var, "postgres://postgres@127.0.0.1:1/gone");
+    set_clock(app, utc(2026, 6, 1, 1, 0));
+    let sched = Scheduler::new(app.core.clone());
+    tick_at(app, &sched, utc(2026, 6, 1, 2, 0)).await;
+    let texts = reports(&app.core).await;
+    let report = texts
+        .iter()
+        .find(|t| t.contains("Scheduled backup report"))
+        .unwrap_or_else(|| panic!("{texts:#?}"));
+    assert!(report.contains("production: FAILED"), "{report}");
+    assert!(report.contains("database unreachable"), "{report}");
+    assert!(
+        report.contains("the alert could not be recorded"),
+        "{report}"
+    );
+}

@@ -134,10 +134,14 @@ pub async fn run(inv: &Invocation<'_>, args: Args) -> anyhow::Result<()> {
         .await
 }
 
-/// The reminder times of a window (ms after opening): the configured reminders up to
-/// `minutes`, the last one at `minutes` exactly; all of them when `minutes` is `None`.
+/// The reminder times of a window (ms after opening), in increasing order without repeats: the
+/// configured reminders up to `minutes`, the last one at `minutes` exactly; all of them when
+/// `minutes` is `None`. (The config check refuses a list that is not increasing; sorting here
+/// keeps the reminder rows in time order whatever the settings say.)
 pub fn reminder_offsets(reminders: &[Duration], minutes: Option<u32>) -> Vec<i64> {
-    let all: Vec<i64> = reminders.iter().map(|d| d.as_millis() as i64).collect();
+    let mut all: Vec<i64> = reminders.iter().map(|d| d.as_millis() as i64).collect();
+    all.sort_unstable();
+    all.dedup();
     let Some(m) = minutes else {
         return all;
     };
@@ -210,10 +214,19 @@ pub fn change_of(
     }
 }
 
+/// How often [`open_window_tx`] closes a window that another transaction opened at the same
+/// moment and tries again before giving up.
+const OPEN_ATTEMPTS: usize = 5;
+
 /// Opens a monitoring window inside `tx`: closes the environment's older open window (a newer
 /// change supersedes it), inserts the window and its reminders, audits `monitor.opened`, and
 /// queues a line for the origin and report channels. The worker calls it in the transaction of
 /// the operation's final transition.
+///
+/// The store allows one open window per environment (a partial unique index). When another
+/// transaction opened one at the same moment (two replicas on PostgreSQL), the insert waits for
+/// it to commit and then inserts nothing; that window is closed as superseded and the insert is
+/// tried again.
 pub async fn open_window_tx(
     core: &Core,
     tx: &mut Box<dyn Tx>,
@@ -221,20 +234,6 @@ pub async fn open_window_tx(
 ) -> StoreResult<WindowRow> {
     let now = core.clock.now_ms();
     let id = crate::core::human::new_id('w');
-    for old in tx.open_windows_for_env(&new.env).await? {
-        let reason = format!("superseded by {id}");
-        if tx.close_window(&old.id, now, "system", &reason).await? {
-            core.audit_tx(
-                tx,
-                NewAudit::system(
-                    "monitor.closed",
-                    Some(&new.env),
-                    json!({"window": old.id, "reason": reason}),
-                ),
-            )
-            .await?;
-        }
-    }
     let offsets = offsets_of(core, new.minutes);
     let w = WindowRow {
         id: id.clone(),
@@ -270,7 +269,32 @@ pub async fn open_window_tx(
             card_json: None,
         })
         .collect();
-    tx.insert_window(&w, &reminders).await?;
+    let mut inserted = false;
+    for _ in 0..OPEN_ATTEMPTS {
+        for old in tx.open_windows_for_env(&new.env).await? {
+            let reason = format!("superseded by {id}");
+            if tx.close_window(&old.id, now, "system", &reason).await? {
+                core.audit_tx(
+                    tx,
+                    NewAudit::system(
+                        "monitor.closed",
+                        Some(&new.env),
+                        json!({"window": old.id, "reason": reason}),
+                    ),
+                )
+                .await?;
+            }
+        }
+        if tx.insert_window_if_none_open(&w, &reminders).await? {
+            inserted = true;
+            break;
+        }
+        tracing::info!(env = %new.env, window = %id, "another window opened at the same moment; closing it and trying again");
+    }
+    if !inserted {
+        // Windows kept opening at the same moment: the plain insert reports the conflict.
+        tx.insert_window(&w, &reminders).await?;
+    }
     let at: Vec<String> = offsets
         .iter()
         .map(|o| format!("+{}", human::span(*o)))
@@ -419,7 +443,7 @@ pub async fn click(
         (
             format!(
                 "{by} asked to roll back {target} at {} (a request that needs approval).",
-                hhmm(now)
+                hhmm(now, core.settings.schedule.tz())
             ),
             None,
         )
@@ -439,7 +463,7 @@ pub async fn click(
         (
             format!(
                 "Ended by {by} at {}: looks good. No more reminders.",
-                hhmm(now)
+                hhmm(now, core.settings.schedule.tz())
             ),
             Some(format!(
                 "Monitoring window {id} in {} ended; no more reminders.",
@@ -492,10 +516,11 @@ pub async fn edit_cards(core: &Core, id: &str, note: &str, ended: bool) -> anyho
     Ok(())
 }
 
-/// `14:05` (UTC).
-pub fn hhmm(ms: i64) -> String {
+/// `14:05 CET`: the time of day in `tz` (the `schedule.timezone` that `status` uses too), with
+/// the zone's abbreviation.
+pub fn hhmm(ms: i64, tz: chrono_tz::Tz) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%H:%M").to_string())
+        .map(|t| t.with_timezone(&tz).format("%H:%M %Z").to_string())
         .unwrap_or_else(|| ms.to_string())
 }
 

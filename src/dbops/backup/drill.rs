@@ -8,8 +8,9 @@
 //! while the bytes stream), `_prisma_migrations` is read there and the largest tables are
 //! counted, and the database is dropped, also when a step failed. Nothing is ever run in the
 //! target database itself: the only statements sent over a connection to it are `CREATE
-//! DATABASE` and `DROP DATABASE` of the scratch name, which is refused when it equals the
-//! target's name (or would be cut to it by PostgreSQL's 63-byte limit).
+//! DATABASE` and `DROP DATABASE` of the scratch name, which is refused when PostgreSQL's
+//! 63-byte limit would cut it, or when it is the database of any configured environment on the
+//! same server.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -80,12 +81,33 @@ pub fn scratch_name(target_db: &str) -> Result<String, DrillError> {
             "the drill database name {name} is longer than PostgreSQL's 63 bytes; PostgreSQL would cut it, so no drill runs for {target_db}"
         )));
     }
-    if name == target_db {
-        return Err(DrillError::Refused(format!(
-            "the drill database {name} is the target database; refused"
-        )));
-    }
     Ok(name)
+}
+
+/// Local host spellings (and Unix sockets) are one server.
+fn server(url: &PgUrl) -> (String, u16) {
+    let host = match url.host() {
+        None | Some("localhost") | Some("127.0.0.1") | Some("::1") => "local".to_string(),
+        Some(h) if h.starts_with('/') => "local".to_string(),
+        Some(h) => h.to_ascii_lowercase(),
+    };
+    (host, url.port().unwrap_or(5432))
+}
+
+/// Refuses a scratch name that is the database of any URL in `protected` (the configured
+/// environments' databases) on the same server: a drill would drop it.
+pub fn check_scratch(url: &PgUrl, scratch: &str, protected: &[String]) -> Result<(), DrillError> {
+    for p in protected {
+        let Ok(other) = PgUrl::parse(p) else {
+            continue;
+        };
+        if other.database() == scratch && server(&other) == server(url) {
+            return Err(DrillError::Refused(format!(
+                "the drill database {scratch} is the database of a configured environment on the same server; no drill runs and nothing is dropped"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `database_url` pointing at `database` instead (a `dbname` query parameter, which both
@@ -131,9 +153,11 @@ async fn admin(database_url: &str) -> Result<(PgUrl, PgConnection), DrillError> 
 
 /// Drops the scratch database of `database_url`'s target when one is left (a drill that
 /// crashed); true when one was dropped.
-pub async fn drop_stale(database_url: &str) -> Result<bool, DrillError> {
-    let (url, mut conn) = admin(database_url).await?;
+pub async fn drop_stale(database_url: &str, protected: &[String]) -> Result<bool, DrillError> {
+    let url = PgUrl::parse(database_url)?;
     let scratch = scratch_name(url.database())?;
+    check_scratch(&url, &scratch, protected)?;
+    let (_, mut conn) = admin(database_url).await?;
     let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
         .bind(&scratch)
         .fetch_optional(&mut conn)
@@ -167,7 +191,8 @@ async fn drop_db(conn: &mut PgConnection, scratch: &str) -> Result<(), DrillErro
 /// Restores the backup at `path` (catalog SHA-256 `sha256`) into the scratch database of
 /// `database_url`'s target, checks its `_prisma_migrations` against `expected_migrations` and
 /// counts the rows of the `top` largest tables; the scratch database is dropped however it
-/// ends. The target database is never written to.
+/// ends. The target database is never written to. Refused when the scratch name is the database
+/// of a URL in `protected` (the configured environments) on the same server.
 pub async fn drill(
     database_url: &str,
     path: &Path,
@@ -175,9 +200,12 @@ pub async fn drill(
     expected_migrations: &[String],
     pg_bin_dir: Option<&Path>,
     top: usize,
+    protected: &[String],
 ) -> Result<DrillOutcome, DrillError> {
-    let (url, mut conn) = admin(database_url).await?;
+    let url = PgUrl::parse(database_url)?;
     let scratch = scratch_name(url.database())?;
+    check_scratch(&url, &scratch, protected)?;
+    let (_, mut conn) = admin(database_url).await?;
     drop_db(&mut conn, &scratch).await?;
     let sql = format!("CREATE DATABASE {}", quote_ident(&scratch));
     sqlx::query(&sql)
@@ -291,6 +319,17 @@ mod tests {
     fn scratch_names_are_suffixed_and_refused_when_too_long() {
         assert_eq!(scratch_name("taskflow").unwrap(), "taskflow_dualkey_drill");
         assert!(scratch_name(&"x".repeat(50)).is_err());
+    }
+
+    #[test]
+    fn a_scratch_name_that_is_a_configured_database_on_the_same_server_is_refused() {
+        let url = PgUrl::parse("postgres://u@localhost:5432/app").unwrap();
+        let other = vec!["postgres://v@127.0.0.1/app_dualkey_drill".to_string()];
+        assert!(check_scratch(&url, "app_dualkey_drill", &other).is_err());
+        let elsewhere = vec!["postgres://v@db2:5432/app_dualkey_drill".to_string()];
+        assert!(check_scratch(&url, "app_dualkey_drill", &elsewhere).is_ok());
+        let port = vec!["postgres://v@localhost:5433/app_dualkey_drill".to_string()];
+        assert!(check_scratch(&url, "app_dualkey_drill", &port).is_ok());
     }
 
     #[test]
