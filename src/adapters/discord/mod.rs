@@ -64,6 +64,9 @@ struct Acked {
     original_done: bool,
 }
 
+/// Acked interactions by id, and their ids in the order they were acked.
+type AckedLog = (HashMap<String, Acked>, VecDeque<(Instant, String)>);
+
 /// The Discord adapter. Holds its token as a secret; it has no `Debug`.
 pub struct DiscordAdapter {
     mode: Mode,
@@ -76,7 +79,9 @@ pub struct DiscordAdapter {
     verifier: Option<Verifier>,
     /// Interaction ids seen lately, oldest first (a redelivery is acked once, handled once).
     seen: Mutex<(std::collections::HashSet<String>, VecDeque<String>)>,
-    acked: Mutex<HashMap<String, Acked>>,
+    /// Interactions acked by this process, and their ids oldest first (expired ones are
+    /// dropped from the front: each ack costs O(1), not a walk over every live token).
+    acked: Mutex<AckedLog>,
 }
 
 fn token_from_env(var: &str) -> anyhow::Result<SecretString> {
@@ -126,7 +131,7 @@ impl DiscordAdapter {
             guild_id: Some(s.guild_id.trim().to_string()).filter(|g| !g.is_empty()),
             verifier,
             seen: Mutex::new(Default::default()),
-            acked: Mutex::new(HashMap::new()),
+            acked: Mutex::new(Default::default()),
         })
     }
 
@@ -170,21 +175,34 @@ impl DiscordAdapter {
     /// Remembers that `event`'s interaction was acked (now), for its answers.
     pub fn note_acked(&self, event: &InboundEvent) {
         let mut g = self.acked.lock().unwrap_or_else(|e| e.into_inner());
-        g.retain(|_, a| a.at.elapsed() < TOKEN_LIFETIME);
-        g.insert(
+        let (map, order) = &mut *g;
+        let now = Instant::now();
+        while let Some((at, _)) = order.front() {
+            if now.duration_since(*at) < TOKEN_LIFETIME {
+                break;
+            }
+            if let Some((at, id)) = order.pop_front() {
+                // Only if it was not acked again since (a newer entry is further back).
+                if map.get(&id).is_some_and(|a| a.at == at) {
+                    map.remove(&id);
+                }
+            }
+        }
+        map.insert(
             event.delivery_id.clone(),
             Acked {
-                at: Instant::now(),
+                at: now,
                 original_done: false,
             },
         );
+        order.push_back((now, event.delivery_id.clone()));
     }
 
     /// Whether this answer should edit the deferred response (the first ephemeral answer to
     /// a command); marks it done.
     fn take_original(&self, id: &str) -> bool {
         let mut g = self.acked.lock().unwrap_or_else(|e| e.into_inner());
-        match g.get_mut(id) {
+        match g.0.get_mut(id) {
             Some(a) if !a.original_done => {
                 a.original_done = true;
                 true
@@ -197,7 +215,7 @@ impl DiscordAdapter {
 
     fn acked_at(&self, id: &str) -> Option<Instant> {
         let g = self.acked.lock().unwrap_or_else(|e| e.into_inner());
-        g.get(id).map(|a| a.at)
+        g.0.get(id).map(|a| a.at)
     }
 
     /// Runs a webhook call; while the ack may still be on its way (an HTTP-mode ack is the
