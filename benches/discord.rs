@@ -17,8 +17,9 @@
 //! Run: `cargo bench --bench discord` (add `-- --rounds N` for N rounds of 200, default 5).
 //! Everything runs on 127.0.0.1; a fresh SQLite store in a temporary folder.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,7 +35,16 @@ use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
 use serenity::interactions_endpoint::Verifier;
 
+use common::{free_port, now_secs, pct, rss_kb, spawn_bot, start_slack, wait_http, Killed};
+
 const CONCURRENCY: usize = 200;
+/// The token variables the bench config names.
+const BOT_ENV: &[(&str, &str)] = &[
+    ("DK_BENCH_DISCORD_BOT", "bench-discord-token"),
+    ("DK_BENCH_SLACK_BOT", "xoxb-bench"),
+    ("DK_BENCH_SLACK_APP", "xapp-bench"),
+    ("DK_BENCH_SLACK_SECRET", "bench-signing-secret"),
+];
 /// RFC 8032 section 7.1 TEST 1.
 const SECRET_KEY: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
 const PUBLIC_KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
@@ -52,10 +62,6 @@ fn sign(key: &SigningKey, ts: &str, body: &str) -> String {
     let mut msg = ts.as_bytes().to_vec();
     msg.extend_from_slice(body.as_bytes());
     hex::encode(key.sign(&msg).to_bytes())
-}
-
-fn now_secs() -> i64 {
-    chrono::Utc::now().timestamp()
 }
 
 // ---- stand-in Discord -----------------------------------------------------------------------
@@ -181,60 +187,7 @@ async fn start_discord() -> (Discord, String) {
     (d, base)
 }
 
-// ---- stand-in Slack (Socket Mode only) ------------------------------------------------------
-
-#[derive(Clone, Default)]
-struct Slack {
-    base: Arc<std::sync::OnceLock<String>>,
-    sockets: Arc<AtomicUsize>,
-    connected: Arc<tokio::sync::Notify>,
-    ts: Arc<AtomicUsize>,
-}
-
-async fn slack_api(State(s): State<Slack>, Path(method): Path<String>) -> impl IntoResponse {
-    let n = s.ts.fetch_add(1, Ordering::SeqCst) + 1;
-    let ts = format!("1700000000.{n:06}");
-    match method.as_str() {
-        "apps.connections.open" => Json(json!({
-            "ok": true,
-            "url": format!("{}/link/?ticket={n}", s.base.get().unwrap().replace("http://", "ws://"))
-        })),
-        "chat.postEphemeral" => Json(json!({"ok": true, "message_ts": ts})),
-        _ => Json(json!({"ok": true, "channel": "C0BENCH", "ts": ts, "message": {"ts": ts}})),
-    }
-}
-
-async fn slack_link(State(s): State<Slack>, ws: WebSocketUpgrade) -> impl IntoResponse {
-    ws.on_upgrade(move |mut socket: WebSocket| async move {
-        let hello = r#"{"type":"hello","num_connections":1,"debug_info":{"host":"bench"},"connection_info":{"app_id":"A0BENCH"}}"#;
-        let _ = socket.send(Message::Text(hello.into())).await;
-        s.sockets.fetch_add(1, Ordering::SeqCst);
-        s.connected.notify_waiters();
-        while let Some(Ok(_)) = socket.recv().await {}
-    })
-}
-
-async fn start_slack() -> (Slack, String) {
-    let s = Slack::default();
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", l.local_addr().unwrap());
-    s.base.set(base.clone()).unwrap();
-    let app = Router::new()
-        .route("/api/{method}", post(slack_api).get(slack_api))
-        .route("/link/", get(slack_link))
-        .with_state(s.clone());
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    (s, base)
-}
-
 // ---- the bot --------------------------------------------------------------------------------
-
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// A config with Discord in `discord_mode` and, when `slack_api` is given, Slack in Socket Mode.
 fn write_config(
@@ -301,45 +254,6 @@ migrations_dir = "{migrations}"
     let p = dir.join("dualkey.toml");
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn spawn_bot(config: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_dualkey"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("DK_BENCH_DISCORD_BOT", "bench-discord-token")
-        .env("DK_BENCH_SLACK_BOT", "xoxb-bench")
-        .env("DK_BENCH_SLACK_APP", "xapp-bench")
-        .env("DK_BENCH_SLACK_SECRET", "bench-signing-secret")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start dualkey serve")
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn wait_http(client: &reqwest::Client, url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if client
-            .get(url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{url} did not answer in 30 s");
 }
 
 // ---- the bare baseline ----------------------------------------------------------------------
@@ -462,21 +376,6 @@ async fn round(client: &reqwest::Client, url: &str, key: &SigningKey) -> Vec<u12
     out
 }
 
-fn pct(v: &mut [u128], p: f64) -> f64 {
-    v.sort_unstable();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i] as f64 / 1000.0
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -499,7 +398,7 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let listen = free_port();
     let config = write_config(dir.path(), "http", &discord_base, None, listen);
-    let bot = Killed(spawn_bot(&config));
+    let bot = Killed(spawn_bot(&config, BOT_ENV));
     wait_http(&client, &format!("http://{listen}/healthz")).await;
     let bare_addr = start_bare();
     let bot_url = format!("http://{listen}/discord/interactions");
@@ -555,7 +454,7 @@ async fn main() {
         let slack_before = slack.sockets.load(Ordering::SeqCst);
         let discord_before = discord.identifies.load(Ordering::SeqCst);
         let t0 = Instant::now();
-        let bot = Killed(spawn_bot(&config));
+        let bot = Killed(spawn_bot(&config, BOT_ENV));
         let slack_ready = async {
             loop {
                 let n = slack.connected.notified();

@@ -13,20 +13,21 @@
 //! Run: `cargo bench --bench slack` (add `-- --rounds N` for N rounds of 200, default 5).
 //! Everything runs on 127.0.0.1; a fresh SQLite store in a temporary folder.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+use common::{free_port, now_secs, pct, rss_kb, spawn_bot, start_slack, wait_http, Killed};
 
 const SECRET: &str = "bench-signing-secret";
 const CONCURRENCY: usize = 200;
@@ -37,67 +38,7 @@ fn sign(ts: &str, body: &str) -> String {
     format!("v0={}", hex::encode(m.finalize().into_bytes()))
 }
 
-fn now_secs() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
-// ---- stand-in Slack -------------------------------------------------------------------------
-
-#[derive(Clone, Default)]
-struct Standin {
-    base: Arc<std::sync::OnceLock<String>>,
-    sockets: Arc<AtomicUsize>,
-    connected: Arc<tokio::sync::Notify>,
-    ts: Arc<AtomicUsize>,
-}
-
-async fn api(State(s): State<Standin>, Path(method): Path<String>) -> impl IntoResponse {
-    let n = s.ts.fetch_add(1, Ordering::SeqCst) + 1;
-    let ts = format!("1700000000.{n:06}");
-    match method.as_str() {
-        "apps.connections.open" => Json(serde_json::json!({
-            "ok": true,
-            "url": format!("{}/link/?ticket={n}", s.base.get().unwrap().replace("http://", "ws://"))
-        })),
-        "chat.postEphemeral" => Json(serde_json::json!({"ok": true, "message_ts": ts})),
-        _ => Json(
-            serde_json::json!({"ok": true, "channel": "C0BENCH", "ts": ts, "message": {"ts": ts}}),
-        ),
-    }
-}
-
-async fn link(State(s): State<Standin>, ws: WebSocketUpgrade) -> impl IntoResponse {
-    ws.on_upgrade(move |mut socket: WebSocket| async move {
-        let hello = r#"{"type":"hello","num_connections":1,"debug_info":{"host":"bench"},"connection_info":{"app_id":"A0BENCH"}}"#;
-        let _ = socket.send(Message::Text(hello.into())).await;
-        s.sockets.fetch_add(1, Ordering::SeqCst);
-        s.connected.notify_waiters();
-        while let Some(Ok(_)) = socket.recv().await {}
-    })
-}
-
-async fn start_standin() -> (Standin, String) {
-    let s = Standin::default();
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", l.local_addr().unwrap());
-    s.base.set(base.clone()).unwrap();
-    let app = Router::new()
-        .route("/api/{method}", post(api).get(api))
-        .route("/hooks/{*rest}", post(|| async { "ok" }))
-        .route("/link/", get(link))
-        .with_state(s.clone());
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    (s, base)
-}
-
 // ---- the bot --------------------------------------------------------------------------------
-
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 fn write_config(
     dir: &std::path::Path,
@@ -142,44 +83,6 @@ migrations_dir = "{migrations}"
     let p = dir.join("dualkey.toml");
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn spawn_bot(config: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_dualkey"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("DK_BENCH_BOT", "xoxb-bench")
-        .env("DK_BENCH_APP", "xapp-bench")
-        .env("DK_BENCH_SECRET", SECRET)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start dualkey serve")
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn wait_http(client: &reqwest::Client, url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if client
-            .get(url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{url} did not answer in 30 s");
 }
 
 // ---- the bare baseline ----------------------------------------------------------------------
@@ -285,21 +188,6 @@ fn urlencode(s: &str) -> String {
     serde_urlencoded::to_string([("x", s)]).unwrap()[2..].to_string()
 }
 
-fn pct(v: &mut [u128], p: f64) -> f64 {
-    v.sort_unstable();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i] as f64 / 1000.0
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -313,13 +201,20 @@ async fn main() {
         .pool_max_idle_per_host(4 * CONCURRENCY)
         .build()
         .unwrap();
-    let (standin, base) = start_standin().await;
+    let (standin, base) = start_slack().await;
 
     // 1. Ack latency, HTTP mode, interleaved with the bare handler.
     let dir = tempfile::tempdir().unwrap();
     let listen = free_port();
     let config = write_config(dir.path(), "http", &base, listen);
-    let _bot = Killed(spawn_bot(&config));
+    let _bot = Killed(spawn_bot(
+        &config,
+        &[
+            ("DK_BENCH_BOT", "xoxb-bench"),
+            ("DK_BENCH_APP", "xapp-bench"),
+            ("DK_BENCH_SECRET", SECRET),
+        ],
+    ));
     wait_http(&client, &format!("http://{listen}/healthz")).await;
     let bare_addr = start_bare();
     let bot_url = format!("http://{listen}/slack/commands");
@@ -367,7 +262,14 @@ async fn main() {
         tokio::pin!(connected);
         connected.as_mut().enable();
         let t0 = Instant::now();
-        let bot = Killed(spawn_bot(&config));
+        let bot = Killed(spawn_bot(
+            &config,
+            &[
+                ("DK_BENCH_BOT", "xoxb-bench"),
+                ("DK_BENCH_APP", "xapp-bench"),
+                ("DK_BENCH_SECRET", SECRET),
+            ],
+        ));
         tokio::time::timeout(Duration::from_secs(30), async {
             while standin.sockets.load(Ordering::SeqCst) == before {
                 connected.as_mut().await;
