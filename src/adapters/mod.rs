@@ -144,6 +144,14 @@ pub trait Adapter: Outbound {
     }
 }
 
+/// The longest wait between two connection attempts of an adapter's reconnect loop.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|v| *v).await;
+}
+
 /// What became of a submitted event (the value of [`Submitted`]'s task).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handled {

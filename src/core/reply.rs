@@ -591,6 +591,13 @@ pub fn table_text(t: &Table) -> Vec<String> {
         .collect()
 }
 
+/// `2026-12-01 18:00 UTC`: a time in words, next to a platform's own date token.
+pub fn utc_text(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,10 +17,7 @@ use tokio::sync::watch;
 
 use super::interactions::{self, Incoming};
 use super::DiscordAdapter;
-use crate::adapters::Inbound;
-
-/// The longest wait between two connection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+use crate::adapters::{stopped, Inbound, MAX_BACKOFF};
 
 struct Handler {
     adapter: Arc<DiscordAdapter>,
@@ -88,11 +85,6 @@ pub async fn accept(adapter: &DiscordAdapter, inbound: &Inbound, incoming: Incom
         adapter.note_acked(&event);
         drop(inbound.submit(event));
     }
-}
-
-/// Resolves once `shutdown` turns true (or its sender is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|v| *v).await;
 }
 
 /// Runs the gateway until `shutdown`.

@@ -37,7 +37,7 @@ use crate::config::DiscordSettings;
 use crate::core::event::{InboundEvent, Platform};
 use crate::core::reply::{Reply, Visibility};
 
-use interactions::{ReplyHandle, EPHEMERAL};
+use interactions::ReplyHandle;
 use transport::Transport;
 
 /// How Discord reaches dualkey.
@@ -145,11 +145,6 @@ impl DiscordAdapter {
         }
     }
 
-    /// The mode from the settings.
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
-
     /// The REST calls.
     pub fn transport(&self) -> &Transport {
         &self.transport
@@ -250,15 +245,6 @@ impl DiscordAdapter {
     }
 }
 
-/// The message body with the ephemeral flag set.
-fn ephemeral_body(mut body: Value) -> Value {
-    if let Value::Object(m) = &mut body {
-        let flags = m.get("flags").and_then(Value::as_u64).unwrap_or(0);
-        m.insert("flags".into(), (flags | EPHEMERAL).into());
-    }
-    body
-}
-
 #[async_trait]
 impl Outbound for DiscordAdapter {
     fn platform(&self) -> Platform {
@@ -344,7 +330,8 @@ impl Outbound for DiscordAdapter {
             // A retry of this answer (or the next one) goes out as a follow-up.
             tracing::debug!("discord: editing the deferred response failed; trying a follow-up");
         }
-        let body = ephemeral_body(render::message(reply));
+        // `render::message` sets the ephemeral flag of an ephemeral reply.
+        let body = render::message(reply);
         self.webhook_call(id, || {
             self.transport
                 .followup(&handle.application_id, &handle.token, &body)

@@ -18,8 +18,8 @@ use serde_json::{json, Map, Value};
 
 use crate::core::event::Platform;
 use crate::core::reply::{
-    table_text, Body, Button, ButtonStyle, Card, CardState, Mention, Reply, Report, Section,
-    Severity, Step, StepState, Style, Table, Visibility, Warning,
+    table_text, utc_text, Body, Button, ButtonStyle, Card, CardState, Mention, Reply, Report,
+    Section, Severity, Step, StepState, Style, Table, Visibility, Warning,
 };
 
 /// Message `content`.
@@ -48,8 +48,7 @@ pub const CUSTOM_ID: usize = 100;
 pub const BUTTONS_PER_ROW: usize = 5;
 /// Action rows in one message.
 pub const ROWS: usize = 5;
-/// `flags` bit of an ephemeral message.
-pub const EPHEMERAL: u64 = 64;
+pub use super::interactions::EPHEMERAL;
 
 /// Amber: waiting for votes.
 pub const AMBER: u32 = 0xF0B232;
@@ -338,13 +337,6 @@ fn block_field(name: &str, value_md: &str) -> Value {
     let mut f = field(name, value_md);
     f["inline"] = json!(false);
     f
-}
-
-/// `2026-12-01 18:00 UTC`, the expiry in words next to the timestamp token.
-fn utc_text(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_else(|| ms.to_string())
 }
 
 /// A step's recorded output within `max` characters: inline code when short and on one line,

@@ -20,7 +20,7 @@ use secrecy::{ExposeSecret, SecretString};
 use slack_morphism::prelude::*;
 use tokio::sync::watch;
 
-use crate::adapters::{Adapter, DeliveryError, Inbound, Outbound};
+use crate::adapters::{stopped, Adapter, DeliveryError, Inbound, Outbound, MAX_BACKOFF};
 use crate::config::SlackSettings;
 use crate::core::event::{InboundEvent, Platform};
 use crate::core::reply::{Reply, Visibility};
@@ -29,8 +29,6 @@ use transport::Transport;
 
 /// How long a new Socket Mode connection may take to say `hello` before it is retried.
 const HELLO_WAIT: Duration = Duration::from_secs(5);
-/// The longest wait between two connection attempts at start.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// How Slack reaches dualkey.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,11 +179,6 @@ impl SlackAdapter {
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
-}
-
-/// Resolves once `shutdown` turns true (or its sender is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|v| *v).await;
 }
 
 /// What the Socket Mode callbacks (plain `fn`s) get through slack-morphism's user state.

@@ -12,8 +12,8 @@ use slack_morphism::prelude::*;
 
 use crate::core::event::Platform;
 use crate::core::reply::{
-    Body, Button, ButtonStyle, Card, CardState, Reply, Report, Section, Severity, Step, StepState,
-    Style, Table,
+    utc_text, Body, Button, ButtonStyle, Card, CardState, Reply, Report, Section, Severity, Step,
+    StepState, Style, Table,
 };
 
 /// Most blocks Slack accepts in one message.
@@ -436,13 +436,6 @@ fn warnings_md(warnings: &[crate::core::reply::Warning]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// `2026-12-01 18:00 UTC` for the date token's fallback.
-fn utc_text(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_else(|| ms.to_string())
 }
 
 fn card_blocks(c: &Card) -> Vec<SlackBlock> {
