@@ -119,13 +119,7 @@ pub async fn backup_field(core: &Core, env: &str) -> anyhow::Result<Field> {
     Ok(field(
         "newest backup",
         match first_healthy(core, &all).await {
-            Some(b) => format!(
-                "{} ({}, {} ago, {})",
-                b.id,
-                b.kind,
-                human::age(now - b.started_at),
-                human::bytes(b.size_bytes.unwrap_or(0) as u64)
-            ),
+            Some(b) => backup_line(b, now),
             None => "NONE verified".into(),
         },
     ))
@@ -162,8 +156,19 @@ pub async fn app_field(core: &Core, env: &str) -> Option<Field> {
     ))
 }
 
+/// A backup in one line: `b3f9a1c2b7 (scheduled, 5h ago, 12.0 MB)`.
+pub(crate) fn backup_line(b: &BackupRow, now: i64) -> String {
+    format!(
+        "{} ({}, {} ago, {})",
+        b.id,
+        b.kind,
+        human::age(now - b.started_at),
+        human::bytes(b.size_bytes.unwrap_or(0) as u64)
+    )
+}
+
 /// The first (newest) catalog entry whose file is healthy, hashing a touched one.
-async fn first_healthy<'a>(core: &Core, all: &'a [BackupRow]) -> Option<&'a BackupRow> {
+pub(crate) async fn first_healthy<'a>(core: &Core, all: &'a [BackupRow]) -> Option<&'a BackupRow> {
     for b in all {
         if backup_health_hashed(core.store.as_ref(), b).await == "ok" {
             return Some(b);

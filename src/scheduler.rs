@@ -50,6 +50,7 @@
 //!   audit events; housekeeping jobs that run every few seconds are audited by what they do
 //!   (each expired request, each recovered operation, pruned rows), not by each tick.
 
+use crate::checks;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -259,27 +260,11 @@ fn report_channels<'a>(core: &Core, envs: impl IntoIterator<Item = &'a str>) -> 
     out
 }
 
-/// The newest catalog entry of `env` whose file is healthy.
+/// The newest catalog entry of `env` whose file is healthy (a deleted or failed entry never
+/// is: `backup_health` says so).
 async fn newest_verified(core: &Core, env: &str) -> anyhow::Result<Option<BackupRow>> {
-    for b in core.store.list_backups(env).await? {
-        if b.state == "ok"
-            && b.deleted_at.is_none()
-            && runbook::backup_health_hashed(core.store.as_ref(), &b).await == "ok"
-        {
-            return Ok(Some(b));
-        }
-    }
-    Ok(None)
-}
-
-fn backup_line(b: &BackupRow, now: i64) -> String {
-    format!(
-        "{} ({}, {} ago, {})",
-        b.id,
-        b.kind,
-        human::age(now - b.started_at),
-        human::bytes(b.size_bytes.unwrap_or(0) as u64)
-    )
+    let all = core.store.list_backups(env).await?;
+    Ok(checks::first_healthy(core, &all).await.cloned())
 }
 
 impl Scheduler {
@@ -823,7 +808,7 @@ impl Scheduler {
         };
         for env in &scheduled {
             let before = core.store.list_backups(env).await.unwrap_or_default();
-            let last_good = newest_verified(core, env).await.ok().flatten();
+            let last_good = checks::first_healthy(core, &before).await.cloned();
             let result = runbook::take_backup(
                 core,
                 env,
@@ -871,7 +856,7 @@ impl Scheduler {
                     failed.push(env.to_string());
                     let last = last_good
                         .as_ref()
-                        .map(|b| backup_line(b, now))
+                        .map(|b| checks::backup_line(b, now))
                         .unwrap_or_else(|| "none verified".into());
                     section.fields.push(("error".into(), err.0.clone()));
                     section
@@ -974,7 +959,7 @@ impl Scheduler {
                 let gone: Vec<String> = ids
                     .iter()
                     .map(|id| match before.iter().find(|b| &b.id == id) {
-                        Some(b) => backup_line(b, now),
+                        Some(b) => checks::backup_line(b, now),
                         None => id.clone(),
                     })
                     .collect();
@@ -1009,10 +994,10 @@ impl Scheduler {
         if let (Some(newest), Some(oldest)) = (kept.first(), kept.last()) {
             section
                 .fields
-                .push(("newest".into(), backup_line(newest, now)));
+                .push(("newest".into(), checks::backup_line(newest, now)));
             section
                 .fields
-                .push(("oldest".into(), backup_line(oldest, now)));
+                .push(("oldest".into(), checks::backup_line(oldest, now)));
         }
         let last7: Vec<&BackupRow> = kept.iter().take(7).rev().copied().collect();
         if !last7.is_empty() {
@@ -1070,7 +1055,7 @@ impl Scheduler {
                     Some(b) => format!(
                         "the newest verified backup of {env} is {} old (limit {limit}): {}",
                         human::age(now - b.started_at),
-                        backup_line(b, now)
+                        checks::backup_line(b, now)
                     ),
                     None => format!(
                         "{env} has no verified backup, none for {} (limit {limit})",
@@ -1104,7 +1089,7 @@ impl Scheduler {
                 }
                 let text = format!(
                     "RESOLVED: {env} has a verified backup younger than {limit} again: {}",
-                    backup_line(b, now)
+                    checks::backup_line(b, now)
                 );
                 core.audit_tx(
                     &mut tx,

@@ -22,6 +22,7 @@ use sqlx::{Connection, Row};
 
 use super::url::PgUrl;
 use super::RestoreOptions;
+use crate::dbops::prisma::quote_ident;
 
 /// The suffix of the scratch database's name.
 pub const DRILL_SUFFIX: &str = "_dualkey_drill";
@@ -116,19 +117,7 @@ pub fn url_for_database(database_url: &str, database: &str) -> String {
     // A fragment means nothing to libpq; it is dropped.
     let base = database_url.split('#').next().unwrap_or(database_url);
     let sep = if base.contains('?') { '&' } else { '?' };
-    let mut enc = String::new();
-    for b in database.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.' {
-            enc.push(b as char);
-        } else {
-            enc.push_str(&format!("%{b:02X}"));
-        }
-    }
-    format!("{base}{sep}dbname={enc}")
-}
-
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
+    format!("{base}{sep}dbname={}", super::url::percent_encode(database))
 }
 
 async fn admin(database_url: &str) -> Result<(PgUrl, PgConnection), DrillError> {

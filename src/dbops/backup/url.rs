@@ -649,7 +649,7 @@ fn conninfo_quote(v: &str) -> String {
     s
 }
 
-fn percent_encode(v: &str) -> String {
+pub(crate) fn percent_encode(v: &str) -> String {
     let mut s = String::with_capacity(v.len());
     for b in v.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -98,8 +98,8 @@ pub use status::{
     build_status_report, status, status_prisma_cli, Divergence, FailedMigration, MigrationState,
     MigrationStatus, StatusReport,
 };
-pub(crate) use table::Target;
 pub use table::{
     connect_options, read_migrations_table, MigrationRow, ADVISORY_LOCK_KEY, ADVISORY_LOCK_TIMEOUT,
     CREATE_MIGRATIONS_TABLE_SQL, IGNORED_TABLES, MIGRATIONS_TABLE, SELECT_MIGRATIONS_SQL,
 };
+pub(crate) use table::{quote_ident, Target};
