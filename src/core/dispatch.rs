@@ -88,6 +88,10 @@ pub struct Core {
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// Plans and reports from the target's facts.
     pub facts: Arc<dyn Facts>,
+    /// This core's name among the store's lease holders (`PID-RANDOM`, unique per core, so two
+    /// cores in one process are two holders). Every lease it takes is held as
+    /// [`Core::lease_holder`], and a graceful stop releases them all at once.
+    pub instance: String,
 }
 
 /// One parsed, authorized command being run: what a command file's `run` gets.
@@ -175,7 +179,14 @@ impl Core {
             outbox_wake: Arc::new(Notify::new()),
             in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             facts,
+            instance: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
         }
+    }
+
+    /// The lease holder name of one of this core's roles (`scheduler`, `outbox`):
+    /// `ROLE@INSTANCE`, which `Tx::release_leases(&core.instance)` releases.
+    pub fn lease_holder(&self, role: &str) -> String {
+        format!("{role}@{}", self.instance)
     }
 
     /// Names a parser may check against.
