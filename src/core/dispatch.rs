@@ -92,6 +92,71 @@ pub struct Core {
     /// cores in one process are two holders). Every lease it takes is held as
     /// [`Core::lease_holder`], and a graceful stop releases them all at once.
     pub instance: String,
+    /// Deliveries this core saw lately, each with the request it created once there is one,
+    /// so a repeated delivery can be told apart and answered with its request id.
+    pub recent: std::sync::Mutex<RecentDeliveries>,
+}
+
+/// The last [`RecentDeliveries::LIMIT`] delivery keys (`platform:delivery_id`) this process
+/// accepted, oldest first, with the request each created.
+#[derive(Default)]
+pub struct RecentDeliveries {
+    requests: std::collections::HashMap<String, Option<String>>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl RecentDeliveries {
+    /// How many deliveries are remembered.
+    pub const LIMIT: usize = 4096;
+
+    /// Records `key`; `Err` with the request it created (if any yet) when it was seen before.
+    pub fn first_sight(&mut self, key: &str) -> Result<(), Option<String>> {
+        if let Some(request) = self.requests.get(key) {
+            return Err(request.clone());
+        }
+        self.requests.insert(key.to_string(), None);
+        self.order.push_back(key.to_string());
+        while self.order.len() > Self::LIMIT {
+            if let Some(old) = self.order.pop_front() {
+                self.requests.remove(&old);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets `key` (its delivery was not recorded, so a retry must run).
+    pub fn forget(&mut self, key: &str) {
+        if self.requests.remove(key).is_some() {
+            self.order.retain(|k| k != key);
+        }
+    }
+
+    /// Notes that delivery `key` created request `id`.
+    pub fn set_request(&mut self, key: &str, id: &str) {
+        if let Some(slot) = self.requests.get_mut(key) {
+            *slot = Some(id.to_string());
+        } else if self.first_sight(key).is_ok() {
+            self.requests.insert(key.to_string(), Some(id.to_string()));
+        }
+    }
+
+    /// The request delivery `key` created, when this process saw it create one.
+    pub fn request(&self, key: &str) -> Option<String> {
+        self.requests.get(key).cloned().flatten()
+    }
+}
+
+/// What a repeated delivery of a command is told: nothing runs again; its request id when
+/// this process knows it. `shown` is the command as typed (`/db app stop`), when known.
+pub fn already_received(shown: Option<&str>, request: Option<&str>) -> String {
+    let what = match shown {
+        Some(s) => format!(" `{}`", s.trim().replace('`', "'")),
+        None => " this command".to_string(),
+    };
+    match request {
+        Some(id) => format!("Already received{what} (request {id}); this repeated delivery runs nothing again. `approvals` shows the request."),
+        None => format!("Already received{what}; this repeated delivery runs nothing again."),
+    }
 }
 
 /// One parsed, authorized command being run: what a command file's `run` gets.
@@ -180,6 +245,7 @@ impl Core {
             in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             facts,
             instance: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
+            recent: std::sync::Mutex::new(RecentDeliveries::default()),
         }
     }
 
@@ -376,6 +442,17 @@ impl Core {
         out
     }
 
+    /// The key of `ev`'s delivery in the store's dedupe table and in [`Core::recent`].
+    pub fn delivery_key(ev: &InboundEvent) -> String {
+        format!("{}:{}", ev.actor.platform.as_str(), ev.delivery_id)
+    }
+
+    /// The request `ev`'s delivery created, when this process saw it create one.
+    pub fn request_of_delivery(&self, ev: &InboundEvent) -> Option<String> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.request(&Core::delivery_key(ev))
+    }
+
     /// Records the event's delivery id; false when the same delivery was seen before (it is
     /// then ignored). Runs after the adapter's ack (see `adapters::Inbound::submit`).
     pub async fn first_delivery(&self, ev: &InboundEvent) -> anyhow::Result<bool> {
@@ -389,13 +466,7 @@ impl Core {
         let mut tx = self.store.begin().await?;
         let mut out = Vec::with_capacity(evs.len());
         for ev in evs {
-            out.push(
-                tx.first_delivery(
-                    &format!("{}:{}", ev.actor.platform.as_str(), ev.delivery_id),
-                    now,
-                )
-                .await?,
-            );
+            out.push(tx.first_delivery(&Core::delivery_key(ev), now).await?);
         }
         tx.commit().await?;
         Ok(out)
@@ -640,6 +711,10 @@ impl Core {
             )
             .await?;
             tx.commit().await?;
+            self.recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .set_request(&Core::delivery_key(ev), &id);
             self.outbox_wake.notify_one();
             let card = self.request_card(&id).await?;
             let channels = self.channels_for(Some(&ev.channel), Route::Approvals, env);
