@@ -94,56 +94,7 @@ pub struct Core {
     pub instance: String,
     /// Deliveries this core saw lately, each with the request it created once there is one,
     /// so a repeated delivery can be told apart and answered with its request id.
-    pub recent: std::sync::Mutex<RecentDeliveries>,
-}
-
-/// The last [`RecentDeliveries::LIMIT`] delivery keys (`platform:delivery_id`) this process
-/// accepted, oldest first, with the request each created.
-#[derive(Default)]
-pub struct RecentDeliveries {
-    requests: std::collections::HashMap<String, Option<String>>,
-    order: std::collections::VecDeque<String>,
-}
-
-impl RecentDeliveries {
-    /// How many deliveries are remembered.
-    pub const LIMIT: usize = 4096;
-
-    /// Records `key`; `Err` with the request it created (if any yet) when it was seen before.
-    pub fn first_sight(&mut self, key: &str) -> Result<(), Option<String>> {
-        if let Some(request) = self.requests.get(key) {
-            return Err(request.clone());
-        }
-        self.requests.insert(key.to_string(), None);
-        self.order.push_back(key.to_string());
-        while self.order.len() > Self::LIMIT {
-            if let Some(old) = self.order.pop_front() {
-                self.requests.remove(&old);
-            }
-        }
-        Ok(())
-    }
-
-    /// Forgets `key` (its delivery was not recorded, so a retry must run).
-    pub fn forget(&mut self, key: &str) {
-        if self.requests.remove(key).is_some() {
-            self.order.retain(|k| k != key);
-        }
-    }
-
-    /// Notes that delivery `key` created request `id`.
-    pub fn set_request(&mut self, key: &str, id: &str) {
-        if let Some(slot) = self.requests.get_mut(key) {
-            *slot = Some(id.to_string());
-        } else if self.first_sight(key).is_ok() {
-            self.requests.insert(key.to_string(), Some(id.to_string()));
-        }
-    }
-
-    /// The request delivery `key` created, when this process saw it create one.
-    pub fn request(&self, key: &str) -> Option<String> {
-        self.requests.get(key).cloned().flatten()
-    }
+    pub recent: std::sync::Mutex<crate::core::event::RecentDeliveries>,
 }
 
 /// What a repeated delivery of a command is told: nothing runs again; its request id when
@@ -245,7 +196,7 @@ impl Core {
             in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             facts,
             instance: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
-            recent: std::sync::Mutex::new(RecentDeliveries::default()),
+            recent: std::sync::Mutex::new(Default::default()),
         }
     }
 

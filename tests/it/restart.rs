@@ -191,6 +191,7 @@ async fn after_a_sigterm_the_next_process_posts_a_card_within_three_seconds_of_i
     let second = Serve::start(&config);
     let took = card_latency(&second, &standin, "1.2.restart", Duration::from_secs(10)).await;
     let took = took.unwrap_or_else(|| panic!("no card within 10 s: {}", second.log()));
+    eprintln!("card after a SIGTERM restart: {took:?}");
     assert!(
         took < Duration::from_secs(3),
         "the card took {took:?} after the restart\n{}",
@@ -218,6 +219,7 @@ async fn after_a_sigkill_the_next_process_takes_the_leases_over_once_they_expire
     let second = Serve::start(&config);
     let took = card_latency(&second, &standin, "3.4.restart", Duration::from_secs(30)).await;
     let took = took.unwrap_or_else(|| panic!("no card within 30 s: {}", second.log()));
+    eprintln!("card after a SIGKILL restart (leases left to expire): {took:?}");
     // The card waited for the dead process's outbox lease (15 s from its last renewal), and
     // no longer than that plus a few delivery passes.
     let now_ms = chrono::Utc::now().timestamp_millis();
