@@ -1,6 +1,7 @@
 //! The command line: `dualkey [--config FILE] <serve|shell|config check|audit verify|audit export|slack manifest|discord register|...>`.
 //! `--config` works before or after the subcommand. User mistakes exit with code 2 and a
-//! message naming what is wrong; a broken audit chain exits with 1, and so does `shell` when an
+//! message naming what is wrong; a broken audit chain exits with 1 (so does `audit verify --head`
+//! with a head that does not match or is not a head at all), and so does `shell` when an
 //! operation its input started failed (each is named on stderr).
 //!
 //! Output goes through [`out`] and [`err`], never `println!`: a reader that closes the pipe
@@ -164,7 +165,8 @@ pub enum AuditCmd {
         /// A head recorded elsewhere (a log line `audit head seq=N hash=H`, a chat post), as
         /// `SEQ:HASH`: event SEQ must still have hash HASH. Catches a chain that was rewritten
         /// with every hash recomputed, which a plain verify accepts.
-        #[arg(long, value_name = "SEQ:HASH")]
+        /// Exits 1, naming what is wrong, when it does not match or is not a head at all.
+        #[arg(long, value_name = "SEQ:HASH", allow_hyphen_values = true)]
         head: Option<String>,
     },
     /// Write every audit event as JSON lines.
@@ -253,7 +255,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(run(cli)) {
+    let result = rt.block_on(run(cli));
+    // The exit code is decided: background work left in the runtime (a store pool's tasks, a
+    // blocking task) may delay the exit a moment but never hold it, nor change the code.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
         Ok(code) => code,
         Err(e) => {
             if e.downcast_ref::<OutputClosed>().is_some() {
@@ -498,12 +504,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Audit { command } => {
             let s = load(&cli)?;
-            // Parse `--head` before opening the store: a typo is a usage error either way.
+            // Parse `--head` before opening the store. A head that is not one cannot vouch for
+            // the chain: the verification fails, exit 1 as for a head that does not match (a
+            // script checking `audit verify --head "$H" || alert` must not read a typo as
+            // anything else), with the reason on stderr.
             let anchor = match command {
-                AuditCmd::Verify { head: Some(h) } => Some(
-                    h.parse::<crate::core::audit::ChainHead>()
-                        .map_err(|e| UsageError(format!("--head: {e}")))?,
-                ),
+                AuditCmd::Verify { head: Some(h) } => {
+                    match h.parse::<crate::core::audit::ChainHead>() {
+                        Ok(a) => Some(a),
+                        Err(e) => {
+                            err(format_args!("error: --head: {e}"));
+                            return Ok(ExitCode::from(1));
+                        }
+                    }
+                }
                 _ => None,
             };
             let store = crate::store::open(&s.store.url)
@@ -530,7 +544,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             Ok(ExitCode::SUCCESS)
                         }
                         Err(b) => {
-                            out(format_args!("AUDIT CHAIN BROKEN: {b}"))?;
+                            // The verdict outranks a closed standard output (`| grep -q`):
+                            // exit 1 either way, the reason then on stderr.
+                            if out(format_args!("AUDIT CHAIN BROKEN: {b}")).is_err() {
+                                err(format_args!("AUDIT CHAIN BROKEN: {b}"));
+                            }
                             Ok(ExitCode::from(1))
                         }
                     }

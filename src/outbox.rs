@@ -206,11 +206,7 @@ pub async fn run(
     outs: Vec<Arc<dyn Outbound>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let me = format!(
-        "outbox-{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    );
+    let me = core.lease_holder("outbox");
     loop {
         // SQLite stores have one process (a lock file enforces it): no lease needed, and a
         // killed predecessor's lease must not delay delivery.

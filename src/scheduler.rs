@@ -270,11 +270,7 @@ async fn newest_verified(core: &Core, env: &str) -> anyhow::Result<Option<Backup
 impl Scheduler {
     /// A scheduler for `core`, started now (by `core.clock`).
     pub fn new(core: Arc<Core>) -> Scheduler {
-        let holder = format!(
-            "scheduler-{}-{:06x}",
-            std::process::id(),
-            rand::random::<u32>() & 0xff_ffff
-        );
+        let holder = core.lease_holder("scheduler");
         let started_at = core.clock.now_ms();
         Scheduler {
             core,
@@ -332,7 +328,7 @@ impl Scheduler {
                             .store
                             .try_lease(
                                 &drill_lease(&d.id),
-                                &format!("{}-check", self.holder),
+                                &self.core.lease_holder("drill-check"),
                                 now,
                                 RUN_LEASE_MS,
                             )

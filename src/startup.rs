@@ -180,7 +180,7 @@ impl Application {
     /// Runs the worker, the scheduler, outbox delivery and `adapters` (their connections, and
     /// their routes on the HTTP server on `listener`, when given) until `shutdown` completes,
     /// then waits for running operations (and a scheduled job in progress) and a last outbox
-    /// pass. Posts the audit chain head to the audit
+    /// pass, and releases this process's leases. Posts the audit chain head to the audit
     /// channels at start.
     pub async fn run_until_stopped<F: Future<Output = ()>>(
         self,
@@ -245,9 +245,31 @@ impl Application {
         if !inbound.drain(std::time::Duration::from_secs(30)).await {
             tracing::warn!("some acknowledged events were still being handled at shutdown");
         }
-        worker.await.context("worker task")?;
-        scheduler.await.context("scheduler task")?;
-        delivery.await.context("outbox task")?;
+        // Every loop that takes leases has stopped (a failed one too), so none can take one
+        // again after this: the leases go now, and a successor starts its jobs at once.
+        let stopped = (worker.await, scheduler.await, delivery.await);
+        self.release_leases().await;
+        stopped.0.context("worker task")?;
+        stopped.1.context("scheduler task")?;
+        stopped.2.context("outbox task")?;
         Ok(())
+    }
+
+    /// Releases every lease this core holds (scheduler jobs, cron and drill runs, the outbox),
+    /// in one transaction. A failure is logged: the leases then expire as after a crash.
+    async fn release_leases(&self) {
+        let released = async {
+            let mut tx = self.core.store.begin().await?;
+            let n = tx.release_leases(&self.core.instance).await?;
+            tx.commit().await?;
+            anyhow::Ok(n)
+        };
+        match released.await {
+            Ok(n) => tracing::info!(leases = n, holder = %self.core.instance, "leases released"),
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "could not release the leases; other processes wait for them to expire"
+            ),
+        }
     }
 }

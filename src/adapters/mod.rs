@@ -26,8 +26,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::core::dispatch::{Core, Responder};
-use crate::core::event::{InboundEvent, Platform};
+use crate::core::dispatch::{already_received, Core, Responder};
+use crate::core::event::{EventKind, InboundEvent, Platform};
 use crate::core::reply::{Reply, Visibility};
 
 /// Requests refused for a bad, missing or stale signature since start, per platform (Slack,
@@ -244,6 +244,15 @@ impl Inbound {
         &self.core
     }
 
+    /// Records `ev`'s delivery as seen by this process, without I/O, so an adapter can ack a
+    /// repeated delivery for what it is before submitting anything: `Err` (with the request
+    /// the first delivery created, when known yet) when this process accepted it before.
+    /// Deliveries this process did not see are caught after the ack by the store's dedupe.
+    pub fn first_sight(&self, ev: &InboundEvent) -> Result<(), Option<String>> {
+        let mut recent = self.core.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.first_sight(&Core::delivery_key(ev))
+    }
+
     /// Starts handling `ev` in its own task and returns at once, without any I/O, so the
     /// adapter can ack right away. The task records the delivery id (group-committed with the
     /// other events of a burst) and dispatches only a first delivery: the same delivery handled
@@ -284,9 +293,20 @@ impl Inbound {
                 }
                 Ok(false) => {
                     tracing::info!(delivery = %ev.delivery_id, "duplicate delivery ignored");
+                    // Acked as new (another process, or before a restart, saw it first): the
+                    // sender learns that nothing runs again. A repeated click stays silent.
+                    if !matches!(ev.kind, EventKind::Action { .. }) {
+                        let request = core.request_of_delivery(&ev);
+                        let note = already_received(None, request.as_deref());
+                        let _ = responder.respond(Reply::ephemeral(note)).await;
+                    }
                     Handled::Duplicate
                 }
                 Err(e) => {
+                    core.recent
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .forget(&Core::delivery_key(&ev));
                     tracing::error!(delivery = %ev.delivery_id, error = %e, "recording a delivery failed");
                     let _ = responder.respond(Reply::ephemeral(NOT_RECORDED)).await;
                     Handled::NotRecorded

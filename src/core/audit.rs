@@ -204,19 +204,30 @@ impl std::str::FromStr for ChainHead {
         let bad = |why: &str| {
             format!("`{shown}` is not a head: {why}; write SEQ:HASH, the event number and its 64-hex-digit hash as logged in `audit head seq=N hash=H`")
         };
+        if s.trim().is_empty() {
+            return Err(bad("it is empty"));
+        }
         let (seq, hash) = s
             .split_once(':')
             .ok_or_else(|| bad("no `:` between SEQ and HASH"))?;
         let seq: i64 = seq
             .trim()
             .parse()
-            .map_err(|_| bad("SEQ must be a whole number"))?;
+            .map_err(|_| bad("SEQ must be a whole number from 1 to 9223372036854775807"))?;
         if seq < 1 {
             return Err(bad("SEQ starts at 1"));
         }
         let hash = hash.trim().to_ascii_lowercase();
-        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad("HASH must be 64 hex digits"));
+        if !hash.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(bad(
+                "HASH must be 64 hex digits (0-9, a-f), and it has other characters",
+            ));
+        }
+        if hash.len() != 64 {
+            return Err(bad(&format!(
+                "HASH must be 64 hex digits, not {}",
+                hash.len()
+            )));
         }
         Ok(ChainHead { seq, hash })
     }

@@ -88,6 +88,26 @@ pub struct Core {
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// Plans and reports from the target's facts.
     pub facts: Arc<dyn Facts>,
+    /// This core's name among the store's lease holders (`PID-RANDOM`, unique per core, so two
+    /// cores in one process are two holders). Every lease it takes is held as
+    /// [`Core::lease_holder`], and a graceful stop releases them all at once.
+    pub instance: String,
+    /// Deliveries this core saw lately, each with the request it created once there is one,
+    /// so a repeated delivery can be told apart and answered with its request id.
+    pub recent: std::sync::Mutex<crate::core::event::RecentDeliveries>,
+}
+
+/// What a repeated delivery of a command is told: nothing runs again; its request id when
+/// this process knows it. `shown` is the command as typed (`/db app stop`), when known.
+pub fn already_received(shown: Option<&str>, request: Option<&str>) -> String {
+    let what = match shown {
+        Some(s) => format!(" `{}`", s.trim().replace('`', "'")),
+        None => " this command".to_string(),
+    };
+    match request {
+        Some(id) => format!("Already received{what} (request {id}); this repeated delivery runs nothing again. `approvals` shows the request."),
+        None => format!("Already received{what}; this repeated delivery runs nothing again."),
+    }
 }
 
 /// One parsed, authorized command being run: what a command file's `run` gets.
@@ -175,7 +195,15 @@ impl Core {
             outbox_wake: Arc::new(Notify::new()),
             in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             facts,
+            instance: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
+            recent: std::sync::Mutex::new(Default::default()),
         }
+    }
+
+    /// The lease holder name of one of this core's roles (`scheduler`, `outbox`):
+    /// `ROLE@INSTANCE`, which `Tx::release_leases(&core.instance)` releases.
+    pub fn lease_holder(&self, role: &str) -> String {
+        format!("{role}@{}", self.instance)
     }
 
     /// Names a parser may check against.
@@ -365,6 +393,17 @@ impl Core {
         out
     }
 
+    /// The key of `ev`'s delivery in the store's dedupe table and in [`Core::recent`].
+    pub fn delivery_key(ev: &InboundEvent) -> String {
+        format!("{}:{}", ev.actor.platform.as_str(), ev.delivery_id)
+    }
+
+    /// The request `ev`'s delivery created, when this process saw it create one.
+    pub fn request_of_delivery(&self, ev: &InboundEvent) -> Option<String> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.request(&Core::delivery_key(ev))
+    }
+
     /// Records the event's delivery id; false when the same delivery was seen before (it is
     /// then ignored). Runs after the adapter's ack (see `adapters::Inbound::submit`).
     pub async fn first_delivery(&self, ev: &InboundEvent) -> anyhow::Result<bool> {
@@ -378,13 +417,7 @@ impl Core {
         let mut tx = self.store.begin().await?;
         let mut out = Vec::with_capacity(evs.len());
         for ev in evs {
-            out.push(
-                tx.first_delivery(
-                    &format!("{}:{}", ev.actor.platform.as_str(), ev.delivery_id),
-                    now,
-                )
-                .await?,
-            );
+            out.push(tx.first_delivery(&Core::delivery_key(ev), now).await?);
         }
         tx.commit().await?;
         Ok(out)
@@ -629,6 +662,10 @@ impl Core {
             )
             .await?;
             tx.commit().await?;
+            self.recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .set_request(&Core::delivery_key(ev), &id);
             self.outbox_wake.notify_one();
             let card = self.request_card(&id).await?;
             let channels = self.channels_for(Some(&ev.channel), Route::Approvals, env);

@@ -142,6 +142,55 @@ impl InboundEvent {
     }
 }
 
+/// The last [`RecentDeliveries::LIMIT`] delivery keys (`platform:delivery_id`) this process
+/// accepted, oldest first, with the request each created.
+#[derive(Default)]
+pub struct RecentDeliveries {
+    requests: std::collections::HashMap<String, Option<String>>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl RecentDeliveries {
+    /// How many deliveries are remembered.
+    pub const LIMIT: usize = 4096;
+
+    /// Records `key`; `Err` with the request it created (if any yet) when it was seen before.
+    pub fn first_sight(&mut self, key: &str) -> Result<(), Option<String>> {
+        if let Some(request) = self.requests.get(key) {
+            return Err(request.clone());
+        }
+        self.requests.insert(key.to_string(), None);
+        self.order.push_back(key.to_string());
+        while self.order.len() > Self::LIMIT {
+            if let Some(old) = self.order.pop_front() {
+                self.requests.remove(&old);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets `key` (its delivery was not recorded, so a retry must run).
+    pub fn forget(&mut self, key: &str) {
+        if self.requests.remove(key).is_some() {
+            self.order.retain(|k| k != key);
+        }
+    }
+
+    /// Notes that delivery `key` created request `id`.
+    pub fn set_request(&mut self, key: &str, id: &str) {
+        if let Some(slot) = self.requests.get_mut(key) {
+            *slot = Some(id.to_string());
+        } else if self.first_sight(key).is_ok() {
+            self.requests.insert(key.to_string(), Some(id.to_string()));
+        }
+    }
+
+    /// The request delivery `key` created, when this process saw it create one.
+    pub fn request(&self, key: &str) -> Option<String> {
+        self.requests.get(key).cloned().flatten()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +219,31 @@ mod tests {
             shown.contains("redacted") && shown.contains("t1"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn a_delivery_seen_again_is_told_apart_with_its_request_and_old_ones_are_forgotten() {
+        let mut r = RecentDeliveries::default();
+        assert_eq!(r.first_sight("slack:cmd:1"), Ok(()));
+        assert_eq!(
+            r.first_sight("slack:cmd:1"),
+            Err(None),
+            "seen, no request yet"
+        );
+        r.set_request("slack:cmd:1", "r123");
+        assert_eq!(r.first_sight("slack:cmd:1"), Err(Some("r123".into())));
+        r.set_request("discord:9", "r9");
+        assert_eq!(r.request("discord:9").as_deref(), Some("r9"));
+        r.forget("slack:cmd:1");
+        assert_eq!(
+            r.first_sight("slack:cmd:1"),
+            Ok(()),
+            "a forgotten delivery runs again"
+        );
+        for i in 0..RecentDeliveries::LIMIT {
+            let _ = r.first_sight(&format!("k{i}"));
+        }
+        assert_eq!(r.request("discord:9"), None, "the oldest went");
+        assert_eq!(r.requests.len(), RecentDeliveries::LIMIT);
     }
 }

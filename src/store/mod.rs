@@ -569,6 +569,10 @@ pub trait Tx: Send {
         late: bool,
         now: i64,
     ) -> StoreResult<bool>;
+    /// Releases every lease that `owner` holds, named `owner` or `ROLE@owner` (see
+    /// [`crate::core::dispatch::Core::lease_holder`]), by deleting it: another process takes
+    /// the job at once instead of waiting for the lease to expire. Returns how many went.
+    async fn release_leases(&mut self, owner: &str) -> StoreResult<u64>;
     /// Records how a taken run ended.
     async fn finish_run(
         &mut self,

@@ -926,6 +926,17 @@ macro_rules! sql_store {
                 Ok(res.rows_affected() == 1)
             }
 
+            async fn release_leases(&mut self, owner: &str) -> StoreResult<u64> {
+                // The owner's name is matched literally: LIKE's wildcards in it are escaped.
+                let literal = owner.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                let res = sqlx::query("DELETE FROM leases WHERE holder = $1 OR holder LIKE $2 ESCAPE '\\'")
+                    .bind(owner)
+                    .bind(format!("%@{literal}"))
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(res.rows_affected())
+            }
+
             async fn finish_run(&mut self, job: &str, slot: i64, outcome: &str, now: i64) -> StoreResult<()> {
                 sqlx::query("UPDATE schedule_runs SET finished_at = $3, outcome = $4 WHERE job = $1 AND slot = $2")
                     .bind(job)

@@ -378,9 +378,79 @@ async fn audit_verify_with_a_head_recorded_elsewhere_catches_a_rewritten_chain()
     assert!(out.contains(&format!("#{}", old.seq + 5)), "{out}");
     for bad in ["abc", "3", "x:ab", "0:ab", &format!("2:{}", "z".repeat(64))] {
         let (_, err, code) = verify(&s, Some(bad));
-        assert_eq!(code, Some(2), "{bad}: {err}");
+        assert_eq!(code, Some(1), "{bad}: {err}");
         assert!(err.contains("SEQ:HASH"), "{bad}: {err}");
     }
+}
+
+#[test]
+fn every_bogus_audit_head_exits_1_with_a_message_naming_what_is_wrong() {
+    let s = setup(|t| t);
+    let (_, err, code) = shell(&s, "alice", b"/db help\n/db approvals\n");
+    assert_eq!(code, Some(0), "{err}");
+    let events = audit_export(&s);
+    let last = events.last().unwrap();
+    let good = "ab".repeat(32);
+    let unknown = format!("{}:{}", last.seq + 1, last.hash);
+    let wrong = format!("{}:{good}", last.seq);
+    let huge = format!("9223372036854775807:{good}");
+    let overflow = format!("99999999999999999999:{good}");
+    let long = format!("1:{good}00");
+    let short = format!("1:{}", &good[..63]);
+    let non_hex = format!("1:{}g", &good[..63]);
+    let non_ascii = format!("1:{}", "é".repeat(32));
+    let spaced = format!("1 {good}");
+    let negative = format!("-1:{good}");
+    let giant = format!("1:{}", "a".repeat(100_000));
+    let cases: [(&str, &str); 15] = [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("abc", "no `:`"),
+        (&spaced, "no `:`"),
+        (":", "SEQ must be a whole number"),
+        (&overflow, "SEQ must be a whole number"),
+        ("0:ab", "SEQ starts at 1"),
+        (&negative, "SEQ starts at 1"),
+        (&long, "not 66"),
+        (&short, "not 63"),
+        (&non_hex, "other characters"),
+        (&non_ascii, "other characters"),
+        (&giant, "not 100000"),
+        (&unknown, "no such event"),
+        (&huge, "no such event"),
+    ];
+    for (head, says) in cases {
+        let (out, err, code) = verify(&s, Some(head));
+        let shown: String = head.chars().take(30).collect();
+        assert_eq!(code, Some(1), "`{shown}`: {out}{err}");
+        assert!(
+            out.contains(says) || err.contains(says),
+            "`{shown}` must say `{says}`: {out}{err}"
+        );
+        assert!(!out.contains("intact"), "`{shown}`: {out}");
+        assert!(!err.contains("panicked"), "`{shown}`: {err}");
+    }
+    let (out, _, code) = verify(&s, Some(&wrong));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("BROKEN") && out.contains(&good), "{out}");
+    // Its reader gone (`| grep -q`, a closed pipe): still exit 1, the reason on stderr.
+    for head in [wrong.as_str(), "0:ab"] {
+        let mut child = Command::new(BIN)
+            .args(["audit", "verify", "--head", head, "--config"])
+            .arg(&s.config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let done = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&done.stderr);
+        assert_eq!(done.status.code(), Some(1), "{head}: {err}");
+        assert!(!err.is_empty(), "{head}: the reason is on stderr");
+    }
+    // The right head still checks out.
+    let (out, err, code) = verify(&s, Some(&format!("{}:{}", last.seq, last.hash)));
+    assert_eq!(code, Some(0), "{out}{err}");
 }
 
 #[test]

@@ -31,6 +31,8 @@ mod prisma_interop;
 mod prisma_resolve;
 mod prisma_rollback;
 mod prisma_status;
+mod redelivery;
+mod restart;
 mod restore_kill;
 mod runbook;
 mod scheduler;

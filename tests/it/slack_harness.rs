@@ -147,7 +147,7 @@ impl Running {
 
 /// The `[slack]` section for `mode` (`http` or `socket`) against `standin`, approvals in
 /// C0APPROVALS and audit lines in C0AUDIT, with token env var names unique to `tag` (set here).
-fn slack_section(standin: &SlackStandin, mode: &str, tag: &str) -> String {
+pub fn slack_section(standin: &SlackStandin, mode: &str, tag: &str) -> String {
     let bot = format!("DK_SLACK_{tag}_BOT");
     let app = format!("DK_SLACK_{tag}_APP");
     let sign = format!("DK_SLACK_{tag}_SIGN");

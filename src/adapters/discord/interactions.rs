@@ -545,9 +545,16 @@ async fn http_interaction(
     }
     if let Incoming::Event { event, ack, .. } = &incoming {
         if !st.adapter.first_sight(&event.delivery_id) {
-            // Delivered before: the store's dedupe would ignore it too; the same ack again.
+            // Delivered before: the store's dedupe would ignore it too. A click gets the same
+            // ack again; a command is told it was received already, not a "thinking" ack
+            // whose answer never comes.
             tracing::info!(interaction = %event.delivery_id, "discord: interaction seen before; acked again, not handled");
-            return axum::Json(ack.clone()).into_response();
+            if matches!(event.kind, EventKind::Action { .. }) {
+                return axum::Json(ack.clone()).into_response();
+            }
+            let request = st.inbound.core().request_of_delivery(event);
+            let note = crate::core::dispatch::already_received(None, request.as_deref());
+            return axum::Json(ephemeral_answer(&note)).into_response();
         }
     }
     let (ack, event) = respond_to(&st.inbound, incoming).await;

@@ -19,6 +19,7 @@ use sha2::Sha256;
 use slack_morphism::prelude::*;
 
 use crate::adapters::Inbound;
+use crate::core::dispatch::already_received;
 use crate::core::event::{Actor, ChannelRef, EventKind, InboundEvent, Platform};
 
 /// The largest request body the HTTP endpoints read (Slack's payloads are a few KiB).
@@ -99,23 +100,50 @@ pub fn on_it(command: &str, text: &str) -> String {
     format!("On it: `{}`", shown.replace('`', "'"))
 }
 
+/// The refusal of a slash command that is not `configured` (`slack.command`): another
+/// command routed to this app's URL runs nothing. `None` for the configured command.
+pub fn foreign_command(configured: &str, command: &str) -> Option<String> {
+    if command.trim() == configured {
+        return None;
+    }
+    let shown: String = command.trim().chars().take(40).collect();
+    Some(format!(
+        "dualkey answers `{configured}` only (slack.command), not `{}`; nothing was done. Type `{configured} help` for what it does.",
+        shown.replace('`', "'")
+    ))
+}
+
 fn ephemeral_ack(text: String) -> SlackCommandEventResponse {
     SlackCommandEventResponse::new(SlackMessageContent::new().with_text(text))
         .with_response_type(SlackMessageResponseType::Ephemeral)
 }
 
-/// Starts a slash command's work and returns the ack, the "on it" line, without any I/O (a
-/// duplicate gets the same ack and acts no further; a delivery the store cannot record is
-/// answered through the response URL).
+/// Starts a slash command's work and returns the ack, the "on it" line, without any I/O. A
+/// repeated delivery this process accepted before is acked as "already received" (with its
+/// request id) and acts no further; one only the store knows (another replica, a restart) is
+/// acked as new and then told so through the response URL, as is a delivery the store cannot
+/// record.
 pub async fn accept_command(
     inbound: &Inbound,
     ev: &SlackCommandEvent,
 ) -> SlackCommandEventResponse {
+    if let Some(refusal) = foreign_command(inbound.core().slash(), ev.command.value()) {
+        tracing::warn!(
+            command = ev.command.value(),
+            "slack: a slash command other than slack.command refused"
+        );
+        return ephemeral_ack(refusal);
+    }
     let event = command_event(ev);
     let text = match &event.kind {
         EventKind::Command { text } => text.clone(),
         EventKind::Action { .. } | EventKind::Invoke { .. } => String::new(),
     };
+    if let Err(request) = inbound.first_sight(&event) {
+        tracing::info!(delivery = %event.delivery_id, "slack: command delivered again; acked, not run");
+        let shown = format!("{} {text}", ev.command.value());
+        return ephemeral_ack(already_received(Some(&shown), request.as_deref()));
+    }
     drop(inbound.submit(event));
     ephemeral_ack(on_it(ev.command.value(), &text))
 }
@@ -403,6 +431,13 @@ mod tests {
             Some("https://hooks.slack.com/commands/T1/1/x")
         );
         assert_eq!(on_it("/db", " app stop "), "On it: `/db app stop`");
+        assert_eq!(foreign_command("/db", "/db"), None);
+        let refusal = foreign_command("/db", "/evil").unwrap();
+        assert!(refusal.contains("`/db` only") && refusal.contains("`/evil`"));
+        assert!(
+            foreign_command("/db", "/DB").is_some(),
+            "Slack sends the registered case"
+        );
 
         let click: SlackInteractionEvent = serde_json::from_value(serde_json::json!({
             "type": "block_actions",
