@@ -1,25 +1,50 @@
-//! The HTTP server (`server.listen`): `GET /healthz` (the process answers), `GET /readyz` (the
-//! state store answers) and `GET /metrics` (Prometheus text). The Slack and Discord endpoints
-//! of SPEC section 9 are added here by their adapters.
+//! The HTTP servers. `server.listen` takes the Slack and Discord endpoints of SPEC section 9
+//! (added by their adapters) and `GET /healthz`; `server.admin_listen`, when set, serves
+//! `GET /healthz` (the process answers), `GET /readyz` (the state store answers) and
+//! `GET /metrics` (Prometheus text) on a port of its own. Without `admin_listen` all three
+//! stay on `server.listen`, as before.
 //!
-//! [`serve`] is a hand-written HTTP/1 accept loop rather than `axum::serve`, for two limits a
-//! public endpoint needs: a header-read timeout (`server.header_read_timeout`: a connection
-//! that has not sent a complete request head in time, idle or half-sent, is closed) and a
-//! connection limit (`server.max_connections`: beyond it new connections wait in the listen
-//! backlog until one closes). Without them every half-open connection stayed open forever.
+//! [`serve`] is a hand-written HTTP/1 accept loop rather than `axum::serve`, for the limits a
+//! public endpoint needs, so that no client can hold the bot without a signature:
+//! - a header-read timeout (`server.header_read_timeout`): a connection that has not sent a
+//!   complete request head in time (idle, half-sent, or kept alive and silent) is closed;
+//! - a body deadline (`server.body_read_timeout`): once the head is in, the whole body must
+//!   arrive within it, or the client gets `408` and its connection is closed. This also covers
+//!   `Expect: 100-continue` with no body and a body sent one byte at a time. The body is read
+//!   here (at most [`MAX_BODY`], larger ones get `413` from their `Content-Length` alone) before
+//!   any route runs, so a handler never runs under the deadline and is never cut off mid-way;
+//! - a connection limit (`server.max_connections`): beyond it new connections wait in the
+//!   listen backlog until one closes.
+//!
+//! A request thus holds a connection for at most `header_read_timeout + body_read_timeout`
+//! before its handler runs. The admin listener has its own connection limit
+//! ([`ADMIN_MAX_CONNECTIONS`]), so a flood of the chat port leaves it answering.
 
 use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use crate::config::ServerSettings;
 use crate::core::dispatch::Core;
+
+/// The largest request body any route takes: the Slack and Discord endpoints take 64 KiB.
+pub const MAX_BODY: usize = 64 * 1024;
+
+const _: () = assert!(
+    MAX_BODY >= crate::adapters::slack::inbound::MAX_BODY
+        && MAX_BODY >= crate::adapters::discord::interactions::MAX_BODY
+);
+
+/// Connections the admin listener serves at once (probes and scrapes, not chat traffic).
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// The HTTP server's limits (from `[server]`).
 #[derive(Debug, Clone, Copy)]
@@ -28,15 +53,109 @@ pub struct Limits {
     pub max_connections: usize,
     /// Time a client has to send a complete request head.
     pub header_read_timeout: Duration,
+    /// Time a client has, once its head is in, to send the whole body.
+    pub body_read_timeout: Duration,
 }
 
 impl Limits {
     /// The limits configured in `[server]`.
-    pub fn from_settings(s: &crate::config::ServerSettings) -> Limits {
+    pub fn from_settings(s: &ServerSettings) -> Limits {
         Limits {
             max_connections: s.max_connections.get(),
             header_read_timeout: s.header_read_timeout.0,
+            body_read_timeout: s.body_read_timeout.0,
         }
+    }
+
+    /// The admin listener's limits: the same deadlines, its own connection limit.
+    pub fn admin(s: &ServerSettings) -> Limits {
+        Limits {
+            max_connections: ADMIN_MAX_CONNECTIONS,
+            ..Limits::from_settings(s)
+        }
+    }
+}
+
+/// The bound listeners of `serve`: `server.listen` and, when set, `server.admin_listen`.
+pub struct Listeners {
+    /// `server.listen`: the chat endpoints (and `/healthz`).
+    pub main: tokio::net::TcpListener,
+    /// `server.admin_listen`: `/healthz`, `/readyz`, `/metrics`.
+    pub admin: Option<tokio::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `server.listen` and `server.admin_listen` (when set); the error names the key.
+    pub async fn bind(s: &ServerSettings) -> Result<Listeners, String> {
+        let bind = |addr: String, key: &'static str| async move {
+            tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} ({key}): {e}"))
+        };
+        let main = bind(s.listen.clone(), "server.listen").await?;
+        let admin = match s.admin_listen.as_str() {
+            "" => None,
+            a => Some(bind(a.to_string(), "server.admin_listen").await?),
+        };
+        Ok(Listeners { main, admin })
+    }
+}
+
+impl From<tokio::net::TcpListener> for Listeners {
+    /// `server.listen` alone, no admin listener.
+    fn from(main: tokio::net::TcpListener) -> Listeners {
+        Listeners { main, admin: None }
+    }
+}
+
+/// An answer that closes the connection (`Connection: close`): the request was not read.
+fn refuse(status: StatusCode, text: &'static str) -> Response {
+    (status, [(header::CONNECTION, "close")], text).into_response()
+}
+
+/// Reads the whole body of `req` within `deadline` (at most [`MAX_BODY`]) and hands the
+/// request, its body in memory, to `app`; answers `408`/`413`/`400` itself when the body does
+/// not arrive in time, is too large or breaks off.
+async fn with_body_deadline(
+    app: Router,
+    req: Request<hyper::body::Incoming>,
+    deadline: Duration,
+) -> Response {
+    use hyper::service::Service as _;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+    }
+    let (parts, body) = req.into_parts();
+    let read = axum::body::to_bytes(Body::new(body), MAX_BODY);
+    let bytes = match tokio::time::timeout(deadline, read).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "HTTP request body refused");
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "request body unreadable or too large\n",
+            );
+        }
+        Err(_) => {
+            tracing::debug!("HTTP request body not received within server.body_read_timeout");
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time\n",
+            );
+        }
+    };
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    match service
+        .call(Request::from_parts(parts, Body::from(bytes)))
+        .await
+    {
+        Ok(r) => r,
+        Err(never) => match never {},
     }
 }
 
@@ -95,7 +214,15 @@ pub async fn serve(
                 }
             },
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let app = app.clone();
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    with_body_deadline(app, req, limits.body_read_timeout).await,
+                )
+            }
+        });
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             // Released when the connection is gone, whatever the way.
@@ -124,13 +251,30 @@ pub async fn serve(
     let _ = slots.acquire_many(max as u32).await;
 }
 
-/// The routes, sharing the core.
-pub fn router(core: Arc<Core>) -> Router {
+/// The routes of `server.listen` before the adapters add theirs: `/healthz` always (a
+/// constant answer that costs nothing, kept for probes that already use this port), and
+/// `/readyz` and `/metrics` only when there is no admin listener (`with_admin` false). With one,
+/// they stay off the public port: each costs a store query, so an unauthenticated flood of them
+/// would load the store, and `/metrics` names environments and counts backups.
+pub fn router(core: Arc<Core>, with_admin: bool) -> Router {
+    if with_admin {
+        Router::new().route("/healthz", get(healthz))
+    } else {
+        admin_router(core)
+    }
+}
+
+/// The routes of `server.admin_listen`: `/healthz`, `/readyz`, `/metrics`.
+pub fn admin_router(core: Arc<Core>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(core)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
 }
 
 async fn readyz(State(core): State<Arc<Core>>) -> impl IntoResponse {
