@@ -1249,7 +1249,16 @@ mod tests {
             s.server.admin_listen, "",
             "no admin listener unless asked for"
         );
-        let with = |lines: &str| base().replace("[server]", &format!("[server]\n{lines}"));
+        // `base()` with one `[server]` line replaced.
+        let with = |line: &str| {
+            let key = format!("{} =", line.split(" =").next().unwrap());
+            base()
+                .lines()
+                .filter(|l| !l.starts_with(&key))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .replace("[server]", &format!("[server]\n{line}"))
+        };
         let s = check(&with("admin_listen = \"127.0.0.1:9090\"")).unwrap();
         assert_eq!(s.server.admin_listen, "127.0.0.1:9090");
         let cases = [
@@ -1279,9 +1288,9 @@ mod tests {
                 "10m",
             ),
         ];
-        for (lines, key, why) in cases {
-            let err = check(&with(lines)).expect_err(lines).to_string();
-            assert!(err.contains(key) && err.contains(why), "{lines}: {err}");
+        for (line, key, why) in cases {
+            let err = check(&with(line)).expect_err(line).to_string();
+            assert!(err.contains(key) && err.contains(why), "{line}: {err}");
         }
     }
 

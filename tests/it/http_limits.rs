@@ -386,3 +386,50 @@ async fn the_admin_port_answers_while_the_chat_port_is_full_and_keeps_readyz_and
     assert!(took < Duration::from_secs(1), "{took:?}");
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_sends_requests_but_never_reads_the_answers_is_closed() {
+    let slack = SlackStandin::start().await;
+    let bot = start_bot(
+        &slack,
+        "max_connections = 16\nheader_read_timeout = \"2s\"\nbody_read_timeout = \"2s\"",
+    );
+    let mut up = false;
+    for _ in 0..300 {
+        if get(&bot.main, "/healthz", Duration::from_secs(1))
+            .await
+            .is_some()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "/healthz answers");
+    // A small receive buffer fills with answers soon; then the server's send buffer fills, and
+    // from there it cannot write another byte.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let conn = socket.connect(bot.main.parse().unwrap()).await.unwrap();
+    let (_rd, mut wr) = conn.into_split();
+    let batch = "GET /healthz HTTP/1.1\r\nHost: bot\r\n\r\n".repeat(200);
+    let t0 = Instant::now();
+    let sent = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut sent = 0usize;
+        // Ends when the server closes the connection (reset or broken pipe).
+        while wr.write_all(batch.as_bytes()).await.is_ok() {
+            sent += batch.len();
+        }
+        sent
+    })
+    .await;
+    let took = t0.elapsed();
+    println!("a client that never reads was closed after {took:?} ({sent:?} bytes of requests)");
+    let sent = sent.expect("the server closes a client that takes none of its answers");
+    assert!(sent > 0, "the server read requests before it gave up");
+    // The chat port still answers.
+    let (status, _) = get(&bot.main, "/healthz", Duration::from_secs(2))
+        .await
+        .expect("/healthz after");
+    assert_eq!(status, 200);
+}
