@@ -113,7 +113,8 @@ async fn get(addr: &str, path: &str, limit: Duration) -> Option<(u16, Duration)>
 enum Slow {
     /// A full head with `Content-Length: 60000`, then one body byte a second.
     Body,
-    /// A full head with `Expect: 100-continue` and `Content-Length: 60000`, then nothing.
+    /// A full head with `Expect: 100-continue` and `Content-Length: 60000` to
+    /// `/discord/interactions`, then nothing.
     Continue,
     /// Half a head, then one header byte a second.
     Head,
@@ -124,6 +125,8 @@ enum Slow {
 struct Outcome {
     kind: Slow,
     closed_after: Option<Duration>,
+    /// Closed with a reset rather than an orderly close (a byte of ours was still unread).
+    reset: bool,
     answer: String,
 }
 
@@ -140,7 +143,8 @@ async fn slow_client(
     let t0 = Instant::now();
     let head = match kind {
         Slow::Body => "POST /slack/commands HTTP/1.1\r\nHost: bot\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 60000\r\n\r\n",
-        Slow::Continue => "POST /slack/commands HTTP/1.1\r\nHost: bot\r\nContent-Type: application/x-www-form-urlencoded\r\nExpect: 100-continue\r\nContent-Length: 60000\r\n\r\n",
+        // The deadline holds before any route is chosen: Discord's path (not mounted here) too.
+        Slow::Continue => "POST /discord/interactions HTTP/1.1\r\nHost: bot\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 60000\r\n\r\n",
         Slow::Head => "POST /slack/commands HTTP/1.1\r\nHost: bot\r\nX-Slow: ",
     };
     conn.write_all(head.as_bytes()).await.expect("send head");
@@ -157,10 +161,15 @@ async fn slow_client(
     let end = tokio::time::sleep(give_up);
     tokio::pin!(end);
     let mut buf = [0u8; 1024];
+    let mut reset = false;
     let closed_after = loop {
         tokio::select! {
             n = rd.read(&mut buf) => match n {
-                Ok(0) | Err(_) => break Some(t0.elapsed()),
+                Ok(0) => break Some(t0.elapsed()),
+                Err(_) => {
+                    reset = true;
+                    break Some(t0.elapsed());
+                }
                 Ok(n) => answer.extend_from_slice(&buf[..n]),
             },
             _ = tick.tick(), if kind != Slow::Continue => {
@@ -177,6 +186,7 @@ async fn slow_client(
     Outcome {
         kind,
         closed_after,
+        reset,
         answer: String::from_utf8_lossy(&answer).into_owned(),
     }
 }
@@ -304,14 +314,23 @@ async fn four_hundred_slow_clients_are_closed_within_the_deadline_while_health_a
         );
         match o.kind {
             Slow::Head => assert!(!o.answer.contains("200 OK"), "{}", o.answer),
+            // A body byte that arrives just as the server closes makes the close a reset,
+            // which may discard the 408 before this client reads it.
             Slow::Body | Slow::Continue => assert!(
-                o.answer.contains("HTTP/1.1 408") && !o.answer.contains("200 OK"),
+                (o.answer.contains("HTTP/1.1 408") || (o.kind == Slow::Body && o.reset))
+                    && !o.answer.contains("200 OK"),
                 "a {:?} client is told 408: {}",
                 o.kind,
                 o.answer
             ),
         }
     }
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| o.kind == Slow::Body && o.answer.contains("HTTP/1.1 408")),
+        "slow bodies are told 408"
+    );
     assert!(
         outcomes
             .iter()
