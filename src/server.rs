@@ -292,7 +292,6 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
     use tokio::sync::{watch, Semaphore};
 
     let max = limits
@@ -336,49 +335,63 @@ pub async fn serve(
                 }
             },
         };
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let app = app.clone();
-            async move {
-                Ok::<_, std::convert::Infallible>(
-                    with_body_deadline(app, req, limits.body_read_timeout).await,
-                )
-            }
-        });
-        let mut stop = stop_rx.clone();
-        let burst = burst.clone();
         burst.opened();
-        tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .serve_connection(
-                    TokioIo::new(WriteDeadline::new(stream, limits.body_read_timeout)),
-                    service,
-                );
-            let served = async move {
-                tokio::pin!(conn);
-                tokio::select! {
-                    r = conn.as_mut() => r,
-                    // The guard `wait_for` returns is not `Send`: drop it inside this future.
-                    _ = async { drop(stop.wait_for(|v| *v).await) } => {
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                }
-            };
-            if let Err(e) = served.await {
-                tracing::debug!(error = %e, "HTTP connection ended with an error");
-            }
-            // The connection and its buffers are gone: give back the slot, then the memory.
-            drop(permit);
-            burst.closed();
-        });
+        tokio::spawn(connection(
+            stream,
+            app.clone(),
+            limits,
+            stop_rx.clone(),
+            (permit, burst.clone()),
+        ));
     }
     drop(listener);
     let _ = stop_tx.send(true);
     // Every permit back means every connection closed.
     let _ = slots.acquire_many(max as u32).await;
+}
+
+/// Serves one connection until it closes, or, once `stop` turns true, until its request in
+/// progress is answered; then gives back its slot and counts it closed.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    limits: Limits,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    (permit, burst): (tokio::sync::OwnedSemaphorePermit, Arc<Burst>),
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let service = hyper::service::service_fn(move |req| {
+        let app = app.clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(
+                with_body_deadline(app, req, limits.body_read_timeout).await,
+            )
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(
+            TokioIo::new(WriteDeadline::new(stream, limits.body_read_timeout)),
+            service,
+        );
+    let served = async move {
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => r,
+            // The guard `wait_for` returns is not `Send`: drop it inside this future.
+            _ = async { drop(stop.wait_for(|v| *v).await) } => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
+    };
+    if let Err(e) = served.await {
+        tracing::debug!(error = %e, "HTTP connection ended with an error");
+    }
+    // The connection and its buffers are gone: give back the slot, then the memory.
+    drop(permit);
+    burst.closed();
 }
 
 /// The routes of `server.listen` before the adapters add theirs: `/healthz` always (a

@@ -177,6 +177,36 @@ impl Application {
         Ok(out)
     }
 
+    /// Serves `app` on `l.main` and the admin routes on `l.admin` (when bound) until `stop`
+    /// turns true.
+    fn spawn_http(
+        &self,
+        l: crate::server::Listeners,
+        app: axum::Router,
+        stop: &watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let server = &self.core.settings.server;
+        let serve = |listener, app, limits| {
+            let mut stop = stop.clone();
+            tokio::spawn(async move {
+                let graceful = async move {
+                    let _ = stop.wait_for(|v| *v).await;
+                };
+                crate::server::serve(listener, app, limits, graceful).await;
+            })
+        };
+        let mut http = vec![serve(
+            l.main,
+            app,
+            crate::server::Limits::from_settings(server),
+        )];
+        if let Some(admin) = l.admin {
+            let routes = crate::server::admin_router(self.core.clone());
+            http.push(serve(admin, routes, crate::server::Limits::admin(server)));
+        }
+        http
+    }
+
     /// Runs the worker, the scheduler, outbox delivery and `adapters` (their connections, and
     /// their routes on the HTTP server on `listeners.main`, when given; `/healthz`, `/readyz`
     /// and `/metrics` on `listeners.admin` when there is one) until `shutdown` completes,
@@ -224,28 +254,10 @@ impl Application {
                 })
             })
             .collect();
-        let mut http = Vec::new();
-        if let Some(l) = listeners {
-            let server = &self.core.settings.server;
-            let serve = |listener, app, limits| {
-                let mut stop = rx.clone();
-                tokio::spawn(async move {
-                    let graceful = async move {
-                        let _ = stop.wait_for(|v| *v).await;
-                    };
-                    crate::server::serve(listener, app, limits, graceful).await;
-                })
-            };
-            http.push(serve(
-                l.main,
-                app,
-                crate::server::Limits::from_settings(server),
-            ));
-            if let Some(admin) = l.admin {
-                let routes = crate::server::admin_router(self.core.clone());
-                http.push(serve(admin, routes, crate::server::Limits::admin(server)));
-            }
-        }
+        let http = match listeners {
+            Some(l) => self.spawn_http(l, app, &rx),
+            None => Vec::new(),
+        };
         shutdown.await;
         tracing::info!("shutting down");
         let _ = tx.send(true);
