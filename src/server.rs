@@ -110,6 +110,29 @@ impl From<tokio::net::TcpListener> for Listeners {
     }
 }
 
+/// Connections closed for slowness since start, by what was too slow: the request head (idle
+/// kept-alive connections included), the body, or the taking of an answer.
+static SLOW_CLIENTS: [std::sync::atomic::AtomicU64; 3] = [
+    std::sync::atomic::AtomicU64::new(0),
+    std::sync::atomic::AtomicU64::new(0),
+    std::sync::atomic::AtomicU64::new(0),
+];
+const SLOW_PHASES: [&str; 3] = ["head", "body", "answer"];
+
+fn count_slow(phase: usize) {
+    SLOW_CLIENTS[phase].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// [`SLOW_CLIENTS`] with their phase names, for `/metrics`.
+pub fn slow_clients() -> [(&'static str, u64); 3] {
+    std::array::from_fn(|i| {
+        (
+            SLOW_PHASES[i],
+            SLOW_CLIENTS[i].load(std::sync::atomic::Ordering::Relaxed),
+        )
+    })
+}
+
 /// An answer that closes the connection (`Connection: close`): the request was not read.
 fn refuse(status: StatusCode, text: &'static str) -> Response {
     (status, [(header::CONNECTION, "close")], text).into_response()
@@ -144,6 +167,7 @@ async fn with_body_deadline(
             );
         }
         Err(_) => {
+            count_slow(1);
             tracing::debug!("HTTP request body not received within server.body_read_timeout");
             return refuse(
                 StatusCode::REQUEST_TIMEOUT,
@@ -387,11 +411,30 @@ async fn connection(
         }
     };
     if let Err(e) = served.await {
+        if e.is_timeout() {
+            count_slow(0);
+        } else if stalled_write(&e) {
+            count_slow(2);
+        }
         tracing::debug!(error = %e, "HTTP connection ended with an error");
     }
     // The connection and its buffers are gone: give back the slot, then the memory.
     drop(permit);
     burst.closed();
+}
+
+/// Whether `e` comes from [`WriteDeadline`]: an I/O error `TimedOut` among its causes.
+fn stalled_write(e: &hyper::Error) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// The routes of `server.listen` before the adapters add theirs: `/healthz` always (a
@@ -480,6 +523,13 @@ async fn metrics(State(core): State<Arc<Core>>) -> impl IntoResponse {
             out,
             "dualkey_signature_failures_total{{platform=\"{}\"}} {n}",
             platform.as_str()
+        );
+    }
+    let _ = writeln!(out, "# HELP dualkey_http_slow_clients_total HTTP connections closed since start because the request head (idle kept-alive connections included), the body or the taking of an answer was too slow.\n# TYPE dualkey_http_slow_clients_total counter");
+    for (phase, n) in slow_clients() {
+        let _ = writeln!(
+            out,
+            "dualkey_http_slow_clients_total{{phase=\"{phase}\"}} {n}"
         );
     }
     let _ = writeln!(out, "# HELP dualkey_backups Backup catalog entries by environment and state.\n# TYPE dualkey_backups gauge");

@@ -337,6 +337,22 @@ async fn four_hundred_slow_clients_are_closed_within_the_deadline_while_health_a
             .any(|o| o.kind == Slow::Continue && o.answer.starts_with("HTTP/1.1 100")),
         "the server asked for the body (100 Continue) before giving up on it"
     );
+    let metrics = reqwest::get(format!("http://{}/metrics", bot.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted = |phase: &str| -> u64 {
+        let key = format!("dualkey_http_slow_clients_total{{phase=\"{phase}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{key} in /metrics: {metrics}"))
+    };
+    assert!(counted("head") >= 200, "{metrics}");
+    assert_eq!(counted("body"), 200, "{metrics}");
     assert!(
         after <= before + 10 * 1024,
         "RSS returns to within 10 MB: before {before} kB, during {during} kB, after {after} kB"
@@ -446,6 +462,16 @@ async fn a_client_that_sends_requests_but_never_reads_the_answers_is_closed() {
     println!("a client that never reads was closed after {took:?} ({sent:?} bytes of requests)");
     let sent = sent.expect("the server closes a client that takes none of its answers");
     assert!(sent > 0, "the server read requests before it gave up");
+    let metrics = reqwest::get(format!("http://{}/metrics", bot.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("dualkey_http_slow_clients_total{phase=\"answer\"} 1\n"),
+        "{metrics}"
+    );
     // The chat port still answers.
     let (status, _) = get(&bot.main, "/healthz", Duration::from_secs(2))
         .await
