@@ -381,12 +381,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for w in s.warnings() {
                 tracing::warn!("{w}");
             }
-            let listen = s.server.listen.clone();
+            let server = s.server.clone();
             let app = Application::build(s).await?;
-            let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
-                UsageError(format!("cannot listen on {listen} (server.listen): {e}"))
-            })?;
-            let addr = listener.local_addr()?;
+            let listeners = crate::server::Listeners::bind(&server)
+                .await
+                .map_err(UsageError)?;
+            let addr = listeners.main.local_addr()?;
+            let (admin, routes) = match &listeners.admin {
+                Some(l) => (
+                    l.local_addr()?.to_string(),
+                    "GET /healthz; on the admin port GET /healthz, GET /readyz, GET /metrics",
+                ),
+                None => ("none".into(), "GET /healthz, GET /readyz, GET /metrics"),
+            };
             let adapters = app
                 .chat_adapters()
                 .map_err(|e| UsageError(format!("{e:#}")))?;
@@ -395,8 +402,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "no chat adapter is enabled (slack.enabled, discord.enabled); talk to dualkey with `dualkey shell --as NAME` on this host (a SQLite store admits one process: stop `serve` first, or use a PostgreSQL store)"
                 );
             }
-            tracing::info!(listen = %addr, "dualkey running; HTTP: GET /healthz, GET /readyz, GET /metrics; stop with ctrl-c or SIGTERM");
-            app.run_until_stopped(adapters, Some(listener), shutdown_signal())
+            tracing::info!(listen = %addr, admin = %admin, "dualkey running; HTTP: {routes}; stop with ctrl-c or SIGTERM");
+            app.run_until_stopped(adapters, Some(listeners), shutdown_signal())
                 .await?;
             Ok(ExitCode::SUCCESS)
         }

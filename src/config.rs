@@ -129,6 +129,12 @@ pub struct ServerSettings {
     pub max_connections: std::num::NonZeroUsize,
     /// Time a client has to send a request's headers; slower connections are closed.
     pub header_read_timeout: HumanDuration,
+    /// Time a client has, once its headers are in, to send the whole body; a slower one gets
+    /// `408` and its connection is closed.
+    pub body_read_timeout: HumanDuration,
+    /// Address of the admin listener serving `/healthz`, `/readyz` and `/metrics` apart from
+    /// the chat endpoints; empty (the default) serves them on `listen`.
+    pub admin_listen: String,
 }
 
 impl Default for ServerSettings {
@@ -137,6 +143,8 @@ impl Default for ServerSettings {
             listen: "127.0.0.1:8080".into(),
             max_connections: std::num::NonZeroUsize::new(256).expect("256 is not zero"),
             header_read_timeout: HumanDuration(Duration::from_secs(10)),
+            body_read_timeout: HumanDuration(Duration::from_secs(10)),
+            admin_listen: String::new(),
         }
     }
 }
@@ -659,6 +667,7 @@ impl Settings {
         if let Ok(listen) = std::env::var("DUALKEY_SERVER_LISTEN") {
             s.server.listen = listen;
         }
+        s.server_env_overrides(|name| std::env::var(name).ok())?;
         s.validate()?;
         Ok(s)
     }
@@ -672,6 +681,90 @@ impl Settings {
         s.source = path.to_path_buf();
         s.validate()?;
         Ok(s)
+    }
+
+    /// `DUALKEY_SERVER_ADMIN_LISTEN`, `DUALKEY_SERVER_MAX_CONNECTIONS`,
+    /// `DUALKEY_SERVER_HEADER_READ_TIMEOUT` and `DUALKEY_SERVER_BODY_READ_TIMEOUT` (read with
+    /// `var`) over `[server]`; a value that does not parse is an error naming the variable.
+    fn server_env_overrides(
+        &mut self,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        if let Some(v) = var("DUALKEY_SERVER_ADMIN_LISTEN") {
+            self.server.admin_listen = v.trim().to_string();
+        }
+        if let Some(v) = var("DUALKEY_SERVER_MAX_CONNECTIONS") {
+            self.server.max_connections = v.trim().parse().map_err(|_| {
+                self.invalid(
+                    "server.max_connections",
+                    format!(
+                        "DUALKEY_SERVER_MAX_CONNECTIONS=`{v}` is not a whole number of at least 1"
+                    ),
+                )
+            })?;
+        }
+        for (name, key) in [
+            ("DUALKEY_SERVER_HEADER_READ_TIMEOUT", "header_read_timeout"),
+            ("DUALKEY_SERVER_BODY_READ_TIMEOUT", "body_read_timeout"),
+        ] {
+            let Some(v) = var(name) else { continue };
+            let d = parse_duration(&v).map(HumanDuration).ok_or_else(|| {
+                self.invalid(
+                    format!("server.{key}"),
+                    format!("{name}=`{v}` is not a duration like \"10s\" or \"1m\""),
+                )
+            })?;
+            match key {
+                "header_read_timeout" => self.server.header_read_timeout = d,
+                _ => self.server.body_read_timeout = d,
+            }
+        }
+        Ok(())
+    }
+
+    /// The `[server]` rules: addresses that parse, distinct ports, deadlines of at most 10
+    /// minutes.
+    fn validate_server(&self) -> Result<(), ConfigError> {
+        let sv = &self.server;
+        let Ok(listen) = sv.listen.parse::<std::net::SocketAddr>() else {
+            return Err(self.invalid(
+                "server.listen",
+                format!("`{}` is not an address like 127.0.0.1:8080", sv.listen),
+            ));
+        };
+        if !sv.admin_listen.is_empty() {
+            let Ok(admin) = sv.admin_listen.parse::<std::net::SocketAddr>() else {
+                return Err(self.invalid(
+                    "server.admin_listen",
+                    format!(
+                        "`{}` is not an address like 127.0.0.1:9090 (or \"\" for none)",
+                        sv.admin_listen
+                    ),
+                ));
+            };
+            if admin == listen && admin.port() != 0 {
+                return Err(self.invalid(
+                    "server.admin_listen",
+                    format!("`{admin}` is server.listen too; give the admin listener its own port"),
+                ));
+            }
+        }
+        let most = Duration::from_secs(600);
+        for (key, d) in [
+            ("server.header_read_timeout", sv.header_read_timeout.0),
+            ("server.body_read_timeout", sv.body_read_timeout.0),
+        ] {
+            if d > most {
+                return Err(self.invalid(
+                    key,
+                    format!(
+                        "{} is longer than 10m; a silent client would hold a connection that long",
+                        format_duration(d)
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -690,15 +783,7 @@ impl Settings {
         {
             return Err(self.invalid("store.url", "must start with sqlite:// or postgres://"));
         }
-        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(self.invalid(
-                "server.listen",
-                format!(
-                    "`{}` is not an address like 127.0.0.1:8080",
-                    self.server.listen
-                ),
-            ));
-        }
+        self.validate_server()?;
         if !matches!(self.slack.mode.as_str(), "socket" | "http") {
             return Err(self.invalid("slack.mode", "must be \"socket\" or \"http\""));
         }
@@ -1154,6 +1239,103 @@ mod tests {
             let err = check(&text).expect_err(key).to_string();
             assert!(err.contains(key), "error `{err}` should name `{key}`");
         }
+    }
+
+    #[test]
+    fn server_deadlines_and_the_admin_listener_are_checked_naming_the_key() {
+        let s = check(&base()).unwrap();
+        assert_eq!(s.server.body_read_timeout.0, Duration::from_secs(10));
+        assert_eq!(
+            s.server.admin_listen, "",
+            "no admin listener unless asked for"
+        );
+        // `base()` with one `[server]` line replaced.
+        let with = |line: &str| {
+            let key = format!("{} =", line.split(" =").next().unwrap());
+            base()
+                .lines()
+                .filter(|l| !l.starts_with(&key))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .replace("[server]", &format!("[server]\n{line}"))
+        };
+        let s = check(&with("admin_listen = \"127.0.0.1:9090\"")).unwrap();
+        assert_eq!(s.server.admin_listen, "127.0.0.1:9090");
+        let cases = [
+            (
+                "admin_listen = \"localhost\"",
+                "server.admin_listen",
+                "not an address",
+            ),
+            (
+                "admin_listen = \"127.0.0.1:8080\"",
+                "server.admin_listen",
+                "own port",
+            ),
+            (
+                "body_read_timeout = \"0s\"",
+                "body_read_timeout",
+                "not a duration",
+            ),
+            (
+                "body_read_timeout = \"11m\"",
+                "server.body_read_timeout",
+                "longer than 10m",
+            ),
+            (
+                "header_read_timeout = \"1h\"",
+                "server.header_read_timeout",
+                "10m",
+            ),
+        ];
+        for (line, key, why) in cases {
+            let err = check(&with(line)).expect_err(line).to_string();
+            assert!(err.contains(key) && err.contains(why), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn server_environment_overrides_apply_and_bad_values_name_the_variable() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let mut s = check(&base()).unwrap();
+        s.server_env_overrides(env(&[
+            ("DUALKEY_SERVER_ADMIN_LISTEN", "127.0.0.1:9191"),
+            ("DUALKEY_SERVER_MAX_CONNECTIONS", "900"),
+            ("DUALKEY_SERVER_HEADER_READ_TIMEOUT", "3s"),
+            ("DUALKEY_SERVER_BODY_READ_TIMEOUT", "2s"),
+        ]))
+        .unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.server.admin_listen, "127.0.0.1:9191");
+        assert_eq!(s.server.max_connections.get(), 900);
+        assert_eq!(s.server.header_read_timeout.0, Duration::from_secs(3));
+        assert_eq!(s.server.body_read_timeout.0, Duration::from_secs(2));
+        for (pairs, needle) in [
+            (
+                &[("DUALKEY_SERVER_MAX_CONNECTIONS", "0")][..],
+                "DUALKEY_SERVER_MAX_CONNECTIONS=`0`",
+            ),
+            (
+                &[("DUALKEY_SERVER_BODY_READ_TIMEOUT", "2 seconds")][..],
+                "DUALKEY_SERVER_BODY_READ_TIMEOUT=`2 seconds`",
+            ),
+        ] {
+            let mut s = check(&base()).unwrap();
+            let err = s.server_env_overrides(env(pairs)).unwrap_err().to_string();
+            assert!(err.contains(needle) && err.contains("server."), "{err}");
+        }
+        let mut s = check(&base()).unwrap();
+        s.server_env_overrides(env(&[("DUALKEY_SERVER_ADMIN_LISTEN", "nowhere")]))
+            .unwrap();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("server.admin_listen"), "{err}");
     }
 
     /// `base()` with the three app command lines removed.

@@ -1,25 +1,52 @@
-//! The HTTP server (`server.listen`): `GET /healthz` (the process answers), `GET /readyz` (the
-//! state store answers) and `GET /metrics` (Prometheus text). The Slack and Discord endpoints
-//! of SPEC section 9 are added here by their adapters.
+//! The HTTP servers. `server.listen` takes the Slack and Discord endpoints of SPEC section 9
+//! (added by their adapters) and `GET /healthz`; `server.admin_listen`, when set, serves
+//! `GET /healthz` (the process answers), `GET /readyz` (the state store answers) and
+//! `GET /metrics` (Prometheus text) on a port of its own. Without `admin_listen` all three
+//! stay on `server.listen`, as before.
 //!
-//! [`serve`] is a hand-written HTTP/1 accept loop rather than `axum::serve`, for two limits a
-//! public endpoint needs: a header-read timeout (`server.header_read_timeout`: a connection
-//! that has not sent a complete request head in time, idle or half-sent, is closed) and a
-//! connection limit (`server.max_connections`: beyond it new connections wait in the listen
-//! backlog until one closes). Without them every half-open connection stayed open forever.
+//! [`serve`] is a hand-written HTTP/1 accept loop rather than `axum::serve`, for the limits a
+//! public endpoint needs, so that no client can hold the bot without a signature:
+//! - a header-read timeout (`server.header_read_timeout`): a connection that has not sent a
+//!   complete request head in time (idle, half-sent, or kept alive and silent) is closed;
+//! - a body deadline (`server.body_read_timeout`): once the head is in, the whole body must
+//!   arrive within it, or the client gets `408` and its connection is closed. This also covers
+//!   `Expect: 100-continue` with no body and a body sent one byte at a time. The body is read
+//!   here (at most [`MAX_BODY`], larger ones get `413` from their `Content-Length` alone) before
+//!   any route runs, so a handler never runs under the deadline and is never cut off mid-way;
+//! - a write deadline (the same `server.body_read_timeout`): a client that takes none of our
+//!   answer for that long (say it pipelines requests and never reads) is closed;
+//! - a connection limit (`server.max_connections`): beyond it new connections wait in the
+//!   listen backlog until one closes.
+//!
+//! A request thus holds a connection for at most `header_read_timeout + body_read_timeout`
+//! before its handler runs. The admin listener has its own connection limit
+//! ([`ADMIN_MAX_CONNECTIONS`]), so a flood of the chat port leaves it answering.
 
 use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use crate::config::ServerSettings;
 use crate::core::dispatch::Core;
+
+/// The largest request body any route takes: the Slack and Discord endpoints take 64 KiB.
+pub const MAX_BODY: usize = 64 * 1024;
+
+const _: () = assert!(
+    MAX_BODY >= crate::adapters::slack::inbound::MAX_BODY
+        && MAX_BODY >= crate::adapters::discord::interactions::MAX_BODY
+);
+
+/// Connections the admin listener serves at once (probes and scrapes, not chat traffic).
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// The HTTP server's limits (from `[server]`).
 #[derive(Debug, Clone, Copy)]
@@ -28,15 +55,252 @@ pub struct Limits {
     pub max_connections: usize,
     /// Time a client has to send a complete request head.
     pub header_read_timeout: Duration,
+    /// Time a client has, once its head is in, to send the whole body.
+    pub body_read_timeout: Duration,
 }
 
 impl Limits {
     /// The limits configured in `[server]`.
-    pub fn from_settings(s: &crate::config::ServerSettings) -> Limits {
+    pub fn from_settings(s: &ServerSettings) -> Limits {
         Limits {
             max_connections: s.max_connections.get(),
             header_read_timeout: s.header_read_timeout.0,
+            body_read_timeout: s.body_read_timeout.0,
         }
+    }
+
+    /// The admin listener's limits: the same deadlines, its own connection limit.
+    pub fn admin(s: &ServerSettings) -> Limits {
+        Limits {
+            max_connections: ADMIN_MAX_CONNECTIONS,
+            ..Limits::from_settings(s)
+        }
+    }
+}
+
+/// The bound listeners of `serve`: `server.listen` and, when set, `server.admin_listen`.
+pub struct Listeners {
+    /// `server.listen`: the chat endpoints (and `/healthz`).
+    pub main: tokio::net::TcpListener,
+    /// `server.admin_listen`: `/healthz`, `/readyz`, `/metrics`.
+    pub admin: Option<tokio::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `server.listen` and `server.admin_listen` (when set); the error names the key.
+    pub async fn bind(s: &ServerSettings) -> Result<Listeners, String> {
+        let bind = |addr: String, key: &'static str| async move {
+            tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} ({key}): {e}"))
+        };
+        let main = bind(s.listen.clone(), "server.listen").await?;
+        let admin = match s.admin_listen.as_str() {
+            "" => None,
+            a => Some(bind(a.to_string(), "server.admin_listen").await?),
+        };
+        Ok(Listeners { main, admin })
+    }
+}
+
+impl From<tokio::net::TcpListener> for Listeners {
+    /// `server.listen` alone, no admin listener.
+    fn from(main: tokio::net::TcpListener) -> Listeners {
+        Listeners { main, admin: None }
+    }
+}
+
+/// Connections closed for slowness since start, by what was too slow: the request head (idle
+/// kept-alive connections included), the body, or the taking of an answer.
+static SLOW_CLIENTS: [std::sync::atomic::AtomicU64; 3] = [
+    std::sync::atomic::AtomicU64::new(0),
+    std::sync::atomic::AtomicU64::new(0),
+    std::sync::atomic::AtomicU64::new(0),
+];
+const SLOW_PHASES: [&str; 3] = ["head", "body", "answer"];
+
+fn count_slow(phase: usize) {
+    SLOW_CLIENTS[phase].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// [`SLOW_CLIENTS`] with their phase names, for `/metrics`.
+pub fn slow_clients() -> [(&'static str, u64); 3] {
+    std::array::from_fn(|i| {
+        (
+            SLOW_PHASES[i],
+            SLOW_CLIENTS[i].load(std::sync::atomic::Ordering::Relaxed),
+        )
+    })
+}
+
+/// An answer that closes the connection (`Connection: close`): the request was not read.
+fn refuse(status: StatusCode, text: &'static str) -> Response {
+    (status, [(header::CONNECTION, "close")], text).into_response()
+}
+
+/// Reads the whole body of `req` within `deadline` (at most [`MAX_BODY`]) and hands the
+/// request, its body in memory, to `app`; answers `408`/`413`/`400` itself when the body does
+/// not arrive in time, is too large or breaks off.
+async fn with_body_deadline(
+    app: Router,
+    req: Request<hyper::body::Incoming>,
+    deadline: Duration,
+) -> Response {
+    use hyper::service::Service as _;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+    }
+    let (parts, body) = req.into_parts();
+    let read = axum::body::to_bytes(Body::new(body), MAX_BODY);
+    let bytes = match tokio::time::timeout(deadline, read).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "HTTP request body refused");
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "request body unreadable or too large\n",
+            );
+        }
+        Err(_) => {
+            count_slow(1);
+            tracing::debug!("HTTP request body not received within server.body_read_timeout");
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time\n",
+            );
+        }
+    };
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    match service
+        .call(Request::from_parts(parts, Body::from(bytes)))
+        .await
+    {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+}
+
+/// A connection whose writes fail with `TimedOut` once the peer has taken none of our bytes
+/// for `limit`: a client that sends requests but never reads the answers (pipelining into a
+/// full socket buffer) would otherwise hold its connection forever.
+struct WriteDeadline<T> {
+    inner: T,
+    limit: Duration,
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> WriteDeadline<T> {
+    fn new(inner: T, limit: Duration) -> Self {
+        WriteDeadline {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// `Ready(Err)` when the write has been stuck for `limit`; clears the clock on progress.
+    fn check<R>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        polled: std::task::Poll<std::io::Result<R>>,
+    ) -> std::task::Poll<std::io::Result<R>> {
+        use std::task::Poll;
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let limit = self.limit;
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took none of the answer in time",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteDeadline<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteDeadline<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.check(cx, polled)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.check(cx, polled)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.check(cx, polled)
+    }
+}
+
+/// Counts a server's open connections; when the last of a burst of at least [`BURST`] closes,
+/// hands the freed memory back to the system.
+///
+/// glibc's allocator keeps memory freed by many threads in its arenas: after a flood of slow
+/// clients the process would stay tens of MB larger for good (issue 19 measured 32 -> 86 MB).
+/// `malloc_trim` returns those pages; it runs once per burst, off the async threads.
+#[derive(Default)]
+struct Burst {
+    open: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+/// Open connections that count as a burst worth trimming after.
+const BURST: usize = 32;
+
+impl Burst {
+    fn opened(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.open.fetch_add(1, SeqCst) + 1;
+        self.peak.fetch_max(now, SeqCst);
+    }
+
+    fn closed(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.open.fetch_sub(1, SeqCst) == 1 && self.peak.swap(0, SeqCst) >= BURST {
+            tokio::task::spawn_blocking(release_freed_memory);
+        }
+    }
+}
+
+/// Returns memory the allocator holds but does not use to the system (glibc only).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -52,7 +316,6 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
     use tokio::sync::{watch, Semaphore};
 
     let max = limits
@@ -62,6 +325,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     let mut full_logged = false;
+    let burst = Arc::new(Burst::default());
     loop {
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => {
@@ -95,28 +359,14 @@ pub async fn serve(
                 }
             },
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            // Released when the connection is gone, whatever the way.
-            let _permit = permit;
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                // The guard `wait_for` returns is not `Send`: drop it inside this future.
-                _ = async { drop(stop.wait_for(|v| *v).await) } => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "HTTP connection ended with an error");
-            }
-        });
+        burst.opened();
+        tokio::spawn(connection(
+            stream,
+            app.clone(),
+            limits,
+            stop_rx.clone(),
+            (permit, burst.clone()),
+        ));
     }
     drop(listener);
     let _ = stop_tx.send(true);
@@ -124,13 +374,93 @@ pub async fn serve(
     let _ = slots.acquire_many(max as u32).await;
 }
 
-/// The routes, sharing the core.
-pub fn router(core: Arc<Core>) -> Router {
+/// Serves one connection until it closes, or, once `stop` turns true, until its request in
+/// progress is answered; then gives back its slot and counts it closed.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    limits: Limits,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    (permit, burst): (tokio::sync::OwnedSemaphorePermit, Arc<Burst>),
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let service = hyper::service::service_fn(move |req| {
+        let app = app.clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(
+                with_body_deadline(app, req, limits.body_read_timeout).await,
+            )
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(
+            TokioIo::new(WriteDeadline::new(stream, limits.body_read_timeout)),
+            service,
+        );
+    let served = async move {
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => r,
+            // The guard `wait_for` returns is not `Send`: drop it inside this future.
+            _ = async { drop(stop.wait_for(|v| *v).await) } => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
+    };
+    if let Err(e) = served.await {
+        if e.is_timeout() {
+            count_slow(0);
+        } else if stalled_write(&e) {
+            count_slow(2);
+        }
+        tracing::debug!(error = %e, "HTTP connection ended with an error");
+    }
+    // The connection and its buffers are gone: give back the slot, then the memory.
+    drop(permit);
+    burst.closed();
+}
+
+/// Whether `e` comes from [`WriteDeadline`]: an I/O error `TimedOut` among its causes.
+fn stalled_write(e: &hyper::Error) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// The routes of `server.listen` before the adapters add theirs: `/healthz` always (a
+/// constant answer that costs nothing, kept for probes that already use this port), and
+/// `/readyz` and `/metrics` only when there is no admin listener (`with_admin` false). With one,
+/// they stay off the public port: each costs a store query, so an unauthenticated flood of them
+/// would load the store, and `/metrics` names environments and counts backups.
+pub fn router(core: Arc<Core>, with_admin: bool) -> Router {
+    if with_admin {
+        Router::new().route("/healthz", get(healthz))
+    } else {
+        admin_router(core)
+    }
+}
+
+/// The routes of `server.admin_listen`: `/healthz`, `/readyz`, `/metrics`.
+pub fn admin_router(core: Arc<Core>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(core)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
 }
 
 async fn readyz(State(core): State<Arc<Core>>) -> impl IntoResponse {
@@ -193,6 +523,13 @@ async fn metrics(State(core): State<Arc<Core>>) -> impl IntoResponse {
             out,
             "dualkey_signature_failures_total{{platform=\"{}\"}} {n}",
             platform.as_str()
+        );
+    }
+    let _ = writeln!(out, "# HELP dualkey_http_slow_clients_total HTTP connections closed since start because the request head (idle kept-alive connections included), the body or the taking of an answer was too slow.\n# TYPE dualkey_http_slow_clients_total counter");
+    for (phase, n) in slow_clients() {
+        let _ = writeln!(
+            out,
+            "dualkey_http_slow_clients_total{{phase=\"{phase}\"}} {n}"
         );
     }
     let _ = writeln!(out, "# HELP dualkey_backups Backup catalog entries by environment and state.\n# TYPE dualkey_backups gauge");

@@ -177,15 +177,46 @@ impl Application {
         Ok(out)
     }
 
+    /// Serves `app` on `l.main` and the admin routes on `l.admin` (when bound) until `stop`
+    /// turns true.
+    fn spawn_http(
+        &self,
+        l: crate::server::Listeners,
+        app: axum::Router,
+        stop: &watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let server = &self.core.settings.server;
+        let serve = |listener, app, limits| {
+            let mut stop = stop.clone();
+            tokio::spawn(async move {
+                let graceful = async move {
+                    let _ = stop.wait_for(|v| *v).await;
+                };
+                crate::server::serve(listener, app, limits, graceful).await;
+            })
+        };
+        let mut http = vec![serve(
+            l.main,
+            app,
+            crate::server::Limits::from_settings(server),
+        )];
+        if let Some(admin) = l.admin {
+            let routes = crate::server::admin_router(self.core.clone());
+            http.push(serve(admin, routes, crate::server::Limits::admin(server)));
+        }
+        http
+    }
+
     /// Runs the worker, the scheduler, outbox delivery and `adapters` (their connections, and
-    /// their routes on the HTTP server on `listener`, when given) until `shutdown` completes,
+    /// their routes on the HTTP server on `listeners.main`, when given; `/healthz`, `/readyz`
+    /// and `/metrics` on `listeners.admin` when there is one) until `shutdown` completes,
     /// then waits for running operations (and a scheduled job in progress) and a last outbox
     /// pass, and releases this process's leases. Posts the audit chain head to the audit
     /// channels at start.
     pub async fn run_until_stopped<F: Future<Output = ()>>(
         self,
         adapters: Vec<Arc<dyn Adapter>>,
-        listener: Option<tokio::net::TcpListener>,
+        listeners: Option<crate::server::Listeners>,
         shutdown: F,
     ) -> anyhow::Result<()> {
         let (tx, rx) = watch::channel(false);
@@ -204,7 +235,8 @@ impl Application {
         let scheduler =
             tokio::spawn(crate::scheduler::Scheduler::new(self.core.clone()).run(rx.clone()));
         let delivery = tokio::spawn(outbox::run(self.core.clone(), outs, rx.clone()));
-        let mut app = crate::server::router(self.core.clone());
+        let with_admin = listeners.as_ref().is_some_and(|l| l.admin.is_some());
+        let mut app = crate::server::router(self.core.clone(), with_admin);
         for a in &adapters {
             if let Some(r) = a.clone().routes(inbound.clone()) {
                 app = app.merge(r);
@@ -222,20 +254,14 @@ impl Application {
                 })
             })
             .collect();
-        let http = listener.map(|l| {
-            let mut stop = rx.clone();
-            let limits = crate::server::Limits::from_settings(&self.core.settings.server);
-            tokio::spawn(async move {
-                let graceful = async move {
-                    let _ = stop.wait_for(|v| *v).await;
-                };
-                crate::server::serve(l, app, limits, graceful).await;
-            })
-        });
+        let http = match listeners {
+            Some(l) => self.spawn_http(l, app, &rx),
+            None => Vec::new(),
+        };
         shutdown.await;
         tracing::info!("shutting down");
         let _ = tx.send(true);
-        if let Some(h) = http {
+        for h in http {
             let _ = h.await;
         }
         for c in conns {

@@ -178,7 +178,7 @@ pub async fn start(setup: Setup<'_>) -> Running {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        app.run_until_stopped(adapters, Some(listener), async move {
+        app.run_until_stopped(adapters, Some(listener.into()), async move {
             let _ = rx.await;
         })
         .await

@@ -19,6 +19,7 @@ mod discord_outages;
 mod discord_register;
 mod discord_standin;
 mod drill;
+mod http_limits;
 mod inbound;
 mod kill_mid_step;
 mod monitoring;

@@ -195,7 +195,7 @@ pub async fn start(
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        app.run_until_stopped(adapters, Some(listener), async move {
+        app.run_until_stopped(adapters, Some(listener.into()), async move {
             let _ = rx.await;
         })
         .await
