@@ -227,8 +227,18 @@ async fn the_18_client_backs_up_restores_and_deploys_on_postgresql_18_and_the_15
     db.drop_now().await;
 }
 
+/// Kills (SIGKILL) and reaps a `dualkey serve` the test started, however the test ends.
+struct Serve(std::process::Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test]
-async fn config_check_warns_when_the_client_is_older_than_the_server() {
+async fn config_check_and_the_start_of_serve_warn_when_the_client_is_older_than_the_server() {
     let Some(pg) = pg18() else { return };
     let db = Db18::create(&pg).await;
     let setup = bin_setup(|t| {
@@ -256,5 +266,40 @@ async fn config_check_warns_when_the_client_is_older_than_the_server() {
         .unwrap_or_else(|| panic!("no warning about pg_dump: {stdout}"));
     assert!(warning.contains("(PostgreSQL 18."), "{warning}");
     assert!(warning.contains("major 18 or newer"), "{warning}");
+
+    // The same warning in the log of `serve`, soon after it listens (read in the background).
+    let mut serve = Serve(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&setup.config)
+            .env("DK_TV_URL", &db.url)
+            .env("DUALKEY_SERVER_LISTEN", "127.0.0.1:0")
+            .env("NO_COLOR", "1")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = serve.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = String::new();
+    let found = loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+            Ok(line) if line.contains("environments.production: pg_dump 15.") => break line,
+            Ok(line) => seen.push_str(&(line + "\n")),
+            Err(_) => panic!("serve logged no warning about pg_dump in 20 s: {seen}"),
+        }
+    };
+    assert!(found.contains("WARN"), "{found}");
+    assert!(found.contains("major 18 or newer"), "{found}");
+    drop(serve);
     db.drop_now().await;
 }

