@@ -77,13 +77,11 @@ async fn tools_check(e: &EnvironmentSettings, server: Result<u32, String>) -> To
 /// Whether the tools can handle the server, and the line that says so: `ERROR: ...` naming
 /// each tool that cannot (missing, not runnable, older major) with both versions and the fix.
 pub fn tools_verdict(check: &ToolsCheck, env: &str) -> (bool, String) {
-    let problems = check.problems(env);
-    if !problems.is_empty() {
+    if let Some(problem) = check.problem(env) {
         return (
             false,
             format!(
-                "ERROR: backup, deploy, restore, rollback and emergency are refused until this is fixed: {}",
-                problems.join(". ")
+                "ERROR (backup, deploy, restore, rollback and emergency are refused until fixed): {problem}"
             ),
         );
     }
@@ -120,9 +118,9 @@ pub async fn tool_warnings(settings: &crate::config::Settings) -> Vec<String> {
         tasks.spawn(async move {
             let check = runbook::planning::gather_tools(&e, None).await;
             let mut w: Vec<String> = check
-                .problems(&name)
+                .problem(&name)
                 .into_iter()
-                .map(|p| format!("environments.{name}: {p}; backup, deploy, restore, rollback and emergency are refused until then"))
+                .map(|p| format!("environments.{name}: {p}. Until then backup, deploy, restore, rollback and emergency are refused"))
                 .collect();
             if let Err(err) = &check.server {
                 w.push(format!(

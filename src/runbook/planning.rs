@@ -528,14 +528,13 @@ pub fn tools_refusal(
             StepAction::Backup { .. } | StepAction::Restore { .. }
         )
     });
-    let problems = tools?.problems(env);
-    if !needs_tools || problems.is_empty() {
+    if !needs_tools {
         return None;
     }
+    let problem = tools?.problem(env)?;
     Some(StepError(format!(
-        "{} refused: the PostgreSQL client tools cannot handle the server of {env}, so it would fail after the approvals. {}",
-        kind.name(),
-        problems.join(". ")
+        "refused before approval: the PostgreSQL client tools cannot handle the server of {env}, so this {} would fail only when it runs, after any approvals. {problem}",
+        kind.name()
     )))
 }
 
@@ -1366,12 +1365,12 @@ mod tests {
         let kind = OperationKind::Backup { note: None };
         let err = plan_from(&kind, "production", &f).unwrap_err();
         assert!(
-            err.0.starts_with("backup refused: the PostgreSQL client tools cannot handle the server of production"),
+            err.0.starts_with("refused before approval: the PostgreSQL client tools cannot handle the server of production, so this backup would fail"),
             "{err}"
         );
         assert!(
-            err.0.contains("pg_dump 15.20 (/usr/lib/postgresql/15/bin/pg_dump) is older than the server of production (PostgreSQL 18.6)")
-                && err.0.contains("pg_bin_dir to the bin folder of a PostgreSQL client of major 18 or newer"),
+            err.0.contains("pg_dump 15.20, pg_restore 15.20 and psql 15.20 in /usr/lib/postgresql/15/bin are older than the server of production (PostgreSQL 18.6)")
+                && err.0.contains("Fix: set environments.production.pg_bin_dir to the bin folder of a PostgreSQL 18 client or newer"),
             "{err}"
         );
         // The same tools with a 15 server: the plan is made.

@@ -183,8 +183,12 @@ async fn the_18_client_backs_up_restores_and_deploys_on_postgresql_18_and_the_15
         .to_string();
     assert!(tools_line.contains("tools: ERROR"), "{status}");
     assert!(tools_line.contains("pg_dump 15."), "{tools_line}");
+    assert!(tools_line.contains("psql 15."), "{tools_line}");
     assert!(tools_line.contains("(PostgreSQL 18."), "{tools_line}");
-    assert!(tools_line.contains("major 18 or newer"), "{tools_line}");
+    assert!(
+        tools_line.contains("a PostgreSQL 18 client or newer"),
+        "{tools_line}"
+    );
     let checklist = old.cmd("carol", "checklist").await;
     assert!(checklist.contains("[ ] client tools: ERROR"), "{checklist}");
 
@@ -200,15 +204,16 @@ async fn the_18_client_backs_up_restores_and_deploys_on_postgresql_18_and_the_15
         let r = old.cmd("alice", &text).await;
         assert!(!r.contains("[approve:"), "{text}: a card was posted: {r}");
         assert!(
-            r.contains(
-                "refused: the PostgreSQL client tools cannot handle the server of production"
-            ),
+            r.contains(&format!(
+                "refused before approval: the PostgreSQL client tools cannot handle the server of production, so this {} would fail",
+                text.split(' ').next().unwrap()
+            )),
             "{text}: {r}"
         );
         assert!(r.contains("pg_dump 15."), "{text}: {r}");
         assert!(r.contains("(PostgreSQL 18."), "{text}: {r}");
         assert!(
-            r.contains("pg_bin_dir to the bin folder of a PostgreSQL client of major 18 or newer"),
+            r.contains("Fix: set environments.production.pg_bin_dir to the bin folder of a PostgreSQL 18 client or newer"),
             "{text}: {r}"
         );
     }
@@ -265,7 +270,10 @@ async fn config_check_and_the_start_of_serve_warn_when_the_client_is_older_than_
         .find(|l| l.starts_with("warning: environments.production: pg_dump 15."))
         .unwrap_or_else(|| panic!("no warning about pg_dump: {stdout}"));
     assert!(warning.contains("(PostgreSQL 18."), "{warning}");
-    assert!(warning.contains("major 18 or newer"), "{warning}");
+    assert!(
+        warning.contains("a PostgreSQL 18 client or newer"),
+        "{warning}"
+    );
 
     // The same warning in the log of `serve`, soon after it listens (read in the background).
     let mut serve = Serve(
@@ -299,7 +307,7 @@ async fn config_check_and_the_start_of_serve_warn_when_the_client_is_older_than_
         }
     };
     assert!(found.contains("WARN"), "{found}");
-    assert!(found.contains("major 18 or newer"), "{found}");
+    assert!(found.contains("a PostgreSQL 18 client or newer"), "{found}");
     drop(serve);
     db.drop_now().await;
 }

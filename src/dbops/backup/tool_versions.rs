@@ -197,37 +197,62 @@ pub struct ToolsCheck {
 }
 
 impl ToolsCheck {
-    /// One sentence per tool that cannot do its work for this server: not found, cannot be
-    /// run, unreadable version, or a major older than the server's (naming both versions and
-    /// the fix). `env` names the setting to change. Empty when all is well; a server whose
-    /// version is unknown is no problem of the tools.
-    pub fn problems(&self, env: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        for t in &self.tools {
-            match (&t.version, &self.server) {
-                (Err(e), _) => out.push(format!(
-                    "{}: {e}; set environments.{env}.pg_bin_dir to the bin folder of a PostgreSQL client{}",
-                    t.tool,
-                    match &self.server {
-                        Ok(s) => format!(" of major {} or newer", s.major()),
-                        Err(_) => String::new(),
+    /// What is wrong with the tools for this server, in one paragraph ending with the fix, or
+    /// `None` when all is well: each tool that is missing or cannot be run (or whose version
+    /// cannot be read), then those of a major older than the server's, with both versions.
+    /// `env` names the setting to change. A server whose version is unknown is no problem of
+    /// the tools.
+    pub fn problem(&self, env: &str) -> Option<String> {
+        let mut parts: Vec<String> = self
+            .tools
+            .iter()
+            .filter_map(|t| t.version.as_ref().err().map(|e| format!("{}: {e}", t.tool)))
+            .collect();
+        let server = self.server.as_ref().ok();
+        let old: Vec<(&ToolProbe, PgVersion)> = self
+            .tools
+            .iter()
+            .filter_map(|t| Some((t, *t.version.as_ref().ok()?)))
+            .filter(|(_, v)| server.is_some_and(|s| v.major_key() < s.major_key()))
+            .collect();
+        if let (Some(s), Some(_)) = (server, old.first()) {
+            let dirs: Vec<Option<&Path>> = old
+                .iter()
+                .map(|(t, _)| t.path.as_deref().and_then(Path::parent))
+                .collect();
+            let names: Vec<String> = old
+                .iter()
+                .map(|(t, v)| match &t.path {
+                    Some(p) if dirs.windows(2).any(|w| w[0] != w[1]) => {
+                        format!("{} {v} ({})", t.tool, p.display())
                     }
-                )),
-                (Ok(v), Ok(s)) if v.major_key() < s.major_key() => out.push(format!(
-                    "{} {v} ({}) is older than the server of {env} (PostgreSQL {s}) and cannot {}; set environments.{env}.pg_bin_dir to the bin folder of a PostgreSQL client of major {} or newer",
-                    t.tool,
-                    t.path.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
-                    match t.tool {
-                        "pg_dump" => "dump it",
-                        "pg_restore" => "read its dumps",
-                        _ => "be relied on to restore into it",
-                    },
-                    s.major()
-                )),
-                _ => {}
-            }
+                    _ => format!("{} {v}", t.tool),
+                })
+                .collect();
+            let place = match dirs.first() {
+                Some(Some(d)) if dirs.windows(2).all(|w| w[0] == w[1]) => {
+                    format!(" in {}", d.display())
+                }
+                _ => String::new(),
+            };
+            parts.push(format!(
+                "{}{place} {} older than the server of {env} (PostgreSQL {s}); a client dumps only servers up to its own major version, and restores only the dumps of a client no newer than itself",
+                and_list(&names),
+                if names.len() == 1 { "is" } else { "are" },
+            ));
         }
-        out
+        if parts.is_empty() {
+            return None;
+        }
+        let client = match server {
+            Some(s) => format!("a PostgreSQL {} client or newer", s.major()),
+            None => "a PostgreSQL client of the server's major version or newer".into(),
+        };
+        Some(format!(
+            "{}. Fix: set environments.{env}.pg_bin_dir to the bin folder of {client} (Debian/Ubuntu: {}/<major>/bin)",
+            parts.join("; "),
+            super::tools::DEBIAN_PG_LIB
+        ))
     }
 
     /// The tools and their versions in one line: `pg_dump 18.6, pg_restore 18.6, psql 18.6
@@ -248,6 +273,15 @@ impl ToolsCheck {
             .map(|d| format!(" ({})", d.display()))
             .unwrap_or_default();
         format!("{}{dir}", versions.join(", "))
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn and_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
     }
 }
 
@@ -292,23 +326,21 @@ mod tests {
                 probe_of("psql", 190000),
             ],
         };
-        let p = check.problems("production");
-        assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(
-            p[0],
-            "pg_dump 15.20 (/usr/lib/postgresql/15/bin/pg_dump) is older than the server of production (PostgreSQL 18.6) and cannot dump it; set environments.production.pg_bin_dir to the bin folder of a PostgreSQL client of major 18 or newer"
+            check.problem("production").unwrap(),
+            "pg_dump 15.20 in /usr/lib/postgresql/15/bin is older than the server of production (PostgreSQL 18.6); a client dumps only servers up to its own major version, and restores only the dumps of a client no newer than itself. Fix: set environments.production.pg_bin_dir to the bin folder of a PostgreSQL 18 client or newer (Debian/Ubuntu: /usr/lib/postgresql/<major>/bin)"
         );
         // A newer minor of the same major is fine; so is an unknown server.
         let same = ToolsCheck {
             server: Ok(PgVersion(150025)),
             tools: vec![probe_of("pg_dump", 150020)],
         };
-        assert!(same.problems("production").is_empty());
+        assert_eq!(same.problem("production"), None);
         let unknown = ToolsCheck {
             server: Err("unreachable".into()),
             tools: vec![probe_of("pg_dump", 150020)],
         };
-        assert!(unknown.problems("production").is_empty());
+        assert_eq!(unknown.problem("production"), None);
     }
 
     #[test]
@@ -322,8 +354,8 @@ mod tests {
             }],
         };
         assert_eq!(
-            check.problems("staging"),
-            vec!["psql: psql not found (in the configured directory /x); set environments.staging.pg_bin_dir to the bin folder of a PostgreSQL client of major 16 or newer".to_string()]
+            check.problem("staging").unwrap(),
+            "psql: psql not found (in the configured directory /x). Fix: set environments.staging.pg_bin_dir to the bin folder of a PostgreSQL 16 client or newer (Debian/Ubuntu: /usr/lib/postgresql/<major>/bin)"
         );
     }
 
