@@ -167,6 +167,18 @@ async fn the_18_client_backs_up_restores_and_deploys_on_postgresql_18_and_the_15
     )
     .unwrap();
 
+    the_15_client_is_an_error_in_status_and_refuses_every_tool_plan(&app, &empty.id).await;
+    drop(app);
+    db.drop_now().await;
+}
+
+/// With the machine's 15 client on the same store and 18 server: `status` and `checklist` show
+/// the error, and backup, deploy, restore, rollback by restore and emergency are refused before
+/// any card (no request, no operation), naming both versions and the fix.
+async fn the_15_client_is_an_error_in_status_and_refuses_every_tool_plan(
+    app: &TestApp,
+    backup_id: &str,
+) {
     // The machine's 15 client on the same store and server.
     assert!(
         Path::new(CLIENT_15).join("pg_dump").exists(),
@@ -197,7 +209,7 @@ async fn the_18_client_backs_up_restores_and_deploys_on_postgresql_18_and_the_15
     for text in [
         "backup".to_string(),
         "deploy".to_string(),
-        format!("restore {}", empty.id),
+        format!("restore {backup_id}"),
         "rollback 20250301000000_drop_legacy_flag --strategy restore".to_string(),
         "emergency".to_string(),
     ] {
@@ -227,9 +239,6 @@ async fn the_18_client_backs_up_restores_and_deploys_on_postgresql_18_and_the_15
         ops_before,
         "no operation was queued"
     );
-    drop(old);
-    drop(app);
-    db.drop_now().await;
 }
 
 /// Kills (SIGKILL) and reaps a `dualkey serve` the test started, however the test ends.
