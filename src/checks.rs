@@ -3,12 +3,14 @@
 
 use std::time::Duration;
 
+use crate::config::EnvironmentSettings;
 use crate::core::dispatch::Core;
 use crate::core::dispatch::{describe_state, kind_name};
 use crate::core::human;
 use crate::core::operation::{OperationState, Plan};
 use crate::core::reply::{Button, ButtonStyle, Reply, Report, Section, Table};
 use crate::dbops;
+use crate::dbops::backup::{PgVersion, ToolsCheck};
 use crate::dbops::prisma::StatusReport;
 use crate::runbook::{self, backup_health_hashed, backup_migrations};
 use crate::store::{BackupRow, OperationRow, RequestRow};
@@ -37,19 +39,106 @@ pub fn fields_text(fields: &[Field]) -> String {
         .join("\n")
 }
 
-/// Migration fields for `status`: reachability and version, then applied, pending, failed,
-/// rolled back (due again), edited after apply, only in the database, diverged.
+/// Migration fields for `status`: reachability and version, the client tools against that
+/// version, then applied, pending, failed, rolled back (due again), edited after apply, only in
+/// the database, diverged.
 pub async fn database_fields(core: &Core, env: &str) -> Vec<Field> {
     let Ok(e) = runbook::env_settings(core, env) else {
         return vec![field("database", "environment not configured")];
     };
     match runbook::migration_status(e).await {
-        Err(err) => vec![field(
-            "database",
-            format!("UNREACHABLE or unreadable: {err}"),
-        )],
-        Ok(st) => status_fields(&st),
+        Err(err) => {
+            let tools = tools_check(e, Err(err.0.clone())).await;
+            vec![
+                field("database", format!("UNREACHABLE or unreadable: {err}")),
+                tools_field(&tools, env),
+            ]
+        }
+        Ok(st) => {
+            let server = st
+                .server_version_num
+                .ok_or_else(|| "not reported".to_string());
+            let mut fields = status_fields(&st);
+            fields.insert(1, tools_field(&tools_check(e, server).await, env));
+            fields
+        }
     }
+}
+
+/// The environment's `pg_dump`, `pg_restore` and `psql` (versions cached per binary) against
+/// the server's version as already read (no connection of its own).
+async fn tools_check(e: &EnvironmentSettings, server: Result<u32, String>) -> ToolsCheck {
+    ToolsCheck {
+        server: server.map(PgVersion),
+        tools: dbops::backup::probe_all(e.pg_bin_dir.as_deref()).await,
+    }
+}
+
+/// Whether the tools can handle the server, and the line that says so: `ERROR: ...` naming
+/// each tool that cannot (missing, not runnable, older major) with both versions and the fix.
+pub fn tools_verdict(check: &ToolsCheck, env: &str) -> (bool, String) {
+    if let Some(problem) = check.problem(env) {
+        return (
+            false,
+            format!(
+                "ERROR (backup, deploy, restore, rollback and emergency are refused until fixed): {problem}"
+            ),
+        );
+    }
+    match &check.server {
+        Ok(s) => (
+            true,
+            format!("{} can handle PostgreSQL {s}", check.summary()),
+        ),
+        Err(_) => (
+            true,
+            format!(
+                "{} (not checked: the server version is unknown)",
+                check.summary()
+            ),
+        ),
+    }
+}
+
+fn tools_field(check: &ToolsCheck, env: &str) -> Field {
+    field("tools", tools_verdict(check, env).1)
+}
+
+/// What `config check` and the start of `serve` warn about the client tools: per environment
+/// (read concurrently, one connection each for the server version), each tool that cannot
+/// handle the server, and a server whose version cannot be read (the tools are then unchecked).
+/// An environment whose database URL variable is unset is left to `Settings::warnings`.
+pub async fn tool_warnings(settings: &crate::config::Settings) -> Vec<String> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (name, e)) in settings.environments.iter().enumerate() {
+        if std::env::var(&e.database_url_env).is_err() {
+            continue;
+        }
+        let (name, e) = (name.clone(), e.clone());
+        tasks.spawn(async move {
+            let check = runbook::planning::gather_tools(&e, None).await;
+            let mut w: Vec<String> = check
+                .problem(&name)
+                .into_iter()
+                .map(|p| format!("environments.{name}: {p}. Until then backup, deploy, restore, rollback and emergency are refused"))
+                .collect();
+            if let Err(err) = &check.server {
+                w.push(format!(
+                    "environments.{name}: the client tools ({}) were not checked against the server: {err}",
+                    check.summary()
+                ));
+            }
+            (i, w)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(r) = r {
+            all.push(r);
+        }
+    }
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().flat_map(|(_, w)| w).collect()
 }
 
 /// A migration status report as fields.
@@ -277,8 +366,18 @@ pub async fn checklist_report(core: &Core, env: &str) -> anyhow::Result<Report> 
     let now = core.clock.now_ms();
     let mut items: Vec<(bool, String)> = Vec::new();
     let st = runbook::migration_status(e).await;
+    let server = match &st {
+        Ok(st) => st
+            .server_version_num
+            .ok_or_else(|| "not reported".to_string()),
+        Err(err) => Err(err.0.clone()),
+    };
+    let (tools_ok, tools_line) = tools_verdict(&tools_check(e, server).await, env);
     match &st {
-        Err(err) => items.push((false, format!("database reachable ({err})"))),
+        Err(err) => {
+            items.push((false, format!("database reachable ({err})")));
+            items.push((tools_ok, format!("client tools: {tools_line}")));
+        }
         Ok(st) => {
             items.push((
                 true,
@@ -287,6 +386,7 @@ pub async fn checklist_report(core: &Core, env: &str) -> anyhow::Result<Report> 
                     st.server_version.clone().unwrap_or_default()
                 ),
             ));
+            items.push((tools_ok, format!("client tools: {tools_line}")));
             items.push((
                 st.failed.is_empty(),
                 format!(

@@ -313,6 +313,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for w in s.warnings() {
                 out(format_args!("warning: {w}"))?;
             }
+            for w in crate::checks::tool_warnings(&s).await {
+                out(format_args!("warning: {w}"))?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Slack {

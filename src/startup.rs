@@ -231,6 +231,13 @@ impl Application {
                 "could not queue the audit head for chat"
             );
         }
+        // In the background: an unreachable database must not delay the start.
+        let settings = self.core.settings.clone();
+        tokio::spawn(async move {
+            for w in crate::checks::tool_warnings(&settings).await {
+                tracing::warn!("{w}");
+            }
+        });
         let worker = tokio::spawn(Worker::new(self.core.clone()).run(rx.clone()));
         let scheduler =
             tokio::spawn(crate::scheduler::Scheduler::new(self.core.clone()).run(rx.clone()));

@@ -34,6 +34,7 @@ mod dump;
 mod files;
 mod restore;
 mod retention;
+mod tool_versions;
 mod tools;
 mod url;
 mod verify;
@@ -55,6 +56,7 @@ pub use restore::{
 pub use retention::{
     delete_backup_files, select_for_deletion, DeletedFile, RetentionEntry, RetentionPolicy,
 };
+pub use tool_versions::{probe_all, PgVersion, ToolProbe, ToolsCheck};
 pub use tools::{describe_status, locate, ToolNotFound, DEBIAN_PG_LIB};
 pub use url::{database_name, PgUrl, UrlError};
 pub use verify::{sha256_file, verify, verify_archive, Verified, VerifyError};

@@ -29,7 +29,7 @@ use crate::core::operation::{
     OperationKind, PinnedMigration, Plan, PlannedStep, RollbackStrategy, StepAction,
 };
 use crate::core::reply::Warning;
-use crate::dbops::backup::BackupKind;
+use crate::dbops::backup::{BackupKind, PgVersion, ToolsCheck};
 use crate::dbops::prisma;
 use crate::store::BackupRow;
 
@@ -44,6 +44,9 @@ pub struct PlanFacts {
     pub now: i64,
     /// What the kind needs beyond the settings.
     pub kind: KindFacts,
+    /// The versions of `pg_dump`, `pg_restore` and `psql` and of the server, for every kind
+    /// whose plan backs up or restores (`None`: not read, for `app stop|start`).
+    pub tools: Option<ToolsCheck>,
 }
 
 /// The facts of each operation kind.
@@ -190,6 +193,8 @@ pub struct EmergencyFacts {
 pub async fn gather(core: &Core, kind: &OperationKind, env: &str) -> Result<PlanFacts, StepError> {
     let e = env_settings(core, env)?;
     let now = core.clock.now_ms();
+    // The server's version when a status read below already has it (no second connection).
+    let mut server: Option<u32> = None;
     let kind = match kind {
         OperationKind::AppStop | OperationKind::AppStart => KindFacts::App,
         OperationKind::Backup { .. } => {
@@ -198,6 +203,7 @@ pub async fn gather(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan
         }
         OperationKind::Deploy => {
             let st = migration_status(e).await?;
+            server = st.server_version_num;
             let status = StatusFacts::from(&st);
             let (missing_on_staging, review) = if deploy_refusal(env, e, &status).is_none() {
                 (
@@ -239,17 +245,24 @@ pub async fn gather(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan
         OperationKind::Restore { backup } => {
             database_url(e)?;
             let src = restore_source(core, env, backup).await?;
-            let applied = migration_status(e).await.map(|st| st.applied);
+            let applied = migration_status(e).await.map(|st| {
+                server = st.server_version_num;
+                st.applied
+            });
             KindFacts::Restore(RestoreFacts {
                 source: gather_source(src, e).await,
                 applied,
             })
         }
         OperationKind::Resolve { .. } => {
-            KindFacts::Resolve(StatusFacts::from(&migration_status(e).await?))
+            let st = migration_status(e).await?;
+            server = st.server_version_num;
+            KindFacts::Resolve(StatusFacts::from(&st))
         }
         OperationKind::Emergency => {
-            let status = StatusFacts::from(&migration_status(e).await?);
+            let st = migration_status(e).await?;
+            server = st.server_version_num;
+            let status = StatusFacts::from(&st);
             let backup = match newest_migration(&status) {
                 Some((newest_at, _)) => {
                     let cutoff = newest_at.timestamp_millis();
@@ -263,11 +276,35 @@ pub async fn gather(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan
             KindFacts::Emergency(EmergencyFacts { status, backup })
         }
     };
+    let tools = match kind {
+        KindFacts::App => None,
+        _ => Some(gather_tools(e, server).await),
+    };
     Ok(PlanFacts {
         settings: e.clone(),
         now,
         kind,
+        tools,
     })
+}
+
+/// The versions of the environment's tools (cached per binary) and of its server: `server`
+/// when a status read had it, else read on a connection of its own.
+pub async fn gather_tools(e: &EnvironmentSettings, server: Option<u32>) -> ToolsCheck {
+    let server = match server {
+        Some(n) => Ok(PgVersion(n)),
+        None => match database_url(e) {
+            Err(err) => Err(err.0),
+            Ok(url) => prisma::server_version_num(url.expose_secret())
+                .await
+                .map(PgVersion)
+                .map_err(|err| format!("cannot read the server version: {err}")),
+        },
+    };
+    ToolsCheck {
+        server,
+        tools: crate::dbops::backup::probe_all(e.pg_bin_dir.as_deref()).await,
+    }
 }
 
 /// The write estimate and the completeness check of a backup a plan would restore.
@@ -461,6 +498,9 @@ fn not_gathered(what: &str) -> StepError {
 /// says so on the card.
 pub fn plan_from(kind: &OperationKind, env: &str, facts: &PlanFacts) -> Result<Plan, StepError> {
     let mut p = plan_kind(kind, env, facts)?;
+    if let Some(refusal) = tools_refusal(kind, env, &p, facts.tools.as_ref()) {
+        return Err(refusal);
+    }
     let restores = p
         .steps
         .iter()
@@ -471,6 +511,31 @@ pub fn plan_from(kind: &OperationKind, env: &str, facts: &PlanFacts) -> Result<P
             .extend(RestoreSource::app_warning(&facts.settings, env).map(Warning::caution));
     }
     Ok(p)
+}
+
+/// Why a plan that backs up or restores is refused before anyone approves: a tool that is
+/// missing, cannot be run, or is of a major older than the server's (it would fail only after
+/// the approvals, at the safety backup or the restore).
+pub fn tools_refusal(
+    kind: &OperationKind,
+    env: &str,
+    plan: &Plan,
+    tools: Option<&ToolsCheck>,
+) -> Option<StepError> {
+    let needs_tools = plan.steps.iter().any(|s| {
+        matches!(
+            s.action,
+            StepAction::Backup { .. } | StepAction::Restore { .. }
+        )
+    });
+    if !needs_tools {
+        return None;
+    }
+    let problem = tools?.problem(env)?;
+    Some(StepError(format!(
+        "refused before approval: the PostgreSQL client tools cannot handle the server of {env}, so this {} would fail only when it runs, after any approvals. {problem}",
+        kind.name()
+    )))
 }
 
 fn plan_kind(kind: &OperationKind, env: &str, facts: &PlanFacts) -> Result<Plan, StepError> {
@@ -792,6 +857,7 @@ mod tests {
             settings,
             now: NOW,
             kind,
+            tools: None,
         }
     }
 
@@ -1279,5 +1345,46 @@ mod tests {
         let f = facts(settings(""), KindFacts::Backup);
         let err = plan_from(&OperationKind::Deploy, "production", &f).unwrap_err();
         assert!(err.0.starts_with("internal error"), "{err}");
+    }
+
+    #[test]
+    fn a_plan_that_backs_up_is_refused_when_pg_dump_is_older_than_the_server_and_app_plans_are_not()
+    {
+        use crate::dbops::backup::ToolProbe;
+        let old = |tool: &'static str| ToolProbe {
+            tool,
+            path: Some(PathBuf::from(format!("/usr/lib/postgresql/15/bin/{tool}"))),
+            version: Ok(PgVersion(150020)),
+        };
+        let check = ToolsCheck {
+            server: Ok(PgVersion(180006)),
+            tools: vec![old("pg_dump"), old("pg_restore"), old("psql")],
+        };
+        let mut f = facts(settings(""), KindFacts::Backup);
+        f.tools = Some(check.clone());
+        let kind = OperationKind::Backup { note: None };
+        let err = plan_from(&kind, "production", &f).unwrap_err();
+        assert!(
+            err.0.starts_with("refused before approval: the PostgreSQL client tools cannot handle the server of production, so this backup would fail"),
+            "{err}"
+        );
+        assert!(
+            err.0.contains("pg_dump 15.20, pg_restore 15.20 and psql 15.20 in /usr/lib/postgresql/15/bin are older than the server of production (PostgreSQL 18.6)")
+                && err.0.contains("Fix: set environments.production.pg_bin_dir to the bin folder of a PostgreSQL 18 client or newer"),
+            "{err}"
+        );
+        // The same tools with a 15 server: the plan is made.
+        f.tools = Some(ToolsCheck {
+            server: Ok(PgVersion(150004)),
+            ..check.clone()
+        });
+        assert!(plan_from(&kind, "production", &f).is_ok());
+        // A plan that runs no tool is not refused for them.
+        let mut app = facts(
+            settings("app_stop = [\"stop\"]\napp_start = [\"start\"]"),
+            KindFacts::App,
+        );
+        app.tools = Some(check);
+        assert!(plan_from(&OperationKind::AppStop, "production", &app).is_ok());
     }
 }

@@ -57,8 +57,9 @@ fn real_tool(tool: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{tool} not on PATH"))
 }
 
-/// A `pg_bin_dir` whose `pg_dump` first appends [`EDIT`] to `script`, then runs the real one;
-/// `pg_restore` and `psql` are the real ones.
+/// A `pg_bin_dir` whose `pg_dump` first appends [`EDIT`] to `script`, then runs the real one
+/// (but answers `--version`, which planning asks to check the tools against the server, without
+/// editing); `pg_restore` and `psql` are the real ones.
 fn editing_pg_bin(dir: &Path, script: &Path) -> PathBuf {
     let bin = dir.join("editing-bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -69,10 +70,10 @@ fn editing_pg_bin(dir: &Path, script: &Path) -> PathBuf {
     std::fs::write(
         &pg_dump,
         format!(
-            "#!/bin/sh\ncat '{}' >> '{}'\nexec '{}' \"$@\"\n",
+            "#!/bin/sh\n[ \"$1\" = --version ] && exec '{real}' --version\ncat '{}' >> '{}'\nexec '{real}' \"$@\"\n",
             edit_file.display(),
             script.display(),
-            real_tool("pg_dump").display()
+            real = real_tool("pg_dump").display()
         ),
     )
     .unwrap();
@@ -90,7 +91,8 @@ fn editing_pg_bin(dir: &Path, script: &Path) -> PathBuf {
 #[tokio::test]
 async fn a_migration_edited_during_the_pre_deploy_backup_stops_the_deploy_before_anything_is_applied(
 ) {
-    // pg_bin_dir must exist when the config is read; its pg_dump is written after the request.
+    // pg_bin_dir must exist when the config is read and hold the tools when the deploy is
+    // planned (planning checks their versions); its pg_dump edits only when it dumps.
     let bin_parent = tempfile::tempdir().unwrap();
     let bin = bin_parent.path().join("editing-bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -99,13 +101,13 @@ async fn a_migration_edited_during_the_pre_deploy_backup_stops_the_deploy_before
         &format!("pg_bin_dir = \"{}\"", bin.display()),
     )
     .await;
+    editing_pg_bin(bin_parent.path(), &db.script(PRIORITY));
     let approved_sum = db.checksum(PRIORITY);
 
     let card = db.app.cmd("alice", "deploy").await;
     assert!(card.contains("[approve:"), "{card}");
     let id = db.app.last_request().await;
-    // Planned with the original scripts; the backup step will now edit the second one.
-    editing_pg_bin(bin_parent.path(), &db.script(PRIORITY));
+    // Planned with the original scripts; the backup step will edit the second one.
     let r = db.app.click("bob", &format!("approve:{id}")).await;
     assert!(r.contains("Approved"), "{r}");
     db.app.drain_worker().await;

@@ -47,3 +47,4 @@ mod store_open;
 mod support;
 mod taskflow;
 mod tls;
+mod tool_versions;

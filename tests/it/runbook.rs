@@ -521,12 +521,18 @@ async fn a_failed_safety_backup_stops_the_deploy_and_leaves_no_file_and_no_ok_en
     let fake = std::env::temp_dir().join(format!("dk-fakebin-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&fake).unwrap();
     let pg_dump = fake.join("pg_dump");
-    std::fs::write(&pg_dump, "#!/bin/sh\nprintf 'PGDMP-partial-garbage'\necho 'pg_dump: error: connection lost' >&2\nexit 1\n").unwrap();
+    // It answers `--version` (planning checks the tools against the server) and fails only when
+    // it dumps; pg_restore and psql are the real ones.
+    std::fs::write(&pg_dump, "#!/bin/sh\n[ \"$1\" = --version ] && { echo 'pg_dump (PostgreSQL) 99.0'; exit 0; }\nprintf 'PGDMP-partial-garbage'\necho 'pg_dump: error: connection lost' >&2\nexit 1\n").unwrap();
     std::fs::set_permissions(
         &pg_dump,
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
+    for tool in ["pg_restore", "psql"] {
+        let real = dualkey::dbops::backup::locate(tool, None).unwrap();
+        std::os::unix::fs::symlink(real, fake.join(tool)).unwrap();
+    }
     let db = setup_with(&[INIT], &format!("pg_bin_dir = \"{}\"", fake.display())).await;
     let op = db.approved("deploy").await;
     assert_eq!(op.state, "failed");

@@ -95,8 +95,8 @@ pub use rollback::{
     RollbackPlan, RollbackStep,
 };
 pub use status::{
-    build_status_report, status, status_prisma_cli, Divergence, FailedMigration, MigrationState,
-    MigrationStatus, StatusReport,
+    build_status_report, server_version_num, status, status_prisma_cli, Divergence,
+    FailedMigration, MigrationState, MigrationStatus, StatusReport,
 };
 pub use table::{
     connect_options, read_migrations_table, MigrationRow, ADVISORY_LOCK_KEY, ADVISORY_LOCK_TIMEOUT,

@@ -85,6 +85,8 @@ pub struct FailedMigration {
 pub struct StatusReport {
     /// PostgreSQL version of the target (`15.20`), from the connection's startup parameters.
     pub server_version: Option<String>,
+    /// The same as `server_version_num` (150020 for 15.20).
+    pub server_version_num: Option<u32>,
     /// Whether `_prisma_migrations` exists.
     pub has_migrations_table: bool,
     /// Number of local migration folders.
@@ -220,6 +222,7 @@ pub fn build_status_report(
     };
     let mut report = StatusReport {
         server_version: None,
+        server_version_num: None,
         has_migrations_table: rows.is_some(),
         local_count: folder.migrations.len(),
         migrations,
@@ -291,18 +294,34 @@ pub async fn status(
     let mut target = Target::connect(database_url).await?;
     let rows = target.load_rows().await;
     // From the connection's startup parameters: no extra round trip.
-    let version = target.conn.server_version_num().map(|n| {
-        if n >= 100_000 {
-            format!("{}.{}", n / 10_000, n % 10_000)
-        } else {
-            format!("{}.{}.{}", n / 10_000, n / 100 % 100, n % 100)
-        }
-    });
+    let num = target.conn.server_version_num();
     target.close().await;
     let rows = rows?;
     let mut report = build_status_report(&folder, rows.as_deref());
-    report.server_version = version;
+    report.server_version = num.map(version_text);
+    report.server_version_num = num;
     Ok(report)
+}
+
+/// `server_version_num` in words: 150020 is `15.20`, 90624 is `9.6.24`.
+fn version_text(n: u32) -> String {
+    if n >= 100_000 {
+        format!("{}.{}", n / 10_000, n % 10_000)
+    } else {
+        format!("{}.{}.{}", n / 10_000, n / 100 % 100, n % 100)
+    }
+}
+
+/// The target's `server_version_num`, from the startup parameters of a fresh connection.
+pub async fn server_version_num(database_url: &str) -> Result<u32, PrismaError> {
+    let target = Target::connect(database_url).await?;
+    let num = target.conn.server_version_num();
+    target.close().await;
+    num.ok_or_else(|| {
+        PrismaError::Connect(sqlx::Error::Protocol(
+            "the server did not report server_version".into(),
+        ))
+    })
 }
 
 /// `prisma migrate status` in one call: the output to print and the exit code to return. A fault
