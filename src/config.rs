@@ -1246,7 +1246,17 @@ mod tests {
         let s = check(&base()).unwrap();
         assert_eq!(s.server.body_read_timeout.0, Duration::from_secs(10));
         assert_eq!(
-            s.server.admin_listen, "",
+            s.server.admin_listen, "127.0.0.1:9090",
+            "the shipped file puts health on the admin port"
+        );
+        let without: String = base()
+            .lines()
+            .filter(|l| !l.starts_with("admin_listen ="))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let bare = check(&without).unwrap();
+        assert_eq!(
+            bare.server.admin_listen, "",
             "no admin listener unless asked for"
         );
         // `base()` with one `[server]` line replaced.
