@@ -49,7 +49,8 @@ pub const DIGEST_MIN: usize = 3;
 const LANE_READ: i64 = 200;
 /// How often a lane renews the `outbox` lease at most (well inside [`LEASE_MS`]).
 const RENEW_MS: i64 = 1_000;
-/// The narrowest spacing a 429 sets, and the widest the learning goes.
+/// The narrowest spacing between two posts in a lane a 429 sets, and the widest the learning
+/// goes (never wider than the 429's `Retry-After`).
 const MIN_SPACING: Duration = Duration::from_millis(250);
 const MAX_SPACING: Duration = Duration::from_secs(2);
 
@@ -231,17 +232,15 @@ impl Lane {
         });
     }
 
-    /// Learns from a call's outcome: a 429 doubles the spacing (at least [`MIN_SPACING`], at
-    /// most [`MAX_SPACING`]); a success narrows it by 2 %.
-    fn learn(&self, rate_limited: bool) {
+    /// Learns from a post's outcome: a 429 that said wait `after` doubles the spacing (at least
+    /// [`MIN_SPACING`], at most `after` and [`MAX_SPACING`]); a success narrows it by 2 %.
+    fn learn(&self, limited: Option<Duration>) {
         with_lanes(|l| {
             let s = l.spacing.entry(self.platform_key()).or_default();
-            *s = if rate_limited {
-                (*s * 2).clamp(MIN_SPACING, MAX_SPACING)
-            } else if *s < Duration::from_millis(20) {
-                Duration::ZERO
-            } else {
-                *s * 49 / 50
+            *s = match limited {
+                Some(after) => (*s * 2).clamp(MIN_SPACING, after.clamp(MIN_SPACING, MAX_SPACING)),
+                None if *s < Duration::from_millis(20) => Duration::ZERO,
+                None => *s * 49 / 50,
             };
         })
     }
@@ -386,7 +385,7 @@ async fn send_digest(
     let channel = &rows[0].channel;
     match out.post(channel, &Reply::public(text)).await {
         Ok(id) => {
-            lane.learn(false);
+            lane.learn(None);
             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
             record_carried(core, &ids, Some(&id)).await?;
             Ok(Sent::Delivered(rows.len()))
@@ -443,7 +442,9 @@ async fn failed(
             return Ok(Sent::Skipped);
         }
     };
-    lane.learn(matches!(e, DeliveryError::RateLimited(_)));
+    if let (DeliveryError::RateLimited(after), "post") = (&e, head.op.as_str()) {
+        lane.learn(Some(*after));
+    }
     lane.hold(next);
     core.store
         .outbox_retry(head.id, next, &e.to_string())
@@ -501,10 +502,16 @@ async fn deliver_row(
         Some(key) => fresh_card(core, key, reply).await,
         None => reply,
     };
-    lane.pace().await;
+    // Slack's one-per-second-per-channel limit is on posts; edits and answers are not paced.
+    let post = row.op == "post";
+    if post {
+        lane.pace().await;
+    }
     match send(core, out, row, &reply).await {
         Ok(id) => {
-            lane.learn(false);
+            if post {
+                lane.learn(None);
+            }
             record_carried(core, &[row.id], id.as_deref()).await?;
             Ok(Sent::Delivered(1))
         }
