@@ -364,29 +364,7 @@ async fn scenario(mode: Mode, lines: usize) -> Figures {
 
     // Queue the audit lines: every command recorded (each answered through its response_url).
     let t_queue = Instant::now();
-    let sem = Arc::new(tokio::sync::Semaphore::new(32));
-    let mut tasks = Vec::new();
-    for _ in 0..lines {
-        let (client, url, body, sem) = (
-            client.clone(),
-            commands.clone(),
-            command("U0ALICE", "help", &hook),
-            sem.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let _p = sem.acquire().await.unwrap();
-            signed(&client, &url, body).await;
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    until(
-        "every queued command recorded",
-        Duration::from_secs(120),
-        || (s.hooks.load(std::sync::atomic::Ordering::SeqCst) >= lines).then_some(()),
-    )
-    .await;
+    queue_lines(&s, &client, &commands, &hook, lines).await;
 
     // Requests, their cards, the approving clicks and the outcome edits, one after the other.
     let waiting = lines.saturating_sub(s.audit_lines("C0AUDIT").0);
@@ -426,6 +404,40 @@ async fn scenario(mode: Mode, lines: usize) -> Figures {
         messages,
         rate_limited: s.rate_limited(),
     }
+}
+
+/// Sends `lines` signed `/db help` commands (32 at a time) and waits until each was answered
+/// through its response_url (its audit event is then queued).
+async fn queue_lines(
+    s: &Standin,
+    client: &reqwest::Client,
+    commands: &str,
+    hook: &str,
+    lines: usize,
+) {
+    let sem = Arc::new(tokio::sync::Semaphore::new(32));
+    let mut tasks = Vec::new();
+    for _ in 0..lines {
+        let (client, url, body, sem) = (
+            client.clone(),
+            commands.to_string(),
+            command("U0ALICE", "help", hook),
+            sem.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let _p = sem.acquire().await.unwrap();
+            signed(&client, &url, body).await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    until(
+        "every queued command recorded",
+        Duration::from_secs(120),
+        || (s.hooks.load(std::sync::atomic::Ordering::SeqCst) >= lines).then_some(()),
+    )
+    .await;
 }
 
 /// Request-approve cycles per scenario (the medians are reported).
