@@ -366,3 +366,30 @@ impl Responder for EventResponder<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_the_bot_cannot_reach_is_told_apart_from_other_failures() {
+        let slack =
+            |code: &str| DeliveryError::Permanent(format!("slack chat.postMessage: {code}"));
+        assert!(slack("not_in_channel").is_no_access());
+        assert!(slack("channel_not_found").is_no_access());
+        assert!(!slack("invalid_auth").is_no_access());
+        let discord = |status: u16, body: &str| {
+            discord::transport::map_status(
+                "create message",
+                reqwest::StatusCode::from_u16(status).unwrap(),
+                &reqwest::header::HeaderMap::new(),
+                body,
+            )
+        };
+        assert!(discord(403, r#"{"message":"Missing Access","code":50001}"#).is_no_access());
+        assert!(discord(404, r#"{"message":"Unknown Channel","code":10003}"#).is_no_access());
+        assert!(!discord(401, r#"{"message":"401: Unauthorized","code":0}"#).is_no_access());
+        assert!(!discord(500, "").is_no_access(), "a 5xx is transient");
+        assert!(!DeliveryError::RateLimited(Duration::from_secs(1)).is_no_access());
+    }
+}
