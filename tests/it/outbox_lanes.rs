@@ -358,3 +358,62 @@ async fn a_card_that_cannot_be_posted_tells_the_requester_and_its_edits_are_not_
             .is_some_and(|e| e.contains("not sent"))));
 }
 both_backends!(a_card_that_cannot_be_posted_tells_the_requester_and_its_edits_are_not_posted);
+
+/// The same through the real Slack adapter and a stand-in Slack answering `not_in_channel`:
+/// the requester is told, and the card's later edit makes no second `chat.postMessage`.
+#[tokio::test]
+async fn slack_answering_not_in_channel_for_a_card_tells_the_requester_and_is_not_asked_again() {
+    use crate::slack_standin::{Failure, SlackStandin};
+    let standin = SlackStandin::start().await;
+    std::env::set_var("DK_LANES_BOT", "xoxb-standin-bot");
+    std::env::set_var("DK_LANES_SIGN", crate::slack_harness::SECRET);
+    let slack =
+        dualkey::adapters::slack::SlackAdapter::from_settings(&dualkey::config::SlackSettings {
+            enabled: true,
+            mode: "http".into(),
+            api_base_url: standin.api_url(),
+            bot_token_env: "DK_LANES_BOT".into(),
+            signing_secret_env: "DK_LANES_SIGN".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    standin.fail_next(
+        "chat.postMessage",
+        10,
+        Failure::ApiError("not_in_channel".into()),
+    );
+    let app = crate::support::spawn_app_with(Backend::Sqlite, 1, 0, |t| {
+        t.replace(
+            "[approvals]",
+            "[slack]\nenabled = true\napprovals_channel = \"C0GONE\"\n[approvals]",
+        )
+    })
+    .await;
+    app.cmd("alice", "app stop").await;
+    let id = app.last_request().await;
+    deliver_due(&app.core, &slack).await.unwrap();
+    let posts = || {
+        standin
+            .calls_to("chat.postMessage")
+            .into_iter()
+            .filter(|c| c.body["channel"] == "C0GONE")
+            .count()
+    };
+    assert_eq!(posts(), 1);
+    let said: Vec<String> = app
+        .deliver_shell()
+        .await
+        .iter()
+        .map(|s| s.reply().to_text())
+        .collect();
+    assert!(
+        said.iter()
+            .any(|t| t.contains(&id) && t.contains("invite @dualkey") && t.contains("C0GONE")),
+        "{said:#?}"
+    );
+    app.click("bob", &format!("deny:{id}")).await;
+    app.clock.advance(600_000);
+    deliver_due(&app.core, &slack).await.unwrap();
+    assert_eq!(posts(), 1, "the edit was not posted as a new message");
+    assert!(standin.calls_to("chat.update").is_empty());
+}
