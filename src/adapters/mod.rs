@@ -83,11 +83,39 @@ pub enum DeliveryError {
     Permanent(String),
 }
 
+impl DeliveryError {
+    /// Whether the platform said the bot cannot reach the channel: not a member of it, no
+    /// access to it, or no such channel (Slack `not_in_channel`, `channel_not_found`,
+    /// `is_archived`; Discord 50001 Missing Access, 50013 Missing Permissions, 10003 Unknown
+    /// Channel). Someone has to invite the bot; retrying will not help.
+    pub fn is_no_access(&self) -> bool {
+        let DeliveryError::Permanent(text) = self else {
+            return false;
+        };
+        [
+            "not_in_channel",
+            "channel_not_found",
+            "is_archived",
+            "(code 50001)",
+            "(code 50013)",
+            "(code 10003)",
+        ]
+        .iter()
+        .any(|c| text.contains(c))
+    }
+}
+
 /// The outbound half of an adapter: how dualkey speaks on one platform.
 #[async_trait]
 pub trait Outbound: Send + Sync {
     /// Which platform this speaks to.
     fn platform(&self) -> Platform;
+
+    /// Whether plain text `text` fits in one message without being cut (digests of audit lines
+    /// are filled up to this). The default is Discord's 2,000 characters.
+    fn fits_one_message(&self, text: &str) -> bool {
+        text.chars().count() <= 2000
+    }
 
     /// Posts a message in a channel; returns the platform's message id (Slack `ts`).
     async fn post(&self, channel: &str, reply: &Reply) -> Result<String, DeliveryError>;
@@ -356,5 +384,32 @@ impl Responder for EventResponder<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_the_bot_cannot_reach_is_told_apart_from_other_failures() {
+        let slack =
+            |code: &str| DeliveryError::Permanent(format!("slack chat.postMessage: {code}"));
+        assert!(slack("not_in_channel").is_no_access());
+        assert!(slack("channel_not_found").is_no_access());
+        assert!(!slack("invalid_auth").is_no_access());
+        let discord = |status: u16, body: &str| {
+            discord::transport::map_status(
+                "create message",
+                reqwest::StatusCode::from_u16(status).unwrap(),
+                &reqwest::header::HeaderMap::new(),
+                body,
+            )
+        };
+        assert!(discord(403, r#"{"message":"Missing Access","code":50001}"#).is_no_access());
+        assert!(discord(404, r#"{"message":"Unknown Channel","code":10003}"#).is_no_access());
+        assert!(!discord(401, r#"{"message":"401: Unauthorized","code":0}"#).is_no_access());
+        assert!(!discord(500, "").is_no_access(), "a 5xx is transient");
+        assert!(!DeliveryError::RateLimited(Duration::from_secs(1)).is_no_access());
     }
 }

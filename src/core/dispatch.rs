@@ -238,26 +238,17 @@ impl Core {
         if channels.is_empty() {
             return Ok(rec);
         }
-        let mut lines = vec![Reply::public(rec.render())];
+        let mut lines = vec![(Some(rec.seq), Reply::public(rec.render()))];
         if rec.seq % 100 == 0 {
-            lines.push(Reply::public(crate::core::audit::head_line(
-                rec.seq, &rec.hash,
-            )));
+            lines.push((
+                None,
+                Reply::public(crate::core::audit::head_line(rec.seq, &rec.hash)),
+            ));
         }
         for channel in &channels {
-            for line in &lines {
-                tx.enqueue_outbox(
-                    &NewOutbox {
-                        platform: channel.platform.as_str().into(),
-                        channel: channel.id.clone(),
-                        op: "post".into(),
-                        message_id: None,
-                        payload: serde_json::to_string(line).expect("reply serializes"),
-                        card_key: None,
-                    },
-                    now,
-                )
-                .await?;
+            for (seq, line) in &lines {
+                tx.enqueue_audit_line(&audit_row(channel, line), *seq, now)
+                    .await?;
             }
         }
         Ok(rec)
@@ -277,9 +268,13 @@ impl Core {
     pub async fn post_audit_head(&self) -> anyhow::Result<()> {
         let (seq, hash) = self.store.audit_head().await?;
         let line = Reply::public(crate::core::audit::head_line(seq, &hash));
+        let mut tx = self.store.begin().await?;
         for channel in self.settings.route(Route::Audit, None) {
-            self.enqueue(&channel, "post", None, None, &line).await?;
+            tx.enqueue_audit_line(&audit_row(&channel, &line), None, self.clock.now_ms())
+                .await?;
         }
+        tx.commit().await?;
+        self.outbox_wake.notify_one();
         Ok(())
     }
 
@@ -1252,6 +1247,18 @@ impl Core {
 }
 
 /// An outbox row that posts or edits (`op`) card `key` in one channel.
+/// An audit line (or chain head line) posted to an audit channel.
+fn audit_row(channel: &ChannelRef, line: &Reply) -> NewOutbox {
+    NewOutbox {
+        platform: channel.platform.as_str().into(),
+        channel: channel.id.clone(),
+        op: "post".into(),
+        message_id: None,
+        payload: serde_json::to_string(line).expect("reply serializes"),
+        card_key: None,
+    }
+}
+
 fn card_row(key: &str, platform: &str, channel: &str, op: &str, payload: &str) -> NewOutbox {
     NewOutbox {
         platform: platform.into(),

@@ -181,6 +181,73 @@ pub struct OutboxRow {
     pub next_attempt_at: i64,
     pub delivered_at: Option<i64>,
     pub last_error: Option<String>,
+    /// Delivery order inside a lane (a channel): 0 cards, their edits and ephemeral answers;
+    /// 1 other messages; 2 audit lines and reports. See [`OutboxKind`].
+    pub priority: i64,
+    /// What the row is, as [`OutboxKind::as_str`] names it.
+    pub kind: String,
+    /// For an audit line: the event it carries (`None` for a chain head line).
+    pub audit_seq: Option<i64>,
+    /// The row whose message carried this one (a digest of audit lines carries several).
+    pub carried_by: Option<i64>,
+    /// The platform's id of that message.
+    pub carrier_message: Option<String>,
+}
+
+/// What an outbox row is; it sets the row's priority in its lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxKind {
+    /// A card, or an edit of one.
+    Card,
+    /// An answer only one person sees.
+    Ephemeral,
+    /// Any other message (alerts, notices).
+    Text,
+    /// A report (status, scheduled reports).
+    Report,
+    /// An audit line or a chain head line.
+    Audit,
+}
+
+impl OutboxKind {
+    /// The name stored in `outbox.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxKind::Card => "card",
+            OutboxKind::Ephemeral => "ephemeral",
+            OutboxKind::Text => "text",
+            OutboxKind::Report => "report",
+            OutboxKind::Audit => "audit",
+        }
+    }
+
+    /// Order inside a lane: lower goes first.
+    pub fn priority(self) -> i64 {
+        match self {
+            OutboxKind::Card | OutboxKind::Ephemeral => 0,
+            OutboxKind::Text => 1,
+            OutboxKind::Report | OutboxKind::Audit => 2,
+        }
+    }
+}
+
+impl NewOutbox {
+    /// The kind of a message that is not an audit line (those are queued through
+    /// [`Tx::enqueue_audit_line`]): a card by its key, else by the reply it carries.
+    pub fn kind(&self) -> OutboxKind {
+        use crate::core::reply::{Body, Reply, Visibility};
+        if self.card_key.is_some() {
+            return OutboxKind::Card;
+        }
+        match serde_json::from_str::<Reply>(&self.payload) {
+            Ok(r) if r.visibility == Visibility::Ephemeral => OutboxKind::Ephemeral,
+            Ok(Reply {
+                body: Body::Report(_),
+                ..
+            }) => OutboxKind::Report,
+            _ => OutboxKind::Text,
+        }
+    }
 }
 
 /// A message to put in the outbox.
@@ -357,6 +424,42 @@ pub trait Store: Send + Sync + 'static {
     /// Undelivered outbox rows of a platform that are due, oldest first.
     async fn outbox_due(&self, platform: &str, now: i64, limit: i64)
         -> StoreResult<Vec<OutboxRow>>;
+    /// The channels (lanes) of a platform with an undelivered row that is due.
+    async fn outbox_lanes(&self, platform: &str, now: i64) -> StoreResult<Vec<String>>;
+    /// The first `limit` undelivered rows of one lane in delivery order (priority, then id),
+    /// dead letters left out. The first row may still wait for its retry.
+    async fn outbox_lane(
+        &self,
+        platform: &str,
+        channel: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxRow>>;
+    /// Holds back a lane: no undelivered row of it is due before `until` (dead letters stay).
+    async fn outbox_hold_lane(&self, platform: &str, channel: &str, until: i64) -> StoreResult<()>;
+    /// Marks rows `ids` delivered, carried by the message of row `carrier` (platform id
+    /// `message_id`), in one statement.
+    async fn outbox_carried(
+        &self,
+        ids: &[i64],
+        carrier: i64,
+        message_id: Option<&str>,
+        now: i64,
+    ) -> StoreResult<()>;
+    /// Records why the copy of card `card_key` in a channel could not be posted.
+    async fn set_card_post_error(
+        &self,
+        card_key: &str,
+        platform: &str,
+        channel: &str,
+        error: &str,
+    ) -> StoreResult<()>;
+    /// Why the copy of card `card_key` in a channel could not be posted, if it could not.
+    async fn card_post_error(
+        &self,
+        card_key: &str,
+        platform: &str,
+        channel: &str,
+    ) -> StoreResult<Option<String>>;
     /// Outbox rows of a platform (delivered or not), oldest first (for tests and status).
     async fn outbox_all(&self, platform: &str) -> StoreResult<Vec<OutboxRow>>;
     /// Marks an outbox row delivered.
@@ -502,6 +605,14 @@ pub trait Tx: Send {
     async fn append_audit(&mut self, e: &NewAudit, now: i64) -> StoreResult<AuditRecord>;
     /// Puts a message in the outbox.
     async fn enqueue_outbox(&mut self, m: &NewOutbox, now: i64) -> StoreResult<i64>;
+    /// Puts an audit line (`seq` = the event it carries) or a chain head line (`seq` = None)
+    /// in the outbox: behind cards in its lane, and sent in digests when several wait.
+    async fn enqueue_audit_line(
+        &mut self,
+        m: &NewOutbox,
+        seq: Option<i64>,
+        now: i64,
+    ) -> StoreResult<i64>;
     /// Records that card `card_key` is (to be) posted in `channel` of `platform`; false when it
     /// already was.
     async fn register_card(

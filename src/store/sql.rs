@@ -27,7 +27,7 @@ const WINDOW_COLS: &str = "id, env, opened_at, opened_by, operation_id, kind, mi
 const REMINDER_COLS: &str = "window_id, idx, due_at, posted_at, card_json";
 const DRILL_COLS: &str =
     "id, backup_id, env, state, started_at, duration_ms, restore_ms, details_json, error";
-const OUTBOX_COLS: &str = "id, platform, channel, op, message_id, payload, card_key, created_at, attempts, next_attempt_at, delivered_at, last_error";
+const OUTBOX_COLS: &str = "id, platform, channel, op, message_id, payload, card_key, created_at, attempts, next_attempt_at, delivered_at, last_error, priority, kind, audit_seq, carried_by, carrier_message";
 
 macro_rules! sql_store {
     ($store:ident, $tx:ident, $db:ty, $backend:expr, $for_update:expr) => {
@@ -101,6 +101,11 @@ macro_rules! sql_store {
                 next_attempt_at: r.try_get("next_attempt_at")?,
                 delivered_at: r.try_get("delivered_at")?,
                 last_error: r.try_get("last_error")?,
+                priority: r.try_get("priority")?,
+                kind: r.try_get("kind")?,
+                audit_seq: r.try_get("audit_seq")?,
+                carried_by: r.try_get("carried_by")?,
+                carrier_message: r.try_get("carrier_message")?,
             })
         }
 
@@ -197,6 +202,25 @@ macro_rules! sql_store {
             /// `HEAD_LOG_EVERY`: logged as the chain head once the transaction commits (a
             /// rolled-back event must never be logged as a head).
             head_to_log: Option<(i64, String)>,
+        }
+
+        impl $tx {
+            async fn insert_outbox(&mut self, m: &NewOutbox, kind: OutboxKind, seq: Option<i64>, now: i64) -> StoreResult<i64> {
+                let r = sqlx::query("INSERT INTO outbox (platform, channel, op, message_id, payload, created_at, next_attempt_at, card_key, priority, kind, audit_seq) VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10) RETURNING id")
+                    .bind(&m.platform)
+                    .bind(&m.channel)
+                    .bind(&m.op)
+                    .bind(&m.message_id)
+                    .bind(&m.payload)
+                    .bind(now)
+                    .bind(&m.card_key)
+                    .bind(kind.priority())
+                    .bind(kind.as_str())
+                    .bind(seq)
+                    .fetch_one(&mut *self.tx)
+                    .await?;
+                Ok(r.try_get("id")?)
+            }
         }
 
         #[async_trait]
@@ -306,6 +330,62 @@ macro_rules! sql_store {
                 );
                 let rows = sqlx::query(&q).bind(platform).bind(now).bind(limit).bind(i64::MAX).fetch_all(&self.pool).await?;
                 rows.iter().map(outbox_row).collect()
+            }
+
+            async fn outbox_lanes(&self, platform: &str, now: i64) -> StoreResult<Vec<String>> {
+                let rows = sqlx::query("SELECT DISTINCT channel FROM outbox WHERE platform = $1 AND delivered_at IS NULL AND next_attempt_at <= $2 ORDER BY channel")
+                    .bind(platform).bind(now).fetch_all(&self.pool).await?;
+                rows.iter().map(|r| Ok(r.try_get("channel")?)).collect()
+            }
+
+            async fn outbox_lane(&self, platform: &str, channel: &str, limit: i64) -> StoreResult<Vec<OutboxRow>> {
+                let q = format!(
+                    "SELECT {OUTBOX_COLS} FROM outbox WHERE platform = $1 AND channel = $2 AND delivered_at IS NULL \
+                     AND next_attempt_at < $3 ORDER BY priority, id LIMIT $4"
+                );
+                let rows = sqlx::query(&q).bind(platform).bind(channel).bind(i64::MAX).bind(limit).fetch_all(&self.pool).await?;
+                rows.iter().map(outbox_row).collect()
+            }
+
+            async fn outbox_hold_lane(&self, platform: &str, channel: &str, until: i64) -> StoreResult<()> {
+                sqlx::query("UPDATE outbox SET next_attempt_at = $3 WHERE platform = $1 AND channel = $2 AND delivered_at IS NULL AND next_attempt_at < $3")
+                    .bind(platform).bind(channel).bind(until)
+                    .execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn outbox_carried(&self, ids: &[i64], carrier: i64, message_id: Option<&str>, now: i64) -> StoreResult<()> {
+                if ids.is_empty() {
+                    return Ok(());
+                }
+                let marks: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 4)).collect();
+                let q = format!(
+                    "UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, carried_by = $2, carrier_message = $3 WHERE id IN ({})",
+                    marks.join(", ")
+                );
+                let mut query = sqlx::query(&q).bind(now).bind(carrier).bind(message_id);
+                for id in ids {
+                    query = query.bind(*id);
+                }
+                query.execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn set_card_post_error(&self, card_key: &str, platform: &str, channel: &str, error: &str) -> StoreResult<()> {
+                sqlx::query("UPDATE card_messages SET post_error = $4 WHERE card_key = $1 AND platform = $2 AND channel = $3")
+                    .bind(card_key).bind(platform).bind(channel).bind(error)
+                    .execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn card_post_error(&self, card_key: &str, platform: &str, channel: &str) -> StoreResult<Option<String>> {
+                let r = sqlx::query("SELECT post_error FROM card_messages WHERE card_key = $1 AND platform = $2 AND channel = $3 AND message_id IS NULL")
+                    .bind(card_key).bind(platform).bind(channel)
+                    .fetch_optional(&self.pool).await?;
+                Ok(match r {
+                    Some(r) => r.try_get("post_error")?,
+                    None => None,
+                })
             }
 
             async fn outbox_all(&self, platform: &str) -> StoreResult<Vec<OutboxRow>> {
@@ -901,17 +981,11 @@ macro_rules! sql_store {
             }
 
             async fn enqueue_outbox(&mut self, m: &NewOutbox, now: i64) -> StoreResult<i64> {
-                let r = sqlx::query("INSERT INTO outbox (platform, channel, op, message_id, payload, created_at, next_attempt_at, card_key) VALUES ($1, $2, $3, $4, $5, $6, $6, $7) RETURNING id")
-                    .bind(&m.platform)
-                    .bind(&m.channel)
-                    .bind(&m.op)
-                    .bind(&m.message_id)
-                    .bind(&m.payload)
-                    .bind(now)
-                    .bind(&m.card_key)
-                    .fetch_one(&mut *self.tx)
-                    .await?;
-                Ok(r.try_get("id")?)
+                self.insert_outbox(m, m.kind(), None, now).await
+            }
+
+            async fn enqueue_audit_line(&mut self, m: &NewOutbox, seq: Option<i64>, now: i64) -> StoreResult<i64> {
+                self.insert_outbox(m, OutboxKind::Audit, seq, now).await
             }
 
             async fn claim_run(&mut self, job: &str, slot: i64, holder: &str, late: bool, now: i64) -> StoreResult<bool> {

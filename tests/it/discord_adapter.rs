@@ -286,7 +286,7 @@ pub fn audit_lines(standin: &DiscordStandin) -> Vec<String> {
     standin
         .messages_in(AUDIT)
         .iter()
-        .map(|(_, m)| text_of(m))
+        .flat_map(|(_, m)| crate::slack_harness::digest_lines(&text_of(m)))
         .collect()
 }
 
@@ -455,7 +455,7 @@ where
         assert!(actions.contains(&a), "{a} in {actions:?}");
     }
     eventually("every audit line in the audit channel", WAIT, || {
-        standin.messages_in(AUDIT).len() > records.len()
+        audit_lines(standin).len() > records.len()
     })
     .await;
     let lines = audit_lines(standin);

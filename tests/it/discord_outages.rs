@@ -17,7 +17,7 @@ use crate::discord_standin::{DiscordStandin, Failure};
 async fn check_audit_once_in_order(standin: &DiscordStandin, run: &Running) {
     let records = run.audit().await;
     eventually("every audit line in the audit channel", WAIT, || {
-        standin.messages_in(AUDIT).len() > records.len()
+        audit_lines(standin).len() > records.len()
     })
     .await;
     let lines = audit_lines(standin);

@@ -24,6 +24,7 @@ mod inbound;
 mod kill_mid_step;
 mod monitoring;
 mod outbox;
+mod outbox_lanes;
 mod plan_truth;
 mod prisma_deploy;
 mod prisma_golden;

@@ -15,6 +15,8 @@ use crate::support::{spawn_app, Backend};
 struct FlakyChat {
     delivered: Mutex<Vec<String>>,
     fail_next: Mutex<Vec<DeliveryError>>,
+    /// When set, `fail_next` applies to posts in this channel only (lanes run concurrently).
+    fail_in: Mutex<Option<String>>,
 }
 
 #[async_trait]
@@ -23,8 +25,16 @@ impl Outbound for FlakyChat {
         Platform::Slack
     }
     async fn post(&self, channel: &str, reply: &Reply) -> Result<String, DeliveryError> {
-        if let Some(e) = self.fail_next.lock().unwrap().pop() {
-            return Err(e);
+        let here = self
+            .fail_in
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_none_or(|c| c == channel);
+        if here {
+            if let Some(e) = self.fail_next.lock().unwrap().pop() {
+                return Err(e);
+            }
         }
         let mut d = self.delivered.lock().unwrap();
         d.push(format!("{channel}:{}", reply.to_text()));
@@ -69,6 +79,7 @@ async fn delivery_keeps_order_per_channel_and_honours_retry_after(b: Backend) {
     }
     app.core.post(&c, &Reply::public("b1")).await.unwrap();
     let chat = FlakyChat::default();
+    *chat.fail_in.lock().unwrap() = Some("CA".into());
     chat.fail_next
         .lock()
         .unwrap()
@@ -229,8 +240,8 @@ async fn queued_texts(app: &crate::support::TestApp, platform: &str) -> Vec<(Str
         .collect()
 }
 
-/// Stacked edits of one card behind a 429 collapse into the newest; other messages of the
-/// channel keep their order around it, and the edit goes to the message the card was posted as.
+/// Stacked edits of one card behind a 429 collapse into the newest, which goes ahead of the
+/// other messages waiting in the channel, to the message the card was posted as.
 async fn stacked_card_edits_collapse_to_the_newest_and_order_is_kept(b: Backend) {
     let app = spawn_app(b, 1, 0).await;
     let ch = ChannelRef {
@@ -273,8 +284,8 @@ async fn stacked_card_edits_collapse_to_the_newest_and_order_is_kept(b: Backend)
     deliver_due(&app.core, &chat).await.unwrap();
     assert_eq!(
         *chat.delivered.lock().unwrap(),
-        vec!["CA:card v0", "CA:audit line", "CA:1:card v20"],
-        "one edit, the newest, after the audit line that was queued before it"
+        vec!["CA:card v0", "CA:1:card v20", "CA:audit line"],
+        "one edit, the newest, ahead of the message queued before it (cards go first in a lane)"
     );
     assert!(app
         .core

@@ -108,7 +108,7 @@ async fn check_success_and_audit(standin: &SlackStandin, run: &Running, card_ts:
     assert!(actions.contains(&"request.created"), "{actions:?}");
     assert!(actions.contains(&"vote.refused"), "{actions:?}");
     eventually("every audit line in C0AUDIT", WAIT, || {
-        standin.messages_in("C0AUDIT").len() > records.len()
+        audit_lines(standin).len() > records.len()
     })
     .await;
     let lines = audit_lines(standin);

@@ -245,14 +245,45 @@ pub fn text_of(body: &Value) -> String {
         .replace("&amp;", "&")
 }
 
-/// The text of every message in C0AUDIT, in order (the first is the chain head dualkey posts
-/// at start).
+/// Every line posted in C0AUDIT, in order (the first is the chain head dualkey posts at start):
+/// each message split into its lines, the full text read from its section blocks (a digest of
+/// audit lines is longer than the `text` fallback), and the chain head line that closes a
+/// digest left out.
 pub fn audit_lines(standin: &SlackStandin) -> Vec<String> {
     standin
         .messages_in("C0AUDIT")
         .iter()
-        .map(|(_, b)| text_of(b))
+        .flat_map(|(_, b)| digest_lines(&full_text_of(b)))
         .collect()
+}
+
+/// A message's text from its section blocks (the `text` fallback when it has none), unescaped.
+pub fn full_text_of(body: &Value) -> String {
+    let sections: Vec<&str> = body["blocks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["type"] == "section")
+        .filter_map(|b| b["text"]["text"].as_str())
+        .collect();
+    if sections.is_empty() {
+        return text_of(body);
+    }
+    sections
+        .join("\n")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// The lines of one audit-channel message; a closing `audit head` line of a several-line
+/// message (a digest) is left out.
+pub fn digest_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    if lines.len() > 1 && lines.last().is_some_and(|l| l.starts_with("audit head ")) {
+        lines.pop();
+    }
+    lines
 }
 
 /// Waits (up to [`WAIT`]) for dualkey's first POST to the stand-in's `response_url` named

@@ -93,7 +93,7 @@ async fn during_a_slack_outage_audit_lines_arrive_once_in_order_and_stacked_card
             .iter()
             .filter(|r| r.delivered_at.is_none())
             .count();
-        if pending == 0 && standin.messages_in("C0AUDIT").len() > records.len() {
+        if pending == 0 && audit_lines(&standin).len() > records.len() {
             break records;
         }
         assert!(
@@ -547,10 +547,12 @@ async fn the_same_command_or_click_delivered_twice_over_http_acts_once() {
 
 /// The real Slack adapter, except that posting in `C0SLOW` takes five (manual-clock) seconds,
 /// and right after it Slack starts answering `chat.postMessage` with 429 `Retry-After: 1`.
+/// Lanes are delivered concurrently, so the post in `C0LIMITED` waits for the slow one.
 struct SlowThenLimited<'a> {
     slack: dualkey::adapters::slack::SlackAdapter,
     standin: &'a SlackStandin,
     clock: Arc<dualkey::clock::ManualClock>,
+    slow_done: tokio::sync::Semaphore,
 }
 
 #[async_trait::async_trait]
@@ -563,6 +565,9 @@ impl dualkey::outbox::Outbound for SlowThenLimited<'_> {
         channel: &str,
         reply: &dualkey::core::reply::Reply,
     ) -> Result<String, dualkey::outbox::DeliveryError> {
+        if channel == "C0LIMITED" && self.standin.messages_in("C0SLOW").is_empty() {
+            let _ = self.slow_done.acquire().await;
+        }
         let r = self.slack.post(channel, reply).await;
         if channel == "C0SLOW" {
             self.clock.advance(5_000);
@@ -573,6 +578,7 @@ impl dualkey::outbox::Outbound for SlowThenLimited<'_> {
                     retry_after_secs: 1,
                 },
             );
+            self.slow_done.add_permits(1);
         }
         r
     }
@@ -625,6 +631,7 @@ async fn retry_after_counts_from_the_429_not_from_the_start_of_the_delivery_pass
         slack,
         standin: &standin,
         clock: app.clock.clone(),
+        slow_done: tokio::sync::Semaphore::new(0),
     };
     let pass = |n: usize| {
         let (core, out) = (&app.core, &out);
@@ -644,7 +651,7 @@ async fn retry_after_counts_from_the_429_not_from_the_start_of_the_delivery_pass
             .count()
     };
 
-    pass(1).await; // C0SLOW posted; C0LIMITED answered 429 Retry-After: 1, five seconds in.
+    pass(1).await; // C0SLOW posted; then C0LIMITED answered 429 Retry-After: 1, five seconds in.
     let answered_429_at = dualkey::clock::Clock::now_ms(app.clock.as_ref());
     assert_eq!(limited_calls(), 1);
     let row = app

@@ -251,6 +251,11 @@ impl Outbound for DiscordAdapter {
         Platform::Discord
     }
 
+    /// Text goes in `content`, escaped, at most 2,000 characters.
+    fn fits_one_message(&self, text: &str) -> bool {
+        render::escape(text).chars().count() <= render::CONTENT
+    }
+
     async fn post(&self, channel: &str, reply: &Reply) -> Result<String, DeliveryError> {
         self.transport
             .post_message(channel, &render::edit(reply))

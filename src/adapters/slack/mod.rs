@@ -269,6 +269,12 @@ impl Outbound for SlackAdapter {
         Platform::Slack
     }
 
+    /// A text message becomes section blocks of 3,000 characters each (escaped); a digest keeps
+    /// to four of them, well inside Slack's 50 blocks and 40,000 characters.
+    fn fits_one_message(&self, text: &str) -> bool {
+        render::escape(text).chars().count() <= render::DIGEST_TEXT
+    }
+
     async fn post(&self, channel: &str, reply: &Reply) -> Result<String, DeliveryError> {
         self.transport
             .post_message(channel, render::message(reply))

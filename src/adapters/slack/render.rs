@@ -20,6 +20,8 @@ use crate::core::reply::{
 pub const MAX_BLOCKS: usize = 50;
 /// Section (and context) text.
 const SECTION_TEXT: usize = 3000;
+/// The longest escaped text a digest of audit lines may fill: a few sections.
+pub const DIGEST_TEXT: usize = 4 * SECTION_TEXT - 200;
 /// One section field.
 const FIELD_TEXT: usize = 2000;
 /// Fields per section.
