@@ -15,8 +15,10 @@
 //!   any route runs, so a handler never runs under the deadline and is never cut off mid-way;
 //! - a write deadline (the same `server.body_read_timeout`): a client that takes none of our
 //!   answer for that long (say it pipelines requests and never reads) is closed;
-//! - a connection limit (`server.max_connections`): beyond it new connections wait in the
-//!   listen backlog until one closes.
+//! - a connection limit (`server.max_connections`): when it is reached and another client
+//!   connects, the connection that has waited longest without a request in progress is closed
+//!   to make room ([`Waiting`]), so slow clients cannot keep a signed command out; when every
+//!   slot is handling a request, new connections wait in the listen backlog.
 //!
 //! A request thus holds a connection for at most `header_read_timeout + body_read_timeout`
 //! before its handler runs. The admin listener has its own connection limit
@@ -111,20 +113,22 @@ impl From<tokio::net::TcpListener> for Listeners {
 }
 
 /// Connections closed for slowness since start, by what was too slow: the request head (idle
-/// kept-alive connections included), the body, or the taking of an answer.
-static SLOW_CLIENTS: [std::sync::atomic::AtomicU64; 3] = [
+/// kept-alive connections included), the body, or the taking of an answer; or closed early,
+/// while every slot was taken, to make room for a new client (`evicted`, see [`Waiting`]).
+static SLOW_CLIENTS: [std::sync::atomic::AtomicU64; 4] = [
+    std::sync::atomic::AtomicU64::new(0),
     std::sync::atomic::AtomicU64::new(0),
     std::sync::atomic::AtomicU64::new(0),
     std::sync::atomic::AtomicU64::new(0),
 ];
-const SLOW_PHASES: [&str; 3] = ["head", "body", "answer"];
+const SLOW_PHASES: [&str; 4] = ["head", "body", "answer", "evicted"];
 
 fn count_slow(phase: usize) {
     SLOW_CLIENTS[phase].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// [`SLOW_CLIENTS`] with their phase names, for `/metrics`.
-pub fn slow_clients() -> [(&'static str, u64); 3] {
+pub fn slow_clients() -> [(&'static str, u64); 4] {
     std::array::from_fn(|i| {
         (
             SLOW_PHASES[i],
@@ -145,6 +149,7 @@ async fn with_body_deadline(
     app: Router,
     req: Request<hyper::body::Incoming>,
     deadline: Duration,
+    slot: &Slot,
 ) -> Response {
     use hyper::service::Service as _;
     let declared = req
@@ -175,13 +180,103 @@ async fn with_body_deadline(
             );
         }
     };
+    // The request is in: from here on the connection is not evicted (a handler is never cut
+    // off mid-way), unless it was chosen a moment ago, and then no handler starts.
+    if !slot.busy() {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server busy; connection closed to make room\n",
+        );
+    }
     let service = hyper_util::service::TowerToHyperService::new(app);
-    match service
+    let response = match service
         .call(Request::from_parts(parts, Body::from(bytes)))
         .await
     {
         Ok(r) => r,
         Err(never) => match never {},
+    };
+    slot.waiting();
+    response
+}
+
+/// The connections of one server that hold a slot while no request of theirs is being handled:
+/// waiting for a request head, reading a body, or idle between kept-alive requests. When every
+/// slot is taken and another client is waiting to connect, the one that has waited longest
+/// is closed to make room ([`Waiting::evict_oldest`]).
+///
+/// Without this, `max_connections` clients that send a byte now and then would hold every slot
+/// until their deadlines, and a signed command behind them would wait just as long. A request
+/// whose body is in is never evicted, so no handler (signature check, store write) is cut off.
+#[derive(Default)]
+struct Waiting {
+    next: std::sync::atomic::AtomicU64,
+    /// Connections by when they started waiting (a counter, oldest first).
+    since: std::sync::Mutex<std::collections::BTreeMap<u64, Arc<tokio::sync::Notify>>>,
+}
+
+impl Waiting {
+    /// Closes the connection that has waited longest; false when none is waiting (every
+    /// slot is serving a request).
+    fn evict_oldest(&self) -> bool {
+        let oldest = self.since.lock().expect("waiting list").pop_first();
+        match oldest {
+            Some((_, evict)) => {
+                evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// One connection's place in [`Waiting`].
+struct Slot {
+    all: Arc<Waiting>,
+    /// Notified (a stored permit) when this connection is chosen to be closed.
+    evict: Arc<tokio::sync::Notify>,
+    /// Its key in `all.since` while waiting; `None` while a request is handled, or once evicted.
+    key: std::sync::Mutex<Option<u64>>,
+}
+
+impl Slot {
+    /// A new connection, waiting for its first request.
+    fn new(all: Arc<Waiting>) -> Slot {
+        let slot = Slot {
+            all,
+            evict: Arc::new(tokio::sync::Notify::new()),
+            key: std::sync::Mutex::new(None),
+        };
+        slot.waiting();
+        slot
+    }
+
+    /// Waiting again (for a request head or body): may be evicted.
+    fn waiting(&self) {
+        let mut since = self.all.since.lock().expect("waiting list");
+        let mut key = self.key.lock().expect("slot key");
+        let k = self
+            .all
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        since.insert(k, self.evict.clone());
+        *key = Some(k);
+    }
+
+    /// A request is being handled: no longer evictable. False when it was evicted already.
+    fn busy(&self) -> bool {
+        let mut since = self.all.since.lock().expect("waiting list");
+        let mut key = self.key.lock().expect("slot key");
+        match key.take() {
+            Some(k) => since.remove(&k).is_some(),
+            None => true,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.busy();
     }
 }
 
@@ -326,46 +421,58 @@ pub async fn serve(
     tokio::pin!(shutdown);
     let mut full_logged = false;
     let burst = Arc::new(Burst::default());
+    let waiting = Arc::new(Waiting::default());
     loop {
-        let permit = match slots.clone().try_acquire_owned() {
+        let (permit, stream) = match slots.clone().try_acquire_owned() {
             Ok(p) => {
                 full_logged = false;
-                p
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    s = accept(&listener) => (p, s),
+                }
             }
             Err(_) => {
                 if !full_logged {
                     tracing::warn!(
                         max_connections = max,
-                        "HTTP connection limit reached (server.max_connections); new connections wait"
+                        "HTTP connection limit reached (server.max_connections); the connection waiting longest without a request makes room for a new one"
                     );
                     full_logged = true;
                 }
-                tokio::select! {
+                // Full: a client that connects now takes the place of the connection that
+                // has waited longest without a request (when every slot serves a request, it
+                // waits for one to finish, holding this one accepted connection only).
+                let stream = tokio::select! {
                     _ = &mut shutdown => break,
-                    p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-                }
+                    p = slots.clone().acquire_owned() => {
+                        let p = p.expect("the semaphore is never closed");
+                        tokio::select! {
+                            _ = &mut shutdown => break,
+                            s = accept(&listener) => (p, s),
+                        }
+                    }
+                    s = accept(&listener) => {
+                        if s.is_some() {
+                            waiting.evict_oldest();
+                        }
+                        let p = tokio::select! {
+                            _ = &mut shutdown => break,
+                            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                        };
+                        (p, s)
+                    }
+                };
+                stream
             }
         };
-        let stream = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
-                Err(e) => {
-                    // Out of descriptors and similar: the listener itself is fine; back off
-                    // instead of spinning.
-                    tracing::warn!(error = %e, "HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+        let Some(stream) = stream else { continue };
         burst.opened();
         tokio::spawn(connection(
             stream,
             app.clone(),
             limits,
             stop_rx.clone(),
-            (permit, burst.clone()),
+            (permit, burst.clone(), Slot::new(waiting.clone())),
         ));
     }
     drop(listener);
@@ -374,21 +481,37 @@ pub async fn serve(
     let _ = slots.acquire_many(max as u32).await;
 }
 
+/// The next connection; `None` after a failed accept (out of descriptors and similar: the
+/// listener itself is fine), after a short pause instead of spinning.
+async fn accept(listener: &tokio::net::TcpListener) -> Option<tokio::net::TcpStream> {
+    match listener.accept().await {
+        Ok((stream, _peer)) => Some(stream),
+        Err(e) => {
+            tracing::warn!(error = %e, "HTTP accept failed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        }
+    }
+}
+
 /// Serves one connection until it closes, or, once `stop` turns true, until its request in
-/// progress is answered; then gives back its slot and counts it closed.
+/// progress is answered, or until it is evicted while waiting (see [`Waiting`]); then gives
+/// back its slot and counts it closed.
 async fn connection(
     stream: tokio::net::TcpStream,
     app: Router,
     limits: Limits,
     mut stop: tokio::sync::watch::Receiver<bool>,
-    (permit, burst): (tokio::sync::OwnedSemaphorePermit, Arc<Burst>),
+    (permit, burst, slot): (tokio::sync::OwnedSemaphorePermit, Arc<Burst>, Slot),
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
+    let slot = Arc::new(slot);
+    let evicted = slot.evict.clone();
     let service = hyper::service::service_fn(move |req| {
-        let app = app.clone();
+        let (app, slot) = (app.clone(), slot.clone());
         async move {
             Ok::<_, std::convert::Infallible>(
-                with_body_deadline(app, req, limits.body_read_timeout).await,
+                with_body_deadline(app, req, limits.body_read_timeout, &slot).await,
             )
         }
     });
@@ -410,7 +533,17 @@ async fn connection(
             }
         }
     };
-    if let Err(e) = served.await {
+    let served = tokio::select! {
+        r = served => r,
+        // Chosen to make room: only while no request of ours is handled, so nothing is cut
+        // off but a wait.
+        _ = evicted.notified() => {
+            count_slow(3);
+            tracing::debug!("HTTP connection closed to make room for a new one");
+            Ok(())
+        }
+    };
+    if let Err(e) = served {
         if e.is_timeout() {
             count_slow(0);
         } else if stalled_write(&e) {

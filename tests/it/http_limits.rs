@@ -222,12 +222,13 @@ async fn signed_command(bot: &Bot, slack: &SlackStandin, trigger: &str) -> (u16,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_hundred_slow_clients_are_closed_within_the_deadline_while_health_and_a_signed_command_are_answered(
 ) {
-    // Both deadlines 3 s; room for all 400 slow clients and the signed command.
+    // Both deadlines 3 s; the default 256 connections, so 400 slow clients overfill the port
+    // and the oldest make room for the newer ones and for the signed command.
     let deadline = Duration::from_secs(3);
     let slack = SlackStandin::start().await;
     let bot = start_bot(
         &slack,
-        "max_connections = 512\nheader_read_timeout = \"3s\"\nbody_read_timeout = \"3s\"",
+        "header_read_timeout = \"3s\"\nbody_read_timeout = \"3s\"",
     );
     let pid = bot.child.id();
     let mut up = false;
@@ -290,9 +291,29 @@ async fn four_hundred_slow_clients_are_closed_within_the_deadline_while_health_a
         "RSS before {before} kB, with 400 slow clients {during} kB, after {after} kB; /healthz {health:?}, ack {ack_took:?}, slow clients still open at the ack: {held_then}"
     );
 
-    assert_eq!(
-        closed_before_probes, 0,
-        "no slow client is closed before its deadline"
+    let metrics = reqwest::get(format!("http://{}/metrics", bot.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted = |phase: &str| -> u64 {
+        let key = format!("dualkey_http_slow_clients_total{{phase=\"{phase}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{key} in /metrics: {metrics}"))
+    };
+    // 400 clients on 256 slots: 144 made room for newer ones, one more for the command.
+    let evicted = counted("evicted");
+    assert!(
+        (145..=150).contains(&evicted),
+        "the oldest waiting connections made room: {evicted} evicted\n{metrics}"
+    );
+    assert!(
+        closed_before_probes as u64 <= evicted,
+        "only evicted clients close before their deadline ({closed_before_probes} closed, {evicted} evicted)"
     );
     let (status, took) = health.expect("/healthz on the admin port answers within 5 s");
     assert_eq!(status, 200);
@@ -302,16 +323,26 @@ async fn four_hundred_slow_clients_are_closed_within_the_deadline_while_health_a
         ack_took < Duration::from_secs(3),
         "the signed command was acked after {ack_took:?}"
     );
+    let mut early = 0;
     for o in &outcomes {
         let after = o
             .closed_after
             .unwrap_or_else(|| panic!("a {:?} client was still open after {give_up:?}", o.kind));
         assert!(
-            after >= deadline - Duration::from_millis(250)
-                && after <= deadline + Duration::from_secs(2),
+            after <= deadline + Duration::from_secs(2),
             "a {:?} client was closed after {after:?}, the deadline is {deadline:?}",
             o.kind
         );
+        if after < deadline - Duration::from_millis(250) {
+            // Evicted to make room: closed without an answer.
+            early += 1;
+            assert!(
+                o.answer.is_empty() || o.answer.starts_with("HTTP/1.1 100"),
+                "{}",
+                o.answer
+            );
+            continue;
+        }
         match o.kind {
             Slow::Head => assert!(!o.answer.contains("200 OK"), "{}", o.answer),
             // A body byte that arrives just as the server closes makes the close a reset,
@@ -337,22 +368,30 @@ async fn four_hundred_slow_clients_are_closed_within_the_deadline_while_health_a
             .any(|o| o.kind == Slow::Continue && o.answer.starts_with("HTTP/1.1 100")),
         "the server asked for the body (100 Continue) before giving up on it"
     );
+    // Those evicted are slow clients (the oldest waiting), but for the odd idle probe
+    // connection of this test that was older still.
+    assert!(
+        (144..=evicted).contains(&(early as u64)),
+        "the slow clients that made room closed early: {early} of {evicted} evicted"
+    );
     let metrics = reqwest::get(format!("http://{}/metrics", bot.admin))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    let counted = |phase: &str| -> u64 {
-        let key = format!("dualkey_http_slow_clients_total{{phase=\"{phase}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&key))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{key} in /metrics: {metrics}"))
-    };
-    assert!(counted("head") >= 200, "{metrics}");
-    assert_eq!(counted("body"), 200, "{metrics}");
+    let total: u64 = ["head", "body", "evicted"]
+        .iter()
+        .map(|phase| {
+            let key = format!("dualkey_http_slow_clients_total{{phase=\"{phase}\"}} ");
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&key))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{key} in /metrics: {metrics}"))
+        })
+        .sum();
+    assert!(total >= 400, "every slow client is counted: {metrics}");
     assert!(
         after <= before + 10 * 1024,
         "RSS returns to within 10 MB: before {before} kB, during {during} kB, after {after} kB"
@@ -410,16 +449,29 @@ async fn the_admin_port_answers_while_the_chat_port_is_full_and_keeps_readyz_and
         silent.push(TcpStream::connect(&bot.main).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let main = get(&bot.main, "/healthz", Duration::from_secs(1)).await;
     let admin = get(&bot.admin, "/healthz", Duration::from_secs(1)).await;
-    assert!(
-        main.is_none(),
-        "the chat port is full, so its /healthz waits: {main:?}"
-    );
     let (status, took) = admin.expect("the admin port answers while the chat port is full");
     assert_eq!(status, 200);
     assert!(took < Duration::from_secs(1), "{took:?}");
-    drop(silent);
+    // A new client on the full chat port takes the place of the silent connection that
+    // waited longest: it is answered at once, and exactly that one is closed.
+    let main = get(&bot.main, "/healthz", Duration::from_secs(1)).await;
+    let (status, took) = main.expect("a new client on the full chat port is answered");
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let mut closed = Vec::new();
+    for (i, s) in silent.iter_mut().enumerate() {
+        let mut byte = [0u8; 1];
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(300), s.read(&mut byte)).await {
+            assert!(matches!(r, Ok(0) | Err(_)), "a silent client got {r:?}");
+            closed.push(i);
+        }
+    }
+    assert_eq!(
+        closed,
+        vec![0],
+        "only the oldest silent connection made room"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
