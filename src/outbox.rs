@@ -49,6 +49,12 @@ pub const DIGEST_MIN: usize = 3;
 const LANE_READ: i64 = 200;
 /// How often a lane renews the `outbox` lease at most (well inside [`LEASE_MS`]).
 const RENEW_MS: i64 = 1_000;
+/// Longest a lane whose head waits for its retry is left alone before it is read again.
+const HELD_RECHECK_MS: i64 = 5_000;
+/// Longest [`deliver_due`] waits for another pass to finish a lane it wants to deliver.
+const CLAIM_WAIT: Duration = Duration::from_secs(5);
+/// Longest the last delivery at shutdown may take.
+const LAST_PASS: Duration = Duration::from_secs(10);
 /// The narrowest spacing between two posts in a lane a 429 sets, and the widest the learning
 /// goes (never wider than the 429's `Retry-After`).
 const MIN_SPACING: Duration = Duration::from_millis(250);
@@ -78,7 +84,21 @@ pub async fn deliver_due_leased(
         .await?;
     let drains: Vec<Drain<'_>> = lanes
         .iter()
-        .map(|ch| Box::pin(drain_lane(core, out, ch, lease.as_ref(), None)) as Drain<'_>)
+        .map(|ch| {
+            Box::pin(async {
+                // Another pass (the outbox task) may be delivering this lane right now (busy;
+                // a hold is not waited for, `now` = MAX): wait
+                // for it, so a caller such as the shell sees its messages out before it goes
+                // on (a bounded wait: that pass may be draining a long backlog).
+                let end = Instant::now() + CLAIM_WAIT;
+                while Lane::busy_or_held(core, out.platform().as_str(), ch, i64::MAX)
+                    && Instant::now() < end
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                drain_lane(core, out, ch, lease.as_ref(), None).await
+            }) as Drain<'_>
+        })
         .collect();
     let mut delivered = 0;
     let mut failed = None;
@@ -302,7 +322,12 @@ async fn drain_lane(
         let rows = core.store.outbox_lane(platform, channel, LANE_READ).await?;
         let Some(head) = rows.first() else { break };
         if head.next_attempt_at > now {
-            break; // the head waits for its retry, and the lane with it
+            // The head waits for its retry, and the lane with it. Held here too, so the outbox
+            // task does not start this lane again and again meanwhile (after a restart only the
+            // rows know of the hold); at most HELD_RECHECK_MS, so a card queued behind a long
+            // backoff is looked at again soon.
+            lane.hold(head.next_attempt_at.min(now + HELD_RECHECK_MS));
+            break;
         }
         let unit = digest_run(&rows, now);
         let sent = if unit.len() >= DIGEST_MIN {
@@ -726,6 +751,22 @@ pub async fn run(
         }
     }
     while lanes.join_next().await.is_some() {}
+    // A last delivery of what was queued while the process stopped (an interruption notice,
+    // the audit lines of the last requests), bounded so a slow platform cannot hold the stop.
+    let held = match &lease {
+        None => true,
+        Some(l) => l.held(&core).await.unwrap_or(false),
+    };
+    if held {
+        for out in &outs {
+            let last = deliver_due_leased(&core, out.as_ref(), lease.as_ref().map(|_| me.as_str()));
+            match tokio::time::timeout(LAST_PASS, last).await {
+                Ok(Err(e)) => tracing::warn!(error = format!("{e:#}"), "last outbox pass failed"),
+                Err(_) => tracing::warn!("last outbox pass cut short at shutdown; the rest is delivered by the next process"),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
 }
 
 /// Starts a task for every lane of `out` with something due that no task delivers and no

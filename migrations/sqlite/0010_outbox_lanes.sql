@@ -12,8 +12,12 @@ ALTER TABLE outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'text';
 ALTER TABLE outbox ADD COLUMN audit_seq BIGINT;
 ALTER TABLE outbox ADD COLUMN carried_by BIGINT;
 ALTER TABLE outbox ADD COLUMN carrier_message TEXT;
-UPDATE outbox SET priority = 0, kind = 'card' WHERE card_key IS NOT NULL;
-UPDATE outbox SET priority = 2, kind = 'audit' WHERE card_key IS NULL AND payload LIKE '%"Text":"#%';
+-- Rows still waiting get their kind; delivered history is left as it was. Queued chain head
+-- lines are audit rows too, so they keep their place after the lines they close.
+UPDATE outbox SET priority = 0, kind = 'card' WHERE card_key IS NOT NULL AND delivered_at IS NULL;
+UPDATE outbox SET priority = 2, kind = 'audit'
+  WHERE card_key IS NULL AND delivered_at IS NULL
+    AND (payload LIKE '%"Text":"#%' OR payload LIKE '%"Text":"audit head seq=%');
 ALTER TABLE card_messages ADD COLUMN post_error TEXT;
 CREATE INDEX outbox_lane ON outbox (platform, channel, delivered_at, priority, id);
 -- Which lanes have something due, read from the index alone (it replaces `outbox_due`).
