@@ -455,14 +455,16 @@ async fn failed(
         DeliveryError::RateLimited(after) => now + after.as_millis() as i64,
         DeliveryError::Transient(_) => now + backoff(head.attempts).as_millis() as i64,
         DeliveryError::Permanent(_) => {
+            // The requester is told before the post is given up: a crash in between posts
+            // (and fails) again and tells again, rather than never telling.
+            if let (Some(key), "post", true) = (&head.card_key, head.op.as_str(), e.is_no_access())
+            {
+                card_not_posted(core, head, key, &e).await?;
+            }
             for r in rows {
                 core.store
                     .outbox_retry(r.id, i64::MAX, &e.to_string())
                     .await?;
-            }
-            if let (Some(key), "post", true) = (&head.card_key, head.op.as_str(), e.is_no_access())
-            {
-                card_not_posted(core, head, key, &e).await?;
             }
             return Ok(Sent::Skipped);
         }
