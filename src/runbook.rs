@@ -957,14 +957,22 @@ pub async fn take_backup(
 ) -> Result<BackupRow, StepError> {
     let e = env_settings(core, env)?;
     let url = database_url(e)?;
-    let applied = match prisma::status(url.expose_secret(), &e.migrations_dir).await {
-        Ok(st) => st.applied,
+    let (applied, server) = match prisma::status(url.expose_secret(), &e.migrations_dir).await {
+        Ok(st) => (st.applied, st.server_version_num),
         Err(err) => {
             return Err(StepError(format!(
                 "database unreachable, no backup taken: {err}"
             )))
         }
     };
+    // Scheduled backups have no plan that refused them before: tools that cannot dump this
+    // server are named here, before pg_dump fails with its own version mismatch.
+    // A backup runs pg_dump and (to verify it) pg_restore; psql is for restores only.
+    let mut tools = planning::gather_tools(e, server).await;
+    tools.tools.retain(|t| t.tool != "psql");
+    if let Some(problem) = tools.problem(env) {
+        return Err(StepError(format!("no backup taken: {problem}")));
+    }
     let database =
         bk::database_name(url.expose_secret()).map_err(|err| StepError(err.to_string()))?;
     // The write counters just before the dump starts: plans that restore this backup estimate

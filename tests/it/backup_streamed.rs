@@ -24,7 +24,7 @@ fn fake_bin(stream_body: &str) -> tempfile::TempDir {
     let real_restore = locate("pg_restore", None).unwrap();
     std::os::unix::fs::symlink(&real_dump, bin.path().join("pg_dump")).unwrap();
     let script = format!(
-        "#!/bin/sh\nREAL='{}'\necho \"$*\" >> '{}'\ncase \"$1\" in --list) exec \"$REAL\" \"$@\" ;; esac\n{stream_body}\n",
+        "#!/bin/sh\nREAL='{}'\ncase \"$1\" in --version) exec \"$REAL\" \"$@\" ;; esac\necho \"$*\" >> '{}'\ncase \"$1\" in --list) exec \"$REAL\" \"$@\" ;; esac\n{stream_body}\n",
         real_restore.display(),
         bin.path().join("calls.log").display()
     );

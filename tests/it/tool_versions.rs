@@ -229,6 +229,37 @@ async fn the_15_client_is_an_error_in_status_and_refuses_every_tool_plan(
             "{text}: {r}"
         );
     }
+    // A scheduled backup has no plan to refuse it: it stops before pg_dump runs, naming both.
+    let backups_before = old
+        .core
+        .store
+        .list_backups("production")
+        .await
+        .unwrap()
+        .len();
+    let err = dualkey::runbook::take_backup(
+        &old.core,
+        "production",
+        dualkey::dbops::backup::BackupKind::Scheduled,
+        None,
+        None,
+        None,
+    )
+    .await
+    .expect_err("a scheduled backup with the 15 client is not taken");
+    assert!(err.0.starts_with("no backup taken: "), "{}", err.0);
+    assert!(err.0.contains("pg_dump 15."), "{}", err.0);
+    assert!(err.0.contains("(PostgreSQL 18."), "{}", err.0);
+    assert_eq!(
+        old.core
+            .store
+            .list_backups("production")
+            .await
+            .unwrap()
+            .len(),
+        backups_before,
+        "no backup row was left"
+    );
     assert_eq!(
         old.core.store.list_requests(None, 100).await.unwrap().len(),
         requests_before,
