@@ -941,6 +941,20 @@ pub async fn run_app(argv: &[String], timeout: Duration) -> Result<String, StepE
     }
 }
 
+/// What keeps the environment's tools from backing up its server (`server_version_num` when
+/// a status read had it). Scheduled backups have no plan that refused them before: the problem
+/// is named here, before pg_dump fails with its own version mismatch. A backup runs pg_dump
+/// and (to verify it) pg_restore; psql is for restores only.
+async fn backup_tools_problem(
+    e: &crate::config::EnvironmentSettings,
+    env: &str,
+    server: Option<u32>,
+) -> Option<String> {
+    let mut tools = planning::gather_tools(e, server).await;
+    tools.tools.retain(|t| t.tool != "psql");
+    tools.problem(env)
+}
+
 /// Takes a verified backup of `env` and records it in the catalog: a `running` entry first
 /// (audited), then `ok` with size, SHA-256, the migrations applied at the time and the
 /// verification, or `failed` (and no file). Progress edits the operation's card about every
@@ -965,12 +979,7 @@ pub async fn take_backup(
             )))
         }
     };
-    // Scheduled backups have no plan that refused them before: tools that cannot dump this
-    // server are named here, before pg_dump fails with its own version mismatch.
-    // A backup runs pg_dump and (to verify it) pg_restore; psql is for restores only.
-    let mut tools = planning::gather_tools(e, server).await;
-    tools.tools.retain(|t| t.tool != "psql");
-    if let Some(problem) = tools.problem(env) {
+    if let Some(problem) = backup_tools_problem(e, env, server).await {
         return Err(StepError(format!("no backup taken: {problem}")));
     }
     let database =
