@@ -32,7 +32,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use common::{free_port, now_secs, spawn_bot, wait_http, Killed};
+use common::{free_port, now_secs, slack_config, spawn_bot, wait_http, Killed};
 
 const SECRET: &str = "bench-signing-secret";
 
@@ -263,51 +263,6 @@ fn click(action: &str, ts: &str, response_url: &str) -> String {
     format!("payload={}", enc(&payload.to_string()))
 }
 
-fn write_config(
-    dir: &std::path::Path,
-    api: &str,
-    listen: std::net::SocketAddr,
-) -> std::path::PathBuf {
-    let migrations = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/taskflow/prisma/migrations"
-    );
-    let text = format!(
-        r#"
-default_environment = "production"
-[server]
-listen = "{listen}"
-[store]
-url = "sqlite://{dir}/data/dualkey.db"
-[slack]
-enabled = true
-mode = "http"
-api_base_url = "{api}/api"
-bot_token_env = "DK_BENCH_BOT"
-signing_secret_env = "DK_BENCH_SECRET"
-approvals_channel = "C0APPROVALS"
-audit_channel = "C0AUDIT"
-[[operators]]
-id = "alice"
-slack = "U0ALICE"
-roles = ["operator", "approver"]
-[[operators]]
-id = "bob"
-slack = "U0BOB"
-roles = ["approver"]
-[environments.production]
-database_url_env = "DK_BENCH_UNUSED_URL"
-migrations_dir = "{migrations}"
-app_stop = ["true"]
-app_start = ["true"]
-"#,
-        dir = dir.display()
-    );
-    let p = dir.join("dualkey.toml");
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
 /// Polls `f` every 5 ms until it is `Some`, for at most `limit`.
 async fn until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let t0 = Instant::now();
@@ -341,7 +296,13 @@ async fn scenario(mode: Mode, lines: usize) -> Figures {
     let (s, base) = start_standin(mode).await;
     let dir = tempfile::tempdir().unwrap();
     let listen = free_port();
-    let config = write_config(dir.path(), &base, listen);
+    let config = slack_config(
+        dir.path(),
+        "http",
+        &base,
+        listen,
+        "app_stop = [\"true\"]\napp_start = [\"true\"]",
+    );
     let _bot = Killed(spawn_bot(
         &config,
         &[("DK_BENCH_BOT", "xoxb-bench"), ("DK_BENCH_SECRET", SECRET)],

@@ -27,7 +27,9 @@ use axum::{Json, Router};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use common::{free_port, now_secs, pct, rss_kb, spawn_bot, start_slack, wait_http, Killed};
+use common::{
+    free_port, now_secs, pct, rss_kb, slack_config, spawn_bot, start_slack, wait_http, Killed,
+};
 
 const SECRET: &str = "bench-signing-secret";
 const CONCURRENCY: usize = 200;
@@ -39,51 +41,6 @@ fn sign(ts: &str, body: &str) -> String {
 }
 
 // ---- the bot --------------------------------------------------------------------------------
-
-fn write_config(
-    dir: &std::path::Path,
-    mode: &str,
-    api: &str,
-    listen: SocketAddr,
-) -> std::path::PathBuf {
-    let migrations = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/taskflow/prisma/migrations"
-    );
-    let text = format!(
-        r#"
-default_environment = "production"
-[server]
-listen = "{listen}"
-[store]
-url = "sqlite://{dir}/data/dualkey.db"
-[slack]
-enabled = true
-mode = "{mode}"
-api_base_url = "{api}/api"
-bot_token_env = "DK_BENCH_BOT"
-app_token_env = "DK_BENCH_APP"
-signing_secret_env = "DK_BENCH_SECRET"
-approvals_channel = "C0APPROVALS"
-audit_channel = "C0AUDIT"
-[[operators]]
-id = "alice"
-slack = "U0ALICE"
-roles = ["operator", "approver"]
-[[operators]]
-id = "bob"
-slack = "U0BOB"
-roles = ["approver"]
-[environments.production]
-database_url_env = "DK_BENCH_UNUSED_URL"
-migrations_dir = "{migrations}"
-"#,
-        dir = dir.display()
-    );
-    let p = dir.join("dualkey.toml");
-    std::fs::write(&p, text).unwrap();
-    p
-}
 
 // ---- the bare baseline ----------------------------------------------------------------------
 
@@ -206,7 +163,7 @@ async fn main() {
     // 1. Ack latency, HTTP mode, interleaved with the bare handler.
     let dir = tempfile::tempdir().unwrap();
     let listen = free_port();
-    let config = write_config(dir.path(), "http", &base, listen);
+    let config = slack_config(dir.path(), "http", &base, listen, "");
     let _bot = Killed(spawn_bot(
         &config,
         &[
@@ -256,7 +213,7 @@ async fn main() {
     let mut rss = Vec::new();
     for _ in 0..3 {
         let dir = tempfile::tempdir().unwrap();
-        let config = write_config(dir.path(), "socket", &base, free_port());
+        let config = slack_config(dir.path(), "socket", &base, free_port(), "");
         let before = standin.sockets.load(Ordering::SeqCst);
         let connected = standin.connected.notified();
         tokio::pin!(connected);

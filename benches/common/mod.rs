@@ -138,3 +138,54 @@ pub fn rss_kb(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// Writes a `dualkey.toml` in `dir` for a bench against the stand-in Slack at `api`: `mode`
+/// (`http` or `socket`), the HTTP server on `listen`, a SQLite store in `dir`, alice (operator)
+/// and bob (approver), the TaskFlow fixture's migrations; `extra` is appended to the
+/// `production` environment (e.g. `app_stop = ["true"]`). Returns its path.
+pub fn slack_config(
+    dir: &std::path::Path,
+    mode: &str,
+    api: &str,
+    listen: SocketAddr,
+    extra: &str,
+) -> std::path::PathBuf {
+    let migrations = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/taskflow/prisma/migrations"
+    );
+    let text = format!(
+        r#"
+default_environment = "production"
+[server]
+listen = "{listen}"
+[store]
+url = "sqlite://{dir}/data/dualkey.db"
+[slack]
+enabled = true
+mode = "{mode}"
+api_base_url = "{api}/api"
+bot_token_env = "DK_BENCH_BOT"
+app_token_env = "DK_BENCH_APP"
+signing_secret_env = "DK_BENCH_SECRET"
+approvals_channel = "C0APPROVALS"
+audit_channel = "C0AUDIT"
+[[operators]]
+id = "alice"
+slack = "U0ALICE"
+roles = ["operator", "approver"]
+[[operators]]
+id = "bob"
+slack = "U0BOB"
+roles = ["approver"]
+[environments.production]
+database_url_env = "DK_BENCH_UNUSED_URL"
+migrations_dir = "{migrations}"
+{extra}
+"#,
+        dir = dir.display()
+    );
+    let p = dir.join("dualkey.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
