@@ -108,6 +108,20 @@ async fn get(addr: &str, path: &str, limit: Duration) -> Option<(u16, Duration)>
     Some((r.status().as_u16(), t0.elapsed()))
 }
 
+/// Whether `GET /healthz` on `addr` answers within 15 s (the bot starting up).
+async fn answers(addr: &str) -> bool {
+    for _ in 0..300 {
+        if get(addr, "/healthz", Duration::from_secs(1))
+            .await
+            .is_some()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// How a slow client misbehaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Slow {
@@ -231,18 +245,10 @@ async fn four_hundred_slow_clients_are_closed_within_the_deadline_while_health_a
         "header_read_timeout = \"3s\"\nbody_read_timeout = \"3s\"",
     );
     let pid = bot.child.id();
-    let mut up = false;
-    for _ in 0..300 {
-        if get(&bot.admin, "/healthz", Duration::from_secs(1))
-            .await
-            .is_some()
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "the admin listener answers /healthz");
+    assert!(
+        answers(&bot.admin).await,
+        "the admin listener answers /healthz"
+    );
     // Warm up (first request, lazily built state), then the baseline.
     let (status, _) = signed_command(&bot, &slack, "warm.1").await;
     assert_eq!(status, 200, "a signed command is acked");
@@ -406,18 +412,10 @@ async fn the_admin_port_answers_while_the_chat_port_is_full_and_keeps_readyz_and
         &slack,
         "max_connections = 4\nheader_read_timeout = \"5s\"\nbody_read_timeout = \"5s\"",
     );
-    let mut up = false;
-    for _ in 0..300 {
-        if get(&bot.main, "/healthz", Duration::from_secs(1))
-            .await
-            .is_some()
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "/healthz answers on the chat port too");
+    assert!(
+        answers(&bot.main).await,
+        "/healthz answers on the chat port too"
+    );
     assert_eq!(
         get(&bot.main, "/metrics", Duration::from_secs(2))
             .await
@@ -481,18 +479,7 @@ async fn a_client_that_sends_requests_but_never_reads_the_answers_is_closed() {
         &slack,
         "max_connections = 16\nheader_read_timeout = \"2s\"\nbody_read_timeout = \"2s\"",
     );
-    let mut up = false;
-    for _ in 0..300 {
-        if get(&bot.main, "/healthz", Duration::from_secs(1))
-            .await
-            .is_some()
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "/healthz answers");
+    assert!(answers(&bot.main).await, "/healthz answers");
     // A small receive buffer fills with answers soon; then the server's send buffer fills, and
     // from there it cannot write another byte.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();

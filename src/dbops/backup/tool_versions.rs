@@ -110,7 +110,7 @@ fn cache() -> &'static Cache {
 }
 
 /// Finds `tool` (see [`locate`]) and reads its version, asking the binary only when its path
-/// or modification time is new.
+/// or modification time is new, or when the last answer was a failure.
 pub async fn probe(tool: &'static str, pg_bin_dir: Option<&Path>) -> ToolProbe {
     let path = match locate(tool, pg_bin_dir) {
         Ok(p) => p,
@@ -133,10 +133,14 @@ pub async fn probe(tool: &'static str, pg_bin_dir: Option<&Path>) -> ToolProbe {
         Some(v) => v,
         None => {
             let v = ask_version(tool, &path).await;
-            cache()
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(path.clone(), (mtime, v.clone()));
+            // Only an answer is kept: a failure (a timeout or a failed spawn under load) is
+            // asked again next time, so it cannot refuse every plan until a restart.
+            if v.is_ok() {
+                cache()
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(path.clone(), (mtime, v.clone()));
+            }
             v
         }
     };
@@ -360,8 +364,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_binary_that_is_not_a_postgresql_tool_is_reported_and_the_answer_is_cached_by_mtime()
-    {
+    async fn a_binary_that_is_not_a_postgresql_tool_is_reported_and_only_an_answer_is_cached_by_mtime(
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let fake = dir.path().join("pg_dump");
         let write = |body: &str| {
@@ -397,5 +401,24 @@ mod tests {
             err.contains("cannot be run") && err.contains("exit code 3"),
             "{err}"
         );
+        // A failure is not kept: the same binary (same mtime) that answers now is asked again.
+        let same = later + Duration::from_secs(5);
+        let set = |t: SystemTime| {
+            std::fs::File::options()
+                .write(true)
+                .open(&fake)
+                .unwrap()
+                .set_modified(t)
+                .unwrap()
+        };
+        write("echo 'pg_dump (PostgreSQL) 18.1'");
+        set(same);
+        let p = probe("pg_dump", Some(dir.path())).await;
+        assert_eq!(p.version, Ok(PgVersion(180001)));
+        // An answer is kept while the mtime stays.
+        write("exit 3");
+        set(same);
+        let p = probe("pg_dump", Some(dir.path())).await;
+        assert_eq!(p.version, Ok(PgVersion(180001)));
     }
 }
