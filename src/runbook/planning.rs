@@ -522,16 +522,18 @@ pub fn tools_refusal(
     plan: &Plan,
     tools: Option<&ToolsCheck>,
 ) -> Option<StepError> {
-    let needs_tools = plan.steps.iter().any(|s| {
-        matches!(
-            s.action,
-            StepAction::Backup { .. } | StepAction::Restore { .. }
-        )
-    });
-    if !needs_tools {
+    let has = |f: fn(&StepAction) -> bool| plan.steps.iter().any(|s| f(&s.action));
+    let restores = has(|a| matches!(a, StepAction::Restore { .. }));
+    if !restores && !has(|a| matches!(a, StepAction::Backup { .. })) {
         return None;
     }
-    let problem = tools?.problem(env)?;
+    // A backup runs pg_dump and pg_restore (to verify); psql matters only to a restore, as in
+    // the check before every backup (`runbook::take_backup`).
+    let mut tools = tools?.clone();
+    if !restores {
+        tools.tools.retain(|t| t.tool != "psql");
+    }
+    let problem = tools.problem(env)?;
     Some(StepError(format!(
         "refused before approval: the PostgreSQL client tools cannot handle the server of {env}, so this {} would fail only when it runs, after any approvals. {problem}",
         kind.name()
@@ -1369,7 +1371,8 @@ mod tests {
             "{err}"
         );
         assert!(
-            err.0.contains("pg_dump 15.20, pg_restore 15.20 and psql 15.20 in /usr/lib/postgresql/15/bin are older than the server of production (PostgreSQL 18.6)")
+            // A backup does not run psql: only the two tools it runs are named.
+            err.0.contains("pg_dump 15.20 and pg_restore 15.20 in /usr/lib/postgresql/15/bin are older than the server of production (PostgreSQL 18.6)")
                 && err.0.contains("Fix: set environments.production.pg_bin_dir to the bin folder of a PostgreSQL 18 client or newer"),
             "{err}"
         );
