@@ -149,7 +149,7 @@ async fn with_body_deadline(
     app: Router,
     req: Request<hyper::body::Incoming>,
     deadline: Duration,
-    slot: &Slot,
+    slot: &Arc<Slot>,
 ) -> Response {
     use hyper::service::Service as _;
     let declared = req
@@ -196,8 +196,47 @@ async fn with_body_deadline(
         Ok(r) => r,
         Err(never) => match never {},
     };
-    slot.waiting();
-    response
+    // Waiting again (evictable) once the answer is written, not before: see [`Answered`].
+    response.map(|body| {
+        Body::new(Answered {
+            inner: body,
+            slot: slot.clone(),
+        })
+    })
+}
+
+/// An answer's body that marks its connection waiting again when it is gone: written in full
+/// (hyper drops a body once its last frame is out) or dropped with the connection. Until then a
+/// flood of new clients cannot evict the connection and cut its answer (a Slack ack) short.
+struct Answered {
+    inner: Body,
+    slot: Arc<Slot>,
+}
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        self.slot.waiting();
+    }
+}
+
+impl axum::body::HttpBody for Answered {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The connections of one server that hold a slot while no request of theirs is being handled:
@@ -681,4 +720,34 @@ async fn metrics(State(core): State<Arc<Core>>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         out,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_is_evictable_while_it_waits_and_not_while_its_request_or_answer_is_out() {
+        let all = Arc::new(Waiting::default());
+        let older = Arc::new(Slot::new(all.clone()));
+        let slot = Arc::new(Slot::new(all.clone()));
+        assert!(older.busy() && slot.busy(), "both requests are in");
+        assert!(!all.evict_oldest(), "handlers run: nothing to evict");
+        let answer = Answered {
+            inner: Body::from("ok"),
+            slot: slot.clone(),
+        };
+        assert!(
+            !all.evict_oldest(),
+            "an answer still being written is not cut"
+        );
+        drop(answer);
+        older.waiting();
+        assert!(all.evict_oldest(), "idle again: evictable");
+        assert!(
+            !slot.busy(),
+            "the one waiting longest (its answer out first) was chosen, and starts no handler"
+        );
+        assert!(older.busy(), "the other one was not chosen");
+    }
 }
