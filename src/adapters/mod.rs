@@ -277,8 +277,18 @@ impl Inbound {
     /// the first delivery created, when known yet) when this process accepted it before.
     /// Deliveries this process did not see are caught after the ack by the store's dedupe.
     pub fn first_sight(&self, ev: &InboundEvent) -> Result<(), Option<String>> {
+        self.first_sight_of(ev.actor.platform, &ev.delivery_id)
+    }
+
+    /// [`Inbound::first_sight`] for a delivery known by its id before any event is made of it
+    /// (the Discord gateway, which acks after building the event).
+    pub fn first_sight_of(
+        &self,
+        platform: Platform,
+        delivery_id: &str,
+    ) -> Result<(), Option<String>> {
         let mut recent = self.core.recent.lock().unwrap_or_else(|p| p.into_inner());
-        recent.first_sight(&Core::delivery_key(ev))
+        recent.first_sight(&Core::delivery_key_of(platform, delivery_id))
     }
 
     /// Starts handling `ev` in its own task and returns at once, without any I/O, so the

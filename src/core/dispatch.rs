@@ -390,7 +390,12 @@ impl Core {
 
     /// The key of `ev`'s delivery in the store's dedupe table and in [`Core::recent`].
     pub fn delivery_key(ev: &InboundEvent) -> String {
-        format!("{}:{}", ev.actor.platform.as_str(), ev.delivery_id)
+        Core::delivery_key_of(ev.actor.platform, &ev.delivery_id)
+    }
+
+    /// [`Core::delivery_key`] from the platform and the delivery id.
+    pub fn delivery_key_of(platform: crate::core::event::Platform, delivery_id: &str) -> String {
+        format!("{}:{delivery_id}", platform.as_str())
     }
 
     /// The request `ev`'s delivery created, when this process saw it create one.
@@ -1246,7 +1251,6 @@ impl Core {
     }
 }
 
-/// An outbox row that posts or edits (`op`) card `key` in one channel.
 /// An audit line (or chain head line) posted to an audit channel.
 fn audit_row(channel: &ChannelRef, line: &Reply) -> NewOutbox {
     NewOutbox {
@@ -1259,6 +1263,7 @@ fn audit_row(channel: &ChannelRef, line: &Reply) -> NewOutbox {
     }
 }
 
+/// An outbox row that posts or edits (`op`) card `key` in one channel.
 fn card_row(key: &str, platform: &str, channel: &str, op: &str, payload: &str) -> NewOutbox {
     NewOutbox {
         platform: platform.into(),

@@ -67,6 +67,15 @@ async fn a_repeat_only_the_store_knows_is_acked_at_once_and_then_told_already_re
     ));
     run.command_body(&body).await;
     the_request(&run).await;
+    // The first delivery's own answer ("Request … recorded") is out before the count below.
+    eventually("the first delivery's answer", WAIT, || {
+        standin.response_url_calls().iter().any(|c| {
+            c.body["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("recorded"))
+        })
+    })
+    .await;
     // This process forgets what it saw, as a restarted process or another replica knows
     // nothing of the first delivery: only the store's dedupe, after the ack, catches it.
     *run.core.recent.lock().unwrap() = Default::default();

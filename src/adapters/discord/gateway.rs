@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use super::interactions::{self, Incoming};
 use super::DiscordAdapter;
 use crate::adapters::{stopped, Inbound, MAX_BACKOFF};
+use crate::core::event::Platform;
 
 struct Handler {
     adapter: Arc<DiscordAdapter>,
@@ -68,7 +69,7 @@ pub async fn accept(adapter: &DiscordAdapter, inbound: &Inbound, incoming: Incom
         }
         return;
     }
-    if !adapter.first_sight(&id) {
+    if inbound.first_sight_of(Platform::Discord, &id).is_err() {
         tracing::info!(interaction = %id, "discord: interaction delivered again; ignored");
         return;
     }

@@ -544,7 +544,7 @@ async fn http_interaction(
         return axum::Json(foreign_answer(&incoming)).into_response();
     }
     if let Incoming::Event { event, ack, .. } = &incoming {
-        if !st.adapter.first_sight(&event.delivery_id) {
+        if let Err(request) = st.inbound.first_sight(event) {
             // Delivered before: the store's dedupe would ignore it too. A click gets the same
             // ack again; a command is told it was received already, not a "thinking" ack
             // whose answer never comes.
@@ -552,7 +552,6 @@ async fn http_interaction(
             if matches!(event.kind, EventKind::Action { .. }) {
                 return axum::Json(ack.clone()).into_response();
             }
-            let request = st.inbound.core().request_of_delivery(event);
             let note = crate::core::dispatch::already_received(None, request.as_deref());
             return axum::Json(ephemeral_answer(&note)).into_response();
         }

@@ -49,8 +49,6 @@ pub enum Mode {
     Http,
 }
 
-/// How many interaction ids the adapter remembers, to ack a redelivery only once.
-const RECENT_IDS: usize = 4096;
 /// How long an interaction token is valid.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
 /// How long after its ack an interaction's webhook may still answer "unknown" (the ack, an
@@ -77,8 +75,6 @@ pub struct DiscordAdapter {
     /// `discord.guild_id`: when set, interactions from any other server (or a DM) are refused.
     guild_id: Option<String>,
     verifier: Option<Verifier>,
-    /// Interaction ids seen lately, oldest first (a redelivery is acked once, handled once).
-    seen: Mutex<(std::collections::HashSet<String>, VecDeque<String>)>,
     /// Interactions acked by this process, and their ids oldest first (expired ones are
     /// dropped from the front: each ack costs O(1), not a walk over every live token).
     acked: Mutex<AckedLog>,
@@ -130,7 +126,6 @@ impl DiscordAdapter {
             application_id,
             guild_id: Some(s.guild_id.trim().to_string()).filter(|g| !g.is_empty()),
             verifier,
-            seen: Mutex::new(Default::default()),
             acked: Mutex::new(Default::default()),
         })
     }
@@ -148,23 +143,6 @@ impl DiscordAdapter {
     /// The REST calls.
     pub fn transport(&self) -> &Transport {
         &self.transport
-    }
-
-    /// True the first time interaction `id` is seen by this process; a redelivery (the
-    /// gateway replaying after a resume, Discord retrying) is false.
-    pub fn first_sight(&self, id: &str) -> bool {
-        let mut g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let (set, order) = &mut *g;
-        if !set.insert(id.to_string()) {
-            return false;
-        }
-        order.push_back(id.to_string());
-        while order.len() > RECENT_IDS {
-            if let Some(old) = order.pop_front() {
-                set.remove(&old);
-            }
-        }
-        true
     }
 
     /// Remembers that `event`'s interaction was acked (now), for its answers.
