@@ -68,10 +68,7 @@ pub async fn database_fields(core: &Core, env: &str) -> Vec<Field> {
 /// The environment's `pg_dump`, `pg_restore` and `psql` (versions cached per binary) against
 /// the server's version as already read (no connection of its own).
 async fn tools_check(e: &EnvironmentSettings, server: Result<u32, String>) -> ToolsCheck {
-    ToolsCheck {
-        server: server.map(PgVersion),
-        tools: dbops::backup::probe_all(e.pg_bin_dir.as_deref()).await,
-    }
+    ToolsCheck::read(e.pg_bin_dir.as_deref(), server.map(PgVersion)).await
 }
 
 /// Whether the tools can handle the server, and the line that says so: `ERROR: ...` naming

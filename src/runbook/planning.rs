@@ -301,10 +301,7 @@ pub async fn gather_tools(e: &EnvironmentSettings, server: Option<u32>) -> Tools
                 .map_err(|err| format!("cannot read the server version: {err}")),
         },
     };
-    ToolsCheck {
-        server,
-        tools: crate::dbops::backup::probe_all(e.pg_bin_dir.as_deref()).await,
-    }
+    ToolsCheck::read(e.pg_bin_dir.as_deref(), server).await
 }
 
 /// The write estimate and the completeness check of a backup a plan would restore.

@@ -437,7 +437,7 @@ pub trait Store: Send + Sync + 'static {
     /// Holds back a lane: no undelivered row of it is due before `until` (dead letters stay).
     async fn outbox_hold_lane(&self, platform: &str, channel: &str, until: i64) -> StoreResult<()>;
     /// Marks rows `ids` delivered, carried by the message of row `carrier` (platform id
-    /// `message_id`), in one statement.
+    /// `message_id`), in one statement; a row already delivered keeps its first carrier.
     async fn outbox_carried(
         &self,
         ids: &[i64],

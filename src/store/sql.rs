@@ -360,7 +360,7 @@ macro_rules! sql_store {
                 }
                 let marks: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 4)).collect();
                 let q = format!(
-                    "UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, carried_by = $2, carrier_message = $3 WHERE id IN ({})",
+                    "UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, carried_by = $2, carrier_message = $3 WHERE delivered_at IS NULL AND id IN ({})",
                     marks.join(", ")
                 );
                 let mut query = sqlx::query(&q).bind(now).bind(carrier).bind(message_id);

@@ -201,6 +201,15 @@ pub struct ToolsCheck {
 }
 
 impl ToolsCheck {
+    /// The tools in `pg_bin_dir` (or the default places; versions cached per binary) against
+    /// `server`, the server's version as already read, or why it is unknown.
+    pub async fn read(pg_bin_dir: Option<&Path>, server: Result<PgVersion, String>) -> ToolsCheck {
+        ToolsCheck {
+            server,
+            tools: probe_all(pg_bin_dir).await,
+        }
+    }
+
     /// What is wrong with the tools for this server, in one paragraph ending with the fix, or
     /// `None` when all is well: each tool that is missing or cannot be run (or whose version
     /// cannot be read), then those of a major older than the server's, with both versions.
