@@ -35,7 +35,9 @@ use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
 use serenity::interactions_endpoint::Verifier;
 
-use common::{free_port, now_secs, pct, rss_kb, spawn_bot, start_slack, wait_http, Killed};
+use common::{
+    bot_config, free_port, now_secs, pct, rss_kb, spawn_bot, start_slack, wait_http, Killed,
+};
 
 const CONCURRENCY: usize = 200;
 /// The token variables the bench config names.
@@ -197,10 +199,6 @@ fn write_config(
     slack_api: Option<&str>,
     listen: SocketAddr,
 ) -> std::path::PathBuf {
-    let migrations = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/taskflow/prisma/migrations"
-    );
     let slack = match slack_api {
         Some(api) => format!(
             r#"
@@ -217,14 +215,8 @@ audit_channel = "C0AUDIT"
         ),
         None => String::new(),
     };
-    let text = format!(
-        r#"
-default_environment = "production"
-[server]
-listen = "{listen}"
-[store]
-url = "sqlite://{dir}/data/dualkey.db"
-{slack}
+    let chat = format!(
+        r#"{slack}
 [discord]
 enabled = true
 mode = "{discord_mode}"
@@ -244,16 +236,9 @@ roles = ["operator", "approver"]
 id = "bob"
 slack = "U0BOB"
 discord = "300000000000000002"
-roles = ["approver"]
-[environments.production]
-database_url_env = "DK_BENCH_UNUSED_URL"
-migrations_dir = "{migrations}"
-"#,
-        dir = dir.display()
+roles = ["approver"]"#
     );
-    let p = dir.join("dualkey.toml");
-    std::fs::write(&p, text).unwrap();
-    p
+    bot_config(dir, listen, &chat, "")
 }
 
 // ---- the bare baseline ----------------------------------------------------------------------

@@ -139,15 +139,14 @@ pub fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Writes a `dualkey.toml` in `dir` for a bench against the stand-in Slack at `api`: `mode`
-/// (`http` or `socket`), the HTTP server on `listen`, a SQLite store in `dir`, alice (operator)
-/// and bob (approver), the TaskFlow fixture's migrations; `extra` is appended to the
-/// `production` environment (e.g. `app_stop = ["true"]`). Returns its path.
-pub fn slack_config(
+/// Writes a `dualkey.toml` in `dir`: the HTTP server on `listen`, a SQLite store in `dir`,
+/// then `chat` (the chat platforms' sections and the operators), then the `production`
+/// environment with the TaskFlow fixture's migrations and `extra` appended to it. Returns its
+/// path.
+pub fn bot_config(
     dir: &std::path::Path,
-    mode: &str,
-    api: &str,
     listen: SocketAddr,
+    chat: &str,
     extra: &str,
 ) -> std::path::PathBuf {
     let migrations = concat!(
@@ -161,7 +160,32 @@ default_environment = "production"
 listen = "{listen}"
 [store]
 url = "sqlite://{dir}/data/dualkey.db"
-[slack]
+{chat}
+[environments.production]
+database_url_env = "DK_BENCH_UNUSED_URL"
+migrations_dir = "{migrations}"
+{extra}
+"#,
+        dir = dir.display()
+    );
+    let p = dir.join("dualkey.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Writes a `dualkey.toml` in `dir` for a bench against the stand-in Slack at `api`: `mode`
+/// (`http` or `socket`), the HTTP server on `listen`, a SQLite store in `dir`, alice (operator)
+/// and bob (approver), the TaskFlow fixture's migrations; `extra` is appended to the
+/// `production` environment (e.g. `app_stop = ["true"]`). Returns its path.
+pub fn slack_config(
+    dir: &std::path::Path,
+    mode: &str,
+    api: &str,
+    listen: SocketAddr,
+    extra: &str,
+) -> std::path::PathBuf {
+    let chat = format!(
+        r#"[slack]
 enabled = true
 mode = "{mode}"
 api_base_url = "{api}/api"
@@ -177,15 +201,7 @@ roles = ["operator", "approver"]
 [[operators]]
 id = "bob"
 slack = "U0BOB"
-roles = ["approver"]
-[environments.production]
-database_url_env = "DK_BENCH_UNUSED_URL"
-migrations_dir = "{migrations}"
-{extra}
-"#,
-        dir = dir.display()
+roles = ["approver"]"#
     );
-    let p = dir.join("dualkey.toml");
-    std::fs::write(&p, text).unwrap();
-    p
+    bot_config(dir, listen, &chat, extra)
 }

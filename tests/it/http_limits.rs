@@ -108,6 +108,26 @@ async fn get(addr: &str, path: &str, limit: Duration) -> Option<(u16, Duration)>
     Some((r.status().as_u16(), t0.elapsed()))
 }
 
+/// The bot's `/metrics` page, from the admin port.
+async fn fetch_metrics(bot: &Bot) -> String {
+    reqwest::get(format!("http://{}/metrics", bot.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// `dualkey_http_slow_clients_total` for `phase` in a `/metrics` page; panics when it is absent.
+fn slow_clients(metrics: &str, phase: &str) -> u64 {
+    let key = format!("dualkey_http_slow_clients_total{{phase=\"{phase}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{key} in /metrics: {metrics}"))
+}
+
 /// Whether `GET /healthz` on `addr` answers within 15 s (the bot starting up).
 async fn answers(addr: &str) -> bool {
     for _ in 0..300 {
@@ -297,22 +317,9 @@ async fn four_hundred_slow_clients_are_closed_within_the_deadline_while_health_a
         "RSS before {before} kB, with 400 slow clients {during} kB, after {after} kB; /healthz {health:?}, ack {ack_took:?}, slow clients still open at the ack: {held_then}"
     );
 
-    let metrics = reqwest::get(format!("http://{}/metrics", bot.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let counted = |phase: &str| -> u64 {
-        let key = format!("dualkey_http_slow_clients_total{{phase=\"{phase}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&key))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{key} in /metrics: {metrics}"))
-    };
+    let metrics = fetch_metrics(&bot).await;
     // 400 clients on 256 slots: 144 made room for newer ones, one more for the command.
-    let evicted = counted("evicted");
+    let evicted = slow_clients(&metrics, "evicted");
     assert!(
         (145..=150).contains(&evicted),
         "the oldest waiting connections made room: {evicted} evicted\n{metrics}"
@@ -380,22 +387,10 @@ async fn four_hundred_slow_clients_are_closed_within_the_deadline_while_health_a
         (144..=evicted).contains(&(early as u64)),
         "the slow clients that made room closed early: {early} of {evicted} evicted"
     );
-    let metrics = reqwest::get(format!("http://{}/metrics", bot.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = fetch_metrics(&bot).await;
     let total: u64 = ["head", "body", "evicted"]
         .iter()
-        .map(|phase| {
-            let key = format!("dualkey_http_slow_clients_total{{phase=\"{phase}\"}} ");
-            metrics
-                .lines()
-                .find_map(|l| l.strip_prefix(&key))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or_else(|| panic!("{key} in /metrics: {metrics}"))
-        })
+        .map(|phase| slow_clients(&metrics, phase))
         .sum();
     assert!(total >= 400, "every slow client is counted: {metrics}");
     assert!(
@@ -501,16 +496,8 @@ async fn a_client_that_sends_requests_but_never_reads_the_answers_is_closed() {
     println!("a client that never reads was closed after {took:?} ({sent:?} bytes of requests)");
     let sent = sent.expect("the server closes a client that takes none of its answers");
     assert!(sent > 0, "the server read requests before it gave up");
-    let metrics = reqwest::get(format!("http://{}/metrics", bot.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("dualkey_http_slow_clients_total{phase=\"answer\"} 1\n"),
-        "{metrics}"
-    );
+    let metrics = fetch_metrics(&bot).await;
+    assert_eq!(slow_clients(&metrics, "answer"), 1, "{metrics}");
     // The chat port still answers.
     let (status, _) = get(&bot.main, "/healthz", Duration::from_secs(2))
         .await

@@ -104,6 +104,14 @@ fn slack(id: &str) -> ChannelRef {
     }
 }
 
+/// Queues the public message `text` for the Slack channel `channel`.
+async fn queue(app: &TestApp, channel: &str, text: &str) {
+    app.core
+        .post(&slack(channel), &Reply::public(text))
+        .await
+        .unwrap();
+}
+
 /// A test app whose Slack approvals and audit channels are `approvals` and `audit`.
 async fn app_with(b: Backend, approvals: &str, audit: &str) -> TestApp {
     let keys = format!("approvals_channel = \"{approvals}\"\naudit_channel = \"{audit}\"");
@@ -114,6 +122,15 @@ async fn app_with(b: Backend, approvals: &str, audit: &str) -> TestApp {
         )
     })
     .await
+}
+
+/// The texts of what was said in the shell channel since the last look.
+async fn shell_texts(app: &TestApp) -> Vec<String> {
+    app.deliver_shell()
+        .await
+        .iter()
+        .map(|s| s.reply().to_text())
+        .collect()
 }
 
 /// Every audit line in `posts`, each message split into lines and the head line closing a
@@ -128,14 +145,8 @@ fn lines_of(posts: &[String]) -> Vec<String> {
 async fn a_slow_channel_does_not_delay_another(b: Backend) {
     let app = crate::support::spawn_app(b, 1, 0).await;
     // CA sorts first; its post finishes only after CB's has arrived.
-    app.core
-        .post(&slack("CA"), &Reply::public("a1"))
-        .await
-        .unwrap();
-    app.core
-        .post(&slack("CB"), &Reply::public("b1"))
-        .await
-        .unwrap();
+    queue(&app, "CA", "a1").await;
+    queue(&app, "CB", "b1").await;
     let chat = Chat {
         slow: Some("CA".into()),
         ..Default::default()
@@ -148,23 +159,14 @@ both_backends!(a_slow_channel_does_not_delay_another);
 async fn a_429_holds_back_only_its_own_lane_and_its_waiting_rows_are_not_read_again(b: Backend) {
     let app = crate::support::spawn_app(b, 1, 0).await;
     for t in ["a1", "a2", "a3"] {
-        app.core
-            .post(&slack("CA"), &Reply::public(t))
-            .await
-            .unwrap();
+        queue(&app, "CA", t).await;
     }
-    app.core
-        .post(&slack("CB"), &Reply::public("b1"))
-        .await
-        .unwrap();
+    queue(&app, "CB", "b1").await;
     let chat = Chat::default();
     chat.fail_next("CA", DeliveryError::RateLimited(Duration::from_secs(5)));
     assert_eq!(deliver_due(&app.core, &chat).await.unwrap(), 1);
     // While CA waits out its Retry-After, CB keeps going and CA's rows are not due.
-    app.core
-        .post(&slack("CB"), &Reply::public("b2"))
-        .await
-        .unwrap();
+    queue(&app, "CB", "b2").await;
     let now = app.core.clock.now_ms();
     assert_eq!(
         app.core.store.outbox_lanes("slack", now).await.unwrap(),
@@ -317,12 +319,7 @@ async fn a_card_that_cannot_be_posted_tells_the_requester_and_its_edits_are_not_
         1
     );
     // The requester (alice, in the shell channel) is told at once, with the fix.
-    let said: Vec<String> = app
-        .deliver_shell()
-        .await
-        .iter()
-        .map(|s| s.reply().to_text())
-        .collect();
+    let said = shell_texts(&app).await;
     let notice = said
         .iter()
         .find(|t| t.contains("could not be posted"))
@@ -363,20 +360,10 @@ both_backends!(a_card_that_cannot_be_posted_tells_the_requester_and_its_edits_ar
 /// the requester is told, and the card's later edit makes no second `chat.postMessage`.
 #[tokio::test]
 async fn slack_answering_not_in_channel_for_a_card_tells_the_requester_and_is_not_asked_again() {
+    use crate::slack_outages::{post_calls_in, slack_adapter_for};
     use crate::slack_standin::{Failure, SlackStandin};
     let standin = SlackStandin::start().await;
-    std::env::set_var("DK_LANES_BOT", "xoxb-standin-bot");
-    std::env::set_var("DK_LANES_SIGN", crate::slack_harness::SECRET);
-    let slack =
-        dualkey::adapters::slack::SlackAdapter::from_settings(&dualkey::config::SlackSettings {
-            enabled: true,
-            mode: "http".into(),
-            api_base_url: standin.api_url(),
-            bot_token_env: "DK_LANES_BOT".into(),
-            signing_secret_env: "DK_LANES_SIGN".into(),
-            ..Default::default()
-        })
-        .unwrap();
+    let slack = slack_adapter_for(&standin, "LANES");
     standin.fail_next(
         "chat.postMessage",
         10,
@@ -392,20 +379,9 @@ async fn slack_answering_not_in_channel_for_a_card_tells_the_requester_and_is_no
     app.cmd("alice", "app stop").await;
     let id = app.last_request().await;
     deliver_due(&app.core, &slack).await.unwrap();
-    let posts = || {
-        standin
-            .calls_to("chat.postMessage")
-            .into_iter()
-            .filter(|c| c.body["channel"] == "C0GONE")
-            .count()
-    };
+    let posts = || post_calls_in(&standin, "C0GONE");
     assert_eq!(posts(), 1);
-    let said: Vec<String> = app
-        .deliver_shell()
-        .await
-        .iter()
-        .map(|s| s.reply().to_text())
-        .collect();
+    let said = shell_texts(&app).await;
     assert!(
         said.iter()
             .any(|t| t.contains(&id) && t.contains("invite @dualkey") && t.contains("C0GONE")),

@@ -600,6 +600,35 @@ impl dualkey::outbox::Outbound for SlowThenLimited<'_> {
     }
 }
 
+/// The real Slack adapter in HTTP mode against `standin`, its bot token and signing secret
+/// read from `DK_{tag}_BOT` and `DK_{tag}_SIGN` (set here; one `tag` per test).
+pub fn slack_adapter_for(
+    standin: &SlackStandin,
+    tag: &str,
+) -> dualkey::adapters::slack::SlackAdapter {
+    let (bot, sign) = (format!("DK_{tag}_BOT"), format!("DK_{tag}_SIGN"));
+    std::env::set_var(&bot, "xoxb-standin-bot");
+    std::env::set_var(&sign, crate::slack_harness::SECRET);
+    dualkey::adapters::slack::SlackAdapter::from_settings(&dualkey::config::SlackSettings {
+        enabled: true,
+        mode: "http".into(),
+        api_base_url: standin.api_url(),
+        bot_token_env: bot,
+        signing_secret_env: sign,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// How many `chat.postMessage` calls `standin` received for `channel`.
+pub fn post_calls_in(standin: &SlackStandin, channel: &str) -> usize {
+    standin
+        .calls_to("chat.postMessage")
+        .into_iter()
+        .filter(|c| c.body["channel"] == channel)
+        .count()
+}
+
 /// A 429 answered late in a delivery pass (after a slow call) is still waited out in full:
 /// `Retry-After` counts from Slack's answer, not from the start of the pass.
 #[tokio::test]
@@ -607,18 +636,7 @@ async fn retry_after_counts_from_the_429_not_from_the_start_of_the_delivery_pass
     use dualkey::core::event::{ChannelRef, Platform};
     use dualkey::core::reply::Reply;
     let standin = SlackStandin::start().await;
-    std::env::set_var("DK_SLACKOUT_PASS_BOT", "xoxb-standin-bot");
-    std::env::set_var("DK_SLACKOUT_PASS_SIGN", crate::slack_harness::SECRET);
-    let slack =
-        dualkey::adapters::slack::SlackAdapter::from_settings(&dualkey::config::SlackSettings {
-            enabled: true,
-            mode: "http".into(),
-            api_base_url: standin.api_url(),
-            bot_token_env: "DK_SLACKOUT_PASS_BOT".into(),
-            signing_secret_env: "DK_SLACKOUT_PASS_SIGN".into(),
-            ..Default::default()
-        })
-        .unwrap();
+    let slack = slack_adapter_for(&standin, "SLACKOUT_PASS");
     let app = crate::support::spawn_app(crate::support::Backend::Sqlite, 1, 0).await;
     for channel in ["C0SLOW", "C0LIMITED"] {
         let to = ChannelRef {
@@ -643,13 +661,7 @@ async fn retry_after_counts_from_the_429_not_from_the_start_of_the_delivery_pass
             );
         }
     };
-    let limited_calls = || {
-        standin
-            .calls_to("chat.postMessage")
-            .into_iter()
-            .filter(|c| c.body["channel"] == "C0LIMITED")
-            .count()
-    };
+    let limited_calls = || post_calls_in(&standin, "C0LIMITED");
 
     pass(1).await; // C0SLOW posted; then C0LIMITED answered 429 Retry-After: 1, five seconds in.
     let answered_429_at = dualkey::clock::Clock::now_ms(app.clock.as_ref());
