@@ -39,7 +39,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run the bot: state store, worker, outbox delivery and the enabled adapters, until SIGTERM or ctrl-c.
-    Serve,
+    /// On start it prints how to talk to it (each platform, this terminal, the HTTP listeners)
+    /// and what is missing in the config and the environment.
+    Serve {
+        /// Also read commands from this terminal, as this operator (from [[operators]]), in the
+        /// same process: the shell's `/db ...`, `as NAME` and `click BUTTON-ID` lines, next to
+        /// the chat platforms. End of input (ctrl-d) stops serve, as ctrl-c does.
+        #[arg(long, value_name = "OPERATOR")]
+        shell_as: Option<String>,
+    },
     /// Try dualkey locally: read `/db ...`, `as NAME` and `click BUTTON-ID` lines from stdin.
     /// Exits 1 when an operation the input started failed.
     Shell {
@@ -228,6 +236,94 @@ fn pick_env(s: &Settings, env: &Option<String>) -> anyhow::Result<String> {
     Ok(name)
 }
 
+/// `dualkey serve [--shell-as NAME]`: the bot until ctrl-c or SIGTERM (or, with a shell, the end
+/// of its input). Prints the start-up text of [`crate::welcome::serve_banner`] to stdout.
+async fn serve(cli: &Cli, shell_as: Option<&str>) -> anyhow::Result<ExitCode> {
+    let s = load(cli)?;
+    // With a shell on this terminal the banner says them; a log keeps them otherwise.
+    if shell_as.is_none() {
+        for w in s.warnings() {
+            tracing::warn!("{w}");
+        }
+    }
+    let server = s.server.clone();
+    let app = Application::build(s).await?;
+    let core = app.core();
+    if let Some(name) = shell_as {
+        if !core.directory.knows(name) {
+            return Err(UsageError(format!(
+                "`{name}` is not an operator in the config ([[operators]] id)"
+            ))
+            .into());
+        }
+    }
+    let listeners = crate::server::Listeners::bind(&server)
+        .await
+        .map_err(UsageError)?;
+    let at = crate::welcome::Listening {
+        main: listeners.main.local_addr()?,
+        admin: match &listeners.admin {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        },
+    };
+    let mut adapters = app
+        .chat_adapters()
+        .map_err(|e| UsageError(format!("{e:#}")))?;
+    let config = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    // Before the banner: whoever reads it may signal at once.
+    let stop = shutdown_signal();
+    out(format_args!(
+        "{}",
+        crate::welcome::serve_banner(&core.settings, &config, &at, shell_as)
+    ))?;
+    let admin = at.admin.map_or("none".to_string(), |a| a.to_string());
+    tracing::info!(listen = %at.main, admin = %admin, "dualkey running");
+    let Some(name) = shell_as else {
+        app.run_until_stopped(adapters, Some(listeners), stop)
+            .await?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    // The shell as one more adapter of this process: its replies print here, and its loop reads
+    // this terminal. Whichever ends first, the input or a signal, stops serve.
+    let shell_out = ShellOut::stdout();
+    adapters.push(Arc::new(shell_out.clone()));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut runner = tokio::spawn(
+        app.run_until_stopped(adapters, Some(listeners), async move {
+            tokio::select! {
+                _ = stop => {}
+                _ = done_rx => {}
+            }
+        }),
+    );
+    use std::io::IsTerminal;
+    let greet = std::io::stdin().is_terminal();
+    let input = tokio::io::BufReader::new(tokio::io::stdin());
+    let failed = tokio::select! {
+        r = shell::run(core, shell_out, name, greet, input) => r,
+        // A signal stopped the bot while the shell waited for input.
+        r = &mut runner => {
+            r.context("background tasks")??;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let _ = done_tx.send(());
+    runner.await.context("background tasks")??;
+    let failed = failed?;
+    for (id, error) in &failed {
+        err(format_args!("error: operation {id} failed: {error}"));
+    }
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 fn load(cli: &Cli) -> anyhow::Result<Settings> {
     let path = cli
         .config
@@ -239,7 +335,10 @@ fn load(cli: &Cli) -> anyhow::Result<Settings> {
 /// Entry point used by `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = if matches!(cli.command, Cmd::Shell { .. }) {
+    let level = if matches!(
+        cli.command,
+        Cmd::Shell { .. } | Cmd::Serve { shell_as: Some(_) }
+    ) {
         "warn"
     } else {
         "info"
@@ -275,20 +374,26 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Installs the SIGTERM and SIGINT (ctrl-c) handlers now, so a signal that arrives before the
+/// returned future is first polled still counts, and returns the wait for either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+        async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -379,37 +484,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Serve => {
-            let s = load(&cli)?;
-            for w in s.warnings() {
-                tracing::warn!("{w}");
-            }
-            let server = s.server.clone();
-            let app = Application::build(s).await?;
-            let listeners = crate::server::Listeners::bind(&server)
-                .await
-                .map_err(UsageError)?;
-            let addr = listeners.main.local_addr()?;
-            let (admin, routes) = match &listeners.admin {
-                Some(l) => (
-                    l.local_addr()?.to_string(),
-                    "GET /healthz; on the admin port GET /healthz, GET /readyz, GET /metrics",
-                ),
-                None => ("none".into(), "GET /healthz, GET /readyz, GET /metrics"),
-            };
-            let adapters = app
-                .chat_adapters()
-                .map_err(|e| UsageError(format!("{e:#}")))?;
-            if adapters.is_empty() {
-                tracing::info!(
-                    "no chat adapter is enabled (slack.enabled, discord.enabled); talk to dualkey with `dualkey shell --as NAME` on this host (a SQLite store admits one process: stop `serve` first, or use a PostgreSQL store)"
-                );
-            }
-            tracing::info!(listen = %addr, admin = %admin, "dualkey running; HTTP: {routes}; stop with ctrl-c or SIGTERM");
-            app.run_until_stopped(adapters, Some(listeners), shutdown_signal())
-                .await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Serve { shell_as } => serve(&cli, shell_as.as_deref()).await,
         Cmd::Shell { as_operator } => {
             let s = load(&cli)?;
             let app = Application::build(s).await?;

@@ -44,4 +44,5 @@ pub mod server;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod welcome;
 pub mod worker;

@@ -405,3 +405,95 @@ fn a_request_survives_a_restart_and_is_approved_in_the_next_process() {
     assert!(out.contains(&format!("Approved {id}")), "{out}");
     assert_eq!(marker_lines(&s.marker), vec!["stop"]);
 }
+
+/// `serve` says on stdout how to talk to it and what is missing; `--shell-as` reads commands
+/// from stdin in the same process (a SQLite store admits one process), and end of input stops it.
+#[test]
+fn serve_says_how_to_talk_to_it_and_takes_shell_lines_in_the_same_process() {
+    let s = setup(|t| t);
+    let serve = |extra: &[&str], input: &[u8]| {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&s.config)
+            .args(extra)
+            .env("DUALKEY_SERVER_LISTEN", "127.0.0.1:0")
+            .current_dir(s.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child
+    };
+    // Without a shell: the banner, then it keeps running until SIGTERM.
+    let mut child = serve(&[], b"");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    while !banner.contains("dualkey doctor") {
+        use std::io::BufRead;
+        assert!(
+            stdout.read_line(&mut banner).unwrap() > 0,
+            "serve ended before its banner: {banner}"
+        );
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    for want in [
+        "Slack:   off",
+        "Discord: off",
+        "dualkey serve --shell-as alice",
+        "a SQLite store admits one process",
+        "Missing (",
+    ] {
+        assert!(banner.contains(want), "no `{want}` in:\n{banner}");
+    }
+
+    // With a shell: a request typed into serve itself; end of input stops it.
+    let child = serve(&["--shell-as", "alice"], b"/db app stop\n");
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("type commands below as `alice`"), "{text}");
+    assert!(text.contains("Request r"), "no card in:\n{text}");
+    // Bob approves in a second run: the request outlived the first process.
+    let id = text
+        .split("[approve:")
+        .nth(1)
+        .map(|r| r[..10].to_string())
+        .expect("an approve button");
+    let again = serve(
+        &["--shell-as", "bob"],
+        format!("click approve:{id}\n").as_bytes(),
+    )
+    .wait_with_output()
+    .unwrap();
+    let text = String::from_utf8_lossy(&again.stdout);
+    assert_eq!(again.status.code(), Some(0), "{text}");
+    assert!(text.contains("approved"), "bob's approval in:\n{text}");
+    assert!(
+        marker_lines(&s.marker).iter().any(|l| l.contains("stop")),
+        "the app stop ran: {:?}",
+        marker_lines(&s.marker)
+    );
+}
+
+/// An operator the config does not know is refused before anything starts.
+#[test]
+fn serve_refuses_an_unknown_shell_operator() {
+    let s = setup(|t| t);
+    let out = Command::new(BIN)
+        .args(["serve", "--shell-as", "mallory", "--config"])
+        .arg(&s.config)
+        .env("DUALKEY_SERVER_LISTEN", "127.0.0.1:0")
+        .current_dir(s.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`mallory` is not an operator"));
+}

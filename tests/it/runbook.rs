@@ -486,7 +486,12 @@ async fn an_unreachable_database_gets_a_clear_error_and_no_catalog_entry() {
     let var = db.app.core.settings.environments["production"]
         .database_url_env
         .clone();
-    std::env::set_var(&var, url.replace("127.0.0.1:5432", "127.0.0.1:1"));
+    // The test server's host:port (whatever DUALKEY_TEST_PG names) swapped for a closed port.
+    let base = crate::support::pg_base();
+    let host_port = base.rsplit('@').next().unwrap();
+    let gone = url.replacen(host_port, "127.0.0.1:1", 1);
+    assert_ne!(gone, url, "{url} does not contain {host_port}");
+    std::env::set_var(&var, gone);
     let r = db.app.cmd("alice", "backup").await;
     db.app.drain_worker().await;
     let status = db.app.cmd("carol", "status").await;

@@ -21,7 +21,7 @@ impl TestDb {
         let name = name[..name.len().min(63)].to_string();
         let mut admin = PgConnection::connect(&format!("{}/postgres", pg_base()))
             .await
-            .expect("connect to the test PostgreSQL server (is it running on 127.0.0.1:5432?)");
+            .expect("connect to the test PostgreSQL server (DUALKEY_TEST_PG, else 127.0.0.1:5432; scripts/test sets one up)");
         sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
             .execute(&mut admin)
             .await

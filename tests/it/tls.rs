@@ -461,16 +461,27 @@ fn write_other_ca(path: &Path) {
 
 #[tokio::test]
 async fn require_over_a_unix_socket_connects_without_tls_like_libpq() {
-    let socket_dir = "/var/run/postgresql";
-    if !Path::new(socket_dir).join(".s.PGSQL.5432").exists() {
-        eprintln!("skipped: no PostgreSQL socket in {socket_dir}");
+    // The test server's socket folder: DUALKEY_TEST_PG_SOCKET (scripts/test sets it for a server
+    // of its own), else Debian's.
+    let socket_dir =
+        std::env::var("DUALKEY_TEST_PG_SOCKET").unwrap_or_else(|_| "/var/run/postgresql".into());
+    let port = PgUrl::parse(&format!("{}/postgres", pg_base()))
+        .unwrap()
+        .port()
+        .unwrap_or(5432);
+    if !Path::new(&socket_dir)
+        .join(format!(".s.PGSQL.{port}"))
+        .exists()
+    {
+        eprintln!("skipped: no PostgreSQL socket for port {port} in {socket_dir}");
         return;
     }
     let db = TestDb::create("tls_socket").await;
     seed(&db.url, 5).await;
     let url = format!(
-        "postgres://postgres@localhost/{}?host=%2Fvar%2Frun%2Fpostgresql&sslmode=require",
-        db.name
+        "postgres://postgres@localhost:{port}/{}?host={}&sslmode=require",
+        db.name,
+        socket_dir.replace('/', "%2F")
     );
     assert!(!session_is_encrypted(&url).await.unwrap());
     let dir = tempfile::tempdir().unwrap();
