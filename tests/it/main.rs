@@ -12,6 +12,7 @@ mod backup_verify;
 mod cli;
 mod cli_defects;
 mod config_rules;
+mod deploy_files;
 mod deploy_pinning;
 mod discord_adapter;
 mod discord_cross;
