@@ -33,6 +33,9 @@ if [ ! -x "$DIR/root/.cargo/bin/cargo" ]; then
     ln -sf rustup "$DIR/root/.cargo/bin/$t"
   done
 fi
+# The host's TLS roots: where the network inspects TLS with a CA of its own (this sandbox's does),
+# a fresh machine there would need it too.
+cp /etc/ssl/certs/ca-certificates.crt "$DIR/etc/ssl/certs/ca-certificates.crt"
 rm -rf "$DIR/root/dualkey"
 git clone -q "$REPO" "$DIR/root/dualkey"
 cp /etc/resolv.conf "$DIR/etc/resolv.conf"
