@@ -33,6 +33,7 @@ use tokio::sync::watch;
 
 use crate::core::dispatch::Core;
 use crate::core::event::ChannelRef;
+use crate::core::meter;
 use crate::core::reply::Reply;
 use crate::store::{NewOutbox, OutboxRow};
 
@@ -412,6 +413,7 @@ async fn send_digest(
         Ok(id) => {
             lane.learn(None);
             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            meter::delivery(&rows[0].platform, "ok", rows.len() as u64);
             record_carried(core, &ids, Some(&id)).await?;
             Ok(Sent::Delivered(rows.len()))
         }
@@ -450,6 +452,12 @@ async fn failed(
 ) -> anyhow::Result<Sent> {
     let head = &rows[0];
     tracing::warn!(outbox = head.id, rows = rows.len(), platform = %head.platform, channel = %head.channel, error = %e, "chat delivery failed");
+    let outcome = match &e {
+        DeliveryError::RateLimited(_) => "rate_limited",
+        DeliveryError::Transient(_) => "transient",
+        DeliveryError::Permanent(_) => "permanent",
+    };
+    meter::delivery(&head.platform, outcome, rows.len() as u64);
     let now = core.clock.now_ms();
     let next = match &e {
         DeliveryError::RateLimited(after) => now + after.as_millis() as i64,
@@ -539,6 +547,7 @@ async fn deliver_row(
             if post {
                 lane.learn(None);
             }
+            meter::delivery(&row.platform, "ok", 1);
             record_carried(core, &[row.id], id.as_deref()).await?;
             Ok(Sent::Delivered(1))
         }

@@ -1050,6 +1050,7 @@ pub async fn take_backup(
         pg_bin_dir: e.pg_bin_dir.as_deref(),
     };
     let sink = latest.clone();
+    let began = std::time::Instant::now();
     let dumped = bk::dump_verified(&req, move |p| {
         *sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(p)
     })
@@ -1066,6 +1067,7 @@ pub async fn take_backup(
                 row.verify_error = Some(why.clone());
             }
             row.duration_ms = Some(core.clock.now_ms() - row.started_at);
+            crate::core::meter::backup(env, began.elapsed(), None);
             save_backup(
                 core,
                 &row,
@@ -1092,10 +1094,12 @@ pub async fn take_backup(
                 .and_then(|m| m.modified().ok())
                 .map(|t| chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis());
             row.toc_entries = Some(toc_entries as i64);
+            crate::core::meter::backup(env, out.duration, Some(out.size_bytes));
             save_backup(core, &row, "backup.finished", json!({"backup": row.id, "file": out.file_name, "bytes": out.size_bytes, "sha256": out.sha256, "toc_entries": toc_entries, "migrations": applied.len()})).await?;
         }
         Err(err) => {
             let _ = std::fs::remove_file(&out.path);
+            crate::core::meter::backup(env, out.duration, None);
             row.state = "failed".into();
             row.verify_error = Some(err.to_string());
             row.error = Some(format!("verification failed: {err}"));

@@ -24,7 +24,6 @@
 //! before its handler runs. The admin listener has its own connection limit
 //! ([`ADMIN_MAX_CONNECTIONS`]), so a flood of the chat port leaves it answering.
 
-use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -627,7 +626,7 @@ pub fn admin_router(core: Arc<Core>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics_page))
         .with_state(core)
 }
 
@@ -648,78 +647,169 @@ async fn readyz(State(core): State<Arc<Core>>) -> impl IntoResponse {
     }
 }
 
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// What `/metrics` reads at scrape time: the store's counts, the newest healthy backup and the
+/// last finished drill of each environment, and this process's counters.
+struct Scrape {
+    gauges: crate::store::Gauges,
+    /// (env, started_at) of the newest healthy verified backup.
+    newest_backup: Vec<(String, i64)>,
+    /// (env, succeeded, finished at) of the last finished drill.
+    last_drill: Vec<(String, bool, i64)>,
+    now: i64,
+    in_flight: usize,
 }
 
-async fn metrics(State(core): State<Arc<Core>>) -> impl IntoResponse {
-    let g = match core.store.gauges().await {
-        Ok(g) => g,
+impl Scrape {
+    async fn read(core: &Core) -> anyhow::Result<Scrape> {
+        let gauges = core.store.gauges().await?;
+        let (mut newest_backup, mut last_drill) = (Vec::new(), Vec::new());
+        for env in core.settings.environments.keys() {
+            let all = core.store.list_backups(env).await?;
+            // The backup the scheduler's backup-age check counts from (a healthy file).
+            if let Some(b) = crate::checks::first_healthy(core, &all).await {
+                newest_backup.push((env.clone(), b.started_at));
+            }
+            let drills = core.store.drills(env).await?;
+            if let Some(d) = drills.iter().find(|d| d.state != "running") {
+                let finished = d.started_at + d.duration_ms.unwrap_or(0);
+                last_drill.push((env.clone(), d.state == "ok", finished));
+            }
+        }
+        Ok(Scrape {
+            gauges,
+            newest_backup,
+            last_drill,
+            now: core.clock.now_ms(),
+            in_flight: core.in_flight.load(std::sync::atomic::Ordering::SeqCst),
+        })
+    }
+
+    /// Sets every scrape-time family on the current (local) recorder.
+    fn record(&self, envs: &[String]) {
+        use metrics::{counter, gauge};
+        describe_scrape();
+        let g = &self.gauges;
+        let secs = |ms: i64| ms as f64 / 1000.0;
+        for (state, n) in &g.requests {
+            gauge!("dualkey_requests", "state" => state.clone()).set(*n as f64);
+        }
+        for (state, n) in &g.operations {
+            gauge!("dualkey_operations", "state" => state.clone()).set(*n as f64);
+        }
+        for (platform, n) in &g.outbox_pending {
+            gauge!("dualkey_outbox_pending", "platform" => platform.clone()).set(*n as f64);
+        }
+        for (env, state, n) in &g.backups {
+            gauge!("dualkey_backups", "env" => env.clone(), "state" => state.clone())
+                .set(*n as f64);
+        }
+        for (platform, channel, n, oldest) in &g.lanes {
+            let lane = [("platform", platform.clone()), ("channel", channel.clone())];
+            gauge!("dualkey_outbox_lane_depth", &lane).set(*n as f64);
+            gauge!("dualkey_outbox_lane_oldest_age_seconds", &lane)
+                .set(secs(self.now - oldest).max(0.0));
+        }
+        for env in envs {
+            let open = g.open_windows.iter().find(|(e, _)| e == env);
+            gauge!("dualkey_monitoring_windows_open", "env" => env.clone())
+                .set(open.map_or(0.0, |(_, n)| *n as f64));
+        }
+        for (env, started_at) in &self.newest_backup {
+            gauge!("dualkey_backup_newest_verified_age_seconds", "env" => env.clone())
+                .set(secs(self.now - started_at).max(0.0));
+        }
+        for (env, ok, finished) in &self.last_drill {
+            gauge!("dualkey_drill_last_success", "env" => env.clone()).set(u8::from(*ok));
+            gauge!("dualkey_drill_last_timestamp_seconds", "env" => env.clone())
+                .set(secs(*finished));
+        }
+        counter!("dualkey_audit_events_total").absolute(g.audit_seq.max(0) as u64);
+        gauge!("dualkey_operations_in_flight").set(self.in_flight as f64);
+        for (platform, n) in crate::adapters::signature_failures() {
+            counter!("dualkey_signature_failures_total", "platform" => platform.as_str())
+                .absolute(n);
+        }
+        for (phase, n) in slow_clients() {
+            counter!("dualkey_http_slow_clients_total", "phase" => phase).absolute(n);
+        }
+    }
+}
+
+/// The help lines of the scrape-time families.
+fn describe_scrape() {
+    use metrics::{describe_counter, describe_gauge, Unit};
+    describe_gauge!("dualkey_requests", "Approval requests by state.");
+    describe_gauge!("dualkey_operations", "Operations by state.");
+    describe_gauge!(
+        "dualkey_outbox_pending",
+        "Chat messages not delivered yet (given-up ones included), by platform."
+    );
+    describe_gauge!(
+        "dualkey_backups",
+        "Backup catalog entries by environment and state."
+    );
+    describe_gauge!(
+        "dualkey_outbox_lane_depth",
+        "Chat messages waiting to be sent per lane (platform and channel)."
+    );
+    describe_gauge!(
+        "dualkey_outbox_lane_oldest_age_seconds",
+        Unit::Seconds,
+        "Age of the oldest message waiting in a lane."
+    );
+    describe_gauge!(
+        "dualkey_monitoring_windows_open",
+        "Open post-change monitoring windows by environment."
+    );
+    describe_gauge!(
+        "dualkey_backup_newest_verified_age_seconds",
+        Unit::Seconds,
+        "Age of the newest verified backup with a healthy file, by environment (absent while there is none)."
+    );
+    describe_gauge!(
+        "dualkey_drill_last_success",
+        "1 when the last finished restore drill of the environment succeeded, 0 when it failed."
+    );
+    describe_gauge!(
+        "dualkey_drill_last_timestamp_seconds",
+        Unit::Seconds,
+        "When the last finished restore drill of the environment ended (Unix time)."
+    );
+    describe_counter!("dualkey_audit_events_total", "Audit events written.");
+    describe_gauge!(
+        "dualkey_operations_in_flight",
+        "Operations this process is running."
+    );
+    describe_counter!(
+        "dualkey_signature_failures_total",
+        "Chat requests refused for a bad, missing or stale signature since start."
+    );
+    describe_counter!("dualkey_http_slow_clients_total", "HTTP connections closed since start because the request head (idle kept-alive connections included), the body or the taking of an answer was too slow, or evicted to make room.");
+}
+
+/// `GET /metrics`: the process-wide event metrics ([`crate::core::meter`]) and the families
+/// read at scrape time, rendered by `metrics-exporter-prometheus` (text format 0.0.4).
+async fn metrics_page(State(core): State<Arc<Core>>) -> impl IntoResponse {
+    let content = [(header::CONTENT_TYPE, "text/plain; version=0.0.4")];
+    let scrape = match Scrape::read(&core).await {
+        Ok(s) => s,
         Err(e) => {
-            tracing::warn!(error = %e, "metrics: store unavailable");
+            tracing::warn!(error = format!("{e:#}"), "metrics: store unavailable");
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
-                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                content,
                 "# state store unavailable\n".to_string(),
             );
         }
     };
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP dualkey_requests Approval requests by state.\n# TYPE dualkey_requests gauge"
-    );
-    for (state, n) in &g.requests {
-        let _ = writeln!(out, "dualkey_requests{{state=\"{}\"}} {n}", label(state));
-    }
-    let _ = writeln!(
-        out,
-        "# HELP dualkey_operations Operations by state.\n# TYPE dualkey_operations gauge"
-    );
-    for (state, n) in &g.operations {
-        let _ = writeln!(out, "dualkey_operations{{state=\"{}\"}} {n}", label(state));
-    }
-    let _ = writeln!(out, "# HELP dualkey_outbox_pending Chat messages not delivered yet.\n# TYPE dualkey_outbox_pending gauge");
-    for (platform, n) in &g.outbox_pending {
-        let _ = writeln!(
-            out,
-            "dualkey_outbox_pending{{platform=\"{}\"}} {n}",
-            label(platform)
-        );
-    }
-    let _ = writeln!(out, "# HELP dualkey_signature_failures_total Chat requests refused for a bad, missing or stale signature since start.\n# TYPE dualkey_signature_failures_total counter");
-    for (platform, n) in crate::adapters::signature_failures() {
-        let _ = writeln!(
-            out,
-            "dualkey_signature_failures_total{{platform=\"{}\"}} {n}",
-            platform.as_str()
-        );
-    }
-    let _ = writeln!(out, "# HELP dualkey_http_slow_clients_total HTTP connections closed since start because the request head (idle kept-alive connections included), the body or the taking of an answer was too slow.\n# TYPE dualkey_http_slow_clients_total counter");
-    for (phase, n) in slow_clients() {
-        let _ = writeln!(
-            out,
-            "dualkey_http_slow_clients_total{{phase=\"{phase}\"}} {n}"
-        );
-    }
-    let _ = writeln!(out, "# HELP dualkey_backups Backup catalog entries by environment and state.\n# TYPE dualkey_backups gauge");
-    for (env, state, n) in &g.backups {
-        let _ = writeln!(
-            out,
-            "dualkey_backups{{env=\"{}\",state=\"{}\"}} {n}",
-            label(env),
-            label(state)
-        );
-    }
-    let _ = writeln!(out, "# HELP dualkey_audit_events_total Audit events written.\n# TYPE dualkey_audit_events_total counter\ndualkey_audit_events_total {}", g.audit_seq);
-    let _ = writeln!(out, "# HELP dualkey_operations_in_flight Operations this process is running.\n# TYPE dualkey_operations_in_flight gauge\ndualkey_operations_in_flight {}", core.in_flight.load(std::sync::atomic::Ordering::SeqCst));
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        out,
-    )
+    // A recorder of this scrape's own: a lane drained or a state left since the last scrape
+    // leaves no stale series behind.
+    let local = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let envs: Vec<String> = core.settings.environments.keys().cloned().collect();
+    metrics::with_local_recorder(&local, || scrape.record(&envs));
+    let mut out = crate::core::meter::handle().render();
+    out.push_str(&local.handle().render());
+    (StatusCode::OK, content, out)
 }
 
 #[cfg(test)]

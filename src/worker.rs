@@ -17,6 +17,7 @@ use crate::core::audit::NewAudit;
 use crate::core::command::monitor;
 use crate::core::dispatch::{kind_name, Core};
 use crate::core::event::ChannelRef;
+use crate::core::meter;
 use crate::core::operation::{OperationKind, Plan, PlannedStep, StepAction};
 use crate::core::reply::Reply;
 use crate::runbook;
@@ -259,6 +260,7 @@ async fn run_operation(core: Arc<Core>, worker: String, op: OperationRow) {
         op: &op,
         worker: &worker,
         lost: &lost,
+        started: std::time::Instant::now(),
     };
     if let Err(e) = run.execute().await {
         tracing::error!(error = format!("{e:#}"), "operation bookkeeping failed");
@@ -282,6 +284,8 @@ struct Run<'a> {
     op: &'a OperationRow,
     worker: &'a str,
     lost: &'a AtomicBool,
+    /// When this worker took it (for `dualkey_operation_duration_seconds`).
+    started: std::time::Instant,
 }
 
 /// Outcome of a bookkeeping write that must precede or follow a step.
@@ -369,6 +373,12 @@ impl Run<'_> {
             self.open_monitoring(&mut tx).await?;
         }
         tx.commit().await?;
+        let kind = serde_json::from_str::<OperationKind>(&self.op.kind_json);
+        meter::operation(
+            kind.map_or("unknown", |k| k.name()),
+            to,
+            self.started.elapsed(),
+        );
         self.core.outbox_wake.notify_one();
         Ok(())
     }
@@ -465,11 +475,13 @@ impl Run<'_> {
             if matches!(step.action, StepAction::AppStop) {
                 app_stopped = true;
             }
+            let began = std::time::Instant::now();
             let result = runbook::run_step(core, op, step).await;
             let (outcome, output) = match &result {
                 Ok(out) => ("succeeded", redact(out)),
                 Err(e) => ("failed", redact(&e.0)),
             };
+            meter::step(step.action.name(), outcome, began.elapsed());
             if result.is_err() {
                 failure.get_or_insert_with(|| {
                     format!("step {} ({}) failed: {output}", idx + 1, step.name)

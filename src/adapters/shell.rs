@@ -175,6 +175,7 @@ pub async fn run<R: AsyncBufRead + Unpin>(
             break;
         }
         line_no += 1;
+        let began = std::time::Instant::now();
         let Ok(line) = std::str::from_utf8(&buf) else {
             out.print(&format!(
                 "error: line {line_no} is not valid UTF-8 and was ignored; type commands as plain text"
@@ -215,7 +216,10 @@ pub async fn run<R: AsyncBufRead + Unpin>(
         );
         // The same contract as every adapter; the shell has no deadline, so it waits for the
         // answer and prints the cards it queued before reading the next line.
-        inbound.submit(ev).0.await?;
+        let submitted = inbound.submit(ev);
+        // The shell's "ack": the line is read and handed over.
+        crate::core::meter::ack("shell", "shell", began);
+        submitted.0.await?;
         crate::outbox::deliver_due(&core, &out).await?;
     }
     // End of input: wait for the work the input started, and for its updates to print.

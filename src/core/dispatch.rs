@@ -24,6 +24,7 @@ use crate::core::command::{self, ParseCtx, RequestId};
 use crate::core::event::{Actor, ChannelRef, EventKind, InboundEvent, MessageRef};
 use crate::core::human;
 use crate::core::identity::{Directory, Operator};
+use crate::core::meter;
 use crate::core::operation::{OperationKind, OperationState, Plan};
 use crate::core::reply::{
     Button, ButtonStyle, Card, CardState, Confirm, Mention, Reply, Severity, Step, StepState, Votes,
@@ -156,6 +157,16 @@ enum CommandInput<'a> {
 }
 
 impl CommandInput<'_> {
+    /// The command's name in the command table (its first word), `unknown` when it names none:
+    /// a bounded label for `dualkey_commands_total`.
+    fn command_name(&self) -> &'static str {
+        let first = match self {
+            CommandInput::Text(text) => text.split_ascii_whitespace().next(),
+            CommandInput::Options { command, .. } => command.split_ascii_whitespace().next(),
+        };
+        first.and_then(command::spec).map_or("unknown", |s| s.name)
+    }
+
     /// What the audit trail records of the command: `{"text": ...}`, or
     /// `{"command": ..., "options": {...}}` (each value cut at 200 characters).
     fn audit_json(&self) -> serde_json::Value {
@@ -186,6 +197,7 @@ impl Core {
         clock: Arc<dyn Clock>,
         facts: Arc<dyn Facts>,
     ) -> Core {
+        meter::install();
         Core {
             directory: Directory::from_settings(&settings),
             settings: Arc::new(settings),
@@ -493,12 +505,34 @@ impl Core {
         }
     }
 
+    /// Handles a command and counts it in `dualkey_commands_total` by name and outcome.
     async fn on_command(
         &self,
         ev: &InboundEvent,
         who: &Operator,
         input: CommandInput<'_>,
         out: &dyn Responder,
+    ) -> anyhow::Result<()> {
+        let mut tally = (input.command_name(), meter::outcome::ERROR);
+        let r = self.run_command(ev, who, input, out, &mut tally).await;
+        let outcome = match &r {
+            Ok(()) => tally.1,
+            Err(e) if e.downcast_ref::<UserError>().is_some() => meter::outcome::DECLINED,
+            Err(_) => meter::outcome::ERROR,
+        };
+        meter::command(tally.0, outcome);
+        r
+    }
+
+    /// [`Core::on_command`] without the count: `tally` gets the command's name once known and
+    /// the outcome of a command that returns `Ok`.
+    async fn run_command(
+        &self,
+        ev: &InboundEvent,
+        who: &Operator,
+        input: CommandInput<'_>,
+        out: &dyn Responder,
+        tally: &mut (&'static str, &'static str),
     ) -> anyhow::Result<()> {
         let with = |mut details: serde_json::Value| {
             if let (Some(d), serde_json::Value::Object(input)) =
@@ -522,6 +556,7 @@ impl Core {
                 ev.actor.qualified()
             )))
             .await?;
+            tally.1 = meter::outcome::REFUSED;
             return Ok(());
         }
         let parsed = match input {
@@ -533,6 +568,10 @@ impl Core {
         let (spec, cmd) = match parsed {
             Ok(p) => p,
             Err(e) => {
+                *tally = (
+                    e.command.map_or(tally.0, |c| c.name),
+                    meter::outcome::REJECTED,
+                );
                 self.audit(self.actor_audit(
                     &ev.actor,
                     who,
@@ -552,7 +591,9 @@ impl Core {
         } else {
             spec.role
         };
+        tally.0 = spec.name;
         if !who.can(needs) {
+            tally.1 = meter::outcome::REFUSED;
             self.audit(self.actor_audit(
                 &ev.actor,
                 who,
@@ -571,6 +612,7 @@ impl Core {
         }
         self.audit(self.actor_audit(&ev.actor, who, None, "command", with(json!({}))))
             .await?;
+        tally.1 = meter::outcome::OK;
         cmd.run(&Invocation {
             core: self,
             ev,
@@ -786,6 +828,7 @@ impl Core {
         if let Some(refusal) = refusal {
             self.audit_tx(&mut tx, self.actor_audit(&ev.actor, who, env.as_deref(), "vote.refused", json!({"request": request_id, "decision": decision.as_str(), "reason": refusal.to_string()}))).await?;
             tx.commit().await?;
+            meter::vote("refused");
             self.outbox_wake.notify_one();
             return Err(UserError(format!("Vote not counted: {refusal}.")).into());
         }
@@ -794,6 +837,7 @@ impl Core {
         if tx.has_voted(request_id, &voter).await? {
             // A second click by the same approver is a no-op.
             tx.commit().await?;
+            meter::vote("repeated");
             out.respond(Reply::ephemeral(format!(
                 "You already voted on {request_id}; nothing changed."
             )))
@@ -821,6 +865,7 @@ impl Core {
             )
             .await?;
             tx.commit().await?;
+            meter::vote("refused");
             return Err(UserError(format!("Vote not counted: {reason}.")).into());
         }
         self.audit_tx(
@@ -880,8 +925,11 @@ impl Core {
             }
         };
         tx.commit().await?;
+        meter::vote(decision.as_str());
         self.outbox_wake.notify_one();
         if queued.is_some() {
+            let kind = serde_json::from_str::<OperationKind>(&req.kind_json);
+            meter::approval_wait(kind.map_or("unknown", |k| k.name()), now - req.created_at);
             self.worker_wake.notify_one();
         }
         self.refresh_request_card(request_id).await?;

@@ -10,5 +10,6 @@ pub mod dispatch;
 pub mod event;
 pub mod human;
 pub mod identity;
+pub mod meter;
 pub mod operation;
 pub mod reply;

@@ -139,6 +139,24 @@ pub enum StepAction {
     Assess,
 }
 
+impl StepAction {
+    /// The action's stored name (`app-stop`, `rollback-down`): the `action` label of
+    /// `dualkey_step_duration_seconds`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepAction::AppStop => "app-stop",
+            StepAction::AppStart => "app-start",
+            StepAction::Backup { .. } => "backup",
+            StepAction::Deploy { .. } => "deploy",
+            StepAction::RollbackDown { .. } => "rollback-down",
+            StepAction::Restore { .. } => "restore",
+            StepAction::Resolve { .. } => "resolve",
+            StepAction::ClearFailed => "clear-failed",
+            StepAction::Assess => "assess",
+        }
+    }
+}
+
 /// A migration as approved: its name and Prisma's checksum (SHA-256, hex) of its `migration.sql`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinnedMigration {
@@ -335,6 +353,39 @@ impl OperationState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_step_actions_name_is_its_stored_tag() {
+        let s = String::new;
+        for a in [
+            StepAction::AppStop,
+            StepAction::AppStart,
+            StepAction::Backup {
+                kind: s(),
+                note: None,
+            },
+            StepAction::Deploy {
+                migrations: vec![],
+                pinned: vec![],
+            },
+            StepAction::RollbackDown {
+                migration: s(),
+                fingerprint: s(),
+            },
+            StepAction::Restore {
+                backup: s(),
+                sha256: None,
+            },
+            StepAction::Resolve {
+                migration: s(),
+                applied: true,
+            },
+            StepAction::ClearFailed,
+            StepAction::Assess,
+        ] {
+            assert_eq!(serde_json::to_value(&a).unwrap()["action"], a.name());
+        }
+    }
 
     #[test]
     fn fingerprint_changes_with_facts_and_not_otherwise() {

@@ -381,6 +381,11 @@ pub struct Gauges {
     pub backups: Vec<(String, String, i64)>,
     /// Sequence number of the newest audit event.
     pub audit_seq: i64,
+    /// Outbox lanes with messages waiting to be sent (not given up after a permanent failure):
+    /// (platform, channel, count, `created_at` of the oldest).
+    pub lanes: Vec<(String, String, i64, i64)>,
+    /// (env, count) of open monitoring windows.
+    pub open_windows: Vec<(String, i64)>,
 }
 
 /// Which database backs the store.

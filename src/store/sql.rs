@@ -467,7 +467,14 @@ macro_rules! sql_store {
                 let rows = sqlx::query("SELECT env, state, COUNT(*) AS n FROM backups WHERE deleted_at IS NULL GROUP BY env, state ORDER BY env, state").fetch_all(&self.pool).await?;
                 let backups = rows.iter().map(|r| Ok((r.try_get("env")?, r.try_get("state")?, r.try_get("n")?))).collect::<StoreResult<_>>()?;
                 let (audit_seq, _) = self.audit_head().await?;
-                Ok(Gauges { requests, operations, outbox_pending, backups, audit_seq })
+                // Rows given up after a permanent failure wait at i64::MAX: not in a lane's depth.
+                let rows = sqlx::query("SELECT platform, channel, COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE delivered_at IS NULL AND next_attempt_at < $1 GROUP BY platform, channel ORDER BY platform, channel")
+                    .bind(i64::MAX)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let lanes = rows.iter().map(|r| Ok((r.try_get("platform")?, r.try_get("channel")?, r.try_get("n")?, r.try_get("oldest")?))).collect::<StoreResult<_>>()?;
+                let open_windows = pairs(sqlx::query("SELECT env AS k, COUNT(*) AS n FROM monitor_windows WHERE state = 'open' GROUP BY env ORDER BY env").fetch_all(&self.pool).await?)?;
+                Ok(Gauges { requests, operations, outbox_pending, backups, audit_seq, lanes, open_windows })
             }
 
             async fn prune(&self, dedupe_before: i64, outbox_before: i64) -> StoreResult<u64> {

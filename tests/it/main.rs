@@ -23,6 +23,7 @@ mod drill;
 mod http_limits;
 mod inbound;
 mod kill_mid_step;
+mod metrics;
 mod monitoring;
 mod outbox;
 mod outbox_lanes;

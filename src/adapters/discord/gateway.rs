@@ -54,6 +54,7 @@ impl EventHandler for Handler {
 /// An ack that fails leaves the event unhandled: Discord shows the person that the command
 /// failed, and nothing was done.
 pub async fn accept(adapter: &DiscordAdapter, inbound: &Inbound, incoming: Incoming) {
+    let began = std::time::Instant::now();
     let Some((id, token)) = incoming.id_and_token() else {
         return; // PING comes only over HTTP.
     };
@@ -82,6 +83,7 @@ pub async fn accept(adapter: &DiscordAdapter, inbound: &Inbound, incoming: Incom
         tracing::warn!(interaction = %id, error = %e, "discord: could not ack an interaction; not handled");
         return;
     }
+    crate::core::meter::ack("discord", "gateway", began);
     if let Some(event) = event {
         adapter.note_acked(&event);
         drop(inbound.submit(event));

@@ -516,6 +516,7 @@ async fn http_interaction(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let began = std::time::Instant::now();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let now_secs = st.inbound.core().clock.now_ms().div_euclid(1000);
     if let Err(e) = verify_request(
@@ -561,7 +562,9 @@ async fn http_interaction(
         st.adapter.note_acked(&event);
         drop(st.inbound.submit(event));
     }
-    axum::Json(ack).into_response()
+    let ack = axum::Json(ack).into_response();
+    crate::core::meter::ack("discord", "http", began);
+    ack
 }
 
 #[cfg(test)]

@@ -214,6 +214,9 @@ impl Transport {
             return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
         }
         let err = map_status(&what, status, &headers, &text);
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            crate::core::meter::rate_limited("discord");
+        }
         if let (DeliveryError::RateLimited(after), true) = (&err, is_global(&headers, &text)) {
             if auth == Auth::Bot {
                 let until = Instant::now() + *after;

@@ -305,6 +305,8 @@ async fn http_command(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // The payload is in (the server read the body before this route ran).
+    let began = std::time::Instant::now();
     let fields = match signed_form(&st, &headers, &body) {
         Ok(f) => f,
         Err(refused) => return refused.response(),
@@ -316,7 +318,9 @@ async fn http_command(
     let Ok(ev) = serde_json::from_value::<SlackCommandEvent>(serde_json::Value::Object(obj)) else {
         return bad_request("slash command");
     };
-    axum::Json(accept_command(&st.inbound, &ev).await).into_response()
+    let ack = axum::Json(accept_command(&st.inbound, &ev).await).into_response();
+    crate::core::meter::ack("slack", "http", began);
+    ack
 }
 
 async fn http_interaction(
@@ -324,6 +328,8 @@ async fn http_interaction(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // The payload is in (the server read the body before this route ran).
+    let began = std::time::Instant::now();
     let fields = match signed_form(&st, &headers, &body) {
         Ok(f) => f,
         Err(refused) => return refused.response(),
@@ -335,6 +341,7 @@ async fn http_interaction(
         return bad_request("interaction payload");
     };
     accept_interaction(&st.inbound, &ev).await;
+    crate::core::meter::ack("slack", "http", began);
     StatusCode::OK.into_response()
 }
 

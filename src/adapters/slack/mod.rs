@@ -219,11 +219,14 @@ async fn on_command(
         )
         .with_response_type(SlackMessageResponseType::Ephemeral)
     };
+    let began = std::time::Instant::now();
     let Some(st) = socket_state(&states).await else {
         return Ok(failed());
     };
     // In its own task, so that a panic inside becomes an error ack, not a dead listener.
     let ack = tokio::spawn(async move { inbound::accept_command(&st.inbound, &ev).await }).await;
+    // slack-morphism sends the ack over the socket as soon as this returns.
+    crate::core::meter::ack("slack", "socket", began);
     Ok(ack.unwrap_or_else(|e| {
         tracing::error!(error = %e, "slack: handling a command panicked");
         failed()
@@ -235,9 +238,11 @@ async fn on_interaction(
     _client: Arc<SlackHyperClient>,
     states: SlackClientEventsUserState,
 ) -> UserCallbackResult<()> {
+    let began = std::time::Instant::now();
     if let Some(st) = socket_state(&states).await {
         let done =
             tokio::spawn(async move { inbound::accept_interaction(&st.inbound, &ev).await }).await;
+        crate::core::meter::ack("slack", "socket", began);
         if let Err(e) = done {
             tracing::error!(error = %e, "slack: handling an interaction panicked");
         }

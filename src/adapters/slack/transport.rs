@@ -179,6 +179,7 @@ async fn timed<T>(
 pub fn map_error(what: &str, e: &SlackClientError) -> DeliveryError {
     match e {
         SlackClientError::RateLimitError(r) => {
+            crate::core::meter::rate_limited("slack");
             DeliveryError::RateLimited(r.retry_after.unwrap_or(Duration::from_secs(1)))
         }
         SlackClientError::ApiError(api) => {
