@@ -287,12 +287,12 @@ fn manifest(settings: &Settings) -> Line {
         );
     }
     let http = settings.slack.mode == "http";
-    if socket.is_some_and(|on| on == http) {
+    if let Some(on) = socket.filter(|on| *on == http) {
         return Line::fail(
             WHAT,
             format!(
-                "slack.mode is {} but {shown} has socket_mode_enabled: {}",
-                settings.slack.mode, !http
+                "slack.mode is {} but {shown} has socket_mode_enabled: {on}",
+                settings.slack.mode
             ),
             regenerate,
         );

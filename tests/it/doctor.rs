@@ -591,3 +591,79 @@ async fn migrations_the_folder_lacks_and_a_store_behind_are_reported() {
         .unwrap();
     assert_eq!(n, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_scopes_manifest_and_http_mode_are_checked() {
+    let s = Setup::new().await;
+    s.register().await;
+    // The generated manifest asks for no channels:read: membership cannot be checked, a warning.
+    s.slack.withhold_scope("channels:read");
+    // A manifest made for another command.
+    let manifest = s.dir.path().join("manifest.yml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("\"/db\"", "\"/dbops\"")).unwrap();
+    let r = s.doctor(&["--env", "production"]).await;
+    assert_eq!(r.code, Some(1), "{}", r.stdout);
+    assert!(r.line("slack channel C0AUDIT").starts_with(
+        "warn slack channel C0AUDIT (slack.audit_channel): membership not checked: the bot token lacks channels:read (conversations.info: missing_scope) — fix: add the bot scopes channels:read and groups:read"
+    ), "{}", r.stdout);
+    assert!(
+        r.line("slack command").starts_with(&format!(
+            "FAIL slack command: slack.command is /db but {} has /dbops",
+            manifest.display()
+        )),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        r.stdout.lines().filter(|l| l.starts_with("FAIL")).count(),
+        1,
+        "{}",
+        r.stdout
+    );
+
+    // HTTP mode: no app token call; the signing secret must be set, and the manifest (made for
+    // Socket Mode) no longer fits.
+    std::fs::write(&manifest, &text).unwrap();
+    s.write_config(|t| {
+        t.replace(
+            "mode = \"socket\"",
+            "mode = \"http\"\nsigning_secret_env = \"DK_DOCTOR_SIGNING\"",
+        )
+    });
+    let r = s
+        .run(
+            &["doctor", "--env", "production"],
+            &[("DK_DOCTOR_SIGNING", "")],
+        )
+        .await;
+    assert_eq!(r.code, Some(1), "{}", r.stdout);
+    assert!(
+        r.line("slack signing secret (HTTP mode)")
+            .starts_with("FAIL slack signing secret (HTTP mode): DK_DOCTOR_SIGNING is not set"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.line("slack command").starts_with(&format!(
+            "FAIL slack command: slack.mode is http but {} has socket_mode_enabled: true",
+            manifest.display()
+        )),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("Socket Mode)"), "{}", r.stdout);
+    let r = s
+        .run(
+            &["doctor", "--env", "production"],
+            &[("DK_DOCTOR_SIGNING", "s3cret-signing")],
+        )
+        .await;
+    assert!(
+        r.line("slack signing secret (HTTP mode)")
+            .starts_with("ok   "),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("s3cret-signing"));
+}

@@ -126,6 +126,8 @@ struct Store {
     rejected_tokens: Vec<String>,
     /// Channels the bot is not a member of (`conversations.info` says `is_member: false`).
     not_member: Vec<String>,
+    /// Bot scopes the app was not granted (all are, unless withheld).
+    withheld_scopes: Vec<String>,
 }
 
 struct Inner {
@@ -315,6 +317,13 @@ impl SlackStandin {
     /// The bot is a member of every other channel.
     pub fn remove_bot_from(&self, channel: &str) {
         self.inner.state().not_member.push(channel.to_string());
+    }
+
+    /// Installs the app without the bot scope `scope`: methods needing it answer
+    /// `missing_scope` with `needed` and `provided`, as Slack does. `conversations.info` needs
+    /// `channels:read`.
+    pub fn withhold_scope(&self, scope: &str) {
+        self.inner.state().withheld_scopes.push(scope.to_string());
     }
 
     pub fn response_url(&self, name: &str) -> String {
@@ -742,6 +751,19 @@ fn serve_method(inner: &Inner, method: &str, auth: Option<&str>, args: &Value) -
             "is_enterprise_install": false,
         }),
         "conversations.info" => {
+            if inner
+                .state()
+                .withheld_scopes
+                .iter()
+                .any(|s| s == "channels:read")
+            {
+                return json!({
+                    "ok": false,
+                    "error": "missing_scope",
+                    "needed": "channels:read",
+                    "provided": "commands,chat:write",
+                });
+            }
             let Some(channel) = str_arg(args, "channel") else {
                 return api_error("channel_not_found");
             };
