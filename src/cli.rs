@@ -1,4 +1,4 @@
-//! The command line: `dualkey [--config FILE] <serve|shell|config check|audit verify|audit export|slack manifest|discord register|...>`.
+//! The command line: `dualkey [--config FILE] <serve|shell|doctor|config check|audit verify|audit export|slack manifest|discord register|...>`.
 //! `--config` works before or after the subcommand. User mistakes exit with code 2 and a
 //! message naming what is wrong; a broken audit chain exits with 1 (so does `audit verify --head`
 //! with a head that does not match or is not a head at all), and so does `shell` when an
@@ -100,6 +100,29 @@ pub enum Cmd {
     Discord {
         #[command(subcommand)]
         command: DiscordCmd,
+    },
+    /// Check the set-up for real (tokens, channels, databases, tools, folders), one line per
+    /// check; exit 1 when any fails.
+    ///
+    /// Each line is `ok   WHAT: ...`, `warn WHAT: ... — fix: ...` (not configured, or not
+    /// checkable) or `FAIL WHAT: PROBLEM — fix: FIX`. Exits 1 when any check fails, 0 otherwise.
+    /// Reads only (a probe file in each backup folder is created and deleted); tokens and
+    /// database URLs are never printed.
+    ///
+    /// Checks: the state store (reachable, schema migrations current); Slack when enabled (bot
+    /// token via auth.test, app token and Socket Mode via apps.connections.open or the signing
+    /// secret in HTTP mode, the bot's membership of each configured channel, slack.command
+    /// against manifest.yml beside the config); Discord when enabled (bot token, each channel
+    /// visible with View Channel, Send Messages and Embed Links, the registered command against
+    /// the command table); per environment: database reachable and its TLS, pg_dump,
+    /// pg_restore and psql against the server, migrations_dir against _prisma_migrations,
+    /// backup_dir writable with room for twice the newest backup, app commands found,
+    /// health_url answering.
+    #[command(after_help = "Examples:\n  dualkey doctor\n  dualkey doctor --env staging")]
+    Doctor {
+        /// Check only this environment (the store, Slack and Discord are always checked).
+        #[arg(long, value_name = "ENV")]
+        env: Option<String>,
     },
 }
 
@@ -337,7 +360,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = if matches!(
         cli.command,
-        Cmd::Shell { .. } | Cmd::Serve { shell_as: Some(_) }
+        Cmd::Shell { .. } | Cmd::Doctor { .. } | Cmd::Serve { shell_as: Some(_) }
     ) {
         "warn"
     } else {
@@ -485,6 +508,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Serve { shell_as } => serve(&cli, shell_as.as_deref()).await,
+        Cmd::Doctor { env } => {
+            let s = load(&cli)?;
+            let only = match env {
+                Some(_) => Some(pick_env(&s, env)?),
+                None => None,
+            };
+            let failed = crate::doctor::run(&s, only.as_deref(), &mut |line| out(line)).await?;
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         Cmd::Shell { as_operator } => {
             let s = load(&cli)?;
             let app = Application::build(s).await?;

@@ -27,6 +27,8 @@
 //! - [`server`]: the HTTP server (`/healthz`, `/readyz`, `/metrics`, and the routes adapters
 //!   mount, such as Slack's HTTP mode endpoints).
 //! - [`startup`]: builds the [`startup::Application`] and runs it until shutdown.
+//! - [`doctor`]: `dualkey doctor`, the set-up checks (tokens, channels, databases, tools,
+//!   folders), one line each.
 //! - [`cli`]: the command-line interface.
 
 pub mod adapters;
@@ -36,6 +38,7 @@ pub mod clock;
 pub mod config;
 pub mod core;
 pub mod dbops;
+pub mod doctor;
 pub mod monitoring;
 pub mod outbox;
 pub mod runbook;

@@ -51,6 +51,14 @@ pub const BOT_USER_ID: u64 = APP_ID;
 pub const BOT_NAME: &str = "dualkey";
 /// The guild the fixtures use unless told otherwise.
 pub const GUILD_ID: u64 = 1_100_000_000_000_000_100;
+/// The bot's own (managed) role in [`GUILD_ID`].
+pub const BOT_ROLE_ID: u64 = 1_100_000_000_000_000_101;
+/// The permissions of @everyone in [`GUILD_ID`]: Discord's default for a new server (View
+/// Channels, Send Messages, Embed Links, Read Message History, ...).
+pub const EVERYONE_PERMISSIONS: &str = "1071698660929";
+/// The permissions of the bot's role: View Channel, Send Messages, Embed Links, Read Message
+/// History (what an invite link asking for those grants).
+pub const BOT_ROLE_PERMISSIONS: &str = "84992";
 /// The id of the registered `/db` command in interaction payloads.
 pub const COMMAND_ID: u64 = 1_100_000_000_000_000_200;
 pub const COMMAND_NAME: &str = "db";
@@ -202,6 +210,12 @@ struct Store {
     commands: HashMap<Option<u64>, Vec<Value>>,
     /// DM channels opened with `POST /users/@me/channels`: user id → channel id.
     dms: HashMap<u64, u64>,
+    /// Bot tokens Discord no longer accepts (reset or revoked): every call with one gets 401.
+    revoked_tokens: Vec<String>,
+    /// Guild channels the bot cannot see: `GET /channels/{id}` answers 403 Missing Access.
+    hidden_channels: Vec<u64>,
+    /// `permission_overwrites` of guild channels (none unless set).
+    overwrites: HashMap<u64, Vec<Value>>,
     // gateway
     socket: Option<(usize, mpsc::UnboundedSender<WsOut>)>,
     session: Option<Session>,
@@ -463,6 +477,23 @@ impl DiscordStandin {
             }
         };
         st.failures[idx].1.extend(std::iter::repeat_n(failure, n));
+    }
+
+    /// Makes Discord refuse the bot token `token` from now on (401 on every call), as after a
+    /// token reset.
+    pub fn revoke_token(&self, token: &str) {
+        self.inner.state().revoked_tokens.push(token.to_string());
+    }
+
+    /// Hides `channel` from the bot: `GET /channels/{id}` answers 403 `Missing Access` (50001),
+    /// as for a channel whose permissions do not let the bot view it.
+    pub fn hide_channel(&self, channel: u64) {
+        self.inner.state().hidden_channels.push(channel);
+    }
+
+    /// Sets the `permission_overwrites` of guild channel `channel` (see [`overwrite`]).
+    pub fn set_overwrites(&self, channel: u64, overwrites: Vec<Value>) {
+        self.inner.state().overwrites.insert(channel, overwrites);
     }
 
     /// Makes an interaction token expire, as Discord does after 15 minutes: its webhook calls
@@ -746,6 +777,83 @@ pub fn bot_user() -> Value {
     })
 }
 
+/// A permission overwrite: `kind` 0 for a role, 1 for a member; `allow` and `deny` are bit sets.
+pub fn overwrite(id: u64, kind: u8, allow: u64, deny: u64) -> Value {
+    json!({"id": id.to_string(), "type": kind, "allow": allow.to_string(), "deny": deny.to_string()})
+}
+
+/// A text channel of [`GUILD_ID`] as `GET /channels/{id}` returns it.
+fn guild_channel(channel: u64, overwrites: Vec<Value>) -> Value {
+    json!({
+        "id": channel.to_string(),
+        "type": 0,
+        "guild_id": GUILD_ID.to_string(),
+        "position": 0,
+        "permission_overwrites": overwrites,
+        "name": format!("channel-{channel}"),
+        "topic": null,
+        "nsfw": false,
+        "last_message_id": null,
+        "rate_limit_per_user": 0,
+        "parent_id": null,
+        "flags": 0,
+    })
+}
+
+/// A role object.
+fn role(id: u64, name: &str, permissions: &str, managed: bool) -> Value {
+    json!({
+        "id": id.to_string(),
+        "name": name,
+        "color": 0,
+        "hoist": false,
+        "icon": null,
+        "unicode_emoji": null,
+        "position": if managed { 1 } else { 0 },
+        "permissions": permissions,
+        "managed": managed,
+        "mentionable": false,
+        "flags": 0,
+    })
+}
+
+/// [`GUILD_ID`] as `GET /guilds/{id}` returns it: @everyone (id = the guild's) and the bot's
+/// managed role, owned by someone else.
+fn guild_json() -> Value {
+    json!({
+        "id": GUILD_ID.to_string(),
+        "name": "Stand-in",
+        "icon": null,
+        "splash": null,
+        "discovery_splash": null,
+        "owner_id": "300000000000000009",
+        "afk_channel_id": null,
+        "afk_timeout": 300,
+        "verification_level": 0,
+        "default_message_notifications": 0,
+        "explicit_content_filter": 0,
+        "roles": [
+            role(GUILD_ID, "@everyone", EVERYONE_PERMISSIONS, false),
+            role(BOT_ROLE_ID, BOT_NAME, BOT_ROLE_PERMISSIONS, true),
+        ],
+        "emojis": [],
+        "features": [],
+        "mfa_level": 0,
+        "application_id": null,
+        "system_channel_id": null,
+        "system_channel_flags": 0,
+        "rules_channel_id": null,
+        "vanity_url_code": null,
+        "description": null,
+        "banner": null,
+        "premium_tier": 0,
+        "preferred_locale": "en-US",
+        "public_updates_channel_id": null,
+        "nsfw_level": 0,
+        "premium_progress_bar_enabled": false,
+    })
+}
+
 /// A Message object as Discord returns it, from a create/edit body.
 fn message_json(id: u64, channel: u64, body: &Value, webhook: Option<u64>) -> Value {
     let mut m = json!({
@@ -993,7 +1101,57 @@ fn serve(inner: &Inner, method: &Method, path: &str, auth: Option<&str>, body: &
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let unauthorized = || discord_error(StatusCode::UNAUTHORIZED, 0, "401: Unauthorized");
     let not_found = || discord_error(StatusCode::NOT_FOUND, 0, "404: Not Found");
+    let revoked = auth
+        .and_then(|a| a.strip_prefix("Bot "))
+        .is_some_and(|t| inner.state().revoked_tokens.iter().any(|r| r == t));
+    if revoked {
+        return unauthorized();
+    }
     match (method.as_str(), segs.as_slice()) {
+        ("GET", ["channels", channel]) => {
+            if !bot_auth_ok(auth) {
+                return unauthorized();
+            }
+            let Some(channel) = parse_id(channel) else {
+                return discord_error(StatusCode::NOT_FOUND, 10003, "Unknown Channel");
+            };
+            let st = inner.state();
+            if st.hidden_channels.contains(&channel) {
+                return discord_error(StatusCode::FORBIDDEN, 50001, "Missing Access");
+            }
+            let overwrites = st.overwrites.get(&channel).cloned().unwrap_or_default();
+            Reply::Json(StatusCode::OK, guild_channel(channel, overwrites))
+        }
+        ("GET", ["guilds", guild]) => {
+            if !bot_auth_ok(auth) {
+                return unauthorized();
+            }
+            if parse_id(guild) != Some(GUILD_ID) {
+                return discord_error(StatusCode::NOT_FOUND, 10004, "Unknown Guild");
+            }
+            Reply::Json(StatusCode::OK, guild_json())
+        }
+        ("GET", ["guilds", guild, "members", user_id]) => {
+            if !bot_auth_ok(auth) {
+                return unauthorized();
+            }
+            if parse_id(guild) != Some(GUILD_ID) {
+                return discord_error(StatusCode::NOT_FOUND, 10004, "Unknown Guild");
+            }
+            let Some(user_id) = parse_id(user_id) else {
+                return discord_error(StatusCode::NOT_FOUND, 10013, "Unknown User");
+            };
+            let mut m = member(user_id);
+            if user_id == BOT_USER_ID {
+                m["user"] = bot_user();
+                m["roles"] = json!([BOT_ROLE_ID.to_string()]);
+            }
+            if let Some(map) = m.as_object_mut() {
+                // Only interactions carry the member's permissions.
+                map.remove("permissions");
+            }
+            Reply::Json(StatusCode::OK, m)
+        }
         ("GET", ["gateway"]) => Reply::Json(
             StatusCode::OK,
             json!({"url": format!("ws://127.0.0.1:{}/gateway", inner.port)}),

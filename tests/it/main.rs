@@ -19,6 +19,7 @@ mod discord_cross;
 mod discord_outages;
 mod discord_register;
 mod discord_standin;
+mod doctor;
 mod drill;
 mod http_limits;
 mod inbound;

@@ -121,6 +121,13 @@ struct Store {
     envelopes: HashMap<String, Envelope>,
     acks: Vec<Ack>,
     other_frames: Vec<String>,
+    /// Tokens Slack no longer accepts (revoked, or never issued): every method answers
+    /// `invalid_auth`.
+    rejected_tokens: Vec<String>,
+    /// Channels the bot is not a member of (`conversations.info` says `is_member: false`).
+    not_member: Vec<String>,
+    /// Bot scopes the app was not granted (all are, unless withheld).
+    withheld_scopes: Vec<String>,
 }
 
 struct Inner {
@@ -300,6 +307,25 @@ impl SlackStandin {
     // ----- response_url -----
 
     /// `http://127.0.0.1:PORT/hooks/<name>`
+    /// Makes Slack refuse `token` from now on, as it refuses a revoked token: every Web API
+    /// method answers `{"ok":false,"error":"invalid_auth"}`.
+    pub fn reject_token(&self, token: &str) {
+        self.inner.state().rejected_tokens.push(token.to_string());
+    }
+
+    /// Takes the bot out of `channel`: `conversations.info` answers `is_member: false` for it.
+    /// The bot is a member of every other channel.
+    pub fn remove_bot_from(&self, channel: &str) {
+        self.inner.state().not_member.push(channel.to_string());
+    }
+
+    /// Installs the app without the bot scope `scope`: methods needing it answer
+    /// `missing_scope` with `needed` and `provided`, as Slack does. `conversations.info` needs
+    /// `channels:read`.
+    pub fn withhold_scope(&self, scope: &str) {
+        self.inner.state().withheld_scopes.push(scope.to_string());
+    }
+
     pub fn response_url(&self, name: &str) -> String {
         format!("{}/hooks/{name}", self.base_url())
     }
@@ -627,9 +653,16 @@ async fn api(
 
 /// Serves one Web API method (the ones the adapter uses), answering as Slack does.
 fn serve_method(inner: &Inner, method: &str, auth: Option<&str>, args: &Value) -> Value {
+    if auth.is_some_and(|t| inner.state().rejected_tokens.iter().any(|r| r == t)) {
+        return api_error("invalid_auth");
+    }
     let bot_method = matches!(
         method,
-        "chat.postMessage" | "chat.update" | "chat.postEphemeral" | "auth.test"
+        "chat.postMessage"
+            | "chat.update"
+            | "chat.postEphemeral"
+            | "auth.test"
+            | "conversations.info"
     );
     if bot_method {
         match auth {
@@ -717,6 +750,26 @@ fn serve_method(inner: &Inner, method: &str, auth: Option<&str>, args: &Value) -
             "bot_id": BOT_ID,
             "is_enterprise_install": false,
         }),
+        "conversations.info" => {
+            if inner
+                .state()
+                .withheld_scopes
+                .iter()
+                .any(|s| s == "channels:read")
+            {
+                return json!({
+                    "ok": false,
+                    "error": "missing_scope",
+                    "needed": "channels:read",
+                    "provided": "commands,chat:write",
+                });
+            }
+            let Some(channel) = str_arg(args, "channel") else {
+                return api_error("channel_not_found");
+            };
+            let is_member = !inner.state().not_member.iter().any(|c| c == channel);
+            json!({"ok": true, "channel": conversation(channel, is_member)})
+        }
         "apps.connections.open" => match auth {
             Some(t) if t.starts_with("xapp-") => {
                 let ticket = inner.tickets.fetch_add(1, Ordering::SeqCst) + 1;
@@ -729,6 +782,38 @@ fn serve_method(inner: &Inner, method: &str, auth: Option<&str>, args: &Value) -
         },
         _ => api_error("unknown_method"),
     }
+}
+
+/// A public channel's conversation object as `conversations.info` returns it.
+fn conversation(channel_id: &str, is_member: bool) -> Value {
+    let name = channel_name(channel_id);
+    json!({
+        "id": channel_id,
+        "name": name,
+        "is_channel": true,
+        "is_group": false,
+        "is_im": false,
+        "is_mpim": false,
+        "is_private": false,
+        "created": 1_449_252_889,
+        "is_archived": false,
+        "is_general": false,
+        "unlinked": 0,
+        "name_normalized": name,
+        "is_shared": false,
+        "is_org_shared": false,
+        "is_pending_ext_shared": false,
+        "pending_shared": [],
+        "context_team_id": TEAM_ID,
+        "parent_conversation": null,
+        "creator": "U0CREATOR",
+        "is_ext_shared": false,
+        "shared_team_ids": [TEAM_ID],
+        "is_member": is_member,
+        "topic": {"value": "", "creator": "", "last_set": 0},
+        "purpose": {"value": "", "creator": "", "last_set": 0},
+        "previous_names": [],
+    })
 }
 
 async fn hook(
