@@ -157,7 +157,7 @@ pub enum DiscordCmd {
 #[derive(Debug, Subcommand)]
 pub enum SlackCmd {
     /// Print a Slack app manifest (YAML) for this config: the slash command from
-    /// `slack.command`, the bot scopes `commands` and `chat:write`, interactivity for the
+    /// `slack.command`, the bot scopes `commands`, `chat:write`, `channels:read` and `groups:read`, interactivity for the
     /// buttons, and Socket Mode or, with `slack.mode = "http"`, the request URLs under --url.
     /// Paste it at https://api.slack.com/apps -> Create New App -> From an app manifest.
     #[command(after_help = "Examples:\n  dualkey slack manifest > manifest.yml\n  \

@@ -34,7 +34,9 @@ fn socket_mode_manifest_on_stdout() {
         assert!(stdout.contains("- command: \"/dbops\""), "{stdout}");
         assert!(stdout.contains("socket_mode_enabled: true"), "{stdout}");
         assert!(
-            stdout.contains("      - commands\n      - chat:write\n"),
+            stdout.contains(
+                "      - commands\n      - chat:write\n      - channels:read\n      - groups:read\n"
+            ),
             "{stdout}"
         );
         assert!(!stdout.contains("url:"), "{stdout}");

@@ -95,14 +95,18 @@ pub fn manifest(settings: &Settings, public_url: Option<&str>) -> Result<String,
     y.push_str("  scopes:\n");
     y.push_str(
         "    # Only what dualkey uses: `commands` for the slash command, `chat:write` for\n\
-         \x20   # chat.postMessage, chat.update and chat.postEphemeral. No chat:write.public (invite\n\
-         \x20   # the bot to its channels instead, so it posts only where it was let in), no\n\
-         \x20   # users:read (operators are mapped by Slack user id in [[operators]]), and nothing\n\
-         \x20   # that reads channel history.\n",
+         \x20   # chat.postMessage, chat.update and chat.postEphemeral, `channels:read` and\n\
+         \x20   # `groups:read` for conversations.info (`dualkey doctor` checks that the bot is in\n\
+         \x20   # each configured public or private channel; names and membership, no messages).\n\
+         \x20   # No chat:write.public (invite the bot to its channels instead, so it posts only\n\
+         \x20   # where it was let in), no users:read (operators are mapped by Slack user id in\n\
+         \x20   # [[operators]]), and nothing that reads channel history.\n",
     );
     y.push_str("    bot:\n");
     y.push_str("      - commands\n");
     y.push_str("      - chat:write\n");
+    y.push_str("      - channels:read\n");
+    y.push_str("      - groups:read\n");
     y.push_str("settings:\n");
     y.push_str("  interactivity:\n");
     y.push_str("    is_enabled: true\n");
@@ -207,7 +211,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_two_needed_bot_scopes() {
+    fn only_the_needed_bot_scopes() {
         let y = manifest(&settings(""), None).unwrap();
         let scopes: Vec<&str> = y
             .lines()
@@ -216,7 +220,10 @@ mod tests {
             .take_while(|l| l.trim_start().starts_with("- "))
             .map(|l| l.trim_start().trim_start_matches("- "))
             .collect();
-        assert_eq!(scopes, ["commands", "chat:write"]);
+        assert_eq!(
+            scopes,
+            ["commands", "chat:write", "channels:read", "groups:read"]
+        );
         assert!(
             !y.lines().any(|l| l.trim() == "user:"),
             "no user scopes: {y}"
