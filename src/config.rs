@@ -60,7 +60,7 @@ pub enum UnknownUsers {
     Viewer,
 }
 
-/// A duration written as `"30s"`, `"15m"`, `"26h"` or `"7d"`.
+/// A duration written as `"30s"`, `"15m"`, `"26h"`, `"7d"` or a sum such as `"1h30m"`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
@@ -75,31 +75,35 @@ impl<'de> Deserialize<'de> for HumanDuration {
         let s = String::deserialize(d)?;
         parse_duration(&s).map(HumanDuration).ok_or_else(|| {
             serde::de::Error::custom(format!(
-                "`{s}` is not a duration like \"30s\", \"15m\", \"26h\" or \"7d\""
+                "`{s}` is not a duration like \"30s\", \"15m\", \"26h\", \"7d\" or \"1h30m\""
             ))
         })
     }
 }
 
-/// Parses `"30s"`, `"15m"`, `"26h"`, `"7d"` (a positive integer and one unit).
+/// The units a config duration may use: humantime knows more (`ms`, `min`, `seconds`, `w`,
+/// `M`, `y`), but a month or a year has no fixed length and a `5ms` deadline is a typo.
+const DURATION_UNITS: [&str; 4] = ["s", "m", "h", "d"];
+
+/// Parses a positive duration with `humantime`, in whole `s`, `m`, `h` and `d`: `"30s"`,
+/// `"15m"`, `"26h"`, `"7d"`, and sums of them (`"1h30m"`, `"1h 30m"`).
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
-    let unit = s.chars().last()?;
-    let n: u64 = s[..s.len() - unit.len_utf8()].parse().ok()?;
-    if n == 0 {
+    let units_known = s
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|unit| !unit.is_empty())
+        .all(|unit| DURATION_UNITS.contains(&unit));
+    // humantime reads a bare number as an error already; a sign or a fraction is refused here
+    // so that the message does not depend on its wording.
+    if !units_known || s.contains(['-', '+', '.']) {
         return None;
     }
-    let secs = match unit {
-        's' => n,
-        'm' => n.checked_mul(60)?,
-        'h' => n.checked_mul(3600)?,
-        'd' => n.checked_mul(86400)?,
-        _ => return None,
-    };
-    Some(Duration::from_secs(secs))
+    humantime::parse_duration(s).ok().filter(|d| !d.is_zero())
 }
 
-/// Renders a duration compactly (`"15m"`, `"1h30m"`, `"45s"`).
+/// Renders a duration compactly (`"15m"`, `"1h30m"`, `"45s"`), in a form [`parse_duration`]
+/// reads back. Not `humantime::format_duration`: it writes `"1day 2h"`, and chat messages and the
+/// config's own examples say `"26h"`.
 pub fn format_duration(d: Duration) -> String {
     let s = d.as_secs();
     if s == 0 {
@@ -1539,8 +1543,40 @@ mod tests {
     fn durations_parse_strictly() {
         assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
         assert_eq!(parse_duration("26h"), Some(Duration::from_secs(93600)));
-        for bad in ["", "m", "0m", "-1m", "1.5h", "15", "15 m x", "1y"] {
+        assert_eq!(parse_duration(" 7d "), Some(Duration::from_secs(7 * 86400)));
+        // What humantime adds to one number and one unit: sums, with or without spaces.
+        for sum in ["1h30m", "1h 30m", "90m", "1h 1800s"] {
+            assert_eq!(
+                parse_duration(sum),
+                Some(Duration::from_secs(5400)),
+                "{sum}"
+            );
+        }
+        for bad in [
+            "",
+            "m",
+            "0m",
+            "0h 0m",
+            "-1m",
+            "+1m",
+            "1.5h",
+            "15",
+            "15 m x",
+            "1y",
+            "1M",
+            "1w",
+            "5ms",
+            "2 seconds",
+            "1min",
+            "1h30",
+            "99999999999999999999d",
+        ] {
             assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+        // format_duration's output reads back.
+        for secs in [45, 900, 5400, 93600, 7 * 86400 + 1] {
+            let d = Duration::from_secs(secs);
+            assert_eq!(parse_duration(&format_duration(d)), Some(d), "{secs}");
         }
     }
 
