@@ -13,6 +13,18 @@
 //! to libpq; every other parameter (Prisma's pool settings, `sslcert`/`sslkey`, whose meaning differs
 //! between Prisma and libpq) is ignored. Several comma-separated hosts are refused.
 //!
+//! # Why a parser of its own
+//!
+//! `url::Url` (the WHATWG parser reqwest uses) was tried and left out: it refuses
+//! `postgres://u@/db?host=/socket` (empty host), reads `h1:5432,h2:5433` as a bad port instead
+//! of several hosts, silently drops a raw tab or newline (`/d<TAB>b` becomes database `db`),
+//! reads `+` in the query as a space, lets a malformed escape (`%ZZ`) through and turns a
+//! non-UTF-8 one into U+FFFD, and accepts port 0. What it does split off (user info, host,
+//! query) still comes back percent-encoded, so this module would keep its decoding, its checks
+//! and a rewrite for the empty host around it. The test
+//! `the_url_crate_refuses_or_changes_forms_libpq_reads` pins each of these. Escapes are
+//! decoded and encoded with the `percent-encoding` crate.
+//!
 //! # TLS
 //!
 //! `sslmode` and `sslrootcert` are resolved once, here, and both sides get the same result: dualkey's
@@ -607,25 +619,21 @@ fn parse_port(p: &str) -> Result<u16, UrlError> {
     }
 }
 
+/// Decodes `%XX` escapes. `percent_decode_str` leaves a malformed escape (`%ZZ`, a lone `%`)
+/// as it is; libpq refuses it, and so does this.
 fn decode(s: &str, part: &'static str) -> Result<String, UrlError> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .ok_or(UrlError::PercentEncoding(part))?;
-            let hex = std::str::from_utf8(hex).map_err(|_| UrlError::PercentEncoding(part))?;
-            let b = u8::from_str_radix(hex, 16).map_err(|_| UrlError::PercentEncoding(part))?;
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let malformed = s.match_indices('%').any(|(i, _)| {
+        s.as_bytes()
+            .get(i + 1..i + 3)
+            .is_none_or(|hex| !hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if malformed {
+        return Err(UrlError::PercentEncoding(part));
     }
-    String::from_utf8(out).map_err(|_| UrlError::PercentEncoding(part))
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|d| d.into_owned())
+        .map_err(|_| UrlError::PercentEncoding(part))
 }
 
 fn check_text(s: &str, part: &'static str) -> Result<(), UrlError> {
@@ -649,16 +657,15 @@ fn conninfo_quote(v: &str) -> String {
     s
 }
 
+/// Everything but RFC 3986's unreserved characters (`A-Z a-z 0-9 - _ . ~`) is escaped.
+const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 pub(crate) fn percent_encode(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            s.push(b as char);
-        } else {
-            s.push_str(&format!("%{b:02X}"));
-        }
-    }
-    s
+    percent_encoding::utf8_percent_encode(v, ESCAPED).to_string()
 }
 
 #[cfg(test)]
@@ -939,6 +946,71 @@ mod tests {
         let err = PgUrl::parse("postgres://app:hunter22@h:99999/db").unwrap_err();
         assert!(!err.to_string().contains("hunter22"));
         assert!(!format!("{err:?}").contains("hunter22"));
+    }
+
+    /// Why the URL is split here and not by `url::Url` (see the module documentation): each
+    /// row is a form libpq reads, what `url::Url` makes of it, and what [`PgUrl`] makes of it.
+    #[test]
+    fn the_url_crate_refuses_or_changes_forms_libpq_reads() {
+        use url::{ParseError, Url};
+        // A user with an empty host and the socket folder in ?host=: refused by url.
+        let form = "postgres://u@/db?host=%2Fvar%2Frun%2Fpostgresql";
+        assert_eq!(Url::parse(form), Err(ParseError::EmptyHost));
+        let u = PgUrl::parse(form).unwrap();
+        assert_eq!(
+            (u.user(), u.host()),
+            (Some("u"), Some("/var/run/postgresql"))
+        );
+        // Several hosts with ports: url sees a bad port; dualkey says what is unsupported.
+        let form = "postgres://host1:5432,host2:5433/db";
+        assert_eq!(Url::parse(form), Err(ParseError::InvalidPort));
+        assert!(matches!(PgUrl::parse(form), Err(UrlError::MultipleHosts)));
+        // A raw tab or newline is dropped by url: another database, silently.
+        for form in ["postgres://u@h/d\tb", "postgres://u@h/d\nb"] {
+            assert_eq!(Url::parse(form).unwrap().path(), "/db");
+            assert!(
+                matches!(
+                    PgUrl::parse(form),
+                    Err(UrlError::ControlCharacter("database name"))
+                ),
+                "{form:?}"
+            );
+        }
+        // '+' in the query: url's query_pairs reads form encoding (a space); libpq keeps '+'.
+        let form = "postgres://u@h/db?application_name=a+b";
+        let parsed = Url::parse(form).unwrap();
+        let (_, v) = parsed.query_pairs().next().unwrap();
+        assert_eq!(v, "a b");
+        let args = PgUrl::parse(form).unwrap().connection_args();
+        assert!(
+            args.last().unwrap().ends_with("application_name='a+b'"),
+            "{args:?}"
+        );
+        // A malformed escape passes url; a non-UTF-8 one becomes U+FFFD. libpq refuses both.
+        assert_eq!(Url::parse("postgres://u@h/d%ZZb").unwrap().path(), "/d%ZZb");
+        let form = "postgres://u@h/db?sslrootcert=%ff";
+        let parsed = Url::parse(form).unwrap();
+        let (_, v) = parsed.query_pairs().next().unwrap();
+        assert_eq!(v, "\u{FFFD}");
+        assert!(matches!(
+            PgUrl::parse(form),
+            Err(UrlError::PercentEncoding(_))
+        ));
+        // Port 0, which no server listens on.
+        assert_eq!(Url::parse("postgres://h:0/db").unwrap().port(), Some(0));
+        // What url splits off still needs decoding: the password and a socket folder given as
+        // the host stay percent-encoded.
+        let form = "postgres://u:p%40ss@%2Fvar%2Frun%2Fpostgresql/db";
+        let u = Url::parse(form).unwrap();
+        assert_eq!(
+            (u.password(), u.host_str()),
+            (Some("p%40ss"), Some("%2Fvar%2Frun%2Fpostgresql"))
+        );
+        let p = PgUrl::parse(form).unwrap();
+        assert_eq!(
+            (pw(&p).as_deref(), p.host()),
+            (Some("p@ss"), Some("/var/run/postgresql"))
+        );
     }
 
     #[test]
