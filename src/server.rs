@@ -665,8 +665,17 @@ impl Scrape {
         let (mut newest_backup, mut last_drill) = (Vec::new(), Vec::new());
         for env in core.settings.environments.keys() {
             let all = core.store.list_backups(env).await?;
-            // The backup the scheduler's backup-age check counts from (a healthy file).
-            if let Some(b) = crate::checks::first_healthy(core, &all).await {
+            // The newest verified backup whose file looks intact (stat only: a scrape never
+            // reads a backup end to end nor writes to the store). A file with a new
+            // modification time but its size counts until the scheduler's backup-age check,
+            // which hashes it, says otherwise.
+            let looks_healthy = |b: &&crate::store::BackupRow| {
+                matches!(
+                    crate::runbook::backup_health(b),
+                    "ok" | crate::runbook::BACKUP_TOUCHED
+                )
+            };
+            if let Some(b) = all.iter().find(looks_healthy) {
                 newest_backup.push((env.clone(), b.started_at));
             }
             let drills = core.store.drills(env).await?;
