@@ -303,8 +303,20 @@ async fn serve(cli: &Cli, shell_as: Option<&str>) -> anyhow::Result<ExitCode> {
         "{}",
         crate::welcome::serve_banner(&core.settings, &config, &at, shell_as)
     ))?;
-    let admin = at.admin.map_or("none".to_string(), |a| a.to_string());
-    tracing::info!(listen = %at.main, admin = %admin, "dualkey running");
+    // The same in the log, for a container's or a service manager's log reader.
+    if adapters.is_empty() && shell_as.is_none() {
+        tracing::info!(
+            "no chat adapter is enabled (slack.enabled, discord.enabled); type commands into `dualkey serve --shell-as NAME`, or stop serve and use `dualkey shell --as NAME`"
+        );
+    }
+    let (admin, routes) = match at.admin {
+        Some(a) => (
+            a.to_string(),
+            "GET /healthz; on the admin port GET /healthz, GET /readyz, GET /metrics",
+        ),
+        None => ("none".into(), "GET /healthz, GET /readyz, GET /metrics"),
+    };
+    tracing::info!(listen = %at.main, admin = %admin, "dualkey running; HTTP: {routes}; stop with ctrl-c or SIGTERM");
     let Some(name) = shell_as else {
         app.run_until_stopped(adapters, Some(listeners), stop)
             .await?;
