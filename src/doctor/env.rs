@@ -256,11 +256,11 @@ fn backup_dir(name: &str, e: &EnvironmentSettings) -> Line {
     match newest {
         Some((file, size)) if free < size.saturating_mul(2) => Line::fail(
             what,
-            format!("{} has {} free; the newest backup ({file}) is {}, and a new one needs room for twice that", dir.display(), human_bytes(free), human_bytes(size)),
+            format!("{} has {} free; the newest backup ({file}) is {}, and a new one needs room for twice that", dir.display(), crate::core::human::bytes(free), crate::core::human::bytes(size)),
             format!("free space on that disk (fewer backups: environments.{name}.retention_days, min_keep) or move backup_dir to a bigger one"),
         ),
-        Some((file, size)) => Line::ok(what, format!("{place} writable, {} free (≥ 2 × the newest backup {file}, {})", human_bytes(free), human_bytes(size))),
-        None => Line::ok(what, format!("{place} writable, {} free (no backup yet)", human_bytes(free))),
+        Some((file, size)) => Line::ok(what, format!("{place} writable, {} free (≥ 2 × the newest backup {file}, {})", crate::core::human::bytes(free), crate::core::human::bytes(size))),
+        None => Line::ok(what, format!("{place} writable, {} free (no backup yet)", crate::core::human::bytes(free))),
     }
 }
 
@@ -310,22 +310,6 @@ fn newest_backup(env_dir: &Path) -> Option<(String, u64)> {
         .ok()
         .and_then(|l| l.into_iter().next())
         .map(|x| (x.file_name, x.size_bytes))
-}
-
-/// `1.5 GiB`, `300 KiB`, `12 B`.
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 /// `app_stop`, `app_start`, `app_status`, `app_logs`: each program exists (on `PATH`, or as a

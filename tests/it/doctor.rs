@@ -434,7 +434,7 @@ async fn a_backup_dir_without_room_for_the_next_backup_fails() {
         )),
         "{line}"
     );
-    assert!(line.contains("the newest backup (backup_pre_migration_20250101.sql) is 160.0 KiB, and a new one needs room for twice that"), "{line}");
+    assert!(line.contains("the newest backup (backup_pre_migration_20250101.sql) is 160.0 KB, and a new one needs room for twice that"), "{line}");
     assert_eq!(
         r.stdout.lines().filter(|l| l.starts_with("FAIL")).count(),
         1,
