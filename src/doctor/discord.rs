@@ -130,27 +130,8 @@ async fn bot_user(api: &Api, var: &str, out: &mut Vec<Line>) -> Option<String> {
 /// Every configured Discord channel id with the keys naming it.
 fn channels(settings: &Settings) -> Vec<(String, Vec<String>)> {
     let d = &settings.discord;
-    let mut named: Vec<(String, String)> = vec![
-        (
-            "discord.approvals_channel".into(),
-            d.approvals_channel.clone(),
-        ),
-        ("discord.audit_channel".into(), d.audit_channel.clone()),
-        ("discord.report_channel".into(), d.report_channel.clone()),
-    ];
-    for (env, e) in &settings.environments {
-        let o = &e.discord;
-        for (key, v) in [
-            ("approvals_channel", &o.approvals_channel),
-            ("audit_channel", &o.audit_channel),
-            ("report_channel", &o.report_channel),
-        ] {
-            if let Some(v) = v {
-                named.push((format!("environments.{env}.discord.{key}"), v.clone()));
-            }
-        }
-    }
-    super::slack::group(named)
+    let own = [&d.approvals_channel, &d.audit_channel, &d.report_channel];
+    super::configured_channels(settings, "discord", own, |e| &e.discord)
 }
 
 /// What is known of a guild for permission computing: its roles' permissions, its owner, and

@@ -178,6 +178,35 @@ fn secret_var(var: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// Every channel id configured for `platform` (`own`: its approvals, audit and report channels;
+/// then each environment's overrides, read by `overrides`), with the config keys naming it, in
+/// config order; empty ids left out.
+fn configured_channels(
+    settings: &crate::config::Settings,
+    platform: &str,
+    own: [&String; 3],
+    overrides: impl Fn(&crate::config::EnvironmentSettings) -> &crate::config::ChannelOverrides,
+) -> Vec<(String, Vec<String>)> {
+    const KEYS: [&str; 3] = ["approvals_channel", "audit_channel", "report_channel"];
+    let mut named: Vec<(String, String)> = KEYS
+        .iter()
+        .zip(own)
+        .map(|(key, id)| (format!("{platform}.{key}"), id.clone()))
+        .collect();
+    for (env, e) in &settings.environments {
+        let o = overrides(e);
+        for (key, id) in
+            KEYS.iter()
+                .zip([&o.approvals_channel, &o.audit_channel, &o.report_channel])
+        {
+            if let Some(id) = id {
+                named.push((format!("environments.{env}.{platform}.{key}"), id.clone()));
+            }
+        }
+    }
+    slack::group(named)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -169,27 +169,8 @@ fn signing_secret(s: &SlackSettings) -> Line {
 /// Every configured Slack channel id with the keys that name it, in config order.
 fn channels(settings: &Settings) -> Vec<(String, Vec<String>)> {
     let s = &settings.slack;
-    let mut named: Vec<(String, String)> = vec![
-        (
-            "slack.approvals_channel".into(),
-            s.approvals_channel.clone(),
-        ),
-        ("slack.audit_channel".into(), s.audit_channel.clone()),
-        ("slack.report_channel".into(), s.report_channel.clone()),
-    ];
-    for (env, e) in &settings.environments {
-        let o = &e.slack;
-        for (key, v) in [
-            ("approvals_channel", &o.approvals_channel),
-            ("audit_channel", &o.audit_channel),
-            ("report_channel", &o.report_channel),
-        ] {
-            if let Some(v) = v {
-                named.push((format!("environments.{env}.slack.{key}"), v.clone()));
-            }
-        }
-    }
-    group(named)
+    let own = [&s.approvals_channel, &s.audit_channel, &s.report_channel];
+    super::configured_channels(settings, "slack", own, |e| &e.slack)
 }
 
 /// Groups (key, channel) pairs by channel, skipping empty ids, first appearance first.
