@@ -93,12 +93,16 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         .split(|c: char| !c.is_ascii_alphabetic())
         .filter(|unit| !unit.is_empty())
         .all(|unit| DURATION_UNITS.contains(&unit));
-    // humantime reads a bare number as an error already; a sign or a fraction is refused here
-    // so that the message does not depend on its wording.
-    if !units_known || s.contains(['-', '+', '.']) {
+    // humantime reads a bare number as an error already; a sign, a fraction or any character
+    // but ASCII letters, digits and spaces (`µs`) is refused here so that the message does not
+    // depend on its wording.
+    let plain = s.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ');
+    if !units_known || !plain {
         return None;
     }
-    humantime::parse_duration(s).ok().filter(|d| !d.is_zero())
+    humantime::parse_duration(s)
+        .ok()
+        .filter(|d| !d.is_zero() && d.subsec_nanos() == 0)
 }
 
 /// Renders a duration compactly (`"15m"`, `"1h30m"`, `"45s"`), in a form [`parse_duration`]
@@ -182,10 +186,10 @@ pub fn redact_url(url: &str) -> String {
     let mut out = url.to_string();
     if let Some(scheme_end) = url.find("://") {
         let rest = &url[scheme_end + 3..];
-        // The password may itself hold '/' or '@': the userinfo ends at the last '@' before
-        // the path/query, so look for '@' up to the first '?' and take the last one.
-        let query_at = rest.find('?').unwrap_or(rest.len());
-        if let Some(at) = rest[..query_at].rfind('@') {
+        // The password may itself hold '/', '@' or '?' (libpq reads the userinfo up to the last
+        // '@'): take the last '@' anywhere, so a stray one in a query over-redacts rather than
+        // a password showing.
+        if let Some(at) = rest.rfind('@') {
             let userinfo = &rest[..at];
             if let Some(colon) = userinfo.find(':') {
                 out = format!(
@@ -667,6 +671,32 @@ impl Override {
     }
 }
 
+/// The variable names the config file gives in its `*_env` keys (`bot_token_env`,
+/// `database_url_env`, ...), at any depth.
+fn secret_variables(text: &str) -> std::collections::HashSet<String> {
+    fn walk(v: &toml::Value, out: &mut std::collections::HashSet<String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    match v {
+                        toml::Value::String(name) if k.ends_with("_env") => {
+                            out.insert(name.clone());
+                        }
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            toml::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = std::collections::HashSet::new();
+    if let Ok(v) = text.parse::<toml::Value>() {
+        walk(&v, &mut out);
+    }
+    out
+}
+
 /// The overrides among `vars`: the legacy names first, then `DUALKEY_<KEY>__<KEY>...` in name
 /// order (for one key, the later wins). Other `DUALKEY_*` variables (`DUALKEY_CONFIG`,
 /// `DUALKEY_LOG_FORMAT`) set no key and are left alone, but one that starts like a key and has a
@@ -865,6 +895,10 @@ impl Settings {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
         })?;
+        // Variables the file names in its `*_env` keys hold secrets, not overrides: a token kept
+        // in `DUALKEY_SLACK_BOT_TOKEN` is neither read as a key nor refused as a misspelt one.
+        let secrets = secret_variables(text);
+        let vars = vars.into_iter().filter(|(var, _)| !secrets.contains(var));
         let overrides = env_overrides(vars).map_err(|(key, message)| ConfigError::Invalid {
             path: path.to_path_buf(),
             key,
@@ -1544,6 +1578,33 @@ mod tests {
     }
 
     #[test]
+    fn secrets_the_file_names_and_the_test_scripts_variables_are_not_overrides() {
+        let text = base().replace(
+            "bot_token_env = \"SLACK_BOT_TOKEN\"",
+            "bot_token_env = \"DUALKEY_SLACK_BOT_TOKEN\"",
+        );
+        assert!(text.contains("DUALKEY_SLACK_BOT_TOKEN"), "base() changed");
+        let s = with_env(
+            &text,
+            &[
+                ("DUALKEY_SLACK_BOT_TOKEN", "xoxb-secret"),
+                ("DUALKEY_TEST_PG", "postgres://postgres@127.0.0.1:5439"),
+                ("DUALKEY_TEST_OWN_PG", "1"),
+                ("DUALKEY_TEST_PG_CA", "/tmp/ca.crt"),
+                ("DUALKEY_TEST_PG_SOCKET", "/tmp/sock"),
+                ("DUALKEY_TEST_PG_PORT", "5439"),
+                ("DUALKEY_NO_PG18", "1"),
+                ("DUALKEY_PG18_PORT", "5438"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.slack.bot_token_env, "DUALKEY_SLACK_BOT_TOKEN");
+        // Not named by the file: still caught as a misspelt override.
+        let err = with_env(&base(), &[("DUALKEY_SLACK_BOT_TOKEN", "x")]).unwrap_err();
+        assert!(err.to_string().contains("double underscore"), "{err}");
+    }
+
+    #[test]
     fn every_key_can_be_overridden_by_a_double_underscore_variable() {
         let s = with_env(
             &base(),
@@ -1881,6 +1942,8 @@ mod tests {
             );
         }
         for bad in [
+            "1µs",
+            "1\u{00a0}s",
             "",
             "m",
             "0m",
@@ -1922,6 +1985,8 @@ mod tests {
     fn every_password_form_is_redacted() {
         for (input, secret) in [
             ("postgres://u:p/ss@w0rd@db/x", "p/ss"),
+            ("postgres://u:hun?ter5@127.0.0.1:1/db", "hun?ter5"),
+            ("postgres://u:a?b@c@db/x?sslmode=require", "a?b@c"),
             (
                 "postgres://db/x?user=u&password=hunter2&sslmode=require",
                 "hunter2",

@@ -371,6 +371,8 @@ async fn health(name: &str, e: &EnvironmentSettings) -> Line {
         );
     };
     let p = crate::monitoring::probe(url).await;
+    // A health URL may carry credentials (`https://user:token@…`, `?password=`).
+    let url = crate::config::redact_url(url);
     if p.ok {
         Line::ok(what, format!("{url}: {}", p.summary))
     } else {

@@ -122,16 +122,33 @@ pub async fn run(
         }
         Ok(())
     };
-    out(vec![store::check(settings).await])?;
-    out(slack::checks(settings).await)?;
-    out(discord::checks(settings).await)?;
+    out(within("store", async { vec![store::check(settings).await] }).await)?;
+    out(within("slack", slack::checks(settings)).await)?;
+    out(within("discord", discord::checks(settings)).await)?;
     for (name, e) in &settings.environments {
         if only_env.is_some_and(|o| o != name) {
             continue;
         }
-        out(env::checks(name, e).await)?;
+        out(within(&format!("environments.{name}"), env::checks(name, e)).await)?;
     }
     Ok(failed)
+}
+
+/// How long one group of checks (the store, Slack, Discord, one environment) may take in all:
+/// each HTTP call has its own 5 s limit, but a database that accepts a session and then stalls
+/// would otherwise hold doctor forever.
+const GROUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The lines of `checks`, or one FAIL line when they do not finish within [`GROUP_TIMEOUT`].
+async fn within(what: &str, checks: impl std::future::Future<Output = Vec<Line>>) -> Vec<Line> {
+    match tokio::time::timeout(GROUP_TIMEOUT, checks).await {
+        Ok(lines) => lines,
+        Err(_) => vec![Line::fail(
+            what.to_string(),
+            format!("no answer within {} s", GROUP_TIMEOUT.as_secs()),
+            "check that the servers it talks to answer (a database or API that accepts a connection and then stalls), then run doctor again",
+        )],
+    }
 }
 
 /// The HTTP client of the checks: short timeouts, no redirects to follow silently.
@@ -140,6 +157,7 @@ fn http() -> reqwest::Client {
         .timeout(CALL_TIMEOUT)
         .connect_timeout(CALL_TIMEOUT)
         .user_agent(concat!("dualkey-doctor/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("a plain HTTP client builds")
 }
