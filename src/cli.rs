@@ -290,7 +290,7 @@ async fn serve(cli: &Cli, shell_as: Option<&str>) -> anyhow::Result<ExitCode> {
             None => None,
         },
     };
-    let mut adapters = app
+    let adapters = app
         .chat_adapters()
         .map_err(|e| UsageError(format!("{e:#}")))?;
     let config = cli
@@ -303,27 +303,26 @@ async fn serve(cli: &Cli, shell_as: Option<&str>) -> anyhow::Result<ExitCode> {
         "{}",
         crate::welcome::serve_banner(&core.settings, &config, &at, shell_as)
     ))?;
-    // The same in the log, for a container's or a service manager's log reader.
-    if adapters.is_empty() && shell_as.is_none() {
-        tracing::info!(
-            "no chat adapter is enabled (slack.enabled, discord.enabled); type commands into `dualkey serve --shell-as NAME`, or stop serve and use `dualkey shell --as NAME`"
-        );
-    }
-    let (admin, routes) = match at.admin {
-        Some(a) => (
-            a.to_string(),
-            "GET /healthz; on the admin port GET /healthz, GET /readyz, GET /metrics",
-        ),
-        None => ("none".into(), "GET /healthz, GET /readyz, GET /metrics"),
-    };
-    tracing::info!(listen = %at.main, admin = %admin, "dualkey running; HTTP: {routes}; stop with ctrl-c or SIGTERM");
+    log_start(&at, adapters.is_empty() && shell_as.is_none());
     let Some(name) = shell_as else {
         app.run_until_stopped(adapters, Some(listeners), stop)
             .await?;
         return Ok(ExitCode::SUCCESS);
     };
-    // The shell as one more adapter of this process: its replies print here, and its loop reads
-    // this terminal. Whichever ends first, the input or a signal, stops serve.
+    serve_with_shell(app, adapters, listeners, stop, name).await
+}
+
+/// `serve --shell-as NAME` once started: the shell as one more adapter of this process (its
+/// replies print here, its loop reads this terminal). Whichever ends first, the input or a
+/// signal (`stop`), stops serve; exit 1 when an operation the shell started failed.
+async fn serve_with_shell(
+    app: Application,
+    mut adapters: Vec<Arc<dyn crate::adapters::Adapter>>,
+    listeners: crate::server::Listeners,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    name: &str,
+) -> anyhow::Result<ExitCode> {
+    let core = app.core();
     let shell_out = ShellOut::stdout();
     adapters.push(Arc::new(shell_out.clone()));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
@@ -357,6 +356,24 @@ async fn serve(cli: &Cli, shell_as: Option<&str>) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The start in the log, for a container's or a service manager's log reader (the banner is
+/// on stdout): where it listens, and that no chat adapter runs when `no_chat`.
+fn log_start(at: &crate::welcome::Listening, no_chat: bool) {
+    if no_chat {
+        tracing::info!(
+            "no chat adapter is enabled (slack.enabled, discord.enabled); type commands into `dualkey serve --shell-as NAME`, or stop serve and use `dualkey shell --as NAME`"
+        );
+    }
+    let (admin, routes) = match at.admin {
+        Some(a) => (
+            a.to_string(),
+            "GET /healthz; on the admin port GET /healthz, GET /readyz, GET /metrics",
+        ),
+        None => ("none".into(), "GET /healthz, GET /readyz, GET /metrics"),
+    };
+    tracing::info!(listen = %at.main, admin = %admin, "dualkey running; HTTP: {routes}; stop with ctrl-c or SIGTERM");
 }
 
 /// Standard input as an async reader fed by a plain thread, so a read blocked on the terminal
