@@ -242,14 +242,7 @@ impl Application {
         let scheduler =
             tokio::spawn(crate::scheduler::Scheduler::new(self.core.clone()).run(rx.clone()));
         let delivery = tokio::spawn(outbox::run(self.core.clone(), outs, rx.clone()));
-        // Histogram samples wait in the recorder until a scrape; without scrapes, upkeep folds
-        // them in so they do not pile up.
-        let upkeep = tokio::spawn(async {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-                crate::core::meter::handle().run_upkeep();
-            }
-        });
+        let upkeep = tokio::spawn(meter_upkeep());
         let with_admin = listeners.as_ref().is_some_and(|l| l.admin.is_some());
         let mut app = crate::server::router(self.core.clone(), with_admin);
         for a in &adapters {
@@ -313,5 +306,14 @@ impl Application {
                 "could not release the leases; other processes wait for them to expire"
             ),
         }
+    }
+}
+
+/// Histogram samples wait in the recorder until a scrape; without scrapes, this folds them in
+/// every 5 s so they do not pile up. Runs until aborted.
+async fn meter_upkeep() {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        crate::core::meter::handle().run_upkeep();
     }
 }
