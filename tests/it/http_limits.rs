@@ -318,10 +318,11 @@ async fn four_hundred_slow_clients_are_closed_within_the_deadline_while_health_a
     );
 
     let metrics = fetch_metrics(&bot).await;
-    // 400 clients on 256 slots: 144 made room for newer ones, one more for the command.
+    // 400 clients on 256 slots: 144 made room for newer ones, and one more for the command
+    // unless a slow client's own deadline had freed a slot by then (on a loaded machine).
     let evicted = slow_clients(&metrics, "evicted");
     assert!(
-        (145..=150).contains(&evicted),
+        (144..=150).contains(&evicted),
         "the oldest waiting connections made room: {evicted} evicted\n{metrics}"
     );
     assert!(

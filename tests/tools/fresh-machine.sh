@@ -47,6 +47,7 @@ trap cleanup EXIT
 mnt -t proc proc "$DIR/proc"
 mnt --bind /dev "$DIR/dev"
 mnt -t tmpfs -o size=1g tmpfs "$DIR/dev/shm"
+mnt --bind /dev/pts "$DIR/dev/pts"   # the shell tests open a pseudo-terminal
 
 in_chroot() {
   chroot "$DIR" /usr/bin/env -i HOME=/root TERM=dumb DUALKEY_TEST_OWN_PG=1 \
