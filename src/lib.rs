@@ -29,6 +29,9 @@
 //! - [`startup`]: builds the [`startup::Application`] and runs it until shutdown.
 //! - [`doctor`]: `dualkey doctor`, the set-up checks (tokens, channels, databases, tools,
 //!   folders), one line each.
+//! - [`welcome`]: what `dualkey serve` prints at start: how to talk to it, what is missing.
+//! - metrics: names, help texts and buckets in `core::meter` (recorded through the `metrics`
+//!   facade from any layer), rendered on `/metrics` by [`server`].
 //! - [`cli`]: the command-line interface.
 
 pub mod adapters;
