@@ -703,28 +703,25 @@ fn yaml_docs_of(text: &str) -> Value {
     serde_yaml::from_str(text).unwrap_or_else(|e| panic!("compose config output: {e}\n{text}"))
 }
 
-/// The binary to run: target/release/dualkey (what an image holds) when it exists and is no
-/// older than the debug build cargo made for these tests (`.ci/run` builds it first), else that
-/// debug build, so a stale release binary is never what passes; the choice is printed.
+/// The binary to run: `DUALKEY_TEST_RELEASE_BIN` when set (`.ci/run` builds the release
+/// binary an image holds and names it there), else the debug build cargo made for these tests;
+/// the choice is printed. A path that is set but missing fails rather than falling back.
 fn dualkey_bin() -> PathBuf {
-    let debug = PathBuf::from(env!("CARGO_BIN_EXE_dualkey"));
-    let release = debug
-        .parent()
-        .and_then(|d| d.parent())
-        .map(|t| t.join("release/dualkey"));
-    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let fresh = release.filter(|r| match (modified(r), modified(&debug)) {
-        (Some(r), Some(d)) => r >= d,
-        _ => false,
-    });
-    match fresh {
+    match std::env::var_os("DUALKEY_TEST_RELEASE_BIN") {
         Some(r) => {
+            let r = PathBuf::from(r);
+            assert!(
+                r.is_file(),
+                "DUALKEY_TEST_RELEASE_BIN={} is not a file",
+                r.display()
+            );
             eprintln!("running {} (release build)", r.display());
             r
         }
         None => {
+            let debug = PathBuf::from(env!("CARGO_BIN_EXE_dualkey"));
             eprintln!(
-                "no release build newer than the test build; running {} (CARGO_BIN_EXE_dualkey)",
+                "DUALKEY_TEST_RELEASE_BIN is not set; running {} (CARGO_BIN_EXE_dualkey)",
                 debug.display()
             );
             debug
