@@ -494,7 +494,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for w in s.warnings() {
                 out(format_args!("warning: {w}"))?;
             }
-            for w in crate::checks::tool_warnings(&s).await {
+            for w in crate::services::reports::tool_warnings(&s).await {
                 out(format_args!("warning: {w}"))?;
             }
             Ok(ExitCode::SUCCESS)
@@ -640,9 +640,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     if *format == StatusFormat::Json {
                         out(serde_json::to_string_pretty(&st)?)?;
                     } else {
-                        out(crate::checks::fields_text(&crate::checks::status_fields(
-                            &st,
-                        )))?;
+                        out(crate::services::reports::fields_text(
+                            &crate::services::reports::status_fields(&st),
+                        ))?;
                     }
                     Ok(if st.prisma_exit_code == 0 {
                         ExitCode::SUCCESS
@@ -657,9 +657,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let env = pick_env(&s, env)?;
             let app = Application::build(s).await?;
             let core = app.core();
-            let b = crate::runbook::take_manual_backup(&core, &env, "cli", note.clone(), None)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let b = crate::services::backups::take::take_manual_backup(
+                &core,
+                &env,
+                "cli",
+                note.clone(),
+                None,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
             out(format_args!(
                 "backup {} ok: {} ({} bytes, sha256 {})",
                 b.id,
@@ -673,7 +679,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let s = load(&cli)?;
             let env = pick_env(&s, env)?;
             let core = Application::read_only_core(s).await?;
-            out(crate::checks::backups_text(&core, &env).await?)?;
+            out(crate::services::reports::backups_text(&core, &env).await?)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Audit { command } => {

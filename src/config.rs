@@ -810,57 +810,6 @@ fn with_overrides(
 }
 
 impl Settings {
-    /// The channels a kind of message goes to, one per enabled platform that has one: the
-    /// environment's override when set, else the platform's key. Empty channel ids are skipped.
-    pub fn route(&self, route: Route, env: Option<&str>) -> Vec<crate::core::event::ChannelRef> {
-        use crate::core::event::{ChannelRef, Platform};
-        let pick = |o: &ChannelOverrides, approvals: &str, audit: &str, report: &str| {
-            let (over, base) = match route {
-                Route::Approvals => (&o.approvals_channel, approvals),
-                Route::Audit => (&o.audit_channel, audit),
-                Route::Report => (&o.report_channel, report),
-            };
-            over.as_deref()
-                .filter(|c| !c.is_empty())
-                .unwrap_or(base)
-                .to_string()
-        };
-        let none = ChannelOverrides::default();
-        let e = env.and_then(|n| self.environments.get(n));
-        let mut out = Vec::new();
-        if self.slack.enabled {
-            let s = &self.slack;
-            let id = pick(
-                e.map(|e| &e.slack).unwrap_or(&none),
-                &s.approvals_channel,
-                &s.audit_channel,
-                &s.report_channel,
-            );
-            if !id.is_empty() {
-                out.push(ChannelRef {
-                    platform: Platform::Slack,
-                    id,
-                });
-            }
-        }
-        if self.discord.enabled {
-            let d = &self.discord;
-            let id = pick(
-                e.map(|e| &e.discord).unwrap_or(&none),
-                &d.approvals_channel,
-                &d.audit_channel,
-                &d.report_channel,
-            );
-            if !id.is_empty() {
-                out.push(ChannelRef {
-                    platform: Platform::Discord,
-                    id,
-                });
-            }
-        }
-        out
-    }
-
     /// Loads `path`, applies the `DUALKEY_*` overrides of the process environment and validates
     /// everything.
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {

@@ -35,20 +35,16 @@
 //! - [`cli`]: the command-line interface.
 
 pub mod adapters;
-pub mod checks;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod core;
 pub mod dbops;
 pub mod doctor;
-pub mod monitoring;
 pub mod outbox;
-pub mod runbook;
-pub mod scheduler;
 pub mod server;
+pub mod services;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod welcome;
-pub mod worker;

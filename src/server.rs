@@ -671,8 +671,8 @@ impl Scrape {
             // which hashes it, says otherwise.
             let looks_healthy = |b: &&crate::store::BackupRow| {
                 matches!(
-                    crate::runbook::backup_health(b),
-                    "ok" | crate::runbook::BACKUP_TOUCHED
+                    crate::services::backups::health::backup_health(b),
+                    "ok" | crate::services::backups::health::BACKUP_TOUCHED
                 )
             };
             if let Some(b) = all.iter().find(looks_healthy) {

@@ -14,8 +14,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::core::dispatch::Core;
 use crate::outbox;
+use crate::services::worker::Worker;
 use crate::store;
-use crate::worker::Worker;
 
 /// A running dualkey: core plus background tasks.
 pub struct Application {
@@ -120,7 +120,7 @@ impl Application {
             settings,
             store,
             clock,
-            Arc::new(crate::runbook::RunbookFacts),
+            Arc::new(crate::services::facts::RunbookFacts),
         ));
         let stale = Worker::recover_interrupted(&core, true).await?;
         for op in stale {
@@ -147,7 +147,7 @@ impl Application {
             settings,
             store,
             Arc::new(SystemClock),
-            Arc::new(crate::runbook::RunbookFacts),
+            Arc::new(crate::services::facts::RunbookFacts),
         )))
     }
 
@@ -234,13 +234,14 @@ impl Application {
         // In the background: an unreachable database must not delay the start.
         let settings = self.core.settings.clone();
         tokio::spawn(async move {
-            for w in crate::checks::tool_warnings(&settings).await {
+            for w in crate::services::reports::tool_warnings(&settings).await {
                 tracing::warn!("{w}");
             }
         });
         let worker = tokio::spawn(Worker::new(self.core.clone()).run(rx.clone()));
-        let scheduler =
-            tokio::spawn(crate::scheduler::Scheduler::new(self.core.clone()).run(rx.clone()));
+        let scheduler = tokio::spawn(
+            crate::services::scheduler::Scheduler::new(self.core.clone()).run(rx.clone()),
+        );
         let delivery = tokio::spawn(outbox::run(self.core.clone(), outs, rx.clone()));
         let upkeep = tokio::spawn(meter_upkeep());
         let with_admin = listeners.as_ref().is_some_and(|l| l.admin.is_some());

@@ -224,7 +224,7 @@ pub async fn run<R: AsyncBufRead + Unpin>(
     }
     // End of input: wait for the work the input started, and for its updates to print.
     loop {
-        let idle = crate::worker::Worker::idle(&core).await?;
+        let idle = crate::services::worker::Worker::idle(&core).await?;
         let pending = core
             .store
             .outbox_due(Platform::Shell.as_str(), core.clock.now_ms(), 1)

@@ -57,7 +57,7 @@ pub enum ReportRequest {
 
 /// The facts port: what the core needs to know about the target to plan an operation or answer
 /// a read-only command. Gathering them is I/O (migration status, backup hashes, app commands)
-/// and lives outside the core (`runbook::RunbookFacts`); the dispatcher calls it only after the
+/// and lives outside the core (`facts::RunbookFacts`); the dispatcher calls it only after the
 /// platform's ack.
 #[async_trait]
 pub trait Facts: Send + Sync {
@@ -246,7 +246,8 @@ impl Core {
     pub async fn audit_tx(&self, tx: &mut Box<dyn Tx>, ev: NewAudit) -> StoreResult<AuditRecord> {
         let now = self.clock.now_ms();
         let rec = tx.append_audit(&ev, now).await?;
-        let channels = self.settings.route(Route::Audit, rec.env.as_deref());
+        let channels =
+            crate::core::routing::route(&self.settings, Route::Audit, rec.env.as_deref());
         if channels.is_empty() {
             return Ok(rec);
         }
@@ -281,7 +282,7 @@ impl Core {
         let (seq, hash) = self.store.audit_head().await?;
         let line = Reply::public(crate::core::audit::head_line(seq, &hash));
         let mut tx = self.store.begin().await?;
-        for channel in self.settings.route(Route::Audit, None) {
+        for channel in crate::core::routing::route(&self.settings, Route::Audit, None) {
             tx.enqueue_audit_line(&audit_row(&channel, &line), None, self.clock.now_ms())
                 .await?;
         }
@@ -392,7 +393,7 @@ impl Core {
         env: &str,
     ) -> Vec<ChannelRef> {
         let mut out: Vec<ChannelRef> = origin.into_iter().cloned().collect();
-        for c in self.settings.route(route, Some(env)) {
+        for c in crate::core::routing::route(&self.settings, route, Some(env)) {
             if !out.contains(&c) {
                 out.push(c);
             }

@@ -13,3 +13,4 @@ pub mod identity;
 pub mod meter;
 pub mod operation;
 pub mod reply;
+pub mod routing;

@@ -370,7 +370,7 @@ async fn health(name: &str, e: &EnvironmentSettings) -> Line {
             format!("optional: set environments.{name}.health_url to the app's health endpoint"),
         );
     };
-    let p = crate::monitoring::probe(url).await;
+    let p = crate::services::monitoring::probe(url).await;
     // A health URL may carry credentials (`https://user:token@…`, `?password=`).
     let url = crate::config::redact_url(url);
     if p.ok {

@@ -452,7 +452,7 @@ async fn only_operations_with_a_stale_heartbeat_are_marked_interrupted(b: Backen
     let second = tx.claim_operation("replica-b", now).await.unwrap().unwrap();
     tx.commit().await.unwrap();
     assert_ne!(first.env, second.env);
-    let stale = dualkey::worker::Worker::recover_interrupted(&app.core, false)
+    let stale = dualkey::services::worker::Worker::recover_interrupted(&app.core, false)
         .await
         .unwrap();
     assert_eq!(
@@ -479,7 +479,7 @@ async fn only_operations_with_a_stale_heartbeat_are_marked_interrupted(b: Backen
             .state,
         "running"
     );
-    let at_start = dualkey::worker::Worker::recover_interrupted(&app.core, true)
+    let at_start = dualkey::services::worker::Worker::recover_interrupted(&app.core, true)
         .await
         .unwrap();
     let expected: Vec<String> = if b == Backend::Sqlite {

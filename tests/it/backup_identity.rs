@@ -35,7 +35,7 @@ async fn setup_on(backend: Backend, extra: &str) -> (TestApp, TestDb) {
 }
 
 async fn backup(app: &TestApp) -> BackupRow {
-    dualkey::runbook::take_backup(
+    dualkey::services::backups::take::take_backup(
         &app.core,
         "production",
         BackupKind::Manual,
@@ -152,7 +152,7 @@ async fn retention_counts_an_identical_copy_as_healthy_and_a_changed_one_as_not(
     copy_over(&newer, &bytes, Duration::from_secs(90));
     app.clock.advance(3 * 86_400_000);
 
-    let deleted = dualkey::runbook::apply_retention(&app.core, "production")
+    let deleted = dualkey::services::backups::take::apply_retention(&app.core, "production")
         .await
         .unwrap();
 
@@ -165,7 +165,7 @@ async fn retention_counts_an_identical_copy_as_healthy_and_a_changed_one_as_not(
     let mut changed = bytes.clone();
     changed[0] ^= 0x01;
     copy_over(&newer, &changed, Duration::from_secs(120));
-    let deleted = dualkey::runbook::apply_retention(&app.core, "production")
+    let deleted = dualkey::services::backups::take::apply_retention(&app.core, "production")
         .await
         .unwrap();
     assert_eq!(deleted, vec![newer.id.clone()]);
@@ -190,7 +190,10 @@ async fn a_matching_hash_records_the_new_mtime(backend: Backend) {
     let new_mtime = mtime_ms(&b.path);
     assert_ne!(Some(new_mtime), b.file_mtime_ms);
     let row = store.get_backup(&b.id).await.unwrap().unwrap();
-    assert_eq!(dualkey::runbook::backup_health(&row), "touched");
+    assert_eq!(
+        dualkey::services::backups::health::backup_health(&row),
+        "touched"
+    );
 
     let listing = app.cmd("carol", "backups").await;
     assert!(listing_line(&listing, &b.id).contains(" ok "), "{listing}");
@@ -198,7 +201,7 @@ async fn a_matching_hash_records_the_new_mtime(backend: Backend) {
     let row = store.get_backup(&b.id).await.unwrap().unwrap();
     assert_eq!(row.file_mtime_ms, Some(new_mtime));
     assert_eq!(
-        dualkey::runbook::backup_health(&row),
+        dualkey::services::backups::health::backup_health(&row),
         "ok",
         "no hashing needed any more"
     );

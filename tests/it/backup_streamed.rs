@@ -186,7 +186,7 @@ async fn a_backup_whose_verifier_fails_mid_stream_is_failed_in_the_catalog_and_l
     let bin = fake_bin(DAMAGE);
     let app = app_with_bin(&db, bin.path()).await;
 
-    let err = dualkey::runbook::take_backup(
+    let err = dualkey::services::backups::take::take_backup(
         &app.core,
         "production",
         BackupKind::Manual,
@@ -220,7 +220,7 @@ async fn a_backup_verified_on_the_stream_is_ok_with_its_table_of_contents() {
     let bin = fake_bin("exec \"$REAL\" \"$@\"");
     let app = app_with_bin(&db, bin.path()).await;
 
-    let row = dualkey::runbook::take_backup(
+    let row = dualkey::services::backups::take::take_backup(
         &app.core,
         "production",
         BackupKind::Manual,
@@ -237,7 +237,7 @@ async fn a_backup_verified_on_the_stream_is_ok_with_its_table_of_contents() {
     assert_eq!(calls(bin.path()).len(), 2, "{:?}", calls(bin.path()));
     assert_eq!(calls(bin.path())[0], "--file=-");
     assert_eq!(
-        dualkey::runbook::backup_health(&row),
+        dualkey::services::backups::health::backup_health(&row),
         "ok",
         "a fresh backup is healthy"
     );

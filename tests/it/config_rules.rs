@@ -286,13 +286,17 @@ async fn cards_label_each_request_and_operation_state() {
     expect(&mut wrong, &c, "Votes: bob approved");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(dualkey::worker::Worker::new(app.core.clone()).run(stop_rx));
+    let worker =
+        tokio::spawn(dualkey::services::worker::Worker::new(app.core.clone()).run(stop_rx));
     wait_for(|| dir.join("started").exists()).await;
     let c = card(&app, &approved).await;
     expect(&mut wrong, &c, "== [running] Request");
     std::fs::write(dir.join("go"), "").unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !dualkey::worker::Worker::idle(&app.core).await.unwrap() {
+    while !dualkey::services::worker::Worker::idle(&app.core)
+        .await
+        .unwrap()
+    {
         assert!(Instant::now() < deadline, "the operation did not finish");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

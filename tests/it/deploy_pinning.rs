@@ -253,7 +253,7 @@ async fn a_deploy_step_without_pinned_checksums_is_refused_and_applies_nothing()
     ))
     .unwrap();
     let step = PlannedStep::new("apply migrations", PRIORITY, old);
-    let err = dualkey::runbook::run_step(&db.app.core, &op, &step)
+    let err = dualkey::services::runbook::run_step(&db.app.core, &op, &step)
         .await
         .unwrap_err();
     assert!(

@@ -5,7 +5,7 @@
 
 use sqlx::Connection;
 
-use dualkey::scheduler::Scheduler;
+use dualkey::services::scheduler::Scheduler;
 
 use crate::scheduler::{reports, set_clock, setup, tick_at, utc};
 use crate::support::{pg_base, Backend};

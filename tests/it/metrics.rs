@@ -107,7 +107,8 @@ async fn metrics_after_a_scripted_session_parse_as_prometheus_text_with_the_expe
         succeeded(r, 2)
     })
     .await;
-    let drilled = dualkey::scheduler::drill_env(&run.core, "production", "metrics-test").await;
+    let drilled =
+        dualkey::services::scheduler::drill_env(&run.core, "production", "metrics-test").await;
     let drill_ok = matches!(drilled, Ok(Some(_)));
     assert!(
         drill_ok,

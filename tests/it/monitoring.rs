@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use dualkey::clock::Clock;
 use dualkey::core::dispatch::Core;
-use dualkey::monitoring::tick;
+use dualkey::services::monitoring::tick;
 
 use crate::support::{spawn_app_with, Backend, TestApp};
 use crate::taskflow::{INIT, PRIORITY};
@@ -401,7 +401,7 @@ async fn a_restart_in_the_middle_of_a_window_loses_no_reminder_and_marks_the_lat
             settings,
             store,
             first.clock.clone() as Arc<dyn Clock>,
-            Arc::new(dualkey::runbook::RunbookFacts),
+            Arc::new(dualkey::services::facts::RunbookFacts),
         )),
         clock: first.clock.clone(),
         dir: tempfile::tempdir().unwrap(),
@@ -446,7 +446,7 @@ async fn two_cores_on_one_postgres_store_post_each_reminder_once() {
         (*a.core.settings).clone(),
         store,
         a.clock.clone() as Arc<dyn Clock>,
-        Arc::new(dualkey::runbook::RunbookFacts),
+        Arc::new(dualkey::services::facts::RunbookFacts),
     ));
     a.cmd("alice", "monitor").await;
     let w = window(&a.core).await;
@@ -663,7 +663,7 @@ async fn unsorted_reminders_that_slip_past_the_check_still_close_on_the_latest()
             settings,
             store,
             first.clock.clone() as Arc<dyn Clock>,
-            Arc::new(dualkey::runbook::RunbookFacts),
+            Arc::new(dualkey::services::facts::RunbookFacts),
         )),
         clock: first.clock.clone(),
         dir: tempfile::tempdir().unwrap(),
@@ -766,7 +766,7 @@ async fn two_windows_opened_at_once_on_postgres_leave_one_open() {
         (*a.core.settings).clone(),
         store,
         a.clock.clone() as Arc<dyn Clock>,
-        Arc::new(dualkey::runbook::RunbookFacts),
+        Arc::new(dualkey::services::facts::RunbookFacts),
     ));
     let new = |who: &str| NewWindow {
         env: "production".into(),

@@ -392,7 +392,7 @@ async fn an_interrupted_operation_is_reported_to_the_report_channel(b: Backend) 
         .unwrap()
         .unwrap();
     tx.commit().await.unwrap();
-    dualkey::worker::Worker::recover_interrupted(&app.core, true)
+    dualkey::services::worker::Worker::recover_interrupted(&app.core, true)
         .await
         .unwrap();
     let alert = format!(

@@ -604,7 +604,7 @@ async fn a_backup_interrupted_by_a_crash_is_marked_failed_at_the_next_start() {
     let mut tx = db.app.core.store.begin().await.unwrap();
     tx.put_backup(&row).await.unwrap();
     tx.commit().await.unwrap();
-    dualkey::worker::Worker::recover_interrupted(&db.app.core, true)
+    dualkey::services::worker::Worker::recover_interrupted(&db.app.core, true)
         .await
         .unwrap();
     let b = db

@@ -10,7 +10,8 @@ use chrono::{TimeZone, Utc};
 use dualkey::clock::Clock;
 use dualkey::core::dispatch::Core;
 use dualkey::core::reply::Reply;
-use dualkey::scheduler::{previous_slot, Scheduler};
+use dualkey::services::backups::schedule::previous_slot;
+use dualkey::services::scheduler::Scheduler;
 
 use crate::support::{spawn_app_with, Backend, TestApp, TestDb};
 use crate::taskflow::{copy_migration, INIT, TASKFLOW};
@@ -306,7 +307,7 @@ async fn nightly_backups_are_verified_retained_and_reported() {
 
     // Ten days later every backup is old: min_keep (2) still keeps the newest two.
     set_clock(app, utc(2026, 6, 14, 12, 0));
-    let gone = dualkey::runbook::apply_retention(&app.core, "production")
+    let gone = dualkey::services::backups::take::apply_retention(&app.core, "production")
         .await
         .unwrap();
     assert!(gone.is_empty(), "{gone:?}");
@@ -424,7 +425,7 @@ async fn the_backup_age_alert_is_posted_once_per_breach_and_once_on_resolve() {
     let t0 = utc(2026, 6, 1, 12, 0);
     set_clock(app, t0);
     let sched = Scheduler::new(app.core.clone());
-    let b = dualkey::runbook::take_backup(
+    let b = dualkey::services::backups::take::take_backup(
         &app.core,
         "production",
         dualkey::dbops::backup::BackupKind::Manual,
@@ -446,7 +447,7 @@ async fn the_backup_age_alert_is_posted_once_per_breach_and_once_on_resolve() {
     assert_eq!(count(&texts, alert), 1, "{texts:#?}");
     assert!(texts.iter().any(|t| t.contains(alert) && t.contains(&b.id)));
     // A fresh backup resolves it, once.
-    let fresh = dualkey::runbook::take_backup(
+    let fresh = dualkey::services::backups::take::take_backup(
         &app.core,
         "production",
         dualkey::dbops::backup::BackupKind::Manual,
@@ -489,7 +490,7 @@ async fn two_replicas_on_one_postgres_store_take_one_backup_per_scheduled_run() 
         (*a.core.settings).clone(),
         dualkey::store::open(&store_url).await.unwrap(),
         a.clock.clone() as Arc<dyn Clock>,
-        Arc::new(dualkey::runbook::RunbookFacts),
+        Arc::new(dualkey::services::facts::RunbookFacts),
     ));
     set_clock(a, utc(2026, 6, 1, 1, 0));
     let one = Scheduler::new(a.core.clone());
@@ -593,7 +594,7 @@ async fn a_restart_keeps_the_no_verified_backup_alert_open_and_does_not_panic() 
     assert_eq!(count(&texts, alert), 1, "{texts:#?}");
     assert_eq!(count(&texts, "RESOLVED"), 0, "{texts:#?}");
     // A verified backup resolves it.
-    let fresh = dualkey::runbook::take_backup(
+    let fresh = dualkey::services::backups::take::take_backup(
         &app.core,
         "production",
         dualkey::dbops::backup::BackupKind::Manual,
@@ -622,7 +623,7 @@ async fn killed_mid_run(store: Backend) {
     let slot = utc(2026, 6, 2, 2, 0);
     set_clock(app, slot);
     // What a kill at 02:00:05 leaves: the slot taken, no finish, a scheduled backup running.
-    let manual = dualkey::runbook::take_backup(
+    let manual = dualkey::services::backups::take::take_backup(
         &app.core,
         "production",
         dualkey::dbops::backup::BackupKind::Manual,

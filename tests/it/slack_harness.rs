@@ -87,7 +87,10 @@ impl Running {
     /// Waits until the worker runs an operation; fails the test after [`WAIT`].
     pub async fn wait_busy(&self) {
         let deadline = Instant::now() + WAIT;
-        while dualkey::worker::Worker::idle(&self.core).await.unwrap() {
+        while dualkey::services::worker::Worker::idle(&self.core)
+            .await
+            .unwrap()
+        {
             assert!(Instant::now() < deadline, "the operation never started");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

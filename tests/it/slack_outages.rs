@@ -253,7 +253,10 @@ async fn while_a_slow_operation_runs_every_http_command_and_click_is_acked_withi
     }
     // All of that happened while the operation was still running.
     assert!(
-        !dualkey::worker::Worker::idle(&run.core).await.unwrap() && !run.marker().contains("stop"),
+        !dualkey::services::worker::Worker::idle(&run.core)
+            .await
+            .unwrap()
+            && !run.marker().contains("stop"),
         "the slow operation had already finished ({:?} after it started)",
         busy_since.elapsed()
     );

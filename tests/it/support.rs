@@ -220,7 +220,7 @@ pub async fn spawn_app_with(
         settings,
         store,
         clock.clone() as Arc<dyn Clock>,
-        Arc::new(dualkey::runbook::RunbookFacts),
+        Arc::new(dualkey::services::facts::RunbookFacts),
     ));
     TestApp {
         core,
@@ -385,10 +385,13 @@ impl TestApp {
     /// Runs the worker until no operation is queued or running (at most 30 s).
     pub async fn drain_worker(&self) {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let w = tokio::spawn(dualkey::worker::Worker::new(self.core.clone()).run(rx));
+        let w = tokio::spawn(dualkey::services::worker::Worker::new(self.core.clone()).run(rx));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
-            if dualkey::worker::Worker::idle(&self.core).await.unwrap() {
+            if dualkey::services::worker::Worker::idle(&self.core)
+                .await
+                .unwrap()
+            {
                 break;
             }
             assert!(

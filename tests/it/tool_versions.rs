@@ -237,7 +237,7 @@ async fn the_15_client_is_an_error_in_status_and_refuses_every_tool_plan(
         .await
         .unwrap()
         .len();
-    let err = dualkey::runbook::take_backup(
+    let err = dualkey::services::backups::take::take_backup(
         &old.core,
         "production",
         dualkey::dbops::backup::BackupKind::Scheduled,

@@ -17,10 +17,9 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 
 use super::{
-    app_command, app_step, backup_migrations, backup_step, database_url,
-    ends_like_a_complete_plain_dump, env_settings, migration_status, missing_on_staging,
+    app_command, app_step, backup_step, ends_like_a_complete_plain_dump, missing_on_staging,
     newest_backup, prisma_refusal, restore_source, review_pending, warnings_for, PendingReview,
-    RestoreSource, StepError, PLAIN_DUMP_TRAILER,
+    RestoreSource, PLAIN_DUMP_TRAILER,
 };
 use crate::config::EnvironmentSettings;
 use crate::core::dispatch::Core;
@@ -29,8 +28,12 @@ use crate::core::operation::{
     OperationKind, PinnedMigration, Plan, PlannedStep, RollbackStrategy, StepAction,
 };
 use crate::core::reply::Warning;
-use crate::dbops::backup::{BackupKind, PgVersion, ToolsCheck};
+use crate::dbops::backup::{BackupKind, ToolsCheck};
 use crate::dbops::prisma;
+use crate::services::backups::health::backup_migrations;
+use crate::services::environment::{
+    database_url, env_settings, gather_tools, migration_status, StepError,
+};
 use crate::store::BackupRow;
 
 use secrecy::ExposeSecret;
@@ -288,22 +291,6 @@ pub async fn gather(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan
     })
 }
 
-/// The versions of the environment's tools (cached per binary) and of its server: `server`
-/// when a status read had it, else read on a connection of its own.
-pub async fn gather_tools(e: &EnvironmentSettings, server: Option<u32>) -> ToolsCheck {
-    let server = match server {
-        Some(n) => Ok(PgVersion(n)),
-        None => match database_url(e) {
-            Err(err) => Err(err.0),
-            Ok(url) => prisma::server_version_num(url.expose_secret())
-                .await
-                .map(PgVersion)
-                .map_err(|err| format!("cannot read the server version: {err}")),
-        },
-    };
-    ToolsCheck::read(e.pg_bin_dir.as_deref(), server).await
-}
-
 /// The write estimate and the completeness check of a backup a plan would restore.
 async fn gather_source(source: RestoreSource, e: &EnvironmentSettings) -> SourceFacts {
     let writes_since = source.write_estimate(e).await;
@@ -525,7 +512,7 @@ pub fn tools_refusal(
         return None;
     }
     // A backup runs pg_dump and pg_restore (to verify); psql matters only to a restore, as in
-    // the check before every backup (`runbook::take_backup`).
+    // the check before every backup (`services::backups::take::take_backup`).
     let mut tools = tools?.clone();
     if !restores {
         tools.tools.retain(|t| t.tool != "psql");
@@ -839,6 +826,7 @@ mod tests {
 
     use super::*;
     use crate::core::reply::Severity;
+    use crate::dbops::backup::PgVersion;
     use std::path::PathBuf;
 
     const NOW: i64 = 1_700_000_000_000;

@@ -3,7 +3,7 @@
 //! Two kinds of jobs:
 //!
 //! - **Housekeeping, by interval**: request expiry (every second), the monitoring tick
-//!   ([`crate::monitoring::tick`], every 5 s), the backup-age check (every minute), stale-operation
+//!   ([`crate::services::monitoring::tick`], every 5 s), the backup-age check (every minute), stale-operation
 //!   recovery (every 10 s, PostgreSQL stores only: on SQLite the one process recovers at start),
 //!   and store pruning (hourly). Each runs under a store lease named after it, so with several
 //!   replicas on a PostgreSQL store only one replica runs it.
@@ -50,7 +50,8 @@
 //!   audit events; housekeeping jobs that run every few seconds are audited by what they do
 //!   (each expired request, each recovered operation, pruned rows), not by each tick.
 
-use crate::checks;
+use crate::services::backups::health::*;
+use crate::services::backups::schedule::*;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -68,9 +69,8 @@ use crate::core::event::ChannelRef;
 use crate::core::human;
 use crate::core::reply::{Body, Card, Reply, Report, Section, Style, Table, Visibility, Warning};
 use crate::dbops::backup::{self as bk, BackupKind};
-use crate::runbook;
+use crate::services::worker::Worker;
 use crate::store::{Backend, BackupRow, DrillRow, NewOutbox, Tx};
-use crate::worker::Worker;
 
 /// The nightly backup's job name (in `schedule_runs` and audit events).
 pub const JOB_BACKUP: &str = "backup";
@@ -137,44 +137,6 @@ pub struct Scheduler {
 
 /// A cron job's outcome and the messages it posts, each with its channels.
 type Posts = (String, Vec<(Vec<ChannelRef>, Reply)>);
-
-/// How a slot time is shown: `2026-03-29 02:00 CEST`.
-fn show(t: &DateTime<Tz>) -> String {
-    t.format("%Y-%m-%d %H:%M %Z").to_string()
-}
-
-/// The scheduled instant of a cron job at or before `now` (ms), in the schedule's time zone.
-pub fn previous_slot(cron: &croner::Cron, tz: Tz, now: i64) -> Option<DateTime<Tz>> {
-    let now = tz.timestamp_millis_opt(now).single()?;
-    cron.find_previous_occurrence(&now, true).ok()
-}
-
-/// The next scheduled instant of a cron job strictly after `now` (ms).
-pub fn next_slot(cron: &croner::Cron, tz: Tz, now: i64) -> Option<DateTime<Tz>> {
-    let now = tz.timestamp_millis_opt(now).single()?;
-    cron.find_next_occurrence(&now, false).ok()
-}
-
-/// The `status` line for the next scheduled backup of `env`: `2026-03-29 02:00 CEST (in 5h12m)`.
-pub fn next_backup_text(core: &Core, env: &str) -> String {
-    let Some(e) = core.settings.environments.get(env) else {
-        return "environment not configured".into();
-    };
-    if !e.scheduled_backups {
-        return format!("none (environments.{env}.scheduled_backups is false)");
-    }
-    let s = &core.settings.schedule;
-    let now = core.clock.now_ms();
-    match next_slot(&s.backup_schedule(), s.tz(), now) {
-        Some(t) => format!(
-            "{} (in {}, schedule `{}`)",
-            show(&t),
-            human::span(t.timestamp_millis() - now),
-            s.backup_cron
-        ),
-        None => format!("never (schedule `{}` has no next time)", s.backup_cron),
-    }
-}
 
 /// Polls a job's future and turns a panic inside it into an error, so one job's bug is logged
 /// and the scheduler loop (expiry, reminders, backups) keeps running.
@@ -258,13 +220,6 @@ fn report_channels<'a>(core: &Core, envs: impl IntoIterator<Item = &'a str>) -> 
         }
     }
     out
-}
-
-/// The newest catalog entry of `env` whose file is healthy (a deleted or failed entry never
-/// is: `backup_health` says so).
-async fn newest_verified(core: &Core, env: &str) -> anyhow::Result<Option<BackupRow>> {
-    let all = core.store.list_backups(env).await?;
-    Ok(checks::first_healthy(core, &all).await.cloned())
 }
 
 impl Scheduler {
@@ -580,7 +535,7 @@ impl Scheduler {
             "expire-requests" => {
                 core.expire_requests().await?;
             }
-            "monitoring" => crate::monitoring::tick(core).await?,
+            "monitoring" => crate::services::monitoring::tick(core).await?,
             // On SQLite the one process recovers at start-up (`Application::build`).
             "recover-stale" if core.store.backend() == Backend::Postgres => {
                 Worker::recover_interrupted(core, false).await?;
@@ -804,8 +759,8 @@ impl Scheduler {
         };
         for env in &scheduled {
             let before = core.store.list_backups(env).await.unwrap_or_default();
-            let last_good = checks::first_healthy(core, &before).await.cloned();
-            let result = runbook::take_backup(
+            let last_good = first_healthy(core, &before).await.cloned();
+            let result = crate::services::backups::take::take_backup(
                 core,
                 env,
                 BackupKind::Scheduled,
@@ -852,7 +807,7 @@ impl Scheduler {
                     failed.push(env.to_string());
                     let last = last_good
                         .as_ref()
-                        .map(|b| checks::backup_line(b, now))
+                        .map(|b| backup_line(b, now))
                         .unwrap_or_else(|| "none verified".into());
                     section.fields.push(("error".into(), err.0.clone()));
                     section
@@ -893,7 +848,7 @@ impl Scheduler {
             .map(|(n, _)| n.clone())
             .collect();
         for env in &unscheduled {
-            if let Err(e) = runbook::apply_retention(core, env).await {
+            if let Err(e) = crate::services::backups::take::apply_retention(core, env).await {
                 tracing::warn!(env = %env, error = %e, "retention failed");
             }
         }
@@ -947,7 +902,7 @@ impl Scheduler {
     /// Applies retention after a good backup and says what it deleted.
     async fn retention_fields(&self, env: &str, before: &[BackupRow], section: &mut Section) {
         let now = self.core.clock.now_ms();
-        match runbook::apply_retention(&self.core, env).await {
+        match crate::services::backups::take::apply_retention(&self.core, env).await {
             Ok(ids) if ids.is_empty() => section
                 .fields
                 .push(("retention deleted".into(), "nothing".into())),
@@ -955,7 +910,7 @@ impl Scheduler {
                 let gone: Vec<String> = ids
                     .iter()
                     .map(|id| match before.iter().find(|b| &b.id == id) {
-                        Some(b) => checks::backup_line(b, now),
+                        Some(b) => backup_line(b, now),
                         None => id.clone(),
                     })
                     .collect();
@@ -990,10 +945,10 @@ impl Scheduler {
         if let (Some(newest), Some(oldest)) = (kept.first(), kept.last()) {
             section
                 .fields
-                .push(("newest".into(), checks::backup_line(newest, now)));
+                .push(("newest".into(), backup_line(newest, now)));
             section
                 .fields
-                .push(("oldest".into(), checks::backup_line(oldest, now)));
+                .push(("oldest".into(), backup_line(oldest, now)));
         }
         let last7: Vec<&BackupRow> = kept.iter().take(7).rev().copied().collect();
         if !last7.is_empty() {
@@ -1051,7 +1006,7 @@ impl Scheduler {
                     Some(b) => format!(
                         "the newest verified backup of {env} is {} old (limit {limit}): {}",
                         human::age(now - b.started_at),
-                        checks::backup_line(b, now)
+                        backup_line(b, now)
                     ),
                     None => format!(
                         "{env} has no verified backup, none for {} (limit {limit})",
@@ -1085,7 +1040,7 @@ impl Scheduler {
                 }
                 let text = format!(
                     "RESOLVED: {env} has a verified backup younger than {limit} again: {}",
-                    checks::backup_line(b, now)
+                    backup_line(b, now)
                 );
                 core.audit_tx(
                     &mut tx,
@@ -1209,10 +1164,10 @@ async fn save_drill(
 
 async fn run_drill(core: &Core, env: &str, b: &BackupRow) -> Result<bk::DrillOutcome, String> {
     use secrecy::ExposeSecret as _;
-    let e = runbook::env_settings(core, env).map_err(|e| e.0)?;
-    let url = runbook::database_url(e).map_err(|e| e.0)?;
+    let e = crate::services::environment::env_settings(core, env).map_err(|e| e.0)?;
+    let url = crate::services::environment::database_url(e).map_err(|e| e.0)?;
     let path = PathBuf::from(&b.path);
-    let migrations = runbook::backup_migrations(b);
+    let migrations = crate::services::backups::health::backup_migrations(b);
     let pg_bin_dir = e.pg_bin_dir.clone();
     bk::drill(
         url.expose_secret(),

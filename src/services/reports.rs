@@ -12,7 +12,8 @@ use crate::core::reply::{Button, ButtonStyle, Reply, Report, Section, Table};
 use crate::dbops;
 use crate::dbops::backup::{PgVersion, ToolsCheck};
 use crate::dbops::prisma::StatusReport;
-use crate::runbook::{self, backup_health_hashed, backup_migrations};
+use crate::services::backups::health::{backup_health_hashed, backup_migrations};
+use crate::services::backups::health::{backup_line, first_healthy};
 use crate::store::{BackupRow, OperationRow, RequestRow};
 
 fn list(v: &[String]) -> String {
@@ -43,10 +44,10 @@ pub fn fields_text(fields: &[Field]) -> String {
 /// version, then applied, pending, failed, rolled back (due again), edited after apply, only in
 /// the database, diverged.
 pub async fn database_fields(core: &Core, env: &str) -> Vec<Field> {
-    let Ok(e) = runbook::env_settings(core, env) else {
+    let Ok(e) = crate::services::environment::env_settings(core, env) else {
         return vec![field("database", "environment not configured")];
     };
-    match runbook::migration_status(e).await {
+    match crate::services::environment::migration_status(e).await {
         Err(err) => {
             let tools = tools_check(e, Err(err.0.clone())).await;
             vec![
@@ -113,7 +114,7 @@ pub async fn tool_warnings(settings: &crate::config::Settings) -> Vec<String> {
         }
         let (name, e) = (name.clone(), e.clone());
         tasks.spawn(async move {
-            let check = runbook::planning::gather_tools(&e, None).await;
+            let check = crate::services::environment::gather_tools(&e, None).await;
             let mut w: Vec<String> = check
                 .problem(&name)
                 .into_iter()
@@ -213,7 +214,7 @@ pub async fn backup_field(core: &Core, env: &str) -> anyhow::Result<Field> {
 
 /// The app status command's result, or why there is none; `None` for an unknown environment.
 pub async fn app_field(core: &Core, env: &str) -> Option<Field> {
-    let e = runbook::env_settings(core, env).ok()?;
+    let e = crate::services::environment::env_settings(core, env).ok()?;
     let Some(argv) = &e.app_status else {
         return Some(field(
             "app",
@@ -240,27 +241,6 @@ pub async fn app_field(core: &Core, env: &str) -> Option<Field> {
             Err(err) => err.to_string(),
         },
     ))
-}
-
-/// A backup in one line: `b3f9a1c2b7 (scheduled, 5h ago, 12.0 MB)`.
-pub(crate) fn backup_line(b: &BackupRow, now: i64) -> String {
-    format!(
-        "{} ({}, {} ago, {})",
-        b.id,
-        b.kind,
-        human::age(now - b.started_at),
-        human::bytes(b.size_bytes.unwrap_or(0) as u64)
-    )
-}
-
-/// The first (newest) catalog entry whose file is healthy, hashing a touched one.
-pub(crate) async fn first_healthy<'a>(core: &Core, all: &'a [BackupRow]) -> Option<&'a BackupRow> {
-    for b in all {
-        if backup_health_hashed(core.store.as_ref(), b).await == "ok" {
-            return Some(b);
-        }
-    }
-    None
 }
 
 /// The `backups` report: catalog entries (with their health) and external `.sql` files, as a
@@ -303,7 +283,7 @@ pub async fn backups_report(core: &Core, env: &str) -> anyhow::Result<Report> {
             last_drill(&drills, &b.id, now),
         ]);
     }
-    if let Ok(e) = runbook::env_settings(core, env) {
+    if let Ok(e) = crate::services::environment::env_settings(core, env) {
         if let Ok(ext) = dbops::backup::list_external(&e.backup_dir.join(env)) {
             for x in ext {
                 table.rows.push(vec![
@@ -359,10 +339,11 @@ pub async fn backups_text(core: &Core, env: &str) -> anyhow::Result<String> {
 
 /// The migration safety checklist: each item ticked from a fact.
 pub async fn checklist_report(core: &Core, env: &str) -> anyhow::Result<Report> {
-    let e = runbook::env_settings(core, env).map_err(|e| anyhow::anyhow!(e.0))?;
+    let e =
+        crate::services::environment::env_settings(core, env).map_err(|e| anyhow::anyhow!(e.0))?;
     let now = core.clock.now_ms();
     let mut items: Vec<(bool, String)> = Vec::new();
-    let st = runbook::migration_status(e).await;
+    let st = crate::services::environment::migration_status(e).await;
     let server = match &st {
         Ok(st) => st
             .server_version_num
@@ -402,7 +383,7 @@ pub async fn checklist_report(core: &Core, env: &str) -> anyhow::Result<Report> 
                     list(&st.edited_after_apply)
                 ),
             ));
-            match runbook::review_pending(e, st) {
+            match crate::services::runbook::review_pending(e, st) {
                 Ok(review) => {
                     items.push((
                         review.no_down.is_empty(),
@@ -422,9 +403,10 @@ pub async fn checklist_report(core: &Core, env: &str) -> anyhow::Result<Report> 
                 Err(err) => items.push((false, format!("pending migrations readable ({err})"))),
             }
             if let Some(staging) = &e.require_staging {
-                let ok = runbook::missing_on_staging(core, e, &st.deploy_would_apply)
-                    .await
-                    .is_ok_and(|m| m.is_empty());
+                let ok =
+                    crate::services::runbook::missing_on_staging(core, e, &st.deploy_would_apply)
+                        .await
+                        .is_ok_and(|m| m.is_empty());
                 items.push((
                     ok,
                     format!("pending migrations already deployed to {staging}"),
@@ -506,7 +488,7 @@ pub async fn status_report(core: &Core, env: &str) -> anyhow::Result<Report> {
     now_fields.push(backup_field(core, env).await?);
     now_fields.push(field(
         "next scheduled backup",
-        crate::scheduler::next_backup_text(core, env),
+        crate::services::backups::schedule::next_backup_text(core, env),
     ));
     now_fields.extend(app_field(core, env).await);
     let active: Vec<OperationRow> = core
@@ -539,7 +521,7 @@ pub async fn status_report(core: &Core, env: &str) -> anyhow::Result<Report> {
     now_fields.push(field("open requests", open.len().to_string()));
     now_fields.push(field(
         "monitoring",
-        crate::monitoring::status_line(core, env)
+        crate::services::monitoring::status_line(core, env)
             .await?
             .unwrap_or_else(|| "no window open".into()),
     ));

@@ -20,7 +20,7 @@ use crate::core::event::ChannelRef;
 use crate::core::meter;
 use crate::core::operation::{OperationKind, Plan, PlannedStep, StepAction};
 use crate::core::reply::Reply;
-use crate::runbook;
+use crate::services::runbook;
 use crate::store::{Backend, OperationRow};
 
 /// How often a running operation's heartbeat is refreshed.
@@ -139,7 +139,7 @@ impl Worker {
 
     /// Runs until `shutdown` turns true; waits for operations in progress before returning.
     /// Periodic jobs (request expiry, store pruning, stale-operation recovery) are the
-    /// scheduler's ([`crate::scheduler`]).
+    /// scheduler's ([`crate::services::scheduler`]).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut running: JoinSet<()> = JoinSet::new();
         loop {

@@ -1,0 +1,51 @@
+//! What every step and report starts from: the environment's settings, its database URL and
+//! migration status, and the error a step or plan shows people.
+
+use secrecy::ExposeSecret;
+
+use crate::config::EnvironmentSettings;
+use crate::core::dispatch::Core;
+use crate::dbops::backup::{PgVersion, ToolsCheck};
+use crate::dbops::prisma;
+
+/// A planning or step failure, shown to people and written to the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct StepError(pub String);
+
+/// The environment's settings.
+pub fn env_settings<'a>(core: &'a Core, env: &str) -> Result<&'a EnvironmentSettings, StepError> {
+    core.settings
+        .environments
+        .get(env)
+        .ok_or_else(|| StepError(format!("environment `{env}` is no longer configured")))
+}
+
+/// The environment's database URL (a secret, from the environment variable).
+pub fn database_url(e: &EnvironmentSettings) -> Result<secrecy::SecretString, StepError> {
+    e.database_url().map_err(StepError)
+}
+
+/// Reads the migration status of an environment.
+pub async fn migration_status(e: &EnvironmentSettings) -> Result<prisma::StatusReport, StepError> {
+    let url = database_url(e)?;
+    prisma::status(url.expose_secret(), &e.migrations_dir)
+        .await
+        .map_err(|err| StepError(format!("cannot read the migration status: {err}")))
+}
+
+/// The versions of the environment's tools (cached per binary) and of its server: `server`
+/// when a status read had it, else read on a connection of its own.
+pub async fn gather_tools(e: &EnvironmentSettings, server: Option<u32>) -> ToolsCheck {
+    let server = match server {
+        Some(n) => Ok(PgVersion(n)),
+        None => match database_url(e) {
+            Err(err) => Err(err.0),
+            Ok(url) => prisma::server_version_num(url.expose_secret())
+                .await
+                .map(PgVersion)
+                .map_err(|err| format!("cannot read the server version: {err}")),
+        },
+    };
+    ToolsCheck::read(e.pg_bin_dir.as_deref(), server).await
+}
