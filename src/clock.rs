@@ -3,11 +3,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-/// A source of "now", in milliseconds since the Unix epoch.
-pub trait Clock: Send + Sync + 'static {
-    /// Now, ms since the epoch.
-    fn now_ms(&self) -> i64;
-}
+pub use crate::core::ports::Clock;
 
 /// The real clock.
 #[derive(Debug, Default, Clone, Copy)]

@@ -26,8 +26,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::core::dispatch::{already_received, Core, Responder};
+use crate::core::dispatch::{already_received, Core};
 use crate::core::event::{EventKind, InboundEvent, Platform};
+use crate::core::ports::Responder;
 use crate::core::reply::{Reply, Visibility};
 
 /// Requests refused for a bad, missing or stale signature since start, per platform (Slack,

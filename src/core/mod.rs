@@ -12,5 +12,6 @@ pub mod human;
 pub mod identity;
 pub mod meter;
 pub mod operation;
+pub mod ports;
 pub mod reply;
 pub mod routing;

@@ -4,8 +4,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::core::dispatch::{Core, Facts, ReportRequest};
+use crate::core::dispatch::Core;
 use crate::core::operation::{OperationKind, Plan};
+use crate::core::ports::{Facts, ReportRequest};
 use crate::core::reply::Reply;
 use crate::services::reports;
 use crate::services::runbook::plan;

@@ -497,7 +497,7 @@ both_backends!(only_operations_with_a_stale_heartbeat_are_marked_interrupted);
 /// `status` reaches adapters as label/value fields (Slack renders them as fields), not as text
 /// that would have to be parsed again.
 async fn status_is_a_report_of_fields(b: Backend) {
-    use dualkey::core::dispatch::ReportRequest;
+    use dualkey::core::ports::ReportRequest;
     use dualkey::core::reply::Body;
     let app = spawn_app(b, 1, 0).await;
     app.cmd("alice", "app stop").await;

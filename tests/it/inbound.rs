@@ -5,9 +5,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use dualkey::adapters::memory::{MemoryAdapter, Said};
 use dualkey::adapters::{Handled, Inbound, Outbound};
-use dualkey::core::dispatch::{Core, Facts, ReportRequest};
+use dualkey::core::dispatch::Core;
 use dualkey::core::event::{ChannelRef, EventKind, InboundEvent, Platform};
 use dualkey::core::operation::{OperationKind, Plan};
+use dualkey::core::ports::{Facts, ReportRequest};
 use dualkey::core::reply::Reply;
 
 use crate::both_backends;

@@ -8,8 +8,8 @@ use super::{
 };
 use crate::config::Role;
 use crate::core::dispatch::Invocation;
-use crate::core::dispatch::ReportRequest;
 use crate::core::operation::OperationKind;
+use crate::core::ports::ReportRequest;
 
 /// What to do with the app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use super::{no_more, Command, CommandSpec, Options, ParseCtx};
 use crate::config::Role;
 use crate::core::dispatch::Invocation;
-use crate::core::dispatch::ReportRequest;
+use crate::core::ports::ReportRequest;
 
 /// Arguments of `approvals` (none).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use super::{env_words, Command, CommandSpec, EnvName, Options, ParseCtx, ENV_OPTION};
 use crate::config::Role;
 use crate::core::dispatch::Invocation;
-use crate::core::dispatch::ReportRequest;
+use crate::core::ports::ReportRequest;
 
 /// Arguments of `checklist`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,13 +15,14 @@ use super::{
 };
 use crate::config::{Role, Route};
 use crate::core::audit::NewAudit;
-use crate::core::dispatch::{Core, Invocation, Responder, UserError};
+use crate::core::dispatch::{Core, Invocation, UserError};
 use crate::core::event::{ChannelRef, InboundEvent};
 use crate::core::human;
 use crate::core::identity::Operator;
 use crate::core::operation::{OperationKind, Plan, StepAction};
+use crate::core::ports::Responder;
+use crate::core::ports::{ReminderRow, StoreResult, Tx, WindowRow};
 use crate::core::reply::{Body, Reply};
-use crate::store::{ReminderRow, StoreResult, Tx, WindowRow};
 
 /// The longest window `monitor` opens, in minutes (a day).
 pub const MAX_MINUTES: u32 = 1440;
@@ -323,7 +324,7 @@ pub async fn open_window_tx(
     let payload = serde_json::to_string(&line).expect("reply serializes");
     for c in core.channels_for(new.channel.as_ref(), Route::Report, &new.env) {
         tx.enqueue_outbox(
-            &crate::store::NewOutbox {
+            &crate::core::ports::NewOutbox {
                 platform: c.platform.as_str().into(),
                 channel: c.id.clone(),
                 op: "post".into(),
