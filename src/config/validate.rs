@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::environments::default_migrations_dir;
 use super::{
-    format_duration, parse_cron, valid_name, ConfigError, Role, Settings, MAX_DURATION, MAX_TTL,
+    format_duration, parse_cron, valid_name, ConfigError, EnvironmentSettings, Role, Settings,
+    MAX_DURATION, MAX_TTL,
 };
 
 /// Why a configured folder is not usable: it does not exist or is a file. Relative paths are
@@ -93,15 +94,38 @@ impl Settings {
         }
     }
 
-    /// Checks every rule that types alone cannot express.
+    /// Checks every rule that types alone cannot express, section by section; the first
+    /// broken rule is the error.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_store()?;
+        self.validate_server()?;
+        self.validate_modes()?;
+        self.validate_slack_channels()?;
+        self.validate_discord()?;
+        self.validate_required_votes()?;
+        self.validate_operators()?;
+        self.check_approvers_suffice()?;
+        self.validate_ttl()?;
+        self.validate_environments()?;
+        self.validate_default_environment()?;
+        self.validate_reminders()?;
+        self.validate_duration_limits()?;
+        self.validate_schedule()
+    }
+
+    /// `[store]`: a URL dualkey can open.
+    fn validate_store(&self) -> Result<(), ConfigError> {
         if !(self.store.url.starts_with("sqlite:")
             || self.store.url.starts_with("postgres://")
             || self.store.url.starts_with("postgresql://"))
         {
             return Err(self.invalid("store.url", "must start with sqlite:// or postgres://"));
         }
-        self.validate_server()?;
+        Ok(())
+    }
+
+    /// `slack.mode`, `slack.command` and `discord.mode`.
+    fn validate_modes(&self) -> Result<(), ConfigError> {
         if !matches!(self.slack.mode.as_str(), "socket" | "http") {
             return Err(self.invalid("slack.mode", "must be \"socket\" or \"http\""));
         }
@@ -111,27 +135,33 @@ impl Settings {
         if !matches!(self.discord.mode.as_str(), "gateway" | "http") {
             return Err(self.invalid("discord.mode", "must be \"gateway\" or \"http\""));
         }
-        // Slack channels by id: chat.update and chat.postEphemeral take only ids, so a name
-        // (`#db-approvals`) would post cards that can never be edited.
-        let slack_channel = |key: String, v: &str| -> Result<(), ConfigError> {
-            let ok = v.is_empty()
-                || (v.len() >= 2
-                    && v.len() <= 24
-                    && v.starts_with(['C', 'G', 'D'])
-                    && v.chars()
-                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()));
-            if ok {
-                Ok(())
-            } else {
-                Err(self.invalid(key, format!("`{v}` is not a Slack channel id (like C0123ABCD; in Slack: the channel's name, About, at the bottom); names such as #ops cannot be edited by chat.update")))
-            }
-        };
-        slack_channel(
+        Ok(())
+    }
+
+    /// Slack channels by id: chat.update and chat.postEphemeral take only ids, so a name
+    /// (`#db-approvals`) would post cards that can never be edited.
+    fn slack_channel(&self, key: String, v: &str) -> Result<(), ConfigError> {
+        let ok = v.is_empty()
+            || (v.len() >= 2
+                && v.len() <= 24
+                && v.starts_with(['C', 'G', 'D'])
+                && v.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()));
+        if ok {
+            Ok(())
+        } else {
+            Err(self.invalid(key, format!("`{v}` is not a Slack channel id (like C0123ABCD; in Slack: the channel's name, About, at the bottom); names such as #ops cannot be edited by chat.update")))
+        }
+    }
+
+    /// The `[slack]` channels, then each environment's `[environments.NAME.slack]` ones.
+    fn validate_slack_channels(&self) -> Result<(), ConfigError> {
+        self.slack_channel(
             "slack.approvals_channel".into(),
             &self.slack.approvals_channel,
         )?;
-        slack_channel("slack.audit_channel".into(), &self.slack.audit_channel)?;
-        slack_channel("slack.report_channel".into(), &self.slack.report_channel)?;
+        self.slack_channel("slack.audit_channel".into(), &self.slack.audit_channel)?;
+        self.slack_channel("slack.report_channel".into(), &self.slack.report_channel)?;
         for (name, e) in &self.environments {
             for (key, v) in [
                 ("approvals_channel", &e.slack.approvals_channel),
@@ -139,32 +169,39 @@ impl Settings {
                 ("report_channel", &e.slack.report_channel),
             ] {
                 if let Some(v) = v {
-                    slack_channel(format!("environments.{name}.slack.{key}"), v)?;
+                    self.slack_channel(format!("environments.{name}.slack.{key}"), v)?;
                 }
             }
         }
-        // Discord ids are snowflakes (decimal u64); a channel name (`#ops`) or a user name
-        // would only fail later, at every post.
-        let snowflake = |key: String, v: &str, what: &str| -> Result<(), ConfigError> {
-            if v.is_empty() || (v.len() <= 20 && v.parse::<u64>().is_ok_and(|n| n > 0)) {
-                Ok(())
-            } else {
-                Err(self.invalid(key, format!("`{v}` is not a Discord {what} id (a number like 200000000000000000; in Discord: Developer Mode, then right-click, Copy ID)")))
-            }
-        };
+        Ok(())
+    }
+
+    /// Discord ids are snowflakes (decimal u64); a channel name (`#ops`) or a user name
+    /// would only fail later, at every post.
+    fn snowflake(&self, key: String, v: &str, what: &str) -> Result<(), ConfigError> {
+        if v.is_empty() || (v.len() <= 20 && v.parse::<u64>().is_ok_and(|n| n > 0)) {
+            Ok(())
+        } else {
+            Err(self.invalid(key, format!("`{v}` is not a Discord {what} id (a number like 200000000000000000; in Discord: Developer Mode, then right-click, Copy ID)")))
+        }
+    }
+
+    /// `[discord]`: the application, guild and channel ids, each environment's channels, the
+    /// operators' Discord accounts, and the public key in http mode.
+    fn validate_discord(&self) -> Result<(), ConfigError> {
         let d = &self.discord;
-        snowflake(
+        self.snowflake(
             "discord.application_id".into(),
             d.application_id.trim(),
             "application",
         )?;
-        snowflake("discord.guild_id".into(), &d.guild_id, "server (guild)")?;
+        self.snowflake("discord.guild_id".into(), &d.guild_id, "server (guild)")?;
         for (key, v) in [
             ("approvals_channel", &d.approvals_channel),
             ("audit_channel", &d.audit_channel),
             ("report_channel", &d.report_channel),
         ] {
-            snowflake(format!("discord.{key}"), v, "channel")?;
+            self.snowflake(format!("discord.{key}"), v, "channel")?;
         }
         for (name, e) in &self.environments {
             for (key, v) in [
@@ -173,13 +210,13 @@ impl Settings {
                 ("report_channel", &e.discord.report_channel),
             ] {
                 if let Some(v) = v {
-                    snowflake(format!("environments.{name}.discord.{key}"), v, "channel")?;
+                    self.snowflake(format!("environments.{name}.discord.{key}"), v, "channel")?;
                 }
             }
         }
         for (i, op) in self.operators.iter().enumerate() {
             if let Some(a) = op.discord.as_deref().filter(|a| !a.trim().is_empty()) {
-                snowflake(format!("operators[{i}].discord"), a, "user")?;
+                self.snowflake(format!("operators[{i}].discord"), a, "user")?;
             }
         }
         if self.discord.enabled && self.discord.mode == "http" {
@@ -196,12 +233,23 @@ impl Settings {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `approvals.required`: at least one vote besides the requester's.
+    fn validate_required_votes(&self) -> Result<(), ConfigError> {
         if self.approvals.required == 0 {
             return Err(self.invalid(
                 "approvals.required",
                 "must be at least 1: the requester can never approve alone",
             ));
         }
+        Ok(())
+    }
+
+    /// `[[operators]]`: valid and distinct ids, at least one role, and each platform account
+    /// non-empty and belonging to one operator only.
+    fn validate_operators(&self) -> Result<(), ConfigError> {
         let mut seen = std::collections::BTreeSet::new();
         let mut accounts = std::collections::BTreeMap::new();
         for (i, op) in self.operators.iter().enumerate() {
@@ -240,7 +288,11 @@ impl Settings {
                 }
             }
         }
-        self.check_approvers_suffice()?;
+        Ok(())
+    }
+
+    /// `approvals.ttl`: at most [`MAX_TTL`].
+    fn validate_ttl(&self) -> Result<(), ConfigError> {
         if self.approvals.ttl.0 > MAX_TTL {
             return Err(self.invalid(
                 "approvals.ttl",
@@ -250,6 +302,11 @@ impl Settings {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// `[environments.*]`: at least one, each checked in name order.
+    fn validate_environments(&self) -> Result<(), ConfigError> {
         if self.environments.is_empty() {
             return Err(self.invalid(
                 "environments",
@@ -257,74 +314,99 @@ impl Settings {
             ));
         }
         for (name, env) in &self.environments {
-            let k = |f: &str| format!("environments.{name}.{f}");
-            if !valid_name(name) {
+            self.validate_environment(name, env)?;
+        }
+        Ok(())
+    }
+
+    /// One `[environments.NAME]` block.
+    fn validate_environment(
+        &self,
+        name: &str,
+        env: &EnvironmentSettings,
+    ) -> Result<(), ConfigError> {
+        let k = |f: &str| format!("environments.{name}.{f}");
+        if !valid_name(name) {
+            return Err(self.invalid(
+                format!("environments.{name}"),
+                "environment names must be 1-32 of a-z, 0-9, _ and -",
+            ));
+        }
+        if env.database_url_env.trim().is_empty() {
+            return Err(self.invalid(k("database_url_env"), "must name an environment variable"));
+        }
+        if !env.migrations_dir.is_dir() {
+            return Err(self.invalid(k("migrations_dir"), missing_folder(&env.migrations_dir)));
+        }
+        self.validate_app_commands(name, env)?;
+        if let Some(dir) = &env.pg_bin_dir {
+            if !dir.is_dir() {
                 return Err(self.invalid(
-                    format!("environments.{name}"),
-                    "environment names must be 1-32 of a-z, 0-9, _ and -",
+                    k("pg_bin_dir"),
+                    format!("`{}` is not a folder", dir.display()),
                 ));
             }
-            if env.database_url_env.trim().is_empty() {
-                return Err(
-                    self.invalid(k("database_url_env"), "must name an environment variable")
-                );
-            }
-            if !env.migrations_dir.is_dir() {
-                return Err(self.invalid(k("migrations_dir"), missing_folder(&env.migrations_dir)));
-            }
-            for (f, argv) in [
-                ("app_stop", &env.app_stop),
-                ("app_start", &env.app_start),
-                ("app_status", &env.app_status),
-            ] {
-                if argv
-                    .as_ref()
-                    .is_some_and(|a| a.is_empty() || a[0].trim().is_empty())
-                {
-                    return Err(self.invalid(k(f), "must be a non-empty argument vector like [\"docker\", \"compose\", \"stop\", \"backend\"], or be left out when dualkey may not run it"));
-                }
-            }
-            match (&env.app_stop, &env.app_start) {
-                (Some(_), None) => return Err(self.invalid(k("app_start"), "is missing while app_stop is set: a restore would stop the app and never start it again. Set both, or leave both out")),
-                (None, Some(_)) => return Err(self.invalid(k("app_stop"), "is missing while app_start is set: set both, or leave both out (then dualkey never stops the app and restores warn that it keeps running)")),
-                _ => {}
-            }
-            if let Some(logs) = &env.app_logs {
-                if logs.is_empty() {
-                    return Err(self.invalid(
-                        k("app_logs"),
-                        "must be a non-empty argument vector or be left out",
-                    ));
-                }
-            }
-            if env.app_timeout_secs == 0 {
-                return Err(self.invalid(k("app_timeout_secs"), "must be at least 1"));
-            }
-            if let Some(dir) = &env.pg_bin_dir {
-                if !dir.is_dir() {
-                    return Err(self.invalid(
-                        k("pg_bin_dir"),
-                        format!("`{}` is not a folder", dir.display()),
-                    ));
-                }
-            }
-            if env.retention_days == 0 {
-                return Err(self.invalid(k("retention_days"), "must be at least 1"));
-            }
-            if let Some(st) = &env.require_staging {
-                if st == name || !self.environments.contains_key(st) {
-                    return Err(self.invalid(
-                        k("require_staging"),
-                        format!("`{st}` is not another environment in [environments.*]"),
-                    ));
-                }
-            }
-            if let Some(url) = &env.health_url {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(self.invalid(k("health_url"), "must be an http:// or https:// URL"));
-                }
+        }
+        if env.retention_days == 0 {
+            return Err(self.invalid(k("retention_days"), "must be at least 1"));
+        }
+        if let Some(st) = &env.require_staging {
+            if st == name || !self.environments.contains_key(st) {
+                return Err(self.invalid(
+                    k("require_staging"),
+                    format!("`{st}` is not another environment in [environments.*]"),
+                ));
             }
         }
+        if let Some(url) = &env.health_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(self.invalid(k("health_url"), "must be an http:// or https:// URL"));
+            }
+        }
+        Ok(())
+    }
+
+    /// An environment's app commands: non-empty argument vectors, `app_stop` and `app_start`
+    /// together, and a timeout of at least a second.
+    fn validate_app_commands(
+        &self,
+        name: &str,
+        env: &EnvironmentSettings,
+    ) -> Result<(), ConfigError> {
+        let k = |f: &str| format!("environments.{name}.{f}");
+        for (f, argv) in [
+            ("app_stop", &env.app_stop),
+            ("app_start", &env.app_start),
+            ("app_status", &env.app_status),
+        ] {
+            if argv
+                .as_ref()
+                .is_some_and(|a| a.is_empty() || a[0].trim().is_empty())
+            {
+                return Err(self.invalid(k(f), "must be a non-empty argument vector like [\"docker\", \"compose\", \"stop\", \"backend\"], or be left out when dualkey may not run it"));
+            }
+        }
+        match (&env.app_stop, &env.app_start) {
+            (Some(_), None) => return Err(self.invalid(k("app_start"), "is missing while app_stop is set: a restore would stop the app and never start it again. Set both, or leave both out")),
+            (None, Some(_)) => return Err(self.invalid(k("app_stop"), "is missing while app_start is set: set both, or leave both out (then dualkey never stops the app and restores warn that it keeps running)")),
+            _ => {}
+        }
+        if let Some(logs) = &env.app_logs {
+            if logs.is_empty() {
+                return Err(self.invalid(
+                    k("app_logs"),
+                    "must be a non-empty argument vector or be left out",
+                ));
+            }
+        }
+        if env.app_timeout_secs == 0 {
+            return Err(self.invalid(k("app_timeout_secs"), "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// `default_environment`: one of the environments, and required when there are several.
+    fn validate_default_environment(&self) -> Result<(), ConfigError> {
         match &self.default_environment {
             Some(d) if !self.environments.contains_key(d) => {
                 return Err(self.invalid(
@@ -340,6 +422,11 @@ impl Settings {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// `monitoring.reminders`: at least one, in increasing order without repeats.
+    fn validate_reminders(&self) -> Result<(), ConfigError> {
         if self.monitoring.reminders.is_empty() {
             return Err(self.invalid(
                 "monitoring.reminders",
@@ -361,6 +448,11 @@ impl Settings {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// `schedule.max_backup_age` and each monitoring reminder: at most [`MAX_DURATION`].
+    fn validate_duration_limits(&self) -> Result<(), ConfigError> {
         for (key, d) in std::iter::once(("schedule.max_backup_age", &self.schedule.max_backup_age))
             .chain(
                 self.monitoring
@@ -379,6 +471,11 @@ impl Settings {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `[schedule]`: a tz database time zone and cron patterns that parse.
+    fn validate_schedule(&self) -> Result<(), ConfigError> {
         if self.schedule.timezone.parse::<chrono_tz::Tz>().is_err() {
             return Err(self.invalid(
                 "schedule.timezone",
