@@ -145,7 +145,7 @@ impl RestoreSource {
 
     /// About how many rows were written since the backup, naming the most written tables, or
     /// `unknown (why)`.
-    /// I/O: reads the target's write counters now (see [`planning::gather`]).
+    /// I/O: reads the target's write counters now (see [`super::planning::gather`]).
     pub(super) async fn write_estimate(&self, e: &EnvironmentSettings) -> String {
         const UNKNOWN_OLD: &str = "unknown (backup taken before dualkey recorded write counters, or they could not be read when it was taken)";
         if !self.catalog {
