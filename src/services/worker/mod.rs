@@ -2,7 +2,7 @@
 //! Before the first step it recomputes the plan and stops if the fingerprint changed. Every step
 //! is written to the store and the audit trail before and after it runs. Operations found
 //! `running` at start-up (SQLite) or with a stale heartbeat (PostgreSQL replicas) are marked
-//! `interrupted` and reported ([`recovery`] holds those phases); they are never resumed or re-run
+//! `interrupted` and reported (the phases in `recovery.rs`); they are never resumed or re-run
 //! by themselves.
 
 mod recovery;
