@@ -48,28 +48,10 @@ pub async fn take_backup(
 ) -> Result<BackupRow, StepError> {
     let e = env_settings(core, env)?;
     let url = database_url(e)?;
-    let (applied, server) = match prisma::status(url.expose_secret(), &e.migrations_dir).await {
-        Ok(st) => (st.applied, st.server_version_num),
-        Err(err) => {
-            return Err(StepError(format!(
-                "database unreachable, no backup taken: {err}"
-            )))
-        }
-    };
-    if let Some(problem) = backup_tools_problem(e, env, server).await {
-        return Err(StepError(format!("no backup taken: {problem}")));
-    }
+    let applied = applied_with_usable_tools(e, env, url.expose_secret()).await?;
     let database =
         bk::database_name(url.expose_secret()).map_err(|err| StepError(err.to_string()))?;
-    // The write counters just before the dump starts: plans that restore this backup estimate
-    // the rows written since from them. Best effort: without them (NULL) the card says unknown.
-    let write_stats = match dbops::stats::read(url.expose_secret()).await {
-        Ok(s) => serde_json::to_string(&s).ok(),
-        Err(err) => {
-            tracing::warn!(error = %err, "backup goes on without write counters");
-            None
-        }
-    };
+    let write_stats = write_stats_before_dump(url.expose_secret()).await;
     let mut row = BackupRow {
         id: human::new_id('b'),
         env: env.into(),
@@ -100,10 +82,64 @@ pub async fn take_backup(
         json!({"backup": row.id, "kind": row.kind, "operation": row.operation_id}),
     )
     .await?;
+    let (dumped, began) =
+        dump_with_progress(core, e, env, kind, url.expose_secret(), op, &row.id).await;
+    let out = match dumped {
+        Ok(o) => o,
+        Err(err) => return Err(record_failed_dump(core, &mut row, env, began, err).await),
+    };
+    record_dump(core, &mut row, env, &out, applied.len()).await?;
+    Ok(row)
+}
 
+/// The migrations applied now, once the status read shows the database reachable and the
+/// tools can back up its server; else why no backup is taken.
+async fn applied_with_usable_tools(
+    e: &crate::config::EnvironmentSettings,
+    env: &str,
+    url: &str,
+) -> Result<Vec<String>, StepError> {
+    let (applied, server) = match prisma::status(url, &e.migrations_dir).await {
+        Ok(st) => (st.applied, st.server_version_num),
+        Err(err) => {
+            return Err(StepError(format!(
+                "database unreachable, no backup taken: {err}"
+            )))
+        }
+    };
+    if let Some(problem) = backup_tools_problem(e, env, server).await {
+        return Err(StepError(format!("no backup taken: {problem}")));
+    }
+    Ok(applied)
+}
+
+/// The write counters just before the dump starts (JSON): plans that restore this backup
+/// estimate the rows written since from them. Best effort: without them (NULL) the card says
+/// unknown.
+async fn write_stats_before_dump(url: &str) -> Option<String> {
+    match dbops::stats::read(url).await {
+        Ok(s) => serde_json::to_string(&s).ok(),
+        Err(err) => {
+            tracing::warn!(error = %err, "backup goes on without write counters");
+            None
+        }
+    }
+}
+
+/// Runs the verified dump; with an operation, its card shows the progress about every two
+/// seconds. Returns the result and when the dump began.
+async fn dump_with_progress(
+    core: &Arc<Core>,
+    e: &crate::config::EnvironmentSettings,
+    env: &str,
+    kind: BackupKind,
+    url: &str,
+    op: Option<&OperationRow>,
+    id: &str,
+) -> (Result<bk::DumpOutcome, bk::DumpError>, std::time::Instant) {
     let latest = Arc::new(std::sync::Mutex::new(None::<bk::DumpProgress>));
     let reporter = op.cloned().map(|op| {
-        let (core, latest, id) = (core.clone(), latest.clone(), row.id.clone());
+        let (core, latest, id) = (core.clone(), latest.clone(), id.to_string());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(2)).await;
@@ -120,7 +156,7 @@ pub async fn take_backup(
         })
     });
     let req = bk::DumpRequest {
-        database_url: url.expose_secret(),
+        database_url: url,
         backup_dir: &e.backup_dir,
         env,
         kind,
@@ -135,33 +171,55 @@ pub async fn take_backup(
     if let Some(r) = reporter {
         r.abort();
     }
-    let out = match dumped {
-        Ok(o) => o,
-        Err(err) => {
-            row.state = "failed".into();
-            row.error = Some(err.to_string());
-            if let bk::DumpError::Unverified(why) = &err {
-                row.verify_error = Some(why.clone());
-            }
-            row.duration_ms = Some(core.clock.now_ms() - row.started_at);
-            crate::core::meter::backup(env, began.elapsed(), None);
-            save_backup(
-                core,
-                &row,
-                "backup.failed",
-                json!({"backup": row.id, "error": err.to_string()}),
-            )
-            .await?;
-            return Err(StepError(format!("backup failed, no file kept: {err}")));
-        }
-    };
+    (dumped, began)
+}
+
+/// Records a dump that failed (no file kept) as `failed`, audited; returns the step's error,
+/// or the failure to record it.
+async fn record_failed_dump(
+    core: &Core,
+    row: &mut BackupRow,
+    env: &str,
+    began: std::time::Instant,
+    err: bk::DumpError,
+) -> StepError {
+    row.state = "failed".into();
+    row.error = Some(err.to_string());
+    if let bk::DumpError::Unverified(why) = &err {
+        row.verify_error = Some(why.clone());
+    }
+    row.duration_ms = Some(core.clock.now_ms() - row.started_at);
+    crate::core::meter::backup(env, began.elapsed(), None);
+    if let Err(save_err) = save_backup(
+        core,
+        row,
+        "backup.failed",
+        json!({"backup": row.id, "error": err.to_string()}),
+    )
+    .await
+    {
+        return save_err;
+    }
+    StepError(format!("backup failed, no file kept: {err}"))
+}
+
+/// Records the dump's file, size, SHA-256 and duration, then `ok` with the verification
+/// (audited with `applied` migrations counted), or, for a dump not verified as written, removes
+/// the file and records `failed`.
+async fn record_dump(
+    core: &Core,
+    row: &mut BackupRow,
+    env: &str,
+    out: &bk::DumpOutcome,
+    applied: usize,
+) -> Result<(), StepError> {
     row.path = out.path.display().to_string();
     row.size_bytes = Some(out.size_bytes as i64);
     row.sha256 = Some(out.sha256.clone());
     row.duration_ms = Some(out.duration.as_millis() as i64);
     // The SHA-256 was computed, and pg_restore read the archive to the end, while the dump was
     // written (bk::dump_verified): nothing is read again. A dump that failed verification was not
-    // kept and ended in the `Err` arm above; the `Err` arm below is a safety net.
+    // kept and ended in the `Err` arm of `take_backup`; the `Err` arm below is a safety net.
     match out.toc_entries.ok_or("not verified as written") {
         Ok(toc_entries) => {
             row.state = "ok".into();
@@ -172,7 +230,7 @@ pub async fn take_backup(
                 .map(|t| chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis());
             row.toc_entries = Some(toc_entries as i64);
             crate::core::meter::backup(env, out.duration, Some(out.size_bytes));
-            save_backup(core, &row, "backup.finished", json!({"backup": row.id, "file": out.file_name, "bytes": out.size_bytes, "sha256": out.sha256, "toc_entries": toc_entries, "migrations": applied.len()})).await?;
+            save_backup(core, row, "backup.finished", json!({"backup": row.id, "file": out.file_name, "bytes": out.size_bytes, "sha256": out.sha256, "toc_entries": toc_entries, "migrations": applied})).await?;
         }
         Err(err) => {
             let _ = std::fs::remove_file(&out.path);
@@ -182,7 +240,7 @@ pub async fn take_backup(
             row.error = Some(format!("verification failed: {err}"));
             save_backup(
                 core,
-                &row,
+                row,
                 "backup.failed",
                 json!({"backup": row.id, "error": row.error}),
             )
@@ -193,7 +251,7 @@ pub async fn take_backup(
             )));
         }
     }
-    Ok(row)
+    Ok(())
 }
 
 /// A manual backup (`backup`, `dualkey backup`), then retention: manual backups age out like

@@ -2,7 +2,10 @@
 //! Before the first step it recomputes the plan and stops if the fingerprint changed. Every step
 //! is written to the store and the audit trail before and after it runs. Operations found
 //! `running` at start-up (SQLite) or with a stale heartbeat (PostgreSQL replicas) are marked
-//! `interrupted` and reported; they are never resumed or re-run by themselves.
+//! `interrupted` and reported (the phases in `recovery.rs`); they are never resumed or re-run
+//! by themselves.
+
+mod recovery;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,9 +22,12 @@ use crate::core::dispatch::{kind_name, Core};
 use crate::core::event::ChannelRef;
 use crate::core::meter;
 use crate::core::operation::{OperationKind, Plan, PlannedStep, StepAction};
-use crate::core::reply::Reply;
 use crate::services::runbook;
 use crate::store::{Backend, OperationRow};
+
+use recovery::{
+    fail_running_backups, mark_interrupted, remove_partial_backups, report_interrupted,
+};
 
 /// How often a running operation's heartbeat is refreshed.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -60,80 +66,13 @@ impl Worker {
         };
         let mut tx = core.store.begin().await?;
         let stale = tx.running_operations(stale_before).await?;
-        // Backups left `running` never finished: no file, no ok entry. At a SQLite start-up all
-        // of them; on PostgreSQL the ones the dead replica's operations were taking.
-        for mut b in tx.running_backups().await? {
-            let dead = stale_before.is_none()
-                || stale
-                    .iter()
-                    .any(|o| b.operation_id.as_deref() == Some(o.id.as_str()));
-            if dead {
-                b.state = "failed".into();
-                b.error = Some("dualkey stopped while this backup ran".into());
-                tx.put_backup(&b).await?;
-                core.audit_tx(
-                    &mut tx,
-                    NewAudit::system(
-                        "backup.failed",
-                        Some(&b.env),
-                        json!({"backup": b.id, "error": "interrupted"}),
-                    ),
-                )
-                .await?;
-            }
-        }
+        fail_running_backups(core, &mut tx, stale_before, &stale).await?;
         if stale_before.is_none() {
-            for (name, e) in &core.settings.environments {
-                let dir = e.backup_dir.join(name);
-                if let Ok(removed) = crate::dbops::backup::cleanup_partials(&dir, Duration::ZERO) {
-                    for p in removed {
-                        tracing::warn!(path = %p.display(), "removed a partial backup left by a stopped process");
-                    }
-                }
-            }
+            remove_partial_backups(core);
         }
-        for op in &stale {
-            tx.transition_operation(
-                &op.id,
-                "running",
-                "interrupted",
-                Some("dualkey stopped while this operation ran; it was not resumed"),
-                now,
-            )
-            .await?;
-            if let Some(k) = op.current_step {
-                tx.finish_step(
-                    &op.id,
-                    k,
-                    "interrupted",
-                    "dualkey stopped during this step",
-                    now,
-                )
-                .await?;
-            }
-            core.audit_tx(&mut tx, NewAudit::system("operation.interrupted", Some(&op.env), json!({"operation": op.id, "kind": kind_name(&op.kind_json), "step": op.current_step.map(|k| k + 1)}))).await?;
-        }
+        mark_interrupted(core, &mut tx, &stale, now).await?;
         tx.commit().await?;
-        for op in &stale {
-            let step = op
-                .current_step
-                .map(|k| format!(" in step {}", k + 1))
-                .unwrap_or_default();
-            let text = format!(
-                "Operation {} ({} in {}) was interrupted{step}: dualkey stopped while it ran. It will not be resumed or re-run; check the environment (`status`), then request it again if still needed.",
-                op.id,
-                kind_name(&op.kind_json),
-                op.env
-            );
-            // An alert: to the channel the operation came from and to the report channels.
-            let origin = serde_json::from_str::<ChannelRef>(&op.channel_json).ok();
-            let channels =
-                core.channels_for(origin.as_ref(), crate::config::Route::Report, &op.env);
-            for channel in &channels {
-                core.post(channel, &Reply::public(text.clone())).await?;
-            }
-            core.refresh_operation_card(op).await?;
-        }
+        report_interrupted(core, &stale).await?;
         Ok(stale)
     }
 
@@ -412,22 +351,50 @@ impl Run<'_> {
     }
 
     async fn execute(&self) -> anyhow::Result<()> {
-        let (core, op) = (self.core, self.op);
+        let op = self.op;
         let kind: OperationKind = serde_json::from_str(&op.kind_json)?;
         let approved: Plan = serde_json::from_str(&op.plan_json)?;
-        let plan = match runbook::plan(core, &kind, &op.env).await {
+        let plan = match self.recheck_plan(&kind, &approved).await {
+            Ok(p) => p,
+            Err((reason, details)) => return self.finish("failed", Some(&reason), details).await,
+        };
+        let failure = match self.run_steps(&plan).await {
+            StepsEnded::Stop => return Ok(()),
+            StepsEnded::Ran(failure) => failure,
+        };
+        if let Some(reason) = failure {
+            return self
+                .finish(
+                    "failed",
+                    Some(&reason),
+                    json!({"operation": op.id, "reason": reason}),
+                )
+                .await;
+        }
+        self.finish(
+            "succeeded",
+            None,
+            json!({"operation": op.id, "kind": kind.name(), "steps": plan.steps.len()}),
+        )
+        .await
+    }
+
+    /// The plan recomputed before the first step, or why nothing runs (the reason and the audit
+    /// details of the failure): it could not be recomputed, or its fingerprint changed.
+    async fn recheck_plan(
+        &self,
+        kind: &OperationKind,
+        approved: &Plan,
+    ) -> Result<Plan, (String, serde_json::Value)> {
+        let (core, op) = (self.core, self.op);
+        let plan = match runbook::plan(core, kind, &op.env).await {
             Ok(p) => p,
             Err(e) => {
                 let reason = format!(
                     "could not recompute the plan before the first step, nothing was run: {e}"
                 );
-                return self
-                    .finish(
-                        "failed",
-                        Some(&reason),
-                        json!({"operation": op.id, "reason": reason}),
-                    )
-                    .await;
+                let details = json!({"operation": op.id, "reason": reason});
+                return Err((reason, details));
             }
         };
         if plan.fingerprint != op.fingerprint {
@@ -435,13 +402,17 @@ impl Run<'_> {
                 "the plan changed since it was approved ({}); nothing was run. Request it again to review the new plan.",
                 approved.diff(&plan)
             );
-            return self
-                .finish("failed", Some(&reason), json!({"operation": op.id, "reason": "plan fingerprint changed", "approved": approved.short_fingerprint(), "now": plan.short_fingerprint()}))
-                .await;
+            let details = json!({"operation": op.id, "reason": "plan fingerprint changed", "approved": approved.short_fingerprint(), "now": plan.short_fingerprint()});
+            return Err((reason, details));
         }
-        // After a failure, nothing runs except `always` steps that undo an earlier step (start
-        // the app again only if this operation stopped it). A failed safety backup therefore
-        // stops everything.
+        Ok(plan)
+    }
+
+    /// Runs the plan's steps in order. After a failure, nothing runs except `always` steps
+    /// that undo an earlier step (start the app again only if this operation stopped it). A
+    /// failed safety backup therefore stops everything.
+    async fn run_steps(&self, plan: &Plan) -> StepsEnded {
+        let (core, op) = (self.core, self.op);
         let mut failure: Option<String> = None;
         let mut app_stopped = false;
         for (idx, step) in plan.steps.iter().enumerate() {
@@ -452,11 +423,11 @@ impl Run<'_> {
             }
             if self.lost.load(Ordering::SeqCst) {
                 tracing::error!("ownership lost; no further step runs here");
-                return Ok(());
+                return StepsEnded::Stop;
             }
             match self.book("step.started", k, step, None).await {
                 Ok(Booked::Done) => {}
-                Ok(Booked::NotOwner) => return Ok(()),
+                Ok(Booked::NotOwner) => return StepsEnded::Stop,
                 Err(e) => {
                     // Never run a step whose start could not be audited.
                     failure.get_or_insert_with(|| {
@@ -475,49 +446,59 @@ impl Run<'_> {
             if matches!(step.action, StepAction::AppStop) {
                 app_stopped = true;
             }
-            let began = std::time::Instant::now();
-            let result = runbook::run_step(core, op, step).await;
-            let (outcome, output) = match &result {
-                Ok(out) => ("succeeded", redact(out)),
-                Err(e) => ("failed", redact(&e.0)),
-            };
-            meter::step(step.action.name(), outcome, began.elapsed());
-            if result.is_err() {
+            if let Booked::NotOwner = self.run_step(idx, step, &mut failure).await {
+                return StepsEnded::Stop;
+            }
+        }
+        StepsEnded::Ran(failure)
+    }
+
+    /// Runs one step whose start was recorded, then records how it ended; the first failure
+    /// goes into `failure`. `NotOwner` when another replica took the operation over.
+    async fn run_step(
+        &self,
+        idx: usize,
+        step: &PlannedStep,
+        failure: &mut Option<String>,
+    ) -> Booked {
+        let (core, op) = (self.core, self.op);
+        let k = idx as i64;
+        let began = std::time::Instant::now();
+        let result = runbook::run_step(core, op, step).await;
+        let (outcome, output) = match &result {
+            Ok(out) => ("succeeded", redact(out)),
+            Err(e) => ("failed", redact(&e.0)),
+        };
+        meter::step(step.action.name(), outcome, began.elapsed());
+        if result.is_err() {
+            failure.get_or_insert_with(|| {
+                format!("step {} ({}) failed: {output}", idx + 1, step.name)
+            });
+        }
+        match self
+            .book("step.finished", k, step, Some((outcome, &output)))
+            .await
+        {
+            Ok(Booked::Done) => {}
+            Ok(Booked::NotOwner) => return Booked::NotOwner,
+            Err(e) => {
                 failure.get_or_insert_with(|| {
-                    format!("step {} ({}) failed: {output}", idx + 1, step.name)
+                    format!(
+                        "step {} ({}) ran ({outcome}) but could not be recorded: {e:#}",
+                        idx + 1,
+                        step.name
+                    )
                 });
             }
-            match self
-                .book("step.finished", k, step, Some((outcome, &output)))
-                .await
-            {
-                Ok(Booked::Done) => {}
-                Ok(Booked::NotOwner) => return Ok(()),
-                Err(e) => {
-                    failure.get_or_insert_with(|| {
-                        format!(
-                            "step {} ({}) ran ({outcome}) but could not be recorded: {e:#}",
-                            idx + 1,
-                            step.name
-                        )
-                    });
-                }
-            }
         }
-        if let Some(reason) = failure {
-            return self
-                .finish(
-                    "failed",
-                    Some(&reason),
-                    json!({"operation": op.id, "reason": reason}),
-                )
-                .await;
-        }
-        self.finish(
-            "succeeded",
-            None,
-            json!({"operation": op.id, "kind": kind.name(), "steps": plan.steps.len()}),
-        )
-        .await
+        Booked::Done
     }
+}
+
+/// How the steps of an operation ended.
+enum StepsEnded {
+    /// This worker no longer owns the operation: stop without a final state.
+    Stop,
+    /// Every step that should run ran; the first failure, if any.
+    Ran(Option<String>),
 }

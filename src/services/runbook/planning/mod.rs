@@ -12,31 +12,34 @@
 //! before needing is kept in the facts as an `Err`, so refusals come in the same order as when
 //! reading and deciding were interleaved.
 
-use std::collections::BTreeSet;
+mod app;
+mod backup;
+mod deploy;
+mod emergency;
+mod resolve;
+mod restore;
+mod rollback;
 
 use chrono::{DateTime, Utc};
 
-use super::{
-    app_command, app_step, backup_step, ends_like_a_complete_plain_dump, missing_on_staging,
-    newest_backup, prisma_refusal, restore_source, review_pending, warnings_for, PendingReview,
-    RestoreSource, PLAIN_DUMP_TRAILER,
-};
 use crate::config::EnvironmentSettings;
 use crate::core::dispatch::Core;
 use crate::core::human;
-use crate::core::operation::{
-    OperationKind, PinnedMigration, Plan, PlannedStep, RollbackStrategy, StepAction,
-};
+use crate::core::operation::{OperationKind, Plan, StepAction};
 use crate::core::reply::Warning;
-use crate::dbops::backup::{BackupKind, ToolsCheck};
+use crate::dbops::backup::ToolsCheck;
 use crate::dbops::prisma;
-use crate::services::backups::health::backup_migrations;
-use crate::services::environment::{
-    database_url, env_settings, gather_tools, migration_status, StepError,
+use crate::services::environment::{database_url, env_settings, gather_tools, StepError};
+use crate::services::runbook::pending::PendingReview;
+use crate::services::runbook::source::{
+    ends_like_a_complete_plain_dump, RestoreSource, PLAIN_DUMP_TRAILER,
 };
-use crate::store::BackupRow;
 
-use secrecy::ExposeSecret;
+pub use deploy::deploy_refusal;
+pub use emergency::newest_migration;
+pub use rollback::{
+    rollback_before, rollback_candidate, rollback_exact, rollback_first_started, rollback_uses_down,
+};
 
 /// Everything a plan of one kind in one environment depends on, read by [`gather`].
 #[derive(Debug, Clone)]
@@ -197,87 +200,23 @@ pub async fn gather(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan
     let e = env_settings(core, env)?;
     let now = core.clock.now_ms();
     // The server's version when a status read below already has it (no second connection).
-    let mut server: Option<u32> = None;
-    let kind = match kind {
-        OperationKind::AppStop | OperationKind::AppStart => KindFacts::App,
+    let (kind, server) = match kind {
+        OperationKind::AppStop | OperationKind::AppStart => (KindFacts::App, None),
         OperationKind::Backup { .. } => {
             database_url(e)?;
-            KindFacts::Backup
+            (KindFacts::Backup, None)
         }
-        OperationKind::Deploy => {
-            let st = migration_status(e).await?;
-            server = st.server_version_num;
-            let status = StatusFacts::from(&st);
-            let (missing_on_staging, review) = if deploy_refusal(env, e, &status).is_none() {
-                (
-                    Some(missing_on_staging(core, e, &st.deploy_would_apply).await),
-                    Some(review_pending(e, &st)),
-                )
-            } else {
-                (None, None)
-            };
-            KindFacts::Deploy(DeployFacts {
-                status,
-                missing_on_staging,
-                review,
-            })
-        }
+        OperationKind::Deploy => deploy::gather_deploy(core, env, e).await?,
         OperationKind::Rollback {
             migration,
             strategy,
-        } => {
-            let url = database_url(e)?;
-            let rp = prisma::plan_rollback(url.expose_secret(), &e.migrations_dir, migration)
-                .await
-                .map_err(|err| {
-                    StepError(format!("cannot plan the rollback of {migration}: {err}"))
-                })?;
-            let by_restore = if matches!(
-                rollback_uses_down(env, migration, &rp, *strategy),
-                Ok(false)
-            ) {
-                Some(gather_rollback_restore(core, env, e, migration, &rp, now).await?)
-            } else {
-                None
-            };
-            KindFacts::Rollback(RollbackFacts {
-                plan: rp,
-                by_restore,
-            })
-        }
-        OperationKind::Restore { backup } => {
-            database_url(e)?;
-            let src = restore_source(core, env, backup).await?;
-            let applied = migration_status(e).await.map(|st| {
-                server = st.server_version_num;
-                st.applied
-            });
-            KindFacts::Restore(RestoreFacts {
-                source: gather_source(src, e).await,
-                applied,
-            })
-        }
-        OperationKind::Resolve { .. } => {
-            let st = migration_status(e).await?;
-            server = st.server_version_num;
-            KindFacts::Resolve(StatusFacts::from(&st))
-        }
-        OperationKind::Emergency => {
-            let st = migration_status(e).await?;
-            server = st.server_version_num;
-            let status = StatusFacts::from(&st);
-            let backup = match newest_migration(&status) {
-                Some((newest_at, _)) => {
-                    let cutoff = newest_at.timestamp_millis();
-                    match newest_backup(core, env, |b| b.started_at < cutoff).await? {
-                        Some(b) => Some(gather_source(RestoreSource::from_row(&b), e).await),
-                        None => None,
-                    }
-                }
-                None => None,
-            };
-            KindFacts::Emergency(EmergencyFacts { status, backup })
-        }
+        } => (
+            rollback::gather_rollback(core, env, e, migration, *strategy, now).await?,
+            None,
+        ),
+        OperationKind::Restore { backup } => restore::gather_restore(core, env, e, backup).await?,
+        OperationKind::Resolve { .. } => resolve::gather_resolve(e).await?,
+        OperationKind::Emergency => emergency::gather_emergency(core, env, e).await?,
     };
     let tools = match kind {
         KindFacts::App => None,
@@ -292,7 +231,7 @@ pub async fn gather(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan
 }
 
 /// The write estimate and the completeness check of a backup a plan would restore.
-async fn gather_source(source: RestoreSource, e: &EnvironmentSettings) -> SourceFacts {
+pub(super) async fn gather_source(source: RestoreSource, e: &EnvironmentSettings) -> SourceFacts {
     let writes_since = source.write_estimate(e).await;
     let complete_dump = source.catalog || ends_like_a_complete_plain_dump(&source.path);
     SourceFacts {
@@ -302,137 +241,6 @@ async fn gather_source(source: RestoreSource, e: &EnvironmentSettings) -> Source
     }
 }
 
-/// The applied migrations and the backup candidates of a rollback by restore.
-async fn gather_rollback_restore(
-    core: &Core,
-    env: &str,
-    e: &EnvironmentSettings,
-    migration: &str,
-    rp: &prisma::RollbackPlan,
-    now: i64,
-) -> Result<RollbackRestoreFacts, StepError> {
-    let applied = migration_status(e).await?.applied;
-    let first_started = rollback_first_started(rp, now);
-    let before = rollback_before(&applied, rp);
-    let exact = newest_backup(core, env, |b| {
-        rollback_exact(b, migration, first_started, &before)
-    })
-    .await?;
-    let newest = match exact {
-        Some(_) => None,
-        None => {
-            newest_backup(core, env, |b| {
-                rollback_candidate(b, migration, first_started)
-            })
-            .await?
-        }
-    };
-    let source = |b: Option<BackupRow>| async move {
-        match b {
-            Some(b) => Some(gather_source(RestoreSource::from_row(&b), e).await),
-            None => None,
-        }
-    };
-    Ok(RollbackRestoreFacts {
-        applied,
-        exact: source(exact).await,
-        newest: source(newest).await,
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Pure questions shared by gathering and planning
-// ---------------------------------------------------------------------------------------------
-
-/// Why a deploy is refused by the status alone: a failed migration (Prisma would stop with
-/// P3009), or nothing to deploy.
-pub fn deploy_refusal(env: &str, e: &EnvironmentSettings, st: &StatusFacts) -> Option<StepError> {
-    if let Some(f) = st.failed.first() {
-        return Some(StepError(format!(
-            "{env} has a failed migration ({f}); deploy would stop with P3009. Resolve it first: `resolve {f} rolled-back` or `resolve {f} applied`, or `emergency`."
-        )));
-    }
-    if st.deploy_would_apply.is_empty() {
-        return Some(StepError(format!(
-            "nothing to deploy: {env} has every migration of {} applied",
-            e.migrations_dir.display()
-        )));
-    }
-    None
-}
-
-/// Whether a rollback runs `down.sql` (`Ok(true)`) or restores a backup (`Ok(false)`), or why
-/// it is refused before that matters (not applied; `down` asked for but blocked). Without a
-/// strategy, `down.sql` when nothing blocks it.
-pub fn rollback_uses_down(
-    env: &str,
-    migration: &str,
-    rp: &prisma::RollbackPlan,
-    strategy: Option<RollbackStrategy>,
-) -> Result<bool, StepError> {
-    if rp.steps.is_empty() {
-        return Err(StepError(format!(
-            "{migration} is not applied in {env}; there is nothing to roll back"
-        )));
-    }
-    let down_refusal = rp.refusal();
-    match strategy {
-        Some(RollbackStrategy::Down) => match down_refusal {
-            Some(r) => Err(StepError(format!(
-                "cannot roll back {migration} with down.sql: {r}"
-            ))),
-            None => Ok(true),
-        },
-        Some(RollbackStrategy::Restore) => Ok(false),
-        None => Ok(down_refusal.is_none()),
-    }
-}
-
-/// When the first migration a rollback undoes was applied (ms); `now` without one.
-pub fn rollback_first_started(rp: &prisma::RollbackPlan, now: i64) -> i64 {
-    rp.steps
-        .iter()
-        .map(|s| s.started_at.timestamp_millis())
-        .min()
-        .unwrap_or(now)
-}
-
-/// The applied migrations a rollback keeps: those applied now that it does not undo.
-pub fn rollback_before(applied: &[String], rp: &prisma::RollbackPlan) -> BTreeSet<String> {
-    let undone = rp.names();
-    applied
-        .iter()
-        .filter(|m| !undone.contains(&m.as_str()))
-        .cloned()
-        .collect()
-}
-
-/// A backup a rollback of `migration` may restore: taken no later than the first migration it
-/// undoes, without `migration` applied.
-pub fn rollback_candidate(b: &BackupRow, migration: &str, first_started: i64) -> bool {
-    !backup_migrations(b).iter().any(|m| m == migration) && b.started_at <= first_started
-}
-
-/// The preferred candidate: its applied migrations are exactly those before `migration`, so
-/// the restore un-applies `migration` and the later ones and nothing else.
-pub fn rollback_exact(
-    b: &BackupRow,
-    migration: &str,
-    first_started: i64,
-    before: &BTreeSet<String>,
-) -> bool {
-    rollback_candidate(b, migration, first_started)
-        && &backup_migrations(b).into_iter().collect::<BTreeSet<_>>() == before
-}
-
-/// The newest applied migration (by `started_at`), which an emergency restores to before.
-pub fn newest_migration(st: &StatusFacts) -> Option<(DateTime<Utc>, String)> {
-    st.migrations
-        .iter()
-        .filter_map(|m| m.started_at.map(|t| (t, m.name.clone())))
-        .max()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Planning (pure)
 // ---------------------------------------------------------------------------------------------
@@ -440,7 +248,7 @@ pub fn newest_migration(st: &StatusFacts) -> Option<(DateTime<Utc>, String)> {
 impl SourceFacts {
     /// The card lines every restoring plan shows: what the restore un-applies, then the data
     /// loss with the write estimate, and for an external file that may be cut short, that.
-    fn warnings(
+    pub(super) fn warnings(
         &self,
         env: &str,
         applied_now: &Result<Vec<String>, StepError>,
@@ -466,14 +274,14 @@ impl SourceFacts {
     }
 }
 
-fn mismatch(kind: &OperationKind) -> StepError {
+pub(super) fn mismatch(kind: &OperationKind) -> StepError {
     StepError(format!(
         "internal error: the facts gathered do not fit a {} plan",
         kind.name()
     ))
 }
 
-fn not_gathered(what: &str) -> StepError {
+pub(super) fn not_gathered(what: &str) -> StepError {
     StepError(format!("internal error: {what} was not read"))
 }
 
@@ -527,297 +335,29 @@ pub fn tools_refusal(
 fn plan_kind(kind: &OperationKind, env: &str, facts: &PlanFacts) -> Result<Plan, StepError> {
     let e = &facts.settings;
     let now = facts.now;
-    let mk = |summary: String, steps, warnings, facts| {
-        Ok(Plan::new(kind, env, summary, steps, warnings, facts))
-    };
     match (kind, &facts.kind) {
-        (OperationKind::AppStop, KindFacts::App) => mk(
-            format!("stop the app in {env}"),
-            app_step(e, true).into_iter().collect(),
-            vec![],
-            vec![format!("command: {:?}", app_command(e, env, true)?)],
-        ),
-        (OperationKind::AppStart, KindFacts::App) => mk(
-            format!("start the app in {env}"),
-            app_step(e, false).into_iter().collect(),
-            vec![],
-            vec![format!("command: {:?}", app_command(e, env, false)?)],
-        ),
-        (OperationKind::Backup { note }, KindFacts::Backup) => mk(
-            format!("back up {env}"),
-            vec![backup_step(BackupKind::Manual, note.clone())],
-            vec![],
-            vec![],
-        ),
-        (OperationKind::Deploy, KindFacts::Deploy(d)) => {
-            let st = &d.status;
-            if let Some(refusal) = deploy_refusal(env, e, st) {
-                return Err(refusal);
-            }
-            let missing = d
-                .missing_on_staging
-                .clone()
-                .ok_or_else(|| not_gathered("the staging guard"))??;
-            if !missing.is_empty() {
-                let staging = e.require_staging.as_deref().unwrap_or_default();
-                return Err(StepError(format!(
-                    "staging guard: {} not deployed to {staging} yet; deploy there first (require_staging = \"{staging}\")",
-                    missing.join(", ")
-                )));
-            }
-            let review = d
-                .review
-                .clone()
-                .ok_or_else(|| not_gathered("the review of the pending migrations"))??;
-            let mut pinned_facts = vec![format!("applied: {}", st.applied.join(","))];
-            pinned_facts.extend(
-                review
-                    .checksums
-                    .iter()
-                    .map(|(m, sum)| format!("pending {m} checksum {sum}")),
-            );
-            let mut warnings: Vec<Warning> = review.data_loss.iter().map(Warning::danger).collect();
-            if !review.no_down.is_empty() {
-                warnings.push(Warning::caution(format!(
-                    "no down.sql (rollback would need a restore): {}",
-                    review.no_down.join(", ")
-                )));
-            }
-            mk(
-                format!(
-                    "deploy {} migration(s) to {env}",
-                    st.deploy_would_apply.len()
-                ),
-                vec![
-                    backup_step(BackupKind::PreDeploy, None),
-                    PlannedStep::new(
-                        "apply migrations",
-                        st.deploy_would_apply.join(", "),
-                        StepAction::Deploy {
-                            migrations: st.deploy_would_apply.clone(),
-                            pinned: review
-                                .checksums
-                                .iter()
-                                .map(|(m, sum)| PinnedMigration {
-                                    migration: m.clone(),
-                                    checksum: sum.clone(),
-                                })
-                                .collect(),
-                        },
-                    ),
-                ],
-                warnings,
-                pinned_facts,
-            )
-        }
+        (OperationKind::AppStop, KindFacts::App) => app::plan_app_stop(kind, env, e),
+        (OperationKind::AppStart, KindFacts::App) => app::plan_app_start(kind, env, e),
+        (OperationKind::Backup { note }, KindFacts::Backup) => backup::plan_backup(kind, env, note),
+        (OperationKind::Deploy, KindFacts::Deploy(d)) => deploy::plan_deploy(kind, env, e, d),
         (
             OperationKind::Rollback {
                 migration,
                 strategy,
             },
             KindFacts::Rollback(r),
-        ) => plan_rollback(kind, env, e, migration, *strategy, r, now),
+        ) => rollback::plan_rollback(kind, env, e, migration, *strategy, r, now),
         (OperationKind::Restore { .. }, KindFacts::Restore(r)) => {
-            let src = &r.source.source;
-            let detail = format!(
-                "{} (single transaction: a failure changes nothing)",
-                src.path.display()
-            );
-            // The approvers see what the restore un-applies: a migration applied after the
-            // request changes the facts, so the plan goes stale instead of undoing more.
-            let mut pinned_facts = vec![src.fact()];
-            if let Ok(a) = &r.applied {
-                pinned_facts.push(format!("applied: {}", a.join(",")));
-            }
-            mk(
-                format!("restore {} into {env}", src.label),
-                src.steps(e, BackupKind::PreRestore, detail, vec![], vec![]),
-                r.source.warnings(env, &r.applied, now),
-                pinned_facts,
-            )
+            restore::plan_restore(kind, env, e, r, now)
         }
         (OperationKind::Resolve { migration, applied }, KindFacts::Resolve(st)) => {
-            let rows: Vec<&MigrationFacts> = st
-                .migrations
-                .iter()
-                .filter(|m| &m.name == migration)
-                .collect();
-            if *applied {
-                if st.applied.contains(migration) {
-                    return Err(prisma_refusal(prisma::PrismaUserError::already_applied(
-                        migration,
-                    )));
-                }
-            } else {
-                if rows.is_empty()
-                    || rows
-                        .iter()
-                        .all(|m| m.state == prisma::MigrationState::Pending)
-                {
-                    return Err(prisma_refusal(
-                        prisma::PrismaUserError::cannot_roll_back_unapplied(migration),
-                    ));
-                }
-                if !st.failed.iter().any(|f| f == migration) {
-                    return Err(prisma_refusal(
-                        prisma::PrismaUserError::cannot_roll_back_succeeded(migration),
-                    ));
-                }
-            }
-            let how = if *applied { "applied" } else { "rolled-back" };
-            mk(
-                format!("mark {migration} as {how} in {env}"),
-                vec![
-                    backup_step(BackupKind::PreRollback, None),
-                    PlannedStep::new(format!("resolve --{how}"), format!("prisma migrate resolve --{how} {migration} (bookkeeping only; no SQL of the migration runs)"), StepAction::Resolve { migration: migration.clone(), applied: *applied }),
-                ],
-                vec![],
-                vec![format!("applied: {}", st.applied.join(",")), format!("failed: {}", st.failed.join(","))],
-            )
+            resolve::plan_resolve(kind, env, migration, *applied, st)
         }
         (OperationKind::Emergency, KindFacts::Emergency(em)) => {
-            let st = &em.status;
-            let Some((_, newest_name)) = newest_migration(st) else {
-                return Err(StepError(format!("{env} has no applied migrations; there is nothing to roll back to. Use `restore BACKUP` with a backup from `backups`.")));
-            };
-            let sf = em.backup.as_ref().ok_or_else(|| {
-                StepError(format!(
-                    "no verified backup of {env} was taken before the newest migration {newest_name}; emergency cannot restore. Way forward: `restore BACKUP` with an older backup from `backups`, or fix forward with a reversing migration and `deploy`."
-                ))
-            })?;
-            let src = &sf.source;
-            let assess = PlannedStep::new(
-                "assess",
-                "migration status, tables, recent app logs (recorded in the audit trail)",
-                StepAction::Assess,
-            );
-            let clear = PlannedStep::new(
-                "clear failed migrations",
-                "mark remaining failed _prisma_migrations rows rolled back",
-                StepAction::ClearFailed,
-            );
-            let applied = Ok(st.applied.clone());
-            let mut warnings = Vec::new();
-            if st.failed.is_empty() && st.pending.is_empty() {
-                // Nothing failed and nothing waits: an emergency restore here mostly undoes
-                // good work, so say that before anything else.
-                let undone = src.unapplies(&st.applied).unwrap_or_default().len();
-                warnings.push(Warning::danger(format!(
-                    "{env} looks healthy: no failed and no pending migration; this restore still undoes {undone} applied migration(s) and every write since {}",
-                    src.label
-                )));
-            }
-            warnings.extend(sf.warnings(env, &applied, now));
-            mk(
-                format!(
-                    "emergency in {env}: restore {} (taken {} ago)",
-                    src.label,
-                    human::age(now - src.taken_at)
-                ),
-                src.steps(
-                    e,
-                    BackupKind::PreRestore,
-                    format!("backup {} taken before {newest_name}", src.label),
-                    vec![assess],
-                    vec![clear],
-                ),
-                warnings,
-                vec![
-                    format!("newest migration {newest_name}"),
-                    src.fact(),
-                    format!("applied: {}", st.applied.join(",")),
-                ],
-            )
+            emergency::plan_emergency(kind, env, e, em, now)
         }
         _ => Err(mismatch(kind)),
     }
-}
-
-fn plan_rollback(
-    kind: &OperationKind,
-    env: &str,
-    e: &EnvironmentSettings,
-    migration: &str,
-    strategy: Option<RollbackStrategy>,
-    r: &RollbackFacts,
-    now: i64,
-) -> Result<Plan, StepError> {
-    let rp = &r.plan;
-    let use_down = rollback_uses_down(env, migration, rp, strategy)?;
-    let names = rp.names().join(", ");
-    if use_down {
-        let scripts: Vec<(String, String)> = rp
-            .steps
-            .iter()
-            .map(|s| (s.migration.clone(), s.down_sql.clone().unwrap_or_default()))
-            .collect();
-        return Ok(Plan::new(
-            kind,
-            env,
-            format!("roll back {} migration(s) in {env} with down.sql: {names}", rp.steps.len()),
-            vec![
-                backup_step(BackupKind::PreRollback, None),
-                PlannedStep::new("run down.sql", format!("newest first, each in one transaction with its _prisma_migrations row: {names}"), StepAction::RollbackDown { migration: migration.into(), fingerprint: rp.fingerprint.clone() }),
-            ],
-            warnings_for(&scripts),
-            vec![format!("rollback plan {}", rp.fingerprint)],
-        ));
-    }
-    let by = r
-        .by_restore
-        .as_ref()
-        .ok_or_else(|| not_gathered("the backups of the rollback by restore"))?;
-    // A candidate predates MIGRATION. Preferred: the newest whose applied migrations are exactly
-    // those before MIGRATION, so the restore un-applies MIGRATION and the later ones and nothing
-    // else; only without one, the newest candidate (which may undo earlier migrations too).
-    let applied = &by.applied;
-    let before = rollback_before(applied, rp);
-    let Some(sf) = by.exact.as_ref().or(by.newest.as_ref()) else {
-        let why = rp
-            .refusal()
-            .map(|r| r.to_string())
-            .unwrap_or_else(|| "a restore was asked for".into());
-        return Err(StepError(format!(
-            "no safe rollback for {migration} in {env}: {why}, and no verified backup was taken before it. Way forward: write a reversing migration (a new folder such as prisma/migrations/<timestamp>_rollback_<feature>/migration.sql that undoes it) and run `deploy`."
-        )));
-    };
-    let src = &sf.source;
-    let then = src.migrations.clone().unwrap_or_default();
-    let detail = format!("backup {} (applied then: {})", src.label, then.len());
-    let mut warnings = Vec::new();
-    let earlier: Vec<&str> = applied
-        .iter()
-        .rev()
-        .filter(|m| before.contains(*m) && !then.contains(*m))
-        .map(String::as_str)
-        .collect();
-    if !earlier.is_empty() {
-        // First on the card: the restore takes away more than the rollback asked for.
-        warnings.push(Warning::danger(format!(
-            "no verified backup has exactly the migrations before {migration}: restoring {} also undoes the earlier {} migration(s) {}, not only {names}",
-            src.label,
-            earlier.len(),
-            earlier.join(", ")
-        )));
-    }
-    let pinned_facts = vec![
-        format!("rollback plan {}", rp.fingerprint),
-        src.fact(),
-        format!("applied: {}", applied.join(",")),
-    ];
-    warnings.extend(sf.warnings(env, &Ok(applied.clone()), now));
-    Ok(Plan::new(
-        kind,
-        env,
-        format!(
-            "roll back {migration} in {env} by restoring {} (taken {} ago)",
-            src.label,
-            human::age(now - src.taken_at)
-        ),
-        src.steps(e, BackupKind::PreRollback, detail, vec![], vec![]),
-        warnings,
-        pinned_facts,
-    ))
 }
 
 #[cfg(test)]
@@ -825,6 +365,7 @@ mod tests {
     //! `plan_from` on facts built by hand: no database, no files, no clock.
 
     use super::*;
+    use crate::core::operation::RollbackStrategy;
     use crate::core::reply::Severity;
     use crate::dbops::backup::PgVersion;
     use std::path::PathBuf;

@@ -1,0 +1,86 @@
+//! The review of the pending migrations a deploy would apply (checksums, data-loss warnings,
+//! missing `down.sql`), and the staging guard's check of what staging has not applied yet.
+
+use crate::config::EnvironmentSettings;
+use crate::core::dispatch::Core;
+use crate::core::reply::Warning;
+use crate::dbops;
+use crate::dbops::prisma;
+use crate::services::environment::{env_settings, migration_status, StepError};
+
+/// One danger warning per data-loss statement in each (migration, SQL) pair.
+pub(super) fn warnings_for(sql_by_migration: &[(String, String)]) -> Vec<Warning> {
+    let mut out = Vec::new();
+    for (name, sql) in sql_by_migration {
+        for w in dbops::sqlscan::scan(sql) {
+            out.push(Warning::danger(format!("{name}: {w}")));
+        }
+    }
+    out
+}
+
+/// What a deploy would run, read from the migrations folder: per pending migration its
+/// checksum, its data-loss warnings, and whether it ships a `down.sql`. Shared by the deploy
+/// plan and the safety checklist.
+#[derive(Debug, Clone)]
+pub struct PendingReview {
+    /// (migration, checksum of migration.sql).
+    pub checksums: Vec<(String, String)>,
+    /// `migration: DROP TABLE "Post"`-style warnings.
+    pub data_loss: Vec<String>,
+    /// Pending migrations without a `down.sql`.
+    pub no_down: Vec<String>,
+}
+
+/// Reviews the migrations `st` says a deploy would apply.
+pub fn review_pending(
+    e: &EnvironmentSettings,
+    st: &prisma::StatusReport,
+) -> Result<PendingReview, StepError> {
+    let folder = prisma::list_migrations(&e.migrations_dir);
+    let mut review = PendingReview {
+        checksums: Vec::new(),
+        data_loss: Vec::new(),
+        no_down: Vec::new(),
+    };
+    for m in &st.deploy_would_apply {
+        let lm = folder
+            .get(m)
+            .ok_or_else(|| StepError(format!("migration {m} vanished from the folder")))?;
+        review
+            .checksums
+            .push((m.clone(), lm.checksum().unwrap_or_default()));
+        if let Some(sql) = &lm.script {
+            review.data_loss.extend(
+                dbops::sqlscan::scan(sql)
+                    .into_iter()
+                    .map(|w| format!("{m}: {w}")),
+            );
+        }
+        if !lm.has_down_sql {
+            review.no_down.push(m.clone());
+        }
+    }
+    Ok(review)
+}
+
+/// The `pending` migrations that `e`'s `require_staging` environment has not applied yet (empty
+/// without a staging guard).
+pub async fn missing_on_staging(
+    core: &Core,
+    e: &EnvironmentSettings,
+    pending: &[String],
+) -> Result<Vec<String>, StepError> {
+    let Some(staging) = &e.require_staging else {
+        return Ok(Vec::new());
+    };
+    let se = env_settings(core, staging)?;
+    let sst = migration_status(se)
+        .await
+        .map_err(|err| StepError(format!("staging guard: {staging}: {err}")))?;
+    Ok(pending
+        .iter()
+        .filter(|m| !sst.applied.contains(m))
+        .cloned()
+        .collect())
+}
