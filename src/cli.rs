@@ -18,11 +18,12 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use crate::adapters::shell::ShellOut;
 use crate::config::{Settings, DEFAULT_CONFIG_PATH};
+use crate::console as shell;
 use crate::core::audit::{BrokenLink, ChainHead};
 use crate::core::dispatch::verify_chain;
 use crate::startup::Application;
-use crate::{adapters::shell::ShellOut, console as shell};
 
 /// dualkey: the Prisma + PostgreSQL migration runbook as chat commands, behind two-person approval.
 #[derive(Debug, Parser)]
