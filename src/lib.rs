@@ -38,6 +38,7 @@ pub mod adapters;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod core;
 pub mod dbops;
 pub mod doctor;

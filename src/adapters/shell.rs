@@ -10,7 +10,8 @@
 //!
 //! On a terminal it first greets: who you act as and how to start. At end of input it waits
 //! until the operations the input started have finished and their updates are printed, then
-//! exits; [`run`] returns the ones that failed, so the exit status can say so.
+//! exits; [`run`] returns the ones that failed, so the exit status can say so. The shell does
+//! not import the outbox or the worker: [`Settle`] is handed in by whoever starts it.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -141,16 +142,76 @@ fn greeting(slash: &str, actor: &Actor) -> String {
 /// An operation the input started that did not succeed: (operation id, what went wrong).
 pub type FailedOperation = (String, String);
 
+/// What the shell needs from the rest of the bot and does not import: delivering the posts a
+/// line queued, and knowing when the work the input started is done. The caller that starts
+/// the shell (`console::run`) wires the outbox and the worker in.
+#[async_trait]
+pub trait Settle: Send + Sync {
+    /// Delivers the shell's posts that are due through `out`, before the next line is read.
+    async fn deliver_due(&self, core: &Core, out: &ShellOut) -> anyhow::Result<()>;
+
+    /// Whether no operation is running or queued.
+    async fn idle(&self, core: &Core) -> anyhow::Result<bool>;
+}
+
+/// What one input line asks for.
+enum Line {
+    /// Nothing to do: an empty line, a comment, or a line already answered.
+    Skip,
+    /// Act as another operator from now on.
+    ActAs(Actor),
+    /// Hand an event to the dispatcher.
+    Event(EventKind),
+}
+
+/// Reads one input line and says what it asks for, printing the errors for lines that cannot
+/// run. `as NAME` is resolved here; the caller switches the actor.
+fn read_line(core: &Core, out: &ShellOut, slash: &str, line_no: u64, buf: &[u8]) -> Line {
+    let Ok(line) = std::str::from_utf8(buf) else {
+        out.print(&format!(
+            "error: line {line_no} is not valid UTF-8 and was ignored; type commands as plain text"
+        ));
+        return Line::Skip;
+    };
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Line::Skip;
+    }
+    if let Some(rest) = line.strip_prefix("as ") {
+        match actor_for(core, rest.trim()) {
+            Ok(a) => {
+                out.print(&format!("(now acting as {})", a.display));
+                return Line::ActAs(a);
+            }
+            Err(e) => out.print(&format!("error: {e}")),
+        }
+        Line::Skip
+    } else if let Some(rest) = line.strip_prefix("click ") {
+        Line::Event(EventKind::Action {
+            action_id: rest.trim().to_string(),
+        })
+    } else if line == slash || line.starts_with(&format!("{slash} ")) {
+        Line::Event(EventKind::Command {
+            text: line[slash.len()..].trim().to_string(),
+        })
+    } else {
+        let shown: String = line.chars().take(60).collect();
+        out.print(&format!("error: `{shown}` is not understood; type `{slash} help`, `as NAME` or `click BUTTON-ID`"));
+        Line::Skip
+    }
+}
+
 /// Runs the shell loop over `input` until end of input, then waits for started work. With
 /// `greet` (stdin is a terminal) it first says who you act as and how to start. Returns the
 /// operations started during this session (requested or approved from this shell) that failed
-/// or were interrupted.
+/// or were interrupted. `settle` delivers what each line queued and says when work is idle.
 pub async fn run<R: AsyncBufRead + Unpin>(
     core: Arc<Core>,
     out: ShellOut,
     start_as: &str,
     greet: bool,
     mut input: R,
+    settle: &dyn Settle,
 ) -> anyhow::Result<Vec<FailedOperation>> {
     let mut actor = actor_for(&core, start_as).map_err(anyhow::Error::msg)?;
     let inbound = Inbound::new(
@@ -176,37 +237,13 @@ pub async fn run<R: AsyncBufRead + Unpin>(
         }
         line_no += 1;
         let began = std::time::Instant::now();
-        let Ok(line) = std::str::from_utf8(&buf) else {
-            out.print(&format!(
-                "error: line {line_no} is not valid UTF-8 and was ignored; type commands as plain text"
-            ));
-            continue;
-        };
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let kind = if let Some(rest) = line.strip_prefix("as ") {
-            match actor_for(&core, rest.trim()) {
-                Ok(a) => {
-                    out.print(&format!("(now acting as {})", a.display));
-                    actor = a;
-                }
-                Err(e) => out.print(&format!("error: {e}")),
+        let kind = match read_line(&core, &out, &slash, line_no, &buf) {
+            Line::Skip => continue,
+            Line::ActAs(a) => {
+                actor = a;
+                continue;
             }
-            continue;
-        } else if let Some(rest) = line.strip_prefix("click ") {
-            EventKind::Action {
-                action_id: rest.trim().to_string(),
-            }
-        } else if line == slash || line.starts_with(&format!("{slash} ")) {
-            EventKind::Command {
-                text: line[slash.len()..].trim().to_string(),
-            }
-        } else {
-            let shown: String = line.chars().take(60).collect();
-            out.print(&format!("error: `{shown}` is not understood; type `{slash} help`, `as NAME` or `click BUTTON-ID`"));
-            continue;
+            Line::Event(kind) => kind,
         };
         let ev = InboundEvent::new(
             uuid::Uuid::new_v4().to_string(),
@@ -220,11 +257,16 @@ pub async fn run<R: AsyncBufRead + Unpin>(
         // The shell's "ack": the line is read and handed over.
         crate::core::meter::ack("shell", "shell", began);
         submitted.0.await?;
-        crate::outbox::deliver_due(&core, &out).await?;
+        settle.deliver_due(&core, &out).await?;
     }
-    // End of input: wait for the work the input started, and for its updates to print.
+    wait_settled(&core, settle).await?;
+    failed_since(&core, session_start).await
+}
+
+/// End of input: waits for the work the input started, and for its updates to print.
+async fn wait_settled(core: &Core, settle: &dyn Settle) -> anyhow::Result<()> {
     loop {
-        let idle = crate::services::worker::Worker::idle(&core).await?;
+        let idle = settle.idle(core).await?;
         let pending = core
             .store
             .outbox_due(Platform::Shell.as_str(), core.clock.now_ms(), 1)
@@ -234,7 +276,7 @@ pub async fn run<R: AsyncBufRead + Unpin>(
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    failed_since(&core, session_start).await
+    Ok(())
 }
 
 /// Operations created from the shell since `since` (ms) that failed or were interrupted.

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use super::{err, load, out, Cli, UsageError};
-use crate::adapters::shell::{self, ShellOut};
+use crate::adapters::shell::ShellOut;
+use crate::console as shell;
 use crate::config::DEFAULT_CONFIG_PATH;
 use crate::startup::Application;
 

@@ -296,63 +296,7 @@ pub fn parse(v: &Value) -> Result<Incoming, String> {
         .and_then(|m| m.get("user"))
         .or_else(|| v.get("user"));
     match kind {
-        2 | 3 => {
-            let app = text(v, &["application_id"])
-                .ok_or("no application id")?
-                .to_string();
-            let user = user.ok_or("no user")?;
-            let account = text(user, &["id"]).ok_or("no user id")?.to_string();
-            let display = text(v, &["member", "nick"])
-                .or_else(|| text(user, &["global_name"]))
-                .or_else(|| text(user, &["username"]))
-                .unwrap_or(&account)
-                .to_string();
-            let channel = text(v, &["channel_id"])
-                .or_else(|| text(v, &["channel", "id"]))
-                .ok_or("no channel id")?
-                .to_string();
-            let (event_kind, ack, command) = if kind == 2 {
-                let (command, options) = command_and_options(&data);
-                (
-                    EventKind::Invoke { command, options },
-                    deferred_command(),
-                    true,
-                )
-            } else {
-                let custom_id = text(&data, &["custom_id"])
-                    .ok_or("no custom_id")?
-                    .to_string();
-                (
-                    EventKind::Action {
-                        action_id: custom_id,
-                    },
-                    deferred_update(),
-                    false,
-                )
-            };
-            let mut event = InboundEvent::new(
-                id,
-                Actor {
-                    platform: Platform::Discord,
-                    account,
-                    display,
-                },
-                ChannelRef {
-                    platform: Platform::Discord,
-                    id: channel,
-                },
-                event_kind,
-            );
-            event.reply_to = Some(
-                ReplyHandle {
-                    command,
-                    application_id: app,
-                    token,
-                }
-                .encode(),
-            );
-            Ok(Incoming::Event { event, ack, guild })
-        }
+        2 | 3 => command_or_click(v, kind, id, token, &data, guild, user),
         4 => Ok(Incoming::Autocomplete {
             id,
             token,
@@ -366,6 +310,74 @@ pub fn parse(v: &Value) -> Result<Incoming, String> {
             kind: other,
         }),
     }
+}
+
+/// A slash command (`kind` 2) or a button click (`kind` 3) read by [`parse`]: the event with
+/// its actor, channel and reply handle, and the deferred ack to send.
+fn command_or_click(
+    v: &Value,
+    kind: u64,
+    id: String,
+    token: String,
+    data: &Value,
+    guild: Option<String>,
+    user: Option<&Value>,
+) -> Result<Incoming, String> {
+    let app = text(v, &["application_id"])
+        .ok_or("no application id")?
+        .to_string();
+    let user = user.ok_or("no user")?;
+    let account = text(user, &["id"]).ok_or("no user id")?.to_string();
+    let display = text(v, &["member", "nick"])
+        .or_else(|| text(user, &["global_name"]))
+        .or_else(|| text(user, &["username"]))
+        .unwrap_or(&account)
+        .to_string();
+    let channel = text(v, &["channel_id"])
+        .or_else(|| text(v, &["channel", "id"]))
+        .ok_or("no channel id")?
+        .to_string();
+    let (event_kind, ack, command) = if kind == 2 {
+        let (command, options) = command_and_options(data);
+        (
+            EventKind::Invoke { command, options },
+            deferred_command(),
+            true,
+        )
+    } else {
+        let custom_id = text(data, &["custom_id"])
+            .ok_or("no custom_id")?
+            .to_string();
+        (
+            EventKind::Action {
+                action_id: custom_id,
+            },
+            deferred_update(),
+            false,
+        )
+    };
+    let mut event = InboundEvent::new(
+        id,
+        Actor {
+            platform: Platform::Discord,
+            account,
+            display,
+        },
+        ChannelRef {
+            platform: Platform::Discord,
+            id: channel,
+        },
+        event_kind,
+    );
+    event.reply_to = Some(
+        ReplyHandle {
+            command,
+            application_id: app,
+            token,
+        }
+        .encode(),
+    );
+    Ok(Incoming::Event { event, ack, guild })
 }
 
 /// An autocomplete answer with no suggestions.

@@ -26,6 +26,16 @@ fn q(s: &str) -> String {
 /// HTTPS address Slack reaches dualkey at (`/slack/commands` and `/slack/interactions` are
 /// added); Socket Mode needs none and refuses one, so a mistake in the mode is seen early.
 pub fn manifest(settings: &Settings, public_url: Option<&str>) -> Result<String, String> {
+    let (http, base) = mode_and_base(settings, public_url)?;
+    let command = checked_command(settings)?;
+    Ok(yaml(settings, http, base.as_deref(), command))
+}
+
+/// Whether `slack.mode` is HTTP, and the checked `--url` it needs (Socket Mode refuses one).
+fn mode_and_base(
+    settings: &Settings,
+    public_url: Option<&str>,
+) -> Result<(bool, Option<String>), String> {
     let s = &settings.slack;
     let http = match s.mode.as_str() {
         "http" => true,
@@ -55,14 +65,23 @@ pub fn manifest(settings: &Settings, public_url: Option<&str>) -> Result<String,
         (true, Some(u)) => Some(check_url(u)?),
         (false, None) => None,
     };
-    let command = s.command.trim();
+    Ok((http, base))
+}
+
+/// `slack.command`, trimmed, when it is one word starting with `/`.
+fn checked_command(settings: &Settings) -> Result<&str, String> {
+    let command = settings.slack.command.trim();
     if !command.starts_with('/') || command.len() < 2 || command.chars().any(char::is_whitespace) {
         return Err(format!(
             "slack.command {} must be one word starting with / (for example \"/db\")",
             q(command)
         ));
     }
+    Ok(command)
+}
 
+/// The manifest's YAML: `http` for HTTP mode with the request URLs under `base`.
+fn yaml(settings: &Settings, http: bool, base: Option<&str>, command: &str) -> String {
     let mut y = String::new();
     y.push_str(&format!(
         "# Slack app manifest for dualkey ({} mode), from {}.\n",
@@ -82,7 +101,7 @@ pub fn manifest(settings: &Settings, public_url: Option<&str>) -> Result<String,
     y.push_str("    always_online: true\n");
     y.push_str("  slash_commands:\n");
     y.push_str(&format!("    - command: {}\n", q(command)));
-    if let Some(base) = &base {
+    if let Some(base) = base {
         y.push_str(&format!(
             "      url: {}\n",
             q(&format!("{base}/slack/commands"))
@@ -110,7 +129,7 @@ pub fn manifest(settings: &Settings, public_url: Option<&str>) -> Result<String,
     y.push_str("settings:\n");
     y.push_str("  interactivity:\n");
     y.push_str("    is_enabled: true\n");
-    if let Some(base) = &base {
+    if let Some(base) = base {
         y.push_str(&format!(
             "    request_url: {}\n",
             q(&format!("{base}/slack/interactions"))
@@ -119,7 +138,7 @@ pub fn manifest(settings: &Settings, public_url: Option<&str>) -> Result<String,
     y.push_str("  org_deploy_enabled: false\n");
     y.push_str(&format!("  socket_mode_enabled: {}\n", !http));
     y.push_str("  token_rotation_enabled: false\n");
-    Ok(y)
+    y
 }
 
 /// Checks `--url`: an absolute `https://` URL with a host and no query; returns it without a
