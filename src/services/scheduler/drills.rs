@@ -247,6 +247,21 @@ pub async fn drill_env(
     let Ok(Some(b)) = newest_verified(core, env).await else {
         return Ok(None);
     };
+    let mut d = start_drill(core, env, holder, &b).await?;
+    let t0 = std::time::Instant::now();
+    let result = drill_renewed(core, env, holder, &b, &drill_lease(&d.id)).await;
+    d.duration_ms = Some(t0.elapsed().as_millis() as i64);
+    finish_drill(core, d, &b, result).await
+}
+
+/// Takes the drill's lease and records it `running` (audited `drill.started`); the drill
+/// marked failed, and why, when either fails.
+async fn start_drill(
+    core: &Core,
+    env: &str,
+    holder: &str,
+    b: &BackupRow,
+) -> Result<DrillRow, (DrillRow, String)> {
     let started = core.clock.now_ms();
     let mut d = DrillRow {
         id: human::new_id('d'),
@@ -286,25 +301,40 @@ pub async fn drill_env(
         d.error = Some(err.clone());
         return Err((d, err));
     }
-    let t0 = std::time::Instant::now();
+    Ok(d)
+}
+
+/// Runs the drill of backup `b`, renewing the drill's `lease` every [`RUN_RENEW`] meanwhile.
+async fn drill_renewed(
+    core: &Core,
+    env: &str,
+    holder: &str,
+    b: &BackupRow,
+    lease: &str,
+) -> Result<bk::DrillOutcome, String> {
     let renew = async {
         loop {
             tokio::time::sleep(RUN_RENEW).await;
             let now = core.clock.now_ms();
-            if let Err(e) = core
-                .store
-                .try_lease(&lease, holder, now, RUN_LEASE_MS)
-                .await
-            {
+            if let Err(e) = core.store.try_lease(lease, holder, now, RUN_LEASE_MS).await {
                 tracing::warn!(error = %e, "renewing the drill's lease failed");
             }
         }
     };
-    let result = tokio::select! {
-        r = run_drill(core, env, &b) => r,
+    tokio::select! {
+        r = run_drill(core, env, b) => r,
         () = renew => unreachable!("the renewal never ends"),
-    };
-    d.duration_ms = Some(t0.elapsed().as_millis() as i64);
+    }
+}
+
+/// Records how drill `d` of backup `b` ended (`drill.finished` or `drill.failed`).
+#[allow(clippy::type_complexity)]
+async fn finish_drill(
+    core: &Core,
+    mut d: DrillRow,
+    b: &BackupRow,
+    result: Result<bk::DrillOutcome, String>,
+) -> Result<Option<(DrillRow, bk::DrillOutcome)>, (DrillRow, String)> {
     match result {
         Ok(outcome) => {
             d.state = "ok".into();

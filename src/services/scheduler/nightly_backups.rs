@@ -37,100 +37,9 @@ impl Scheduler {
             None => format!("scheduled backup of {}", show(slot)),
         };
         for env in &scheduled {
-            let before = core.store.list_backups(env).await.unwrap_or_default();
-            let last_good = first_healthy(core, &before).await.cloned();
-            let result = crate::services::backups::take::take_backup(
-                core,
-                env,
-                BackupKind::Scheduled,
-                Some("schedule"),
-                Some(note.clone()),
-                None,
-            )
-            .await;
-            let mut section = Section {
-                heading: Some(format!(
-                    "{env}: {}",
-                    if result.is_ok() { "ok" } else { "FAILED" }
-                )),
-                ..Section::default()
-            };
-            let now = core.clock.now_ms();
-            match result {
-                Ok(b) => {
-                    section.fields.push((
-                        "backup".into(),
-                        format!("{} ({})", b.id, b.path.rsplit('/').next().unwrap_or("")),
-                    ));
-                    section.fields.push((
-                        "size".into(),
-                        human::bytes(b.size_bytes.unwrap_or(0) as u64),
-                    ));
-                    section
-                        .fields
-                        .push(("duration".into(), human::span(b.duration_ms.unwrap_or(0))));
-                    section.fields.push((
-                        "verification".into(),
-                        format!(
-                            "verified: pg_restore read all {} archive entries, SHA-256 {}",
-                            b.toc_entries.unwrap_or(0),
-                            b.sha256
-                                .as_deref()
-                                .map(|s| &s[..12.min(s.len())])
-                                .unwrap_or("?")
-                        ),
-                    ));
-                    self.retention_fields(env, &before, &mut section).await;
-                }
-                Err(err) => {
-                    failed.push(env.to_string());
-                    let last = last_good
-                        .as_ref()
-                        .map(|b| backup_line(b, now))
-                        .unwrap_or_else(|| "none verified".into());
-                    section.fields.push(("error".into(), err.0.clone()));
-                    section
-                        .fields
-                        .push(("last good backup".into(), last.clone()));
-                    section.warnings.push(Warning::danger(format!(
-                        "the scheduled backup of {env} failed; retention did not run"
-                    )));
-                    let title = format!("ALERT: the scheduled backup of {env} failed");
-                    let reply = alert(
-                        title,
-                        vec![
-                            format!("error: {}", err.0),
-                            format!("last good backup: {last}"),
-                            format!("slot: {}", show(slot)),
-                        ],
-                    );
-                    // The alert is queued with its audit row, so a kill after this point
-                    // loses neither.
-                    let details = json!({"alert": "backup-failed", "error": err.0, "last_good": last_good.as_ref().map(|b| b.id.clone())});
-                    if let Err(e) = self.post_alert(env, details, &reply).await {
-                        tracing::error!(env = %env, error = format!("{e:#}"), "recording the alert failed");
-                        section.warnings.push(Warning::danger(format!(
-                            "the alert could not be recorded: {e:#}"
-                        )));
-                    }
-                }
-            }
-            self.stats_fields(env, &mut section).await;
-            sections.push(section);
+            sections.push(self.backup_env(env, &note, slot, &mut failed).await);
         }
-        // Environments without a schedule still age out their manual backups.
-        let unscheduled: Vec<String> = core
-            .settings
-            .environments
-            .iter()
-            .filter(|(_, e)| !e.scheduled_backups)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for env in &unscheduled {
-            if let Err(e) = crate::services::backups::take::apply_retention(core, env).await {
-                tracing::warn!(env = %env, error = %e, "retention failed");
-            }
-        }
+        self.retention_unscheduled().await;
         let title = match late {
             Some(l) => format!("Scheduled backup report, {} ({l})", show(slot)),
             None => format!("Scheduled backup report, {}", show(slot)),
@@ -155,6 +64,109 @@ impl Scheduler {
             }),
         )];
         (outcome, all)
+    }
+
+    /// The scheduled backup of `env` and its report section: on success what was taken and what
+    /// retention deleted; on failure the error, the last good backup and the alert (`env` is
+    /// added to `failed`); then the backups kept.
+    async fn backup_env(
+        &self,
+        env: &str,
+        note: &str,
+        slot: &DateTime<Tz>,
+        failed: &mut Vec<String>,
+    ) -> Section {
+        let core = &self.core;
+        let before = core.store.list_backups(env).await.unwrap_or_default();
+        let last_good = first_healthy(core, &before).await.cloned();
+        let result = crate::services::backups::take::take_backup(
+            core,
+            env,
+            BackupKind::Scheduled,
+            Some("schedule"),
+            Some(note.to_string()),
+            None,
+        )
+        .await;
+        let mut section = Section {
+            heading: Some(format!(
+                "{env}: {}",
+                if result.is_ok() { "ok" } else { "FAILED" }
+            )),
+            ..Section::default()
+        };
+        let now = core.clock.now_ms();
+        match result {
+            Ok(b) => {
+                backup_fields(&b, &mut section);
+                self.retention_fields(env, &before, &mut section).await;
+            }
+            Err(err) => {
+                failed.push(env.to_string());
+                self.backup_failed(env, slot, &err.0, last_good.as_ref(), now, &mut section)
+                    .await;
+            }
+        }
+        self.stats_fields(env, &mut section).await;
+        section
+    }
+
+    /// A failed scheduled backup: its fields and warning in the report, and its alert audited
+    /// and queued (a warning in the report when that fails).
+    async fn backup_failed(
+        &self,
+        env: &str,
+        slot: &DateTime<Tz>,
+        err: &str,
+        last_good: Option<&BackupRow>,
+        now: i64,
+        section: &mut Section,
+    ) {
+        let last = last_good
+            .map(|b| backup_line(b, now))
+            .unwrap_or_else(|| "none verified".into());
+        section.fields.push(("error".into(), err.to_string()));
+        section
+            .fields
+            .push(("last good backup".into(), last.clone()));
+        section.warnings.push(Warning::danger(format!(
+            "the scheduled backup of {env} failed; retention did not run"
+        )));
+        let title = format!("ALERT: the scheduled backup of {env} failed");
+        let reply = alert(
+            title,
+            vec![
+                format!("error: {err}"),
+                format!("last good backup: {last}"),
+                format!("slot: {}", show(slot)),
+            ],
+        );
+        // The alert is queued with its audit row, so a kill after this point
+        // loses neither.
+        let details = json!({"alert": "backup-failed", "error": err, "last_good": last_good.map(|b| b.id.clone())});
+        if let Err(e) = self.post_alert(env, details, &reply).await {
+            tracing::error!(env = %env, error = format!("{e:#}"), "recording the alert failed");
+            section.warnings.push(Warning::danger(format!(
+                "the alert could not be recorded: {e:#}"
+            )));
+        }
+    }
+
+    /// Environments without a schedule still age out their manual backups.
+    async fn retention_unscheduled(&self) {
+        let core = &self.core;
+        let unscheduled: Vec<String> = core
+            .settings
+            .environments
+            .iter()
+            .filter(|(_, e)| !e.scheduled_backups)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for env in &unscheduled {
+            if let Err(e) = crate::services::backups::take::apply_retention(core, env).await {
+                tracing::warn!(env = %env, error = %e, "retention failed");
+            }
+        }
     }
 
     /// Applies retention after a good backup and says what it deleted.
@@ -229,4 +241,30 @@ impl Scheduler {
             ));
         }
     }
+}
+
+/// What a good scheduled backup took: id and file, size, duration, verification.
+fn backup_fields(b: &BackupRow, section: &mut Section) {
+    section.fields.push((
+        "backup".into(),
+        format!("{} ({})", b.id, b.path.rsplit('/').next().unwrap_or("")),
+    ));
+    section.fields.push((
+        "size".into(),
+        human::bytes(b.size_bytes.unwrap_or(0) as u64),
+    ));
+    section
+        .fields
+        .push(("duration".into(), human::span(b.duration_ms.unwrap_or(0))));
+    section.fields.push((
+        "verification".into(),
+        format!(
+            "verified: pg_restore read all {} archive entries, SHA-256 {}",
+            b.toc_entries.unwrap_or(0),
+            b.sha256
+                .as_deref()
+                .map(|s| &s[..12.min(s.len())])
+                .unwrap_or("?")
+        ),
+    ));
 }

@@ -5,9 +5,13 @@ use chrono::{DateTime, TimeZone as _};
 use chrono_tz::Tz;
 use serde_json::json;
 
-use super::shared::{enqueue, run_lease, CRON_LEASE_MS, JOB_BACKUP, RUN_LEASE_MS, RUN_RENEW};
+use super::shared::{
+    enqueue, run_lease, Posts, CRON_LEASE_MS, JOB_BACKUP, RUN_LEASE_MS, RUN_RENEW,
+};
 use super::Scheduler;
 use crate::core::audit::NewAudit;
+use crate::core::event::ChannelRef;
+use crate::core::reply::Reply;
 use crate::services::backups::schedule::{previous_slot, show};
 
 impl Scheduler {
@@ -99,6 +103,26 @@ impl Scheduler {
         late: Option<String>,
         now: i64,
     ) -> anyhow::Result<()> {
+        let Some(lease) = self
+            .claim_slot(job, key, slot_t, late.as_deref(), now)
+            .await?
+        else {
+            return Ok(());
+        };
+        let (outcome, posts) = self.run_renewed(job, slot_t, late.as_deref(), &lease).await;
+        self.finish_slot(key, slot_t, &outcome, &posts).await
+    }
+
+    /// Takes the job's lease, the run lease and the slot row (audited `schedule.run.started`);
+    /// the run lease's name, or `None` when another process has the slot.
+    async fn claim_slot(
+        &self,
+        job: &'static str,
+        key: &str,
+        slot_t: &DateTime<Tz>,
+        late: Option<&str>,
+        now: i64,
+    ) -> anyhow::Result<Option<String>> {
         let slot = slot_t.timestamp_millis();
         if !self
             .core
@@ -106,7 +130,7 @@ impl Scheduler {
             .try_lease(job, &self.holder, now, CRON_LEASE_MS)
             .await?
         {
-            return Ok(());
+            return Ok(None);
         }
         // Taken before the slot row, so no replica sees the row without its live lease.
         let lease = run_lease(key, slot);
@@ -116,7 +140,7 @@ impl Scheduler {
             .try_lease(&lease, &self.holder, now, RUN_LEASE_MS)
             .await?
         {
-            return Ok(());
+            return Ok(None);
         }
         let mut tx = self.core.store.begin().await?;
         if !tx
@@ -127,7 +151,7 @@ impl Scheduler {
             if key == job {
                 self.mark_seen(job, slot);
             }
-            return Ok(());
+            return Ok(None);
         }
         self.core
             .audit_tx(
@@ -143,9 +167,20 @@ impl Scheduler {
         if key == job {
             self.mark_seen(job, slot);
         }
+        Ok(Some(lease))
+    }
+
+    /// Runs the job of a taken slot, renewing its run lease every [`RUN_RENEW`] meanwhile.
+    async fn run_renewed(
+        &self,
+        job: &'static str,
+        slot_t: &DateTime<Tz>,
+        late: Option<&str>,
+        lease: &str,
+    ) -> Posts {
         let work = async {
             match job {
-                JOB_BACKUP => self.nightly_backups(slot_t, late.as_deref()).await,
+                JOB_BACKUP => self.nightly_backups(slot_t, late).await,
                 _ => self.drills(slot_t).await,
             }
         };
@@ -156,20 +191,32 @@ impl Scheduler {
                 if let Err(e) = self
                     .core
                     .store
-                    .try_lease(&lease, &self.holder, now, RUN_LEASE_MS)
+                    .try_lease(lease, &self.holder, now, RUN_LEASE_MS)
                     .await
                 {
                     tracing::warn!(job, error = %e, "renewing the run's lease failed");
                 }
             }
         };
-        let (outcome, posts) = tokio::select! {
+        tokio::select! {
             r = work => r,
             () = renew => unreachable!("the renewal never ends"),
-        };
+        }
+    }
+
+    /// Finishes the slot row with `outcome` (audited `schedule.run.finished`) and queues the
+    /// run's posts, in one transaction.
+    async fn finish_slot(
+        &self,
+        key: &str,
+        slot_t: &DateTime<Tz>,
+        outcome: &str,
+        posts: &[(Vec<ChannelRef>, Reply)],
+    ) -> anyhow::Result<()> {
+        let slot = slot_t.timestamp_millis();
         let mut tx = self.core.store.begin().await?;
         let end = self.core.clock.now_ms();
-        tx.finish_run(key, slot, &outcome, end).await?;
+        tx.finish_run(key, slot, outcome, end).await?;
         self.core
             .audit_tx(
                 &mut tx,
@@ -180,7 +227,7 @@ impl Scheduler {
                 ),
             )
             .await?;
-        for (channels, r) in &posts {
+        for (channels, r) in posts {
             enqueue(&self.core, &mut tx, channels, r).await?;
         }
         tx.commit().await?;
