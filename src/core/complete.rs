@@ -3,7 +3,7 @@
 //! One folder read or one store query per call, so it answers well inside Discord's 3 s.
 
 use crate::core::command::{self, EnvName};
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 use crate::core::human;
 
 /// Most suggestions a platform shows (Discord's limit).

@@ -78,7 +78,7 @@ pub struct OptionSpec {
     /// Allowed values, if restricted.
     pub choices: Choices,
     /// Whether the platform asks dualkey for suggestions while it is typed
-    /// ([`crate::core::dispatch::Core::complete`]).
+    /// ([`crate::core::context::Core::complete`]).
     pub autocomplete: bool,
     /// Inclusive bounds of an [`OptionKind::Integer`].
     pub range: Option<(i64, i64)>,
@@ -319,7 +319,7 @@ impl Command {
     }
 
     /// Runs the command: each file's own `run`.
-    pub async fn run(self, inv: &crate::core::dispatch::Invocation<'_>) -> anyhow::Result<()> {
+    pub async fn run(self, inv: &crate::core::invocation::Invocation<'_>) -> anyhow::Result<()> {
         match self {
             Command::Help(a) => help::run(inv, a).await,
             Command::Status(a) => status::run(inv, a).await,

@@ -15,10 +15,11 @@ use super::{
 };
 use crate::config::{Role, Route};
 use crate::core::audit::NewAudit;
-use crate::core::dispatch::{Core, Invocation, UserError};
+use crate::core::context::{Core, UserError};
 use crate::core::event::{ChannelRef, InboundEvent};
 use crate::core::human;
 use crate::core::identity::Operator;
+use crate::core::invocation::Invocation;
 use crate::core::operation::{OperationKind, Plan, StepAction};
 use crate::core::ports::Responder;
 use crate::core::ports::{ReminderRow, StoreResult, Tx, WindowRow};
