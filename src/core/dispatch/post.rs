@@ -7,6 +7,7 @@ use crate::config::Route;
 use crate::core::audit::{AuditRecord, NewAudit};
 use crate::core::context::Core;
 use crate::core::event::{ChannelRef, MessageRef};
+use crate::core::notify::enqueue_posts;
 use crate::core::ports::{NewOutbox, StoreResult, Tx};
 use crate::core::reply::Reply;
 
@@ -78,15 +79,7 @@ impl Core {
         let now = self.clock.now_ms();
         let payload = serde_json::to_string(reply)?;
         let mut tx = self.store.begin().await?;
-        for c in channels {
-            if tx.register_card(key, c.platform.as_str(), &c.id).await? {
-                tx.enqueue_outbox(
-                    &card_row(key, c.platform.as_str(), &c.id, "post", &payload),
-                    now,
-                )
-                .await?;
-            }
-        }
+        enqueue_posts(tx.as_mut(), channels, &payload, Some(key), now).await?;
         tx.commit().await?;
         self.outbox_wake.notify_one();
         Ok(())

@@ -6,7 +6,7 @@ use serde_json::json;
 use crate::config::Role;
 use crate::core::approval::{self, Decision, RequestFacts, RequestState, VoteRefusal};
 use crate::core::audit::NewAudit;
-use crate::core::command::{self, RequestId};
+use crate::core::command::RequestId;
 use crate::core::context::{Core, UserError};
 use crate::core::event::InboundEvent;
 use crate::core::identity::Operator;
@@ -40,7 +40,7 @@ impl Core {
                 .into());
             }
             let rollback = verb == "monitor-rollback";
-            return command::monitor::click(self, ev, who, rollback, id, out).await;
+            return crate::core::window::click(self, ev, who, rollback, id, out).await;
         }
         let parsed = action_id.split_once(':').and_then(|(verb, id)| {
             let d = match verb {
