@@ -7,7 +7,7 @@ use crate::core::approval::RequestState;
 use crate::core::context::Core;
 use crate::core::human;
 use crate::core::operation::{OperationKind, OperationState, Plan};
-use crate::core::ports::OperationRow;
+use crate::core::ports::{OperationRow, RequestRow, VoteRow};
 use crate::core::reply::{
     Button, ButtonStyle, Card, CardState, Confirm, Mention, Reply, Severity, Step, StepState, Votes,
 };
@@ -128,43 +128,9 @@ impl Core {
                 plan.short_fingerprint().to_string(),
             ),
         ];
-        let (status, card_state) = match (&op, state) {
-            (Some(o), _) => (describe_state(o), op_card_state(o)),
-            (None, RequestState::Pending) if now >= req.expires_at => {
-                ("expired".to_string(), CardState::Expired)
-            }
-            (None, RequestState::Pending) => (
-                format!(
-                    "waiting for approval: {approvals}/{} votes, expires {} (in {})",
-                    req.required_votes,
-                    human::time(req.expires_at),
-                    human::span(req.expires_at - now)
-                ),
-                CardState::Pending,
-            ),
-            (None, s) => (
-                s.as_str().to_string(),
-                match s {
-                    RequestState::Pending => CardState::Pending,
-                    RequestState::Approved => CardState::Approved,
-                    RequestState::Denied => CardState::Denied,
-                    RequestState::Cancelled => CardState::Cancelled,
-                    RequestState::Expired => CardState::Expired,
-                },
-            ),
-        };
+        let (status, card_state) = request_status(&req, op.as_ref(), state, approvals, now);
         fields.push(("Status".into(), status));
-        let cast: Vec<(String, String)> = votes
-            .iter()
-            .map(|v| {
-                let done = match v.decision.as_str() {
-                    "approve" => "approved",
-                    "deny" => "denied",
-                    other => other,
-                };
-                (v.voter.clone(), done.to_string())
-            })
-            .collect();
+        let cast = cast_votes(&votes);
         if !cast.is_empty() {
             let v: Vec<String> = cast.iter().map(|(w, d)| format!("{w} {d}")).collect();
             fields.push(("Votes".into(), v.join(", ")));
@@ -184,43 +150,7 @@ impl Core {
         card.mentions = vec![self.mention("requester", &req.requester)];
         self.fill_plan(&mut card, &plan, op.as_ref()).await?;
         if open {
-            let destructive = plan.warnings.iter().any(|w| w.severity == Severity::Danger)
-                || plan.steps.iter().any(|s| {
-                    !matches!(
-                        s.action,
-                        crate::core::operation::StepAction::Backup { .. }
-                            | crate::core::operation::StepAction::AppStart
-                    )
-                });
-            let mut approve = Button::new(
-                format!("approve:{}", req.id),
-                "Approve",
-                ButtonStyle::Primary,
-            );
-            if destructive {
-                approve = approve.with_confirm(Confirm {
-                    title: "Approve and run?".into(),
-                    text: format!(
-                        "{}: {} step(s) run as soon as the vote counts.{}",
-                        plan.summary,
-                        plan.steps.len(),
-                        match plan
-                            .warnings
-                            .iter()
-                            .find(|w| w.severity == Severity::Danger)
-                        {
-                            Some(w) => format!(" {}", w.text),
-                            None => String::new(),
-                        }
-                    ),
-                    confirm: "Approve".into(),
-                    deny: "Back".into(),
-                });
-            }
-            card.buttons = vec![
-                approve,
-                Button::new(format!("deny:{}", req.id), "Deny", ButtonStyle::Danger),
-            ];
+            card.buttons = approval_buttons(&req.id, &plan);
         }
         Ok(Reply::card(card))
     }
@@ -326,4 +256,97 @@ fn op_card_state(o: &OperationRow) -> CardState {
         Some(OperationState::Cancelled) => CardState::Cancelled,
         Some(OperationState::Interrupted) => CardState::Interrupted,
     }
+}
+
+/// The status line of a request's card and its card state: its operation's state once there is
+/// one, else the request's own (a pending request past its expiry shows as expired).
+fn request_status(
+    req: &RequestRow,
+    op: Option<&OperationRow>,
+    state: RequestState,
+    approvals: usize,
+    now: i64,
+) -> (String, CardState) {
+    match (op, state) {
+        (Some(o), _) => (describe_state(o), op_card_state(o)),
+        (None, RequestState::Pending) if now >= req.expires_at => {
+            ("expired".to_string(), CardState::Expired)
+        }
+        (None, RequestState::Pending) => (
+            format!(
+                "waiting for approval: {approvals}/{} votes, expires {} (in {})",
+                req.required_votes,
+                human::time(req.expires_at),
+                human::span(req.expires_at - now)
+            ),
+            CardState::Pending,
+        ),
+        (None, s) => (
+            s.as_str().to_string(),
+            match s {
+                RequestState::Pending => CardState::Pending,
+                RequestState::Approved => CardState::Approved,
+                RequestState::Denied => CardState::Denied,
+                RequestState::Cancelled => CardState::Cancelled,
+                RequestState::Expired => CardState::Expired,
+            },
+        ),
+    }
+}
+
+/// The votes cast on a request as `(voter, "approved" | "denied")`.
+fn cast_votes(votes: &[VoteRow]) -> Vec<(String, String)> {
+    votes
+        .iter()
+        .map(|v| {
+            let done = match v.decision.as_str() {
+                "approve" => "approved",
+                "deny" => "denied",
+                other => other,
+            };
+            (v.voter.clone(), done.to_string())
+        })
+        .collect()
+}
+
+/// The buttons of an open request: Approve (asking for confirmation when the plan is
+/// destructive: a danger warning, or a step other than a backup or an app start) and Deny.
+fn approval_buttons(request_id: &str, plan: &Plan) -> Vec<Button> {
+    let destructive = plan.warnings.iter().any(|w| w.severity == Severity::Danger)
+        || plan.steps.iter().any(|s| {
+            !matches!(
+                s.action,
+                crate::core::operation::StepAction::Backup { .. }
+                    | crate::core::operation::StepAction::AppStart
+            )
+        });
+    let mut approve = Button::new(
+        format!("approve:{request_id}"),
+        "Approve",
+        ButtonStyle::Primary,
+    );
+    if destructive {
+        approve = approve.with_confirm(Confirm {
+            title: "Approve and run?".into(),
+            text: format!(
+                "{}: {} step(s) run as soon as the vote counts.{}",
+                plan.summary,
+                plan.steps.len(),
+                match plan
+                    .warnings
+                    .iter()
+                    .find(|w| w.severity == Severity::Danger)
+                {
+                    Some(w) => format!(" {}", w.text),
+                    None => String::new(),
+                }
+            ),
+            confirm: "Approve".into(),
+            deny: "Back".into(),
+        });
+    }
+    vec![
+        approve,
+        Button::new(format!("deny:{request_id}"), "Deny", ButtonStyle::Danger),
+    ]
 }

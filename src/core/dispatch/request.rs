@@ -13,7 +13,7 @@ use crate::core::context::{Core, UserError};
 use crate::core::event::InboundEvent;
 use crate::core::human;
 use crate::core::identity::Operator;
-use crate::core::operation::OperationKind;
+use crate::core::operation::{OperationKind, Plan};
 use crate::core::ports::{OperationRow, RequestRow, Responder};
 use crate::core::reply::Reply;
 
@@ -82,49 +82,76 @@ impl Core {
             )
             .await?;
             tx.commit().await?;
-            self.recent
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .set_request(&Core::delivery_key(ev), &id);
-            self.outbox_wake.notify_one();
-            let card = self.request_card(&id).await?;
-            let channels = self.channels_for(Some(&ev.channel), Route::Approvals, env);
-            self.post_card(&format!("request:{id}"), &channels, &card)
-                .await?;
-            // The requester hears back even where the card cannot be posted (a channel the
-            // bot was not invited to).
-            out.respond(Reply::ephemeral(format!(
-                "Request {id} recorded: {}. It needs {} approval(s) from someone other than you within {}; the card with the buttons goes to this channel{}.",
-                plan.summary,
-                row.required_votes,
-                crate::config::format_duration(self.settings.approvals.ttl.0),
-                if channels.len() > 1 {
-                    " and the approvals channel"
-                } else {
-                    ""
-                }
-            )))
-            .await?;
+            self.announce_request(ev, &row, &plan, out).await?;
         } else {
             let op = OperationRow::queued(&row, false, now);
             tx.insert_operation(&op).await?;
             self.audit_tx(&mut tx, self.actor_audit(&ev.actor, who, Some(env), "operation.queued", json!({"operation": op.id, "kind": kind.name(), "plan": plan.summary, "fingerprint": plan.short_fingerprint()}))).await?;
             tx.commit().await?;
-            self.outbox_wake.notify_one();
-            let card = self.operation_card(&op.id).await?;
-            self.post_card(
-                &format!("operation:{}", op.id),
-                std::slice::from_ref(&ev.channel),
-                &card,
-            )
-            .await?;
-            out.respond(Reply::ephemeral(format!(
-                "Operation {} queued: {} (no approval needed).",
-                op.id, plan.summary
-            )))
-            .await?;
-            self.worker_wake.notify_one();
+            self.announce_operation(ev, &op, &plan, out).await?;
         }
+        Ok(())
+    }
+
+    /// After a request is recorded: remembers it for the delivery, posts its card where it was
+    /// asked for and in the approvals channels, and tells the requester.
+    async fn announce_request(
+        &self,
+        ev: &InboundEvent,
+        row: &RequestRow,
+        plan: &Plan,
+        out: &dyn Responder,
+    ) -> anyhow::Result<()> {
+        let id = &row.id;
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_request(&Core::delivery_key(ev), id);
+        self.outbox_wake.notify_one();
+        let card = self.request_card(id).await?;
+        let channels = self.channels_for(Some(&ev.channel), Route::Approvals, &row.env);
+        self.post_card(&format!("request:{id}"), &channels, &card)
+            .await?;
+        // The requester hears back even where the card cannot be posted (a channel the
+        // bot was not invited to).
+        out.respond(Reply::ephemeral(format!(
+            "Request {id} recorded: {}. It needs {} approval(s) from someone other than you within {}; the card with the buttons goes to this channel{}.",
+            plan.summary,
+            row.required_votes,
+            crate::config::format_duration(self.settings.approvals.ttl.0),
+            if channels.len() > 1 {
+                " and the approvals channel"
+            } else {
+                ""
+            }
+        )))
+        .await?;
+        Ok(())
+    }
+
+    /// After an operation that needs no approval is queued: posts its card where it was asked
+    /// for, tells the requester and wakes the worker.
+    async fn announce_operation(
+        &self,
+        ev: &InboundEvent,
+        op: &OperationRow,
+        plan: &Plan,
+        out: &dyn Responder,
+    ) -> anyhow::Result<()> {
+        self.outbox_wake.notify_one();
+        let card = self.operation_card(&op.id).await?;
+        self.post_card(
+            &format!("operation:{}", op.id),
+            std::slice::from_ref(&ev.channel),
+            &card,
+        )
+        .await?;
+        out.respond(Reply::ephemeral(format!(
+            "Operation {} queued: {} (no approval needed).",
+            op.id, plan.summary
+        )))
+        .await?;
+        self.worker_wake.notify_one();
         Ok(())
     }
 

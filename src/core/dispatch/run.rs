@@ -39,6 +39,17 @@ impl CommandInput<'_> {
         first.and_then(command::spec).map_or("unknown", |s| s.name)
     }
 
+    /// `details` with [`CommandInput::audit_json`] added: what an audit event of the command
+    /// records.
+    fn with_input(&self, mut details: serde_json::Value) -> serde_json::Value {
+        if let (Some(d), serde_json::Value::Object(input)) =
+            (details.as_object_mut(), self.audit_json())
+        {
+            d.extend(input);
+        }
+        details
+    }
+
     /// What the audit trail records of the command: `{"text": ...}`, or
     /// `{"command": ..., "options": {...}}` (each value cut at 200 characters).
     fn audit_json(&self) -> serde_json::Value {
@@ -103,55 +114,34 @@ impl Core {
         out: &dyn Responder,
         tally: &mut (&'static str, &'static str),
     ) -> anyhow::Result<()> {
-        let with = |mut details: serde_json::Value| {
-            if let (Some(d), serde_json::Value::Object(input)) =
-                (details.as_object_mut(), input.audit_json())
-            {
-                d.extend(input);
-            }
-            details
-        };
         if who.roles.is_empty() {
-            self.audit(self.actor_audit(
-                &ev.actor,
+            self.decline(
+                ev,
                 who,
-                None,
                 "command.refused",
-                with(json!({"reason": "not an operator"})),
-            ))
-            .await?;
-            out.respond(Reply::ephemeral(format!(
-                "You are not allowed to use dualkey. Ask an admin to add your account ({}) to [[operators]] in the config.",
-                ev.actor.qualified()
-            )))
+                input.with_input(json!({"reason": "not an operator"})),
+                format!(
+                    "You are not allowed to use dualkey. Ask an admin to add your account ({}) to [[operators]] in the config.",
+                    ev.actor.qualified()
+                ),
+                out,
+            )
             .await?;
             tally.1 = meter::outcome::REFUSED;
             return Ok(());
         }
-        let parsed = match input {
-            CommandInput::Text(text) => command::parse(text, &self.parse_ctx()),
-            CommandInput::Options { command, options } => {
-                command::parse_options(command, options, &self.parse_ctx())
-            }
-        };
-        let (spec, cmd) = match parsed {
+        let (spec, cmd) = match self.parse_input(input) {
             Ok(p) => p,
             Err(e) => {
                 *tally = (
                     e.command.map_or(tally.0, |c| c.name),
                     meter::outcome::REJECTED,
                 );
-                self.audit(self.actor_audit(
-                    &ev.actor,
-                    who,
-                    None,
-                    "command.rejected",
-                    with(json!({"error": e.message})),
-                ))
-                .await?;
-                out.respond(Reply::ephemeral(e.render(self.slash())))
-                    .await?;
-                return Ok(());
+                let details = input.with_input(json!({"error": e.message}));
+                let answer = e.render(self.slash());
+                return self
+                    .decline(ev, who, "command.rejected", details, answer, out)
+                    .await;
             }
         };
         // Asking for any operation needs the operator role, whatever the command's own role.
@@ -163,23 +153,17 @@ impl Core {
         tally.0 = spec.name;
         if !who.can(needs) {
             tally.1 = meter::outcome::REFUSED;
-            self.audit(self.actor_audit(
-                &ev.actor,
-                who,
-                None,
-                "command.refused",
-                with(json!({"reason": format!("needs the {needs:?} role")})),
-            ))
-            .await?;
-            out.respond(Reply::ephemeral(format!(
+            let details = input.with_input(json!({"reason": format!("needs the {needs:?} role")}));
+            let answer = format!(
                 "`{}` needs the {} role, which you do not have.",
                 spec.name,
                 format!("{needs:?}").to_lowercase()
-            )))
-            .await?;
-            return Ok(());
+            );
+            return self
+                .decline(ev, who, "command.refused", details, answer, out)
+                .await;
         }
-        self.audit(self.actor_audit(&ev.actor, who, None, "command", with(json!({}))))
+        self.audit(self.actor_audit(&ev.actor, who, None, "command", input.with_input(json!({}))))
             .await?;
         tally.1 = meter::outcome::OK;
         cmd.run(&Invocation {
@@ -189,6 +173,36 @@ impl Core {
             out,
         })
         .await
+    }
+
+    /// Parses a command in either form with the command's own parser.
+    fn parse_input(
+        &self,
+        input: CommandInput<'_>,
+    ) -> Result<(&'static command::CommandSpec, command::Command), command::ParseError> {
+        match input {
+            CommandInput::Text(text) => command::parse(text, &self.parse_ctx()),
+            CommandInput::Options { command, options } => {
+                command::parse_options(command, options, &self.parse_ctx())
+            }
+        }
+    }
+
+    /// A command that is not run: audits `action` with `details`, then tells the sender
+    /// `answer`.
+    async fn decline(
+        &self,
+        ev: &InboundEvent,
+        who: &Operator,
+        action: &str,
+        details: serde_json::Value,
+        answer: String,
+        out: &dyn Responder,
+    ) -> anyhow::Result<()> {
+        self.audit(self.actor_audit(&ev.actor, who, None, action, details))
+            .await?;
+        out.respond(Reply::ephemeral(answer)).await?;
+        Ok(())
     }
 
     /// The audit event of a refused request.

@@ -12,7 +12,7 @@ use crate::core::event::InboundEvent;
 use crate::core::identity::Operator;
 use crate::core::meter;
 use crate::core::operation::OperationKind;
-use crate::core::ports::{OperationRow, Responder};
+use crate::core::ports::{OperationRow, RequestRow, Responder, Tx, VoteRow};
 use crate::core::reply::Reply;
 
 impl Core {
@@ -79,17 +79,7 @@ impl Core {
         let now = self.clock.now_ms();
         let mut tx = self.store.begin().await?;
         let req = tx.lock_request(request_id).await?;
-        let refusal = match &req {
-            None => Some(VoteRefusal::Unknown(request_id.into())),
-            Some(r) => {
-                let facts = RequestFacts {
-                    state: RequestState::parse(&r.state).unwrap_or(RequestState::Cancelled),
-                    requester: &r.requester,
-                    expires_at_ms: r.expires_at,
-                };
-                approval::judge_vote(&facts, who, now).err()
-            }
-        };
+        let refusal = vote_refusal(req.as_ref(), request_id, who, now);
         let env = req.as_ref().map(|r| r.env.clone());
         if let Some(refusal) = refusal {
             self.audit_tx(&mut tx, self.actor_audit(&ev.actor, who, env.as_deref(), "vote.refused", json!({"request": request_id, "decision": decision.as_str(), "reason": refusal.to_string()}))).await?;
@@ -110,7 +100,7 @@ impl Core {
             .await?;
             return Ok(());
         }
-        let vote = crate::core::ports::VoteRow {
+        let vote = VoteRow {
             request_id: request_id.into(),
             voter: voter.clone(),
             account: ev.actor.qualified(),
@@ -118,21 +108,9 @@ impl Core {
             at: now,
         };
         if !tx.insert_vote_if_open(&vote, now).await? {
-            let reason = "the request is no longer open";
-            self.audit_tx(
-                &mut tx,
-                self.actor_audit(
-                    &ev.actor,
-                    who,
-                    Some(&req.env),
-                    "vote.refused",
-                    json!({"request": request_id, "decision": decision.as_str(), "reason": reason}),
-                ),
-            )
-            .await?;
-            tx.commit().await?;
-            meter::vote("refused");
-            return Err(UserError(format!("Vote not counted: {reason}.")).into());
+            return self
+                .refuse_closed_vote(tx, ev, who, &req.env, request_id, decision)
+                .await;
         }
         self.audit_tx(
             &mut tx,
@@ -145,13 +123,69 @@ impl Core {
             ),
         )
         .await?;
+        let (outcome, queued) = self
+            .count_vote(&mut tx, &req, request_id, &voter, decision, now)
+            .await?;
+        tx.commit().await?;
+        meter::vote(decision.as_str());
+        self.outbox_wake.notify_one();
+        if queued.is_some() {
+            let kind = serde_json::from_str::<OperationKind>(&req.kind_json);
+            meter::approval_wait(kind.map_or("unknown", |k| k.name()), now - req.created_at);
+            self.worker_wake.notify_one();
+        }
+        self.refresh_request_card(request_id).await?;
+        out.respond(Reply::ephemeral(outcome)).await?;
+        Ok(())
+    }
+
+    /// A vote the store did not take because the request closed meanwhile: audits
+    /// `vote.refused`, commits and returns the refusal.
+    async fn refuse_closed_vote(
+        &self,
+        mut tx: Box<dyn Tx>,
+        ev: &InboundEvent,
+        who: &Operator,
+        env: &str,
+        request_id: &str,
+        decision: Decision,
+    ) -> anyhow::Result<()> {
+        let reason = "the request is no longer open";
+        self.audit_tx(
+            &mut tx,
+            self.actor_audit(
+                &ev.actor,
+                who,
+                Some(env),
+                "vote.refused",
+                json!({"request": request_id, "decision": decision.as_str(), "reason": reason}),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        meter::vote("refused");
+        Err(UserError(format!("Vote not counted: {reason}.")).into())
+    }
+
+    /// What a recorded vote does inside `tx`: a denial closes the request; an approval that
+    /// completes the count approves it and queues its operation. Returns the answer for the
+    /// voter and the queued operation's id.
+    async fn count_vote(
+        &self,
+        tx: &mut Box<dyn Tx>,
+        req: &RequestRow,
+        request_id: &str,
+        voter: &str,
+        decision: Decision,
+        now: i64,
+    ) -> anyhow::Result<(String, Option<String>)> {
         let mut queued = None;
         let outcome = match decision {
             Decision::Deny => {
-                tx.transition_request(request_id, "pending", "denied", Some(&voter), now)
+                tx.transition_request(request_id, "pending", "denied", Some(voter), now)
                     .await?;
                 self.audit_tx(
-                    &mut tx,
+                    tx,
                     NewAudit::system(
                         "request.denied",
                         Some(&req.env),
@@ -165,13 +199,13 @@ impl Core {
                 let approvals = tx.count_votes(request_id, "approve").await?;
                 if approval::is_complete(approvals, req.required_votes)
                     && tx
-                        .transition_request(request_id, "pending", "approved", Some(&voter), now)
+                        .transition_request(request_id, "pending", "approved", Some(voter), now)
                         .await?
                 {
-                    let op = OperationRow::queued(&req, true, now);
+                    let op = OperationRow::queued(req, true, now);
                     tx.insert_operation(&op).await?;
                     self.audit_tx(
-                        &mut tx,
+                        tx,
                         NewAudit::system(
                             "request.approved",
                             Some(&req.env),
@@ -190,16 +224,27 @@ impl Core {
                 }
             }
         };
-        tx.commit().await?;
-        meter::vote(decision.as_str());
-        self.outbox_wake.notify_one();
-        if queued.is_some() {
-            let kind = serde_json::from_str::<OperationKind>(&req.kind_json);
-            meter::approval_wait(kind.map_or("unknown", |k| k.name()), now - req.created_at);
-            self.worker_wake.notify_one();
+        Ok((outcome, queued))
+    }
+}
+
+/// Why a vote on `req` (the locked request `request_id`, `None` when there is none) by `who`
+/// is not counted, if it is not.
+fn vote_refusal(
+    req: Option<&RequestRow>,
+    request_id: &str,
+    who: &Operator,
+    now: i64,
+) -> Option<VoteRefusal> {
+    match req {
+        None => Some(VoteRefusal::Unknown(request_id.into())),
+        Some(r) => {
+            let facts = RequestFacts {
+                state: RequestState::parse(&r.state).unwrap_or(RequestState::Cancelled),
+                requester: &r.requester,
+                expires_at_ms: r.expires_at,
+            };
+            approval::judge_vote(&facts, who, now).err()
         }
-        self.refresh_request_card(request_id).await?;
-        out.respond(Reply::ephemeral(outcome)).await?;
-        Ok(())
     }
 }
