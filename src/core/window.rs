@@ -122,66 +122,9 @@ pub async fn open_window_tx(
     let now = core.clock.now_ms();
     let id = crate::core::human::new_id('w');
     let offsets = offsets_of(core, new.minutes);
-    let w = WindowRow {
-        id: id.clone(),
-        env: new.env.clone(),
-        opened_at: now,
-        opened_by: new.opened_by.clone(),
-        operation_id: new.operation_id.clone(),
-        kind: new.kind.clone(),
-        migrations_json: serde_json::to_string(&new.migrations).expect("strings serialize"),
-        rollback_target: new.rollback_target.clone(),
-        channel_json: new
-            .channel
-            .as_ref()
-            .map(|c| serde_json::to_string(c).expect("channel serializes")),
-        state: "open".into(),
-        closed_at: None,
-        closed_by: None,
-        close_reason: None,
-        probes: 0,
-        probe_failures: 0,
-        last_probe_at: None,
-        last_probe: None,
-        failing: 0,
-    };
-    let reminders: Vec<ReminderRow> = offsets
-        .iter()
-        .enumerate()
-        .map(|(i, o)| ReminderRow {
-            window_id: id.clone(),
-            idx: i as i64,
-            due_at: now + o,
-            posted_at: None,
-            card_json: None,
-        })
-        .collect();
-    let mut inserted = false;
-    for _ in 0..OPEN_ATTEMPTS {
-        for old in tx.open_windows_for_env(&new.env).await? {
-            let reason = format!("superseded by {id}");
-            if tx.close_window(&old.id, now, "system", &reason).await? {
-                core.audit_tx(
-                    tx,
-                    NewAudit::system(
-                        "monitor.closed",
-                        Some(&new.env),
-                        json!({"window": old.id, "reason": reason}),
-                    ),
-                )
-                .await?;
-            }
-        }
-        if tx.insert_window_if_none_open(&w, &reminders).await? {
-            inserted = true;
-            break;
-        }
-        tracing::info!(env = %new.env, window = %id, "another window opened at the same moment; closing it and trying again");
-    }
-    if !inserted {
-        // Windows kept opening at the same moment: the plain insert reports the conflict.
-        tx.insert_window(&w, &reminders).await?;
-    }
+    let w = window_row(&id, now, &new);
+    let reminders = reminder_rows(&id, now, &offsets);
+    insert_superseding(core, tx, &w, &reminders, now).await?;
     let at: Vec<String> = offsets
         .iter()
         .map(|o| format!("+{}", human::span(*o)))
@@ -211,6 +154,88 @@ pub async fn open_window_tx(
     let channels = core.channels_for(new.channel.as_ref(), Route::Report, &new.env);
     enqueue_posts(tx.as_mut(), &channels, &payload, None, now).await?;
     Ok(w)
+}
+
+/// The row of a new window `id` opened at `now`.
+fn window_row(id: &str, now: i64, new: &NewWindow) -> WindowRow {
+    WindowRow {
+        id: id.to_string(),
+        env: new.env.clone(),
+        opened_at: now,
+        opened_by: new.opened_by.clone(),
+        operation_id: new.operation_id.clone(),
+        kind: new.kind.clone(),
+        migrations_json: serde_json::to_string(&new.migrations).expect("strings serialize"),
+        rollback_target: new.rollback_target.clone(),
+        channel_json: new
+            .channel
+            .as_ref()
+            .map(|c| serde_json::to_string(c).expect("channel serializes")),
+        state: "open".into(),
+        closed_at: None,
+        closed_by: None,
+        close_reason: None,
+        probes: 0,
+        probe_failures: 0,
+        last_probe_at: None,
+        last_probe: None,
+        failing: 0,
+    }
+}
+
+/// The reminder rows of window `id` opened at `now`, one per offset.
+fn reminder_rows(id: &str, now: i64, offsets: &[i64]) -> Vec<ReminderRow> {
+    offsets
+        .iter()
+        .enumerate()
+        .map(|(i, o)| ReminderRow {
+            window_id: id.to_string(),
+            idx: i as i64,
+            due_at: now + o,
+            posted_at: None,
+            card_json: None,
+        })
+        .collect()
+}
+
+/// Inserts window `w` with its reminders, closing (and auditing) the environment's open
+/// windows as superseded first, and again when another transaction opened one at the same
+/// moment, up to [`OPEN_ATTEMPTS`] times; then the plain insert reports the conflict.
+async fn insert_superseding(
+    core: &Core,
+    tx: &mut Box<dyn Tx>,
+    w: &WindowRow,
+    reminders: &[ReminderRow],
+    now: i64,
+) -> StoreResult<()> {
+    let (id, env) = (&w.id, &w.env);
+    let mut inserted = false;
+    for _ in 0..OPEN_ATTEMPTS {
+        for old in tx.open_windows_for_env(env).await? {
+            let reason = format!("superseded by {id}");
+            if tx.close_window(&old.id, now, "system", &reason).await? {
+                core.audit_tx(
+                    tx,
+                    NewAudit::system(
+                        "monitor.closed",
+                        Some(env),
+                        json!({"window": old.id, "reason": reason}),
+                    ),
+                )
+                .await?;
+            }
+        }
+        if tx.insert_window_if_none_open(w, reminders).await? {
+            inserted = true;
+            break;
+        }
+        tracing::info!(env = %env, window = %id, "another window opened at the same moment; closing it and trying again");
+    }
+    if !inserted {
+        // Windows kept opening at the same moment: the plain insert reports the conflict.
+        tx.insert_window(w, reminders).await?;
+    }
+    Ok(())
 }
 
 /// Parses a window id: `w` and 9 to 16 lowercase hex digits.
@@ -275,18 +300,7 @@ pub async fn click(
     let now = core.clock.now_ms();
     let mut tx = core.store.begin().await?;
     let w = tx.lock_window(&id).await?;
-    let refusal = match &w {
-        None => Some(format!("there is no monitoring window {id}")),
-        Some(w) if w.state != "open" => Some(format!(
-            "monitoring window {id} is already closed ({})",
-            w.close_reason.as_deref().unwrap_or("closed")
-        )),
-        Some(w) if rollback && w.rollback_target.is_none() => Some(format!(
-            "monitoring window {id} follows a {}: there is no migration of it to roll back; use `restore` or `rollback` by hand",
-            w.kind
-        )),
-        Some(_) => None,
-    };
+    let refusal = click_refusal(w.as_ref(), &id, rollback);
     let env = w.as_ref().map(|w| w.env.clone());
     if let Some(reason) = refusal {
         core.audit_tx(
@@ -305,46 +319,11 @@ pub async fn click(
     let w = w.expect("checked above");
     let by = who.id.clone().unwrap_or_else(|| ev.actor.qualified());
     let (note, answer) = if rollback {
-        let target = w.rollback_target.clone().expect("checked above");
-        core.audit_tx(
-            &mut tx,
-            audit(
-                Some(&w.env),
-                verb,
-                json!({"window": id, "migration": target}),
-            ),
-        )
-        .await?;
-        (
-            format!(
-                "{by} asked to roll back {target} at {} (a request that needs approval).",
-                hhmm(now, core.settings.schedule.tz())
-            ),
-            None,
-        )
+        let note = ask_rollback(core, &mut tx, &audit, verb, &w, &by, now).await?;
+        (note, None)
     } else {
-        tx.close_window(&id, now, &by, "ok").await?;
-        core.audit_tx(&mut tx, audit(Some(&w.env), verb, json!({"window": id})))
-            .await?;
-        core.audit_tx(
-            &mut tx,
-            NewAudit::system(
-                "monitor.closed",
-                Some(&w.env),
-                json!({"window": id, "reason": "ok", "by": by, "probes": w.probes, "failures": w.probe_failures}),
-            ),
-        )
-        .await?;
-        (
-            format!(
-                "Ended by {by} at {}: looks good. No more reminders.",
-                hhmm(now, core.settings.schedule.tz())
-            ),
-            Some(format!(
-                "Monitoring window {id} in {} ended; no more reminders.",
-                w.env
-            )),
-        )
+        let (note, answer) = end_window(core, &mut tx, &audit, verb, &w, &by, now).await?;
+        (note, Some(answer))
     };
     tx.commit().await?;
     core.outbox_wake.notify_one();
@@ -370,6 +349,94 @@ pub async fn click(
             edit_cards(core, &id, &note, false).await
         }
     }
+}
+
+/// Why a click on window `id` (`w`, the locked row, `None` when there is none) does nothing,
+/// if it does nothing: no such window, already closed, or nothing to roll back.
+fn click_refusal(w: Option<&WindowRow>, id: &str, rollback: bool) -> Option<String> {
+    match w {
+        None => Some(format!("there is no monitoring window {id}")),
+        Some(w) if w.state != "open" => Some(format!(
+            "monitoring window {id} is already closed ({})",
+            w.close_reason.as_deref().unwrap_or("closed")
+        )),
+        Some(w) if rollback && w.rollback_target.is_none() => Some(format!(
+            "monitoring window {id} follows a {}: there is no migration of it to roll back; use `restore` or `rollback` by hand",
+            w.kind
+        )),
+        Some(_) => None,
+    }
+}
+
+/// `monitor-rollback` inside `tx`: audits the click (`audit` makes the clicker's events) and
+/// returns the note for the window's cards; the rollback request itself is asked for after
+/// the commit.
+async fn ask_rollback<A>(
+    core: &Core,
+    tx: &mut Box<dyn Tx>,
+    audit: &A,
+    verb: &str,
+    w: &WindowRow,
+    by: &str,
+    now: i64,
+) -> StoreResult<String>
+where
+    A: Fn(Option<&str>, &str, serde_json::Value) -> NewAudit,
+{
+    let id = &w.id;
+    let target = w.rollback_target.clone().expect("checked above");
+    core.audit_tx(
+        tx,
+        audit(
+            Some(&w.env),
+            verb,
+            json!({"window": id, "migration": target}),
+        ),
+    )
+    .await?;
+    Ok(format!(
+        "{by} asked to roll back {target} at {} (a request that needs approval).",
+        hhmm(now, core.settings.schedule.tz())
+    ))
+}
+
+/// `monitor-ok` inside `tx`: closes the window, audits the click and `monitor.closed`; returns
+/// the note for the window's cards and the answer for the clicker.
+async fn end_window<A>(
+    core: &Core,
+    tx: &mut Box<dyn Tx>,
+    audit: &A,
+    verb: &str,
+    w: &WindowRow,
+    by: &str,
+    now: i64,
+) -> StoreResult<(String, String)>
+where
+    A: Fn(Option<&str>, &str, serde_json::Value) -> NewAudit,
+{
+    let id = &w.id;
+    tx.close_window(id, now, by, "ok").await?;
+    core.audit_tx(tx, audit(Some(&w.env), verb, json!({"window": id})))
+        .await?;
+    core.audit_tx(
+        tx,
+        NewAudit::system(
+            "monitor.closed",
+            Some(&w.env),
+            json!({"window": id, "reason": "ok", "by": by, "probes": w.probes, "failures": w.probe_failures}),
+        ),
+    )
+    .await?;
+    Ok((
+        format!(
+            "Ended by {by} at {}: looks good. No more reminders.",
+            hhmm(now, core.settings.schedule.tz())
+        ),
+        format!(
+            "Monitoring window {id} in {} ended; no more reminders.",
+            w.env
+        ),
+    ))
 }
 
 /// Edits every posted reminder card of window `id`: adds `note`, drops the rollback button (a
