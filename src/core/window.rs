@@ -327,9 +327,24 @@ pub async fn click(
     };
     tx.commit().await?;
     core.outbox_wake.notify_one();
+    after_click(core, ev, who, &w, &note, answer, out).await
+}
+
+/// After a click committed: edits the window's cards with `note` and answers the clicker, or
+/// (no `answer`: a rollback click) asks for the rollback through the ordinary request path.
+async fn after_click(
+    core: &Core,
+    ev: &InboundEvent,
+    who: &Operator,
+    w: &WindowRow,
+    note: &str,
+    answer: Option<String>,
+    out: &dyn Responder,
+) -> anyhow::Result<()> {
+    let id = &w.id;
     match answer {
         Some(text) => {
-            edit_cards(core, &id, &note, true).await?;
+            edit_cards(core, id, note, true).await?;
             out.respond(Reply::ephemeral(text)).await
         }
         None => {
@@ -346,7 +361,7 @@ pub async fn click(
                 out,
             )
             .await?;
-            edit_cards(core, &id, &note, false).await
+            edit_cards(core, id, note, false).await
         }
     }
 }
