@@ -1,4 +1,7 @@
-//! The dispatcher: takes an acknowledged [`InboundEvent`], dedupes it, parses it with the
+//! The dispatcher, one `impl Core` per file: dedupe and dispatch here, command running (`run.rs`),
+//! requests (`request.rs`), votes (`vote.rs`), cards (`cards.rs`), posting and audit (`post.rs`).
+//!
+//! It takes an acknowledged [`InboundEvent`], dedupes it, parses it with the
 //! command's own parser, authorizes the canonical operator (fail closed) and either answers a
 //! read-only command, records an approval request, records a vote, or queues an operation.
 //! Every state change commits together with its audit event; chat updates go through the
@@ -9,9 +12,7 @@
 //! and a [`Responder`] per event (implemented by the adapter that received it). It imports
 //! nothing from the runbook, the worker, the outbox or the adapters.
 //!
-//! This folder adds the dispatcher's behaviour to [`Core`] (defined in `core/context.rs`), one
-//! `impl Core` per file: delivery dedupe and dispatch here, command running (`run.rs`),
-//! requests (`request.rs`), votes (`vote.rs`), cards (`cards.rs`), posting and audit (`post.rs`).
+//! [`Core`] itself (the struct) lives in `core/context.rs`.
 //!
 //! [`Store`]: crate::core::ports::Store
 //! [`Clock`]: crate::core::ports::Clock
