@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::core::ports::{Store, StoreResult};
+
 /// The `prev_hash` of the first event.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -307,6 +309,31 @@ pub fn redact_json(v: &serde_json::Value) -> serde_json::Value {
         }
         other => other.clone(),
     }
+}
+
+/// Walks the whole audit chain; `Ok(Ok(n))` when intact, `Ok(Err(first broken link))` when not.
+pub async fn verify_chain(store: &dyn Store) -> StoreResult<Result<i64, BrokenLink>> {
+    // Read the head first and verify up to it: events appended while we read (the bot keeps
+    // working) are not mistaken for a broken chain.
+    let (head_seq, head_hash) = store.audit_head().await?;
+    let mut v = Verifier::default();
+    let mut after = 0;
+    'pages: loop {
+        let page = store.audit_page(after, 1000).await?;
+        if page.is_empty() {
+            break;
+        }
+        for r in &page {
+            if r.seq > head_seq {
+                break 'pages;
+            }
+            if let Err(b) = v.check(r) {
+                return Ok(Err(b));
+            }
+        }
+        after = page.last().map(|r| r.seq).unwrap_or(after);
+    }
+    Ok(v.finish(head_seq, &head_hash).map(|_| v.checked))
 }
 
 #[cfg(test)]

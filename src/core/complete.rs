@@ -3,7 +3,8 @@
 //! One folder read or one store query per call, so it answers well inside Discord's 3 s.
 
 use crate::core::command::{self, EnvName};
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
+use crate::core::dispatch::kind_name;
 use crate::core::human;
 
 /// Most suggestions a platform shows (Discord's limit).
@@ -38,68 +39,9 @@ impl Core {
         let needle = partial.trim().to_lowercase();
         let matches = |v: &str| v.to_lowercase().contains(&needle);
         let candidates: Vec<(String, String)> = match option {
-            "migration" => {
-                let Some(e) = self.settings.environments.get(&env) else {
-                    return Vec::new();
-                };
-                // Folder names start with their timestamp: reverse order is newest first.
-                self.facts
-                    .migration_names(&e.migrations_dir)
-                    .into_iter()
-                    .rev()
-                    .filter(|n| matches(n))
-                    .map(|n| (n.clone(), n))
-                    .collect()
-            }
-            "backup" => match self.store.list_backups(&env).await {
-                Ok(rows) => {
-                    let now = self.clock.now_ms();
-                    rows.into_iter()
-                        .filter(|b| b.state == "ok" && b.deleted_at.is_none() && matches(&b.id))
-                        .map(|b| {
-                            let mut label = format!(
-                                "{} · {} · {} ago",
-                                b.id,
-                                b.kind,
-                                human::age(now - b.started_at)
-                            );
-                            if let Some(n) = b.size_bytes {
-                                label.push_str(&format!(" · {}", human::bytes(n.max(0) as u64)));
-                            }
-                            if let Some(note) = b.note.as_deref().filter(|n| !n.is_empty()) {
-                                label.push_str(&format!(" · {note}"));
-                            }
-                            (label, b.id)
-                        })
-                        .collect()
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "autocomplete: cannot list backups");
-                    Vec::new()
-                }
-            },
-            "request" => match self.store.list_requests(Some("pending"), 200).await {
-                Ok(mut rows) => {
-                    rows.sort_by_key(|r| std::cmp::Reverse(r.created_at));
-                    rows.into_iter()
-                        .filter(|r| matches(&r.id))
-                        .map(|r| {
-                            let label = format!(
-                                "{} · {} in {} · by {}",
-                                r.id,
-                                crate::core::dispatch::kind_name(&r.kind_json),
-                                r.env,
-                                r.requester
-                            );
-                            (label, r.id)
-                        })
-                        .collect()
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "autocomplete: cannot list requests");
-                    Vec::new()
-                }
-            },
+            "migration" => self.migration_candidates(&env, &matches),
+            "backup" => self.backup_candidates(&env, &matches).await,
+            "request" => self.request_candidates(&matches).await,
             _ => Vec::new(),
         };
         candidates
@@ -108,6 +50,91 @@ impl Core {
             .map(|(l, v)| (l.chars().take(MAX_SUGGESTION_CHARS).collect(), v))
             .take(MAX_SUGGESTIONS)
             .collect()
+    }
+
+    /// Migration names of `env`'s folder that `matches`, newest first.
+    fn migration_candidates(
+        &self,
+        env: &str,
+        matches: &impl Fn(&str) -> bool,
+    ) -> Vec<(String, String)> {
+        let Some(e) = self.settings.environments.get(env) else {
+            return Vec::new();
+        };
+        // Folder names start with their timestamp: reverse order is newest first.
+        self.facts
+            .migration_names(&e.migrations_dir)
+            .into_iter()
+            .rev()
+            .filter(|n| matches(n))
+            .map(|n| (n.clone(), n))
+            .collect()
+    }
+
+    /// Good, undeleted backups of `env` whose id `matches`, labelled with kind, age, size and
+    /// note.
+    async fn backup_candidates(
+        &self,
+        env: &str,
+        matches: &(impl Fn(&str) -> bool + Sync),
+    ) -> Vec<(String, String)> {
+        match self.store.list_backups(env).await {
+            Ok(rows) => {
+                let now = self.clock.now_ms();
+                rows.into_iter()
+                    .filter(|b| b.state == "ok" && b.deleted_at.is_none() && matches(&b.id))
+                    .map(|b| {
+                        let mut label = format!(
+                            "{} · {} · {} ago",
+                            b.id,
+                            b.kind,
+                            human::age(now - b.started_at)
+                        );
+                        if let Some(n) = b.size_bytes {
+                            label.push_str(&format!(" · {}", human::bytes(n.max(0) as u64)));
+                        }
+                        if let Some(note) = b.note.as_deref().filter(|n| !n.is_empty()) {
+                            label.push_str(&format!(" · {note}"));
+                        }
+                        (label, b.id)
+                    })
+                    .collect()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "autocomplete: cannot list backups");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Pending requests whose id `matches`, newest first, labelled with kind, environment and
+    /// requester.
+    async fn request_candidates(
+        &self,
+        matches: &(impl Fn(&str) -> bool + Sync),
+    ) -> Vec<(String, String)> {
+        match self.store.list_requests(Some("pending"), 200).await {
+            Ok(mut rows) => {
+                rows.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+                rows.into_iter()
+                    .filter(|r| matches(&r.id))
+                    .map(|r| {
+                        let label = format!(
+                            "{} · {} in {} · by {}",
+                            r.id,
+                            kind_name(&r.kind_json),
+                            r.env,
+                            r.requester
+                        );
+                        (label, r.id)
+                    })
+                    .collect()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "autocomplete: cannot list requests");
+                Vec::new()
+            }
+        }
     }
 
     /// The environment names a command may name (no migrations folder read).

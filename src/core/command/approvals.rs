@@ -3,7 +3,7 @@
 /// Open requests with their plans, votes and expiry.
 use super::{no_more, Command, CommandSpec, Options, ParseCtx};
 use crate::config::Role;
-use crate::core::dispatch::Invocation;
+use crate::core::invocation::Invocation;
 use crate::core::ports::ReportRequest;
 
 /// Arguments of `approvals` (none).

@@ -5,7 +5,7 @@ use super::{
     named, no_more, Choices, Command, CommandSpec, OptionKind, OptionSpec, Options, ParseCtx,
 };
 use crate::config::Role;
-use crate::core::dispatch::Invocation;
+use crate::core::invocation::Invocation;
 
 /// Arguments of `audit`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +84,7 @@ pub async fn run(inv: &Invocation<'_>, args: Args) -> anyhow::Result<()> {
                 lines.join("\n")
             }
         }
-        Args::Verify => match crate::core::dispatch::verify_chain(core.store.as_ref()).await? {
+        Args::Verify => match crate::core::audit::verify_chain(core.store.as_ref()).await? {
             Ok(n) => format!("audit chain intact: {n} events verified"),
             Err(b) => format!("AUDIT CHAIN BROKEN: {b}"),
         },

@@ -6,7 +6,7 @@ use super::{
     Choices, Command, CommandSpec, EnvName, OptionKind, OptionSpec, Options, ParseCtx, ENV_OPTION,
 };
 use crate::config::Role;
-use crate::core::dispatch::Invocation;
+use crate::core::invocation::Invocation;
 use crate::core::operation::OperationKind;
 
 /// Arguments of `backup`.

@@ -4,7 +4,7 @@
 /// `.sql` files in the backup folder; missing or changed files are shown as such.
 use super::{env_words, Command, CommandSpec, EnvName, Options, ParseCtx, ENV_OPTION};
 use crate::config::Role;
-use crate::core::dispatch::Invocation;
+use crate::core::invocation::Invocation;
 use crate::core::ports::ReportRequest;
 
 /// Arguments of `backups`.

@@ -3,7 +3,7 @@
 /// Withdraw a pending request (the requester or an approver).
 use super::{named, no_more, Command, CommandSpec, OptionSpec, Options, ParseCtx, RequestId};
 use crate::config::Role;
-use crate::core::dispatch::Invocation;
+use crate::core::invocation::Invocation;
 
 /// Arguments of `cancel`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 /// Needs approval when `deploy_needs_approval` (the default).
 use super::{env_words, Command, CommandSpec, EnvName, Options, ParseCtx, ENV_OPTION};
 use crate::config::Role;
-use crate::core::dispatch::Invocation;
+use crate::core::invocation::Invocation;
 use crate::core::operation::OperationKind;
 
 /// Arguments of `deploy`.

@@ -5,7 +5,7 @@
 /// app. Needs approval.
 use super::{env_words, Command, CommandSpec, EnvName, Options, ParseCtx, ENV_OPTION};
 use crate::config::Role;
-use crate::core::dispatch::Invocation;
+use crate::core::invocation::Invocation;
 use crate::core::operation::OperationKind;
 
 /// Arguments of `emergency`.

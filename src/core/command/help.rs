@@ -5,7 +5,7 @@ use super::{
     named, no_more, Choices, Command, CommandSpec, OptionSpec, Options, ParseCtx, REGISTRY,
 };
 use crate::config::Role;
-use crate::core::dispatch::Invocation;
+use crate::core::invocation::Invocation;
 
 /// Arguments of `help`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use super::{
     ENV_OPTION,
 };
 use crate::config::Role;
-use crate::core::dispatch::Invocation;
+use crate::core::invocation::Invocation;
 use crate::core::operation::OperationKind;
 
 /// Arguments of `restore`.

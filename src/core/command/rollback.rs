@@ -9,7 +9,7 @@ use super::{
 };
 use crate::config::Role;
 use crate::core::command::EnvName;
-use crate::core::dispatch::Invocation;
+use crate::core::invocation::Invocation;
 use crate::core::operation::OperationKind;
 use crate::core::operation::RollbackStrategy;
 

@@ -3,7 +3,7 @@
 /// What dualkey knows about an environment: running operation, open requests.
 use super::{env_words, Command, CommandSpec, EnvName, Options, ParseCtx, ENV_OPTION};
 use crate::config::Role;
-use crate::core::dispatch::Invocation;
+use crate::core::invocation::Invocation;
 use crate::core::ports::ReportRequest;
 
 /// Arguments of `status`.
