@@ -11,10 +11,9 @@
 //! * Coded errors are `Error: <code>\n\n<message>\n` followed by the newline `console.error`
 //!   adds; non-coded ones are `Error: <message>\n`. Exit code 1.
 
-use super::deploy::DeployOutcome;
 use super::diagnose::{DiagnoseOutput, HistoryDiagnostic};
 use super::error::{PrismaError, PrismaUserError};
-use super::resolve::ResolveAction;
+use super::outcome::{DeployOutcome, ResolveAction};
 use serde::Serialize;
 
 /// What a Prisma CLI command prints, and its exit code.
@@ -36,6 +35,13 @@ impl PrismaCliOutput {
             stderr: err.cli_stderr(),
             exit_code: 1,
         }
+    }
+}
+
+impl DeployOutcome {
+    /// What `prisma migrate deploy` prints for this outcome.
+    pub fn render_prisma(&self) -> PrismaCliOutput {
+        render_deploy(self.migrations_found, &Ok(self.clone()))
     }
 }
 
