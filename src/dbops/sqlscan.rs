@@ -205,20 +205,7 @@ fn lex(sql: &str) -> Vec<Tok<'_>> {
                 continue;
             }
             '/' if bytes.get(i + 1) == Some(&b'*') => {
-                let mut depth = 1;
-                i += 2;
-                while i < sql.len() && depth > 0 {
-                    if bytes[i..].starts_with(b"/*") {
-                        depth += 1;
-                        i += 2;
-                    } else if bytes[i..].starts_with(b"*/") {
-                        depth -= 1;
-                        i += 2;
-                    } else {
-                        i += 1;
-                    }
-                }
-                i = i.min(sql.len());
+                i = skip_block_comment(sql, i + 2);
                 line += count_lines(&sql[start..i]);
                 continue;
             }
@@ -233,23 +220,7 @@ fn lex(sql: &str) -> Vec<Tok<'_>> {
                 continue;
             }
             '"' => {
-                i += 1;
-                loop {
-                    match sql[i..].find('"') {
-                        None => {
-                            i = sql.len();
-                            break;
-                        }
-                        Some(n) => {
-                            i += n + 1;
-                            if bytes.get(i) == Some(&b'"') {
-                                i += 1;
-                            } else {
-                                break;
-                            }
-                        }
-                    }
-                }
+                i = skip_quoted_ident(sql, i + 1);
                 line += count_lines(&sql[start..i]);
                 toks.push(Tok {
                     kind: TokKind::Quoted,
@@ -259,19 +230,7 @@ fn lex(sql: &str) -> Vec<Tok<'_>> {
                 continue;
             }
             '$' => {
-                if let Some(tag_len) = dollar_tag(&sql[i..]) {
-                    let tag = &sql[i..i + tag_len];
-                    let body = i + tag_len;
-                    i = sql[body..]
-                        .find(tag)
-                        .map_or(sql.len(), |n| body + n + tag_len);
-                } else {
-                    // A parameter ($1) or a lone '$'.
-                    i += 1;
-                    while i < sql.len() && bytes[i].is_ascii_digit() {
-                        i += 1;
-                    }
-                }
+                i = skip_dollar(sql, i);
                 line += count_lines(&sql[start..i]);
                 toks.push(Tok {
                     kind: TokKind::Opaque,
@@ -336,6 +295,68 @@ fn lex(sql: &str) -> Vec<Tok<'_>> {
         }
     }
     toks
+}
+
+/// Skips a (nested) block comment whose opening `/*` is just before `i`; returns the index after
+/// its closing `*/` (or the end of the text).
+fn skip_block_comment(sql: &str, mut i: usize) -> usize {
+    let bytes = sql.as_bytes();
+    let mut depth = 1;
+    while i < sql.len() && depth > 0 {
+        if bytes[i..].starts_with(b"/*") {
+            depth += 1;
+            i += 2;
+        } else if bytes[i..].starts_with(b"*/") {
+            depth -= 1;
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    i.min(sql.len())
+}
+
+/// Skips a quoted identifier whose opening `"` is just before `i` (`""` inside it is a quote);
+/// returns the index after its closing `"` (or the end of the text).
+fn skip_quoted_ident(sql: &str, mut i: usize) -> usize {
+    let bytes = sql.as_bytes();
+    loop {
+        match sql[i..].find('"') {
+            None => {
+                i = sql.len();
+                break;
+            }
+            Some(n) => {
+                i += n + 1;
+                if bytes.get(i) == Some(&b'"') {
+                    i += 1;
+                } else {
+                    break;
+                }
+            }
+        }
+    }
+    i
+}
+
+/// Skips what starts with the `$` at `i`: a dollar-quoted body with its closing tag, else a
+/// parameter (`$1`) or a lone `$`; returns the index after it (or the end of the text).
+fn skip_dollar(sql: &str, mut i: usize) -> usize {
+    let bytes = sql.as_bytes();
+    if let Some(tag_len) = dollar_tag(&sql[i..]) {
+        let tag = &sql[i..i + tag_len];
+        let body = i + tag_len;
+        i = sql[body..]
+            .find(tag)
+            .map_or(sql.len(), |n| body + n + tag_len);
+    } else {
+        // A parameter ($1) or a lone '$'.
+        i += 1;
+        while i < sql.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+    }
+    i
 }
 
 /// Skips a string literal whose opening quote is just before `i`; returns the index after its

@@ -38,6 +38,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
+use tokio::process::Child;
+use tokio::task::JoinHandle;
 
 use super::files::{dump_file_name, PARTIAL_SUFFIX};
 use super::tools::{self, ToolNotFound};
@@ -227,7 +229,7 @@ fn spawn_verifier(pg_restore: &Path) -> io::Result<(Verifier, OwnedFd)> {
 
 async fn run(
     req: &DumpRequest<'_>,
-    mut on_progress: impl FnMut(DumpProgress),
+    on_progress: impl FnMut(DumpProgress),
     verify: bool,
 ) -> Result<DumpOutcome, DumpError> {
     let url = PgUrl::parse(req.database_url)?;
@@ -246,11 +248,72 @@ async fn run(
         .map_err(io_err("create the backup folder", &dir))?;
     let database = url.database().to_string();
 
-    // Pick a free name; two dumps in the same second wait for the next one.
+    let Partial {
+        started_at,
+        file_name,
+        final_path,
+        partial_path,
+        file,
+    } = create_partial(&dir, &database, req.kind).await?;
+    let mut guard = PartialGuard(Some(partial_path.clone()));
+    tracing::info!(file = %file_name, database = %database, "pg_dump started");
+    let start = Instant::now();
+
+    let (mut child, stderr, stdout) = spawn_pg_dump(&pg_dump, &url)?;
+    // The verifier and the thread that feeds it (spawned here, in the async task).
+    let (verifier, feed, feeder) = start_verifier(pg_restore.as_deref())?;
+    let copied = copy_with_progress(stdout, file, feed, start, on_progress).await;
+    let (size_bytes, digest) =
+        finish_pg_dump(&mut child, stderr, copied, &url, &partial_path).await?;
+    let toc_entries = match (verifier, feeder, &pg_restore) {
+        (Some(v), Some(feeder), Some(pg_restore)) => {
+            let n = finish_verification(v, feeder, pg_restore, &partial_path).await;
+            if let Err(reason) = &n {
+                tracing::warn!(%reason, "the dump failed verification");
+            }
+            Some(n.map_err(DumpError::Unverified)?)
+        }
+        _ => None,
+    };
+
+    // No await from here on: the rename and its bookkeeping cannot be cut in half by a cancel.
+    publish(&partial_path, &final_path, &dir, &mut guard)?;
+    let duration = start.elapsed();
+    tracing::info!(file = %file_name, size_bytes, ?duration, "pg_dump finished");
+    Ok(DumpOutcome {
+        path: final_path,
+        file_name,
+        env: req.env.to_string(),
+        database,
+        kind: req.kind,
+        size_bytes,
+        sha256: hex::encode(digest),
+        started_at,
+        duration,
+        toc_entries,
+    })
+}
+
+/// The `.partial` file just created under a free name, and the names around it.
+struct Partial {
+    started_at: DateTime<Utc>,
+    file_name: String,
+    final_path: PathBuf,
+    partial_path: PathBuf,
+    file: File,
+}
+
+/// Picks a free name and creates its `.partial` (mode 0600); two dumps in the same second wait
+/// for the next one.
+async fn create_partial(
+    dir: &Path,
+    database: &str,
+    kind: BackupKind,
+) -> Result<Partial, DumpError> {
     let mut attempt = 0;
-    let (started_at, file_name, final_path, partial_path, file) = loop {
+    loop {
         let started_at = Utc::now();
-        let file_name = dump_file_name(&database, started_at, req.kind);
+        let file_name = dump_file_name(database, started_at, kind);
         let final_path = dir.join(&file_name);
         let partial_path = dir.join(format!("{file_name}{PARTIAL_SUFFIX}"));
         if final_path.symlink_metadata().is_err() {
@@ -260,7 +323,15 @@ async fn run(
                 .mode(0o600)
                 .open(&partial_path)
             {
-                Ok(file) => break (started_at, file_name, final_path, partial_path, file),
+                Ok(file) => {
+                    return Ok(Partial {
+                        started_at,
+                        file_name,
+                        final_path,
+                        partial_path,
+                        file,
+                    })
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(io_err("create", &partial_path)(e)),
             }
@@ -271,12 +342,16 @@ async fn run(
         }
         let to_next_second = 1_000 - u64::from(started_at.timestamp_subsec_millis().min(999)) + 5;
         tokio::time::sleep(Duration::from_millis(to_next_second)).await;
-    };
-    let mut guard = PartialGuard(Some(partial_path.clone()));
-    tracing::info!(file = %file_name, database = %database, "pg_dump started");
-    let start = Instant::now();
+    }
+}
 
-    let mut cmd = tools::command(&pg_dump, &url);
+/// Starts `pg_dump --format=custom` with piped stdout and stderr: the child, its stderr being
+/// collected, and its stdout.
+fn spawn_pg_dump(
+    pg_dump: &Path,
+    url: &PgUrl,
+) -> Result<(Child, JoinHandle<Vec<u8>>, OwnedFd), DumpError> {
+    let mut cmd = tools::command(pg_dump, url);
     cmd.arg("--format=custom")
         .arg("--no-password")
         .args(url.connection_args())
@@ -291,9 +366,20 @@ async fn run(
         .into_owned_fd()
         .map_err(DumpError::Spawn)?;
     enlarge_pipe(&stdout);
+    Ok((child, stderr, stdout))
+}
 
-    // The verifier and the thread that feeds it (spawned here, in the async task).
-    let (verifier, feed, feeder) = match &pg_restore {
+/// The verifier, the copy thread's side of its feed and the thread that feeds it, when
+/// `pg_restore` is given.
+type VerifierParts = (
+    Option<Verifier>,
+    Option<Feed>,
+    Option<JoinHandle<io::Result<()>>>,
+);
+
+/// Starts the verifier and the thread that feeds it, when verifying.
+fn start_verifier(pg_restore: Option<&Path>) -> Result<VerifierParts, DumpError> {
+    Ok(match pg_restore {
         None => (None, None, None),
         Some(p) => {
             let (verifier, stdin) = spawn_verifier(p)
@@ -310,8 +396,18 @@ async fn run(
                 Some(feeder),
             )
         }
-    };
+    })
+}
 
+/// Copies `pg_dump`'s output to the file (and the verifier) on a blocking thread, calling
+/// `on_progress` about once a second until the copy ends.
+async fn copy_with_progress(
+    stdout: OwnedFd,
+    file: File,
+    feed: Option<Feed>,
+    start: Instant,
+    mut on_progress: impl FnMut(DumpProgress),
+) -> io::Result<(u64, [u8; 32])> {
     let written = Arc::new(AtomicU64::new(0));
     let mut copy = tokio::task::spawn_blocking({
         let written = Arc::clone(&written);
@@ -331,61 +427,58 @@ async fn run(
             }),
         }
     };
-    let copied = match copied {
+    match copied {
         Ok(r) => r,
         Err(join) => Err(io::Error::other(format!("copy thread failed: {join}"))),
-    };
+    }
+}
+
+/// After the copy: on a copy error, kills `pg_dump`; else waits for it and fails unless it
+/// exited 0. Returns the size and SHA-256 digest of what was written.
+async fn finish_pg_dump(
+    child: &mut Child,
+    stderr: JoinHandle<Vec<u8>>,
+    copied: io::Result<(u64, [u8; 32])>,
+    url: &PgUrl,
+    partial_path: &Path,
+) -> Result<(u64, [u8; 32]), DumpError> {
     let (size_bytes, digest) = match copied {
         Ok(v) => v,
         Err(e) => {
             let _ = child.start_kill();
             let _ = child.wait().await;
-            return Err(io_err("write", &partial_path)(e));
+            return Err(io_err("write", partial_path)(e));
         }
     };
     let status = child.wait().await.map_err(DumpError::Spawn)?;
     let stderr = stderr.await.unwrap_or_default();
     if !status.success() {
         let status = tools::describe_status(&status);
-        let stderr = tools::summarize_stderr(&stderr, Some(&url));
+        let stderr = tools::summarize_stderr(&stderr, Some(url));
         tracing::warn!(%status, %stderr, "pg_dump failed");
         return Err(DumpError::Failed { status, stderr });
     }
-    let toc_entries = match (verifier, feeder, &pg_restore) {
-        (Some(v), Some(feeder), Some(pg_restore)) => {
-            let n = finish_verification(v, feeder, pg_restore, &partial_path).await;
-            if let Err(reason) = &n {
-                tracing::warn!(%reason, "the dump failed verification");
-            }
-            Some(n.map_err(DumpError::Unverified)?)
-        }
-        _ => None,
-    };
+    Ok((size_bytes, digest))
+}
 
-    // No await from here on: the rename and its bookkeeping cannot be cut in half by a cancel.
+/// Gives the dump its final name, disarms `guard`, and fsyncs the folder (removing the dump if
+/// that fails).
+fn publish(
+    partial_path: &Path,
+    final_path: &Path,
+    dir: &Path,
+    guard: &mut PartialGuard,
+) -> Result<(), DumpError> {
     if final_path.symlink_metadata().is_ok() {
-        return Err(DumpError::NameTaken(final_path));
+        return Err(DumpError::NameTaken(final_path.to_path_buf()));
     }
-    std::fs::rename(&partial_path, &final_path).map_err(io_err("rename", &partial_path))?;
+    std::fs::rename(partial_path, final_path).map_err(io_err("rename", partial_path))?;
     guard.0 = None;
-    if let Err(e) = File::open(&dir).and_then(|d| d.sync_all()) {
-        let _ = std::fs::remove_file(&final_path);
-        return Err(io_err("sync the backup folder", &dir)(e));
+    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+        let _ = std::fs::remove_file(final_path);
+        return Err(io_err("sync the backup folder", dir)(e));
     }
-    let duration = start.elapsed();
-    tracing::info!(file = %file_name, size_bytes, ?duration, "pg_dump finished");
-    Ok(DumpOutcome {
-        path: final_path,
-        file_name,
-        env: req.env.to_string(),
-        database,
-        kind: req.kind,
-        size_bytes,
-        sha256: hex::encode(digest),
-        started_at,
-        duration,
-        toc_entries,
-    })
+    Ok(())
 }
 
 /// Waits for the feeding thread and the verifier after the whole dump went through them, then

@@ -58,12 +58,14 @@
 
 use super::checksum::render_checksum;
 use super::error::{DeployPlanChanged, PrismaError, PrismaUserError};
-use super::migrations::list_migrations;
+use super::migrations::{list_migrations, LocalMigration, MigrationsFolder};
 use super::observer::ProgressObserver;
+use super::outcome::{DeployOutcome, DeployStop, DeployStopReason};
 use super::render::{render_deploy, PrismaCliOutput};
-use super::table::{render_script_error, run_script, Target};
+use super::table::{render_script_error, run_script, MigrationRow, Target};
 use chrono::Utc;
 use serde::Serialize;
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Instant;
 
@@ -101,82 +103,6 @@ pub enum DeployEvent {
         /// Checksum of the script that failed; `None` when it could not be read (P3015).
         checksum: Option<String>,
     },
-}
-
-/// Why a deploy stopped part-way.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "reason", rename_all = "snake_case")]
-pub enum DeployStopReason {
-    /// The script failed (P3018); the migration's row is failed.
-    ScriptFailed {
-        /// The P3018 error with the PostgreSQL error.
-        error: PrismaUserError,
-    },
-    /// The script could not be read (P3015); nothing was written for it.
-    ScriptUnreadable {
-        /// The P3015 error.
-        error: PrismaUserError,
-    },
-    /// The observer asked to stop; nothing was written for `migration`.
-    Observer {
-        /// The observer's reason.
-        message: String,
-    },
-}
-
-/// Where and why a deploy stopped.
-#[derive(Debug, Clone, Serialize)]
-pub struct DeployStop {
-    /// The migration that failed, or that was not started.
-    pub migration: String,
-    /// Why.
-    #[serde(flatten)]
-    pub reason: DeployStopReason,
-}
-
-impl DeployStop {
-    /// The stop as the CLI prints it on stderr.
-    pub fn cli_stderr(&self) -> String {
-        match &self.reason {
-            DeployStopReason::ScriptFailed { error }
-            | DeployStopReason::ScriptUnreadable { error } => error.cli_stderr(),
-            DeployStopReason::Observer { message } => {
-                format!("Error: stopped by the caller: {message}\n")
-            }
-        }
-    }
-
-    /// The Prisma error, when the stop is one Prisma would report.
-    pub fn prisma_error(&self) -> Option<&PrismaUserError> {
-        match &self.reason {
-            DeployStopReason::ScriptFailed { error }
-            | DeployStopReason::ScriptUnreadable { error } => Some(error),
-            DeployStopReason::Observer { .. } => None,
-        }
-    }
-}
-
-/// Result of a deploy that got past its preconditions.
-#[derive(Debug, Clone, Serialize)]
-pub struct DeployOutcome {
-    /// Number of local migration folders.
-    pub migrations_found: usize,
-    /// Migrations applied by this deploy, in order.
-    pub applied: Vec<String>,
-    /// Set when the deploy stopped before applying everything pending.
-    pub stopped: Option<DeployStop>,
-}
-
-impl DeployOutcome {
-    /// True when every pending migration was applied.
-    pub fn is_success(&self) -> bool {
-        self.stopped.is_none()
-    }
-
-    /// What `prisma migrate deploy` prints for this outcome.
-    pub fn render_prisma(&self) -> PrismaCliOutput {
-        render_deploy(self.migrations_found, &Ok(self.clone()))
-    }
 }
 
 /// Applies the pending migrations exactly as `prisma migrate deploy` would.
@@ -225,157 +151,246 @@ where
     let folder = list_migrations(migrations_dir);
     folder.check_provider()?;
     let mut target = Target::connect(database_url).await?;
-    let result = async {
-        target.acquire_lock().await?;
-        // Prisma's `initialize`, with its write (creating the table) deferred until the approved
-        // list has been checked: a refused deploy writes nothing at all.
-        let create_table = target.check_initialize_for_deploy().await?;
-        let rows = if create_table {
-            Vec::new()
-        } else {
-            target.load_rows().await?.unwrap_or_default()
-        };
-        let failed: Vec<_> = rows.iter().filter(|r| r.is_failed()).collect();
-        if !failed.is_empty() {
-            let details: String = failed
-                .iter()
-                .map(|r| {
-                    format!(
-                        "The `{}` migration started at {} failed\n",
-                        r.migration_name, r.started_at
-                    )
-                })
-                .collect();
-            return Err(PrismaUserError::found_failed_migrations(&details).into());
-        }
-        let pending: Vec<_> = folder
-            .migrations
-            .iter()
-            .filter(|m| {
-                !rows
-                    .iter()
-                    .any(|r| r.rolled_back_at.is_none() && r.migration_name == m.name)
-            })
-            .collect();
-        if let Some(approved) = approved {
-            let found: Vec<(String, String)> = pending
-                .iter()
-                .map(|m| {
-                    let sum = m.script.as_deref().map(render_checksum).unwrap_or_default();
-                    (m.name.clone(), sum)
-                })
-                .collect();
-            if found != approved {
-                return Err(DeployPlanChanged {
-                    approved: approved.to_vec(),
-                    found,
-                }
-                .into());
-            }
-        }
-        if create_table {
-            target.create_migrations_table().await?;
-        }
-        let total = pending.len();
-        let next_names: Vec<String> = pending.iter().map(|m| m.name.clone()).collect();
-        let mut outcome = DeployOutcome {
-            migrations_found: folder.migrations.len(),
-            applied: Vec::new(),
-            stopped: None,
-        };
-        for (i, migration) in pending.into_iter().enumerate() {
-            let stop = |reason| DeployStop {
-                migration: migration.name.clone(),
-                reason,
-            };
-            let script = match migration.script_or_p3015() {
-                Ok(s) => s,
-                Err(error) => {
-                    let event = DeployEvent::Failed {
-                        migration: migration.name.clone(),
-                        error: error.clone(),
-                        checksum: None,
-                    };
-                    let _ = observer.on_event(&event).await;
-                    outcome.stopped = Some(stop(DeployStopReason::ScriptUnreadable { error }));
-                    return Ok(outcome);
-                }
-            };
-            // `script` is the in-memory text read once above: hashed here, run below.
-            let checksum = render_checksum(script);
-            let starting = DeployEvent::Starting {
-                migration: migration.name.clone(),
-                index: i + 1,
-                total,
-                checksum: checksum.clone(),
-            };
-            if let Err(message) = observer.on_event(&starting).await {
-                outcome.stopped = Some(stop(DeployStopReason::Observer { message }));
-                return Ok(outcome);
-            }
-            let id = uuid::Uuid::new_v4().to_string();
-            sqlx::query(
-                r#"INSERT INTO "_prisma_migrations" ("id", "checksum", "started_at", "migration_name") VALUES ($1, $2, $3, $4)"#,
-            )
-            .bind(&id)
-            .bind(&checksum)
-            .bind(Utc::now())
-            .bind(&migration.name)
-            .execute(&mut target.conn)
-            .await
-            .map_err(PrismaError::db("recording the migration start"))?;
-            let started = Instant::now();
-            match run_script(&mut target.conn, script).await {
-                Ok(_) => {
-                    sqlx::query(r#"UPDATE "_prisma_migrations" SET "applied_steps_count" = ("applied_steps_count" + $1) WHERE "id" = $2"#)
-                        .bind(1i32)
-                        .bind(&id)
-                        .execute(&mut target.conn)
-                        .await
-                        .map_err(PrismaError::db("recording the applied step"))?;
-                    sqlx::query(r#"UPDATE "_prisma_migrations" SET "finished_at" = $1 WHERE "id" = $2"#)
-                        .bind(Utc::now())
-                        .bind(&id)
-                        .execute(&mut target.conn)
-                        .await
-                        .map_err(PrismaError::db("recording the migration as finished"))?;
-                    outcome.applied.push(migration.name.clone());
-                    let event = DeployEvent::Applied {
-                        migration: migration.name.clone(),
-                        duration_ms: started.elapsed().as_millis() as u64,
-                        checksum: checksum.clone(),
-                    };
-                    if let Err(message) = observer.on_event(&event).await {
-                        if let Some(next) = next_names.get(i + 1) {
-                            outcome.stopped = Some(DeployStop {
-                                migration: next.clone(),
-                                reason: DeployStopReason::Observer { message },
-                            });
-                            return Ok(outcome);
-                        }
-                    }
-                }
-                Err(err @ sqlx::Error::Database(_)) => {
-                    let (code, text) = render_script_error(script, &err);
-                    let error = PrismaUserError::apply_migration_failed(&migration.name, &code, &text);
-                    record_failure(&mut target, &id, &error.message).await?;
-                    let event = DeployEvent::Failed {
-                        migration: migration.name.clone(),
-                        error: error.clone(),
-                        checksum: Some(checksum.clone()),
-                    };
-                    let _ = observer.on_event(&event).await;
-                    outcome.stopped = Some(stop(DeployStopReason::ScriptFailed { error }));
-                    return Ok(outcome);
-                }
-                Err(err) => return Err(PrismaError::db("running a migration script")(err)),
-            }
-        }
-        Ok(outcome)
-    }
-    .await;
+    let result = deploy_locked(&mut target, &folder, approved, observer).await;
     target.close().await;
     result
+}
+
+/// Under the advisory lock: Prisma's preconditions, the approved list, the table if missing, then
+/// each pending migration in folder order.
+async fn deploy_locked<O>(
+    target: &mut Target,
+    folder: &MigrationsFolder,
+    approved: Option<&[(String, String)]>,
+    observer: &mut O,
+) -> Result<DeployOutcome, PrismaError>
+where
+    O: ProgressObserver<DeployEvent> + ?Sized,
+{
+    target.acquire_lock().await?;
+    // Prisma's `initialize`, with its write (creating the table) deferred until the approved
+    // list has been checked: a refused deploy writes nothing at all.
+    let create_table = target.check_initialize_for_deploy().await?;
+    let rows = if create_table {
+        Vec::new()
+    } else {
+        target.load_rows().await?.unwrap_or_default()
+    };
+    check_no_failed_rows(&rows)?;
+    let pending = pending_migrations(folder, &rows);
+    if let Some(approved) = approved {
+        check_approved(&pending, approved)?;
+    }
+    if create_table {
+        target.create_migrations_table().await?;
+    }
+    let total = pending.len();
+    let next_names: Vec<String> = pending.iter().map(|m| m.name.clone()).collect();
+    let mut outcome = DeployOutcome {
+        migrations_found: folder.migrations.len(),
+        applied: Vec::new(),
+        stopped: None,
+    };
+    for (i, migration) in pending.into_iter().enumerate() {
+        let at = Position {
+            index: i + 1,
+            total,
+            next: next_names.get(i + 1),
+        };
+        if apply_migration(target, migration, at, &mut outcome, observer)
+            .await?
+            .is_break()
+        {
+            return Ok(outcome);
+        }
+    }
+    Ok(outcome)
+}
+
+/// P3009 when any row is failed, one line per failed row.
+fn check_no_failed_rows(rows: &[MigrationRow]) -> Result<(), PrismaError> {
+    let failed: Vec<_> = rows.iter().filter(|r| r.is_failed()).collect();
+    if !failed.is_empty() {
+        let details: String = failed
+            .iter()
+            .map(|r| {
+                format!(
+                    "The `{}` migration started at {} failed\n",
+                    r.migration_name, r.started_at
+                )
+            })
+            .collect();
+        return Err(PrismaUserError::found_failed_migrations(&details).into());
+    }
+    Ok(())
+}
+
+/// The local migrations with no row that is not rolled back, in folder order.
+fn pending_migrations<'a>(
+    folder: &'a MigrationsFolder,
+    rows: &[MigrationRow],
+) -> Vec<&'a LocalMigration> {
+    folder
+        .migrations
+        .iter()
+        .filter(|m| {
+            !rows
+                .iter()
+                .any(|r| r.rolled_back_at.is_none() && r.migration_name == m.name)
+        })
+        .collect()
+}
+
+/// [`PrismaError::PlanChanged`] unless the pending migrations and their scripts' checksums are
+/// exactly the approved ones.
+fn check_approved(
+    pending: &[&LocalMigration],
+    approved: &[(String, String)],
+) -> Result<(), PrismaError> {
+    let found: Vec<(String, String)> = pending
+        .iter()
+        .map(|m| {
+            let sum = m.script.as_deref().map(render_checksum).unwrap_or_default();
+            (m.name.clone(), sum)
+        })
+        .collect();
+    if found != approved {
+        return Err(DeployPlanChanged {
+            approved: approved.to_vec(),
+            found,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Where a migration stands among the pending ones.
+struct Position<'a> {
+    /// 1-based.
+    index: usize,
+    /// Number of pending migrations.
+    total: usize,
+    /// The next pending migration, if any.
+    next: Option<&'a String>,
+}
+
+/// Applies one migration: P3015, the `Starting` event, the `INSERT`, the script, then the
+/// finished row and `Applied`, or the failed row and `Failed`. `Break` when the deploy stops here
+/// (`outcome.stopped` is set).
+async fn apply_migration<O>(
+    target: &mut Target,
+    migration: &LocalMigration,
+    at: Position<'_>,
+    outcome: &mut DeployOutcome,
+    observer: &mut O,
+) -> Result<ControlFlow<()>, PrismaError>
+where
+    O: ProgressObserver<DeployEvent> + ?Sized,
+{
+    let stop = |reason| DeployStop {
+        migration: migration.name.clone(),
+        reason,
+    };
+    let script = match migration.script_or_p3015() {
+        Ok(s) => s,
+        Err(error) => {
+            let event = DeployEvent::Failed {
+                migration: migration.name.clone(),
+                error: error.clone(),
+                checksum: None,
+            };
+            let _ = observer.on_event(&event).await;
+            outcome.stopped = Some(stop(DeployStopReason::ScriptUnreadable { error }));
+            return Ok(ControlFlow::Break(()));
+        }
+    };
+    // `script` is the in-memory text read once above: hashed here, run below.
+    let checksum = render_checksum(script);
+    let starting = DeployEvent::Starting {
+        migration: migration.name.clone(),
+        index: at.index,
+        total: at.total,
+        checksum: checksum.clone(),
+    };
+    if let Err(message) = observer.on_event(&starting).await {
+        outcome.stopped = Some(stop(DeployStopReason::Observer { message }));
+        return Ok(ControlFlow::Break(()));
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    record_start(target, &id, &checksum, &migration.name).await?;
+    let started = Instant::now();
+    match run_script(&mut target.conn, script).await {
+        Ok(_) => {
+            record_finished(target, &id).await?;
+            outcome.applied.push(migration.name.clone());
+            let event = DeployEvent::Applied {
+                migration: migration.name.clone(),
+                duration_ms: started.elapsed().as_millis() as u64,
+                checksum: checksum.clone(),
+            };
+            if let Err(message) = observer.on_event(&event).await {
+                if let Some(next) = at.next {
+                    outcome.stopped = Some(DeployStop {
+                        migration: next.clone(),
+                        reason: DeployStopReason::Observer { message },
+                    });
+                    return Ok(ControlFlow::Break(()));
+                }
+            }
+        }
+        Err(err @ sqlx::Error::Database(_)) => {
+            let (code, text) = render_script_error(script, &err);
+            let error = PrismaUserError::apply_migration_failed(&migration.name, &code, &text);
+            record_failure(target, &id, &error.message).await?;
+            let event = DeployEvent::Failed {
+                migration: migration.name.clone(),
+                error: error.clone(),
+                checksum: Some(checksum.clone()),
+            };
+            let _ = observer.on_event(&event).await;
+            outcome.stopped = Some(stop(DeployStopReason::ScriptFailed { error }));
+            return Ok(ControlFlow::Break(()));
+        }
+        Err(err) => return Err(PrismaError::db("running a migration script")(err)),
+    }
+    Ok(ControlFlow::Continue(()))
+}
+
+/// `INSERT (id, checksum, started_at, migration_name)`, before the script runs.
+async fn record_start(
+    target: &mut Target,
+    id: &str,
+    checksum: &str,
+    name: &str,
+) -> Result<(), PrismaError> {
+    sqlx::query(
+        r#"INSERT INTO "_prisma_migrations" ("id", "checksum", "started_at", "migration_name") VALUES ($1, $2, $3, $4)"#,
+    )
+    .bind(id)
+    .bind(checksum)
+    .bind(Utc::now())
+    .bind(name)
+    .execute(&mut target.conn)
+    .await
+    .map_err(PrismaError::db("recording the migration start"))?;
+    Ok(())
+}
+
+/// `applied_steps_count + 1`, then `finished_at`, each its own statement.
+async fn record_finished(target: &mut Target, id: &str) -> Result<(), PrismaError> {
+    sqlx::query(r#"UPDATE "_prisma_migrations" SET "applied_steps_count" = ("applied_steps_count" + $1) WHERE "id" = $2"#)
+        .bind(1i32)
+        .bind(id)
+        .execute(&mut target.conn)
+        .await
+        .map_err(PrismaError::db("recording the applied step"))?;
+    sqlx::query(r#"UPDATE "_prisma_migrations" SET "finished_at" = $1 WHERE "id" = $2"#)
+        .bind(Utc::now())
+        .bind(id)
+        .execute(&mut target.conn)
+        .await
+        .map_err(PrismaError::db("recording the migration as finished"))?;
+    Ok(())
 }
 
 /// `UPDATE … SET logs = $1`, after rolling back an explicit transaction the script left aborted.

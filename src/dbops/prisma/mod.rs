@@ -28,6 +28,7 @@
 //! * `table`: `_prisma_migrations` reads and writes, the connection, the advisory lock.
 //! * `diagnose`: Prisma's `diagnoseMigrationHistory`.
 //! * `status`, `resolve`, `deploy`, `rollback`: the operations; `render`: the CLI texts;
+//!   `outcome`: the deploy outcome and the resolve action they share with `render`;
 //!   `observer`: progress callbacks.
 //!
 //! # Byte for byte, and all or nothing when dualkey dies
@@ -64,6 +65,7 @@ mod diagnose;
 mod error;
 mod migrations;
 mod observer;
+mod outcome;
 mod render;
 mod resolve;
 mod rollback;
@@ -72,10 +74,7 @@ mod table;
 
 pub use checksum::{render_checksum, render_checksum_legacy, script_matches_checksum};
 pub use collation::compare_migration_names;
-pub use deploy::{
-    deploy, deploy_pinned, deploy_prisma_cli, DeployEvent, DeployOutcome, DeployStop,
-    DeployStopReason,
-};
+pub use deploy::{deploy, deploy_pinned, deploy_prisma_cli, DeployEvent};
 pub use diagnose::{diagnose, DiagnoseOutput, HistoryDiagnostic};
 pub use error::{DeployPlanChanged, PrismaCode, PrismaError, PrismaUserError, RollbackRefusal};
 pub use migrations::{
@@ -83,12 +82,12 @@ pub use migrations::{
     POSTGRESQL_PROVIDER,
 };
 pub use observer::{NoProgress, ProgressObserver};
+pub use outcome::{DeployOutcome, DeployStop, DeployStopReason, ResolveAction};
 pub use render::{
     migrations_found_line, render_deploy, render_resolve, render_status, PrismaCliOutput,
 };
 pub use resolve::{
-    resolve, resolve_applied, resolve_prisma_cli, resolve_rolled_back, ResolveAction,
-    ResolveOutcome,
+    resolve, resolve_applied, resolve_prisma_cli, resolve_rolled_back, ResolveOutcome,
 };
 pub use rollback::{
     compute_rollback_plan, plan_rollback, rollback_down, RollbackEvent, RollbackOutcome,

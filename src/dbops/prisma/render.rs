@@ -11,10 +11,9 @@
 //! * Coded errors are `Error: <code>\n\n<message>\n` followed by the newline `console.error`
 //!   adds; non-coded ones are `Error: <message>\n`. Exit code 1.
 
-use super::deploy::DeployOutcome;
 use super::diagnose::{DiagnoseOutput, HistoryDiagnostic};
 use super::error::{PrismaError, PrismaUserError};
-use super::resolve::ResolveAction;
+use super::outcome::{DeployOutcome, ResolveAction};
 use serde::Serialize;
 
 /// What a Prisma CLI command prints, and its exit code.
@@ -36,6 +35,13 @@ impl PrismaCliOutput {
             stderr: err.cli_stderr(),
             exit_code: 1,
         }
+    }
+}
+
+impl DeployOutcome {
+    /// What `prisma migrate deploy` prints for this outcome.
+    pub fn render_prisma(&self) -> PrismaCliOutput {
+        render_deploy(self.migrations_found, &Ok(self.clone()))
     }
 }
 
@@ -76,6 +82,19 @@ pub fn render_status(
             }
         }
     };
+    let stdout = match render_history(d, local_count) {
+        Ok(stdout) => stdout,
+        Err(output) => return output,
+    };
+    if d.has_migrations_table {
+        return render_with_table(d, stdout);
+    }
+    render_not_managed(local_count, first_local, stdout)
+}
+
+/// The count line, then what the history diagnosis says when the database is behind or the
+/// histories diverge (`Err`: the whole output), else the count line alone (`Ok`).
+fn render_history(d: &DiagnoseOutput, local_count: usize) -> Result<String, PrismaCliOutput> {
     let mut stdout = migrations_found_line(local_count);
     match &d.history {
         Some(HistoryDiagnostic::DatabaseIsBehind {
@@ -88,11 +107,11 @@ pub fn render_status(
                 plural(names.len()),
                 names.join("\n")
             ));
-            return PrismaCliOutput {
+            return Err(PrismaCliOutput {
                 stdout,
                 stderr: String::new(),
                 exit_code: 1,
-            };
+            });
         }
         Some(HistoryDiagnostic::HistoriesDiverge {
             last_common_migration_name,
@@ -110,43 +129,54 @@ pub fn render_status(
                 plural(unpersisted_migration_names.len()),
                 unpersisted_migration_names.join("\n"),
             );
-            return PrismaCliOutput {
+            return Err(PrismaCliOutput {
                 stdout,
                 stderr,
                 exit_code: 1,
-            };
+            });
         }
         _ => {}
     }
-    if d.has_migrations_table {
-        if let Some(first) = d.failed_migration_names.first() {
-            let names = &d.failed_migration_names;
-            let stderr = format!(
-                "Following migration{} have failed:\n{}\n\n\
-                 During development if the failed migration(s) have not been deployed to a production database you can then fix the migration(s) and run prisma migrate dev.\n\n\
-                 The failed migration(s) can be marked as rolled back or applied:\n\n\
-                 - If you rolled back the migration(s) manually:\n\
-                 prisma migrate resolve --rolled-back \"{first}\"\n\n\
-                 - If you fixed the database manually (hotfix):\n\
-                 prisma migrate resolve --applied \"{first}\"\n\n\
-                 Read more about how to resolve migration issues in a production database:\n\
-                 https://pris.ly/d/migrate-resolve\n",
-                plural(names.len()),
-                names.join("\n"),
-            );
-            return PrismaCliOutput {
-                stdout,
-                stderr,
-                exit_code: 1,
-            };
-        }
-        stdout.push_str("\nDatabase schema is up to date!\n");
+    Ok(stdout)
+}
+
+/// The status of a database that has the migrations table: its failed migrations, or up to date.
+fn render_with_table(d: &DiagnoseOutput, mut stdout: String) -> PrismaCliOutput {
+    if let Some(first) = d.failed_migration_names.first() {
+        let names = &d.failed_migration_names;
+        let stderr = format!(
+            "Following migration{} have failed:\n{}\n\n\
+             During development if the failed migration(s) have not been deployed to a production database you can then fix the migration(s) and run prisma migrate dev.\n\n\
+             The failed migration(s) can be marked as rolled back or applied:\n\n\
+             - If you rolled back the migration(s) manually:\n\
+             prisma migrate resolve --rolled-back \"{first}\"\n\n\
+             - If you fixed the database manually (hotfix):\n\
+             prisma migrate resolve --applied \"{first}\"\n\n\
+             Read more about how to resolve migration issues in a production database:\n\
+             https://pris.ly/d/migrate-resolve\n",
+            plural(names.len()),
+            names.join("\n"),
+        );
         return PrismaCliOutput {
             stdout,
-            stderr: String::new(),
-            exit_code: 0,
+            stderr,
+            exit_code: 1,
         };
     }
+    stdout.push_str("\nDatabase schema is up to date!\n");
+    PrismaCliOutput {
+        stdout,
+        stderr: String::new(),
+        exit_code: 0,
+    }
+}
+
+/// A database without the migrations table: not managed by Prisma Migrate.
+fn render_not_managed(
+    local_count: usize,
+    first_local: Option<&str>,
+    stdout: String,
+) -> PrismaCliOutput {
     let stderr = match first_local {
         // Unreachable in practice (local migrations without a table are "databaseIsBehind"),
         // kept for parity with the CLI.

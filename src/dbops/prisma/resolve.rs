@@ -27,21 +27,12 @@
 use super::checksum::render_checksum;
 use super::error::{PrismaError, PrismaUserError};
 use super::migrations::list_migrations;
+use super::outcome::ResolveAction;
 use super::render::{render_resolve, PrismaCliOutput};
 use super::table::{run_script, Target};
 use chrono::Utc;
 use serde::Serialize;
 use std::path::Path;
-
-/// Which way to resolve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ResolveAction {
-    /// `--applied`: record as applied without running it.
-    Applied,
-    /// `--rolled-back`: mark the failed rows rolled back.
-    RolledBack,
-}
 
 /// What a resolve wrote, for the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

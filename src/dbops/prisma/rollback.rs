@@ -280,104 +280,153 @@ where
     O: ProgressObserver<RollbackEvent> + ?Sized,
 {
     let mut target = Target::connect(database_url).await?;
-    let result = async {
-        target.acquire_lock().await?;
-        let folder = list_migrations(migrations_dir);
-        let rows = target.load_rows().await?;
-        let plan = compute_rollback_plan(&folder, rows.as_deref(), migration)?;
-        if let Some(refusal) = plan.refusal() {
-            return Err(refusal.into());
-        }
-        if let Some(expected) = expected_fingerprint {
-            if expected != plan.fingerprint {
-                return Err(RollbackRefusal::PlanChanged {
-                    expected: expected.to_string(),
-                    actual: plan.fingerprint.clone(),
-                }
-                .into());
-            }
-        }
-        let total = plan.steps.len();
-        let mut tx = target
-            .conn
-            .begin()
-            .await
-            .map_err(PrismaError::db("starting the rollback transaction"))?;
-        // The transaction's id: a script that ended the transaction block leaves the session in
-        // another one (each later statement gets a new id), which the check after each script
-        // sees. (`now() <> statement_timestamp()` cannot tell: under the extended protocol the
-        // two differ even in autocommit.)
-        let xid: i64 = sqlx::query_scalar("SELECT txid_current()")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(PrismaError::db("starting the rollback transaction"))?;
-        for (i, step) in plan.steps.iter().enumerate() {
-            let down = step.down_sql.as_deref().unwrap_or_default();
-            let starting = RollbackEvent::Starting {
-                migration: step.migration.clone(),
-                index: i + 1,
-                total,
-            };
-            observer.on_event(&starting).await.map_err(PrismaError::Aborted)?;
-            let started = Instant::now();
-            if let Err(err) = run_script(&mut tx, down).await {
-                if !matches!(err, sqlx::Error::Database(_)) {
-                    return Err(PrismaError::db("running down.sql")(err));
-                }
-                let (code, text) = render_script_error(down, &err);
-                let failed = RollbackEvent::Failed {
-                    migration: step.migration.clone(),
-                    error: text.clone(),
-                };
-                let _ = observer.on_event(&failed).await;
-                return Err(PrismaError::DownScriptFailed {
-                    migration: step.migration.clone(),
-                    database_error_code: code,
-                    database_error: text,
-                });
-            }
-            // A script that ran COMMIT/ROLLBACK itself left our transaction block: detect it.
-            let now_xid: i64 = sqlx::query_scalar("SELECT txid_current()")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(PrismaError::db("checking the rollback transaction"))?;
-            if now_xid != xid {
-                return Err(PrismaError::Engine(format!(
-                    "down.sql of `{}` ended the rollback transaction itself (COMMIT or ROLLBACK in the script); what it committed stays committed and no row was marked rolled back: check the database before anything else",
-                    step.migration
-                )));
-            }
-            let updated = sqlx::query(
-                r#"UPDATE "_prisma_migrations" SET "rolled_back_at" = $1 WHERE "id" = $2 AND "finished_at" IS NOT NULL AND "rolled_back_at" IS NULL"#,
-            )
-            .bind(Utc::now())
-            .bind(&step.row_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(PrismaError::db("marking the migration rolled back"))?;
-            if updated.rows_affected() != 1 {
-                return Err(PrismaError::Aborted(format!(
-                    "the _prisma_migrations row of `{}` changed while its down.sql ran; everything was rolled back",
-                    step.migration
-                )));
-            }
-            let ran = RollbackEvent::Ran {
-                migration: step.migration.clone(),
-                duration_ms: started.elapsed().as_millis() as u64,
-            };
-            observer.on_event(&ran).await.map_err(PrismaError::Aborted)?;
-        }
-        tx.commit()
-            .await
-            .map_err(PrismaError::db("committing the rollback"))?;
-        Ok(RollbackOutcome {
-            target: plan.target.clone(),
-            rolled_back: plan.steps.iter().map(|s| s.migration.clone()).collect(),
-            row_ids: plan.steps.iter().map(|s| s.row_id.clone()).collect(),
-            fingerprint: plan.fingerprint.clone(),
-        })
-    }
+    let result = rollback_locked(
+        &mut target,
+        migrations_dir,
+        migration,
+        expected_fingerprint,
+        observer,
+    )
     .await;
     target.close().await;
     result
+}
+
+/// Under the advisory lock: the plan recomputed and checked, then every step in one transaction
+/// that only dualkey's `COMMIT` ends.
+async fn rollback_locked<O>(
+    target: &mut Target,
+    migrations_dir: &Path,
+    migration: &str,
+    expected_fingerprint: Option<&str>,
+    observer: &mut O,
+) -> Result<RollbackOutcome, PrismaError>
+where
+    O: ProgressObserver<RollbackEvent> + ?Sized,
+{
+    target.acquire_lock().await?;
+    let folder = list_migrations(migrations_dir);
+    let rows = target.load_rows().await?;
+    let plan = compute_rollback_plan(&folder, rows.as_deref(), migration)?;
+    check_plan(&plan, expected_fingerprint)?;
+    let total = plan.steps.len();
+    let mut tx = target
+        .conn
+        .begin()
+        .await
+        .map_err(PrismaError::db("starting the rollback transaction"))?;
+    // The transaction's id: a script that ended the transaction block leaves the session in
+    // another one (each later statement gets a new id), which the check after each script
+    // sees. (`now() <> statement_timestamp()` cannot tell: under the extended protocol the
+    // two differ even in autocommit.)
+    let xid: i64 = sqlx::query_scalar("SELECT txid_current()")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(PrismaError::db("starting the rollback transaction"))?;
+    for (i, step) in plan.steps.iter().enumerate() {
+        run_down_step(&mut tx, xid, step, i + 1, total, observer).await?;
+    }
+    tx.commit()
+        .await
+        .map_err(PrismaError::db("committing the rollback"))?;
+    Ok(RollbackOutcome {
+        target: plan.target.clone(),
+        rolled_back: plan.steps.iter().map(|s| s.migration.clone()).collect(),
+        row_ids: plan.steps.iter().map(|s| s.row_id.clone()).collect(),
+        fingerprint: plan.fingerprint.clone(),
+    })
+}
+
+/// The plan's refusal, or [`RollbackRefusal::PlanChanged`] when `expected_fingerprint` is given
+/// and differs from the plan's.
+fn check_plan(plan: &RollbackPlan, expected_fingerprint: Option<&str>) -> Result<(), PrismaError> {
+    if let Some(refusal) = plan.refusal() {
+        return Err(refusal.into());
+    }
+    if let Some(expected) = expected_fingerprint {
+        if expected != plan.fingerprint {
+            return Err(RollbackRefusal::PlanChanged {
+                expected: expected.to_string(),
+                actual: plan.fingerprint.clone(),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// One step inside the transaction: `Starting`, its `down.sql`, the check that the script did
+/// not end the transaction (`xid`), the row marked rolled back, then `Ran`.
+async fn run_down_step<O>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    xid: i64,
+    step: &RollbackStep,
+    index: usize,
+    total: usize,
+    observer: &mut O,
+) -> Result<(), PrismaError>
+where
+    O: ProgressObserver<RollbackEvent> + ?Sized,
+{
+    let down = step.down_sql.as_deref().unwrap_or_default();
+    let starting = RollbackEvent::Starting {
+        migration: step.migration.clone(),
+        index,
+        total,
+    };
+    observer
+        .on_event(&starting)
+        .await
+        .map_err(PrismaError::Aborted)?;
+    let started = Instant::now();
+    if let Err(err) = run_script(tx, down).await {
+        if !matches!(err, sqlx::Error::Database(_)) {
+            return Err(PrismaError::db("running down.sql")(err));
+        }
+        let (code, text) = render_script_error(down, &err);
+        let failed = RollbackEvent::Failed {
+            migration: step.migration.clone(),
+            error: text.clone(),
+        };
+        let _ = observer.on_event(&failed).await;
+        return Err(PrismaError::DownScriptFailed {
+            migration: step.migration.clone(),
+            database_error_code: code,
+            database_error: text,
+        });
+    }
+    // A script that ran COMMIT/ROLLBACK itself left our transaction block: detect it.
+    let now_xid: i64 = sqlx::query_scalar("SELECT txid_current()")
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(PrismaError::db("checking the rollback transaction"))?;
+    if now_xid != xid {
+        return Err(PrismaError::Engine(format!(
+            "down.sql of `{}` ended the rollback transaction itself (COMMIT or ROLLBACK in the script); what it committed stays committed and no row was marked rolled back: check the database before anything else",
+            step.migration
+        )));
+    }
+    let updated = sqlx::query(
+        r#"UPDATE "_prisma_migrations" SET "rolled_back_at" = $1 WHERE "id" = $2 AND "finished_at" IS NOT NULL AND "rolled_back_at" IS NULL"#,
+    )
+    .bind(Utc::now())
+    .bind(&step.row_id)
+    .execute(&mut **tx)
+    .await
+    .map_err(PrismaError::db("marking the migration rolled back"))?;
+    if updated.rows_affected() != 1 {
+        return Err(PrismaError::Aborted(format!(
+            "the _prisma_migrations row of `{}` changed while its down.sql ran; everything was rolled back",
+            step.migration
+        )));
+    }
+    let ran = RollbackEvent::Ran {
+        migration: step.migration.clone(),
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    observer
+        .on_event(&ran)
+        .await
+        .map_err(PrismaError::Aborted)?;
+    Ok(())
 }

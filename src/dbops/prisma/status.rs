@@ -154,25 +154,7 @@ pub fn build_status_report(
 ) -> StatusReport {
     let diagnosis = diagnose(folder, rows);
     let all_rows = rows.unwrap_or(&[]);
-    let rows_of = |name: &str| -> Vec<&MigrationRow> {
-        all_rows
-            .iter()
-            .filter(|r| r.migration_name == name)
-            .collect()
-    };
-
-    let mut migrations = Vec::new();
-    for local in &folder.migrations {
-        let rs = rows_of(&local.name);
-        migrations.push(entry(&local.name, &rs, Some(local)));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for row in all_rows {
-        if folder.get(&row.migration_name).is_none() && seen.insert(row.migration_name.as_str()) {
-            let rs = rows_of(&row.migration_name);
-            migrations.push(entry(&row.migration_name, &rs, None));
-        }
-    }
+    let migrations = migration_entries(folder, all_rows);
 
     let names = |pred: &dyn Fn(&MigrationStatus) -> bool| -> Vec<String> {
         migrations
@@ -188,32 +170,9 @@ pub fn build_status_report(
     let only_in_database = names(&|m| !m.local);
     let deploy_would_apply = names(&|m| m.deploy_would_apply);
     let missing_script = names(&|m| m.missing_script);
-    let failed = all_rows
-        .iter()
-        .filter(|r| r.is_failed())
-        .map(|r| FailedMigration {
-            name: r.migration_name.clone(),
-            started_at: r.started_at,
-            logs: r.logs.clone(),
-        })
-        .collect();
+    let failed = failed_migrations(all_rows);
 
-    let diverged = match &diagnosis {
-        Ok(DiagnoseOutput {
-            history:
-                Some(HistoryDiagnostic::HistoriesDiverge {
-                    last_common_migration_name,
-                    unpersisted_migration_names,
-                    unapplied_migration_names,
-                }),
-            ..
-        }) => Some(Divergence {
-            last_common: last_common_migration_name.clone(),
-            not_in_database: unapplied_migration_names.clone(),
-            not_in_folder: unpersisted_migration_names.clone(),
-        }),
-        _ => None,
-    };
+    let diverged = divergence(&diagnosis);
 
     let first_local = folder.migrations.first().map(|m| m.name.clone());
     let (prisma_diagnosis, prisma_error) = match diagnosis {
@@ -242,6 +201,64 @@ pub fn build_status_report(
     };
     report.prisma_exit_code = report.render_prisma().exit_code;
     report
+}
+
+/// One entry per local migration in folder order, then one per migration known only to the
+/// database, in row order.
+fn migration_entries(folder: &MigrationsFolder, all_rows: &[MigrationRow]) -> Vec<MigrationStatus> {
+    let rows_of = |name: &str| -> Vec<&MigrationRow> {
+        all_rows
+            .iter()
+            .filter(|r| r.migration_name == name)
+            .collect()
+    };
+
+    let mut migrations = Vec::new();
+    for local in &folder.migrations {
+        let rs = rows_of(&local.name);
+        migrations.push(entry(&local.name, &rs, Some(local)));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for row in all_rows {
+        if folder.get(&row.migration_name).is_none() && seen.insert(row.migration_name.as_str()) {
+            let rs = rows_of(&row.migration_name);
+            migrations.push(entry(&row.migration_name, &rs, None));
+        }
+    }
+    migrations
+}
+
+/// The failed rows.
+fn failed_migrations(all_rows: &[MigrationRow]) -> Vec<FailedMigration> {
+    all_rows
+        .iter()
+        .filter(|r| r.is_failed())
+        .map(|r| FailedMigration {
+            name: r.migration_name.clone(),
+            started_at: r.started_at,
+            logs: r.logs.clone(),
+        })
+        .collect()
+}
+
+/// The divergence Prisma's diagnosis found, if any.
+fn divergence(diagnosis: &Result<DiagnoseOutput, PrismaUserError>) -> Option<Divergence> {
+    match diagnosis {
+        Ok(DiagnoseOutput {
+            history:
+                Some(HistoryDiagnostic::HistoriesDiverge {
+                    last_common_migration_name,
+                    unpersisted_migration_names,
+                    unapplied_migration_names,
+                }),
+            ..
+        }) => Some(Divergence {
+            last_common: last_common_migration_name.clone(),
+            not_in_database: unapplied_migration_names.clone(),
+            not_in_folder: unpersisted_migration_names.clone(),
+        }),
+        _ => None,
+    }
 }
 
 fn entry(

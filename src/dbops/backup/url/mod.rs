@@ -1,3 +1,6 @@
+//! Database URLs: [`PgUrl`], [`UrlError`] and what the tools get from a URL here; the parser in
+//! `parse`, `sslmode` and the CA file in `tls`.
+//!
 //! PostgreSQL connection URLs, parsed so that the pieces can be handed to `pg_dump`, `pg_restore` and
 //! `psql` one by one: host, port, user and database name as arguments, the password only through the
 //! child's `PGPASSWORD` environment variable.
@@ -49,10 +52,15 @@
 //!   tools inherit them, sqlx reads them); the URL's `sslcert`/`sslkey` are ignored because Prisma
 //!   reads `sslcert` as the CA.
 
+mod parse;
+mod tls;
+
 use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
+
+pub use tls::SslMode;
 
 /// Why a database URL could not be used. Never contains the URL or any part of its secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,184 +140,7 @@ impl std::fmt::Debug for PgUrl {
     }
 }
 
-/// The `sslmode` values dualkey supports, with libpq's meanings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
-    /// Plain text only.
-    Disable,
-    /// TLS when the server offers it, no certificate check (libpq's default).
-    Prefer,
-    /// TLS or fail; the certificate is checked only when a CA file is given.
-    Require,
-    /// TLS, and the certificate must chain to the CA file.
-    VerifyCa,
-    /// TLS, the certificate must chain to the CA file and name the host.
-    VerifyFull,
-}
-
-impl SslMode {
-    fn parse(v: &str) -> Result<SslMode, UrlError> {
-        Ok(match v {
-            "disable" => SslMode::Disable,
-            "prefer" => SslMode::Prefer,
-            "require" => SslMode::Require,
-            "verify-ca" => SslMode::VerifyCa,
-            "verify-full" => SslMode::VerifyFull,
-            "allow" => return Err(UrlError::SslModeAllow),
-            _ => return Err(UrlError::SslMode),
-        })
-    }
-
-    /// libpq's name of the mode.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
-        }
-    }
-}
-
 impl PgUrl {
-    /// Parses a `postgres://` or `postgresql://` URL and resolves its TLS settings (see the module
-    /// documentation): a named CA file must exist and hold a PEM certificate.
-    pub fn parse(url: &str) -> Result<PgUrl, UrlError> {
-        Self::parse_with_env(url, &|k| std::env::var_os(k))
-    }
-
-    /// [`PgUrl::parse`] with the environment given as a function (for tests).
-    fn parse_with_env(
-        url: &str,
-        env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
-    ) -> Result<PgUrl, UrlError> {
-        let rest = strip_scheme(url.trim()).ok_or(UrlError::Scheme)?;
-        // A fragment has no meaning for libpq; drop it.
-        let rest = rest.split_once('#').map_or(rest, |(before, _)| before);
-        let (before_query, query) = match rest.split_once('?') {
-            Some((b, q)) => (b, Some(q)),
-            None => (rest, None),
-        };
-        let (authority, path) = match before_query.find('/') {
-            Some(i) => (&before_query[..i], Some(&before_query[i + 1..])),
-            None => (before_query, None),
-        };
-        // libpq takes the last '@' of the authority as the end of the user info, so that an
-        // unencoded '@' in a password still works.
-        let (userinfo, hostport) = match authority.rfind('@') {
-            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
-            None => (None, authority),
-        };
-
-        let mut out = PgUrl {
-            host: None,
-            port: None,
-            user: None,
-            password: None,
-            dbname: None,
-            schema: None,
-            sslmode: None,
-            root_cert: None,
-            connect_timeout: None,
-            application_name: None,
-        };
-
-        if let Some(userinfo) = userinfo {
-            let (user, password) = match userinfo.split_once(':') {
-                Some((u, p)) => (u, Some(p)),
-                None => (userinfo, None),
-            };
-            let user = decode(user, "user name")?;
-            check_text(&user, "user name")?;
-            if !user.is_empty() {
-                out.user = Some(user);
-            }
-            if let Some(p) = password {
-                let p = decode(p, "password")?;
-                if p.contains('\0') {
-                    return Err(UrlError::ControlCharacter("password"));
-                }
-                if !p.is_empty() {
-                    out.password = Some(SecretString::from(p));
-                }
-            }
-        }
-
-        let (host, port) = split_host_port(hostport)?;
-        if let Some(h) = host {
-            out.host = Some(h);
-        }
-        out.port = port;
-
-        if let Some(path) = path {
-            let db = decode(path, "database name")?;
-            check_text(&db, "database name")?;
-            if !db.is_empty() {
-                out.dbname = Some(db);
-            }
-        }
-
-        let mut sslrootcert = None;
-        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let key = decode(k, "query parameters")?;
-            let value = decode(v, "query parameters")?;
-            match key.as_str() {
-                "schema" => {
-                    check_text(&value, "schema")?;
-                    out.schema = (!value.is_empty()).then_some(value);
-                }
-                "host" => {
-                    check_text(&value, "host")?;
-                    if value.contains(',') {
-                        return Err(UrlError::MultipleHosts);
-                    }
-                    if !value.is_empty() {
-                        out.host = Some(value);
-                    }
-                }
-                "port" => out.port = Some(parse_port(&value)?),
-                "user" => {
-                    check_text(&value, "user name")?;
-                    out.user = (!value.is_empty()).then_some(value);
-                }
-                "password" => {
-                    if value.contains('\0') {
-                        return Err(UrlError::ControlCharacter("password"));
-                    }
-                    out.password = (!value.is_empty()).then(|| SecretString::from(value));
-                }
-                "dbname" => {
-                    check_text(&value, "database name")?;
-                    out.dbname = (!value.is_empty()).then_some(value);
-                }
-                "sslmode" => out.sslmode = Some(SslMode::parse(&value)?),
-                "sslrootcert" => {
-                    check_text(&value, "sslrootcert")?;
-                    sslrootcert = (!value.is_empty()).then_some(value);
-                }
-                "connect_timeout" => {
-                    out.connect_timeout =
-                        Some(value.parse::<u32>().map_err(|_| UrlError::ConnectTimeout)?);
-                }
-                "application_name" => {
-                    check_text(&value, "application name")?;
-                    out.application_name = Some(value);
-                }
-                // Prisma-only settings and parameters whose meaning differs between Prisma and
-                // libpq: not passed on.
-                _ => {}
-            }
-        }
-
-        if out.dbname.is_none() && out.user.is_none() {
-            return Err(UrlError::MissingDatabase);
-        }
-        out.root_cert = resolve_root_cert(out.ssl_mode(), sslrootcert, env)?;
-        Ok(out)
-    }
-
     /// The host name, IP address (IPv6 without brackets) or Unix socket directory, if given.
     pub fn host(&self) -> Option<&str> {
         self.host.as_deref()
@@ -501,146 +332,6 @@ pub const NO_ROOT_CERT: &str = "/nonexistent/dualkey-no-ssl-root-cert";
 /// The database name a URL points at (its path, or the user name when the path is empty).
 pub fn database_name(url: &str) -> Result<String, UrlError> {
     Ok(PgUrl::parse(url)?.database().to_string())
-}
-
-/// The CA file for `mode`: the URL's `sslrootcert`, else `PGSSLROOTCERT`, else libpq's default
-/// `~/.postgresql/root.crt` when it exists; checked to exist and hold a PEM certificate.
-fn resolve_root_cert(
-    mode: SslMode,
-    from_url: Option<String>,
-    env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
-) -> Result<Option<PathBuf>, UrlError> {
-    // libpq would read a CA file under prefer too, and fall back to plain text when the check
-    // fails; sqlx would not check. Neither checks here: the tools get [`NO_ROOT_CERT`].
-    if matches!(mode, SslMode::Disable | SslMode::Prefer) {
-        return Ok(None);
-    }
-    let named = match from_url {
-        Some(p) => Some(("sslrootcert", PathBuf::from(p))),
-        None => env("PGSSLROOTCERT")
-            .filter(|v| !v.is_empty())
-            .map(|v| ("PGSSLROOTCERT", PathBuf::from(v))),
-    };
-    let found = named.or_else(|| {
-        let default = PathBuf::from(env("HOME")?).join(".postgresql/root.crt");
-        default
-            .exists()
-            .then_some(("~/.postgresql/root.crt", default))
-    });
-    let Some((source_name, path)) = found else {
-        return match mode {
-            SslMode::VerifyCa | SslMode::VerifyFull => Err(UrlError::NoRootCert(mode.as_str())),
-            _ => Ok(None),
-        };
-    };
-    let problem = |problem: String| UrlError::RootCert {
-        source_name,
-        path: path.display().to_string(),
-        problem,
-    };
-    let text = match std::fs::read(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(problem("does not exist".into()))
-        }
-        Err(e) => return Err(problem(format!("cannot be read ({e})"))),
-    };
-    if !text
-        .windows(b"-----BEGIN CERTIFICATE-----".len())
-        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
-    {
-        return Err(problem(
-            "holds no PEM certificate (no -----BEGIN CERTIFICATE----- line)".into(),
-        ));
-    }
-    // An absolute path, so that a child started in another directory reads the same file.
-    Ok(Some(std::path::absolute(&path).unwrap_or(path)))
-}
-
-fn strip_scheme(url: &str) -> Option<&str> {
-    for scheme in ["postgresql://", "postgres://"] {
-        if url.len() >= scheme.len()
-            && url.is_char_boundary(scheme.len())
-            && url[..scheme.len()].eq_ignore_ascii_case(scheme)
-        {
-            return Some(&url[scheme.len()..]);
-        }
-    }
-    None
-}
-
-fn split_host_port(hostport: &str) -> Result<(Option<String>, Option<u16>), UrlError> {
-    if hostport.contains(',') {
-        return Err(UrlError::MultipleHosts);
-    }
-    if let Some(rest) = hostport.strip_prefix('[') {
-        let end = rest.find(']').ok_or(UrlError::Host)?;
-        let host = &rest[..end];
-        if host.is_empty()
-            || !host
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
-        {
-            return Err(UrlError::Host);
-        }
-        let after = &rest[end + 1..];
-        let port = match after {
-            "" => None,
-            p => Some(parse_port(p.strip_prefix(':').ok_or(UrlError::Host)?)?),
-        };
-        return Ok((Some(host.to_string()), port));
-    }
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (
-            h,
-            if p.is_empty() {
-                None
-            } else {
-                Some(parse_port(p)?)
-            },
-        ),
-        None => (hostport, None),
-    };
-    let host = decode(host, "host")?;
-    check_text(&host, "host")?;
-    if host.contains(':') || host.contains('[') || host.contains(']') {
-        return Err(UrlError::Host);
-    }
-    Ok(((!host.is_empty()).then_some(host), port))
-}
-
-fn parse_port(p: &str) -> Result<u16, UrlError> {
-    if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(UrlError::Port);
-    }
-    match p.parse::<u16>() {
-        Ok(0) | Err(_) => Err(UrlError::Port),
-        Ok(n) => Ok(n),
-    }
-}
-
-/// Decodes `%XX` escapes. `percent_decode_str` leaves a malformed escape (`%ZZ`, a lone `%`)
-/// as it is; libpq refuses it, and so does this.
-fn decode(s: &str, part: &'static str) -> Result<String, UrlError> {
-    let malformed = s.match_indices('%').any(|(i, _)| {
-        s.as_bytes()
-            .get(i + 1..i + 3)
-            .is_none_or(|hex| !hex.iter().all(u8::is_ascii_hexdigit))
-    });
-    if malformed {
-        return Err(UrlError::PercentEncoding(part));
-    }
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8()
-        .map(|d| d.into_owned())
-        .map_err(|_| UrlError::PercentEncoding(part))
-}
-
-fn check_text(s: &str, part: &'static str) -> Result<(), UrlError> {
-    if s.chars().any(|c| c.is_control()) {
-        return Err(UrlError::ControlCharacter(part));
-    }
-    Ok(())
 }
 
 /// Quotes a value for a libpq connection string: single quotes, with `\` and `'` escaped.
