@@ -2,6 +2,7 @@
 //! from the environment's migrations folder, backup ids from the catalog, open request ids.
 //! One folder read or one store query per call, so it answers well inside Discord's 3 s.
 
+use crate::core::approval::RequestState::Pending;
 use crate::core::command::{self, EnvName};
 use crate::core::dispatch::Core;
 use crate::core::human;
@@ -78,7 +79,7 @@ impl Core {
                     Vec::new()
                 }
             },
-            "request" => match self.store.list_requests(Some("pending"), 200).await {
+            "request" => match self.store.list_requests(Some(Pending), 200).await {
                 Ok(mut rows) => {
                     rows.sort_by_key(|r| std::cmp::Reverse(r.created_at));
                     rows.into_iter()

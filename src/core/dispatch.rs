@@ -16,6 +16,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::config::{Role, Route, Settings};
+use crate::core::approval::RequestState::{Approved, Cancelled, Denied, Expired, Pending};
 use crate::core::approval::{self, Decision, RequestFacts, RequestState, VoteRefusal};
 use crate::core::audit::{AuditRecord, NewAudit, Verifier};
 use crate::core::command::{self, ParseCtx, RequestId};
@@ -647,7 +648,7 @@ impl Core {
             fingerprint: plan.fingerprint.clone(),
             requester,
             requester_account: ev.actor.qualified(),
-            state: RequestState::Pending.as_str().into(),
+            state: RequestState::Pending,
             required_votes: self.settings.approvals.required as i64,
             created_at: now,
             expires_at: now + ttl,
@@ -778,7 +779,7 @@ impl Core {
             None => Some(VoteRefusal::Unknown(request_id.into())),
             Some(r) => {
                 let facts = RequestFacts {
-                    state: RequestState::parse(&r.state).unwrap_or(RequestState::Cancelled),
+                    state: r.state,
                     requester: &r.requester,
                     expires_at_ms: r.expires_at,
                 };
@@ -843,7 +844,7 @@ impl Core {
         let mut queued = None;
         let outcome = match decision {
             Decision::Deny => {
-                tx.transition_request(request_id, "pending", "denied", Some(&voter), now)
+                tx.transition_request(request_id, Pending, Denied, Some(&voter), now)
                     .await?;
                 self.audit_tx(
                     &mut tx,
@@ -860,7 +861,7 @@ impl Core {
                 let approvals = tx.count_votes(request_id, "approve").await?;
                 if approval::is_complete(approvals, req.required_votes)
                     && tx
-                        .transition_request(request_id, "pending", "approved", Some(&voter), now)
+                        .transition_request(request_id, Pending, Approved, Some(&voter), now)
                         .await?
                 {
                     let op = OperationRow::queued(&req, true, now);
@@ -916,7 +917,7 @@ impl Core {
             .into());
         };
         let facts = RequestFacts {
-            state: RequestState::parse(&req.state).unwrap_or(RequestState::Cancelled),
+            state: req.state,
             requester: &req.requester,
             expires_at_ms: req.expires_at,
         };
@@ -935,7 +936,7 @@ impl Core {
             tx.commit().await?;
             return Err(UserError(format!("Not cancelled: {refusal}.")).into());
         }
-        tx.transition_request(&req.id, "pending", "cancelled", who.id.as_deref(), now)
+        tx.transition_request(&req.id, Pending, Cancelled, who.id.as_deref(), now)
             .await?;
         self.audit_tx(
             &mut tx,
@@ -963,7 +964,7 @@ impl Core {
         let mut tx = self.store.begin().await?;
         let due = tx.due_expired_requests(now).await?;
         for r in &due {
-            tx.transition_request(&r.id, "pending", "expired", None, now)
+            tx.transition_request(&r.id, Pending, Expired, None, now)
                 .await?;
             self.audit_tx(
                 &mut tx,
@@ -1079,7 +1080,7 @@ impl Core {
         let votes = self.store.votes(request_id).await?;
         let op = self.store.operation_for_request(request_id).await?;
         let now = self.clock.now_ms();
-        let state = RequestState::parse(&req.state).unwrap_or(RequestState::Cancelled);
+        let state = req.state;
         let approvals = votes.iter().filter(|v| v.decision == "approve").count();
         let open = state == RequestState::Pending && now < req.expires_at;
         let mut fields = vec![
@@ -1308,7 +1309,7 @@ pub fn describe_state(o: &OperationRow) -> String {
 
 /// The card state of an operation: each stored state has its own label.
 fn op_card_state(o: &OperationRow) -> CardState {
-    match OperationState::parse(&o.state) {
+    match Some(o.state) {
         Some(OperationState::Queued) => CardState::Queued,
         Some(OperationState::Running) => CardState::Running,
         Some(OperationState::Succeeded) => CardState::Succeeded,

@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use crate::config::EnvironmentSettings;
+use crate::core::approval::RequestState;
 use crate::core::dispatch::Core;
 use crate::core::dispatch::{describe_state, kind_name};
 use crate::core::human;
-use crate::core::operation::{OperationState, Plan};
+use crate::core::operation::Plan;
 use crate::core::reply::{Button, ButtonStyle, Reply, Report, Section, Table};
 use crate::dbops;
 use crate::dbops::backup::{PgVersion, ToolsCheck};
@@ -474,7 +475,7 @@ pub async fn checklist_report(core: &Core, env: &str) -> anyhow::Result<Report> 
 async fn open_requests(core: &Core, now: i64) -> anyhow::Result<Vec<RequestRow>> {
     Ok(core
         .store
-        .list_requests(Some("pending"), 100)
+        .list_requests(Some(RequestState::Pending), 100)
         .await?
         .into_iter()
         .filter(|r| r.expires_at > now)
@@ -542,10 +543,7 @@ pub async fn status_report(core: &Core, env: &str) -> anyhow::Result<Report> {
         ..Section::default()
     }];
     let recent = core.store.recent_operations(20).await?;
-    if let Some(last) = recent
-        .iter()
-        .find(|o| o.env == env && OperationState::parse(&o.state).is_some_and(|s| s.is_final()))
-    {
+    if let Some(last) = recent.iter().find(|o| o.env == env && o.state.is_final()) {
         sections.push(Section {
             fields: vec![field(
                 "last operation",

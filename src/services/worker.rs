@@ -18,6 +18,7 @@ use crate::core::command::monitor;
 use crate::core::dispatch::{kind_name, Core};
 use crate::core::event::ChannelRef;
 use crate::core::meter;
+use crate::core::operation::OperationState::{Interrupted, Running};
 use crate::core::operation::{OperationKind, Plan, PlannedStep, StepAction};
 use crate::core::reply::Reply;
 use crate::services::runbook;
@@ -95,8 +96,8 @@ impl Worker {
         for op in &stale {
             tx.transition_operation(
                 &op.id,
-                "running",
-                "interrupted",
+                Running,
+                Interrupted,
                 Some("dualkey stopped while this operation ran; it was not resumed"),
                 now,
             )
@@ -359,7 +360,7 @@ impl Run<'_> {
             return Ok(());
         }
         let error = error.map(redact);
-        tx.transition_operation(&self.op.id, "running", to, error.as_deref(), now)
+        tx.transition_operation(&self.op.id, Running, to.parse()?, error.as_deref(), now)
             .await?;
         self.core
             .audit_tx(
