@@ -294,7 +294,7 @@ async fn failed_since(core: &Core, since: i64) -> anyhow::Result<Vec<FailedOpera
             .iter()
             .any(|st| st.as_str() == op.state);
         if from_shell && bad {
-            let why = op.error.clone().unwrap_or_else(|| op.state.clone());
+            let why = op.error.clone().unwrap_or_else(|| op.state.to_string());
             failed.push((op.id, why));
         }
     }

@@ -9,8 +9,8 @@ use anyhow::Context as _;
 
 use super::{err, load, out, Cli, UsageError};
 use crate::adapters::shell::ShellOut;
-use crate::console as shell;
 use crate::config::DEFAULT_CONFIG_PATH;
+use crate::console as shell;
 use crate::startup::Application;
 
 /// `dualkey serve [--shell-as NAME]`: the bot until ctrl-c or SIGTERM (or, with a shell, the end

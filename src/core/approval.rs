@@ -2,11 +2,15 @@
 //! who may cancel. The store repeats the essential conditions in its conditional write, so a
 //! race between two clicks cannot get around them.
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::Role;
 use crate::core::identity::Operator;
+use crate::core::operation::UnknownState;
 
 /// States of an approval request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RequestState {
     /// Waiting for votes.
     Pending,
@@ -42,6 +46,45 @@ impl RequestState {
             "expired" => RequestState::Expired,
             _ => return None,
         })
+    }
+}
+
+impl std::fmt::Display for RequestState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RequestState {
+    type Err = UnknownState;
+
+    fn from_str(s: &str) -> Result<Self, UnknownState> {
+        RequestState::parse(s).ok_or_else(|| UnknownState::new("request", s))
+    }
+}
+
+/// Compares with a stored name, so `req.state == "pending"` reads as it did with text rows.
+impl PartialEq<str> for RequestState {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for RequestState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<RequestState> for str {
+    fn eq(&self, other: &RequestState) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<RequestState> for &str {
+    fn eq(&self, other: &RequestState) -> bool {
+        *self == other.as_str()
     }
 }
 
@@ -154,6 +197,25 @@ pub fn judge_cancel(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_state_reads_and_compares_as_its_stored_name() {
+        for st in [
+            RequestState::Pending,
+            RequestState::Approved,
+            RequestState::Denied,
+            RequestState::Cancelled,
+            RequestState::Expired,
+        ] {
+            assert_eq!(st.as_str().parse::<RequestState>(), Ok(st));
+            assert_eq!(st.to_string(), st.as_str());
+            assert!(st == st.as_str() && st.as_str() == st);
+            assert_eq!(serde_json::to_value(st).unwrap(), st.as_str());
+        }
+        assert!(RequestState::Pending != "approved");
+        let e = "Pending".parse::<RequestState>().unwrap_err();
+        assert_eq!(e.to_string(), "unknown request state \"Pending\"");
+    }
 
     fn op(id: &str, roles: &[Role]) -> Operator {
         Operator {

@@ -113,7 +113,11 @@ impl Core {
         &self,
         matches: &(impl Fn(&str) -> bool + Sync),
     ) -> Vec<(String, String)> {
-        match self.store.list_requests(Some("pending"), 200).await {
+        match self
+            .store
+            .list_requests(Some(crate::core::approval::RequestState::Pending), 200)
+            .await
+        {
             Ok(mut rows) => {
                 rows.sort_by_key(|r| std::cmp::Reverse(r.created_at));
                 rows.into_iter()

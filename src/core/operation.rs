@@ -350,9 +350,81 @@ impl OperationState {
     }
 }
 
+impl std::fmt::Display for OperationState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for OperationState {
+    type Err = UnknownState;
+
+    fn from_str(s: &str) -> Result<Self, UnknownState> {
+        OperationState::parse(s).ok_or_else(|| UnknownState::new("operation", s))
+    }
+}
+
+/// A text that names no state of a request or an operation (from `str::parse`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} state {text:?}")]
+pub struct UnknownState {
+    /// `request` or `operation`.
+    pub what: &'static str,
+    /// The text that was parsed.
+    pub text: String,
+}
+
+impl UnknownState {
+    /// The error for `text`, which names no state of a `what`.
+    pub fn new(what: &'static str, text: &str) -> UnknownState {
+        UnknownState {
+            what,
+            text: text.into(),
+        }
+    }
+}
+
+/// Compares with a stored name, so `op.state == "succeeded"` reads as it did with text rows.
+impl PartialEq<str> for OperationState {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for OperationState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<OperationState> for str {
+    fn eq(&self, other: &OperationState) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<OperationState> for &str {
+    fn eq(&self, other: &OperationState) -> bool {
+        *self == other.as_str()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_operation_state_reads_and_compares_as_its_stored_name() {
+        use OperationState::*;
+        for st in [Queued, Running, Succeeded, Failed, Cancelled, Interrupted] {
+            assert_eq!(st.as_str().parse::<OperationState>(), Ok(st));
+            assert_eq!(st.to_string(), st.as_str());
+            assert!(st == st.as_str() && *st.as_str() == st);
+        }
+        assert!(Succeeded != "failed");
+        let e = "done".parse::<OperationState>().unwrap_err();
+        assert_eq!(e.to_string(), "unknown operation state \"done\"");
+    }
 
     #[test]
     fn a_step_actions_name_is_its_stored_tag() {

@@ -17,7 +17,9 @@ use sqlx::Row;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::*;
+use crate::core::approval::RequestState;
 use crate::core::audit::{chain_hash, redact_json};
+use crate::core::operation::{OperationState, UnknownState};
 
 const REQUEST_COLS: &str = "id, env, kind_json, plan_json, fingerprint, requester, requester_account, state, required_votes, created_at, expires_at, decided_at, decided_by, channel_json, message_json";
 const OPERATION_COLS: &str = "id, request_id, env, kind_json, plan_json, fingerprint, requester, state, current_step, created_at, started_at, finished_at, worker, heartbeat_at, error, channel_json, message_json";
@@ -31,6 +33,16 @@ const OUTBOX_COLS: &str = "id, platform, channel, op, message_id, payload, card_
 
 macro_rules! sql_store {
     ($store:ident, $tx:ident, $db:ty, $backend:expr, $for_update:expr) => {
+        /// The `state` column of a request or operation row, parsed once here; an unknown name is
+        /// [`StoreError::Corrupt`] naming the row.
+        fn typed_state<S: FromStr<Err = UnknownState>>(r: &<$db as sqlx::Database>::Row) -> StoreResult<S> {
+            let text: String = r.try_get("state")?;
+            text.parse().map_err(|e: UnknownState| {
+                let id: String = r.try_get("id").unwrap_or_default();
+                StoreError::Corrupt(format!("{} {id} is in an {e}", e.what))
+            })
+        }
+
         fn request_row(r: &<$db as sqlx::Database>::Row) -> StoreResult<RequestRow> {
             Ok(RequestRow {
                 id: r.try_get("id")?,
@@ -40,7 +52,7 @@ macro_rules! sql_store {
                 fingerprint: r.try_get("fingerprint")?,
                 requester: r.try_get("requester")?,
                 requester_account: r.try_get("requester_account")?,
-                state: r.try_get("state")?,
+                state: typed_state(r)?,
                 required_votes: r.try_get("required_votes")?,
                 created_at: r.try_get("created_at")?,
                 expires_at: r.try_get("expires_at")?,
@@ -60,7 +72,7 @@ macro_rules! sql_store {
                 plan_json: r.try_get("plan_json")?,
                 fingerprint: r.try_get("fingerprint")?,
                 requester: r.try_get("requester")?,
-                state: r.try_get("state")?,
+                state: typed_state(r)?,
                 current_step: r.try_get("current_step")?,
                 created_at: r.try_get("created_at")?,
                 started_at: r.try_get("started_at")?,
@@ -244,9 +256,9 @@ macro_rules! sql_store {
                 row.as_ref().map(request_row).transpose()
             }
 
-            async fn list_requests(&self, state: Option<&str>, limit: i64) -> StoreResult<Vec<RequestRow>> {
+            async fn list_requests(&self, state: Option<RequestState>, limit: i64) -> StoreResult<Vec<RequestRow>> {
                 let q = format!("SELECT {REQUEST_COLS} FROM requests WHERE ($1 IS NULL OR state = $1) ORDER BY created_at DESC, id DESC LIMIT $2");
-                let rows = sqlx::query(&q).bind(state).bind(limit).fetch_all(&self.pool).await?;
+                let rows = sqlx::query(&q).bind(state.map(RequestState::as_str)).bind(limit).fetch_all(&self.pool).await?;
                 rows.iter().map(request_row).collect()
             }
 
@@ -726,7 +738,7 @@ macro_rules! sql_store {
                     .bind(&r.fingerprint)
                     .bind(&r.requester)
                     .bind(&r.requester_account)
-                    .bind(&r.state)
+                    .bind(r.state.as_str())
                     .bind(r.required_votes)
                     .bind(r.created_at)
                     .bind(r.expires_at)
@@ -776,11 +788,11 @@ macro_rules! sql_store {
                 Ok(r.try_get("n")?)
             }
 
-            async fn transition_request(&mut self, id: &str, from: &str, to: &str, by: Option<&str>, now: i64) -> StoreResult<bool> {
+            async fn transition_request(&mut self, id: &str, from: RequestState, to: RequestState, by: Option<&str>, now: i64) -> StoreResult<bool> {
                 let res = sqlx::query("UPDATE requests SET state = $3, decided_at = $4, decided_by = $5 WHERE id = $1 AND state = $2")
                     .bind(id)
-                    .bind(from)
-                    .bind(to)
+                    .bind(from.as_str())
+                    .bind(to.as_str())
                     .bind(now)
                     .bind(by)
                     .execute(&mut *self.tx)
@@ -804,7 +816,7 @@ macro_rules! sql_store {
                     .bind(&o.plan_json)
                     .bind(&o.fingerprint)
                     .bind(&o.requester)
-                    .bind(&o.state)
+                    .bind(o.state.as_str())
                     .bind(o.current_step)
                     .bind(o.created_at)
                     .bind(o.started_at)
@@ -842,11 +854,11 @@ macro_rules! sql_store {
                 }
             }
 
-            async fn transition_operation(&mut self, id: &str, from: &str, to: &str, error: Option<&str>, now: i64) -> StoreResult<bool> {
+            async fn transition_operation(&mut self, id: &str, from: OperationState, to: OperationState, error: Option<&str>, now: i64) -> StoreResult<bool> {
                 let res = sqlx::query("UPDATE operations SET state = $3, error = COALESCE($4, error), finished_at = CASE WHEN $3 IN ('succeeded', 'failed', 'cancelled', 'interrupted') THEN $5 ELSE finished_at END WHERE id = $1 AND state = $2")
                     .bind(id)
-                    .bind(from)
-                    .bind(to)
+                    .bind(from.as_str())
+                    .bind(to.as_str())
                     .bind(error)
                     .bind(now)
                     .execute(&mut *self.tx)
@@ -1211,4 +1223,73 @@ mod pg_impl {
         Backend::Postgres,
         " FOR UPDATE"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(id: &str) -> RequestRow {
+        RequestRow {
+            id: id.into(),
+            env: "staging".into(),
+            kind_json: "{}".into(),
+            plan_json: "{}".into(),
+            fingerprint: "f".into(),
+            requester: "alice".into(),
+            requester_account: "shell:alice".into(),
+            state: RequestState::Pending,
+            required_votes: 1,
+            created_at: 1,
+            expires_at: 2,
+            decided_at: None,
+            decided_by: None,
+            channel_json: "{}".into(),
+            message_json: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn states_are_stored_as_their_names_and_an_unknown_one_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        tx.insert_request(&request("r1")).await.unwrap();
+        tx.insert_request(&request("r2")).await.unwrap();
+        let moved = RequestState::Approved;
+        assert!(tx
+            .transition_request("r1", RequestState::Pending, moved, None, 3)
+            .await
+            .unwrap());
+        assert!(!tx
+            .transition_request("r1", RequestState::Pending, moved, None, 3)
+            .await
+            .unwrap());
+        tx.commit().await.unwrap();
+        let text: String = sqlx::query_scalar("SELECT state FROM requests WHERE id = 'r1'")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(text, "approved");
+        let pending = store
+            .list_requests(Some(RequestState::Pending), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            pending.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["r2"]
+        );
+
+        sqlx::query("UPDATE requests SET state = 'lost' WHERE id = 'r2'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let e = store.get_request("r2").await.unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt(_)), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "state store holds an unreadable value: request r2 is in an unknown request state \"lost\""
+        );
+    }
 }

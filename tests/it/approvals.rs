@@ -378,7 +378,7 @@ async fn progress_edits_the_operation_card_through_the_outbox(b: Backend) {
         plan_json: req.plan_json.clone(),
         fingerprint: req.fingerprint.clone(),
         requester: req.requester.clone(),
-        state: "running".into(),
+        state: "running".parse().unwrap(),
         current_step: Some(0),
         created_at: 0,
         started_at: None,

@@ -119,7 +119,7 @@ async fn run_approved(app: &TestApp, text: &str) -> (String, Option<String>) {
     let op = app.core.store.recent_operations(1).await.unwrap().remove(0);
     let kind = text.split(' ').next().unwrap();
     assert!(op.kind_json.to_lowercase().contains(kind), "{text}: {r}");
-    (op.state, op.error)
+    (op.state.to_string(), op.error)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -114,7 +114,7 @@ impl Core {
         let votes = self.store.votes(request_id).await?;
         let op = self.store.operation_for_request(request_id).await?;
         let now = self.clock.now_ms();
-        let state = RequestState::parse(&req.state).unwrap_or(RequestState::Cancelled);
+        let state = req.state;
         let approvals = votes.iter().filter(|v| v.decision == "approve").count();
         let open = state == RequestState::Pending && now < req.expires_at;
         let mut fields = vec![
@@ -248,7 +248,7 @@ pub fn describe_state(o: &OperationRow) -> String {
 
 /// The card state of an operation: each stored state has its own label.
 fn op_card_state(o: &OperationRow) -> CardState {
-    match OperationState::parse(&o.state) {
+    match Some(o.state) {
         Some(OperationState::Queued) => CardState::Queued,
         Some(OperationState::Running) => CardState::Running,
         Some(OperationState::Succeeded) => CardState::Succeeded,

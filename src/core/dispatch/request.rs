@@ -64,7 +64,7 @@ impl Core {
             fingerprint: plan.fingerprint.clone(),
             requester,
             requester_account: ev.actor.qualified(),
-            state: RequestState::Pending.as_str().into(),
+            state: RequestState::Pending,
             required_votes: self.settings.approvals.required as i64,
             created_at: now,
             expires_at: now + ttl,
@@ -173,7 +173,7 @@ impl Core {
             .into());
         };
         let facts = RequestFacts {
-            state: RequestState::parse(&req.state).unwrap_or(RequestState::Cancelled),
+            state: req.state,
             requester: &req.requester,
             expires_at_ms: req.expires_at,
         };
@@ -192,8 +192,14 @@ impl Core {
             tx.commit().await?;
             return Err(UserError(format!("Not cancelled: {refusal}.")).into());
         }
-        tx.transition_request(&req.id, "pending", "cancelled", who.id.as_deref(), now)
-            .await?;
+        tx.transition_request(
+            &req.id,
+            RequestState::Pending,
+            RequestState::Cancelled,
+            who.id.as_deref(),
+            now,
+        )
+        .await?;
         self.audit_tx(
             &mut tx,
             self.actor_audit(
@@ -220,8 +226,14 @@ impl Core {
         let mut tx = self.store.begin().await?;
         let due = tx.due_expired_requests(now).await?;
         for r in &due {
-            tx.transition_request(&r.id, "pending", "expired", None, now)
-                .await?;
+            tx.transition_request(
+                &r.id,
+                RequestState::Pending,
+                RequestState::Expired,
+                None,
+                now,
+            )
+            .await?;
             self.audit_tx(
                 &mut tx,
                 NewAudit::system("request.expired", Some(&r.env), json!({"request": r.id})),

@@ -182,8 +182,14 @@ impl Core {
         let mut queued = None;
         let outcome = match decision {
             Decision::Deny => {
-                tx.transition_request(request_id, "pending", "denied", Some(voter), now)
-                    .await?;
+                tx.transition_request(
+                    request_id,
+                    RequestState::Pending,
+                    RequestState::Denied,
+                    Some(voter),
+                    now,
+                )
+                .await?;
                 self.audit_tx(
                     tx,
                     NewAudit::system(
@@ -199,7 +205,13 @@ impl Core {
                 let approvals = tx.count_votes(request_id, "approve").await?;
                 if approval::is_complete(approvals, req.required_votes)
                     && tx
-                        .transition_request(request_id, "pending", "approved", Some(voter), now)
+                        .transition_request(
+                            request_id,
+                            RequestState::Pending,
+                            RequestState::Approved,
+                            Some(voter),
+                            now,
+                        )
                         .await?
                 {
                     let op = OperationRow::queued(req, true, now);
@@ -240,7 +252,7 @@ fn vote_refusal(
         None => Some(VoteRefusal::Unknown(request_id.into())),
         Some(r) => {
             let facts = RequestFacts {
-                state: RequestState::parse(&r.state).unwrap_or(RequestState::Cancelled),
+                state: r.state,
                 requester: &r.requester,
                 expires_at_ms: r.expires_at,
             };

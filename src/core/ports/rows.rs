@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::approval::RequestState;
+use crate::core::operation::OperationState;
+
 /// An approval request as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestRow {
@@ -16,8 +19,8 @@ pub struct RequestRow {
     pub requester: String,
     /// `platform:account` the request came from.
     pub requester_account: String,
-    /// `pending`, `approved`, `denied`, `cancelled`, `expired`.
-    pub state: String,
+    /// Stored as its name: `pending`, `approved`, `denied`, `cancelled`, `expired`.
+    pub state: RequestState,
     pub required_votes: i64,
     pub created_at: i64,
     pub expires_at: i64,
@@ -50,8 +53,8 @@ pub struct OperationRow {
     pub plan_json: String,
     pub fingerprint: String,
     pub requester: String,
-    /// See [`crate::core::operation::OperationState`].
-    pub state: String,
+    /// Stored as its name ([`OperationState::as_str`]).
+    pub state: OperationState,
     pub current_step: Option<i64>,
     pub created_at: i64,
     pub started_at: Option<i64>,
@@ -76,9 +79,7 @@ impl OperationRow {
             plan_json: req.plan_json.clone(),
             fingerprint: req.fingerprint.clone(),
             requester: req.requester.clone(),
-            state: crate::core::operation::OperationState::Queued
-                .as_str()
-                .into(),
+            state: OperationState::Queued,
             current_step: None,
             created_at: now,
             started_at: None,

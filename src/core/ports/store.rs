@@ -4,7 +4,9 @@
 
 use async_trait::async_trait;
 
+use crate::core::approval::RequestState;
 use crate::core::audit::{AuditRecord, NewAudit};
+use crate::core::operation::OperationState;
 use crate::core::ports::rows::*;
 
 /// Store failures.
@@ -52,7 +54,11 @@ pub trait Store: Send + Sync + 'static {
     /// A request by id.
     async fn get_request(&self, id: &str) -> StoreResult<Option<RequestRow>>;
     /// Requests in `state` (all when `None`), newest first.
-    async fn list_requests(&self, state: Option<&str>, limit: i64) -> StoreResult<Vec<RequestRow>>;
+    async fn list_requests(
+        &self,
+        state: Option<RequestState>,
+        limit: i64,
+    ) -> StoreResult<Vec<RequestRow>>;
     /// Votes on a request, oldest first.
     async fn votes(&self, request_id: &str) -> StoreResult<Vec<VoteRow>>;
     /// An operation by id.
@@ -195,8 +201,8 @@ pub trait Tx: Send {
     async fn transition_request(
         &mut self,
         id: &str,
-        from: &str,
-        to: &str,
+        from: RequestState,
+        to: RequestState,
         by: Option<&str>,
         now: i64,
     ) -> StoreResult<bool>;
@@ -217,8 +223,8 @@ pub trait Tx: Send {
     async fn transition_operation(
         &mut self,
         id: &str,
-        from: &str,
-        to: &str,
+        from: OperationState,
+        to: OperationState,
         error: Option<&str>,
         now: i64,
     ) -> StoreResult<bool>;

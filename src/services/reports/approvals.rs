@@ -10,7 +10,7 @@ use crate::store::RequestRow;
 pub(super) async fn open_requests(core: &Core, now: i64) -> anyhow::Result<Vec<RequestRow>> {
     Ok(core
         .store
-        .list_requests(Some("pending"), 100)
+        .list_requests(Some(crate::core::approval::RequestState::Pending), 100)
         .await?
         .into_iter()
         .filter(|r| r.expires_at > now)

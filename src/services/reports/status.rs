@@ -8,7 +8,6 @@ use super::{field, list, Field};
 use crate::core::dispatch::Core;
 use crate::core::dispatch::{describe_state, kind_name};
 use crate::core::human;
-use crate::core::operation::OperationState;
 use crate::core::reply::{Report, Section};
 use crate::dbops::prisma::StatusReport;
 use crate::services::backups::health::{backup_line, first_healthy};
@@ -192,7 +191,7 @@ async fn last_operation_section(core: &Core, env: &str) -> anyhow::Result<Option
     let recent = core.store.recent_operations(20).await?;
     Ok(recent
         .iter()
-        .find(|o| o.env == env && OperationState::parse(&o.state).is_some_and(|s| s.is_final()))
+        .find(|o| o.env == env && o.state.is_final())
         .map(|last| Section {
             fields: vec![field(
                 "last operation",

@@ -298,8 +298,14 @@ impl Run<'_> {
             return Ok(());
         }
         let error = error.map(redact);
-        tx.transition_operation(&self.op.id, "running", to, error.as_deref(), now)
-            .await?;
+        tx.transition_operation(
+            &self.op.id,
+            crate::core::operation::OperationState::Running,
+            to.parse()?,
+            error.as_deref(),
+            now,
+        )
+        .await?;
         self.core
             .audit_tx(
                 &mut tx,

@@ -65,8 +65,8 @@ pub(super) async fn mark_interrupted(
     for op in stale {
         tx.transition_operation(
             &op.id,
-            "running",
-            "interrupted",
+            crate::core::operation::OperationState::Running,
+            crate::core::operation::OperationState::Interrupted,
             Some("dualkey stopped while this operation ran; it was not resumed"),
             now,
         )
