@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use tokio::io::AsyncBufRead;
 
 use crate::adapters::shell::{self, FailedOperation, Settle, ShellOut};
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 use crate::services::worker::Worker;
 
 /// The shell's [`Settle`] port over the outbox and the worker.

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::adapters::{Adapter, Inbound, Outbound};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 use crate::outbox;
 use crate::services::worker::Worker;
 use crate::store;

@@ -26,7 +26,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::core::dispatch::{already_received, Core};
+use crate::core::context::Core;
+use crate::core::dispatch::already_received;
 use crate::core::event::{EventKind, InboundEvent, Platform};
 use crate::core::ports::Responder;
 use crate::core::reply::{Reply, Visibility};

@@ -23,7 +23,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use crate::core::operation::OperationState;
 
 use crate::adapters::{Adapter, DeliveryError, Inbound, Outbound};
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 use crate::core::event::{Actor, ChannelRef, EventKind, InboundEvent, Platform};
 use crate::core::reply::Reply;
 

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use super::{err, load, out, stdout_error, AuditCmd, Cli};
+use crate::core::audit::verify_chain;
 use crate::core::audit::{BrokenLink, ChainHead};
-use crate::core::dispatch::verify_chain;
 use crate::store::Store;
 
 /// `dualkey audit ...`: `--head` parsed first, then the store opened, then the subcommand.

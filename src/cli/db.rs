@@ -82,6 +82,6 @@ pub(super) async fn backups(cli: &Cli, env: &Option<String>) -> anyhow::Result<E
     let s = load(cli)?;
     let env = pick_env(&s, env)?;
     let core = Application::read_only_core(s).await?;
-    out(crate::services::reports::backups_text(&core, &env).await?)?;
+    out(crate::services::reports::backups_text(core.reads(), &env).await?)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use crate::config::Settings;
 use crate::core::identity::Directory;
 use crate::core::meter;
-use crate::core::ports::{Clock, Facts, Store};
+use crate::core::ports::{Clock, Facts, Reads, Store};
 
 /// Shared state of the core: config, identities, store, clock, and wake-ups for the worker and
 /// the outbox.
@@ -37,6 +37,17 @@ pub struct Core {
     /// Deliveries this core saw lately, each with the request it created once there is one,
     /// so a repeated delivery can be told apart and answered with its request id.
     pub recent: std::sync::Mutex<crate::core::event::RecentDeliveries>,
+}
+
+impl Core {
+    /// The read-only part of this context that plans and reports get through the [`Facts`] port.
+    pub fn reads(&self) -> Reads<'_> {
+        Reads {
+            settings: &self.settings,
+            store: self.store.as_ref(),
+            clock: self.clock.as_ref(),
+        }
+    }
 }
 
 /// A user-facing refusal or mistake (shown as is), as opposed to an internal fault.

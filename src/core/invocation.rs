@@ -28,7 +28,7 @@ impl Invocation<'_> {
 
     /// Answers the sender with a report from the facts port.
     pub async fn report(&self, what: ReportRequest) -> anyhow::Result<()> {
-        let r = self.core.facts.report(self.core, what).await?;
+        let r = self.core.facts.report(self.core.reads(), what).await?;
         self.out.respond(r).await
     }
 

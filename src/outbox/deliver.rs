@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::backoff;
 use super::lanes::Lane;
 use super::{DeliveryError, Outbound};
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 use crate::core::event::ChannelRef;
 use crate::core::meter;
 use crate::core::reply::Reply;

@@ -4,7 +4,7 @@
 use super::deliver::{deliver_row, failed, record_carried, Sent};
 use super::lanes::Lane;
 use super::Outbound;
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 use crate::core::meter;
 use crate::core::reply::Reply;
 use crate::store::OutboxRow;

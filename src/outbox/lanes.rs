@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::LEASE_MS;
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 
 /// How often a lane renews the `outbox` lease at most (well inside [`LEASE_MS`]).
 const RENEW_MS: i64 = 1_000;

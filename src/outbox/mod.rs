@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 
 mod deliver;
 mod digest;

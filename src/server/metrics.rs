@@ -8,7 +8,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 
 use super::slots::slow_clients;
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 
 /// What `/metrics` reads at scrape time: the store's counts, the newest healthy backup and the
 /// last finished drill of each environment, and this process's counters.

@@ -9,7 +9,7 @@ use axum::routing::get;
 use axum::Router;
 
 use super::metrics::metrics_page;
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 
 /// The routes of `server.listen` before the adapters add theirs: `/healthz` always (a
 /// constant answer that costs nothing, kept for probes that already use this port), and

@@ -4,7 +4,7 @@
 use secrecy::ExposeSecret;
 
 use crate::config::EnvironmentSettings;
-use crate::core::dispatch::Core;
+use crate::core::ports::Reads;
 use crate::dbops::backup::{PgVersion, ToolsCheck};
 use crate::dbops::prisma;
 
@@ -14,8 +14,9 @@ use crate::dbops::prisma;
 pub struct StepError(pub String);
 
 /// The environment's settings.
-pub fn env_settings<'a>(core: &'a Core, env: &str) -> Result<&'a EnvironmentSettings, StepError> {
-    core.settings
+pub fn env_settings<'a>(reads: Reads<'a>, env: &str) -> Result<&'a EnvironmentSettings, StepError> {
+    reads
+        .settings
         .environments
         .get(env)
         .ok_or_else(|| StepError(format!("environment `{env}` is no longer configured")))

@@ -1,12 +1,11 @@
-//! The core's [`Facts`] port, implemented: plans come from the runbook, reports from
+//! The reads's [`Facts`] port, implemented: plans come from the runbook, reports from
 //! [`crate::services::reports`]. It sits above both, so neither imports the other through it.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::core::dispatch::Core;
 use crate::core::operation::{OperationKind, Plan};
-use crate::core::ports::{Facts, ReportRequest};
+use crate::core::ports::{Facts, Reads, ReportRequest};
 use crate::core::reply::Reply;
 use crate::services::reports;
 use crate::services::runbook::plan;
@@ -16,21 +15,26 @@ pub struct RunbookFacts;
 
 #[async_trait::async_trait]
 impl Facts for RunbookFacts {
-    async fn plan(&self, core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, String> {
-        plan(core, kind, env).await.map_err(|e| e.to_string())
+    async fn plan(
+        &self,
+        reads: Reads<'_>,
+        kind: &OperationKind,
+        env: &str,
+    ) -> Result<Plan, String> {
+        plan(reads, kind, env).await.map_err(|e| e.to_string())
     }
 
-    async fn report(&self, core: &Core, what: ReportRequest) -> anyhow::Result<Reply> {
+    async fn report(&self, reads: Reads<'_>, what: ReportRequest) -> anyhow::Result<Reply> {
         Ok(match what {
-            ReportRequest::Status(env) => Reply::report(reports::status_report(core, &env).await?),
-            ReportRequest::App(env) => reports::app_report(core, &env).await,
+            ReportRequest::Status(env) => Reply::report(reports::status_report(reads, &env).await?),
+            ReportRequest::App(env) => reports::app_report(reads, &env).await,
             ReportRequest::Backups(env) => {
-                Reply::report(reports::backups_report(core, &env).await?)
+                Reply::report(reports::backups_report(reads, &env).await?)
             }
             ReportRequest::Checklist(env) => {
-                Reply::report(reports::checklist_report(core, &env).await?)
+                Reply::report(reports::checklist_report(reads, &env).await?)
             }
-            ReportRequest::Approvals => reports::approvals_report(core).await?,
+            ReportRequest::Approvals => reports::approvals_report(reads).await?,
         })
     }
 

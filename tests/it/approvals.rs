@@ -220,12 +220,10 @@ async fn fifty_concurrent_approvals_run_the_operation_once(b: Backend) {
         vec!["stop"],
         "the app command ran exactly once"
     );
-    assert!(
-        dualkey::core::dispatch::verify_chain(app.core.store.as_ref())
-            .await
-            .unwrap()
-            .is_ok()
-    );
+    assert!(dualkey::core::audit::verify_chain(app.core.store.as_ref())
+        .await
+        .unwrap()
+        .is_ok());
 }
 both_backends!(fifty_concurrent_approvals_run_the_operation_once);
 
@@ -504,7 +502,7 @@ async fn status_is_a_report_of_fields(b: Backend) {
     let reply = app
         .core
         .facts
-        .report(&app.core, ReportRequest::Status("production".into()))
+        .report(app.core.reads(), ReportRequest::Status("production".into()))
         .await
         .unwrap();
     let Body::Report(r) = &reply.body else {

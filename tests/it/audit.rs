@@ -3,7 +3,7 @@
 
 use crate::both_backends;
 use crate::support::{spawn_app, Backend};
-use dualkey::core::dispatch::verify_chain;
+use dualkey::core::audit::verify_chain;
 
 async fn tamper(app: &crate::support::TestApp, sql: &str) {
     match &app.db {

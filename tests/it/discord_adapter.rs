@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use dualkey::adapters::discord::DiscordAdapter;
 use dualkey::config::Settings;
-use dualkey::core::dispatch::Core;
+use dualkey::core::context::Core;
 use dualkey::startup::Application;
 use serde_json::{json, Value};
 

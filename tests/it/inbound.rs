@@ -5,10 +5,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use dualkey::adapters::memory::{MemoryAdapter, Said};
 use dualkey::adapters::{Handled, Inbound, Outbound};
-use dualkey::core::dispatch::Core;
+use dualkey::core::context::Core;
 use dualkey::core::event::{ChannelRef, EventKind, InboundEvent, Platform};
 use dualkey::core::operation::{OperationKind, Plan};
-use dualkey::core::ports::{Facts, ReportRequest};
+use dualkey::core::ports::{Facts, Reads, ReportRequest};
 use dualkey::core::reply::Reply;
 
 use crate::both_backends;
@@ -35,12 +35,17 @@ struct Gated {
 
 #[async_trait]
 impl Facts for Gated {
-    async fn plan(&self, core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, String> {
+    async fn plan(
+        &self,
+        reads: Reads<'_>,
+        kind: &OperationKind,
+        env: &str,
+    ) -> Result<Plan, String> {
         let _permit = self.gate.acquire().await.unwrap();
-        self.inner.plan(core, kind, env).await
+        self.inner.plan(reads, kind, env).await
     }
-    async fn report(&self, core: &Core, what: ReportRequest) -> anyhow::Result<Reply> {
-        self.inner.report(core, what).await
+    async fn report(&self, reads: Reads<'_>, what: ReportRequest) -> anyhow::Result<Reply> {
+        self.inner.report(reads, what).await
     }
     fn migration_names(&self, dir: &std::path::Path) -> std::collections::BTreeSet<String> {
         self.inner.migration_names(dir)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use dualkey::clock::Clock;
-use dualkey::core::dispatch::Core;
+use dualkey::core::context::Core;
 use dualkey::services::monitoring::tick;
 
 use crate::support::{spawn_app_with, Backend, TestApp};
@@ -410,8 +410,8 @@ async fn a_restart_in_the_middle_of_a_window_loses_no_reminder_and_marks_the_lat
     };
     let late = tick_posts(&second).await;
     let tz = second.core.settings.schedule.tz();
-    let due = dualkey::core::command::monitor::hhmm(opened_at + 15 * MIN, tz);
-    let now = dualkey::core::command::monitor::hhmm(second.clock.now_ms(), tz);
+    let due = dualkey::core::window::hhmm(opened_at + 15 * MIN, tz);
+    let now = dualkey::core::window::hhmm(second.clock.now_ms(), tz);
     assert!(late.contains("reminder 2/3"), "{late}");
     assert!(
         late.contains(&format!("late: due {due}, posted {now}")),
@@ -483,7 +483,7 @@ async fn two_cores_on_one_postgres_store_post_each_reminder_once() {
     let actions = a.audit_actions().await;
     assert_eq!(count(&actions, "monitor.reminder"), 3, "{actions:?}");
     assert_eq!(count(&actions, "monitor.closed"), 1, "{actions:?}");
-    assert!(dualkey::core::dispatch::verify_chain(a.core.store.as_ref())
+    assert!(dualkey::core::audit::verify_chain(a.core.store.as_ref())
         .await
         .unwrap()
         .is_ok());
@@ -756,7 +756,7 @@ async fn a_late_reminder_states_only_its_times_and_cards_use_the_schedule_time_z
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_windows_opened_at_once_on_postgres_leave_one_open() {
-    use dualkey::core::command::monitor::{open_window_tx, NewWindow};
+    use dualkey::core::window::{open_window_tx, NewWindow};
     let h = Health::start().await;
     let a = app(Backend::Postgres, &h).await;
     let store = dualkey::store::open(&a.core.settings.store.url)

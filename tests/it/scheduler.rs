@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use dualkey::clock::Clock;
-use dualkey::core::dispatch::Core;
+use dualkey::core::context::Core;
 use dualkey::core::reply::Reply;
 use dualkey::services::backups::schedule::previous_slot;
 use dualkey::services::scheduler::Scheduler;

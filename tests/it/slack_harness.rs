@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dualkey::config::Settings;
-use dualkey::core::dispatch::Core;
+use dualkey::core::context::Core;
 use dualkey::startup::Application;
 use serde_json::Value;
 

@@ -67,7 +67,7 @@ use async_trait::async_trait;
 use dualkey::adapters::memory::{MemoryAdapter, Said};
 use dualkey::clock::{Clock, ManualClock};
 use dualkey::config::Settings;
-use dualkey::core::dispatch::Core;
+use dualkey::core::context::Core;
 use dualkey::core::event::{Actor, ChannelRef, EventKind, InboundEvent, Platform};
 use dualkey::core::ports::Responder;
 use dualkey::core::reply::Reply;

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::config::Settings;
 use crate::core::command::{Choices, OptionKind, OptionSpec, REGISTRY};
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 
 /// Discord's APPLICATION_COMMAND_OPTION types.
 const SUB_COMMAND: u8 = 1;

@@ -14,14 +14,7 @@ use crate::config::Role;
 use crate::core::human;
 use crate::core::invocation::Invocation;
 use crate::core::reply::Reply;
-use crate::core::window::offsets_of;
-
-/// The window rules moved to `core::window`; these old paths stay until every caller names the
-/// new ones.
-pub use crate::core::window::{
-    card_key, change_of, click, edit_cards, hhmm, open_window_tx, parse_window_id,
-    reminder_offsets, NewWindow,
-};
+use crate::core::window::{offsets_of, open_window_tx, NewWindow};
 
 /// The longest window `monitor` opens, in minutes (a day).
 pub const MAX_MINUTES: u32 = 1440;

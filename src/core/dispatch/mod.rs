@@ -24,12 +24,10 @@ mod request;
 mod run;
 mod vote;
 
-pub use crate::core::audit::verify_chain;
-pub use crate::core::context::{Core, UserError};
-pub use crate::core::invocation::Invocation;
 pub use cards::{describe_state, kind_name};
 
 use crate::core::command::ParseCtx;
+use crate::core::context::{Core, UserError};
 use crate::core::event::{EventKind, InboundEvent};
 use crate::core::ports::Responder;
 use crate::core::reply::Reply;

@@ -28,7 +28,7 @@ impl Core {
         env: &str,
         out: &dyn Responder,
     ) -> anyhow::Result<()> {
-        let plan = match self.facts.plan(self, &kind, env).await {
+        let plan = match self.facts.plan(self.reads(), &kind, env).await {
             Ok(p) => p,
             Err(e) => {
                 let msg = format!("Cannot plan {} in {env}: {e}", kind.name());

@@ -7,6 +7,6 @@ pub mod rows;
 pub mod store;
 
 pub use clock::Clock;
-pub use facts::{Facts, ReportRequest, Responder};
+pub use facts::{Facts, Reads, ReportRequest, Responder};
 pub use rows::*;
 pub use store::{Backend, Store, StoreError, StoreResult, Tx};

@@ -337,7 +337,7 @@ pub trait Tx: Send {
         now: i64,
     ) -> StoreResult<bool>;
     /// Releases every lease that `owner` holds, named `owner` or `ROLE@owner` (see
-    /// [`crate::core::dispatch::Core::lease_holder`]), by deleting it: another process takes
+    /// [`crate::core::context::Core::lease_holder`]), by deleting it: another process takes
     /// the job at once instead of waiting for the lease to expire. Returns how many went.
     async fn release_leases(&mut self, owner: &str) -> StoreResult<u64>;
     /// Records how a taken run ended.

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use crate::core::dispatch::Core;
 use crate::core::human;
+use crate::core::ports::Reads;
 use crate::dbops::backup::{self as bk};
 use crate::store::{BackupRow, Store};
 
@@ -113,9 +113,9 @@ pub fn backup_line(b: &BackupRow, now: i64) -> String {
 }
 
 /// The first (newest) catalog entry whose file is healthy, hashing a touched one.
-pub async fn first_healthy<'a>(core: &Core, all: &'a [BackupRow]) -> Option<&'a BackupRow> {
+pub async fn first_healthy<'a>(reads: Reads<'_>, all: &'a [BackupRow]) -> Option<&'a BackupRow> {
     for b in all {
-        if backup_health_hashed(core.store.as_ref(), b).await == "ok" {
+        if backup_health_hashed(reads.store, b).await == "ok" {
             return Some(b);
         }
     }
@@ -124,9 +124,9 @@ pub async fn first_healthy<'a>(core: &Core, all: &'a [BackupRow]) -> Option<&'a 
 
 /// The newest catalog entry of `env` whose file is healthy (a deleted or failed entry never
 /// is: `backup_health` says so).
-pub async fn newest_verified(core: &Core, env: &str) -> anyhow::Result<Option<BackupRow>> {
-    let all = core.store.list_backups(env).await?;
-    Ok(first_healthy(core, &all).await.cloned())
+pub async fn newest_verified(reads: Reads<'_>, env: &str) -> anyhow::Result<Option<BackupRow>> {
+    let all = reads.store.list_backups(env).await?;
+    Ok(first_healthy(reads, &all).await.cloned())
 }
 
 /// True when the file still has the SHA-256 recorded in the catalog (a full read). The cheap

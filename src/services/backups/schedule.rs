@@ -3,8 +3,8 @@
 use chrono::{DateTime, TimeZone as _};
 use chrono_tz::Tz;
 
-use crate::core::dispatch::Core;
 use crate::core::human;
+use crate::core::ports::Reads;
 
 /// How a slot time is shown: `2026-03-29 02:00 CEST`.
 pub fn show(t: &DateTime<Tz>) -> String {
@@ -24,15 +24,15 @@ pub fn next_slot(cron: &croner::Cron, tz: Tz, now: i64) -> Option<DateTime<Tz>> 
 }
 
 /// The `status` line for the next scheduled backup of `env`: `2026-03-29 02:00 CEST (in 5h12m)`.
-pub fn next_backup_text(core: &Core, env: &str) -> String {
-    let Some(e) = core.settings.environments.get(env) else {
+pub fn next_backup_text(reads: Reads<'_>, env: &str) -> String {
+    let Some(e) = reads.settings.environments.get(env) else {
         return "environment not configured".into();
     };
     if !e.scheduled_backups {
         return format!("none (environments.{env}.scheduled_backups is false)");
     }
-    let s = &core.settings.schedule;
-    let now = core.clock.now_ms();
+    let s = &reads.settings.schedule;
+    let now = reads.clock.now_ms();
     match next_slot(&s.backup_schedule(), s.tz(), now) {
         Some(t) => format!(
             "{} (in {}, schedule `{}`)",

@@ -9,7 +9,7 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::core::audit::NewAudit;
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 use crate::core::human;
 use crate::dbops;
 use crate::dbops::backup::{self as bk, BackupKind};
@@ -46,7 +46,7 @@ pub async fn take_backup(
     note: Option<String>,
     op: Option<&OperationRow>,
 ) -> Result<BackupRow, StepError> {
-    let e = env_settings(core, env)?;
+    let e = env_settings(core.reads(), env)?;
     let url = database_url(e)?;
     let applied = applied_with_usable_tools(e, env, url.expose_secret()).await?;
     let database =
@@ -301,7 +301,7 @@ pub async fn save_backup(
 /// `min_keep` verified ones; each deletion is audited. Returns the deleted ids.
 #[tracing::instrument(skip(core))]
 pub async fn apply_retention(core: &Core, env: &str) -> Result<Vec<String>, StepError> {
-    let e = env_settings(core, env)?;
+    let e = env_settings(core.reads(), env)?;
     let all = core
         .store
         .list_backups(env)

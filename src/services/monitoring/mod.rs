@@ -3,7 +3,7 @@
 //! `window.rs` (one window's tick), `reminders.rs` (reminder cards and the window's buttons).
 //!
 //! A window (opened by the worker after a successful deploy, rollback, restore or emergency, or
-//! by `monitor`; see [`crate::core::command::monitor::open_window_tx`]) lives in the store with
+//! by `monitor`; see [`crate::core::window::open_window_tx`]) lives in the store with
 //! one row per reminder. [`tick`], which the scheduler calls every few seconds under its lease,
 //! posts what is due:
 //!
@@ -34,10 +34,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::config::Route;
-use crate::core::command::monitor::hhmm;
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 use crate::core::event::ChannelRef;
 use crate::core::human;
+use crate::core::ports::Reads;
+use crate::core::window::hhmm;
 use crate::store::WindowRow;
 use window::tick_window;
 
@@ -108,9 +109,9 @@ fn channels(core: &Core, w: &WindowRow) -> Vec<ChannelRef> {
 
 /// The `status` line of an environment's active monitoring window: id, elapsed time and next
 /// reminder; `None` when no window is open.
-pub async fn status_line(core: &Core, env: &str) -> anyhow::Result<Option<String>> {
-    let now = core.clock.now_ms();
-    let Some(w) = core
+pub async fn status_line(reads: Reads<'_>, env: &str) -> anyhow::Result<Option<String>> {
+    let now = reads.clock.now_ms();
+    let Some(w) = reads
         .store
         .open_windows()
         .await?
@@ -120,7 +121,7 @@ pub async fn status_line(core: &Core, env: &str) -> anyhow::Result<Option<String
     else {
         return Ok(None);
     };
-    let reminders = core.store.reminders(&w.id).await.context("reminders")?;
+    let reminders = reads.store.reminders(&w.id).await.context("reminders")?;
     let next = reminders
         .iter()
         .filter(|r| r.posted_at.is_none())
@@ -134,7 +135,7 @@ pub async fn status_line(core: &Core, env: &str) -> anyhow::Result<Option<String
             "next reminder {}/{} at {} (in {})",
             r.idx + 1,
             reminders.len(),
-            hhmm(r.due_at, core.settings.schedule.tz()),
+            hhmm(r.due_at, reads.settings.schedule.tz()),
             human::span(r.due_at - now)
         ),
         None => "no reminder left".into(),

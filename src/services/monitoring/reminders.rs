@@ -7,12 +7,13 @@ use super::channels;
 use super::probes::{app_logs, probe, Probe};
 use super::LATE_AFTER_MS;
 use crate::core::audit::NewAudit;
-use crate::core::command::monitor::{card_key, hhmm};
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 use crate::core::event::ChannelRef;
 use crate::core::human;
+use crate::core::notify::enqueue_posts;
 use crate::core::reply::{Button, ButtonStyle, Card, Confirm, Reply, Style};
-use crate::store::{NewOutbox, ReminderRow, Tx, WindowRow};
+use crate::core::window::{card_key, hhmm};
+use crate::store::{ReminderRow, Tx, WindowRow};
 
 /// What the reminder cards of one pass over a window share.
 struct Pass<'a> {
@@ -168,22 +169,7 @@ async fn post_reminder(
         return Ok(false);
     }
     let key = card_key(&cur.id, r.idx);
-    for c in channels {
-        if tx.register_card(&key, c.platform.as_str(), &c.id).await? {
-            tx.enqueue_outbox(
-                &NewOutbox {
-                    platform: c.platform.as_str().into(),
-                    channel: c.id.clone(),
-                    op: "post".into(),
-                    message_id: None,
-                    payload: payload.clone(),
-                    card_key: Some(key.clone()),
-                },
-                now,
-            )
-            .await?;
-        }
-    }
+    enqueue_posts(tx.as_mut(), channels, &payload, Some(&key), now).await?;
     let late = now - r.due_at > LATE_AFTER_MS;
     core.audit_tx(
         tx,

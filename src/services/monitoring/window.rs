@@ -7,11 +7,12 @@ use super::probes::{probe, Probe};
 use super::reminders::{buttons, post_reminders};
 use super::{channels, health_url, PROBE_EVERY_MS};
 use crate::core::audit::NewAudit;
-use crate::core::command::monitor::hhmm;
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 use crate::core::human;
+use crate::core::notify::enqueue_posts;
 use crate::core::reply::{Card, Reply, Style};
-use crate::store::{NewOutbox, ReminderRow, WindowRow};
+use crate::core::window::hhmm;
+use crate::store::{ReminderRow, WindowRow};
 
 /// Posts what is due for window `w` at `now`: its reminders, or a probe between them.
 #[tracing::instrument(skip_all, fields(window = %w.id, env = %w.env))]
@@ -81,20 +82,7 @@ async fn record_probe(
         )
         .await?;
         let payload = serde_json::to_string(&reply)?;
-        for c in channels(core, &cur) {
-            tx.enqueue_outbox(
-                &NewOutbox {
-                    platform: c.platform.as_str().into(),
-                    channel: c.id.clone(),
-                    op: "post".into(),
-                    message_id: None,
-                    payload: payload.clone(),
-                    card_key: None,
-                },
-                now,
-            )
-            .await?;
-        }
+        enqueue_posts(tx.as_mut(), &channels(core, &cur), &payload, None, now).await?;
     }
     tx.commit().await?;
     core.outbox_wake.notify_one();

@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use super::{field, Field};
-use crate::core::dispatch::Core;
+use crate::core::ports::Reads;
 use crate::core::reply::{Reply, Report, Section};
 use crate::dbops;
 
 /// The app status command's result, or why there is none; `None` for an unknown environment.
-pub async fn app_field(core: &Core, env: &str) -> Option<Field> {
-    let e = crate::services::environment::env_settings(core, env).ok()?;
+pub async fn app_field(reads: Reads<'_>, env: &str) -> Option<Field> {
+    let e = crate::services::environment::env_settings(reads, env).ok()?;
     let Some(argv) = &e.app_status else {
         return Some(field(
             "app",
@@ -40,11 +40,11 @@ pub async fn app_field(core: &Core, env: &str) -> Option<Field> {
 }
 
 /// `app status ENV` as a report.
-pub async fn app_report(core: &Core, env: &str) -> Reply {
+pub async fn app_report(reads: Reads<'_>, env: &str) -> Reply {
     Reply::report(Report {
         title: format!("app in {env}"),
         sections: vec![Section {
-            fields: app_field(core, env).await.into_iter().collect(),
+            fields: app_field(reads, env).await.into_iter().collect(),
             ..Section::default()
         }],
         buttons: vec![],

@@ -1,14 +1,14 @@
 //! The `approvals` report: open requests with their plans, votes and buttons.
 
-use crate::core::dispatch::Core;
 use crate::core::human;
 use crate::core::operation::Plan;
+use crate::core::ports::Reads;
 use crate::core::reply::{Button, ButtonStyle, Reply, Report, Section};
 use crate::store::RequestRow;
 
 /// Pending requests that have not expired yet, newest first.
-pub(super) async fn open_requests(core: &Core, now: i64) -> anyhow::Result<Vec<RequestRow>> {
-    Ok(core
+pub(super) async fn open_requests(reads: Reads<'_>, now: i64) -> anyhow::Result<Vec<RequestRow>> {
+    Ok(reads
         .store
         .list_requests(Some(crate::core::approval::RequestState::Pending), 100)
         .await?
@@ -19,9 +19,9 @@ pub(super) async fn open_requests(core: &Core, now: i64) -> anyhow::Result<Vec<R
 
 /// The `approvals` report: open requests with their plans, votes, expiry, and each one's
 /// approve and deny buttons.
-pub async fn approvals_report(core: &Core) -> anyhow::Result<Reply> {
-    let now = core.clock.now_ms();
-    let open = open_requests(core, now).await?;
+pub async fn approvals_report(reads: Reads<'_>) -> anyhow::Result<Reply> {
+    let now = reads.clock.now_ms();
+    let open = open_requests(reads, now).await?;
     if open.is_empty() {
         return Ok(Reply::ephemeral("No open requests."));
     }
@@ -32,7 +32,7 @@ pub async fn approvals_report(core: &Core) -> anyhow::Result<Reply> {
     };
     for r in open {
         let plan: Plan = serde_json::from_str(&r.plan_json)?;
-        let votes = core.store.votes(&r.id).await?;
+        let votes = reads.store.votes(&r.id).await?;
         let approvals = votes.iter().filter(|v| v.decision == "approve").count();
         let mut lines = vec!["Plan:".to_string()];
         for (i, s) in plan.steps.iter().enumerate() {

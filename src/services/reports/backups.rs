@@ -1,8 +1,8 @@
 //! The `backups` report: the catalog with each entry's health and last drill, and external
 //! `.sql` files.
 
-use crate::core::dispatch::Core;
 use crate::core::human;
+use crate::core::ports::Reads;
 use crate::core::reply::{Reply, Report, Section, Table};
 use crate::dbops;
 use crate::services::backups::health::{backup_health_hashed, backup_migrations};
@@ -10,9 +10,9 @@ use crate::store::BackupRow;
 
 /// The `backups` report: catalog entries (with their health) and external `.sql` files, as a
 /// table (id, kind, age, size, state, migrations applied then).
-pub async fn backups_report(core: &Core, env: &str) -> anyhow::Result<Report> {
-    let now = core.clock.now_ms();
-    let all = core.store.list_backups(env).await?;
+pub async fn backups_report(reads: Reads<'_>, env: &str) -> anyhow::Result<Report> {
+    let now = reads.clock.now_ms();
+    let all = reads.store.list_backups(env).await?;
     let mut table = Table {
         columns: [
             "id",
@@ -27,10 +27,10 @@ pub async fn backups_report(core: &Core, env: &str) -> anyhow::Result<Report> {
         .to_vec(),
         rows: vec![],
     };
-    let drills = core.store.drills(env).await?;
+    let drills = reads.store.drills(env).await?;
     let shown: Vec<&BackupRow> = all.iter().filter(|b| b.deleted_at.is_none()).collect();
     for b in shown.iter().take(50) {
-        let health = backup_health_hashed(core.store.as_ref(), b).await;
+        let health = backup_health_hashed(reads.store, b).await;
         let migs = backup_migrations(b);
         table.rows.push(vec![
             b.id.clone(),
@@ -48,7 +48,7 @@ pub async fn backups_report(core: &Core, env: &str) -> anyhow::Result<Report> {
             last_drill(&drills, &b.id, now),
         ]);
     }
-    if let Ok(e) = crate::services::environment::env_settings(core, env) {
+    if let Ok(e) = crate::services::environment::env_settings(reads, env) {
         if let Ok(ext) = dbops::backup::list_external(&e.backup_dir.join(env)) {
             for x in ext {
                 table.rows.push(vec![
@@ -98,6 +98,6 @@ fn last_drill(drills: &[crate::store::DrillRow], id: &str, now: i64) -> String {
 }
 
 /// The `backups` report as text (for `dualkey backups`).
-pub async fn backups_text(core: &Core, env: &str) -> anyhow::Result<String> {
-    Ok(Reply::report(backups_report(core, env).await?).to_text())
+pub async fn backups_text(reads: Reads<'_>, env: &str) -> anyhow::Result<String> {
+    Ok(Reply::report(backups_report(reads, env).await?).to_text())
 }

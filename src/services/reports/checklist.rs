@@ -5,8 +5,8 @@ use super::app::app_field;
 use super::list;
 use super::tools::{tools_check, tools_verdict};
 use crate::config::EnvironmentSettings;
-use crate::core::dispatch::Core;
 use crate::core::human;
+use crate::core::ports::Reads;
 use crate::core::reply::{Report, Section};
 use crate::dbops::prisma::StatusReport;
 use crate::services::backups::health::first_healthy;
@@ -15,10 +15,10 @@ use crate::services::backups::health::first_healthy;
 type Item = (bool, String);
 
 /// The migration safety checklist: each item ticked from a fact.
-pub async fn checklist_report(core: &Core, env: &str) -> anyhow::Result<Report> {
+pub async fn checklist_report(reads: Reads<'_>, env: &str) -> anyhow::Result<Report> {
     let e =
-        crate::services::environment::env_settings(core, env).map_err(|e| anyhow::anyhow!(e.0))?;
-    let now = core.clock.now_ms();
+        crate::services::environment::env_settings(reads, env).map_err(|e| anyhow::anyhow!(e.0))?;
+    let now = reads.clock.now_ms();
     let mut items: Vec<Item> = Vec::new();
     let st = crate::services::environment::migration_status(e).await;
     let server = match &st {
@@ -43,14 +43,14 @@ pub async fn checklist_report(core: &Core, env: &str) -> anyhow::Result<Report> 
             ));
             items.push((tools_ok, format!("client tools: {tools_line}")));
             history_items(st, &mut items);
-            pending_items(core, e, st, &mut items).await;
+            pending_items(reads, e, st, &mut items).await;
         }
     }
-    items.push(backup_item(core, env, now).await?);
-    items.push(busy_item(core, env).await?);
+    items.push(backup_item(reads, env, now).await?);
+    items.push(busy_item(reads, env).await?);
     // Without an app_status command there is nothing to check (teams on Kubernetes or a PaaS).
     if e.app_status.is_some() {
-        items.push(app_item(core, env).await);
+        items.push(app_item(reads, env).await);
     }
     Ok(checklist(env, items))
 }
@@ -81,7 +81,7 @@ fn history_items(st: &StatusReport, items: &mut Vec<Item>) {
 /// The pending migration items: each has a down.sql, none loses data, and (with
 /// `require_staging`) all are already deployed to staging.
 async fn pending_items(
-    core: &Core,
+    reads: Reads<'_>,
     e: &EnvironmentSettings,
     st: &StatusReport,
     items: &mut Vec<Item>,
@@ -106,7 +106,7 @@ async fn pending_items(
         Err(err) => items.push((false, format!("pending migrations readable ({err})"))),
     }
     if let Some(staging) = &e.require_staging {
-        let ok = crate::services::runbook::missing_on_staging(core, e, &st.deploy_would_apply)
+        let ok = crate::services::runbook::missing_on_staging(reads, e, &st.deploy_would_apply)
             .await
             .is_ok_and(|m| m.is_empty());
         items.push((
@@ -117,15 +117,15 @@ async fn pending_items(
 }
 
 /// A verified backup younger than `schedule.max_backup_age`.
-async fn backup_item(core: &Core, env: &str, now: i64) -> anyhow::Result<Item> {
-    let max_age = core.settings.schedule.max_backup_age.0.as_millis() as i64;
-    let backups = core.store.list_backups(env).await?;
-    Ok(match first_healthy(core, &backups).await {
+async fn backup_item(reads: Reads<'_>, env: &str, now: i64) -> anyhow::Result<Item> {
+    let max_age = reads.settings.schedule.max_backup_age.0.as_millis() as i64;
+    let backups = reads.store.list_backups(env).await?;
+    Ok(match first_healthy(reads, &backups).await {
         Some(b) => (
             now - b.started_at <= max_age,
             format!(
                 "a verified backup younger than {} ({} is {} old)",
-                crate::config::format_duration(core.settings.schedule.max_backup_age.0),
+                crate::config::format_duration(reads.settings.schedule.max_backup_age.0),
                 b.id,
                 human::age(now - b.started_at)
             ),
@@ -135,8 +135,8 @@ async fn backup_item(core: &Core, env: &str, now: i64) -> anyhow::Result<Item> {
 }
 
 /// No operation running in `env`.
-async fn busy_item(core: &Core, env: &str) -> anyhow::Result<Item> {
-    let busy: Vec<String> = core
+async fn busy_item(reads: Reads<'_>, env: &str) -> anyhow::Result<Item> {
+    let busy: Vec<String> = reads
         .store
         .active_operations()
         .await?
@@ -151,8 +151,8 @@ async fn busy_item(core: &Core, env: &str) -> anyhow::Result<Item> {
 }
 
 /// The app status command works.
-async fn app_item(core: &Core, env: &str) -> Item {
-    let app = app_field(core, env)
+async fn app_item(reads: Reads<'_>, env: &str) -> Item {
+    let app = app_field(reads, env)
         .await
         .map(|(k, v)| format!("{k}: {v}"))
         .unwrap_or_default();

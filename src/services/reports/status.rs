@@ -5,9 +5,9 @@ use super::app::app_field;
 use super::approvals::open_requests;
 use super::tools::{tools_check, tools_field};
 use super::{field, list, Field};
-use crate::core::dispatch::Core;
 use crate::core::dispatch::{describe_state, kind_name};
 use crate::core::human;
+use crate::core::ports::Reads;
 use crate::core::reply::{Report, Section};
 use crate::dbops::prisma::StatusReport;
 use crate::services::backups::health::{backup_line, first_healthy};
@@ -16,8 +16,8 @@ use crate::store::{OperationRow, RequestRow};
 /// Migration fields for `status`: reachability and version, the client tools against that
 /// version, then applied, pending, failed, rolled back (due again), edited after apply, only in
 /// the database, diverged.
-pub async fn database_fields(core: &Core, env: &str) -> Vec<Field> {
-    let Ok(e) = crate::services::environment::env_settings(core, env) else {
+pub async fn database_fields(reads: Reads<'_>, env: &str) -> Vec<Field> {
+    let Ok(e) = crate::services::environment::env_settings(reads, env) else {
         return vec![field("database", "environment not configured")];
     };
     match crate::services::environment::migration_status(e).await {
@@ -100,12 +100,12 @@ pub fn status_fields(st: &StatusReport) -> Vec<Field> {
 }
 
 /// The newest verified backup and its age.
-pub async fn backup_field(core: &Core, env: &str) -> anyhow::Result<Field> {
-    let now = core.clock.now_ms();
-    let all = core.store.list_backups(env).await?;
+pub async fn backup_field(reads: Reads<'_>, env: &str) -> anyhow::Result<Field> {
+    let now = reads.clock.now_ms();
+    let all = reads.store.list_backups(env).await?;
     Ok(field(
         "newest backup",
-        match first_healthy(core, &all).await {
+        match first_healthy(reads, &all).await {
             Some(b) => backup_line(b, now),
             None => "NONE verified".into(),
         },
@@ -114,17 +114,17 @@ pub async fn backup_field(core: &Core, env: &str) -> anyhow::Result<Field> {
 
 /// The `status` report: migrations, newest backup, next scheduled backup, app and operations as label/value fields,
 /// then the open requests, then the last finished operation.
-pub async fn status_report(core: &Core, env: &str) -> anyhow::Result<Report> {
-    let mut now_fields = database_fields(core, env).await;
-    now_fields.push(backup_field(core, env).await?);
+pub async fn status_report(reads: Reads<'_>, env: &str) -> anyhow::Result<Report> {
+    let mut now_fields = database_fields(reads, env).await;
+    now_fields.push(backup_field(reads, env).await?);
     now_fields.push(field(
         "next scheduled backup",
-        crate::services::backups::schedule::next_backup_text(core, env),
+        crate::services::backups::schedule::next_backup_text(reads, env),
     ));
-    now_fields.extend(app_field(core, env).await);
-    operation_fields(core, env, &mut now_fields).await?;
-    let now = core.clock.now_ms();
-    let open: Vec<RequestRow> = open_requests(core, now)
+    now_fields.extend(app_field(reads, env).await);
+    operation_fields(reads, env, &mut now_fields).await?;
+    let now = reads.clock.now_ms();
+    let open: Vec<RequestRow> = open_requests(reads, now)
         .await?
         .into_iter()
         .filter(|r| r.env == env)
@@ -132,7 +132,7 @@ pub async fn status_report(core: &Core, env: &str) -> anyhow::Result<Report> {
     now_fields.push(field("open requests", open.len().to_string()));
     now_fields.push(field(
         "monitoring",
-        crate::services::monitoring::status_line(core, env)
+        crate::services::monitoring::status_line(reads, env)
             .await?
             .unwrap_or_else(|| "no window open".into()),
     ));
@@ -152,7 +152,7 @@ pub async fn status_report(core: &Core, env: &str) -> anyhow::Result<Report> {
             .collect(),
         ..Section::default()
     }];
-    sections.extend(last_operation_section(core, env).await?);
+    sections.extend(last_operation_section(reads, env).await?);
     Ok(Report {
         title: format!("dualkey status for {env}"),
         sections,
@@ -161,8 +161,12 @@ pub async fn status_report(core: &Core, env: &str) -> anyhow::Result<Report> {
 }
 
 /// The `operation` fields: each operation running in `env`, or `none running`.
-async fn operation_fields(core: &Core, env: &str, fields: &mut Vec<Field>) -> anyhow::Result<()> {
-    let active: Vec<OperationRow> = core
+async fn operation_fields(
+    reads: Reads<'_>,
+    env: &str,
+    fields: &mut Vec<Field>,
+) -> anyhow::Result<()> {
+    let active: Vec<OperationRow> = reads
         .store
         .active_operations()
         .await?
@@ -187,8 +191,8 @@ async fn operation_fields(core: &Core, env: &str, fields: &mut Vec<Field>) -> an
 }
 
 /// The section of the last finished operation in `env` (of the 20 most recent), if any.
-async fn last_operation_section(core: &Core, env: &str) -> anyhow::Result<Option<Section>> {
-    let recent = core.store.recent_operations(20).await?;
+async fn last_operation_section(reads: Reads<'_>, env: &str) -> anyhow::Result<Option<Section>> {
+    let recent = reads.store.recent_operations(20).await?;
     Ok(recent
         .iter()
         .find(|o| o.env == env && o.state.is_final())

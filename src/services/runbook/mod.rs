@@ -22,8 +22,9 @@ mod steps;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 use crate::core::operation::{OperationKind, Plan, PlannedStep, StepAction};
+use crate::core::ports::Reads;
 use crate::services::environment::{env_settings, StepError};
 use crate::store::OperationRow;
 
@@ -35,8 +36,8 @@ pub use steps::app::run_app;
 /// [`planning::plan_from`] decides. The dispatcher (through [`RunbookFacts`]) and the worker
 /// (recomputing before the first step) both come here.
 #[tracing::instrument(skip_all, fields(kind = kind.name(), env = %env))]
-pub async fn plan(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan, StepError> {
-    let facts = planning::gather(core, kind, env).await?;
+pub async fn plan(reads: Reads<'_>, kind: &OperationKind, env: &str) -> Result<Plan, StepError> {
+    let facts = planning::gather(reads, kind, env).await?;
     planning::plan_from(kind, env, &facts)
 }
 
@@ -47,7 +48,7 @@ pub async fn run_step(
     op: &OperationRow,
     step: &PlannedStep,
 ) -> Result<String, StepError> {
-    let e = env_settings(core, &op.env)?;
+    let e = env_settings(core.reads(), &op.env)?;
     let timeout = Duration::from_secs(e.app_timeout_secs);
     match &step.action {
         StepAction::AppStop => steps::app::app_stop(e, &op.env, timeout).await,

@@ -2,7 +2,7 @@
 //! missing `down.sql`), and the staging guard's check of what staging has not applied yet.
 
 use crate::config::EnvironmentSettings;
-use crate::core::dispatch::Core;
+use crate::core::ports::Reads;
 use crate::core::reply::Warning;
 use crate::dbops;
 use crate::dbops::prisma;
@@ -67,14 +67,14 @@ pub fn review_pending(
 /// The `pending` migrations that `e`'s `require_staging` environment has not applied yet (empty
 /// without a staging guard).
 pub async fn missing_on_staging(
-    core: &Core,
+    reads: Reads<'_>,
     e: &EnvironmentSettings,
     pending: &[String],
 ) -> Result<Vec<String>, StepError> {
     let Some(staging) = &e.require_staging else {
         return Ok(Vec::new());
     };
-    let se = env_settings(core, staging)?;
+    let se = env_settings(reads, staging)?;
     let sst = migration_status(se)
         .await
         .map_err(|err| StepError(format!("staging guard: {staging}: {err}")))?;

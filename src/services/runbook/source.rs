@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use secrecy::ExposeSecret;
 
 use crate::config::EnvironmentSettings;
-use crate::core::dispatch::Core;
 use crate::core::operation::{PlannedStep, StepAction};
+use crate::core::ports::Reads;
 use crate::dbops;
 use crate::dbops::backup::{self as bk, BackupKind};
 use crate::services::backups::health::*;
@@ -197,11 +197,11 @@ pub(super) fn ends_like_a_complete_plain_dump(path: &Path) -> bool {
 /// Finds a restorable backup by catalog id or external `.sql` file name; refuses missing,
 /// changed, failed or unverified ones.
 pub async fn restore_source(
-    core: &Core,
+    reads: Reads<'_>,
     env: &str,
     name: &str,
 ) -> Result<RestoreSource, StepError> {
-    let e = env_settings(core, env)?;
+    let e = env_settings(reads, env)?;
     if name.ends_with(".sql") {
         let dir = e.backup_dir.join(env);
         let found = bk::list_external(&dir)
@@ -229,7 +229,7 @@ pub async fn restore_source(
             write_stats_json: None,
         });
     }
-    let b = core
+    let b = reads
         .store
         .get_backup(name)
         .await
@@ -257,12 +257,12 @@ pub async fn restore_source(
 /// files have none; their approved hash is in the step). Cheap: catalog and file system only;
 /// the content is checked while it streams into the restore.
 pub(super) async fn restore_file(
-    core: &Core,
+    reads: Reads<'_>,
     env: &str,
     name: &str,
 ) -> Result<(PathBuf, Option<String>), StepError> {
     if name.ends_with(".sql") {
-        let e = env_settings(core, env)?;
+        let e = env_settings(reads, env)?;
         let dir = e.backup_dir.join(env);
         let found = bk::list_external(&dir)
             .map_err(|err| StepError(format!("cannot list {}: {err}", dir.display())))?
@@ -276,7 +276,7 @@ pub(super) async fn restore_file(
             })?;
         return Ok((found.path, None));
     }
-    let b = core
+    let b = reads
         .store
         .get_backup(name)
         .await
@@ -295,11 +295,11 @@ pub(super) async fn restore_file(
 /// The newest healthy, verified backup of `env` that satisfies `pred`; a missing file, or one
 /// whose SHA-256 changed, is never offered.
 pub(super) async fn newest_backup(
-    core: &Core,
+    reads: Reads<'_>,
     env: &str,
     pred: impl Fn(&BackupRow) -> bool,
 ) -> Result<Option<BackupRow>, StepError> {
-    let all = core
+    let all = reads
         .store
         .list_backups(env)
         .await

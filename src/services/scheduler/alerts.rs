@@ -7,7 +7,7 @@ use serde_json::json;
 use super::shared::{alert, enqueue, report_channels};
 use super::Scheduler;
 use crate::core::audit::NewAudit;
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 use crate::core::event::ChannelRef;
 use crate::core::human;
 use crate::core::reply::{Card, Reply, Style};
@@ -34,7 +34,7 @@ impl Scheduler {
     /// once) when a verified backup is young again.
     async fn backup_age_of(&self, env: &str, max: i64, now: i64) -> anyhow::Result<()> {
         let core = &self.core;
-        let newest = newest_verified(core, env).await?;
+        let newest = newest_verified(core.reads(), env).await?;
         let name = format!("backup-age:{env}");
         // With no verified backup, the age counts from when a check first saw none: a row
         // kept in the store, so a restart does not reset it.
@@ -81,7 +81,10 @@ impl Scheduler {
                     format!("ALERT: backups of {env} are too old"),
                     vec![
                         detail,
-                        format!("next scheduled backup: {}", next_backup_text(core, env)),
+                        format!(
+                            "next scheduled backup: {}",
+                            next_backup_text(core.reads(), env)
+                        ),
                     ],
                 );
                 enqueue(core, &mut tx, &channels, &reply).await?;

@@ -13,7 +13,7 @@ use super::shared::{
 };
 use super::Scheduler;
 use crate::core::audit::NewAudit;
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 use crate::core::human;
 use crate::core::reply::{Report, Section, Table, Warning};
 use crate::dbops::backup::{self as bk};
@@ -218,7 +218,7 @@ async fn save_drill(
 
 async fn run_drill(core: &Core, env: &str, b: &BackupRow) -> Result<bk::DrillOutcome, String> {
     use secrecy::ExposeSecret as _;
-    let e = crate::services::environment::env_settings(core, env).map_err(|e| e.0)?;
+    let e = crate::services::environment::env_settings(core.reads(), env).map_err(|e| e.0)?;
     let url = crate::services::environment::database_url(e).map_err(|e| e.0)?;
     let path = PathBuf::from(&b.path);
     let migrations = crate::services::backups::health::backup_migrations(b);
@@ -244,7 +244,7 @@ pub async fn drill_env(
     env: &str,
     holder: &str,
 ) -> Result<Option<(DrillRow, bk::DrillOutcome)>, (DrillRow, String)> {
-    let Ok(Some(b)) = newest_verified(core, env).await else {
+    let Ok(Some(b)) = newest_verified(core.reads(), env).await else {
         return Ok(None);
     };
     let mut d = start_drill(core, env, holder, &b).await?;

@@ -75,7 +75,7 @@ use chrono::DateTime;
 use chrono_tz::Tz;
 use tokio::sync::watch;
 
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 use crate::store::Backend;
 use shared::{guarded, CRON_LEASE_MS};
 

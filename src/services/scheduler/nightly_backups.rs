@@ -78,7 +78,7 @@ impl Scheduler {
     ) -> Section {
         let core = &self.core;
         let before = core.store.list_backups(env).await.unwrap_or_default();
-        let last_good = first_healthy(core, &before).await.cloned();
+        let last_good = first_healthy(core.reads(), &before).await.cloned();
         let result = crate::services::backups::take::take_backup(
             core,
             env,

@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use crate::config::Route;
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 use crate::core::event::ChannelRef;
+use crate::core::notify::enqueue_posts;
 use crate::core::reply::{Body, Card, Reply, Report, Style, Visibility};
-use crate::store::{NewOutbox, Tx};
+use crate::store::Tx;
 
 /// The nightly backup's job name (in `schedule_runs` and audit events).
 pub const JOB_BACKUP: &str = "backup";
@@ -93,20 +94,7 @@ pub(super) async fn enqueue(
     reply: &Reply,
 ) -> anyhow::Result<()> {
     let payload = serde_json::to_string(reply)?;
-    for c in channels {
-        tx.enqueue_outbox(
-            &NewOutbox {
-                platform: c.platform.as_str().into(),
-                channel: c.id.clone(),
-                op: "post".into(),
-                message_id: None,
-                payload: payload.clone(),
-                card_key: None,
-            },
-            core.clock.now_ms(),
-        )
-        .await?;
-    }
+    enqueue_posts(tx.as_mut(), channels, &payload, None, core.clock.now_ms()).await?;
     Ok(())
 }
 

@@ -17,11 +17,12 @@ use tokio::task::JoinSet;
 
 use crate::core::audit::redact;
 use crate::core::audit::NewAudit;
-use crate::core::command::monitor;
-use crate::core::dispatch::{kind_name, Core};
+use crate::core::context::Core;
+use crate::core::dispatch::kind_name;
 use crate::core::event::ChannelRef;
 use crate::core::meter;
 use crate::core::operation::{OperationKind, Plan, PlannedStep, StepAction};
+use crate::core::window;
 use crate::services::runbook;
 use crate::store::{Backend, OperationRow};
 
@@ -329,18 +330,18 @@ impl Run<'_> {
     }
 
     /// Opens the monitoring window of a successful change (see
-    /// [`crate::core::command::monitor::open_window_tx`]); nothing for kinds that change no
+    /// [`crate::core::window::open_window_tx`]); nothing for kinds that change no
     /// schema or data.
     async fn open_monitoring(&self, tx: &mut Box<dyn crate::store::Tx>) -> anyhow::Result<()> {
         let kind: OperationKind = serde_json::from_str(&self.op.kind_json)?;
         let plan: Plan = serde_json::from_str(&self.op.plan_json)?;
-        let Some((kind, migrations, rollback_target)) = monitor::change_of(&kind, &plan) else {
+        let Some((kind, migrations, rollback_target)) = window::change_of(&kind, &plan) else {
             return Ok(());
         };
-        monitor::open_window_tx(
+        window::open_window_tx(
             self.core,
             tx,
-            monitor::NewWindow {
+            window::NewWindow {
                 env: self.op.env.clone(),
                 opened_by: "system".into(),
                 account: None,
@@ -393,7 +394,7 @@ impl Run<'_> {
         approved: &Plan,
     ) -> Result<Plan, (String, serde_json::Value)> {
         let (core, op) = (self.core, self.op);
-        let plan = match runbook::plan(core, kind, &op.env).await {
+        let plan = match runbook::plan(core.reads(), kind, &op.env).await {
             Ok(p) => p,
             Err(e) => {
                 let reason = format!(

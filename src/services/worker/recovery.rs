@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::core::audit::NewAudit;
-use crate::core::dispatch::{kind_name, Core};
+use crate::core::context::Core;
+use crate::core::dispatch::kind_name;
 use crate::core::event::ChannelRef;
 use crate::core::reply::Reply;
 use crate::store::{OperationRow, Tx};

@@ -2,8 +2,8 @@
 //! the status alone does not refuse it; the plan pins each script's checksum.
 
 use crate::config::EnvironmentSettings;
-use crate::core::dispatch::Core;
 use crate::core::operation::{OperationKind, PinnedMigration, Plan, PlannedStep, StepAction};
+use crate::core::ports::Reads;
 use crate::core::reply::Warning;
 use crate::dbops::backup::BackupKind;
 use crate::services::environment::{migration_status, StepError};
@@ -13,7 +13,7 @@ use crate::services::runbook::step_builders::backup_step;
 
 /// The facts of a deploy (and the server version its status read had).
 pub(super) async fn gather_deploy(
-    core: &Core,
+    reads: Reads<'_>,
     env: &str,
     e: &EnvironmentSettings,
 ) -> Result<(KindFacts, Option<u32>), StepError> {
@@ -22,7 +22,7 @@ pub(super) async fn gather_deploy(
     let status = StatusFacts::from(&st);
     let (missing_on_staging, review) = if deploy_refusal(env, e, &status).is_none() {
         (
-            Some(missing_on_staging(core, e, &st.deploy_would_apply).await),
+            Some(missing_on_staging(reads, e, &st.deploy_would_apply).await),
             Some(review_pending(e, &st)),
         )
     } else {

@@ -4,9 +4,9 @@
 use chrono::{DateTime, Utc};
 
 use crate::config::EnvironmentSettings;
-use crate::core::dispatch::Core;
 use crate::core::human;
 use crate::core::operation::{OperationKind, Plan, PlannedStep, StepAction};
+use crate::core::ports::Reads;
 use crate::core::reply::Warning;
 use crate::dbops::backup::BackupKind;
 use crate::services::environment::{migration_status, StepError};
@@ -16,7 +16,7 @@ use crate::services::runbook::source::{newest_backup, RestoreSource};
 /// The facts of an emergency (and the server version its status read had): the status, and
 /// the newest verified backup taken before the newest migration.
 pub(super) async fn gather_emergency(
-    core: &Core,
+    reads: Reads<'_>,
     env: &str,
     e: &EnvironmentSettings,
 ) -> Result<(KindFacts, Option<u32>), StepError> {
@@ -26,7 +26,7 @@ pub(super) async fn gather_emergency(
     let backup = match newest_migration(&status) {
         Some((newest_at, _)) => {
             let cutoff = newest_at.timestamp_millis();
-            match newest_backup(core, env, |b| b.started_at < cutoff).await? {
+            match newest_backup(reads, env, |b| b.started_at < cutoff).await? {
                 Some(b) => Some(gather_source(RestoreSource::from_row(&b), e).await),
                 None => None,
             }

@@ -23,9 +23,9 @@ mod rollback;
 use chrono::{DateTime, Utc};
 
 use crate::config::EnvironmentSettings;
-use crate::core::dispatch::Core;
 use crate::core::human;
 use crate::core::operation::{OperationKind, Plan, StepAction};
+use crate::core::ports::Reads;
 use crate::core::reply::Warning;
 use crate::dbops::backup::ToolsCheck;
 use crate::dbops::prisma;
@@ -196,9 +196,13 @@ pub struct EmergencyFacts {
 /// Reads everything the plan of `kind` in `env` depends on. Fails where reading fails before
 /// anything could be decided (the environment, the database URL, the migration status, the
 /// rollback plan, a restore source that is missing or changed, the catalog).
-pub async fn gather(core: &Core, kind: &OperationKind, env: &str) -> Result<PlanFacts, StepError> {
-    let e = env_settings(core, env)?;
-    let now = core.clock.now_ms();
+pub async fn gather(
+    reads: Reads<'_>,
+    kind: &OperationKind,
+    env: &str,
+) -> Result<PlanFacts, StepError> {
+    let e = env_settings(reads, env)?;
+    let now = reads.clock.now_ms();
     // The server's version when a status read below already has it (no second connection).
     let (kind, server) = match kind {
         OperationKind::AppStop | OperationKind::AppStart => (KindFacts::App, None),
@@ -206,17 +210,17 @@ pub async fn gather(core: &Core, kind: &OperationKind, env: &str) -> Result<Plan
             database_url(e)?;
             (KindFacts::Backup, None)
         }
-        OperationKind::Deploy => deploy::gather_deploy(core, env, e).await?,
+        OperationKind::Deploy => deploy::gather_deploy(reads, env, e).await?,
         OperationKind::Rollback {
             migration,
             strategy,
         } => (
-            rollback::gather_rollback(core, env, e, migration, *strategy, now).await?,
+            rollback::gather_rollback(reads, env, e, migration, *strategy, now).await?,
             None,
         ),
-        OperationKind::Restore { backup } => restore::gather_restore(core, env, e, backup).await?,
+        OperationKind::Restore { backup } => restore::gather_restore(reads, env, e, backup).await?,
         OperationKind::Resolve { .. } => resolve::gather_resolve(e).await?,
-        OperationKind::Emergency => emergency::gather_emergency(core, env, e).await?,
+        OperationKind::Emergency => emergency::gather_emergency(reads, env, e).await?,
     };
     let tools = match kind {
         KindFacts::App => None,

@@ -2,8 +2,8 @@
 //! stopped around a single-transaction restore, and what the restore un-applies and loses.
 
 use crate::config::EnvironmentSettings;
-use crate::core::dispatch::Core;
 use crate::core::operation::{OperationKind, Plan};
+use crate::core::ports::Reads;
 use crate::dbops::backup::BackupKind;
 use crate::services::environment::{database_url, migration_status, StepError};
 use crate::services::runbook::planning::{gather_source, KindFacts, RestoreFacts};
@@ -12,14 +12,14 @@ use crate::services::runbook::source::restore_source;
 /// The facts of a restore of `backup` (and the server version its status read had): the
 /// source, checked, and the migrations applied now (or why they could not be read).
 pub(super) async fn gather_restore(
-    core: &Core,
+    reads: Reads<'_>,
     env: &str,
     e: &EnvironmentSettings,
     backup: &str,
 ) -> Result<(KindFacts, Option<u32>), StepError> {
     let mut server: Option<u32> = None;
     database_url(e)?;
-    let src = restore_source(core, env, backup).await?;
+    let src = restore_source(reads, env, backup).await?;
     let applied = migration_status(e).await.map(|st| {
         server = st.server_version_num;
         st.applied

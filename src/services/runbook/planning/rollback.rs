@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 use secrecy::ExposeSecret;
 
 use crate::config::EnvironmentSettings;
-use crate::core::dispatch::Core;
 use crate::core::human;
 use crate::core::operation::{OperationKind, Plan, PlannedStep, RollbackStrategy, StepAction};
+use crate::core::ports::Reads;
 use crate::core::reply::Warning;
 use crate::dbops::backup::BackupKind;
 use crate::dbops::prisma;
@@ -26,7 +26,7 @@ use crate::store::BackupRow;
 /// The facts of a rollback of `migration`: its rollback plan, and the backups only when it
 /// restores one.
 pub(super) async fn gather_rollback(
-    core: &Core,
+    reads: Reads<'_>,
     env: &str,
     e: &EnvironmentSettings,
     migration: &str,
@@ -38,7 +38,7 @@ pub(super) async fn gather_rollback(
         .await
         .map_err(|err| StepError(format!("cannot plan the rollback of {migration}: {err}")))?;
     let by_restore = if matches!(rollback_uses_down(env, migration, &rp, strategy), Ok(false)) {
-        Some(gather_rollback_restore(core, env, e, migration, &rp, now).await?)
+        Some(gather_rollback_restore(reads, env, e, migration, &rp, now).await?)
     } else {
         None
     };
@@ -114,7 +114,7 @@ pub fn rollback_exact(
 
 /// The applied migrations and the backup candidates of a rollback by restore.
 pub(super) async fn gather_rollback_restore(
-    core: &Core,
+    reads: Reads<'_>,
     env: &str,
     e: &EnvironmentSettings,
     migration: &str,
@@ -124,14 +124,14 @@ pub(super) async fn gather_rollback_restore(
     let applied = migration_status(e).await?.applied;
     let first_started = rollback_first_started(rp, now);
     let before = rollback_before(&applied, rp);
-    let exact = newest_backup(core, env, |b| {
+    let exact = newest_backup(reads, env, |b| {
         rollback_exact(b, migration, first_started, &before)
     })
     .await?;
     let newest = match exact {
         Some(_) => None,
         None => {
-            newest_backup(core, env, |b| {
+            newest_backup(reads, env, |b| {
                 rollback_candidate(b, migration, first_started)
             })
             .await?

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::core::audit::NewAudit;
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 use crate::dbops::prisma;
 
 /// Writes each migration applied or un-applied inside a step to the audit trail as it happens

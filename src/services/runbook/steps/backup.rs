@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 use crate::dbops::backup::BackupKind;
 use crate::services::backups::take::{backup_kind, take_backup, take_manual_backup};
 use crate::services::environment::StepError;

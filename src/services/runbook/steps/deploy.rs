@@ -7,7 +7,7 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::config::EnvironmentSettings;
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 use crate::core::operation::PinnedMigration;
 use crate::dbops::prisma;
 use crate::services::environment::{database_url, StepError};

@@ -4,7 +4,7 @@
 use secrecy::ExposeSecret;
 
 use crate::config::EnvironmentSettings;
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 use crate::dbops::backup as bk;
 use crate::services::environment::{database_url, StepError};
 use crate::services::runbook::source::restore_file;
@@ -22,7 +22,7 @@ pub(crate) async fn restore(
     // Cheap checks only (catalog entry, file present); the content is checked once, by
     // hashing the bytes while they stream into the restore: the transaction commits only
     // if they are exactly the approved ones (see dbops::backup::restore).
-    let (path, catalog_sha) = restore_file(core, &op.env, backup).await?;
+    let (path, catalog_sha) = restore_file(core.reads(), &op.env, backup).await?;
     let Some(expected) = sha256.clone().or(catalog_sha) else {
         return Err(StepError(format!(
             "backup {backup} has no recorded SHA-256, so its content cannot be checked; nothing was restored"

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use secrecy::ExposeSecret;
 
 use crate::config::EnvironmentSettings;
-use crate::core::dispatch::Core;
+use crate::core::context::Core;
 use crate::dbops::prisma;
 use crate::services::environment::{database_url, StepError};
 use crate::services::runbook::steps::audit::AuditObserver;
