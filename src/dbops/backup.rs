@@ -29,6 +29,7 @@
 //! - [`select_for_deletion`] / [`delete_backup_files`]: retention as a pure function plus the deletion.
 //! - [`PgUrl`] / [`database_name`]: URL parsing.
 
+mod copy;
 mod drill;
 mod dump;
 mod files;

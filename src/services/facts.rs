@@ -39,7 +39,7 @@ impl Facts for RunbookFacts {
     }
 
     /// The folder names only (one `readdir`, no script read): every command is parsed with
-    /// them, `help` included. The same folders [`prisma::list_migrations`] lists.
+    /// them, `help` included. The same folders [`crate::dbops::prisma::list_migrations`] lists.
     fn migration_names(&self, dir: &Path) -> BTreeSet<String> {
         std::fs::read_dir(dir)
             .map(|rd| {

@@ -1,7 +1,8 @@
 //! `store` remembers: the bot's own state (approval requests, votes, operations and their
-//! steps, the audit chain, the chat outbox, delivery dedupe keys) behind one trait, with two
-//! real implementations chosen by URL scheme: SQLite (default, one file) and PostgreSQL (for
-//! several replicas). Both run the same SQL text (`$N` parameters work in both) from one macro,
+//! steps, the audit chain, the chat outbox, delivery dedupe keys) behind the core's store port
+//! ([`crate::core::ports::Store`], re-exported here with its rows), with two real
+//! implementations chosen by URL scheme: SQLite (default, one file) and PostgreSQL (for several
+//! replicas). Both run the same SQL text (`$N` parameters work in both) from one macro,
 //! so they cannot drift apart; the differences (row locks, write serialization, migrations) are
 //! spelled out in [`sql`].
 //!

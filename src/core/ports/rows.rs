@@ -193,7 +193,7 @@ pub struct NewOutbox {
 
 impl NewOutbox {
     /// The kind of a message that is not an audit line (those are queued through
-    /// [`Tx::enqueue_audit_line`]): a card by its key, else by the reply it carries.
+    /// [`Tx::enqueue_audit_line`](crate::core::ports::Tx::enqueue_audit_line)): a card by its key, else by the reply it carries.
     pub fn kind(&self) -> OutboxKind {
         use crate::core::reply::{Body, Reply, Visibility};
         if self.card_key.is_some() {

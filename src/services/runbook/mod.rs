@@ -33,7 +33,7 @@ pub use source::{restore_source, RestoreSource};
 pub use steps::app::run_app;
 
 /// Computes the plan of `kind` in `env` from current facts: [`planning::gather`] reads them,
-/// [`planning::plan_from`] decides. The dispatcher (through [`RunbookFacts`]) and the worker
+/// [`planning::plan_from`] decides. The dispatcher (through [`RunbookFacts`](crate::services::facts::RunbookFacts)) and the worker
 /// (recomputing before the first step) both come here.
 #[tracing::instrument(skip_all, fields(kind = kind.name(), env = %env))]
 pub async fn plan(reads: Reads<'_>, kind: &OperationKind, env: &str) -> Result<Plan, StepError> {
