@@ -16,7 +16,7 @@ use crate::dbops::backup::{self as bk, BackupKind};
 use crate::dbops::prisma;
 use crate::services::backups::health::*;
 use crate::services::environment::{database_url, env_settings, StepError};
-use crate::store::{BackupRow, OperationRow};
+use crate::store::{BackupRow, OperationRow, Tx};
 
 /// What keeps the environment's tools from backing up its server (`server_version_num` when
 /// a status read had it). Scheduled backups have no plan that refused them before: the problem
@@ -355,4 +355,26 @@ pub async fn apply_retention(core: &Core, env: &str) -> Result<Vec<String>, Step
 
 pub fn backup_kind(s: &str) -> BackupKind {
     s.parse().unwrap_or(BackupKind::Manual)
+}
+
+/// Marks failed, in `tx`, a backup a stopped process left `running` (it never finished: no file,
+/// no ok entry), with its `backup.failed` audit line.
+pub async fn fail_interrupted(
+    core: &Core,
+    tx: &mut Box<dyn Tx>,
+    mut b: BackupRow,
+) -> crate::store::StoreResult<()> {
+    b.state = "failed".into();
+    b.error = Some("dualkey stopped while this backup ran".into());
+    tx.put_backup(&b).await?;
+    core.audit_tx(
+        tx,
+        NewAudit::system(
+            "backup.failed",
+            Some(&b.env),
+            json!({"backup": b.id, "error": "interrupted"}),
+        ),
+    )
+    .await?;
+    Ok(())
 }

@@ -13,6 +13,7 @@ use super::Scheduler;
 use crate::core::audit::NewAudit;
 use crate::core::reply::Reply;
 use crate::services::backups::schedule::show;
+use crate::services::backups::take::fail_interrupted;
 use crate::services::worker::Worker;
 use crate::store::{Backend, Tx};
 
@@ -147,21 +148,10 @@ impl Scheduler {
         let mut failed = Vec::new();
         // Scheduled backups have no operation, so the worker's recovery does not see
         // them on PostgreSQL: the run they belong to is what died.
-        for mut b in tx.running_backups().await? {
+        for b in tx.running_backups().await? {
             if b.operation_id.is_none() && b.kind == "scheduled" && b.started_at >= started {
-                b.state = "failed".into();
-                b.error = Some("dualkey stopped while this backup ran".into());
-                tx.put_backup(&b).await?;
-                core.audit_tx(
-                    tx,
-                    NewAudit::system(
-                        "backup.failed",
-                        Some(&b.env),
-                        json!({"backup": b.id, "error": "interrupted"}),
-                    ),
-                )
-                .await?;
                 failed.push(b.id.clone());
+                fail_interrupted(core, tx, b).await?;
             }
         }
         Ok(failed)

@@ -10,6 +10,7 @@ use crate::core::context::Core;
 use crate::core::dispatch::kind_name;
 use crate::core::event::ChannelRef;
 use crate::core::reply::Reply;
+use crate::services::backups::take::fail_interrupted;
 use crate::store::{OperationRow, Tx};
 
 /// Marks failed the backups left `running`, which never finished: no file, no ok entry. At a
@@ -21,24 +22,13 @@ pub(super) async fn fail_running_backups(
     stale_before: Option<i64>,
     stale: &[OperationRow],
 ) -> anyhow::Result<()> {
-    for mut b in tx.running_backups().await? {
+    for b in tx.running_backups().await? {
         let dead = stale_before.is_none()
             || stale
                 .iter()
                 .any(|o| b.operation_id.as_deref() == Some(o.id.as_str()));
         if dead {
-            b.state = "failed".into();
-            b.error = Some("dualkey stopped while this backup ran".into());
-            tx.put_backup(&b).await?;
-            core.audit_tx(
-                tx,
-                NewAudit::system(
-                    "backup.failed",
-                    Some(&b.env),
-                    json!({"backup": b.id, "error": "interrupted"}),
-                ),
-            )
-            .await?;
+            fail_interrupted(core, tx, b).await?;
         }
     }
     Ok(())
