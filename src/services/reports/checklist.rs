@@ -86,7 +86,7 @@ async fn pending_items(
     st: &StatusReport,
     items: &mut Vec<Item>,
 ) {
-    match crate::services::runbook::review_pending(e, st) {
+    match crate::services::pending::review_pending(e, st) {
         Ok(review) => {
             items.push((
                 review.no_down.is_empty(),
@@ -106,7 +106,7 @@ async fn pending_items(
         Err(err) => items.push((false, format!("pending migrations readable ({err})"))),
     }
     if let Some(staging) = &e.require_staging {
-        let ok = crate::services::runbook::missing_on_staging(reads, e, &st.deploy_would_apply)
+        let ok = crate::services::pending::missing_on_staging(reads, e, &st.deploy_would_apply)
             .await
             .is_ok_and(|m| m.is_empty());
         items.push((

@@ -13,7 +13,6 @@
 //! before anything else runs. Names from chat were validated by the parser and are checked
 //! again here against what exists (migration folders, database rows, catalog entries, files).
 
-mod pending;
 pub mod planning;
 mod source;
 mod step_builders;
@@ -28,7 +27,6 @@ use crate::core::ports::Reads;
 use crate::services::environment::{env_settings, StepError};
 use crate::store::OperationRow;
 
-pub use pending::{missing_on_staging, review_pending, PendingReview};
 pub use source::{restore_source, RestoreSource};
 pub use steps::app::run_app;
 

@@ -7,7 +7,7 @@ use crate::core::ports::Reads;
 use crate::core::reply::Warning;
 use crate::dbops::backup::BackupKind;
 use crate::services::environment::{migration_status, StepError};
-use crate::services::runbook::pending::{missing_on_staging, review_pending};
+use crate::services::pending::{missing_on_staging, review_pending};
 use crate::services::runbook::planning::{not_gathered, DeployFacts, KindFacts, StatusFacts};
 use crate::services::runbook::step_builders::backup_step;
 

@@ -30,7 +30,7 @@ use crate::core::reply::Warning;
 use crate::dbops::backup::ToolsCheck;
 use crate::dbops::prisma;
 use crate::services::environment::{database_url, env_settings, gather_tools, StepError};
-use crate::services::runbook::pending::PendingReview;
+use crate::services::pending::PendingReview;
 use crate::services::runbook::source::{
     ends_like_a_complete_plain_dump, RestoreSource, PLAIN_DUMP_TRAILER,
 };

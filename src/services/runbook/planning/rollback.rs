@@ -15,7 +15,7 @@ use crate::dbops::backup::BackupKind;
 use crate::dbops::prisma;
 use crate::services::backups::health::backup_migrations;
 use crate::services::environment::{database_url, migration_status, StepError};
-use crate::services::runbook::pending::warnings_for;
+use crate::services::pending::warnings_for;
 use crate::services::runbook::planning::{
     gather_source, not_gathered, KindFacts, RollbackFacts, RollbackRestoreFacts,
 };

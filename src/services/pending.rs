@@ -9,7 +9,7 @@ use crate::dbops::prisma;
 use crate::services::environment::{env_settings, migration_status, StepError};
 
 /// One danger warning per data-loss statement in each (migration, SQL) pair.
-pub(super) fn warnings_for(sql_by_migration: &[(String, String)]) -> Vec<Warning> {
+pub(crate) fn warnings_for(sql_by_migration: &[(String, String)]) -> Vec<Warning> {
     let mut out = Vec::new();
     for (name, sql) in sql_by_migration {
         for w in dbops::sqlscan::scan(sql) {
