@@ -33,14 +33,21 @@ const OUTBOX_COLS: &str = "id, platform, channel, op, message_id, payload, card_
 
 macro_rules! sql_store {
     ($store:ident, $tx:ident, $db:ty, $backend:expr, $for_update:expr) => {
-        /// The `state` column of a request or operation row, parsed once here; an unknown name is
-        /// [`StoreError::Corrupt`] naming the row.
-        fn typed_state<S: FromStr<Err = UnknownState>>(r: &<$db as sqlx::Database>::Row) -> StoreResult<S> {
+        /// The `state` column of a request or operation row, parsed once here. A name this
+        /// version does not know (a row written by a newer replica during a rolling upgrade, or
+        /// edited by hand) reads as `fallback`, a closed state, with a warning naming the row: as
+        /// before the rows were typed, nobody can vote on such a request and its card shows
+        /// failed, while listing requests and operations keeps working.
+        fn typed_state<S: FromStr<Err = UnknownState>>(
+            r: &<$db as sqlx::Database>::Row,
+            fallback: S,
+        ) -> StoreResult<S> {
             let text: String = r.try_get("state")?;
-            text.parse().map_err(|e: UnknownState| {
+            Ok(text.parse().unwrap_or_else(|e: UnknownState| {
                 let id: String = r.try_get("id").unwrap_or_default();
-                StoreError::Corrupt(format!("{} {id} is in an {e}", e.what))
-            })
+                tracing::warn!(row = %id, "{} {id} is in an {e}; read as closed", e.what);
+                fallback
+            }))
         }
 
         fn request_row(r: &<$db as sqlx::Database>::Row) -> StoreResult<RequestRow> {
@@ -52,7 +59,7 @@ macro_rules! sql_store {
                 fingerprint: r.try_get("fingerprint")?,
                 requester: r.try_get("requester")?,
                 requester_account: r.try_get("requester_account")?,
-                state: typed_state(r)?,
+                state: typed_state(r, RequestState::Cancelled)?,
                 required_votes: r.try_get("required_votes")?,
                 created_at: r.try_get("created_at")?,
                 expires_at: r.try_get("expires_at")?,
@@ -72,7 +79,7 @@ macro_rules! sql_store {
                 plan_json: r.try_get("plan_json")?,
                 fingerprint: r.try_get("fingerprint")?,
                 requester: r.try_get("requester")?,
-                state: typed_state(r)?,
+                state: typed_state(r, OperationState::Failed)?,
                 current_step: r.try_get("current_step")?,
                 created_at: r.try_get("created_at")?,
                 started_at: r.try_get("started_at")?,
@@ -1250,7 +1257,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn states_are_stored_as_their_names_and_an_unknown_one_is_a_clear_error() {
+    async fn states_are_stored_as_their_names_and_an_unknown_one_reads_as_closed() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("s.db").display());
         let store = SqliteStore::open(&url).await.unwrap();
@@ -1285,11 +1292,8 @@ mod tests {
             .execute(&store.pool)
             .await
             .unwrap();
-        let e = store.get_request("r2").await.unwrap_err();
-        assert!(matches!(e, StoreError::Corrupt(_)), "{e:?}");
-        assert_eq!(
-            e.to_string(),
-            "state store holds an unreadable value: request r2 is in an unknown request state \"lost\""
-        );
+        let r2 = store.get_request("r2").await.unwrap().unwrap();
+        assert_eq!(r2.state, RequestState::Cancelled);
+        assert_eq!(store.list_requests(None, 10).await.unwrap().len(), 2);
     }
 }
