@@ -4,7 +4,7 @@
 //! with a head that does not match or is not a head at all), and so does `shell` when an
 //! operation its input started failed (each is named on stderr).
 //!
-//! Output goes through [`out`] and [`err`], never `println!`: a reader that closes the pipe
+//! Output goes through `out` and `err`, never `println!`: a reader that closes the pipe
 //! early (`dualkey status --format json | head -1`) ends the command quietly with exit code
 //! 141, the status a shell shows for a writer cut off by SIGPIPE, instead of a panic. SIGPIPE
 //! itself stays ignored, so a closed pipe to a child (`pg_restore | psql`) is an error dualkey

@@ -17,7 +17,7 @@ const RENEW_MS: i64 = 1_000;
 const MIN_SPACING: Duration = Duration::from_millis(250);
 const MAX_SPACING: Duration = Duration::from_secs(2);
 
-/// The `outbox` lease as one delivering process holds it, renewed at most every [`RENEW_MS`].
+/// The `outbox` lease as one delivering process holds it, renewed at most every `RENEW_MS`.
 pub struct Lease {
     holder: String,
     renewed_at: tokio::sync::Mutex<Option<i64>>,

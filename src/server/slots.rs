@@ -25,7 +25,7 @@ pub(super) fn count_slow(phase: usize) {
     SLOW_CLIENTS[phase].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// [`SLOW_CLIENTS`] with their phase names, for `/metrics`.
+/// `SLOW_CLIENTS` with their phase names, for `/metrics`.
 pub fn slow_clients() -> [(&'static str, u64); 4] {
     std::array::from_fn(|i| {
         (

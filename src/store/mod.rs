@@ -4,7 +4,7 @@
 //! implementations chosen by URL scheme: SQLite (default, one file) and PostgreSQL (for several
 //! replicas). Both run the same SQL text (`$N` parameters work in both) from one macro,
 //! so they cannot drift apart; the differences (row locks, write serialization, migrations) are
-//! spelled out in [`sql`].
+//! spelled out in `sql.rs`.
 //!
 //! State changes happen in a [`Tx`]: the core locks what it decides on, writes the change and
 //! its audit event, and commits them together.

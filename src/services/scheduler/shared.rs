@@ -19,7 +19,7 @@ pub const JOB_DRILL: &str = "restore-drill";
 /// `schedule_runs`, so it is made up once).
 pub const JOB_BACKUP_RETRY: &str = "backup-retry";
 
-/// A run in progress renews the lease `run:<job>:<slot>` every [`RUN_RENEW`] for this long; on
+/// A run in progress renews the lease `run:<job>:<slot>` every `RUN_RENEW` for this long; on
 /// a PostgreSQL store an unfinished run whose lease expired was left by a stopped replica.
 pub const RUN_LEASE_MS: i64 = 60_000;
 pub(super) const RUN_RENEW: Duration = Duration::from_secs(10);

@@ -124,7 +124,7 @@ pub struct RestoreOptions<'a> {
     /// are hashed while they stream into the restore, and the transaction commits only if they
     /// match. `None` restores whatever the file holds (still all or nothing).
     pub expected_sha256: Option<&'a str>,
-    /// Test hook: see [`AfterOpenHook`].
+    /// Test hook: see `AfterOpenHook`.
     #[doc(hidden)]
     pub after_open: Option<AfterOpenHook<'a>>,
 }
