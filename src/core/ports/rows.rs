@@ -240,7 +240,7 @@ pub struct BackupRow {
     pub deleted_at: Option<i64>,
     /// The file's modification time (ms) when it was verified.
     pub file_mtime_ms: Option<i64>,
-    /// The target's write counters just before the dump started ([`crate::dbops::stats::WriteStats`]
+    /// The target's write counters just before the dump started (`WriteStats` of `dbops::stats`
     /// as JSON); `None` when they could not be read, and for backups from before they were recorded.
     pub write_stats_json: Option<String>,
 }
@@ -311,7 +311,7 @@ pub struct DrillRow {
     pub duration_ms: Option<i64>,
     /// How long the restore itself took.
     pub restore_ms: Option<i64>,
-    /// JSON of [`crate::dbops::backup::DrillOutcome`] (migrations found, largest tables).
+    /// JSON of `DrillOutcome` (of `dbops::backup`) (migrations found, largest tables).
     pub details_json: Option<String>,
     pub error: Option<String>,
 }

@@ -340,8 +340,8 @@ fn plan_kind(kind: &OperationKind, env: &str, facts: &PlanFacts) -> Result<Plan,
     let e = &facts.settings;
     let now = facts.now;
     match (kind, &facts.kind) {
-        (OperationKind::AppStop, KindFacts::App) => app::plan_app_stop(kind, env, e),
-        (OperationKind::AppStart, KindFacts::App) => app::plan_app_start(kind, env, e),
+        (OperationKind::AppStop, KindFacts::App) => app::plan_app(kind, env, e, true),
+        (OperationKind::AppStart, KindFacts::App) => app::plan_app(kind, env, e, false),
         (OperationKind::Backup { note }, KindFacts::Backup) => backup::plan_backup(kind, env, note),
         (OperationKind::Deploy, KindFacts::Deploy(d)) => deploy::plan_deploy(kind, env, e, d),
         (
