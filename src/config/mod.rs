@@ -7,7 +7,7 @@
 //!
 //! Layout: [`Settings`] and the limits here; the sections in `server.rs` (`[server]`,
 //! `[store]`), `chat.rs` (`[slack]`, `[discord]`, routes), `people.rs` (roles, `[approvals]`,
-//! `[[operators]]`), `environments.rs`, `schedule.rs` (`[schedule]`, `[monitoring]`); value
+//! `[[operators]]`), `environments.rs`, `schedule.rs` (`[schedule]`, `[monitoring]`), `deploy.rs` (`[deploy]`); value
 //! helpers in `durations.rs` and `redact.rs`; reading in `load.rs`, the rules in `validate.rs`.
 
 use std::collections::BTreeMap;
@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod chat;
+mod deploy;
 mod durations;
 mod environments;
 mod load;
@@ -27,6 +28,7 @@ mod server;
 mod validate;
 
 pub use chat::{ChannelOverrides, DiscordSettings, Route, SlackSettings};
+pub use deploy::{DeploySettings, RehearsalMode};
 pub use durations::{format_duration, parse_duration, HumanDuration};
 pub use environments::EnvironmentSettings;
 pub use people::{ApprovalSettings, OperatorSettings, Role, UnknownUsers};
@@ -86,6 +88,8 @@ pub struct Settings {
     pub schedule: ScheduleSettings,
     #[serde(default)]
     pub monitoring: MonitoringSettings,
+    #[serde(default)]
+    pub deploy: DeploySettings,
     /// The file this was loaded from (not a key).
     #[serde(skip)]
     pub source: PathBuf,

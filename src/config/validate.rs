@@ -110,7 +110,53 @@ impl Settings {
         self.validate_default_environment()?;
         self.validate_reminders()?;
         self.validate_duration_limits()?;
-        self.validate_schedule()
+        self.validate_schedule()?;
+        self.validate_deploy()
+    }
+
+    /// `[deploy]`: a lock timeout a migration can live with, a bounded number of tries, and
+    /// waits under a year.
+    fn validate_deploy(&self) -> Result<(), ConfigError> {
+        let d = &self.deploy;
+        if d.lock_timeout.0 > std::time::Duration::from_secs(3600) {
+            return Err(self.invalid(
+                "deploy.lock_timeout",
+                format!(
+                    "`{}` is longer than an hour: every query behind the migration waits that long; use seconds, e.g. \"5s\"",
+                    format_duration(d.lock_timeout.0)
+                ),
+            ));
+        }
+        if d.lock_retries > 50 {
+            return Err(self.invalid(
+                "deploy.lock_retries",
+                format!(
+                    "{} tries is too many; use at most 50 (the default is 5)",
+                    d.lock_retries
+                ),
+            ));
+        }
+        let limits = [
+            ("deploy.dump_wait", Some(d.dump_wait)),
+            (
+                "deploy.rehearsal_max_backup_age",
+                Some(d.rehearsal_max_backup_age),
+            ),
+            ("deploy.long_transaction", Some(d.long_transaction)),
+            ("deploy.statement_timeout", d.statement_timeout),
+        ];
+        for (key, v) in limits {
+            if let Some(v) = v.filter(|v| v.0 > MAX_DURATION) {
+                return Err(self.invalid(
+                    key,
+                    format!(
+                        "`{}` is longer than a year; use at most \"365d\"",
+                        format_duration(v.0)
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// `[store]`: a URL dualkey can open.
