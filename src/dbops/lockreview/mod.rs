@@ -133,7 +133,7 @@ impl fmt::Display for TableRef {
 }
 
 /// The review of one statement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StatementReview {
     /// The statement's text as written (trimmed, without the final `;`).
     pub sql: String,
@@ -172,7 +172,7 @@ impl StatementReview {
 }
 
 /// The review of one script.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct ScriptReview {
     /// One per statement, in order.
     pub statements: Vec<StatementReview>,
