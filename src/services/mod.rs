@@ -12,6 +12,7 @@ pub mod environment;
 pub mod facts;
 pub mod monitoring;
 pub mod pending;
+pub mod rehearsal;
 pub mod reports;
 pub mod runbook;
 pub mod scheduler;
