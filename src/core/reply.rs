@@ -214,6 +214,15 @@ impl Warning {
             text: text.into(),
         }
     }
+
+    /// The label of the text fallback: `WARNING: ` for a caution or danger, `NOTE: ` for
+    /// something only worth knowing (as Slack and Discord show it without a warning label).
+    pub fn text_label(&self) -> &'static str {
+        match self.severity {
+            Severity::Info => "NOTE: ",
+            Severity::Caution | Severity::Danger => "WARNING: ",
+        }
+    }
 }
 
 /// The state of one step on a card.
@@ -367,7 +376,7 @@ impl Card {
             lines.push(format!("  {}. {}: {}", i + 1, s.name, s.detail));
         }
         for w in &self.warnings {
-            lines.push(format!("WARNING: {}", w.text));
+            lines.push(format!("{}{}", w.text_label(), w.text));
         }
         lines
     }
@@ -539,7 +548,7 @@ impl Reply {
                         parts.extend(table_text(t));
                     }
                     for w in &s.warnings {
-                        parts.push(format!("WARNING: {}", w.text));
+                        parts.push(format!("{}{}", w.text_label(), w.text));
                     }
                 }
                 let mut out = parts.join("\n");

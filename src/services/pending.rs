@@ -1,10 +1,12 @@
 //! The review of the pending migrations a deploy would apply (checksums, data-loss warnings,
-//! missing `down.sql`), and the staging guard's check of what staging has not applied yet.
+//! missing `down.sql`, the lock review of each script), and the staging guard's check of what
+//! staging has not applied yet.
 
 use crate::config::EnvironmentSettings;
 use crate::core::ports::Reads;
 use crate::core::reply::Warning;
 use crate::dbops;
+use crate::dbops::lockreview::{review_script, ScriptReview};
 use crate::dbops::prisma;
 use crate::services::environment::{env_settings, migration_status, StepError};
 
@@ -20,8 +22,9 @@ pub(crate) fn warnings_for(sql_by_migration: &[(String, String)]) -> Vec<Warning
 }
 
 /// What a deploy would run, read from the migrations folder: per pending migration its
-/// checksum, its data-loss warnings, and whether it ships a `down.sql`. Shared by the deploy
-/// plan and the safety checklist.
+/// checksum, its data-loss warnings, whether it ships a `down.sql`, and its lock review. Shared
+/// by the deploy plan and the safety checklist. Checksums and reviews come from the same bytes
+/// (one read of each `migration.sql`), so the card reviews exactly what the plan pins.
 #[derive(Debug, Clone)]
 pub struct PendingReview {
     /// (migration, checksum of migration.sql).
@@ -30,9 +33,17 @@ pub struct PendingReview {
     pub data_loss: Vec<String>,
     /// Pending migrations without a `down.sql`.
     pub no_down: Vec<String>,
+    /// (migration, the lock review of its `migration.sql`), in the order a deploy applies them;
+    /// a script that could not be read has none.
+    pub locks: Vec<(String, ScriptReview)>,
 }
 
-/// Reviews the migrations `st` says a deploy would apply.
+/// The server version a script is reviewed for when the status did not report one: the oldest
+/// PostgreSQL the review knows, whose rules are the most cautious.
+pub const UNKNOWN_SERVER_VERSION: u32 = 0;
+
+/// Reviews the migrations `st` says a deploy would apply (the lock review for the server
+/// version the status read).
 pub fn review_pending(
     e: &EnvironmentSettings,
     st: &prisma::StatusReport,
@@ -42,7 +53,9 @@ pub fn review_pending(
         checksums: Vec::new(),
         data_loss: Vec::new(),
         no_down: Vec::new(),
+        locks: Vec::new(),
     };
+    let server = st.server_version_num.unwrap_or(UNKNOWN_SERVER_VERSION);
     for m in &st.deploy_would_apply {
         let lm = folder
             .get(m)
@@ -56,6 +69,7 @@ pub fn review_pending(
                     .into_iter()
                     .map(|w| format!("{m}: {w}")),
             );
+            review.locks.push((m.clone(), review_script(sql, server)));
         }
         if !lm.has_down_sql {
             review.no_down.push(m.clone());

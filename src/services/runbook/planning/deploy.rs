@@ -1,5 +1,6 @@
-//! Planning a deploy: the staging guard and the review of the pending scripts are read only when
-//! the status alone does not refuse it; the plan pins each script's checksum.
+//! Planning a deploy: the staging guard, the review of the pending scripts and the target's
+//! table sizes and long transactions (for the lock review) are read only when the status alone
+//! does not refuse it; the plan pins each script's checksum (never the sizes).
 
 use crate::config::EnvironmentSettings;
 use crate::core::operation::{OperationKind, PinnedMigration, Plan, PlannedStep, StepAction};
@@ -8,6 +9,7 @@ use crate::core::reply::Warning;
 use crate::dbops::backup::BackupKind;
 use crate::services::environment::{migration_status, StepError};
 use crate::services::pending::{missing_on_staging, review_pending};
+use crate::services::runbook::planning::locks::{connect, lock_warnings, read_live};
 use crate::services::runbook::planning::{not_gathered, DeployFacts, KindFacts, StatusFacts};
 use crate::services::runbook::step_builders::backup_step;
 
@@ -20,19 +22,28 @@ pub(super) async fn gather_deploy(
     let st = migration_status(e).await?;
     let server = st.server_version_num;
     let status = StatusFacts::from(&st);
-    let (missing_on_staging, review) = if deploy_refusal(env, e, &status).is_none() {
+    let (missing_on_staging, review, live) = if deploy_refusal(env, e, &status).is_none() {
+        let review = review_pending(e, &st);
+        let live = match &review {
+            Ok(r) => Some(Box::new(
+                read_live(connect(e).await, &reads.settings.deploy, &r.locks).await,
+            )),
+            Err(_) => None,
+        };
         (
             Some(missing_on_staging(reads, e, &st.deploy_would_apply).await),
-            Some(review_pending(e, &st)),
+            Some(review),
+            live,
         )
     } else {
-        (None, None)
+        (None, None, None)
     };
     Ok((
         KindFacts::Deploy(DeployFacts {
             status,
             missing_on_staging,
             review,
+            live,
         }),
         server,
     ))
@@ -56,12 +67,14 @@ pub fn deploy_refusal(env: &str, e: &EnvironmentSettings, st: &StatusFacts) -> O
 }
 
 /// The plan of a deploy: refused for a failed migration, nothing pending, or what staging
-/// lacks; else a pre-deploy backup and the pinned migrations, with their data-loss warnings.
+/// lacks; else a pre-deploy backup and the pinned migrations, with their data-loss warnings and
+/// the lock review (sizes and long transactions as of `now`'s read).
 pub(super) fn plan_deploy(
     kind: &OperationKind,
     env: &str,
     e: &EnvironmentSettings,
     d: &DeployFacts,
+    now: i64,
 ) -> Result<Plan, StepError> {
     let st = &d.status;
     if let Some(refusal) = deploy_refusal(env, e, st) {
@@ -95,6 +108,10 @@ pub(super) fn plan_deploy(
             "no down.sql (rollback would need a restore): {}",
             review.no_down.join(", ")
         )));
+    }
+    // Not pinned: sizes and sessions change while the request waits (see `locks`).
+    if let Some(live) = &d.live {
+        warnings.extend(lock_warnings(&review.locks, live, now));
     }
     Ok(Plan::new(
         kind,

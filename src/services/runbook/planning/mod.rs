@@ -16,6 +16,7 @@ mod app;
 mod backup;
 mod deploy;
 mod emergency;
+mod locks;
 mod resolve;
 mod restore;
 mod rollback;
@@ -37,6 +38,7 @@ use crate::services::runbook::source::{
 
 pub use deploy::deploy_refusal;
 pub use emergency::newest_migration;
+pub use locks::{lock_warnings, tables_to_size, LiveFacts, ReviewedScripts};
 pub use rollback::{
     rollback_before, rollback_candidate, rollback_exact, rollback_first_started, rollback_uses_down,
 };
@@ -128,9 +130,12 @@ pub struct DeployFacts {
     /// The pending migrations the `require_staging` environment lacks, or why that could not
     /// be read. `None`: not read, because [`deploy_refusal`] refuses the deploy anyway.
     pub missing_on_staging: Option<Result<Vec<String>, StepError>>,
-    /// The review of the scripts the deploy would run (checksums, data loss, `down.sql`).
+    /// The review of the scripts the deploy would run (checksums, data loss, `down.sql`, locks).
     /// `None` like `missing_on_staging`.
     pub review: Option<Result<PendingReview, StepError>>,
+    /// The sizes of the tables the scripts lock and the long transactions on the target, for
+    /// the lock review (not pinned). `None` when not read (refused first, or no review).
+    pub live: Option<Box<LiveFacts>>,
 }
 
 /// A backup a plan would restore, with what its card says about it.
@@ -164,6 +169,10 @@ pub struct RollbackFacts {
     /// Read only when the rollback restores a backup instead ([`rollback_uses_down`] is
     /// `Ok(false)`).
     pub by_restore: Option<RollbackRestoreFacts>,
+    /// Only when it runs `down.sql` ([`rollback_uses_down`] is `Ok(true)`): the lock review of
+    /// each `down.sql`, newest first (labelled `MIGRATION down.sql`), and what the target looks
+    /// like now (not pinned).
+    pub locks: Option<(ReviewedScripts, Box<LiveFacts>)>,
 }
 
 /// What a rollback by restore needs.
@@ -214,10 +223,7 @@ pub async fn gather(
         OperationKind::Rollback {
             migration,
             strategy,
-        } => (
-            rollback::gather_rollback(reads, env, e, migration, *strategy, now).await?,
-            None,
-        ),
+        } => rollback::gather_rollback(reads, env, e, migration, *strategy, now).await?,
         OperationKind::Restore { backup } => restore::gather_restore(reads, env, e, backup).await?,
         OperationKind::Resolve { .. } => resolve::gather_resolve(e).await?,
         OperationKind::Emergency => emergency::gather_emergency(reads, env, e).await?,
@@ -343,7 +349,7 @@ fn plan_kind(kind: &OperationKind, env: &str, facts: &PlanFacts) -> Result<Plan,
         (OperationKind::AppStop, KindFacts::App) => app::plan_app(kind, env, e, true),
         (OperationKind::AppStart, KindFacts::App) => app::plan_app(kind, env, e, false),
         (OperationKind::Backup { note }, KindFacts::Backup) => backup::plan_backup(kind, env, note),
-        (OperationKind::Deploy, KindFacts::Deploy(d)) => deploy::plan_deploy(kind, env, e, d),
+        (OperationKind::Deploy, KindFacts::Deploy(d)) => deploy::plan_deploy(kind, env, e, d, now),
         (
             OperationKind::Rollback {
                 migration,
@@ -431,6 +437,7 @@ mod tests {
             status: st,
             missing_on_staging: Some(staging),
             review: Some(Ok(review)),
+            live: None,
         })
     }
 
@@ -442,6 +449,7 @@ mod tests {
                 .collect(),
             data_loss: names(data_loss),
             no_down: names(no_down),
+            locks: vec![],
         }
     }
 
@@ -498,6 +506,7 @@ mod tests {
                 // Not read: the refusal comes first.
                 missing_on_staging: None,
                 review: None,
+                live: None,
             }),
         );
         let err = plan_from(&OperationKind::Deploy, "production", &f).unwrap_err();
@@ -515,6 +524,7 @@ mod tests {
                 status: status(&["m1"], &[], &[]),
                 missing_on_staging: None,
                 review: None,
+                live: None,
             }),
         );
         let err = plan_from(&OperationKind::Deploy, "production", &f).unwrap_err();
@@ -605,6 +615,71 @@ mod tests {
     }
 
     #[test]
+    fn table_sizes_reach_the_card_but_not_the_fingerprint() {
+        use crate::dbops::lockreview::{
+            Effect, LockLevel, ScriptReview, StatementReview, TableRef,
+        };
+        use crate::dbops::sessions::TableSize;
+        let mut rv = review(&[("m2", "aaa")], &[], &[]);
+        rv.locks = vec![(
+            "m2".into(),
+            ScriptReview {
+                statements: vec![StatementReview {
+                    sql: "CREATE INDEX \"Task_title_idx\" ON \"Task\"(\"title\")".into(),
+                    line: 1,
+                    lock: Some(LockLevel::Share),
+                    tables: vec![TableRef {
+                        schema: None,
+                        name: "Task".into(),
+                    }],
+                    effect: Effect::Scan,
+                    rule: "create-index",
+                    doc: "CREATE INDEX",
+                    safer: Some("CREATE INDEX CONCURRENTLY".into()),
+                }],
+                transactional: true,
+                parse_error: None,
+            },
+        )];
+        let with = |rows: u64| {
+            facts(
+                settings(""),
+                KindFacts::Deploy(DeployFacts {
+                    status: status(&["m1"], &["m2"], &[]),
+                    missing_on_staging: Some(Ok(vec![])),
+                    review: Some(Ok(rv.clone())),
+                    live: Some(Box::new(LiveFacts {
+                        sizes: Ok(vec![TableSize {
+                            table: "\"Task\"".into(),
+                            rows: Some(rows),
+                            bytes: rows * 100,
+                            stats_at: None,
+                        }]),
+                        long_transactions: Ok(vec![]),
+                        thresholds: Default::default(),
+                    })),
+                }),
+            )
+        };
+        let small = plan_from(&OperationKind::Deploy, "production", &with(100)).unwrap();
+        let big = plan_from(&OperationKind::Deploy, "production", &with(2_000_000)).unwrap();
+        let lock_line = |p: &Plan| {
+            p.warnings
+                .iter()
+                .find(|w| w.text.starts_with("m2 line 1:"))
+                .cloned()
+                .unwrap_or_else(|| panic!("no lock review line: {:?}", p.warnings))
+        };
+        assert_eq!(lock_line(&small).severity, Severity::Info);
+        assert!(lock_line(&small).text.contains("(about 100 rows, 9.8 kB)"));
+        assert_eq!(lock_line(&big).severity, Severity::Caution);
+        assert!(lock_line(&big).text.contains("(about 2.0M rows, 191 MB)"));
+        // A table that grew while the request waited does not make the vote stale.
+        assert_eq!(small.facts, big.facts);
+        assert_eq!(small.fingerprint, big.fingerprint);
+    }
+
+    #[test]
     fn rollback_uses_down_sql_when_nothing_blocks_it() {
         let rp = rollback_plan(
             "m2",
@@ -618,6 +693,7 @@ mod tests {
             KindFacts::Rollback(RollbackFacts {
                 plan: rp,
                 by_restore: None,
+                locks: None,
             }),
         );
         let p = plan_from(&rollback_kind("m2", None), "production", &f).unwrap();
@@ -642,6 +718,7 @@ mod tests {
             KindFacts::Rollback(RollbackFacts {
                 plan: rp.clone(),
                 by_restore: None,
+                locks: None,
             }),
         );
         let err = plan_from(
@@ -683,6 +760,7 @@ mod tests {
                         exact,
                         newest,
                     }),
+                    locks: None,
                 }),
             )
         };

@@ -12,19 +12,22 @@ use crate::core::operation::{OperationKind, Plan, PlannedStep, RollbackStrategy,
 use crate::core::ports::Reads;
 use crate::core::reply::Warning;
 use crate::dbops::backup::BackupKind;
+use crate::dbops::lockreview::{review_script, ScriptReview};
 use crate::dbops::prisma;
 use crate::services::backups::health::backup_migrations;
 use crate::services::environment::{database_url, migration_status, StepError};
-use crate::services::pending::warnings_for;
+use crate::services::pending::{warnings_for, UNKNOWN_SERVER_VERSION};
+use crate::services::runbook::planning::locks::{connect, lock_warnings, read_live};
 use crate::services::runbook::planning::{
-    gather_source, not_gathered, KindFacts, RollbackFacts, RollbackRestoreFacts,
+    gather_source, not_gathered, KindFacts, LiveFacts, RollbackFacts, RollbackRestoreFacts,
 };
 use crate::services::runbook::source::{newest_backup, RestoreSource};
 use crate::services::runbook::step_builders::backup_step;
 use crate::store::BackupRow;
 
-/// The facts of a rollback of `migration`: its rollback plan, and the backups only when it
-/// restores one.
+/// The facts of a rollback of `migration` (and the server version when it was read): its
+/// rollback plan, the lock review of the `down.sql` files only when it runs them, and the
+/// backups only when it restores one.
 pub(super) async fn gather_rollback(
     reads: Reads<'_>,
     env: &str,
@@ -32,20 +35,62 @@ pub(super) async fn gather_rollback(
     migration: &str,
     strategy: Option<RollbackStrategy>,
     now: i64,
-) -> Result<KindFacts, StepError> {
+) -> Result<(KindFacts, Option<u32>), StepError> {
     let url = database_url(e)?;
     let rp = prisma::plan_rollback(url.expose_secret(), &e.migrations_dir, migration)
         .await
         .map_err(|err| StepError(format!("cannot plan the rollback of {migration}: {err}")))?;
-    let by_restore = if matches!(rollback_uses_down(env, migration, &rp, strategy), Ok(false)) {
+    let uses_down = rollback_uses_down(env, migration, &rp, strategy);
+    let by_restore = if matches!(uses_down, Ok(false)) {
         Some(gather_rollback_restore(reads, env, e, migration, &rp, now).await?)
     } else {
         None
     };
-    Ok(KindFacts::Rollback(RollbackFacts {
-        plan: rp,
-        by_restore,
-    }))
+    let (locks, server) = if matches!(uses_down, Ok(true)) {
+        let (scripts, live, server) = gather_down_locks(reads, e, &rp).await;
+        (Some((scripts, Box::new(live))), server)
+    } else {
+        (None, None)
+    };
+    Ok((
+        KindFacts::Rollback(RollbackFacts {
+            plan: rp,
+            by_restore,
+            locks,
+        }),
+        server,
+    ))
+}
+
+/// The lock review of each `down.sql` a rollback would run (newest first), for the target's
+/// server version, with the sizes and long transactions read on the same connection.
+async fn gather_down_locks(
+    reads: Reads<'_>,
+    e: &EnvironmentSettings,
+    rp: &prisma::RollbackPlan,
+) -> (Vec<(String, ScriptReview)>, LiveFacts, Option<u32>) {
+    let target = connect(e).await;
+    let server = target
+        .as_ref()
+        .ok()
+        .and_then(|t| t.conn.server_version_num());
+    let scripts = down_reviews(rp, server.unwrap_or(UNKNOWN_SERVER_VERSION));
+    let live = read_live(target, &reads.settings.deploy, &scripts).await;
+    (scripts, live, server)
+}
+
+/// `(MIGRATION down.sql, review)` for each step of `rp` that has a `down.sql`, in its order.
+pub fn down_reviews(rp: &prisma::RollbackPlan, server: u32) -> Vec<(String, ScriptReview)> {
+    rp.steps
+        .iter()
+        .filter_map(|s| {
+            let sql = s.down_sql.as_deref()?;
+            Some((
+                format!("{} down.sql", s.migration),
+                review_script(sql, server),
+            ))
+        })
+        .collect()
 }
 
 /// Whether a rollback runs `down.sql` (`Ok(true)`) or restores a backup (`Ok(false)`), or why
@@ -164,7 +209,12 @@ pub(super) fn plan_rollback(
     let use_down = rollback_uses_down(env, migration, rp, strategy)?;
     let names = rp.names().join(", ");
     if use_down {
-        return Ok(plan_rollback_down(kind, env, migration, rp, &names));
+        let mut p = plan_rollback_down(kind, env, migration, rp, &names);
+        // Not pinned: sizes and sessions change while the request waits (see `locks`).
+        if let Some((scripts, live)) = &r.locks {
+            p.warnings.extend(lock_warnings(scripts, live, now));
+        }
+        return Ok(p);
     }
     plan_rollback_by_restore(kind, env, e, migration, r, &names, now)
 }
