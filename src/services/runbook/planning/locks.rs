@@ -244,7 +244,7 @@ fn session_warnings(live: &LiveFacts) -> Vec<Warning> {
                 .take(MAX_SESSION_LINES)
                 .map(|s| {
                     Warning::caution(format!(
-                        "a transaction open on the target for over {over}: {s}. A migration would wait for it, and the app's queries on the tables it locks would wait behind the migration"
+                        "a transaction open on the target for over {over} (a migration would wait for it, and the app's queries behind the migration): {s}"
                     ))
                 })
                 .collect();
@@ -547,7 +547,7 @@ mod tests {
             texts(&w),
             vec![
                 (Severity::Info, "lock review: none of the 1 statement(s) blocks reads or writes of an existing table"),
-                (Severity::Caution, "a transaction open on the target for over 1m: pid 4242 (psql, idle in transaction, in a transaction for 3m12s): UPDATE \"Task\" SET done = true. A migration would wait for it, and the app's queries on the tables it locks would wait behind the migration"),
+                (Severity::Caution, "a transaction open on the target for over 1m (a migration would wait for it, and the app's queries behind the migration): pid 4242 (psql, idle in transaction, in a transaction for 3m12s): UPDATE \"Task\" SET done = true"),
             ]
         );
         l.long_transactions = Err("permission denied".into());
