@@ -3,6 +3,19 @@
 use std::time::Duration;
 
 use crate::config::format_duration;
+use crate::core::reply::Severity;
+
+impl Severity {
+    /// The label of a warning in the text fallback (the shell, plain-text cards): `NOTE` for
+    /// something only worth knowing (Slack and Discord show it without a warning label), else
+    /// `WARNING`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Severity::Info => "NOTE",
+            Severity::Caution | Severity::Danger => "WARNING",
+        }
+    }
+}
 
 /// A UTC time, `2026-11-25 04:18:31Z`.
 pub fn time(ms: i64) -> String {
@@ -55,6 +68,9 @@ mod tests {
 
     #[test]
     fn renderings() {
+        assert_eq!(Severity::Info.label(), "NOTE");
+        assert_eq!(Severity::Caution.label(), "WARNING");
+        assert_eq!(Severity::Danger.label(), "WARNING");
         assert_eq!(span(0), "now");
         assert_eq!(span(870_001), "14m31s");
         assert_eq!(age(59_999), "under a minute");

@@ -147,7 +147,7 @@ impl Button {
     }
 }
 
-/// How serious a warning is.
+/// How serious a warning is (its label in the text fallback: `Severity::label`, in `human`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -212,15 +212,6 @@ impl Warning {
         Warning {
             severity: Severity::Info,
             text: text.into(),
-        }
-    }
-
-    /// The label of the text fallback: `WARNING: ` for a caution or danger, `NOTE: ` for
-    /// something only worth knowing (as Slack and Discord show it without a warning label).
-    pub fn text_label(&self) -> &'static str {
-        match self.severity {
-            Severity::Info => "NOTE: ",
-            Severity::Caution | Severity::Danger => "WARNING: ",
         }
     }
 }
@@ -376,7 +367,7 @@ impl Card {
             lines.push(format!("  {}. {}: {}", i + 1, s.name, s.detail));
         }
         for w in &self.warnings {
-            lines.push(format!("{}{}", w.text_label(), w.text));
+            lines.push(format!("{}: {}", w.severity.label(), w.text));
         }
         lines
     }
@@ -548,7 +539,7 @@ impl Reply {
                         parts.extend(table_text(t));
                     }
                     for w in &s.warnings {
-                        parts.push(format!("{}{}", w.text_label(), w.text));
+                        parts.push(format!("{}: {}", w.severity.label(), w.text));
                     }
                 }
                 let mut out = parts.join("\n");

@@ -210,6 +210,12 @@ async fn the_deploy_card_on_a_1_5m_row_table_names_the_lock_the_rewrite_or_scan_
         "{:?}",
         lock_severities(&plan)
     );
+    // The checklist shows the same review.
+    let checklist = db.app.cmd("alice", "checklist").await;
+    assert!(
+        checklist.contains(&format!("[ ] no pending statement blocks reads or writes of a large table ({UID} line 2 (rewrites \"Task\"), {INDEX} line 2 (scans \"Task\"), {FK} line 2 (scans \"Task\"), {RENAME} line 2 (changes only the catalog of \"Task\"))")),
+        "{checklist}"
+    );
     // Generous for a debug build on a shared machine; benches/lock_review.sh measures it.
     assert!(
         took < Duration::from_secs(5),
@@ -233,6 +239,13 @@ async fn the_same_card_on_a_100_row_table_shows_notes_and_a_table_grown_before_t
         let needle = want.split('`').nth(1).unwrap();
         assert_eq!(line(&card, needle), want);
     }
+    let checklist = db.app.cmd("alice", "checklist").await;
+    assert!(
+        checklist
+            .contains("[x] no pending statement blocks reads or writes of a large table (none)")
+            && checklist.contains("[x] no transaction open on the target for over 1m (none)"),
+        "{checklist}"
+    );
     let plan = db.last_plan().await;
     let severities = lock_severities(&plan);
     assert_eq!(severities.len(), 5, "{severities:?}");
@@ -302,6 +315,14 @@ async fn a_transaction_open_longer_than_long_transaction_is_a_warning_naming_pid
         .warnings
         .iter()
         .any(|w| w.severity == Severity::Caution && w.text.contains(&format!("pid {pid} "))));
+
+    let checklist = db.app.cmd("alice", "checklist").await;
+    assert!(
+        checklist.contains(&format!(
+            "[ ] no transaction open on the target for over 1s (pid {pid} (lrc-holder, idle in transaction"
+        )),
+        "{checklist}"
+    );
 
     // Once it ends, the next card has no such line.
     sqlx::raw_sql("ROLLBACK")

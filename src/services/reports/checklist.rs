@@ -1,5 +1,6 @@
 //! The migration safety checklist: each item ticked from a fact (database, tools, migration
-//! history, pending migrations, staging, backup age, running operations, app status).
+//! history, pending migrations with their lock review, long transactions, staging, backup age,
+//! running operations, app status).
 
 use super::app::app_field;
 use super::list;
@@ -8,8 +9,10 @@ use crate::config::EnvironmentSettings;
 use crate::core::human;
 use crate::core::ports::Reads;
 use crate::core::reply::{Report, Section};
+use crate::dbops::lockreview::ScriptReview;
 use crate::dbops::prisma::StatusReport;
 use crate::services::backups::health::first_healthy;
+use crate::services::runbook::planning::{connect, flagged_on_large_tables, read_live};
 
 /// A checklist item: ticked or not, and its text.
 type Item = (bool, String);
@@ -102,6 +105,7 @@ async fn pending_items(
                     list(&review.data_loss)
                 ),
             ));
+            lock_items(reads, e, &review.locks, items).await;
         }
         Err(err) => items.push((false, format!("pending migrations readable ({err})"))),
     }
@@ -114,6 +118,41 @@ async fn pending_items(
             format!("pending migrations already deployed to {staging}"),
         ));
     }
+}
+
+/// The lock review's items: no pending statement that blocks reads or writes of a large table
+/// (the warnings of the deploy card), and no transaction open on the target for longer than
+/// `[deploy] long_transaction` (a migration would wait for it).
+async fn lock_items(
+    reads: Reads<'_>,
+    e: &EnvironmentSettings,
+    scripts: &[(String, ScriptReview)],
+    items: &mut Vec<Item>,
+) {
+    let deploy = &reads.settings.deploy;
+    let live = read_live(connect(e).await, deploy, scripts).await;
+    let large = flagged_on_large_tables(scripts, &live);
+    items.push((
+        large.is_empty(),
+        format!(
+            "no pending statement blocks reads or writes of a large table ({})",
+            list(&large)
+        ),
+    ));
+    let over = crate::config::format_duration(deploy.long_transaction.0);
+    items.push(match &live.long_transactions {
+        Ok(sessions) => (
+            sessions.is_empty(),
+            format!(
+                "no transaction open on the target for over {over} ({})",
+                list(&sessions.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            ),
+        ),
+        Err(why) => (
+            false,
+            format!("open transactions on the target readable ({why})"),
+        ),
+    });
 }
 
 /// A verified backup younger than `schedule.max_backup_age`.

@@ -55,7 +55,7 @@ pub struct LiveFacts {
 }
 
 /// Connects to the target the way every target connection does (TLS, `search_path`).
-pub(super) async fn connect(e: &EnvironmentSettings) -> Result<Target, String> {
+pub(crate) async fn connect(e: &EnvironmentSettings) -> Result<Target, String> {
     let url = database_url(e).map_err(|err| err.0)?;
     Target::connect(url.expose_secret())
         .await
@@ -64,7 +64,7 @@ pub(super) async fn connect(e: &EnvironmentSettings) -> Result<Target, String> {
 
 /// Reads the sizes of the tables `scripts` lock in risky statements and the long transactions,
 /// on `target` (or records why not, for both). Never fails: the plan is made without them.
-pub(super) async fn read_live(
+pub(crate) async fn read_live(
     target: Result<Target, String>,
     thresholds: &DeploySettings,
     scripts: &[(String, ScriptReview)],
@@ -274,11 +274,7 @@ fn statement_warning(
         .iter()
         .map(|t| (t, size_of(t, created, live)))
         .collect();
-    let large = sized.iter().any(|(_, z)| match z {
-        Sized::Known(ts) => live.thresholds.is_large(ts.rows.unwrap_or(0), ts.bytes),
-        Sized::Unknown => true,
-        Sized::New | Sized::Absent => false,
-    });
+    let large = sized.iter().any(|(_, z)| z.is_large(&live.thresholds));
     let tables = sized
         .iter()
         .map(|(t, z)| format!("{t} ({})", describe(z, now)))
@@ -306,6 +302,43 @@ fn statement_warning(
     } else {
         Warning::info(text)
     }
+}
+
+impl Sized<'_> {
+    /// Large by the `[deploy]` thresholds, or of unknown size (it may be).
+    fn is_large(&self, thresholds: &DeploySettings) -> bool {
+        match self {
+            Sized::Known(ts) => thresholds.is_large(ts.rows.unwrap_or(0), ts.bytes),
+            Sized::Unknown => true,
+            Sized::New | Sized::Absent => false,
+        }
+    }
+}
+
+/// The flagged statements of `scripts` on a large table (or one of unknown size), as
+/// `20250201000000_task_uid line 2 (rewrites "Task")`: what the card shows as warnings.
+pub fn flagged_on_large_tables(
+    scripts: &[(String, ScriptReview)],
+    live: &LiveFacts,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    walk(scripts, |label, s, created| {
+        let large: Vec<String> = s
+            .tables
+            .iter()
+            .filter(|t| size_of(t, created, live).is_large(&live.thresholds))
+            .map(|t| t.to_string())
+            .collect();
+        if !large.is_empty() {
+            out.push(format!(
+                "{label} line {} ({} {})",
+                s.line,
+                s.effect.verb(),
+                large.join(", ")
+            ));
+        }
+    });
+    out
 }
 
 fn size_of<'a>(t: &TableRef, created: &[TableRef], live: &'a LiveFacts) -> Sized<'a> {

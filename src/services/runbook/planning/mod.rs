@@ -38,7 +38,10 @@ use crate::services::runbook::source::{
 
 pub use deploy::deploy_refusal;
 pub use emergency::newest_migration;
-pub use locks::{lock_warnings, tables_to_size, LiveFacts, ReviewedScripts};
+pub(crate) use locks::{connect, read_live};
+pub use locks::{
+    flagged_on_large_tables, lock_warnings, tables_to_size, LiveFacts, ReviewedScripts,
+};
 pub use rollback::{
     rollback_before, rollback_candidate, rollback_exact, rollback_first_started, rollback_uses_down,
 };
