@@ -336,6 +336,21 @@ pg_case!(
 );
 pg_case!(drop_table_is_catalog_only, "drop-table", T, "DROP TABLE t");
 pg_case!(
+    rename_index_locks_only_the_index,
+    "rename-index",
+    "CREATE TABLE t (id int, a int); CREATE INDEX t_a_idx ON t (a);",
+    "ALTER INDEX t_a_idx RENAME TO t_a_idx2"
+);
+pg_case!(
+    rename_constraint_is_catalog_only,
+    "rename-constraint",
+    T,
+    "ALTER TABLE t RENAME CONSTRAINT t_pkey TO t_pk"
+);
+pg_case!(drop_foreign_key_locks_the_referenced_table_too, "drop-foreign-key",
+    "CREATE TABLE r (id int PRIMARY KEY); CREATE TABLE t (id int PRIMARY KEY, r_id int REFERENCES r (id));",
+    "ALTER TABLE t DROP CONSTRAINT t_r_id_fkey");
+pg_case!(
     create_table_with_foreign_key_locks_the_referenced_table,
     "create-table-foreign-key",
     "CREATE TABLE r (id int PRIMARY KEY); INSERT INTO r SELECT generate_series(1, 200);",

@@ -95,6 +95,8 @@ row!(add_unique, AddUniqueOrPrimaryKey, PG15, "ALTER TABLE t ADD UNIQUE (email)"
 row!(add_constraint_using_index, AddConstraintUsingIndex, PG15, "ALTER TABLE t ADD CONSTRAINT t_email_key UNIQUE USING INDEX t_email_idx", AEL, ["t"], Metadata, safer: false, AT_DESC);
 row!(add_exclusion, AddExclusion, PG15, "ALTER TABLE t ADD CONSTRAINT k EXCLUDE USING gist (r WITH &&)", AEL, ["t"], Scan, safer: false, AT_DESC);
 row!(drop_constraint, DropConstraint, PG15, "ALTER TABLE t DROP CONSTRAINT t_pkey", AEL, ["t"], Metadata, safer: false, AT_DESC);
+row!(drop_foreign_key, DropForeignKey, PG15, "ALTER TABLE \"Post\" ADD CONSTRAINT \"Post_authorId_fkey\" FOREIGN KEY (\"authorId\") REFERENCES \"User\"(\"id\");\nALTER TABLE \"Post\" DROP CONSTRAINT \"Post_authorId_fkey\"", AEL, ["Post", "User"], Metadata, safer: false, AT_DESC);
+row!(drop_foreign_key_with_default_name, DropForeignKey, PG15, "CREATE TABLE p (id int, author_id int REFERENCES u (id));\nALTER TABLE p DROP CONSTRAINT p_author_id_fkey", AEL, ["p", "u"], Metadata, safer: false, AT_DESC);
 row!(create_index, CreateIndex, PG15, "CREATE INDEX \"Post_title_idx\" ON \"Post\"(\"title\")", SHARE, ["Post"], Scan, safer: true, CI);
 row!(create_index_concurrently, CreateIndexConcurrently, PG15, "CREATE INDEX CONCURRENTLY i ON t (c)", SUE, ["t"], Scan, safer: false, CI);
 row!(create_unique_index, CreateUniqueIndex, PG15, "CREATE UNIQUE INDEX \"User_email_key\" ON \"User\"(\"email\")", SHARE, ["User"], Scan, safer: true, CI);
@@ -103,6 +105,9 @@ row!(drop_index, DropIndex, PG15, "DROP INDEX \"Post_title_key\"", AEL, ["Post_t
 row!(drop_index_concurrently, DropIndexConcurrently, PG15, "DROP INDEX CONCURRENTLY IF EXISTS i", SUE, ["i"], Metadata, safer: false, "DROP INDEX, Parameters (CONCURRENTLY)");
 row!(rename_column, RenameColumn, PG15, "ALTER TABLE \"User\" RENAME COLUMN \"name\" TO \"fullName\"", AEL, ["User"], Metadata, safer: true, AT_DESC);
 row!(rename_table, RenameTable, PG15, "ALTER TABLE \"User\" RENAME TO \"Account\"", AEL, ["User"], Metadata, safer: true, AT_DESC);
+row!(rename_index, RenameIndex, PG15, "ALTER INDEX \"Post_title_key\" RENAME TO \"Article_title_key\"", SUE, ["Post_title_key"], Metadata, safer: false, "ALTER INDEX, Description");
+row!(rename_index_pre12, RenameIndexPre12, 110000, "ALTER INDEX i RENAME TO j", AEL, ["i"], Metadata, safer: false, "ALTER INDEX, Description");
+row!(rename_constraint, RenameConstraint, PG15, "ALTER TABLE \"Article\" RENAME CONSTRAINT \"Post_pkey\" TO \"Article_pkey\"", AEL, ["Article"], Metadata, safer: false, AT_DESC);
 row!(drop_table, DropTable, PG15, "DROP TABLE IF EXISTS public.users, \"Audit\" CASCADE", AEL, ["users", "Audit"], Metadata, safer: false, LOCKS);
 row!(truncate, Truncate, PG15, "TRUNCATE \"Post\"", AEL, ["Post"], Metadata, safer: false, LOCKS);
 row!(create_table, CreateTable, PG15, "CREATE TABLE \"User\" (\"id\" SERIAL NOT NULL, CONSTRAINT \"User_pkey\" PRIMARY KEY (\"id\"))", None, [], Metadata, safer: false, LOCKS);
@@ -260,4 +265,27 @@ fn binary_coercible_follows_the_documented_cases() {
     assert!(!binary_coercible(&t("numeric(10,2)"), &t("numeric(12,3)")));
     assert!(!binary_coercible(&t("integer"), &t("bigint")));
     assert!(!binary_coercible(&t("integer"), &t("text")));
+}
+
+#[test]
+fn the_readme_lists_every_row_with_its_lock_effect_and_section() {
+    let readme = include_str!("../../../README.md");
+    for rule in RULES {
+        let prefix = format!("| `{}` |", rule.name);
+        let line = readme.lines().find(|l| l.starts_with(&prefix));
+        let line = line.unwrap_or_else(|| panic!("README has no row for {}", rule.name));
+        let lock = rule.lock.map(LockLevel::as_str).unwrap_or("none");
+        let effect = match rule.effect {
+            Effect::Rewrite => "rewrite",
+            Effect::Scan => "scan",
+            Effect::Metadata => "catalog only",
+        };
+        for part in [lock, effect, rule.doc] {
+            assert!(
+                line.contains(&format!("| {part} |")),
+                "{}: {part} not in {line}",
+                rule.name
+            );
+        }
+    }
 }
