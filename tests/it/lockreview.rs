@@ -11,8 +11,9 @@
 //!   `DELETE` take) of the first table wait exactly as the review's "blocks" says (not observed
 //!   for an index: `LOCK TABLE` takes tables only).
 //!
-//! The review is given the setup and the statement as one script, so column types and checks
-//! the setup created are known to it, as they would be in a migration that did both.
+//! The review is given the setup (its tables as `CREATE TABLE IF NOT EXISTS`, so that they count
+//! as existing tables) and the statement as one script, so column types and checks the setup
+//! created are known to it, as they would be in a migration that did both.
 
 use dualkey::dbops::lockreview::{review_script, Blocks, Effect, LockLevel, StatementReview};
 use sqlx::{Connection, PgConnection, Row};
@@ -87,7 +88,9 @@ async fn observe(setup: &str, stmt: &str) -> (StatementReview, Vec<Seen>, Option
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    let review = review_script(&format!("{setup};\n{stmt}"), version as u32);
+    // The setup's tables stand for existing ones (a table the script creates is "new-table").
+    let existing = setup.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ");
+    let review = review_script(&format!("{existing};\n{stmt}"), version as u32);
     assert_eq!(review.parse_error, None);
     let s = review.statements.last().unwrap().clone();
     assert!(!s.tables.is_empty(), "the review names no table: {s:?}");

@@ -8,7 +8,7 @@
 //! then catalog-only), and a validated `CHECK (c IS NOT NULL)` lets `SET NOT NULL` skip its scan
 //! on PostgreSQL 12 and later.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use pg_query::protobuf::{self, DropStmt, IndexStmt, ObjectType, RangeVar, RenameStmt};
 use pg_query::{NodeEnum, NodeRef};
@@ -36,6 +36,8 @@ pub(super) struct Context {
     pub(super) not_null_checks: HashMap<(String, String), (String, bool)>,
     /// (table, constraint name) -> referenced table, for the foreign keys the script added.
     pub(super) foreign_keys: HashMap<(String, String), TableRef>,
+    /// Tables the script created (not `IF NOT EXISTS`): empty, unknown to the running app.
+    created: HashSet<String>,
 }
 
 impl Context {
@@ -79,6 +81,7 @@ pub(super) fn review(sql: &str, version: u32, known: &KnownColumns) -> ScriptRev
         columns: known.clone(),
         not_null_checks: HashMap::new(),
         foreign_keys: HashMap::new(),
+        created: HashSet::new(),
     };
     let mut out = ScriptReview {
         statements: Vec::new(),
@@ -92,9 +95,37 @@ pub(super) fn review(sql: &str, version: u32, known: &KnownColumns) -> ScriptRev
         let (text, line) = statement_text(sql, raw.stmt_location, raw.stmt_len);
         let hits = classify(node, &mut ctx);
         out.transactional &= hits.iter().all(|h| h.id.rule().transactional);
+        let hits = on_new_tables(hits, &ctx.created);
         out.statements.push(combine(text, line, hits, version));
+        if let NodeEnum::CreateStmt(s) = node {
+            if let Some(r) = s.relation.as_ref().filter(|_| !s.if_not_exists) {
+                ctx.created.insert(r.relname.clone());
+            }
+        }
     }
     out
+}
+
+/// A row whose table the script itself created becomes `new-table` (nobody waits for an empty
+/// table the running app does not know), or, for a foreign key from it, `create-table-foreign-key`
+/// on the referenced table; a row that also locks other existing tables is kept as it is.
+fn on_new_tables(hits: Vec<Hit>, created: &HashSet<String>) -> Vec<Hit> {
+    let is_new = |t: &TableRef| created.contains(&t.name);
+    hits.into_iter()
+        .map(|h| {
+            if !h.tables.first().is_some_and(is_new) {
+                return h;
+            }
+            let others: Vec<TableRef> = h.tables.iter().filter(|t| !is_new(t)).cloned().collect();
+            match h.id {
+                _ if others.is_empty() => hit(RuleId::NewTable, Vec::new()),
+                RuleId::AddForeignKey | RuleId::AddForeignKeyNotValid => {
+                    hit(RuleId::CreateTableForeignKey, others)
+                }
+                _ => h,
+            }
+        })
+        .collect()
 }
 
 /// The statement's text (without leading comments, trailing blanks and `;`) and its 1-based

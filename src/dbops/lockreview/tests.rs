@@ -74,10 +74,10 @@ row!(add_column_generated_stored, AddColumnGenerated, PG15, "ALTER TABLE t ADD C
 row!(drop_column, DropColumn, PG15, "ALTER TABLE \"User\" DROP COLUMN \"bio\"", AEL, ["User"], Metadata, safer: false, AT_NOTES);
 row!(alter_column_type, AlterColumnType, PG15, "ALTER TABLE t ALTER COLUMN c SET DATA TYPE BIGINT", AEL, ["t"], Rewrite, safer: true, AT_NOTES);
 row!(alter_column_type_unknown_old_varchar, AlterColumnType, PG15, "ALTER TABLE t ALTER COLUMN c TYPE varchar(20)", AEL, ["t"], Rewrite, safer: true, AT_NOTES);
-row!(alter_column_type_coercible, AlterColumnTypeCoercible, PG15, "CREATE TABLE t (c varchar(10));\nALTER TABLE t ALTER COLUMN c TYPE varchar(20)", AEL, ["t"], Metadata, safer: false, AT_NOTES);
-row!(alter_column_type_to_text, AlterColumnTypeCoercible, PG15, "CREATE TABLE t (c character varying(10));\nALTER TABLE t ALTER COLUMN c TYPE text", AEL, ["t"], Metadata, safer: false, AT_NOTES);
-row!(alter_column_type_narrowing, AlterColumnType, PG15, "CREATE TABLE t (c varchar(20));\nALTER TABLE t ALTER COLUMN c TYPE varchar(10)", AEL, ["t"], Rewrite, safer: true, AT_NOTES);
-row!(alter_column_type_using, AlterColumnType, PG15, "CREATE TABLE t (c varchar(10));\nALTER TABLE t ALTER COLUMN c TYPE text USING upper(c)", AEL, ["t"], Rewrite, safer: true, AT_NOTES);
+row!(alter_column_type_coercible, AlterColumnTypeCoercible, PG15, "CREATE TABLE IF NOT EXISTS t (c varchar(10));\nALTER TABLE t ALTER COLUMN c TYPE varchar(20)", AEL, ["t"], Metadata, safer: false, AT_NOTES);
+row!(alter_column_type_to_text, AlterColumnTypeCoercible, PG15, "CREATE TABLE IF NOT EXISTS t (c character varying(10));\nALTER TABLE t ALTER COLUMN c TYPE text", AEL, ["t"], Metadata, safer: false, AT_NOTES);
+row!(alter_column_type_narrowing, AlterColumnType, PG15, "CREATE TABLE IF NOT EXISTS t (c varchar(20));\nALTER TABLE t ALTER COLUMN c TYPE varchar(10)", AEL, ["t"], Rewrite, safer: true, AT_NOTES);
+row!(alter_column_type_using, AlterColumnType, PG15, "CREATE TABLE IF NOT EXISTS t (c varchar(10));\nALTER TABLE t ALTER COLUMN c TYPE text USING upper(c)", AEL, ["t"], Rewrite, safer: true, AT_NOTES);
 row!(set_not_null, SetNotNull, PG15, "ALTER TABLE t ALTER COLUMN c SET NOT NULL", AEL, ["t"], Scan, safer: true, AT_DESC);
 row!(set_not_null_pre12, SetNotNullPre12, 110005, "ALTER TABLE t ALTER COLUMN c SET NOT NULL", AEL, ["t"], Scan, safer: false, AT_DESC);
 row!(set_not_null_checked, SetNotNullChecked, PG15, "ALTER TABLE t ADD CONSTRAINT k CHECK (c IS NOT NULL) NOT VALID;\nALTER TABLE t VALIDATE CONSTRAINT k;\nALTER TABLE t ALTER COLUMN c SET NOT NULL", AEL, ["t"], Metadata, safer: false, AT_DESC);
@@ -96,7 +96,7 @@ row!(add_constraint_using_index, AddConstraintUsingIndex, PG15, "ALTER TABLE t A
 row!(add_exclusion, AddExclusion, PG15, "ALTER TABLE t ADD CONSTRAINT k EXCLUDE USING gist (r WITH &&)", AEL, ["t"], Scan, safer: false, AT_DESC);
 row!(drop_constraint, DropConstraint, PG15, "ALTER TABLE t DROP CONSTRAINT t_pkey", AEL, ["t"], Metadata, safer: false, AT_DESC);
 row!(drop_foreign_key, DropForeignKey, PG15, "ALTER TABLE \"Post\" ADD CONSTRAINT \"Post_authorId_fkey\" FOREIGN KEY (\"authorId\") REFERENCES \"User\"(\"id\");\nALTER TABLE \"Post\" DROP CONSTRAINT \"Post_authorId_fkey\"", AEL, ["Post", "User"], Metadata, safer: false, AT_DESC);
-row!(drop_foreign_key_with_default_name, DropForeignKey, PG15, "CREATE TABLE p (id int, author_id int REFERENCES u (id));\nALTER TABLE p DROP CONSTRAINT p_author_id_fkey", AEL, ["p", "u"], Metadata, safer: false, AT_DESC);
+row!(drop_foreign_key_with_default_name, DropForeignKey, PG15, "CREATE TABLE IF NOT EXISTS p (id int, author_id int REFERENCES u (id));\nALTER TABLE p DROP CONSTRAINT p_author_id_fkey", AEL, ["p", "u"], Metadata, safer: false, AT_DESC);
 row!(create_index, CreateIndex, PG15, "CREATE INDEX \"Post_title_idx\" ON \"Post\"(\"title\")", SHARE, ["Post"], Scan, safer: true, CI);
 row!(create_index_concurrently, CreateIndexConcurrently, PG15, "CREATE INDEX CONCURRENTLY i ON t (c)", SUE, ["t"], Scan, safer: false, CI);
 row!(create_unique_index, CreateUniqueIndex, PG15, "CREATE UNIQUE INDEX \"User_email_key\" ON \"User\"(\"email\")", SHARE, ["User"], Scan, safer: true, CI);
@@ -112,6 +112,9 @@ row!(drop_table, DropTable, PG15, "DROP TABLE IF EXISTS public.users, \"Audit\" 
 row!(truncate, Truncate, PG15, "TRUNCATE \"Post\"", AEL, ["Post"], Metadata, safer: false, LOCKS);
 row!(create_table, CreateTable, PG15, "CREATE TABLE \"User\" (\"id\" SERIAL NOT NULL, CONSTRAINT \"User_pkey\" PRIMARY KEY (\"id\"))", None, [], Metadata, safer: false, LOCKS);
 row!(create_table_foreign_key, CreateTableForeignKey, PG15, "CREATE TABLE p (id int PRIMARY KEY, author int REFERENCES \"User\"(id), parent int REFERENCES p (id))", SRE, ["User"], Metadata, safer: false, "CREATE TABLE, Parameters (REFERENCES)");
+row!(new_table_index, NewTable, PG15, "CREATE TABLE \"Tag\" (\"id\" TEXT NOT NULL, \"name\" TEXT NOT NULL);\nCREATE UNIQUE INDEX \"Tag_name_key\" ON \"Tag\"(\"name\")", None, [], Metadata, safer: false, LOCKS);
+row!(new_table_foreign_key_locks_the_referenced_table, CreateTableForeignKey, PG15, "CREATE TABLE \"Tag\" (\"id\" TEXT NOT NULL, \"postId\" INTEGER);\nALTER TABLE \"Tag\" ADD CONSTRAINT \"Tag_postId_fkey\" FOREIGN KEY (\"postId\") REFERENCES \"Post\"(\"id\") ON DELETE RESTRICT ON UPDATE CASCADE", SRE, ["Post"], Metadata, safer: false, "CREATE TABLE, Parameters (REFERENCES)");
+row!(if_not_exists_table_is_not_taken_as_new, CreateIndex, PG15, "CREATE TABLE IF NOT EXISTS t (a int);\nCREATE INDEX i ON t (a)", SHARE, ["t"], Scan, safer: true, CI);
 row!(alter_enum_add_value, AlterEnumAddValue, PG15, "ALTER TYPE \"Role\" ADD VALUE 'ADMIN'", None, [], Metadata, safer: false, "ALTER TYPE, Notes");
 row!(alter_enum_add_value_pre12, AlterEnumAddValuePre12, 110000, "ALTER TYPE \"Role\" ADD VALUE 'ADMIN'", None, [], Metadata, safer: false, "ALTER TYPE, Notes");
 row!(cluster, Cluster, PG15, "CLUSTER t USING t_pkey", AEL, ["t"], Rewrite, safer: false, "CLUSTER, Notes");
@@ -176,7 +179,7 @@ fn statements_keep_their_text_and_line() {
 #[test]
 fn multibyte_text_keeps_byte_offsets_right() {
     let r = review_script(
-        "CREATE TABLE \"Ünïcödé\" (x int);\nDROP TABLE \"Ünïcödé\";",
+        "SELECT 'é' FROM \"Ünïcödé\";\nDROP TABLE \"Ünïcödé\";",
         PG15,
     );
     assert_eq!(r.statements[1].sql, "DROP TABLE \"Ünïcödé\"");
@@ -200,6 +203,7 @@ fn transaction_control_and_concurrently_are_not_transactional() {
     for sql in [
         "BEGIN; ALTER TABLE t ADD COLUMN c int; COMMIT;",
         "CREATE INDEX CONCURRENTLY i ON t (c);",
+        "CREATE TABLE t (c int); CREATE INDEX CONCURRENTLY i ON t (c);",
         "DROP INDEX CONCURRENTLY i;",
         "REINDEX INDEX CONCURRENTLY i;",
         "VACUUM t;",
