@@ -15,7 +15,9 @@
 //! as existing tables) and the statement as one script, so column types and checks the setup
 //! created are known to it, as they would be in a migration that did both.
 
-use dualkey::dbops::lockreview::{review_script, Blocks, Effect, LockLevel, StatementReview};
+use dualkey::dbops::lockreview::{
+    review_on_target, review_script, Blocks, Effect, LockLevel, StatementReview,
+};
 use sqlx::{Connection, PgConnection, Row};
 
 use crate::support::TestDb;
@@ -388,4 +390,35 @@ async fn truncate_takes_access_exclusive() {
     assert_eq!(seen[0].lock, Some(LockLevel::AccessExclusive));
     assert_eq!(review.lock, Some(LockLevel::AccessExclusive));
     assert_eq!(blocks, Some(Blocks::ReadsAndWrites));
+}
+
+/// With the target's catalog, a widening the script alone cannot judge is catalog-only (and
+/// PostgreSQL agrees: `varchar_widening_is_catalog_only`); a narrowing stays a rewrite.
+#[tokio::test]
+async fn review_on_target_reads_version_and_column_types() {
+    let db = TestDb::create("lockreview").await;
+    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE \"Task\" (id int, title varchar(10), n numeric(10,2))")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let sql = "ALTER TABLE \"Task\" ALTER COLUMN title TYPE varchar(20);
+ALTER TABLE \"Task\" ALTER COLUMN n TYPE numeric(8,2);
+ALTER TABLE \"Task\" ADD COLUMN d int DEFAULT 0;
+ALTER TABLE \"Missing\" ALTER COLUMN x TYPE text;";
+    let review = review_on_target(&mut conn, sql).await.unwrap();
+    let rules: Vec<&str> = review.statements.iter().map(|s| s.rule).collect();
+    assert_eq!(
+        rules,
+        [
+            "alter-column-type-coercible",
+            "alter-column-type",
+            "add-column-constant-default",
+            "alter-column-type"
+        ]
+    );
+    assert_eq!(
+        review_script(sql, 150000).statements[0].rule,
+        "alter-column-type"
+    );
 }
