@@ -65,7 +65,13 @@ fn alter_table_cmd(cmd: &AlterTableCmd, t: &TableRef, ctx: &mut Context, hits: &
             }
             hits.push(one(RuleId::ValidateConstraint));
         }
-        (AlterTableType::AtDropConstraint, _) => hits.push(one(RuleId::DropConstraint)),
+        (AlterTableType::AtDropConstraint, _) => {
+            let key = (t.name.clone(), cmd.name.clone());
+            match ctx.foreign_keys.get(&key) {
+                Some(r) => hits.push(hit(RuleId::DropForeignKey, vec![t.clone(), r.clone()])),
+                None => hits.push(one(RuleId::DropConstraint)),
+            }
+        }
         _ => hits.push(one(RuleId::Unknown)),
     }
 }
@@ -120,6 +126,7 @@ fn add_column(cd: &ColumnDef, t: &TableRef, ctx: &mut Context, hits: &mut Vec<Hi
     for c in constraints {
         match ConstrType::try_from(c.contype) {
             Ok(ConstrType::ConstrForeign) => {
+                ctx.remember_fk(&t.name, c, Some(&cd.colname));
                 let mut tables = vec![t.clone()];
                 tables.extend(c.pktable.iter().map(table));
                 hits.push(hit(RuleId::AddForeignKey, tables));
@@ -210,6 +217,7 @@ fn add_constraint(c: &Constraint, t: &TableRef, ctx: &mut Context) -> Hit {
     let one = |id| hit(id, vec![t.clone()]);
     match ConstrType::try_from(c.contype) {
         Ok(ConstrType::ConstrForeign) => {
+            ctx.remember_fk(&t.name, c, None);
             let mut tables = vec![t.clone()];
             tables.extend(c.pktable.iter().map(table));
             let id = if c.skip_validation {

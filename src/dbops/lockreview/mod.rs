@@ -5,7 +5,8 @@
 //! for the server's version and live in one table (`rules.rs`), each row naming its section.
 //!
 //! Layout: `parse.rs` walks the parse tree and picks rows (`alter.rs` for `ALTER TABLE`, `types.rs`
-//! for type changes); `rules.rs` is the table. The
+//! for type changes); `rules.rs` is the table; `catalog.rs` reads the target's version and column
+//! types ([`review_on_target`]). The
 //! data-loss warnings of `sqlscan` (a lexer) are kept where the parser cannot serve: a script
 //! that does not parse (then `parse_error` is set and callers fall back to `sqlscan`).
 
@@ -14,10 +15,12 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 mod alter;
+mod catalog;
 mod parse;
 pub mod rules;
 mod types;
 
+pub use catalog::{known_columns, review_on_target};
 pub use rules::{Rule, RuleId, Versions, RULES};
 pub use types::{binary_coercible, ColumnType, KnownColumns};
 

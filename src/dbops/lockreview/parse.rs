@@ -8,7 +8,7 @@
 //! then catalog-only), and a validated `CHECK (c IS NOT NULL)` lets `SET NOT NULL` skip its scan
 //! on PostgreSQL 12 and later.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use pg_query::protobuf::{self, DropStmt, IndexStmt, ObjectType, RangeVar, RenameStmt};
 use pg_query::{NodeEnum, NodeRef};
@@ -34,6 +34,34 @@ pub(super) struct Context {
     pub(super) columns: KnownColumns,
     /// (table, column) -> (constraint name, validated) for `CHECK (column IS NOT NULL)`.
     pub(super) not_null_checks: HashMap<(String, String), (String, bool)>,
+    /// (table, constraint name) -> referenced table, for the foreign keys the script added.
+    pub(super) foreign_keys: HashMap<(String, String), TableRef>,
+    /// Tables the script created (not `IF NOT EXISTS`): empty, unknown to the running app.
+    created: HashSet<String>,
+}
+
+impl Context {
+    /// Remembers a foreign key of `table` (its name as written, else PostgreSQL's default name
+    /// `table_column_fkey`; `column` is the column of an inline `REFERENCES`).
+    pub(super) fn remember_fk(
+        &mut self,
+        table: &str,
+        c: &protobuf::Constraint,
+        column: Option<&str>,
+    ) {
+        let Some(pk) = c.pktable.as_ref() else { return };
+        let name = if c.conname.is_empty() {
+            let cols: Vec<String> = match column {
+                Some(col) => vec![col.to_string()],
+                None => c.fk_attrs.iter().filter_map(sval).collect(),
+            };
+            format!("{table}_{}_fkey", cols.join("_"))
+        } else {
+            c.conname.clone()
+        };
+        self.foreign_keys
+            .insert((table.to_string(), name), super::parse::table(pk));
+    }
 }
 
 /// Reviews `sql` for a server of `version`, knowing `known` column types.
@@ -52,6 +80,8 @@ pub(super) fn review(sql: &str, version: u32, known: &KnownColumns) -> ScriptRev
         version,
         columns: known.clone(),
         not_null_checks: HashMap::new(),
+        foreign_keys: HashMap::new(),
+        created: HashSet::new(),
     };
     let mut out = ScriptReview {
         statements: Vec::new(),
@@ -65,9 +95,37 @@ pub(super) fn review(sql: &str, version: u32, known: &KnownColumns) -> ScriptRev
         let (text, line) = statement_text(sql, raw.stmt_location, raw.stmt_len);
         let hits = classify(node, &mut ctx);
         out.transactional &= hits.iter().all(|h| h.id.rule().transactional);
+        let hits = on_new_tables(hits, &ctx.created);
         out.statements.push(combine(text, line, hits, version));
+        if let NodeEnum::CreateStmt(s) = node {
+            if let Some(r) = s.relation.as_ref().filter(|_| !s.if_not_exists) {
+                ctx.created.insert(r.relname.clone());
+            }
+        }
     }
     out
+}
+
+/// A row whose table the script itself created becomes `new-table` (nobody waits for an empty
+/// table the running app does not know), or, for a foreign key from it, `create-table-foreign-key`
+/// on the referenced table; a row that also locks other existing tables is kept as it is.
+fn on_new_tables(hits: Vec<Hit>, created: &HashSet<String>) -> Vec<Hit> {
+    let is_new = |t: &TableRef| created.contains(&t.name);
+    hits.into_iter()
+        .map(|h| {
+            if !h.tables.first().is_some_and(is_new) {
+                return h;
+            }
+            let others: Vec<TableRef> = h.tables.iter().filter(|t| !is_new(t)).cloned().collect();
+            match h.id {
+                _ if others.is_empty() => hit(RuleId::NewTable, Vec::new()),
+                RuleId::AddForeignKey | RuleId::AddForeignKeyNotValid => {
+                    hit(RuleId::CreateTableForeignKey, others)
+                }
+                _ => h,
+            }
+        })
+        .collect()
 }
 
 /// The statement's text (without leading comments, trailing blanks and `;`) and its 1-based
@@ -172,7 +230,7 @@ fn classify(node: &NodeEnum, ctx: &mut Context) -> Vec<Hit> {
         NodeEnum::AlterTableStmt(s) => alter_table(s, ctx),
         NodeEnum::IndexStmt(s) => vec![create_index(s)],
         NodeEnum::CreateStmt(s) => create_table(s, ctx),
-        NodeEnum::RenameStmt(s) => vec![rename(s)],
+        NodeEnum::RenameStmt(s) => vec![rename(s, ctx.version)],
         NodeEnum::DropStmt(s) => vec![drop(s)],
         NodeEnum::TruncateStmt(s) => vec![hit(RuleId::Truncate, range_vars(&s.relations))],
         NodeEnum::AlterEnumStmt(s) if s.old_val.is_empty() => {
@@ -251,19 +309,20 @@ fn create_table(s: &protobuf::CreateStmt, ctx: &mut Context) -> Vec<Hit> {
         .map(|r| r.relname.clone())
         .unwrap_or_default();
     for elt in s.table_elts.iter().chain(s.constraints.iter()) {
-        let constraints: Vec<&protobuf::Node> = match elt.node.as_ref() {
+        let (constraints, column): (Vec<&protobuf::Node>, _) = match elt.node.as_ref() {
             Some(NodeEnum::ColumnDef(cd)) => {
                 if let Some(ty) = cd.type_name.as_ref() {
                     let key = (own.clone(), cd.colname.clone());
                     ctx.columns.insert(key, ColumnType::from_type_name(ty));
                 }
-                cd.constraints.iter().collect()
+                (cd.constraints.iter().collect(), Some(cd.colname.as_str()))
             }
-            Some(NodeEnum::Constraint(_)) => vec![elt],
-            _ => vec![],
+            Some(NodeEnum::Constraint(_)) => (vec![elt], None),
+            _ => (vec![], None),
         };
         for c in constraints {
             if let Some(NodeEnum::Constraint(c)) = c.node.as_ref() {
+                ctx.remember_fk(&own, c, column);
                 if let Some(pk) = c.pktable.as_ref().filter(|pk| pk.relname != own) {
                     let t = table(pk);
                     if !referenced.contains(&t) {
@@ -280,10 +339,15 @@ fn create_table(s: &protobuf::CreateStmt, ctx: &mut Context) -> Vec<Hit> {
     }
 }
 
-fn rename(s: &RenameStmt) -> Hit {
+fn rename(s: &RenameStmt, version: u32) -> Hit {
     let tables: Vec<TableRef> = s.relation.iter().map(table).collect();
     match ObjectType::try_from(s.rename_type) {
         Ok(ObjectType::ObjectColumn) => hit(RuleId::RenameColumn, tables),
+        Ok(ObjectType::ObjectTabconstraint) => hit(RuleId::RenameConstraint, tables),
+        Ok(ObjectType::ObjectIndex) => hit(
+            pick(version, RuleId::RenameIndex, RuleId::RenameIndexPre12),
+            tables,
+        ),
         Ok(ObjectType::ObjectTable | ObjectType::ObjectView | ObjectType::ObjectMatview) => {
             hit(RuleId::RenameTable, tables)
         }

@@ -74,10 +74,10 @@ row!(add_column_generated_stored, AddColumnGenerated, PG15, "ALTER TABLE t ADD C
 row!(drop_column, DropColumn, PG15, "ALTER TABLE \"User\" DROP COLUMN \"bio\"", AEL, ["User"], Metadata, safer: false, AT_NOTES);
 row!(alter_column_type, AlterColumnType, PG15, "ALTER TABLE t ALTER COLUMN c SET DATA TYPE BIGINT", AEL, ["t"], Rewrite, safer: true, AT_NOTES);
 row!(alter_column_type_unknown_old_varchar, AlterColumnType, PG15, "ALTER TABLE t ALTER COLUMN c TYPE varchar(20)", AEL, ["t"], Rewrite, safer: true, AT_NOTES);
-row!(alter_column_type_coercible, AlterColumnTypeCoercible, PG15, "CREATE TABLE t (c varchar(10));\nALTER TABLE t ALTER COLUMN c TYPE varchar(20)", AEL, ["t"], Metadata, safer: false, AT_NOTES);
-row!(alter_column_type_to_text, AlterColumnTypeCoercible, PG15, "CREATE TABLE t (c character varying(10));\nALTER TABLE t ALTER COLUMN c TYPE text", AEL, ["t"], Metadata, safer: false, AT_NOTES);
-row!(alter_column_type_narrowing, AlterColumnType, PG15, "CREATE TABLE t (c varchar(20));\nALTER TABLE t ALTER COLUMN c TYPE varchar(10)", AEL, ["t"], Rewrite, safer: true, AT_NOTES);
-row!(alter_column_type_using, AlterColumnType, PG15, "CREATE TABLE t (c varchar(10));\nALTER TABLE t ALTER COLUMN c TYPE text USING upper(c)", AEL, ["t"], Rewrite, safer: true, AT_NOTES);
+row!(alter_column_type_coercible, AlterColumnTypeCoercible, PG15, "CREATE TABLE IF NOT EXISTS t (c varchar(10));\nALTER TABLE t ALTER COLUMN c TYPE varchar(20)", AEL, ["t"], Metadata, safer: false, AT_NOTES);
+row!(alter_column_type_to_text, AlterColumnTypeCoercible, PG15, "CREATE TABLE IF NOT EXISTS t (c character varying(10));\nALTER TABLE t ALTER COLUMN c TYPE text", AEL, ["t"], Metadata, safer: false, AT_NOTES);
+row!(alter_column_type_narrowing, AlterColumnType, PG15, "CREATE TABLE IF NOT EXISTS t (c varchar(20));\nALTER TABLE t ALTER COLUMN c TYPE varchar(10)", AEL, ["t"], Rewrite, safer: true, AT_NOTES);
+row!(alter_column_type_using, AlterColumnType, PG15, "CREATE TABLE IF NOT EXISTS t (c varchar(10));\nALTER TABLE t ALTER COLUMN c TYPE text USING upper(c)", AEL, ["t"], Rewrite, safer: true, AT_NOTES);
 row!(set_not_null, SetNotNull, PG15, "ALTER TABLE t ALTER COLUMN c SET NOT NULL", AEL, ["t"], Scan, safer: true, AT_DESC);
 row!(set_not_null_pre12, SetNotNullPre12, 110005, "ALTER TABLE t ALTER COLUMN c SET NOT NULL", AEL, ["t"], Scan, safer: false, AT_DESC);
 row!(set_not_null_checked, SetNotNullChecked, PG15, "ALTER TABLE t ADD CONSTRAINT k CHECK (c IS NOT NULL) NOT VALID;\nALTER TABLE t VALIDATE CONSTRAINT k;\nALTER TABLE t ALTER COLUMN c SET NOT NULL", AEL, ["t"], Metadata, safer: false, AT_DESC);
@@ -95,6 +95,8 @@ row!(add_unique, AddUniqueOrPrimaryKey, PG15, "ALTER TABLE t ADD UNIQUE (email)"
 row!(add_constraint_using_index, AddConstraintUsingIndex, PG15, "ALTER TABLE t ADD CONSTRAINT t_email_key UNIQUE USING INDEX t_email_idx", AEL, ["t"], Metadata, safer: false, AT_DESC);
 row!(add_exclusion, AddExclusion, PG15, "ALTER TABLE t ADD CONSTRAINT k EXCLUDE USING gist (r WITH &&)", AEL, ["t"], Scan, safer: false, AT_DESC);
 row!(drop_constraint, DropConstraint, PG15, "ALTER TABLE t DROP CONSTRAINT t_pkey", AEL, ["t"], Metadata, safer: false, AT_DESC);
+row!(drop_foreign_key, DropForeignKey, PG15, "ALTER TABLE \"Post\" ADD CONSTRAINT \"Post_authorId_fkey\" FOREIGN KEY (\"authorId\") REFERENCES \"User\"(\"id\");\nALTER TABLE \"Post\" DROP CONSTRAINT \"Post_authorId_fkey\"", AEL, ["Post", "User"], Metadata, safer: false, AT_DESC);
+row!(drop_foreign_key_with_default_name, DropForeignKey, PG15, "CREATE TABLE IF NOT EXISTS p (id int, author_id int REFERENCES u (id));\nALTER TABLE p DROP CONSTRAINT p_author_id_fkey", AEL, ["p", "u"], Metadata, safer: false, AT_DESC);
 row!(create_index, CreateIndex, PG15, "CREATE INDEX \"Post_title_idx\" ON \"Post\"(\"title\")", SHARE, ["Post"], Scan, safer: true, CI);
 row!(create_index_concurrently, CreateIndexConcurrently, PG15, "CREATE INDEX CONCURRENTLY i ON t (c)", SUE, ["t"], Scan, safer: false, CI);
 row!(create_unique_index, CreateUniqueIndex, PG15, "CREATE UNIQUE INDEX \"User_email_key\" ON \"User\"(\"email\")", SHARE, ["User"], Scan, safer: true, CI);
@@ -103,10 +105,16 @@ row!(drop_index, DropIndex, PG15, "DROP INDEX \"Post_title_key\"", AEL, ["Post_t
 row!(drop_index_concurrently, DropIndexConcurrently, PG15, "DROP INDEX CONCURRENTLY IF EXISTS i", SUE, ["i"], Metadata, safer: false, "DROP INDEX, Parameters (CONCURRENTLY)");
 row!(rename_column, RenameColumn, PG15, "ALTER TABLE \"User\" RENAME COLUMN \"name\" TO \"fullName\"", AEL, ["User"], Metadata, safer: true, AT_DESC);
 row!(rename_table, RenameTable, PG15, "ALTER TABLE \"User\" RENAME TO \"Account\"", AEL, ["User"], Metadata, safer: true, AT_DESC);
+row!(rename_index, RenameIndex, PG15, "ALTER INDEX \"Post_title_key\" RENAME TO \"Article_title_key\"", SUE, ["Post_title_key"], Metadata, safer: false, "ALTER INDEX, Description");
+row!(rename_index_pre12, RenameIndexPre12, 110000, "ALTER INDEX i RENAME TO j", AEL, ["i"], Metadata, safer: false, "ALTER INDEX, Description");
+row!(rename_constraint, RenameConstraint, PG15, "ALTER TABLE \"Article\" RENAME CONSTRAINT \"Post_pkey\" TO \"Article_pkey\"", AEL, ["Article"], Metadata, safer: false, AT_DESC);
 row!(drop_table, DropTable, PG15, "DROP TABLE IF EXISTS public.users, \"Audit\" CASCADE", AEL, ["users", "Audit"], Metadata, safer: false, LOCKS);
 row!(truncate, Truncate, PG15, "TRUNCATE \"Post\"", AEL, ["Post"], Metadata, safer: false, LOCKS);
 row!(create_table, CreateTable, PG15, "CREATE TABLE \"User\" (\"id\" SERIAL NOT NULL, CONSTRAINT \"User_pkey\" PRIMARY KEY (\"id\"))", None, [], Metadata, safer: false, LOCKS);
 row!(create_table_foreign_key, CreateTableForeignKey, PG15, "CREATE TABLE p (id int PRIMARY KEY, author int REFERENCES \"User\"(id), parent int REFERENCES p (id))", SRE, ["User"], Metadata, safer: false, "CREATE TABLE, Parameters (REFERENCES)");
+row!(new_table_index, NewTable, PG15, "CREATE TABLE \"Tag\" (\"id\" TEXT NOT NULL, \"name\" TEXT NOT NULL);\nCREATE UNIQUE INDEX \"Tag_name_key\" ON \"Tag\"(\"name\")", None, [], Metadata, safer: false, LOCKS);
+row!(new_table_foreign_key_locks_the_referenced_table, CreateTableForeignKey, PG15, "CREATE TABLE \"Tag\" (\"id\" TEXT NOT NULL, \"postId\" INTEGER);\nALTER TABLE \"Tag\" ADD CONSTRAINT \"Tag_postId_fkey\" FOREIGN KEY (\"postId\") REFERENCES \"Post\"(\"id\") ON DELETE RESTRICT ON UPDATE CASCADE", SRE, ["Post"], Metadata, safer: false, "CREATE TABLE, Parameters (REFERENCES)");
+row!(if_not_exists_table_is_not_taken_as_new, CreateIndex, PG15, "CREATE TABLE IF NOT EXISTS t (a int);\nCREATE INDEX i ON t (a)", SHARE, ["t"], Scan, safer: true, CI);
 row!(alter_enum_add_value, AlterEnumAddValue, PG15, "ALTER TYPE \"Role\" ADD VALUE 'ADMIN'", None, [], Metadata, safer: false, "ALTER TYPE, Notes");
 row!(alter_enum_add_value_pre12, AlterEnumAddValuePre12, 110000, "ALTER TYPE \"Role\" ADD VALUE 'ADMIN'", None, [], Metadata, safer: false, "ALTER TYPE, Notes");
 row!(cluster, Cluster, PG15, "CLUSTER t USING t_pkey", AEL, ["t"], Rewrite, safer: false, "CLUSTER, Notes");
@@ -171,7 +179,7 @@ fn statements_keep_their_text_and_line() {
 #[test]
 fn multibyte_text_keeps_byte_offsets_right() {
     let r = review_script(
-        "CREATE TABLE \"Ünïcödé\" (x int);\nDROP TABLE \"Ünïcödé\";",
+        "SELECT 'é' FROM \"Ünïcödé\";\nDROP TABLE \"Ünïcödé\";",
         PG15,
     );
     assert_eq!(r.statements[1].sql, "DROP TABLE \"Ünïcödé\"");
@@ -195,6 +203,7 @@ fn transaction_control_and_concurrently_are_not_transactional() {
     for sql in [
         "BEGIN; ALTER TABLE t ADD COLUMN c int; COMMIT;",
         "CREATE INDEX CONCURRENTLY i ON t (c);",
+        "CREATE TABLE t (c int); CREATE INDEX CONCURRENTLY i ON t (c);",
         "DROP INDEX CONCURRENTLY i;",
         "REINDEX INDEX CONCURRENTLY i;",
         "VACUUM t;",
@@ -260,4 +269,27 @@ fn binary_coercible_follows_the_documented_cases() {
     assert!(!binary_coercible(&t("numeric(10,2)"), &t("numeric(12,3)")));
     assert!(!binary_coercible(&t("integer"), &t("bigint")));
     assert!(!binary_coercible(&t("integer"), &t("text")));
+}
+
+#[test]
+fn the_readme_lists_every_row_with_its_lock_effect_and_section() {
+    let readme = include_str!("../../../README.md");
+    for rule in RULES {
+        let prefix = format!("| `{}` |", rule.name);
+        let line = readme.lines().find(|l| l.starts_with(&prefix));
+        let line = line.unwrap_or_else(|| panic!("README has no row for {}", rule.name));
+        let lock = rule.lock.map(LockLevel::as_str).unwrap_or("none");
+        let effect = match rule.effect {
+            Effect::Rewrite => "rewrite",
+            Effect::Scan => "scan",
+            Effect::Metadata => "catalog only",
+        };
+        for part in [lock, effect, rule.doc] {
+            assert!(
+                line.contains(&format!("| {part} |")),
+                "{}: {part} not in {line}",
+                rule.name
+            );
+        }
+    }
 }
