@@ -6,7 +6,7 @@ use crate::config::EnvironmentSettings;
 use crate::core::ports::Reads;
 use crate::core::reply::Warning;
 use crate::dbops;
-use crate::dbops::lockreview::{review_script, ScriptReview};
+use crate::dbops::lockreview::{review_script_with, KnownColumns, ScriptReview};
 use crate::dbops::prisma;
 use crate::services::environment::{env_settings, migration_status, StepError};
 
@@ -48,6 +48,17 @@ pub fn review_pending(
     e: &EnvironmentSettings,
     st: &prisma::StatusReport,
 ) -> Result<PendingReview, StepError> {
+    review_pending_with(e, st, &KnownColumns::new())
+}
+
+/// [`review_pending`], the lock review knowing the current types of the target's columns (a
+/// widening `ALTER COLUMN ... TYPE` is then catalog-only). Reads the folder again: checksums and
+/// reviews always come from one read.
+pub fn review_pending_with(
+    e: &EnvironmentSettings,
+    st: &prisma::StatusReport,
+    known: &KnownColumns,
+) -> Result<PendingReview, StepError> {
     let folder = prisma::list_migrations(&e.migrations_dir);
     let mut review = PendingReview {
         checksums: Vec::new(),
@@ -69,7 +80,9 @@ pub fn review_pending(
                     .into_iter()
                     .map(|w| format!("{m}: {w}")),
             );
-            review.locks.push((m.clone(), review_script(sql, server)));
+            review
+                .locks
+                .push((m.clone(), review_script_with(sql, server, known)));
         }
         if !lm.has_down_sql {
             review.no_down.push(m.clone());

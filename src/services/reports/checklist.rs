@@ -12,7 +12,9 @@ use crate::core::reply::{Report, Section};
 use crate::dbops::lockreview::ScriptReview;
 use crate::dbops::prisma::StatusReport;
 use crate::services::backups::health::first_healthy;
-use crate::services::runbook::planning::{connect, flagged_on_large_tables, read_live};
+use crate::services::runbook::planning::{
+    columns_on_target, connect, flagged_on_large_tables, read_live,
+};
 
 /// A checklist item: ticked or not, and its text.
 type Item = (bool, String);
@@ -105,7 +107,7 @@ async fn pending_items(
                     list(&review.data_loss)
                 ),
             ));
-            lock_items(reads, e, &review.locks, items).await;
+            lock_items(reads, e, st, review.locks, items).await;
         }
         Err(err) => items.push((false, format!("pending migrations readable ({err})"))),
     }
@@ -122,16 +124,24 @@ async fn pending_items(
 
 /// The lock review's items: no pending statement that blocks reads or writes of a large table
 /// (the warnings of the deploy card), and no transaction open on the target for longer than
-/// `[deploy] long_transaction` (a migration would wait for it).
+/// `[deploy] long_transaction` (a migration would wait for it). Read as for the card: the
+/// review knows the target's column types, sizes and sessions come from one connection.
 async fn lock_items(
     reads: Reads<'_>,
     e: &EnvironmentSettings,
-    scripts: &[(String, ScriptReview)],
+    st: &StatusReport,
+    mut scripts: Vec<(String, ScriptReview)>,
     items: &mut Vec<Item>,
 ) {
     let deploy = &reads.settings.deploy;
-    let live = read_live(connect(e).await, deploy, scripts).await;
-    let large = flagged_on_large_tables(scripts, &live);
+    let mut target = connect(e).await;
+    if let Some(known) = columns_on_target(&mut target, &scripts).await {
+        if let Ok(again) = crate::services::pending::review_pending_with(e, st, &known) {
+            scripts = again.locks;
+        }
+    }
+    let live = read_live(target, deploy, &scripts).await;
+    let large = flagged_on_large_tables(&scripts, &live);
     items.push((
         large.is_empty(),
         format!(

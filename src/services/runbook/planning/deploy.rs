@@ -7,10 +7,17 @@ use crate::core::operation::{OperationKind, PinnedMigration, Plan, PlannedStep, 
 use crate::core::ports::Reads;
 use crate::core::reply::Warning;
 use crate::dbops::backup::BackupKind;
+use crate::dbops::prisma;
 use crate::services::environment::{migration_status, StepError};
-use crate::services::pending::{missing_on_staging, review_pending};
-use crate::services::runbook::planning::locks::{connect, lock_warnings, read_live};
-use crate::services::runbook::planning::{not_gathered, DeployFacts, KindFacts, StatusFacts};
+use crate::services::pending::{
+    missing_on_staging, review_pending, review_pending_with, PendingReview,
+};
+use crate::services::runbook::planning::locks::{
+    columns_on_target, connect, lock_warnings, read_live,
+};
+use crate::services::runbook::planning::{
+    not_gathered, DeployFacts, KindFacts, LiveFacts, StatusFacts,
+};
 use crate::services::runbook::step_builders::backup_step;
 
 /// The facts of a deploy (and the server version its status read had).
@@ -23,13 +30,7 @@ pub(super) async fn gather_deploy(
     let server = st.server_version_num;
     let status = StatusFacts::from(&st);
     let (missing_on_staging, review, live) = if deploy_refusal(env, e, &status).is_none() {
-        let review = review_pending(e, &st);
-        let live = match &review {
-            Ok(r) => Some(Box::new(
-                read_live(connect(e).await, &reads.settings.deploy, &r.locks).await,
-            )),
-            Err(_) => None,
-        };
+        let (review, live) = review_with_target(reads, e, &st).await;
         (
             Some(missing_on_staging(reads, e, &st.deploy_would_apply).await),
             Some(review),
@@ -47,6 +48,30 @@ pub(super) async fn gather_deploy(
         }),
         server,
     ))
+}
+
+/// The review of the pending scripts, knowing the target's column types when they can be read,
+/// and the target's sizes and long transactions, on one connection.
+async fn review_with_target(
+    reads: Reads<'_>,
+    e: &EnvironmentSettings,
+    st: &prisma::StatusReport,
+) -> (Result<PendingReview, StepError>, Option<Box<LiveFacts>>) {
+    let mut review = review_pending(e, st);
+    let Ok(first) = &review else {
+        return (review, None);
+    };
+    let mut target = connect(e).await;
+    if let Some(known) = columns_on_target(&mut target, &first.locks).await {
+        review = review_pending_with(e, st, &known);
+    }
+    let live = match &review {
+        Ok(r) => Some(Box::new(
+            read_live(target, &reads.settings.deploy, &r.locks).await,
+        )),
+        Err(_) => None,
+    };
+    (review, live)
 }
 
 /// Why a deploy is refused by the status alone: a failed migration (Prisma would stop with

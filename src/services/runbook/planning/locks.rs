@@ -21,7 +21,9 @@ use secrecy::ExposeSecret;
 use crate::config::{DeploySettings, EnvironmentSettings};
 use crate::core::human;
 use crate::core::reply::Warning;
-use crate::dbops::lockreview::{ScriptReview, StatementReview, TableRef};
+use crate::dbops::lockreview::{
+    known_columns, KnownColumns, ScriptReview, StatementReview, TableRef,
+};
 use crate::dbops::prisma::Target;
 use crate::dbops::sessions::{self, human_bytes, human_rows, SessionInfo, TableSize};
 use crate::services::environment::database_url;
@@ -60,6 +62,32 @@ pub(crate) async fn connect(e: &EnvironmentSettings) -> Result<Target, String> {
     Target::connect(url.expose_secret())
         .await
         .map_err(|err| err.to_string())
+}
+
+/// The current types of the columns of every table `scripts` name, for a second review that
+/// knows them ([`crate::dbops::lockreview::review_script_with`]); `None` when there is nothing
+/// to learn or the read failed (the first review stands: it assumes a rewrite).
+pub(crate) async fn columns_on_target(
+    target: &mut Result<Target, String>,
+    scripts: &[(String, ScriptReview)],
+) -> Option<KnownColumns> {
+    let t = target.as_mut().ok()?;
+    let mut tables: Vec<TableRef> = Vec::new();
+    for s in scripts.iter().flat_map(|(_, r)| r.statements.iter()) {
+        for t in &s.tables {
+            if !tables.contains(t) {
+                tables.push(t.clone());
+            }
+        }
+    }
+    if tables.is_empty() {
+        return None;
+    }
+    let read = known_columns(&mut t.conn, &tables);
+    match tokio::time::timeout(LIVE_READ_TIMEOUT, read).await {
+        Ok(Ok(known)) if !known.is_empty() => Some(known),
+        _ => None,
+    }
 }
 
 /// Reads the sizes of the tables `scripts` lock in risky statements and the long transactions,

@@ -38,7 +38,7 @@ use crate::services::runbook::source::{
 
 pub use deploy::deploy_refusal;
 pub use emergency::newest_migration;
-pub(crate) use locks::{connect, read_live};
+pub(crate) use locks::{columns_on_target, connect, read_live};
 pub use locks::{
     flagged_on_large_tables, lock_warnings, tables_to_size, LiveFacts, ReviewedScripts,
 };

@@ -12,12 +12,14 @@ use crate::core::operation::{OperationKind, Plan, PlannedStep, RollbackStrategy,
 use crate::core::ports::Reads;
 use crate::core::reply::Warning;
 use crate::dbops::backup::BackupKind;
-use crate::dbops::lockreview::{review_script, ScriptReview};
+use crate::dbops::lockreview::{review_script_with, KnownColumns, ScriptReview};
 use crate::dbops::prisma;
 use crate::services::backups::health::backup_migrations;
 use crate::services::environment::{database_url, migration_status, StepError};
 use crate::services::pending::{warnings_for, UNKNOWN_SERVER_VERSION};
-use crate::services::runbook::planning::locks::{connect, lock_warnings, read_live};
+use crate::services::runbook::planning::locks::{
+    columns_on_target, connect, lock_warnings, read_live,
+};
 use crate::services::runbook::planning::{
     gather_source, not_gathered, KindFacts, LiveFacts, RollbackFacts, RollbackRestoreFacts,
 };
@@ -69,25 +71,34 @@ async fn gather_down_locks(
     e: &EnvironmentSettings,
     rp: &prisma::RollbackPlan,
 ) -> (Vec<(String, ScriptReview)>, LiveFacts, Option<u32>) {
-    let target = connect(e).await;
+    let mut target = connect(e).await;
     let server = target
         .as_ref()
         .ok()
         .and_then(|t| t.conn.server_version_num());
-    let scripts = down_reviews(rp, server.unwrap_or(UNKNOWN_SERVER_VERSION));
+    let version = server.unwrap_or(UNKNOWN_SERVER_VERSION);
+    let mut scripts = down_reviews(rp, version, &KnownColumns::new());
+    if let Some(known) = columns_on_target(&mut target, &scripts).await {
+        scripts = down_reviews(rp, version, &known);
+    }
     let live = read_live(target, &reads.settings.deploy, &scripts).await;
     (scripts, live, server)
 }
 
-/// `(MIGRATION down.sql, review)` for each step of `rp` that has a `down.sql`, in its order.
-pub fn down_reviews(rp: &prisma::RollbackPlan, server: u32) -> Vec<(String, ScriptReview)> {
+/// `(MIGRATION down.sql, review)` for each step of `rp` that has a `down.sql`, in its order,
+/// knowing the `known` column types of the target.
+pub fn down_reviews(
+    rp: &prisma::RollbackPlan,
+    server: u32,
+    known: &KnownColumns,
+) -> Vec<(String, ScriptReview)> {
     rp.steps
         .iter()
         .filter_map(|s| {
             let sql = s.down_sql.as_deref()?;
             Some((
                 format!("{} down.sql", s.migration),
-                review_script(sql, server),
+                review_script_with(sql, server, known),
             ))
         })
         .collect()
