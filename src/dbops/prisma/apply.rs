@@ -7,7 +7,7 @@ use super::error::{PrismaError, PrismaUserError};
 use super::outcome::DeployOptions;
 use super::table::{render_script_error, run_script, Target};
 use crate::dbops::lockreview::review_script;
-use crate::dbops::sessions::{blocking_sessions, SessionInfo};
+use crate::dbops::sessions::{blocking_sessions, lock_holders, SessionInfo};
 use crate::dbops::sqlscan::transaction_ends;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
@@ -124,6 +124,11 @@ async fn attempt_in_transaction(run: &mut Run<'_>, job: &Job<'_>) -> Result<Atte
         .await
         .map_err(PrismaError::db("rolling back the migration's transaction"))?;
     if is_lock_timeout(&err) {
+        if holders.is_empty() {
+            // Not seen while it waited (a very short lock_timeout): whoever still holds a lock
+            // on the tables the review names.
+            holders = holders_of_tables(target, job.script, run.server_version).await;
+        }
         return Ok(Attempt::LockTimeout(holders));
     }
     if !in_script || !matches!(err, sqlx::Error::Database(_)) {
@@ -133,6 +138,27 @@ async fn attempt_in_transaction(run: &mut Run<'_>, job: &Job<'_>) -> Result<Atte
     record_start(target, &id, job.checksum, job.name, started_at).await?;
     record_failure(target, &id, &error.message).await?;
     Ok(Attempt::Failed(error))
+}
+
+/// The sessions holding a lock on a table the lock review finds in `script` (none when it
+/// names none, or on any error: this only enriches a message).
+async fn holders_of_tables(
+    target: &mut Target,
+    script: &str,
+    server_version: u32,
+) -> Vec<SessionInfo> {
+    let mut tables: Vec<String> = review_script(script, server_version)
+        .statements
+        .iter()
+        .flat_map(|s| s.tables.iter().map(|t| t.regclass()))
+        .collect();
+    tables.dedup();
+    if tables.is_empty() {
+        return Vec::new();
+    }
+    lock_holders(&mut target.conn, &tables)
+        .await
+        .unwrap_or_default()
 }
 
 /// P3018 for a script's database error.
@@ -283,5 +309,26 @@ async fn record_failure(target: &mut Target, id: &str, logs: &str) -> Result<(),
                 .map_err(PrismaError::db("recording the migration failure"))
         }
         Err(e) => Err(PrismaError::db("recording the migration failure")(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_set_only_when_configured() {
+        let none = DeployOptions::default();
+        assert_eq!(timeouts_sql(&none, "SET LOCAL"), "");
+        let both = DeployOptions {
+            lock_timeout: Some(Duration::from_secs(5)),
+            statement_timeout: Some(Duration::from_secs(600)),
+            ..DeployOptions::default()
+        };
+        assert_eq!(
+            timeouts_sql(&both, "SET LOCAL"),
+            "SET LOCAL lock_timeout = '5000ms'; SET LOCAL statement_timeout = '600000ms'; "
+        );
+        assert!(!both.is_prisma() && none.is_prisma());
     }
 }

@@ -173,3 +173,34 @@ pub enum ResolveAction {
     /// `--rolled-back`: mark the failed rows rolled back.
     RolledBack,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_timeout_names_the_holder_and_says_nothing_was_applied() {
+        let stop = DeployStop {
+            migration: "20250115000000_add_task_priority".into(),
+            reason: DeployStopReason::LockTimeout {
+                tries: 6,
+                lock_timeout_ms: 5000,
+                holders: vec![SessionInfo {
+                    pid: 4242,
+                    application: "psql".into(),
+                    state: "idle in transaction".into(),
+                    xact_age_s: 192,
+                    query: "SELECT count(*) FROM \"Task\"".into(),
+                }],
+            },
+        };
+        assert_eq!(
+            stop.message(),
+            "20250115000000_add_task_priority could not get its lock within lock_timeout 5s (6 tries): held by pid 4242 (psql, idle in transaction, in a transaction for 3m12s): SELECT count(*) FROM \"Task\". Nothing of it was applied and _prisma_migrations has no row for it, so there is nothing to resolve; deploy again once that session is done"
+        );
+        assert!(stop.prisma_error().is_none());
+        assert!(stop
+            .cli_stderr()
+            .starts_with("Error: 20250115000000_add_task_priority"));
+    }
+}

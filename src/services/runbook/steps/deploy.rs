@@ -87,6 +87,16 @@ pub(crate) async fn deploy(
     match &out.stopped {
         None if out.applied.is_empty() => Ok("no pending migrations to apply".into()),
         None => Ok(format!("applied {}", out.applied.join(", "))),
+        Some(
+            stop @ prisma::DeployStop {
+                reason: prisma::DeployStopReason::LockTimeout { .. },
+                ..
+            },
+        ) => Err(StepError(format!(
+            "applied [{}], then {}",
+            out.applied.join(", "),
+            stop.message()
+        ))),
         Some(stop) => Err(StepError(format!(
             "applied [{}], then {} failed: {}",
             out.applied.join(", "),
