@@ -390,47 +390,8 @@ where
         script,
         checksum: &checksum,
     };
-    let mut tries = 0u32;
-    let failed = loop {
-        tries += 1;
-        match attempt(run, &job).await? {
-            Attempt::Applied => break None,
-            Attempt::Failed(error) => break Some(error),
-            Attempt::LockTimeout(holders) if tries > run.options.lock_retries => {
-                let reason = DeployStopReason::LockTimeout {
-                    tries,
-                    lock_timeout_ms: run.options.lock_timeout.unwrap_or_default().as_millis()
-                        as u64,
-                    holders,
-                };
-                outcome.stopped = Some(stop(reason));
-                return Ok(ControlFlow::Break(()));
-            }
-            Attempt::LockTimeout(holders) => {
-                let pause = (run.options.backoff)(tries);
-                let event = DeployEvent::LockWait {
-                    migration: migration.name.clone(),
-                    attempt: tries,
-                    tries: run.options.lock_retries + 1,
-                    retry_in_ms: pause.as_millis() as u64,
-                    holders,
-                };
-                if let Err(message) = observer.on_event(&event).await {
-                    outcome.stopped = Some(stop(DeployStopReason::Observer { message }));
-                    return Ok(ControlFlow::Break(()));
-                }
-                tokio::time::sleep(pause).await;
-            }
-        }
-    };
-    if let Some(error) = failed {
-        let event = DeployEvent::Failed {
-            migration: migration.name.clone(),
-            error: error.clone(),
-            checksum: Some(checksum.clone()),
-        };
-        let _ = observer.on_event(&event).await;
-        outcome.stopped = Some(stop(DeployStopReason::ScriptFailed { error }));
+    if let Err(reason) = apply_with_retries(run, &job, observer).await? {
+        outcome.stopped = Some(stop(reason));
         return Ok(ControlFlow::Break(()));
     }
     outcome.applied.push(migration.name.clone());
@@ -449,6 +410,56 @@ where
         }
     }
     Ok(ControlFlow::Continue(()))
+}
+
+/// The tries of one migration ([`attempt`]): `Ok(())` when applied, else why it stopped (a
+/// failure, already reported as `Failed`; every try out of `lock_timeout`; the observer refusing
+/// a `LockWait`).
+async fn apply_with_retries<O>(
+    run: &mut Run<'_>,
+    job: &Job<'_>,
+    observer: &mut O,
+) -> Result<Result<(), DeployStopReason>, PrismaError>
+where
+    O: ProgressObserver<DeployEvent> + ?Sized,
+{
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let holders = match attempt(run, job).await? {
+            Attempt::Applied => return Ok(Ok(())),
+            Attempt::Failed(error) => {
+                let event = DeployEvent::Failed {
+                    migration: job.name.to_string(),
+                    error: error.clone(),
+                    checksum: Some(job.checksum.to_string()),
+                };
+                let _ = observer.on_event(&event).await;
+                return Ok(Err(DeployStopReason::ScriptFailed { error }));
+            }
+            Attempt::LockTimeout(holders) => holders,
+        };
+        if tries > run.options.lock_retries {
+            let lock_timeout = run.options.lock_timeout.unwrap_or_default();
+            return Ok(Err(DeployStopReason::LockTimeout {
+                tries,
+                lock_timeout_ms: lock_timeout.as_millis() as u64,
+                holders,
+            }));
+        }
+        let pause = (run.options.backoff)(tries);
+        let event = DeployEvent::LockWait {
+            migration: job.name.to_string(),
+            attempt: tries,
+            tries: run.options.lock_retries + 1,
+            retry_in_ms: pause.as_millis() as u64,
+            holders,
+        };
+        if let Err(message) = observer.on_event(&event).await {
+            return Ok(Err(DeployStopReason::Observer { message }));
+        }
+        tokio::time::sleep(pause).await;
+    }
 }
 
 /// `prisma migrate deploy` in one call: deploys (without an observer) and renders what the CLI

@@ -84,6 +84,11 @@ pub(crate) async fn deploy(
         }
         Err(err) => return Err(StepError(err.to_string())),
     };
+    summary(&out)
+}
+
+/// The step's result: what was applied, and where and why it stopped.
+fn summary(out: &prisma::DeployOutcome) -> Result<String, StepError> {
     match &out.stopped {
         None if out.applied.is_empty() => Ok("no pending migrations to apply".into()),
         None => Ok(format!("applied {}", out.applied.join(", "))),
