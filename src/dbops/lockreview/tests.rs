@@ -209,6 +209,7 @@ fn transaction_control_and_concurrently_are_not_transactional() {
         "VACUUM t;",
         "SAVEPOINT a;",
         "ALTER SYSTEM SET work_mem = '8MB';",
+        "CLUSTER;",
     ] {
         assert!(!review_script(sql, PG15).transactional, "{sql}");
     }
