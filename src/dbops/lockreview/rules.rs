@@ -213,3 +213,8 @@ pub const RULES: &[Rule] = &[
 pub fn rules() -> &'static [Rule] {
     RULES
 }
+
+/// The row named `name` (a [`super::StatementReview::rule`]), for its note and versions.
+pub fn rule_named(name: &str) -> Option<&'static Rule> {
+    RULES.iter().find(|r| r.name == name)
+}

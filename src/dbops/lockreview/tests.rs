@@ -154,6 +154,10 @@ fn table_is_in_rule_id_order_with_unique_names_and_sections() {
         );
     }
     assert_eq!(RuleId::Unknown.rule().name, "unknown");
+    assert_eq!(
+        super::rules::rule_named("create-index").map(|r| r.id),
+        Some(RuleId::CreateIndex)
+    );
 }
 
 #[test]
