@@ -4,12 +4,32 @@
 //! (`pg_query`, libpg_query), never with a lexer; the rules follow the PostgreSQL documentation
 //! for the server's version and live in one table (`rules.rs`), each row naming its section.
 //!
-//! (API fixed first so that the card and the deploy can be built against it; `review_script` is
-//! being written in `parse.rs`/`rules.rs`.)
+//! Layout: `parse.rs` walks the parse tree and picks rows (`alter.rs` for `ALTER TABLE`,
+//! `types.rs` for type changes); `rules.rs` is the table; `catalog.rs` reads the target's version
+//! and column types ([`review_on_target`]).
+//!
+//! Where `sqlscan`'s lexer stays, because the parser cannot serve:
+//! - a script `pg_query` does not parse (its grammar is PostgreSQL 17's: syntax only a newer
+//!   server knows, or a script that is simply broken): `parse_error` is set, `statements` is
+//!   empty, and callers fall back to `sqlscan` for the data-loss warnings;
+//! - the data-loss warnings themselves: the card shows object names as written (`"Post"`,
+//!   `Posts`, `public.users`), which the parse tree does not keep (unquoted names are folded to
+//!   lower case, quotes are dropped, and `DROP`'s object names carry no source position), so
+//!   they are still read by `sqlscan::scan`.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+mod alter;
+mod catalog;
+mod parse;
+pub mod rules;
+mod types;
+
+pub use catalog::{known_columns, review_on_target};
+pub use rules::{Rule, RuleId, Versions, RULES};
+pub use types::{binary_coercible, ColumnType, KnownColumns};
 
 /// PostgreSQL's table-level lock modes (documentation: 13.3.1 "Table-Level Locks"), weakest
 /// first.
@@ -188,10 +208,20 @@ pub struct ScriptReview {
 
 /// Reviews a migration script for a server of `server_version_num` (`150004`, `180000`).
 pub fn review_script(sql: &str, server_version_num: u32) -> ScriptReview {
-    let _ = (sql, server_version_num);
-    ScriptReview {
-        statements: Vec::new(),
-        transactional: true,
-        parse_error: None,
-    }
+    parse::review(sql, server_version_num, &KnownColumns::new())
 }
+
+/// [`review_script`], knowing the types of columns that exist before the script runs (from the
+/// target's catalog: `(table, column) -> format_type(...)` read with [`ColumnType::parse`]), so
+/// that a binary-coercible `ALTER COLUMN ... TYPE` (`varchar(10)` to `varchar(20)`) is reported
+/// as catalog-only rather than as a rewrite.
+pub fn review_script_with(
+    sql: &str,
+    server_version_num: u32,
+    known: &KnownColumns,
+) -> ScriptReview {
+    parse::review(sql, server_version_num, known)
+}
+
+#[cfg(test)]
+mod tests;
