@@ -125,6 +125,25 @@ pub async fn dump_sessions(conn: &mut PgConnection) -> Result<Vec<SessionInfo>, 
         .collect()
 }
 
+/// The sessions the backend `pid` is waiting for right now (`pg_blocking_pids`): the ones
+/// holding, or queued ahead for, the lock it asked for. Empty when it waits for nothing.
+pub async fn blocking_sessions(
+    conn: &mut PgConnection,
+    pid: i32,
+) -> Result<Vec<SessionInfo>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {SESSION_COLUMNS} FROM pg_stat_activity a \
+         WHERE a.pid = ANY (pg_blocking_pids($1)) ORDER BY a.xact_start NULLS LAST, a.pid"
+    );
+    sqlx::query(&sql)
+        .bind(pid)
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(session)
+        .collect()
+}
+
 /// The other sessions holding a granted lock on any of `tables` (`regclass` text), longest in a
 /// transaction first.
 pub async fn lock_holders(

@@ -290,9 +290,15 @@ async fn deploy_pinned_refuses_any_difference_before_its_first_write() {
         ),
     )
     .unwrap();
-    let err = prisma::deploy_pinned(&url, &db.migrations, &approved, &mut NoProgress)
-        .await
-        .unwrap_err();
+    let err = prisma::deploy_pinned(
+        &url,
+        &db.migrations,
+        &approved,
+        Default::default(),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap_err();
     let PrismaError::PlanChanged(changed) = &err else {
         panic!("expected PlanChanged, got {err}")
     };
@@ -313,6 +319,7 @@ async fn deploy_pinned_refuses_any_difference_before_its_first_write() {
         &url,
         &db.migrations,
         &pins(&[INIT, PRIORITY]),
+        Default::default(),
         &mut NoProgress,
     )
     .await
@@ -325,9 +332,15 @@ async fn deploy_pinned_refuses_any_difference_before_its_first_write() {
 
     // Exactly what is there now: applied, each row with the checksum of the script that ran.
     let now = pins(&[INIT, PRIORITY, COMMENTS]);
-    let out = prisma::deploy_pinned(&url, &db.migrations, &now, &mut NoProgress)
-        .await
-        .unwrap();
+    let out = prisma::deploy_pinned(
+        &url,
+        &db.migrations,
+        &now,
+        Default::default(),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap();
     assert!(out.is_success());
     assert_eq!(
         db.sql(&format!(
@@ -343,8 +356,14 @@ async fn deploy_pinned_refuses_any_difference_before_its_first_write() {
         .is_some());
 
     // Approved migrations that are no longer pending: refused.
-    let err = prisma::deploy_pinned(&url, &db.migrations, &now, &mut NoProgress)
-        .await
-        .unwrap_err();
+    let err = prisma::deploy_pinned(
+        &url,
+        &db.migrations,
+        &now,
+        Default::default(),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("no longer pending"), "{err}");
 }

@@ -4,11 +4,18 @@
 //! (`pg_query`, libpg_query), never with a lexer; the rules follow the PostgreSQL documentation
 //! for the server's version and live in one table (`rules.rs`), each row naming its section.
 //!
-//! Layout: `parse.rs` walks the parse tree and picks rows (`alter.rs` for `ALTER TABLE`, `types.rs`
-//! for type changes); `rules.rs` is the table; `catalog.rs` reads the target's version and column
-//! types ([`review_on_target`]). The
-//! data-loss warnings of `sqlscan` (a lexer) are kept where the parser cannot serve: a script
-//! that does not parse (then `parse_error` is set and callers fall back to `sqlscan`).
+//! Layout: `parse.rs` walks the parse tree and picks rows (`alter.rs` for `ALTER TABLE`,
+//! `types.rs` for type changes); `rules.rs` is the table; `catalog.rs` reads the target's version
+//! and column types ([`review_on_target`]).
+//!
+//! Where `sqlscan`'s lexer stays, because the parser cannot serve:
+//! - a script `pg_query` does not parse (its grammar is PostgreSQL 17's: syntax only a newer
+//!   server knows, or a script that is simply broken): `parse_error` is set, `statements` is
+//!   empty, and callers fall back to `sqlscan` for the data-loss warnings;
+//! - the data-loss warnings themselves: the card shows object names as written (`"Post"`,
+//!   `Posts`, `public.users`), which the parse tree does not keep (unquoted names are folded to
+//!   lower case, quotes are dropped, and `DROP`'s object names carry no source position), so
+//!   they are still read by `sqlscan::scan`.
 
 use std::fmt;
 

@@ -243,9 +243,14 @@ fn classify(node: &NodeEnum, ctx: &mut Context) -> Vec<Hit> {
                 vec![],
             )]
         }
-        NodeEnum::ClusterStmt(s) => {
-            vec![hit(RuleId::Cluster, s.relation.iter().map(table).collect())]
-        }
+        NodeEnum::ClusterStmt(s) => match s.relation.as_ref() {
+            Some(r) => vec![hit(RuleId::Cluster, vec![table(r)])],
+            // Every clustered table of the database: refused in a transaction block.
+            None => vec![
+                hit(RuleId::Cluster, vec![]),
+                hit(RuleId::NotInTransaction, vec![]),
+            ],
+        },
         NodeEnum::VacuumStmt(s) => vec![vacuum(s)],
         NodeEnum::ReindexStmt(s) => vec![reindex(s, ctx.version)],
         NodeEnum::InsertStmt(s) => {

@@ -2,7 +2,7 @@
 //! documentation section it comes from (the documentation of the server's major version; the
 //! section names are those of PostgreSQL 15, whose numbering the others share).
 //!
-//! A row is chosen by [`super::parse`] from the parse tree and the server's version; the row then
+//! A row is chosen by `parse.rs` from the parse tree and the server's version; the row then
 //! says everything the card shows: the lock, the effect, whether the statement may run inside a
 //! transaction block, the documentation section and the safer form. `RULES[id as usize]` is the
 //! row of `id` (a test keeps the order).
@@ -212,4 +212,9 @@ pub const RULES: &[Rule] = &[
 /// Every row, in table order (for the README and the card's legend).
 pub fn rules() -> &'static [Rule] {
     RULES
+}
+
+/// The row named `name` (a [`super::StatementReview::rule`]), for its note and versions.
+pub fn rule_named(name: &str) -> Option<&'static Rule> {
+    RULES.iter().find(|r| r.name == name)
 }

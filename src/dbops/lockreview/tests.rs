@@ -154,6 +154,10 @@ fn table_is_in_rule_id_order_with_unique_names_and_sections() {
         );
     }
     assert_eq!(RuleId::Unknown.rule().name, "unknown");
+    assert_eq!(
+        super::rules::rule_named("create-index").map(|r| r.id),
+        Some(RuleId::CreateIndex)
+    );
 }
 
 #[test]
@@ -209,6 +213,7 @@ fn transaction_control_and_concurrently_are_not_transactional() {
         "VACUUM t;",
         "SAVEPOINT a;",
         "ALTER SYSTEM SET work_mem = '8MB';",
+        "CLUSTER;",
     ] {
         assert!(!review_script(sql, PG15).transactional, "{sql}");
     }

@@ -20,6 +20,31 @@
 //! (`BEGIN; …` then an error), dualkey issues `ROLLBACK` so the failure can still be recorded;
 //! the native engine would fail to write `logs`.
 //!
+//! # Lock timeouts: a migration is applied whole or not at all
+//!
+//! [`deploy`] (and [`deploy_prisma_cli`]) do exactly the above. [`deploy_pinned`] with
+//! [`DeployOptions`] that set a timeout (dualkey's deploy step: `[deploy] lock_timeout`,
+//! `statement_timeout`, `lock_retries`) applies each migration whose script can run in a
+//! transaction (the lock review says so and it has no `COMMIT`/`ROLLBACK` of its own) as ONE
+//! transaction: `BEGIN; SET LOCAL lock_timeout …; SET LOCAL statement_timeout …; INSERT` the row;
+//! the script (one simple query); `applied_steps_count + 1`; `finished_at`; `COMMIT`. The row
+//! and the script commit together or not at all; the committed row is the one Prisma writes.
+//!
+//! * Lock timeout (SQLSTATE 55P03): `ROLLBACK`. Nothing was written, not even the row. A
+//!   [`DeployEvent::LockWait`] names the sessions it waited for (a second connection asks
+//!   `pg_blocking_pids` of the waiting backend while the script runs), then after
+//!   [`DeployOptions::backoff`] it is tried again, up to `lock_retries` more times. After the
+//!   last try the deploy stops with [`DeployStopReason::LockTimeout`]: the migration is still
+//!   pending, there is nothing to resolve.
+//! * Any other error (a `statement_timeout` included): `ROLLBACK`, then the row Prisma leaves
+//!   for a failed script (its `started_at`, `logs` = P3018, written autocommit), so the next
+//!   deploy stops with P3009 as today.
+//! * A script that cannot run in a transaction (`CREATE INDEX CONCURRENTLY`, its own
+//!   `COMMIT`): Prisma's order above, with the timeouts set for the session. A lock timeout is
+//!   then a failure like any other (P3018 row, no retry): such a script may have left something
+//!   behind (a lock timeout in the later phases of `CREATE INDEX CONCURRENTLY` leaves an INVALID
+//!   index), so "nothing applied" could not be promised.
+//!
 //! # Byte for byte: what was approved is what runs
 //!
 //! The folder is read once, before the lock is taken ([`list_migrations`]): each `migration.sql`
@@ -41,29 +66,35 @@
 //! running for a dead client is cancelled within about a second instead of running to the end and
 //! committing. Point by point, for the migration being applied:
 //!
-//! * before its `INSERT`: nothing of it was written; it is still pending.
-//! * after the `INSERT`, while the script runs: PostgreSQL cancels the script within ~1 s of the
-//!   death and rolls its implicit transaction back. The row stays as Prisma leaves a killed
-//!   `prisma migrate deploy`: started, not finished, `logs` NULL, so `status` reports the migration
-//!   failed and the next deploy stops with P3009. The schema is exactly as before the script.
-//!   What to do: `resolve <name> rolled-back`, then deploy again.
-//! * after the script committed and before `finished_at` was written (one round trip): the
-//!   script's changes are in, the row still reads failed. What to do: look at the schema; if the
-//!   migration's changes are there, `resolve <name> applied`, else `resolve <name> rolled-back`
-//!   and deploy again.
-//! * after `finished_at`: applied; the migrations after it are pending.
+//! * with [`DeployOptions`] that set a timeout (dualkey's deploy step), a script applied in one
+//!   transaction with its row: the transaction dies with the connection, whatever point it had
+//!   reached before `COMMIT`. No row, no change: the migration is still pending, nothing to
+//!   resolve; deploy again. After `COMMIT` it is applied.
+//! * otherwise (Prisma's order: [`deploy`], or a script that cannot run in a transaction):
+//!   * before its `INSERT`: nothing of it was written; it is still pending.
+//!   * after the `INSERT`, while the script runs: PostgreSQL cancels the script within ~1 s of
+//!     the death and rolls its implicit transaction back. The row stays as Prisma leaves a killed
+//!     `prisma migrate deploy`: started, not finished, `logs` NULL, so `status` reports the
+//!     migration failed and the next deploy stops with P3009. The schema is exactly as before
+//!     the script. What to do: `resolve <name> rolled-back`, then deploy again.
+//!   * after the script committed and before `finished_at` was written (one round trip): the
+//!     script's changes are in, the row still reads failed. What to do: look at the schema; if
+//!     the migration's changes are there, `resolve <name> applied`, else
+//!     `resolve <name> rolled-back` and deploy again.
+//!   * after `finished_at`: applied; the migrations after it are pending.
 //!
 //! A script that commits by itself (`BEGIN; …; COMMIT;` pieces) commits those pieces whatever
 //! happens later; only the piece running at the death is rolled back.
 
+use super::apply::{attempt, Attempt, Job, Run};
 use super::checksum::render_checksum;
 use super::error::{DeployPlanChanged, PrismaError, PrismaUserError};
 use super::migrations::{list_migrations, LocalMigration, MigrationsFolder};
 use super::observer::ProgressObserver;
-use super::outcome::{DeployOutcome, DeployStop, DeployStopReason};
+use super::outcome::{DeployOptions, DeployOutcome, DeployStop, DeployStopReason};
 use super::render::{render_deploy, PrismaCliOutput};
-use super::table::{render_script_error, run_script, MigrationRow, Target};
-use chrono::Utc;
+use super::table::{MigrationRow, Target};
+use crate::dbops::sessions::SessionInfo;
 use serde::Serialize;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -94,6 +125,21 @@ pub enum DeployEvent {
         /// Checksum of the script that ran (the one recorded in `_prisma_migrations`).
         checksum: String,
     },
+    /// A try ran out of `lock_timeout`: rolled back, nothing written; the next try follows after
+    /// `retry_in_ms`. An observer error here stops the deploy with nothing of this migration
+    /// applied.
+    LockWait {
+        /// The migration.
+        migration: String,
+        /// The try that timed out (1-based).
+        attempt: u32,
+        /// How many tries there are in all.
+        tries: u32,
+        /// The pause before the next try.
+        retry_in_ms: u64,
+        /// The sessions it waited for.
+        holders: Vec<SessionInfo>,
+    },
     /// The script failed; its row is left failed with `logs` set, and the deploy stops.
     Failed {
         /// The migration.
@@ -118,23 +164,35 @@ pub async fn deploy<O>(
 where
     O: ProgressObserver<DeployEvent> + ?Sized,
 {
-    deploy_inner(database_url, migrations_dir, None, observer).await
+    let prisma = DeployOptions::default();
+    deploy_inner(database_url, migrations_dir, None, prisma, observer).await
 }
 
 /// Like [`deploy`], but applies only what was approved: `approved` is the list of pending
 /// migrations the approvers saw, in order, each with the checksum of its `migration.sql`
 /// ([`render_checksum`]). When the pending migrations or the checksums of the scripts this deploy
 /// read differ from it, returns [`PrismaError::PlanChanged`] before writing anything.
+///
+/// `options` set the timeouts and retries (see the module docs); [`DeployOptions::default`] is
+/// Prisma's behaviour exactly.
 pub async fn deploy_pinned<O>(
     database_url: &str,
     migrations_dir: &Path,
     approved: &[(String, String)],
+    options: DeployOptions,
     observer: &mut O,
 ) -> Result<DeployOutcome, PrismaError>
 where
     O: ProgressObserver<DeployEvent> + ?Sized,
 {
-    deploy_inner(database_url, migrations_dir, Some(approved), observer).await
+    deploy_inner(
+        database_url,
+        migrations_dir,
+        Some(approved),
+        options,
+        observer,
+    )
+    .await
 }
 
 #[tracing::instrument(skip_all, fields(pinned = approved.is_some()))]
@@ -142,6 +200,7 @@ async fn deploy_inner<O>(
     database_url: &str,
     migrations_dir: &Path,
     approved: Option<&[(String, String)]>,
+    options: DeployOptions,
     observer: &mut O,
 ) -> Result<DeployOutcome, PrismaError>
 where
@@ -151,7 +210,14 @@ where
     let folder = list_migrations(migrations_dir);
     folder.check_provider()?;
     let mut target = Target::connect(database_url).await?;
-    let result = deploy_locked(&mut target, &folder, approved, observer).await;
+    let server_version = target.conn.server_version_num().unwrap_or(0);
+    let mut run = Run {
+        target: &mut target,
+        database_url,
+        options,
+        server_version,
+    };
+    let result = deploy_locked(&mut run, &folder, approved, observer).await;
     target.close().await;
     result
 }
@@ -159,7 +225,7 @@ where
 /// Under the advisory lock: Prisma's preconditions, the approved list, the table if missing, then
 /// each pending migration in folder order.
 async fn deploy_locked<O>(
-    target: &mut Target,
+    run: &mut Run<'_>,
     folder: &MigrationsFolder,
     approved: Option<&[(String, String)]>,
     observer: &mut O,
@@ -167,6 +233,7 @@ async fn deploy_locked<O>(
 where
     O: ProgressObserver<DeployEvent> + ?Sized,
 {
+    let target = &mut *run.target;
     target.acquire_lock().await?;
     // Prisma's `initialize`, with its write (creating the table) deferred until the approved
     // list has been checked: a refused deploy writes nothing at all.
@@ -197,7 +264,7 @@ where
             total,
             next: next_names.get(i + 1),
         };
-        if apply_migration(target, migration, at, &mut outcome, observer)
+        if apply_migration(run, migration, at, &mut outcome, observer)
             .await?
             .is_break()
         {
@@ -274,11 +341,12 @@ struct Position<'a> {
     next: Option<&'a String>,
 }
 
-/// Applies one migration: P3015, the `Starting` event, the `INSERT`, the script, then the
-/// finished row and `Applied`, or the failed row and `Failed`. `Break` when the deploy stops here
+/// Applies one migration: P3015, the `Starting` event, then the tries ([`attempt`]): `Applied`,
+/// or the failed row and `Failed`, or, when every try ran out of `lock_timeout`,
+/// [`DeployStopReason::LockTimeout`] with nothing written. `Break` when the deploy stops here
 /// (`outcome.stopped` is set).
 async fn apply_migration<O>(
-    target: &mut Target,
+    run: &mut Run<'_>,
     migration: &LocalMigration,
     at: Position<'_>,
     outcome: &mut DeployOutcome,
@@ -316,110 +384,81 @@ where
         outcome.stopped = Some(stop(DeployStopReason::Observer { message }));
         return Ok(ControlFlow::Break(()));
     }
-    let id = uuid::Uuid::new_v4().to_string();
-    record_start(target, &id, &checksum, &migration.name).await?;
     let started = Instant::now();
-    match run_script(&mut target.conn, script).await {
-        Ok(_) => {
-            record_finished(target, &id).await?;
-            outcome.applied.push(migration.name.clone());
-            let event = DeployEvent::Applied {
-                migration: migration.name.clone(),
-                duration_ms: started.elapsed().as_millis() as u64,
-                checksum: checksum.clone(),
-            };
-            if let Err(message) = observer.on_event(&event).await {
-                if let Some(next) = at.next {
-                    outcome.stopped = Some(DeployStop {
-                        migration: next.clone(),
-                        reason: DeployStopReason::Observer { message },
-                    });
-                    return Ok(ControlFlow::Break(()));
-                }
-            }
-        }
-        Err(err @ sqlx::Error::Database(_)) => {
-            let (code, text) = render_script_error(script, &err);
-            let error = PrismaUserError::apply_migration_failed(&migration.name, &code, &text);
-            record_failure(target, &id, &error.message).await?;
-            let event = DeployEvent::Failed {
-                migration: migration.name.clone(),
-                error: error.clone(),
-                checksum: Some(checksum.clone()),
-            };
-            let _ = observer.on_event(&event).await;
-            outcome.stopped = Some(stop(DeployStopReason::ScriptFailed { error }));
+    let job = Job {
+        name: &migration.name,
+        script,
+        checksum: &checksum,
+    };
+    if let Err(reason) = apply_with_retries(run, &job, observer).await? {
+        outcome.stopped = Some(stop(reason));
+        return Ok(ControlFlow::Break(()));
+    }
+    outcome.applied.push(migration.name.clone());
+    let event = DeployEvent::Applied {
+        migration: migration.name.clone(),
+        duration_ms: started.elapsed().as_millis() as u64,
+        checksum: checksum.clone(),
+    };
+    if let Err(message) = observer.on_event(&event).await {
+        if let Some(next) = at.next {
+            outcome.stopped = Some(DeployStop {
+                migration: next.clone(),
+                reason: DeployStopReason::Observer { message },
+            });
             return Ok(ControlFlow::Break(()));
         }
-        Err(err) => return Err(PrismaError::db("running a migration script")(err)),
     }
     Ok(ControlFlow::Continue(()))
 }
 
-/// `INSERT (id, checksum, started_at, migration_name)`, before the script runs.
-async fn record_start(
-    target: &mut Target,
-    id: &str,
-    checksum: &str,
-    name: &str,
-) -> Result<(), PrismaError> {
-    sqlx::query(
-        r#"INSERT INTO "_prisma_migrations" ("id", "checksum", "started_at", "migration_name") VALUES ($1, $2, $3, $4)"#,
-    )
-    .bind(id)
-    .bind(checksum)
-    .bind(Utc::now())
-    .bind(name)
-    .execute(&mut target.conn)
-    .await
-    .map_err(PrismaError::db("recording the migration start"))?;
-    Ok(())
-}
-
-/// `applied_steps_count + 1`, then `finished_at`, each its own statement.
-async fn record_finished(target: &mut Target, id: &str) -> Result<(), PrismaError> {
-    sqlx::query(r#"UPDATE "_prisma_migrations" SET "applied_steps_count" = ("applied_steps_count" + $1) WHERE "id" = $2"#)
-        .bind(1i32)
-        .bind(id)
-        .execute(&mut target.conn)
-        .await
-        .map_err(PrismaError::db("recording the applied step"))?;
-    sqlx::query(r#"UPDATE "_prisma_migrations" SET "finished_at" = $1 WHERE "id" = $2"#)
-        .bind(Utc::now())
-        .bind(id)
-        .execute(&mut target.conn)
-        .await
-        .map_err(PrismaError::db("recording the migration as finished"))?;
-    Ok(())
-}
-
-/// `UPDATE … SET logs = $1`, after rolling back an explicit transaction the script left aborted.
-async fn record_failure(target: &mut Target, id: &str, logs: &str) -> Result<(), PrismaError> {
-    async fn update(
-        conn: &mut sqlx::PgConnection,
-        id: &str,
-        logs: &str,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(r#"UPDATE "_prisma_migrations" SET "logs" = $1 WHERE "id" = $2"#)
-            .bind(logs)
-            .bind(id)
-            .execute(conn)
-            .await
-            .map(|_| ())
-    }
-    match update(&mut target.conn, id, logs).await {
-        Ok(()) => Ok(()),
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("25P02") => {
-            run_script(&mut target.conn, "ROLLBACK")
-                .await
-                .map_err(PrismaError::db(
-                    "rolling back the failed script's transaction",
-                ))?;
-            update(&mut target.conn, id, logs)
-                .await
-                .map_err(PrismaError::db("recording the migration failure"))
+/// The tries of one migration ([`attempt`]): `Ok(())` when applied, else why it stopped (a
+/// failure, already reported as `Failed`; every try out of `lock_timeout`; the observer refusing
+/// a `LockWait`).
+async fn apply_with_retries<O>(
+    run: &mut Run<'_>,
+    job: &Job<'_>,
+    observer: &mut O,
+) -> Result<Result<(), DeployStopReason>, PrismaError>
+where
+    O: ProgressObserver<DeployEvent> + ?Sized,
+{
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let holders = match attempt(run, job).await? {
+            Attempt::Applied => return Ok(Ok(())),
+            Attempt::Failed(error) => {
+                let event = DeployEvent::Failed {
+                    migration: job.name.to_string(),
+                    error: error.clone(),
+                    checksum: Some(job.checksum.to_string()),
+                };
+                let _ = observer.on_event(&event).await;
+                return Ok(Err(DeployStopReason::ScriptFailed { error }));
+            }
+            Attempt::LockTimeout(holders) => holders,
+        };
+        if tries > run.options.lock_retries {
+            let lock_timeout = run.options.lock_timeout.unwrap_or_default();
+            return Ok(Err(DeployStopReason::LockTimeout {
+                tries,
+                lock_timeout_ms: lock_timeout.as_millis() as u64,
+                holders,
+            }));
         }
-        Err(e) => Err(PrismaError::db("recording the migration failure")(e)),
+        let pause = (run.options.backoff)(tries);
+        let event = DeployEvent::LockWait {
+            migration: job.name.to_string(),
+            attempt: tries,
+            tries: run.options.lock_retries + 1,
+            retry_in_ms: pause.as_millis() as u64,
+            holders,
+        };
+        if let Err(message) = observer.on_event(&event).await {
+            return Ok(Err(DeployStopReason::Observer { message }));
+        }
+        tokio::time::sleep(pause).await;
     }
 }
 

@@ -27,7 +27,8 @@
 //! * `checksum`: SHA-256 checksums with Prisma's three-way and legacy matching.
 //! * `table`: `_prisma_migrations` reads and writes, the connection, the advisory lock.
 //! * `diagnose`: Prisma's `diagnoseMigrationHistory`.
-//! * `status`, `resolve`, `deploy`, `rollback`: the operations; `render`: the CLI texts;
+//! * `status`, `resolve`, `deploy` (one try at a migration in `apply`), `rollback`: the
+//!   operations; `render`: the CLI texts;
 //!   `outcome`: the deploy outcome and the resolve action they share with `render`;
 //!   `observer`: progress callbacks.
 //!
@@ -40,8 +41,9 @@
 //!   a statement still running when dualkey is SIGKILLed is cancelled and rolled back within about
 //!   a second instead of running to its end and committing.
 //! * What a SIGKILL leaves, step by step, is in each operation's docs: `deploy` (the script being
-//!   applied is rolled back, its row reads failed as after a killed `prisma migrate deploy`;
-//!   `resolve <name> rolled-back` then deploy again), `rollback` (one transaction that only
+//!   applied is rolled back; under dualkey's deploy step its row goes with it and it is simply
+//!   still pending, under plain [`deploy`] its row reads failed as after a killed
+//!   `prisma migrate deploy`: `resolve <name> rolled-back` then deploy again), `rollback` (one transaction that only
 //!   dualkey's `COMMIT` ends: all migrations stay applied), `resolve` (one transaction: the
 //!   bookkeeping is exactly old or exactly new).
 //!
@@ -58,6 +60,7 @@
 //! * Output starts at the command's own text: the header lines are not printed, and blank lines
 //!   are empty (Prisma 7 style).
 
+mod apply;
 mod checksum;
 mod collation;
 mod deploy;
@@ -82,7 +85,7 @@ pub use migrations::{
     POSTGRESQL_PROVIDER,
 };
 pub use observer::{NoProgress, ProgressObserver};
-pub use outcome::{DeployOutcome, DeployStop, DeployStopReason, ResolveAction};
+pub use outcome::{DeployOptions, DeployOutcome, DeployStop, DeployStopReason, ResolveAction};
 pub use render::{
     migrations_found_line, render_deploy, render_resolve, render_status, PrismaCliOutput,
 };

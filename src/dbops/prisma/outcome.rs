@@ -2,7 +2,9 @@
 //! and where it stopped, and which way a resolve goes.
 
 use super::error::PrismaUserError;
+use crate::dbops::sessions::SessionInfo;
 use serde::Serialize;
+use std::time::Duration;
 
 /// Why a deploy stopped part-way.
 #[derive(Debug, Clone, Serialize)]
@@ -23,6 +25,41 @@ pub enum DeployStopReason {
         /// The observer's reason.
         message: String,
     },
+    /// Every try ran out of `lock_timeout` waiting for a lock ([`DeployOptions`]): nothing of
+    /// `migration` was applied and it has no `_prisma_migrations` row, so there is nothing to
+    /// resolve; it is still pending.
+    LockTimeout {
+        /// How many times it was tried.
+        tries: u32,
+        /// The `lock_timeout` each try ran under.
+        lock_timeout_ms: u64,
+        /// The sessions that held the lock it waited for (seen from a second connection while
+        /// it waited; empty when they could not be seen).
+        holders: Vec<SessionInfo>,
+    },
+}
+
+impl DeployStopReason {
+    /// The lock-timeout text: what waited, for how long, who held the lock, and that nothing
+    /// was applied.
+    fn lock_timeout_text(
+        migration: &str,
+        tries: u32,
+        lock_timeout_ms: u64,
+        holders: &[SessionInfo],
+    ) -> String {
+        let who = if holders.is_empty() {
+            "the session holding it could not be seen".to_string()
+        } else {
+            let list: Vec<String> = holders.iter().map(ToString::to_string).collect();
+            format!("held by {}", list.join("; "))
+        };
+        format!(
+            "{migration} could not get its lock within lock_timeout {} ({tries} {}): {who}. Nothing of it was applied and _prisma_migrations has no row for it, so there is nothing to resolve; deploy again once that session is done",
+            crate::config::format_duration(Duration::from_millis(lock_timeout_ms)),
+            if tries == 1 { "try" } else { "tries" },
+        )
+    }
 }
 
 /// Where and why a deploy stopped.
@@ -44,6 +81,26 @@ impl DeployStop {
             DeployStopReason::Observer { message } => {
                 format!("Error: stopped by the caller: {message}\n")
             }
+            DeployStopReason::LockTimeout { .. } => format!("Error: {}\n", self.message()),
+        }
+    }
+
+    /// One line for a card or a log: Prisma's message for Prisma's stops, else dualkey's.
+    pub fn message(&self) -> String {
+        match &self.reason {
+            DeployStopReason::ScriptFailed { error }
+            | DeployStopReason::ScriptUnreadable { error } => error.message.clone(),
+            DeployStopReason::Observer { message } => format!("stopped by the caller: {message}"),
+            DeployStopReason::LockTimeout {
+                tries,
+                lock_timeout_ms,
+                holders,
+            } => DeployStopReason::lock_timeout_text(
+                &self.migration,
+                *tries,
+                *lock_timeout_ms,
+                holders,
+            ),
         }
     }
 
@@ -52,8 +109,40 @@ impl DeployStop {
         match &self.reason {
             DeployStopReason::ScriptFailed { error }
             | DeployStopReason::ScriptUnreadable { error } => Some(error),
-            DeployStopReason::Observer { .. } => None,
+            DeployStopReason::Observer { .. } | DeployStopReason::LockTimeout { .. } => None,
         }
+    }
+}
+
+/// How a deploy runs each migration beyond what Prisma does. The default is Prisma exactly (no
+/// timeouts, no retry; [`super::deploy`] and [`super::deploy_prisma_cli`] always use it).
+#[derive(Debug, Clone, Copy)]
+pub struct DeployOptions {
+    /// `lock_timeout` of every migration statement; `None`: the server's setting.
+    pub lock_timeout: Option<Duration>,
+    /// `statement_timeout` of every migration statement; `None`: the server's setting.
+    pub statement_timeout: Option<Duration>,
+    /// Tries after the first one when a migration runs out of `lock_timeout`.
+    pub lock_retries: u32,
+    /// The pause before retry `n` (1-based).
+    pub backoff: fn(u32) -> Duration,
+}
+
+impl Default for DeployOptions {
+    fn default() -> Self {
+        DeployOptions {
+            lock_timeout: None,
+            statement_timeout: None,
+            lock_retries: 0,
+            backoff: |_| Duration::ZERO,
+        }
+    }
+}
+
+impl DeployOptions {
+    /// Whether these are Prisma's own behaviour (no timeout set by dualkey).
+    pub fn is_prisma(&self) -> bool {
+        self.lock_timeout.is_none() && self.statement_timeout.is_none()
     }
 }
 
@@ -83,4 +172,35 @@ pub enum ResolveAction {
     Applied,
     /// `--rolled-back`: mark the failed rows rolled back.
     RolledBack,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_timeout_names_the_holder_and_says_nothing_was_applied() {
+        let stop = DeployStop {
+            migration: "20250115000000_add_task_priority".into(),
+            reason: DeployStopReason::LockTimeout {
+                tries: 6,
+                lock_timeout_ms: 5000,
+                holders: vec![SessionInfo {
+                    pid: 4242,
+                    application: "psql".into(),
+                    state: "idle in transaction".into(),
+                    xact_age_s: 192,
+                    query: "SELECT count(*) FROM \"Task\"".into(),
+                }],
+            },
+        };
+        assert_eq!(
+            stop.message(),
+            "20250115000000_add_task_priority could not get its lock within lock_timeout 5s (6 tries): held by pid 4242 (psql, idle in transaction, in a transaction for 3m12s): SELECT count(*) FROM \"Task\". Nothing of it was applied and _prisma_migrations has no row for it, so there is nothing to resolve; deploy again once that session is done"
+        );
+        assert!(stop.prisma_error().is_none());
+        assert!(stop
+            .cli_stderr()
+            .starts_with("Error: 20250115000000_add_task_priority"));
+    }
 }

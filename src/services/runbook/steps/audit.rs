@@ -40,6 +40,7 @@ impl prisma::ProgressObserver<prisma::DeployEvent> for AuditObserver {
             // event; each event names the checksum of the script it is about.
             prisma::DeployEvent::Starting { migration, index, total, checksum } => self.write("migration.apply.started", json!({"operation": op, "migration": migration, "index": index, "total": total, "checksum": checksum})).await,
             prisma::DeployEvent::Applied { migration, duration_ms, checksum } => self.write("migration.apply.finished", json!({"operation": op, "migration": migration, "ms": duration_ms, "checksum": checksum})).await,
+            prisma::DeployEvent::LockWait { migration, attempt, tries, retry_in_ms, holders } => self.write("migration.apply.lock_wait", json!({"operation": op, "migration": migration, "attempt": attempt, "tries": tries, "retry_in_ms": retry_in_ms, "holders": holders})).await,
             prisma::DeployEvent::Failed { migration, error, checksum } => self.write("migration.apply.failed", json!({"operation": op, "migration": migration, "error": error.message, "checksum": checksum})).await,
         }
     }

@@ -1,15 +1,18 @@
 //! The deploy step: applies exactly the approved migrations (pinned by checksum), each one
-//! audited before and after it runs.
+//! audited before and after it runs, under `[deploy] lock_timeout`/`statement_timeout` with
+//! `lock_retries` tries after a lock timeout, and never while a `pg_dump` runs on the target.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::config::EnvironmentSettings;
+use crate::config::{format_duration, DeploySettings, EnvironmentSettings};
 use crate::core::context::Core;
 use crate::core::operation::PinnedMigration;
 use crate::dbops::prisma;
+use crate::dbops::sessions::dump_sessions;
 use crate::services::environment::{database_url, StepError};
 use crate::services::runbook::steps::audit::AuditObserver;
 use crate::store::OperationRow;
@@ -44,10 +47,21 @@ pub(crate) async fn deploy(
         env: op.env.clone(),
         op_id: op.id.clone(),
     };
+    let settings = &core.settings.deploy;
+    wait_for_dumps(
+        core,
+        op,
+        &observer,
+        url.expose_secret(),
+        settings.dump_wait.0,
+    )
+    .await?;
+    let options = deploy_options(settings);
     let result = prisma::deploy_pinned(
         url.expose_secret(),
         &e.migrations_dir,
         &approved,
+        options,
         &mut observer,
     )
     .await;
@@ -70,16 +84,103 @@ pub(crate) async fn deploy(
         }
         Err(err) => return Err(StepError(err.to_string())),
     };
+    summary(&out)
+}
+
+/// The step's result: what was applied, and where and why it stopped.
+fn summary(out: &prisma::DeployOutcome) -> Result<String, StepError> {
     match &out.stopped {
         None if out.applied.is_empty() => Ok("no pending migrations to apply".into()),
         None => Ok(format!("applied {}", out.applied.join(", "))),
+        Some(
+            stop @ prisma::DeployStop {
+                reason: prisma::DeployStopReason::LockTimeout { .. },
+                ..
+            },
+        ) => Err(StepError(format!(
+            "applied [{}], then {}",
+            out.applied.join(", "),
+            stop.message()
+        ))),
         Some(stop) => Err(StepError(format!(
             "applied [{}], then {} failed: {}",
             out.applied.join(", "),
             stop.migration,
-            stop.prisma_error()
-                .map(|e| e.message.clone())
-                .unwrap_or_else(|| stop.cli_stderr())
+            stop.message()
         ))),
     }
+}
+
+/// The timeouts and retries of `[deploy]`.
+fn deploy_options(d: &DeploySettings) -> prisma::DeployOptions {
+    prisma::DeployOptions {
+        lock_timeout: Some(d.lock_timeout.0),
+        statement_timeout: d.statement_timeout.map(|t| t.0),
+        lock_retries: d.lock_retries,
+        backoff: DeploySettings::lock_backoff,
+    }
+}
+
+/// How often the target is asked for `pg_dump` sessions while a deploy waits.
+const DUMP_POLL: Duration = Duration::from_millis(250);
+
+/// A dump seen for less than this is not announced: the pre-deploy backup's own session may
+/// still be listed for a moment after its `pg_dump` exited.
+const DUMP_GRACE: Duration = Duration::from_secs(1);
+
+/// Waits, up to `wait`, until no `pg_dump` session (dualkey's scheduled backup, or anyone's)
+/// runs on the target, saying so on the card and in the audit trail once; fails with nothing
+/// applied when one still runs after `wait`.
+async fn wait_for_dumps(
+    core: &Arc<Core>,
+    op: &OperationRow,
+    audit: &AuditObserver,
+    url: &str,
+    wait: Duration,
+) -> Result<(), StepError> {
+    let fault = |e: String| {
+        StepError(format!(
+            "could not check the target for a running pg_dump: {e}; nothing was applied"
+        ))
+    };
+    let mut target = prisma::Target::connect(url)
+        .await
+        .map_err(|e| fault(e.to_string()))?;
+    let begun = Instant::now();
+    let mut announced = false;
+    let result = loop {
+        let dumps = match dump_sessions(&mut target.conn).await {
+            Ok(d) => d,
+            Err(e) => break Err(fault(e.to_string())),
+        };
+        if dumps.is_empty() {
+            break Ok(());
+        }
+        let names: Vec<String> = dumps.iter().map(ToString::to_string).collect();
+        let waited = begun.elapsed();
+        if waited >= wait {
+            break Err(StepError(format!(
+                "a pg_dump still runs on the target after waiting {}: {}. Nothing was applied; request the deploy again once it is done (or raise [deploy] dump_wait)",
+                format_duration(wait),
+                names.join("; ")
+            )));
+        }
+        if !announced && waited >= DUMP_GRACE.min(wait) {
+            announced = true;
+            let pids: Vec<String> = dumps.iter().map(|d| d.pid.to_string()).collect();
+            let line = format!(
+                "waiting for pg_dump (pid {}) to finish before applying migrations (up to {})",
+                pids.join(", "),
+                format_duration(wait)
+            );
+            let _ = core.show_progress(op, &line).await;
+            let details = json!({"operation": op.id, "dumps": dumps, "wait_s": wait.as_secs()});
+            if let Err(e) = audit.write("deploy.waiting_for_dump", details).await {
+                break Err(StepError(e));
+            }
+        }
+        tokio::time::sleep(DUMP_POLL).await;
+    };
+    target.close().await;
+    result
 }
