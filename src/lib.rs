@@ -37,6 +37,8 @@
 //!     `recovery.rs` after a restart.
 //!   - [`services::runbook`]: `plan` ([`services::runbook::planning`], one planner per kind) and
 //!     `run_step` (a match over `runbook/steps/`, one function per step action).
+//!   - [`services::rehearsal`]: deploys rehearsed on a restored copy (`engine`) and their queue
+//!     under a lease, one per environment (`runner`).
 //!   - [`services::reports`] (status, backups, checklist, approvals, app) and
 //!     [`services::monitoring`] (probes, windows, reminders).
 //!   - [`services::backups`] (take with retention, health, next slot) and
@@ -45,7 +47,10 @@
 //! - [`store`]: the SQLite and PostgreSQL implementations of the store port (`store/sql.rs`,
 //!   one SQL text for both).
 //! - [`clock`]: the system clock and a manual one for tests.
-//! - [`dbops`]: app commands, Prisma Migrate, backups and restores: real processes and real SQL.
+//! - [`dbops`]: app commands, Prisma Migrate, backups and restores: real processes and real SQL;
+//!   [`dbops::lockreview`] (each statement's lock, rewrite or scan, parsed with PostgreSQL's own
+//!   grammar) and [`dbops::sessions`] (long transactions, `pg_dump` sessions, lock holders,
+//!   table sizes) for safe deploys.
 //! - [`outbox`]: delivers queued chat messages through adapters: lanes per channel (`lanes.rs`),
 //!   one row (`deliver.rs`), audit digests (`digest.rs`).
 //! - [`adapters`]: one contract ([`adapters::Outbound`], [`adapters::Adapter`],
