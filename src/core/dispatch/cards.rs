@@ -149,6 +149,7 @@ impl Core {
         card.expires_at_ms = open.then_some(req.expires_at);
         card.mentions = vec![self.mention("requester", &req.requester)];
         self.fill_plan(&mut card, &plan, op.as_ref()).await?;
+        self.rehearsal_on_card(&mut card, &req).await?;
         if open {
             card.buttons = approval_buttons(&req.id, &plan);
         }

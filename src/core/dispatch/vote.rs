@@ -89,6 +89,25 @@ impl Core {
             return Err(UserError(format!("Vote not counted: {refusal}.")).into());
         }
         let req = req.expect("checked above");
+        if decision == Decision::Approve {
+            if let Some(why) = self.rehearsal_gate(&mut tx, &req).await? {
+                self.audit_tx(
+                    &mut tx,
+                    self.actor_audit(
+                        &ev.actor,
+                        who,
+                        Some(&req.env),
+                        "vote.refused",
+                        json!({"request": request_id, "decision": "approve", "reason": why}),
+                    ),
+                )
+                .await?;
+                tx.commit().await?;
+                meter::vote("refused");
+                self.outbox_wake.notify_one();
+                return Err(UserError(format!("Vote not counted: {why}.")).into());
+            }
+        }
         let voter = who.id.clone().expect("approvers have ids");
         if tx.has_voted(request_id, &voter).await? {
             // A second click by the same approver is a no-op.
