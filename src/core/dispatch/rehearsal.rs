@@ -238,14 +238,17 @@ impl Core {
         Ok(())
     }
 
-    /// With `[deploy] require_rehearsal`: why an approve vote on `req` cannot count yet (no
+    /// With `[deploy] require_rehearsal`: why an approve vote (`decision`) on `req` cannot count yet (no
     /// passed rehearsal of exactly its set), or `None`.
     pub(super) async fn rehearsal_gate(
         &self,
         tx: &mut Box<dyn Tx>,
         req: &RequestRow,
+        decision: crate::core::approval::Decision,
     ) -> anyhow::Result<Option<String>> {
-        if !self.settings.deploy.require_rehearsal {
+        if !self.settings.deploy.require_rehearsal
+            || decision != crate::core::approval::Decision::Approve
+        {
             return Ok(None);
         }
         let Some((pinned, digest)) = request_set(req) else {

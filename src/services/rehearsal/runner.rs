@@ -78,6 +78,16 @@ pub async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) -> anyhow::Re
     Ok(())
 }
 
+/// Logs how the runner's task ended, when it did not end well (it never stops start-up or
+/// shutdown).
+pub fn log_end(joined: Result<anyhow::Result<()>, tokio::task::JoinError>) {
+    match joined {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "rehearsal runner stopped"),
+        Err(e) => tracing::error!(error = %e, "rehearsal runner panicked"),
+    }
+}
+
 /// Starts the oldest queued rehearsal of every environment that has none running here and
 /// whose lease this process gets.
 async fn start_due(
