@@ -11,7 +11,8 @@ use dualkey::config::RehearsalMode;
 use dualkey::core::reply::{Body, Card, Severity};
 use dualkey::store::{RehearsalEnd, RehearsalRow};
 
-use crate::support::TestApp;
+use crate::both_backends;
+use crate::support::{spawn_app, Backend, TestApp};
 use crate::taskflow::{Db, COMMENTS, INIT, LEGACY, PRIORITY};
 
 /// A bot whose production has `names` pending, with `[deploy]` edited by `deploy`.
@@ -359,3 +360,109 @@ async fn a_migration_that_fails_on_real_data_is_the_cards_first_danger_line_and_
         Some("0")
     );
 }
+
+fn row(id: &str, env: &str, digest: &str, at: i64) -> RehearsalRow {
+    RehearsalRow {
+        id: id.into(),
+        env: env.into(),
+        request_id: None,
+        set_digest: digest.into(),
+        pinned_json: r#"[["20250101000000_init","abc"]]"#.into(),
+        state: "queued".into(),
+        requested_by: "alice".into(),
+        channel_json: None,
+        runner: None,
+        created_at: at,
+        started_at: None,
+        finished_at: None,
+        summary: None,
+        outcome_json: None,
+        error: None,
+    }
+}
+
+async fn the_store_queues_supersedes_finishes_and_interrupts_rehearsals(b: Backend) {
+    let app = spawn_app(b, 1, 0).await;
+    let store = app.core.store.clone();
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx
+        .queue_rehearsal(&row("h1", "production", "d1", 1))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(tx
+        .queue_rehearsal(&row("h9", "staging", "d1", 1))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(tx.start_rehearsal("h1", "r", 2).await.unwrap());
+    assert!(
+        !tx.start_rehearsal("h1", "r", 2).await.unwrap(),
+        "started once"
+    );
+    tx.commit().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let gone = tx
+        .queue_rehearsal(&row("h2", "production", "d1", 3))
+        .await
+        .unwrap();
+    assert_eq!(
+        gone,
+        vec!["h1".to_string()],
+        "the running one of the env only"
+    );
+    let passed = RehearsalEnd {
+        state: "passed".into(),
+        summary: Some("ok".into()),
+        ..Default::default()
+    };
+    assert!(!tx.finish_rehearsal("h1", &passed, 4).await.unwrap());
+    assert!(tx.start_rehearsal("h2", "r", 4).await.unwrap());
+    assert!(!tx.passed_rehearsal("production", "d1").await.unwrap());
+    assert!(tx.finish_rehearsal("h2", &passed, 5).await.unwrap());
+    assert!(tx.passed_rehearsal("production", "d1").await.unwrap());
+    assert!(!tx.passed_rehearsal("production", "d2").await.unwrap());
+    assert!(!tx.passed_rehearsal("staging", "d1").await.unwrap());
+    tx.commit().await.unwrap();
+    let latest = store
+        .latest_rehearsal("production", "d1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (latest.id.as_str(), latest.state.as_str()),
+        ("h2", "passed")
+    );
+    assert_eq!(latest.summary.as_deref(), Some("ok"));
+    assert_eq!(
+        latest.pinned(),
+        vec![("20250101000000_init".to_string(), "abc".to_string())]
+    );
+    assert_eq!(
+        store.get_rehearsal("h1").await.unwrap().unwrap().state,
+        "superseded"
+    );
+    assert!(store
+        .latest_rehearsal("production", "d2")
+        .await
+        .unwrap()
+        .is_none());
+
+    // A rehearsal left running by a stopped process ends as an error at the next start.
+    let mut tx = store.begin().await.unwrap();
+    tx.start_rehearsal("h9", "dead", 6).await.unwrap();
+    tx.commit().await.unwrap();
+    let n = dualkey::services::rehearsal::runner::interrupt_left(&app.core, "staging")
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let h9 = store.get_rehearsal("h9").await.unwrap().unwrap();
+    assert_eq!(h9.state, "error");
+    assert_eq!(h9.error.as_deref(), Some("interrupted by a restart"));
+    assert!(app
+        .audit_actions()
+        .await
+        .contains(&"rehearsal.interrupted".to_string()));
+    assert!(store.rehearsals_in("running").await.unwrap().is_empty());
+}
+both_backends!(the_store_queues_supersedes_finishes_and_interrupts_rehearsals);

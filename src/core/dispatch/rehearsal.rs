@@ -230,6 +230,10 @@ impl Core {
                 "The rehearsal could not run: {}",
                 r.error.as_deref().unwrap_or("unknown error")
             ))),
+            "superseded" => card.lines.push(format!(
+                "Rehearsal {} was superseded by a newer one in {}.",
+                r.id, r.env
+            )),
             _ => {}
         }
         // Most serious first; the sort is stable, so the rehearsal's failure stays the first

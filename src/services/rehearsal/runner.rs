@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::engine::{self, RehearsalOutcome};
+use crate::core::approval::RequestState;
 use crate::core::audit::NewAudit;
 use crate::core::context::Core;
 use crate::core::event::ChannelRef;
@@ -285,11 +286,26 @@ pub fn result_text(row: &RehearsalRow, end: &RehearsalEnd) -> String {
     }
 }
 
-/// Refreshes the card of the rehearsal's request, if it has one; a failure is logged.
+/// Refreshes the cards that show the rehearsal: its request's, and every other pending request
+/// of its environment (a request with the same set shows it too); a failure is logged.
 async fn refresh(core: &Core, row: &RehearsalRow) {
-    if let Some(r) = &row.request_id {
-        if let Err(e) = core.refresh_request_card(r).await {
-            tracing::warn!(request = %r, error = format!("{e:#}"), "could not refresh the card");
+    let mut ids: Vec<String> = row.request_id.iter().cloned().collect();
+    match core
+        .store
+        .list_requests(Some(RequestState::Pending), 100)
+        .await
+    {
+        Ok(pending) => ids.extend(
+            pending
+                .into_iter()
+                .filter(|r| r.env == row.env && Some(&r.id) != row.request_id.as_ref())
+                .map(|r| r.id),
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not list the pending requests"),
+    }
+    for id in ids {
+        if let Err(e) = core.refresh_request_card(&id).await {
+            tracing::warn!(request = %id, error = format!("{e:#}"), "could not refresh the card");
         }
     }
 }
@@ -309,22 +325,7 @@ pub async fn recover(core: &Arc<Core>) -> anyhow::Result<()> {
         {
             continue;
         }
-        let mut tx = core.store.begin().await?;
-        let left = tx
-            .interrupt_rehearsals(&env, "interrupted by a restart", now)
-            .await?;
-        for r in &left {
-            let details = json!({"rehearsal": r.id, "request": r.request_id});
-            core.audit_tx(
-                &mut tx,
-                NewAudit::system("rehearsal.interrupted", Some(&env), details),
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        for r in &left {
-            refresh(core, r).await;
-        }
+        interrupt_left(core, &env).await?;
         match engine::drop_leftover(core, &env).await {
             Ok(true) => {
                 tracing::warn!(env = %env, "dropped a rehearsal database left by a stopped rehearsal")
@@ -336,4 +337,27 @@ pub async fn recover(core: &Arc<Core>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Marks the rehearsals of `env` left `running` (by a process that stopped) as `error`
+/// ("interrupted by a restart"), audited as `rehearsal.interrupted`, and refreshes their cards.
+/// The caller holds the environment's rehearsal lease. Returns how many there were.
+pub async fn interrupt_left(core: &Arc<Core>, env: &str) -> anyhow::Result<usize> {
+    let mut tx = core.store.begin().await?;
+    let left = tx
+        .interrupt_rehearsals(env, "interrupted by a restart", core.clock.now_ms())
+        .await?;
+    for r in &left {
+        let details = json!({"rehearsal": r.id, "request": r.request_id});
+        core.audit_tx(
+            &mut tx,
+            NewAudit::system("rehearsal.interrupted", Some(env), details),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    for r in &left {
+        refresh(core, r).await;
+    }
+    Ok(left.len())
 }
