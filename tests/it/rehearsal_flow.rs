@@ -320,7 +320,7 @@ async fn a_migration_that_fails_on_real_data_is_the_cards_first_danger_line_and_
         app.core.clone(),
         stop_rx,
     ));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(150);
     let row = loop {
         let r = row_of(&app, &req).await;
         if !r.is_active() {

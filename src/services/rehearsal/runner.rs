@@ -331,8 +331,9 @@ pub async fn recover(core: &Arc<Core>) -> anyhow::Result<()> {
                 tracing::warn!(env = %env, "dropped a rehearsal database left by a stopped rehearsal")
             }
             Ok(false) => {}
+            // An unreachable target is reported by `status` and `doctor`, not at every start.
             Err(e) => {
-                tracing::warn!(env = %env, error = %e, "could not check for a leftover rehearsal database")
+                tracing::debug!(env = %env, error = %e, "could not check for a leftover rehearsal database")
             }
         }
     }
