@@ -275,6 +275,60 @@ async fn status_shows_the_rehearsal_of_the_pending_set() {
     );
 }
 
+/// Runs the rehearsal runner until the rehearsal `pick` finds has ended (at most 150 s).
+async fn run_until_ended(
+    app: &TestApp,
+    pick: impl Fn(&[RehearsalRow]) -> Option<RehearsalRow>,
+) -> RehearsalRow {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let runner = tokio::spawn(dualkey::services::rehearsal::runner::run(
+        app.core.clone(),
+        stop_rx,
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(150);
+    let row = loop {
+        let r = pick(&rows(app).await).expect("the rehearsal row");
+        if !r.is_active() {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rehearsal did not end: {r:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    stop_tx.send(true).unwrap();
+    runner.await.unwrap().unwrap();
+    row
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rehearse_runs_off_the_interaction_path_and_posts_its_result_where_it_was_asked() {
+    let (_db, app) = setup(&[INIT], |d| d.rehearsal = Some(RehearsalMode::OnRequest)).await;
+    let reply = app.cmd("alice", "rehearse").await;
+    assert!(reply.contains("queued in production"), "{reply}");
+    let row = run_until_ended(&app, |all| all.last().cloned()).await;
+    assert!(row.runner.is_some() && row.finished_at.is_some(), "{row:?}");
+    let posted: String = app
+        .deliver_shell()
+        .await
+        .iter()
+        .map(|s| s.reply().to_text())
+        .collect();
+    assert!(
+        posted.contains(&format!("Rehearsal {} in production", row.id)),
+        "{posted}"
+    );
+    let actions = app.audit_actions().await;
+    for a in [
+        "rehearsal.queued",
+        "rehearsal.started",
+        "rehearsal.finished",
+    ] {
+        assert!(actions.iter().any(|x| x == a), "{a}: {actions:?}");
+    }
+}
+
 /// Adds a migration that puts a unique index over `Task.title`.
 fn unique_title_migration(dir: &Path) -> &'static str {
     let name = "20250401000000_unique_task_title";
@@ -315,25 +369,12 @@ async fn a_migration_that_fails_on_real_data_is_the_cards_first_danger_line_and_
     let name = unique_title_migration(&db.migrations);
     app.cmd("alice", "deploy").await;
     let req = app.last_request().await;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let runner = tokio::spawn(dualkey::services::rehearsal::runner::run(
-        app.core.clone(),
-        stop_rx,
-    ));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(150);
-    let row = loop {
-        let r = row_of(&app, &req).await;
-        if !r.is_active() {
-            break r;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "rehearsal did not end: {r:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
-    stop_tx.send(true).unwrap();
-    runner.await.unwrap().unwrap();
+    let row = run_until_ended(&app, |all| {
+        all.iter()
+            .find(|r| r.request_id.as_deref() == Some(req.as_str()))
+            .cloned()
+    })
+    .await;
     assert_eq!(row.state, "failed", "{row:?}");
     let c = card(&app, &req).await;
     let first = c.warnings.first().expect("warnings");
