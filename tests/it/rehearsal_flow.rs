@@ -244,6 +244,9 @@ async fn the_card_shows_the_running_rehearsal_then_its_result_and_a_failure_firs
         first.text.starts_with("Rehearsal FAILED") && first.text.contains(error),
         "{c:?}"
     );
+    // Approving asks for confirmation, quoting the rehearsal's failure.
+    let confirm = c.buttons[0].confirm.as_ref().expect("a confirmation");
+    assert!(confirm.text.contains("Rehearsal FAILED"), "{confirm:?}");
     // The plan's own danger line (DROP COLUMN) is still there, after it.
     assert!(
         c.warnings[1..]
