@@ -76,12 +76,12 @@ impl Core {
         if kind.needs_approval(deploy_needs_approval) {
             let id = row.id.clone();
             tx.insert_request(&row).await?;
-            let rehearsing = self.queue_request_rehearsal(&mut tx, &row).await?;
             self.audit_tx(
                 &mut tx,
                 self.actor_audit(&ev.actor, who, Some(env), "request.created", json!({"request": id, "kind": kind.name(), "plan": plan.summary, "steps": plan.steps.len(), "warnings": plan.warnings, "fingerprint": plan.short_fingerprint(), "expires_at": human::time(row.expires_at)})),
             )
             .await?;
+            let rehearsing = self.queue_request_rehearsal(&mut tx, &row).await?;
             tx.commit().await?;
             if rehearsing {
                 self.rehearsal_wake.notify_one();
