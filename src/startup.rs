@@ -14,6 +14,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::core::context::Core;
 use crate::outbox;
+use crate::services::rehearsal::runner as rehearsal_runner;
 use crate::services::worker::Worker;
 use crate::store;
 
@@ -243,6 +244,7 @@ impl Application {
             crate::services::scheduler::Scheduler::new(self.core.clone()).run(rx.clone()),
         );
         let delivery = tokio::spawn(outbox::run(self.core.clone(), outs, rx.clone()));
+        let rehearsals = tokio::spawn(rehearsal_runner::run(self.core.clone(), rx.clone()));
         let upkeep = tokio::spawn(meter_upkeep());
         let with_admin = listeners.as_ref().is_some_and(|l| l.admin.is_some());
         let mut app = crate::server::router(self.core.clone(), with_admin);
@@ -284,6 +286,7 @@ impl Application {
         // Every loop that takes leases has stopped (a failed one too), so none can take one
         // again after this: the leases go now, and a successor starts its jobs at once.
         let stopped = (worker.await, scheduler.await, delivery.await);
+        rehearsal_runner::log_end(rehearsals.await);
         self.release_leases().await;
         stopped.0.context("worker task")?;
         stopped.1.context("scheduler task")?;

@@ -26,6 +26,8 @@ pub struct Core {
     pub worker_wake: Arc<Notify>,
     /// Woken when a message is put in the outbox.
     pub outbox_wake: Arc<Notify>,
+    /// Woken when a rehearsal is queued.
+    pub rehearsal_wake: Arc<Notify>,
     /// Operations this process is running, including their final card update.
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// Plans and reports from the target's facts.
@@ -71,6 +73,7 @@ impl Core {
             clock,
             worker_wake: Arc::new(Notify::new()),
             outbox_wake: Arc::new(Notify::new()),
+            rehearsal_wake: Arc::new(Notify::new()),
             in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             facts,
             instance: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),

@@ -9,6 +9,7 @@
 //! State changes happen in a [`Tx`]: the core locks what it decides on, writes the change and
 //! its audit event, and commits them together.
 
+mod rehearsals;
 mod sql;
 
 pub use crate::core::ports::rows::*;

@@ -584,6 +584,18 @@ macro_rules! sql_store {
                 let rows = sqlx::query(&q).bind(window_id).fetch_all(&self.pool).await?;
                 rows.iter().map(reminder_row).collect()
             }
+
+            async fn get_rehearsal(&self, id: &str) -> StoreResult<Option<RehearsalRow>> {
+                rehearsal_sql::get(&self.pool, id).await
+            }
+
+            async fn latest_rehearsal(&self, env: &str, set_digest: &str) -> StoreResult<Option<RehearsalRow>> {
+                rehearsal_sql::latest(&self.pool, env, set_digest).await
+            }
+
+            async fn rehearsals_in(&self, state: &str) -> StoreResult<Vec<RehearsalRow>> {
+                rehearsal_sql::in_state(&self.pool, state).await
+            }
         }
 
         #[async_trait]
@@ -1104,6 +1116,26 @@ macro_rules! sql_store {
                 Ok(res.rows_affected() == 1)
             }
 
+            async fn queue_rehearsal(&mut self, r: &RehearsalRow) -> StoreResult<Vec<String>> {
+                rehearsal_sql::queue(&mut *self.tx, r).await
+            }
+
+            async fn start_rehearsal(&mut self, id: &str, runner: &str, now: i64) -> StoreResult<bool> {
+                rehearsal_sql::start(&mut *self.tx, id, runner, now).await
+            }
+
+            async fn finish_rehearsal(&mut self, id: &str, end: &RehearsalEnd, now: i64) -> StoreResult<bool> {
+                rehearsal_sql::finish(&mut *self.tx, id, end, now).await
+            }
+
+            async fn passed_rehearsal(&mut self, env: &str, set_digest: &str) -> StoreResult<bool> {
+                rehearsal_sql::passed(&mut *self.tx, env, set_digest).await
+            }
+
+            async fn interrupt_rehearsals(&mut self, env: &str, reason: &str, now: i64) -> StoreResult<Vec<RehearsalRow>> {
+                rehearsal_sql::interrupt(&mut *self.tx, env, reason, now).await
+            }
+
             async fn commit(self: Box<Self>) -> StoreResult<()> {
                 // The write lock stays bound (and held) until the commit is done.
                 let $tx { tx, _write_lock, head_to_log } = *self;
@@ -1218,11 +1250,13 @@ impl PgStore {
 
 mod sqlite_impl {
     use super::*;
+    super::super::rehearsals::rehearsal_sql!(sqlx::Sqlite);
     sql_store!(SqliteStore, SqliteTx, sqlx::Sqlite, Backend::Sqlite, "");
 }
 
 mod pg_impl {
     use super::*;
+    super::super::rehearsals::rehearsal_sql!(sqlx::Postgres);
     sql_store!(
         PgStore,
         PgTx,

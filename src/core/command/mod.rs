@@ -29,6 +29,7 @@ pub mod deploy;
 pub mod emergency;
 pub mod help;
 pub mod monitor;
+pub mod rehearse;
 pub mod resolve;
 pub mod restore;
 pub mod rollback;
@@ -286,6 +287,8 @@ pub enum Command {
     Backups(backups::Args),
     /// `deploy [ENV]`
     Deploy(deploy::Args),
+    /// `rehearse [ENV]`
+    Rehearse(rehearse::Args),
     /// `rollback MIGRATION [ENV] [--strategy down|restore]`
     Rollback(rollback::Args),
     /// `restore BACKUP [ENV]`
@@ -315,6 +318,7 @@ impl Command {
             Command::Help(_)
             | Command::Status(_)
             | Command::Backups(_)
+            | Command::Rehearse(_)
             | Command::Checklist(_)
             | Command::Monitor(_)
             | Command::Approvals(_)
@@ -335,6 +339,7 @@ impl Command {
             Command::Backup(a) => backup::run(inv, a).await,
             Command::Backups(a) => backups::run(inv, a).await,
             Command::Deploy(a) => deploy::run(inv, a).await,
+            Command::Rehearse(a) => rehearse::run(inv, a).await,
             Command::Rollback(a) => rollback::run(inv, a).await,
             Command::Restore(a) => restore::run(inv, a).await,
             Command::Resolve(a) => resolve::run(inv, a).await,
@@ -352,6 +357,7 @@ pub const REGISTRY: &[CommandSpec] = &[
     backup::SPEC,
     backups::SPEC,
     deploy::SPEC,
+    rehearse::SPEC,
     rollback::SPEC,
     restore::SPEC,
     resolve::SPEC,
@@ -557,6 +563,9 @@ mod tests {
             ("status", &[]),
             ("status staging", &[("env", "staging")]),
             ("status nowhere", &[("env", "nowhere")]),
+            ("rehearse", &[]),
+            ("rehearse staging", &[("env", "staging")]),
+            ("rehearse nowhere", &[("env", "nowhere")]),
             ("backup", &[]),
             ("backup staging", &[("env", "staging")]),
             (

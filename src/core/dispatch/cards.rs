@@ -9,7 +9,8 @@ use crate::core::human;
 use crate::core::operation::{OperationKind, OperationState, Plan};
 use crate::core::ports::{OperationRow, RequestRow, VoteRow};
 use crate::core::reply::{
-    Button, ButtonStyle, Card, CardState, Confirm, Mention, Reply, Severity, Step, StepState, Votes,
+    Button, ButtonStyle, Card, CardState, Confirm, Mention, Reply, Severity, Step, StepState,
+    Votes, Warning,
 };
 
 impl Core {
@@ -149,8 +150,9 @@ impl Core {
         card.expires_at_ms = open.then_some(req.expires_at);
         card.mentions = vec![self.mention("requester", &req.requester)];
         self.fill_plan(&mut card, &plan, op.as_ref()).await?;
+        self.rehearsal_on_card(&mut card, &req).await?;
         if open {
-            card.buttons = approval_buttons(&req.id, &plan);
+            card.buttons = approval_buttons(&req.id, &plan, &card.warnings);
         }
         Ok(Reply::card(card))
     }
@@ -310,9 +312,10 @@ fn cast_votes(votes: &[VoteRow]) -> Vec<(String, String)> {
 }
 
 /// The buttons of an open request: Approve (asking for confirmation when the plan is
-/// destructive: a danger warning, or a step other than a backup or an app start) and Deny.
-fn approval_buttons(request_id: &str, plan: &Plan) -> Vec<Button> {
-    let destructive = plan.warnings.iter().any(|w| w.severity == Severity::Danger)
+/// destructive: a danger warning on the card, or a step other than a backup or an app start;
+/// the confirmation quotes the card's first danger line) and Deny.
+fn approval_buttons(request_id: &str, plan: &Plan, warnings: &[Warning]) -> Vec<Button> {
+    let destructive = warnings.iter().any(|w| w.severity == Severity::Danger)
         || plan.steps.iter().any(|s| {
             !matches!(
                 s.action,
@@ -332,11 +335,7 @@ fn approval_buttons(request_id: &str, plan: &Plan) -> Vec<Button> {
                 "{}: {} step(s) run as soon as the vote counts.{}",
                 plan.summary,
                 plan.steps.len(),
-                match plan
-                    .warnings
-                    .iter()
-                    .find(|w| w.severity == Severity::Danger)
-                {
+                match warnings.iter().find(|w| w.severity == Severity::Danger) {
                     Some(w) => format!(" {}", w.text),
                     None => String::new(),
                 }

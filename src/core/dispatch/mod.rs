@@ -20,6 +20,7 @@
 
 mod cards;
 mod post;
+mod rehearsal;
 mod request;
 mod run;
 mod vote;
@@ -31,6 +32,7 @@ use crate::core::context::{Core, UserError};
 use crate::core::event::{EventKind, InboundEvent};
 use crate::core::ports::Responder;
 use crate::core::reply::Reply;
+pub use rehearsal::{pinned_set, set_digest};
 use run::CommandInput;
 
 /// What a repeated delivery of a command is told: nothing runs again; its request id when

@@ -81,7 +81,11 @@ impl Core {
                 self.actor_audit(&ev.actor, who, Some(env), "request.created", json!({"request": id, "kind": kind.name(), "plan": plan.summary, "steps": plan.steps.len(), "warnings": plan.warnings, "fingerprint": plan.short_fingerprint(), "expires_at": human::time(row.expires_at)})),
             )
             .await?;
+            let rehearsing = self.queue_request_rehearsal(&mut tx, &row).await?;
             tx.commit().await?;
+            if rehearsing {
+                self.rehearsal_wake.notify_one();
+            }
             self.announce_request(ev, &row, &plan, out).await?;
         } else {
             let op = OperationRow::queued(&row, false, now);

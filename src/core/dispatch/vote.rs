@@ -89,16 +89,12 @@ impl Core {
             return Err(UserError(format!("Vote not counted: {refusal}.")).into());
         }
         let req = req.expect("checked above");
+        if let Some(why) = self.rehearsal_gate(&mut tx, &req, decision).await? {
+            return self.refuse_vote(tx, ev, who, &req, decision, &why).await;
+        }
         let voter = who.id.clone().expect("approvers have ids");
         if tx.has_voted(request_id, &voter).await? {
-            // A second click by the same approver is a no-op.
-            tx.commit().await?;
-            meter::vote("repeated");
-            out.respond(Reply::ephemeral(format!(
-                "You already voted on {request_id}; nothing changed."
-            )))
-            .await?;
-            return Ok(());
+            return repeated_vote(tx, request_id, out).await;
         }
         let vote = VoteRow {
             request_id: request_id.into(),
@@ -108,9 +104,8 @@ impl Core {
             at: now,
         };
         if !tx.insert_vote_if_open(&vote, now).await? {
-            return self
-                .refuse_closed_vote(tx, ev, who, &req.env, request_id, decision)
-                .await;
+            let closed = "the request is no longer open";
+            return self.refuse_vote(tx, ev, who, &req, decision, closed).await;
         }
         self.audit_tx(
             &mut tx,
@@ -139,31 +134,31 @@ impl Core {
         Ok(())
     }
 
-    /// A vote the store did not take because the request closed meanwhile: audits
-    /// `vote.refused`, commits and returns the refusal.
-    async fn refuse_closed_vote(
+    /// A vote refused after the request was read (the request closed meanwhile, or it needs a
+    /// passed rehearsal first): audits `vote.refused`, commits and returns the refusal.
+    async fn refuse_vote(
         &self,
         mut tx: Box<dyn Tx>,
         ev: &InboundEvent,
         who: &Operator,
-        env: &str,
-        request_id: &str,
+        req: &RequestRow,
         decision: Decision,
+        reason: &str,
     ) -> anyhow::Result<()> {
-        let reason = "the request is no longer open";
         self.audit_tx(
             &mut tx,
             self.actor_audit(
                 &ev.actor,
                 who,
-                Some(env),
+                Some(&req.env),
                 "vote.refused",
-                json!({"request": request_id, "decision": decision.as_str(), "reason": reason}),
+                json!({"request": req.id, "decision": decision.as_str(), "reason": reason}),
             ),
         )
         .await?;
         tx.commit().await?;
         meter::vote("refused");
+        self.outbox_wake.notify_one();
         Err(UserError(format!("Vote not counted: {reason}.")).into())
     }
 
@@ -259,4 +254,19 @@ fn vote_refusal(
             approval::judge_vote(&facts, who, now).err()
         }
     }
+}
+
+/// A second click by the same approver: a no-op, answered as such.
+async fn repeated_vote(
+    tx: Box<dyn Tx>,
+    request_id: &str,
+    out: &dyn Responder,
+) -> anyhow::Result<()> {
+    tx.commit().await?;
+    meter::vote("repeated");
+    out.respond(Reply::ephemeral(format!(
+        "You already voted on {request_id}; nothing changed."
+    )))
+    .await?;
+    Ok(())
 }

@@ -335,3 +335,58 @@ pub struct Gauges {
     /// (env, count) of open monitoring windows.
     pub open_windows: Vec<(String, i64)>,
 }
+
+/// A rehearsal (issue 22): a deploy's pending migrations applied to a restored copy of the
+/// newest verified backup, queued by a deploy request (`[deploy] rehearsal = "auto"`) or by
+/// `rehearse [ENV]`, and run off the interaction path by the rehearsal runner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RehearsalRow {
+    /// `h` + 9 hex digits.
+    pub id: String,
+    pub env: String,
+    /// The deploy request that queued it; `None` for `rehearse [ENV]`.
+    pub request_id: Option<String>,
+    /// SHA-256 (hex) over the pinned (migration, checksum) pairs, in order.
+    pub set_digest: String,
+    /// JSON list of `[migration, checksum]` pairs, as the engine takes them.
+    pub pinned_json: String,
+    /// `queued`, `running`, `passed`, `failed`, `superseded`, `error`.
+    pub state: String,
+    /// The operator who asked (the requester of the deploy).
+    pub requested_by: String,
+    /// Where `rehearse` was asked (JSON `ChannelRef`): the result is posted there.
+    pub channel_json: Option<String>,
+    /// The lease holder of the runner that runs it.
+    pub runner: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// The one-line result, rendered by the engine when it finished.
+    pub summary: Option<String>,
+    /// JSON of the engine's outcome (per-migration durations, rewrites, locks, errors).
+    pub outcome_json: Option<String>,
+    /// Why it could not run (state `error`), or the failing migration's error.
+    pub error: Option<String>,
+}
+
+impl RehearsalRow {
+    /// The pinned `(migration, checksum)` pairs.
+    pub fn pinned(&self) -> Vec<(String, String)> {
+        serde_json::from_str(&self.pinned_json).unwrap_or_default()
+    }
+
+    /// Whether it is still to run or running.
+    pub fn is_active(&self) -> bool {
+        matches!(self.state.as_str(), "queued" | "running")
+    }
+}
+
+/// How a rehearsal ended, as [`crate::core::ports::Tx::finish_rehearsal`] records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RehearsalEnd {
+    /// `passed`, `failed` or `error`.
+    pub state: String,
+    pub summary: Option<String>,
+    pub outcome_json: Option<String>,
+    pub error: Option<String>,
+}

@@ -181,6 +181,17 @@ pub trait Store: Send + Sync + 'static {
     async fn open_windows(&self) -> StoreResult<Vec<WindowRow>>;
     /// The reminders of a window, in order.
     async fn reminders(&self, window_id: &str) -> StoreResult<Vec<ReminderRow>>;
+    /// A rehearsal by id.
+    async fn get_rehearsal(&self, id: &str) -> StoreResult<Option<RehearsalRow>>;
+    /// The newest rehearsal of exactly the set `set_digest` in `env` (a superseded one only when
+    /// there is no other).
+    async fn latest_rehearsal(
+        &self,
+        env: &str,
+        set_digest: &str,
+    ) -> StoreResult<Option<RehearsalRow>>;
+    /// Rehearsals in `state`, oldest first.
+    async fn rehearsals_in(&self, state: &str) -> StoreResult<Vec<RehearsalRow>>;
 }
 
 /// A write transaction. Dropping it without [`Tx::commit`] rolls it back.
@@ -363,6 +374,29 @@ pub trait Tx: Send {
     async fn clear_alert(&mut self, name: &str) -> StoreResult<bool>;
     /// Inserts or replaces a restore drill.
     async fn put_drill(&mut self, d: &DrillRow) -> StoreResult<()>;
+    /// Queues a rehearsal, marking the queued or running ones of its environment `superseded`
+    /// (a running one sees it and stops); returns the ids superseded.
+    async fn queue_rehearsal(&mut self, r: &RehearsalRow) -> StoreResult<Vec<String>>;
+    /// Starts a queued rehearsal for `runner`; true when it was still queued.
+    async fn start_rehearsal(&mut self, id: &str, runner: &str, now: i64) -> StoreResult<bool>;
+    /// Finishes a running rehearsal as `state` (`passed`, `failed`, `error`) with its summary,
+    /// outcome JSON and error; true when it was still running (not superseded meanwhile).
+    async fn finish_rehearsal(
+        &mut self,
+        id: &str,
+        end: &RehearsalEnd,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// Whether a `passed` rehearsal of exactly the set `set_digest` exists in `env`.
+    async fn passed_rehearsal(&mut self, env: &str, set_digest: &str) -> StoreResult<bool>;
+    /// Marks the rehearsals of `env` still `running` as `error` with `reason` (a process that
+    /// stopped left them) and returns them as they were.
+    async fn interrupt_rehearsals(
+        &mut self,
+        env: &str,
+        reason: &str,
+        now: i64,
+    ) -> StoreResult<Vec<RehearsalRow>>;
     /// Records a delivery key; false when it was seen before.
     async fn first_delivery(&mut self, key: &str, now: i64) -> StoreResult<bool>;
     /// Commits.

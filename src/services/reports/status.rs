@@ -34,8 +34,60 @@ pub async fn database_fields(reads: Reads<'_>, env: &str) -> Vec<Field> {
                 .ok_or_else(|| "not reported".to_string());
             let mut fields = status_fields(&st);
             fields.insert(1, tools_field(&tools_check(e, server).await, env));
+            fields.extend(rehearsal_field(reads, env, e, &st).await);
             fields
         }
+    }
+}
+
+/// The rehearsal of the set a deploy would apply now (by checksum): its state and summary, or
+/// `not rehearsed`; nothing when nothing is pending.
+async fn rehearsal_field(
+    reads: Reads<'_>,
+    env: &str,
+    e: &crate::config::EnvironmentSettings,
+    st: &StatusReport,
+) -> Option<Field> {
+    if st.deploy_would_apply.is_empty() {
+        return None;
+    }
+    let text = match crate::services::pending::review_pending(e, st) {
+        Err(err) => format!("unknown: {err}"),
+        Ok(review) => {
+            let digest = crate::core::dispatch::set_digest(&review.checksums);
+            match reads.store.latest_rehearsal(env, &digest).await {
+                Err(err) => format!("unknown: {err}"),
+                Ok(None) => format!("not rehearsed (`rehearse {env}`)"),
+                Ok(Some(r)) => rehearsal_text(&r, reads.clock.now_ms()),
+            }
+        }
+    };
+    Some(field("rehearsal of the pending set", text))
+}
+
+/// One rehearsal row as `status` shows it.
+fn rehearsal_text(r: &crate::store::RehearsalRow, now: i64) -> String {
+    let when = human::span(now - r.finished_at.unwrap_or(r.created_at));
+    match r.state.as_str() {
+        "queued" | "running" => format!("{} {} (since {when})", r.id, r.state),
+        "passed" => format!(
+            "{} passed {when} ago: {}",
+            r.id,
+            r.summary.as_deref().unwrap_or("")
+        ),
+        "failed" => format!(
+            "{} FAILED {when} ago: {}",
+            r.id,
+            r.error.as_deref().unwrap_or("")
+        ),
+        other => format!(
+            "{} {other} {when} ago{}",
+            r.id,
+            r.error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        ),
     }
 }
 
