@@ -194,6 +194,32 @@ impl Scheduler {
     }
 }
 
+/// At start-up: the rehearsal scratch database (`<db>_dualkey_rehearsal`) a killed dualkey left
+/// is dropped, for every environment, as drills' are (audited `rehearsal.stale_dropped`).
+pub async fn recover_rehearsals(core: std::sync::Arc<Core>) {
+    let envs: Vec<String> = core.settings.environments.keys().cloned().collect();
+    for name in &envs {
+        use crate::services::rehearsal::engine::drop_leftover;
+        match drop_leftover(&core, name).await {
+            Ok(true) => {
+                tracing::warn!(env = %name, "dropped a rehearsal database left by a stopped rehearsal");
+                let details = json!({"scratch": crate::dbops::backup::REHEARSAL_SUFFIX});
+                let _ = core
+                    .audit(NewAudit::system(
+                        "rehearsal.stale_dropped",
+                        Some(name),
+                        details,
+                    ))
+                    .await;
+            }
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(env = %name, error = %err, "could not check for a leftover rehearsal database")
+            }
+        }
+    }
+}
+
 async fn save_drill(
     core: &Core,
     d: &DrillRow,

@@ -129,6 +129,8 @@ impl Scheduler {
     pub async fn startup(&self) {
         let now = self.core.clock.now_ms();
         guarded("recover-runs", self.recover_runs(now)).await;
+        // In the background: an unreachable database must not delay the scheduler.
+        tokio::spawn(drills::recover_rehearsals(self.core.clone()));
         if self.core.settings.schedule.restore_drill_cron.is_none() {
             return;
         }

@@ -168,6 +168,38 @@ fn seconds(ms: u64) -> String {
     }
 }
 
+/// The environments with a rehearsal running in this process: [`drop_leftover`] leaves their
+/// scratch databases alone, and a second rehearsal of one is refused.
+static RUNNING: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// This process's mark that a rehearsal of `env` runs; removed when dropped.
+struct Running(String);
+
+impl Running {
+    fn mark(env: &str) -> Result<Running, StepError> {
+        let mut all = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+        if all.iter().any(|e| e == env) {
+            return Err(StepError(format!(
+                "a rehearsal of {env} is already running"
+            )));
+        }
+        all.push(env.to_string());
+        Ok(Running(env.to_string()))
+    }
+
+    fn is_running(env: &str) -> bool {
+        let all = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter().any(|e| e == env)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut all = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|e| *e != self.0);
+    }
+}
+
 /// The store lease a running rehearsal of `env` holds (and renews) on a PostgreSQL store.
 pub fn lease_name(env: &str) -> String {
     format!("rehearsal-scratch:{env}")
@@ -373,6 +405,7 @@ pub async fn rehearse(
     let started = Instant::now();
     let e = env_settings(core.reads(), env)?;
     let url = database_url(e)?;
+    let _mark = Running::mark(env)?;
     take_lease(core, env).await?;
     let protected = env_urls(core);
     let t = RehearsalTarget {
@@ -415,14 +448,17 @@ pub async fn rehearse(
 
 /// Drops a rehearsal scratch database a killed dualkey left behind; true when one was dropped.
 ///
-/// On a PostgreSQL store nothing is dropped while another dualkey holds the rehearsal's lease
-/// (its rehearsal is alive).
+/// Nothing is dropped while this process rehearses `env`, nor, on a PostgreSQL store, while
+/// another dualkey holds the rehearsal's lease (its rehearsal is alive).
 pub async fn drop_leftover(
     core: &std::sync::Arc<crate::core::context::Core>,
     env: &str,
 ) -> Result<bool, crate::services::environment::StepError> {
     let e = env_settings(core.reads(), env)?;
     let url = database_url(e)?;
+    if Running::is_running(env) {
+        return Ok(false);
+    }
     if core.store.backend() == Backend::Postgres {
         let holder = core.lease_holder("rehearsal");
         let now = core.clock.now_ms();

@@ -48,14 +48,22 @@ fn statements(script: &str) -> Vec<(usize, &str)> {
     parts
         .into_iter()
         .map(|p| {
-            let lead = p.len() - p.trim_start().len();
-            (
-                p.as_ptr() as usize - script.as_ptr() as usize + lead,
-                p.trim(),
-            )
+            let p = without_leading_comments(p);
+            (p.as_ptr() as usize - script.as_ptr() as usize, p)
         })
         .filter(|(_, p)| !p.is_empty())
         .collect()
+}
+
+/// `s` trimmed, without the `-- …` lines before its first word (Prisma's `-- CreateIndex`).
+fn without_leading_comments(mut s: &str) -> &str {
+    loop {
+        s = s.trim_start();
+        match s.strip_prefix("--") {
+            Some(rest) => s = rest.split_once('\n').map_or("", |(_, r)| r),
+            None => return s.trim_end(),
+        }
+    }
 }
 
 fn failing_statement(p3018: &str, error: &str, script: &str) -> Option<String> {
@@ -98,7 +106,7 @@ mod tests {
 
     #[test]
     fn the_failing_statement_is_found_by_the_names_the_error_quotes() {
-        let script = "-- add\nALTER TABLE \"Task\" ADD COLUMN \"x\" INTEGER;\n\nCREATE UNIQUE INDEX \"Task_title_key\" ON \"Task\"(\"title\");\n";
+        let script = "-- add\nALTER TABLE \"Task\" ADD COLUMN \"x\" INTEGER;\n\n-- CreateIndex\nCREATE UNIQUE INDEX \"Task_title_key\" ON \"Task\"(\"title\");\n";
         let (error, statement) = failure(UNIQUE, Some(script));
         assert_eq!(
             error,
