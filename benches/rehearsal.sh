@@ -17,6 +17,7 @@
 #        BENCH_DIR        where the backup and the migrations are kept (default: $TMPDIR/dk_bench_rehearsal)
 #        DUALKEY_REHEARSAL_CMD  a prebuilt `rehearsal` example to use instead of building one
 set -euo pipefail
+shopt -s inherit_errexit
 
 RUNS=3
 ROWS=1500000
@@ -142,7 +143,8 @@ run_raw() {
 run_dk() {
   local t0 t1
   t0=$(now)
-  "$DK" rehearse "$BACKUP" "$MIG" "$INIT" "$SHA" >"$WORK/dk.json"
+  "$DK" rehearse "$BACKUP" "$MIG" "$INIT" "$SHA" >"$WORK/dk.json" \
+    || { echo "the rehearsal failed" >&2; return 1; }
   t1=$(now)
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
 }

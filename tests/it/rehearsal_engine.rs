@@ -316,3 +316,32 @@ async fn a_leftover_rehearsal_database_is_dropped_at_the_next_start() {
     );
     assert!(exists(&target.name).await, "the target is gone");
 }
+
+/// On a PostgreSQL store a leftover is dropped only when no other dualkey holds the rehearsal's
+/// lease: a live rehearsal elsewhere keeps its scratch database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rehearsal_alive_on_another_replica_keeps_its_scratch_database() {
+    let s = setup(Backend::Postgres, "", "").await;
+    let core = &s.app.core;
+    let scratch = format!("{}_dualkey_rehearsal", s.target.name);
+    sqlx::raw_sql(&format!("CREATE DATABASE \"{scratch}\""))
+        .execute(&mut admin().await)
+        .await
+        .unwrap();
+    let lease = dualkey::services::rehearsal::engine::lease_name("production");
+    let now = core.clock.now_ms();
+    assert!(core
+        .store
+        .try_lease(&lease, "rehearsal@other-replica", now, 60_000)
+        .await
+        .unwrap());
+    assert!(!drop_leftover(core, "production").await.unwrap());
+    assert!(
+        exists(&scratch).await,
+        "a live rehearsal's database was dropped"
+    );
+    s.app.clock.advance(61_000);
+    assert!(drop_leftover(core, "production").await.unwrap());
+    assert!(!exists(&scratch).await, "the leftover was not dropped");
+    assert!(!drop_leftover(core, "production").await.unwrap());
+}
