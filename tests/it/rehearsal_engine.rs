@@ -345,3 +345,46 @@ async fn a_rehearsal_alive_on_another_replica_keeps_its_scratch_database() {
     assert!(!exists(&scratch).await, "the leftover was not dropped");
     assert!(!drop_leftover(core, "production").await.unwrap());
 }
+
+/// The newest backup predates a deploy (as a pre-deploy backup does): the migrations the target
+/// applied since are applied to the copy first, unmeasured, and the pinned ones are rehearsed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migrations_applied_since_the_backup_are_caught_up_first() {
+    let s = setup(Backend::Sqlite, "", "").await;
+    let core = &s.app.core;
+    exec(&s.target.url, DATA).await;
+    let b = take_backup(core, "production", BackupKind::Manual, None, None, None)
+        .await
+        .unwrap();
+    add_migration(
+        &s,
+        "20250201000000_slug",
+        "ALTER TABLE \"Project\" ADD COLUMN \"slug\" TEXT;\n",
+    );
+    let dir = s.app.dir.path().join("migrations");
+    dualkey::dbops::prisma::deploy(&s.target.url, &dir, &mut dualkey::dbops::prisma::NoProgress)
+        .await
+        .unwrap();
+    let pinned = vec![add_migration(
+        &s,
+        "20250202000000_slug_idx",
+        "CREATE INDEX \"Project_slug_idx\" ON \"Project\"(\"slug\");\n",
+    )];
+    let before = target_state(&s.target.url).await;
+
+    let o = rehearse(core, "production", &pinned, no_cancel())
+        .await
+        .unwrap();
+
+    assert!(o.passed(), "{o:#?}");
+    assert_eq!(o.backup_id, b.id);
+    assert_eq!(o.caught_up, ["20250201000000_slug"]);
+    assert_eq!(o.migrations.len(), 1);
+    assert_eq!(o.migrations[0].name, "20250202000000_slug_idx");
+    let summary = o.summary(core.clock.now_ms());
+    assert!(
+        summary.contains("1 migration since it applied first"),
+        "{summary}"
+    );
+    assert_eq!(target_state(&s.target.url).await, before, "target changed");
+}

@@ -76,6 +76,10 @@ pub struct RehearsalOutcome {
     pub total_ms: u64,
     /// (migration, checksum) pairs rehearsed, in order
     pub pinned: Vec<(String, String)>,
+    /// Migrations the target applied after the backup was taken: applied to the copy first, in
+    /// folder order, not measured.
+    #[serde(default)]
+    pub caught_up: Vec<String>,
 }
 
 impl RehearsalOutcome {
@@ -94,6 +98,13 @@ impl RehearsalOutcome {
         )];
         if self.fresh_backup {
             about.push("taken for this rehearsal".into());
+        }
+        if !self.caught_up.is_empty() {
+            about.push(format!(
+                "{} migration{} since it applied first",
+                self.caught_up.len(),
+                if self.caught_up.len() == 1 { "" } else { "s" }
+            ));
         }
         if let Some((t, n)) = &self.largest_table {
             about.push(format!("{} rows in {}", human_rows(*n as u64), short(t)));
@@ -241,6 +252,8 @@ pub struct Measured {
     pub largest_table: Option<(String, i64)>,
     /// Per migration applied (or failed).
     pub migrations: Vec<RehearsedMigration>,
+    /// The migrations applied first to bring the copy up to the target.
+    pub caught_up: Vec<String>,
 }
 
 /// Resolves when `*cancel` turns true; never when its sender is gone.
@@ -307,11 +320,14 @@ async fn on_scratch(
         .map_err(|e| StepError(e.to_string()))?
         .into_iter()
         .next();
-    let mut observer = observe::Observer::open(scratch.url(), t.migrations_dir)
+    let extra = catch_up(scratch.url(), t.migrations_dir, pinned).await?;
+    let caught_up: Vec<String> = extra.iter().map(|(n, _)| n.clone()).collect();
+    let mut observer = observe::Observer::open(scratch.url(), t.migrations_dir, caught_up.clone())
         .await
         .map_err(StepError)?;
+    let all: Vec<(String, String)> = extra.into_iter().chain(pinned.iter().cloned()).collect();
     let outcome =
-        crate::dbops::prisma::deploy_pinned(scratch.url(), t.migrations_dir, pinned, &mut observer)
+        crate::dbops::prisma::deploy_pinned(scratch.url(), t.migrations_dir, &all, &mut observer)
             .await
             .map_err(|e| {
                 StepError(format!(
@@ -330,7 +346,43 @@ async fn on_scratch(
         restore_ms: restore_ms as u64,
         largest_table,
         migrations: std::mem::take(&mut observer.done),
+        caught_up,
     })
+}
+
+/// The migrations of the folder the restored copy has not applied and that are not `pinned`:
+/// those the target applied after the backup was taken (a pre-deploy backup misses the deploy it
+/// preceded). With their checksums, in folder order.
+async fn catch_up(
+    scratch_url: &str,
+    dir: &Path,
+    pinned: &[(String, String)],
+) -> Result<Vec<(String, String)>, StepError> {
+    use crate::dbops::prisma::{list_migrations, render_checksum, Target};
+    let read = |e: crate::dbops::prisma::PrismaError| {
+        StepError(format!(
+            "reading the restored _prisma_migrations failed: {e}"
+        ))
+    };
+    let mut conn = Target::connect(scratch_url).await.map_err(read)?;
+    let rows = conn.load_rows().await;
+    conn.close().await;
+    let rows = rows.map_err(read)?.unwrap_or_default();
+    let folder = list_migrations(dir);
+    Ok(folder
+        .migrations
+        .iter()
+        .filter(|m| {
+            !pinned.iter().any(|(n, _)| *n == m.name)
+                && !rows
+                    .iter()
+                    .any(|r| r.rolled_back_at.is_none() && r.migration_name == m.name)
+        })
+        .map(|m| {
+            let sum = m.script.as_deref().map(render_checksum).unwrap_or_default();
+            (m.name.clone(), sum)
+        })
+        .collect())
 }
 
 /// The newest verified backup of `env` when it is recent enough, else a fresh one; true when
@@ -430,6 +482,7 @@ pub async fn rehearse(
             migrations: m.migrations,
             total_ms: started.elapsed().as_millis() as u64,
             pinned: pinned.to_vec(),
+            caught_up: m.caught_up,
         })
     };
     let result = tokio::select! {

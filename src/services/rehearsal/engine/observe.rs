@@ -71,6 +71,8 @@ struct Running {
 /// The deploy observer of a rehearsal: one [`RehearsedMigration`] per migration.
 pub struct Observer {
     migrations_dir: std::path::PathBuf,
+    /// Migrations applied only to bring the copy up to the target (not measured).
+    skip: Vec<String>,
     snapshots: Target,
     sampler: Option<Target>,
     running: Option<Running>,
@@ -129,7 +131,13 @@ async fn sampler(
 
 impl Observer {
     /// Opens its two connections to the scratch database (`scratch_url`).
-    pub async fn open(scratch_url: &str, migrations_dir: &std::path::Path) -> Result<Self, String> {
+    /// `skip`: the migrations applied first to bring the copy up to the target, not measured
+    /// (a failure among them is still recorded).
+    pub async fn open(
+        scratch_url: &str,
+        migrations_dir: &std::path::Path,
+        skip: Vec<String>,
+    ) -> Result<Self, String> {
         let connect = || async {
             Target::connect(scratch_url)
                 .await
@@ -137,6 +145,7 @@ impl Observer {
         };
         Ok(Observer {
             migrations_dir: migrations_dir.to_path_buf(),
+            skip,
             snapshots: connect().await?,
             sampler: Some(connect().await?),
             running: None,
@@ -145,6 +154,9 @@ impl Observer {
     }
 
     async fn starting(&mut self, name: &str) -> Result<(), String> {
+        if self.skip.iter().any(|s| s == name) {
+            return Ok(());
+        }
         let before = nodes(&mut self.snapshots).await?;
         let conn = self
             .sampler
@@ -163,7 +175,11 @@ impl Observer {
 
     async fn ended(&mut self, name: &str, duration_ms: Option<u64>, error: Option<&str>) {
         let Some(r) = self.running.take() else {
-            // P3015: the script could not be read, nothing ran.
+            if error.is_none() {
+                // A catch-up migration, applied.
+                return;
+            }
+            // A catch-up migration that failed, or P3015: the script could not be read.
             let (error, statement) = failure(error.unwrap_or_default(), None);
             self.done.push(RehearsedMigration {
                 name: name.to_string(),

@@ -13,6 +13,7 @@ fn outcome(migrations: Vec<RehearsedMigration>) -> RehearsalOutcome {
             .collect(),
         migrations,
         total_ms: 61_000,
+        caught_up: vec![],
     }
 }
 
