@@ -25,6 +25,8 @@
 //!   `pg_restore --clean --if-exists` from stdin, plain `.sql` files as they are, psql in
 //!   restricted mode), so a failed, killed or tampered restore changes nothing.
 //! - [`drill()`]: a restore drill into a scratch database `<db>_dualkey_drill`, dropped after.
+//!   [`ScratchKind`] / [`Scratch`]: the scratch-database machinery it shares with deploy
+//!   rehearsals (`<db>_dualkey_rehearsal`), with the same safety rules.
 //! - [`list_external`]: the runbook's `pg_dump > backup_pre_migration_<ts>.sql` files.
 //! - [`select_for_deletion`] / [`delete_backup_files`]: retention as a pure function plus the deletion.
 //! - [`PgUrl`] / [`database_name`]: URL parsing.
@@ -44,7 +46,8 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use drill::{
-    drill, drop_stale, scratch_name, url_for_database, DrillError, DrillOutcome, DRILL_SUFFIX,
+    drill, drop_stale, scratch_name, url_for_database, DrillError, DrillOutcome, Scratch,
+    ScratchKind, DRILL_SUFFIX, REHEARSAL_SUFFIX,
 };
 pub use dump::{dump, dump_verified, DumpError, DumpOutcome, DumpProgress, DumpRequest};
 pub use files::{

@@ -50,3 +50,14 @@ pub async fn gather_tools(e: &EnvironmentSettings, server: Option<u32>) -> Tools
     };
     ToolsCheck::read(e.pg_bin_dir.as_deref(), server).await
 }
+
+/// The timeouts and retries of `[deploy]` for applying migrations: the same for a deploy and for
+/// its rehearsal, so the rehearsal runs what the deploy will.
+pub fn deploy_options(d: &crate::config::DeploySettings) -> crate::dbops::prisma::DeployOptions {
+    crate::dbops::prisma::DeployOptions {
+        lock_timeout: Some(d.lock_timeout.0),
+        statement_timeout: d.statement_timeout.map(|t| t.0),
+        lock_retries: d.lock_retries,
+        backoff: crate::config::DeploySettings::lock_backoff,
+    }
+}

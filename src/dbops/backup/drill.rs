@@ -27,6 +27,207 @@ use crate::dbops::prisma::quote_ident;
 /// The suffix of the scratch database's name.
 pub const DRILL_SUFFIX: &str = "_dualkey_drill";
 
+/// The suffix of a rehearsal's scratch database (the pending migrations applied to a restored
+/// copy before a deploy is approved).
+pub const REHEARSAL_SUFFIX: &str = "_dualkey_rehearsal";
+
+/// What a scratch database is for: its name's suffix and the word its messages use. Every kind
+/// follows the same safety rules (the name is never cut by PostgreSQL, never a configured
+/// environment's database, and only `CREATE`/`DROP DATABASE` of it go over the target's
+/// connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScratchKind {
+    /// A restore drill: `<db>_dualkey_drill`.
+    Drill,
+    /// A deploy rehearsal: `<db>_dualkey_rehearsal`.
+    Rehearsal,
+}
+
+impl ScratchKind {
+    /// The suffix appended to the target database's name.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            ScratchKind::Drill => DRILL_SUFFIX,
+            ScratchKind::Rehearsal => REHEARSAL_SUFFIX,
+        }
+    }
+
+    /// `drill`, `rehearsal`: the word in messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            ScratchKind::Drill => "drill",
+            ScratchKind::Rehearsal => "rehearsal",
+        }
+    }
+
+    fn action(self, what: Action) -> &'static str {
+        use Action::*;
+        match (self, what) {
+            (ScratchKind::Drill, Look) => "looking for a stale drill database",
+            (ScratchKind::Drill, Drop) => "dropping the drill database",
+            (ScratchKind::Drill, Create) => "creating the drill database",
+            (ScratchKind::Drill, Count) => "counting rows in the drill database",
+            (ScratchKind::Rehearsal, Look) => "looking for a leftover rehearsal database",
+            (ScratchKind::Rehearsal, Drop) => "dropping the rehearsal database",
+            (ScratchKind::Rehearsal, Create) => "creating the rehearsal database",
+            (ScratchKind::Rehearsal, Count) => "counting rows in the rehearsal database",
+        }
+    }
+
+    /// The scratch database name for a target database, refused when PostgreSQL would
+    /// truncate it.
+    pub fn name(self, target_db: &str) -> Result<String, DrillError> {
+        let name = format!("{target_db}{}", self.suffix());
+        if name.len() > 63 {
+            let label = self.label();
+            return Err(DrillError::Refused(format!(
+                "the {label} database name {name} is longer than PostgreSQL's 63 bytes; PostgreSQL would cut it, so no {label} runs for {target_db}"
+            )));
+        }
+        Ok(name)
+    }
+
+    /// Refuses a scratch name that is the database of any URL in `protected` (the configured
+    /// environments' databases) on the same server: dropping it would drop that environment.
+    pub fn check(self, url: &PgUrl, scratch: &str, protected: &[String]) -> Result<(), DrillError> {
+        for p in protected {
+            let Ok(other) = PgUrl::parse(p) else {
+                continue;
+            };
+            if other.database() == scratch && server(&other) == server(url) {
+                let label = self.label();
+                return Err(DrillError::Refused(format!(
+                    "the {label} database {scratch} is the database of a configured environment on the same server; no {label} runs and nothing is dropped"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The checked scratch name of `database_url`'s target.
+    fn checked(self, database_url: &str, protected: &[String]) -> Result<String, DrillError> {
+        let url = PgUrl::parse(database_url)?;
+        let scratch = self.name(url.database())?;
+        self.check(&url, &scratch, protected)?;
+        Ok(scratch)
+    }
+
+    /// Drops this kind's scratch database of `database_url`'s target when one is left (a run
+    /// that crashed); true when one was dropped.
+    pub async fn drop_stale(
+        self,
+        database_url: &str,
+        protected: &[String],
+    ) -> Result<bool, DrillError> {
+        let scratch = self.checked(database_url, protected)?;
+        let (_, mut conn) = admin(database_url).await?;
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(&scratch)
+                .fetch_optional(&mut conn)
+                .await
+                .map_err(|error| DrillError::Db {
+                    action: self.action(Action::Look),
+                    error,
+                })?;
+        if exists.is_some() {
+            drop_db(self, &mut conn, &scratch).await?;
+        }
+        let _ = conn.close().await;
+        Ok(exists.is_some())
+    }
+
+    /// Creates this kind's scratch database next to `database_url`'s target, empty (dropped
+    /// first when a crashed run left one). Drop it with [`Scratch::drop`] however the work ends.
+    pub async fn create(
+        self,
+        database_url: &str,
+        protected: &[String],
+    ) -> Result<Scratch, DrillError> {
+        let scratch = self.checked(database_url, protected)?;
+        let (_, mut conn) = admin(database_url).await?;
+        drop_db(self, &mut conn, &scratch).await?;
+        let sql = format!("CREATE DATABASE {}", quote_ident(&scratch));
+        sqlx::query(&sql)
+            .execute(&mut conn)
+            .await
+            .map_err(|error| DrillError::Db {
+                action: self.action(Action::Create),
+                error,
+            })?;
+        Ok(Scratch {
+            kind: self,
+            url: url_for_database(database_url, &scratch),
+            name: scratch,
+            admin: conn,
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Action {
+    Look,
+    Drop,
+    Create,
+    Count,
+}
+
+/// A scratch database that exists, with the admin connection (to the target's server) that
+/// created it and will drop it.
+#[derive(Debug)]
+pub struct Scratch {
+    kind: ScratchKind,
+    name: String,
+    url: String,
+    admin: PgConnection,
+}
+
+impl Scratch {
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The target's URL pointing at it instead ([`url_for_database`]).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Restores the backup at `path` (catalog SHA-256 `sha256`) into it with the protocol of a
+    /// real restore; the time it took, in ms.
+    pub async fn restore(
+        &self,
+        path: &Path,
+        sha256: &str,
+        pg_bin_dir: Option<&Path>,
+    ) -> Result<i64, DrillError> {
+        let start = Instant::now();
+        let opts = RestoreOptions {
+            pg_bin_dir,
+            replace_schema: true,
+            expected_sha256: Some(sha256),
+            after_open: None,
+        };
+        super::restore_with(&self.url, path, &opts).await?;
+        Ok(start.elapsed().as_millis() as i64)
+    }
+
+    /// The `top` largest tables in it (by total size) with their exact row counts.
+    pub async fn largest_tables(&self, top: usize) -> Result<Vec<(String, i64)>, DrillError> {
+        let (_, mut conn) = admin(&self.url).await?;
+        let r = largest_tables(self.kind, &mut conn, top).await;
+        let _ = conn.close().await;
+        r
+    }
+
+    /// Drops it (`WITH (FORCE)`, so sessions still in it do not keep it).
+    pub async fn drop(mut self) -> Result<(), DrillError> {
+        let r = drop_db(self.kind, &mut self.admin, &self.name).await;
+        let _ = self.admin.close().await;
+        r
+    }
+}
+
 /// What a drill found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrillOutcome {
@@ -73,16 +274,10 @@ pub enum DrillError {
     },
 }
 
-/// The scratch database name for a target database, refused when PostgreSQL would truncate it or
-/// it equals the target.
+/// The drill's scratch database name for a target database, refused when PostgreSQL would
+/// truncate it ([`ScratchKind::name`]).
 pub fn scratch_name(target_db: &str) -> Result<String, DrillError> {
-    let name = format!("{target_db}{DRILL_SUFFIX}");
-    if name.len() > 63 {
-        return Err(DrillError::Refused(format!(
-            "the drill database name {name} is longer than PostgreSQL's 63 bytes; PostgreSQL would cut it, so no drill runs for {target_db}"
-        )));
-    }
-    Ok(name)
+    ScratchKind::Drill.name(target_db)
 }
 
 /// Local host spellings (and Unix sockets) are one server.
@@ -95,20 +290,11 @@ fn server(url: &PgUrl) -> (String, u16) {
     (host, url.port().unwrap_or(5432))
 }
 
-/// Refuses a scratch name that is the database of any URL in `protected` (the configured
-/// environments' databases) on the same server: a drill would drop it.
-pub fn check_scratch(url: &PgUrl, scratch: &str, protected: &[String]) -> Result<(), DrillError> {
-    for p in protected {
-        let Ok(other) = PgUrl::parse(p) else {
-            continue;
-        };
-        if other.database() == scratch && server(&other) == server(url) {
-            return Err(DrillError::Refused(format!(
-                "the drill database {scratch} is the database of a configured environment on the same server; no drill runs and nothing is dropped"
-            )));
-        }
-    }
-    Ok(())
+/// Refuses a drill scratch name that is the database of any URL in `protected` (the configured
+/// environments' databases) on the same server: a drill would drop it ([`ScratchKind::check`]).
+#[cfg(test)]
+fn check_scratch(url: &PgUrl, scratch: &str, protected: &[String]) -> Result<(), DrillError> {
+    ScratchKind::Drill.check(url, scratch, protected)
 }
 
 /// `database_url` pointing at `database` instead (a `dbname` query parameter, which both
@@ -140,29 +326,17 @@ async fn admin(database_url: &str) -> Result<(PgUrl, PgConnection), DrillError> 
     Ok((url, conn))
 }
 
-/// Drops the scratch database of `database_url`'s target when one is left (a drill that
+/// Drops the drill scratch database of `database_url`'s target when one is left (a drill that
 /// crashed); true when one was dropped.
 pub async fn drop_stale(database_url: &str, protected: &[String]) -> Result<bool, DrillError> {
-    let url = PgUrl::parse(database_url)?;
-    let scratch = scratch_name(url.database())?;
-    check_scratch(&url, &scratch, protected)?;
-    let (_, mut conn) = admin(database_url).await?;
-    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-        .bind(&scratch)
-        .fetch_optional(&mut conn)
-        .await
-        .map_err(|error| DrillError::Db {
-            action: "looking for a stale drill database",
-            error,
-        })?;
-    if exists.is_some() {
-        drop_db(&mut conn, &scratch).await?;
-    }
-    let _ = conn.close().await;
-    Ok(exists.is_some())
+    ScratchKind::Drill.drop_stale(database_url, protected).await
 }
 
-async fn drop_db(conn: &mut PgConnection, scratch: &str) -> Result<(), DrillError> {
+async fn drop_db(
+    kind: ScratchKind,
+    conn: &mut PgConnection,
+    scratch: &str,
+) -> Result<(), DrillError> {
     let sql = format!(
         "DROP DATABASE IF EXISTS {} WITH (FORCE)",
         quote_ident(scratch)
@@ -171,7 +345,7 @@ async fn drop_db(conn: &mut PgConnection, scratch: &str) -> Result<(), DrillErro
         .execute(&mut *conn)
         .await
         .map_err(|error| DrillError::Db {
-            action: "dropping the drill database",
+            action: kind.action(Action::Drop),
             error,
         })?;
     Ok(())
@@ -191,56 +365,25 @@ pub async fn drill(
     top: usize,
     protected: &[String],
 ) -> Result<DrillOutcome, DrillError> {
-    let url = PgUrl::parse(database_url)?;
-    let scratch = scratch_name(url.database())?;
-    check_scratch(&url, &scratch, protected)?;
-    let (_, mut conn) = admin(database_url).await?;
-    drop_db(&mut conn, &scratch).await?;
-    let sql = format!("CREATE DATABASE {}", quote_ident(&scratch));
-    sqlx::query(&sql)
-        .execute(&mut conn)
-        .await
-        .map_err(|error| DrillError::Db {
-            action: "creating the drill database",
-            error,
-        })?;
-    let result = restore_and_check(
-        database_url,
-        &scratch,
-        path,
-        sha256,
-        expected_migrations,
-        pg_bin_dir,
-        top,
-    )
-    .await;
-    let dropped = drop_db(&mut conn, &scratch).await;
-    let _ = conn.close().await;
+    let scratch = ScratchKind::Drill.create(database_url, protected).await?;
+    let result =
+        restore_and_check(&scratch, path, sha256, expected_migrations, pg_bin_dir, top).await;
+    let dropped = scratch.drop().await;
     let outcome = result?;
     dropped?;
     Ok(outcome)
 }
 
 async fn restore_and_check(
-    database_url: &str,
-    scratch: &str,
+    scratch: &Scratch,
     path: &Path,
     sha256: &str,
     expected_migrations: &[String],
     pg_bin_dir: Option<&Path>,
     top: usize,
 ) -> Result<DrillOutcome, DrillError> {
-    let scratch_url = url_for_database(database_url, scratch);
-    let start = Instant::now();
-    let opts = RestoreOptions {
-        pg_bin_dir,
-        replace_schema: true,
-        expected_sha256: Some(sha256),
-        after_open: None,
-    };
-    super::restore_with(&scratch_url, path, &opts).await?;
-    let restore_ms = start.elapsed().as_millis() as i64;
-    let (url, mut conn) = admin(&scratch_url).await?;
+    let restore_ms = scratch.restore(path, sha256, pg_bin_dir).await?;
+    let (url, mut conn) = admin(scratch.url()).await?;
     let schema = url.schema().unwrap_or("public").to_string();
     let db = |action: &'static str| move |error| DrillError::Db { action, error };
     let has_table: bool = sqlx::query_scalar(
@@ -258,29 +401,9 @@ async fn restore_and_check(
     } else {
         Vec::new()
     };
-    let rows = sqlx::query(
-        "SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' \
-         ORDER BY pg_total_relation_size(c.oid) DESC, c.relname LIMIT $1",
-    )
-    .bind(top as i64)
-    .fetch_all(&mut conn)
-    .await
-    .map_err(db("listing the restored tables"))?;
-    let mut largest_tables = Vec::new();
-    for r in rows {
-        let (schema, name): (String, String) = (r.get("schema"), r.get("name"));
-        let n: i64 = sqlx::query_scalar(&format!(
-            "SELECT count(*) FROM {}.{}",
-            quote_ident(&schema),
-            quote_ident(&name)
-        ))
-        .fetch_one(&mut conn)
-        .await
-        .map_err(db("counting rows in the drill database"))?;
-        largest_tables.push((format!("{schema}.{name}"), n));
-    }
+    let largest_tables = largest_tables(ScratchKind::Drill, &mut conn, top).await;
     let _ = conn.close().await;
+    let largest_tables = largest_tables?;
     let mut a = migrations.clone();
     let mut b = expected_migrations.to_vec();
     a.sort();
@@ -292,12 +415,44 @@ async fn restore_and_check(
         });
     }
     Ok(DrillOutcome {
-        scratch: scratch.to_string(),
+        scratch: scratch.name().to_string(),
         restore_ms,
         migrations,
         migrations_match: true,
         largest_tables,
     })
+}
+
+/// The `top` largest tables on `conn` (by total size), with exact row counts.
+async fn largest_tables(
+    kind: ScratchKind,
+    conn: &mut PgConnection,
+    top: usize,
+) -> Result<Vec<(String, i64)>, DrillError> {
+    let db = |action: &'static str| move |error| DrillError::Db { action, error };
+    let rows = sqlx::query(
+        "SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' \
+         ORDER BY pg_total_relation_size(c.oid) DESC, c.relname LIMIT $1",
+    )
+    .bind(top as i64)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db("listing the restored tables"))?;
+    let mut largest = Vec::new();
+    for r in rows {
+        let (schema, name): (String, String) = (r.get("schema"), r.get("name"));
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {}.{}",
+            quote_ident(&schema),
+            quote_ident(&name)
+        ))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db(kind.action(Action::Count)))?;
+        largest.push((format!("{schema}.{name}"), n));
+    }
+    Ok(largest)
 }
 
 #[cfg(test)]
@@ -308,6 +463,19 @@ mod tests {
     fn scratch_names_are_suffixed_and_refused_when_too_long() {
         assert_eq!(scratch_name("taskflow").unwrap(), "taskflow_dualkey_drill");
         assert!(scratch_name(&"x".repeat(50)).is_err());
+    }
+
+    #[test]
+    fn rehearsal_scratch_names_follow_the_same_rules() {
+        let k = ScratchKind::Rehearsal;
+        assert_eq!(k.name("taskflow").unwrap(), "taskflow_dualkey_rehearsal");
+        let err = k.name(&"x".repeat(46)).unwrap_err().to_string();
+        assert!(err.contains("rehearsal database name"), "{err}");
+        assert!(k.name(&"x".repeat(45)).is_ok());
+        let url = PgUrl::parse("postgres://u@localhost:5432/app").unwrap();
+        let other = vec!["postgres://v@127.0.0.1/app_dualkey_rehearsal".to_string()];
+        let err = k.check(&url, "app_dualkey_rehearsal", &other).unwrap_err();
+        assert!(err.to_string().contains("no rehearsal runs"), "{err}");
     }
 
     #[test]

@@ -328,7 +328,14 @@ pub async fn recover(core: &Arc<Core>) -> anyhow::Result<()> {
         interrupt_left(core, &env).await?;
         match engine::drop_leftover(core, &env).await {
             Ok(true) => {
-                tracing::warn!(env = %env, "dropped a rehearsal database left by a stopped rehearsal")
+                tracing::warn!(env = %env, "dropped a rehearsal database left by a stopped rehearsal");
+                let details = json!({"scratch": crate::dbops::backup::REHEARSAL_SUFFIX});
+                core.audit(NewAudit::system(
+                    "rehearsal.stale_dropped",
+                    Some(&env),
+                    details,
+                ))
+                .await?;
             }
             Ok(false) => {}
             // An unreachable target is reported by `status` and `doctor`, not at every start.

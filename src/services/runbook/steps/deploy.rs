@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::config::{format_duration, DeploySettings, EnvironmentSettings};
+use crate::config::{format_duration, EnvironmentSettings};
 use crate::core::context::Core;
 use crate::core::operation::PinnedMigration;
 use crate::dbops::prisma;
@@ -56,7 +56,7 @@ pub(crate) async fn deploy(
         settings.dump_wait.0,
     )
     .await?;
-    let options = deploy_options(settings);
+    let options = crate::services::environment::deploy_options(settings);
     let result = prisma::deploy_pinned(
         url.expose_secret(),
         &e.migrations_dir,
@@ -108,16 +108,6 @@ fn summary(out: &prisma::DeployOutcome) -> Result<String, StepError> {
             stop.migration,
             stop.message()
         ))),
-    }
-}
-
-/// The timeouts and retries of `[deploy]`.
-fn deploy_options(d: &DeploySettings) -> prisma::DeployOptions {
-    prisma::DeployOptions {
-        lock_timeout: Some(d.lock_timeout.0),
-        statement_timeout: d.statement_timeout.map(|t| t.0),
-        lock_retries: d.lock_retries,
-        backoff: DeploySettings::lock_backoff,
     }
 }
 
