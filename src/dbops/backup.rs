@@ -47,7 +47,7 @@ use std::str::FromStr;
 
 pub use drill::{
     drill, drop_stale, scratch_name, url_for_database, DrillError, DrillOutcome, Scratch,
-    ScratchKind, DRILL_SUFFIX, REHEARSAL_SUFFIX,
+    ScratchKind, DRILL_SUFFIX, REHEARSAL_SUFFIX, SCRATCH_MARK,
 };
 pub use dump::{dump, dump_verified, DumpError, DumpOutcome, DumpProgress, DumpRequest};
 pub use files::{

@@ -32,7 +32,10 @@ pub struct SessionInfo {
     pub state: String,
     /// Seconds since its transaction began (0 outside a transaction).
     pub xact_age_s: i64,
-    /// The first [`QUERY_CHARS`] characters of its current or last query, on one line.
+    /// The first [`QUERY_CHARS`] characters of its current or last query, on one line, with
+    /// every string literal (`'...'`, `$$...$$`) shown as `'…'`: another session's query may
+    /// carry a secret (`ALTER ROLE ... PASSWORD '...'`), and this text reaches cards and the
+    /// audit trail.
     pub query: String,
 }
 
@@ -74,7 +77,9 @@ pub struct TableSize {
 const SESSION_COLUMNS: &str = "a.pid, coalesce(a.application_name, '') AS application, \
      coalesce(a.state, '') AS state, \
      coalesce(extract(epoch FROM now() - a.xact_start)::bigint, 0) AS xact_age_s, \
-     regexp_replace(left(coalesce(a.query, ''), 100), '\\s+', ' ', 'g') AS query";
+     left(regexp_replace(regexp_replace(regexp_replace(coalesce(a.query, ''), \
+       '''(?:[^'']|'''')*''', '''…''', 'g'), '\\$\\$.*?\\$\\$', '''…''', 'g'), \
+       '\\s+', ' ', 'g'), 100) AS query";
 
 fn session(r: &sqlx::postgres::PgRow) -> Result<SessionInfo, sqlx::Error> {
     Ok(SessionInfo {

@@ -114,12 +114,17 @@ macro_rules! rehearsal_sql {
             }
 
             pub async fn passed(conn: &mut Conn, env: &str, digest: &str) -> StoreResult<bool> {
-                let r = sqlx::query("SELECT COUNT(*) AS n FROM rehearsals WHERE env = $1 AND set_digest = $2 AND state = 'passed'")
+                // The newest verdict on the data decides: a set that passed last month and failed
+                // today (duplicates arrived since) is not approvable.
+                let r = sqlx::query("SELECT state FROM rehearsals WHERE env = $1 AND set_digest = $2 AND state IN ('passed', 'failed') ORDER BY finished_at DESC, created_at DESC LIMIT 1")
                     .bind(env)
                     .bind(digest)
-                    .fetch_one(&mut *conn)
+                    .fetch_optional(&mut *conn)
                     .await?;
-                Ok(r.try_get::<i64, _>("n")? > 0)
+                Ok(match r {
+                    Some(r) => r.try_get::<String, _>("state")? == "passed",
+                    None => false,
+                })
             }
 
             pub async fn interrupt(conn: &mut Conn, env: &str, reason: &str, now: i64) -> StoreResult<Vec<RehearsalRow>> {

@@ -152,8 +152,8 @@ async fn a_failed_drill_is_an_alert_and_drops_its_scratch_database() {
     .await;
     let app = &s.app;
     let scratch = format!("{}_dualkey_drill", s.target.name);
-    // Left by a drill that crashed: its database and its `running` record.
-    target_exec(&s.target.url, &format!("CREATE DATABASE \"{scratch}\"")).await;
+    // Left by a drill that crashed: its database (with dualkey's mark) and its `running` record.
+    create_marked(&s.target.url, &scratch).await;
     let crashed = dualkey::store::DrillRow {
         id: "d000000001".into(),
         backup_id: "b000000001".into(),
@@ -268,7 +268,7 @@ async fn a_killed_drill_on_postgres_is_found_by_the_periodic_check() {
         "running"
     );
     // That replica is killed mid-drill: its scratch database stays, its lease runs out.
-    target_exec(&s.target.url, &format!("CREATE DATABASE \"{scratch}\"")).await;
+    create_marked(&s.target.url, &scratch).await;
     tick_at(app, &sched, now + 90_000).await;
     let d = &app.core.store.drills("production").await.unwrap()[0];
     assert_eq!(
@@ -327,4 +327,50 @@ async fn a_scratch_name_that_is_another_environments_database_is_refused() {
     .execute(&mut c)
     .await
     .unwrap();
+}
+
+/// A scratch database as dualkey creates it: with its mark.
+async fn create_marked(url: &str, scratch: &str) {
+    target_exec(url, &format!("CREATE DATABASE \"{scratch}\"")).await;
+    target_exec(
+        url,
+        &format!(
+            "COMMENT ON DATABASE \"{scratch}\" IS '{} (drill); dropped by dualkey'",
+            dualkey::dbops::backup::SCRATCH_MARK
+        ),
+    )
+    .await;
+}
+
+/// A database that only has the scratch name (no dualkey mark) is someone else's: start-up
+/// leaves it alone and a drill refuses to replace it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_with_the_scratch_name_but_no_mark_is_never_dropped() {
+    let s = setup(
+        Backend::Sqlite,
+        "backup_cron = \"0 2 * * *\"\nrestore_drill_cron = \"0 4 * * *\"",
+        "",
+    )
+    .await;
+    let scratch = format!("{}_dualkey_drill", s.target.name);
+    target_exec(&s.target.url, &format!("CREATE DATABASE \"{scratch}\"")).await;
+    let url = dualkey::dbops::backup::url_for_database(&s.target.url, &scratch);
+    target_exec(
+        &url,
+        "CREATE TABLE keep (v text); INSERT INTO keep VALUES ('mine');",
+    )
+    .await;
+    let err = dualkey::dbops::backup::drop_stale(&s.target.url, &[])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("dualkey did not create"), "{err}");
+    let sched = Scheduler::new(s.app.core.clone());
+    sched.startup().await;
+    assert_eq!(target_sql(&url, "SELECT v FROM keep").await, "mine");
+    target_exec(
+        &s.target.url,
+        &format!("DROP DATABASE \"{scratch}\" WITH (FORCE)"),
+    )
+    .await;
 }

@@ -58,6 +58,14 @@ fn request_set(req: &RequestRow) -> Option<(Vec<(String, String)>, String)> {
     Some((pinned, digest))
 }
 
+/// Whether `req` is a deploy, or of a kind this dualkey cannot read (treated as one by the gate,
+/// which fails closed).
+fn kind_is_deploy(req: &RequestRow) -> bool {
+    serde_json::from_str::<OperationKind>(&req.kind_json)
+        .map(|k| k == OperationKind::Deploy)
+        .unwrap_or(true)
+}
+
 impl Core {
     /// The rehearsal mode in force for `env`: `[deploy] rehearsal`, or, unset, by the size of
     /// the newest verified backup.
@@ -256,6 +264,11 @@ impl Core {
             return Ok(None);
         }
         let Some((pinned, digest)) = request_set(req) else {
+            // Not a deploy, or a deploy whose stored plan cannot be read: fail closed for the
+            // latter rather than let an unreviewable set through.
+            if kind_is_deploy(req) {
+                return Ok(Some("approval needs a passed rehearsal, and this request's plan cannot be read to know which migrations it applies: request the deploy again".into()));
+            }
             return Ok(None);
         };
         if pinned.is_empty() || tx.passed_rehearsal(&req.env, &digest).await? {

@@ -11,6 +11,10 @@
 //! DATABASE` and `DROP DATABASE` of the scratch name, which is refused when PostgreSQL's
 //! 63-byte limit would cut it, or when it is the database of any configured environment on the
 //! same server.
+//!
+//! Every scratch database dualkey creates is marked (`COMMENT ON DATABASE ... IS 'dualkey
+//! scratch database (...)'`, [`SCRATCH_MARK`]); one found at start-up or before a run is dropped
+//! only with that mark: a database that merely has the name is left alone, with a clear error.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -121,20 +125,39 @@ impl ScratchKind {
     ) -> Result<bool, DrillError> {
         let scratch = self.checked(database_url, protected)?;
         let (_, mut conn) = admin(database_url).await?;
-        let exists: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-                .bind(&scratch)
-                .fetch_optional(&mut conn)
-                .await
-                .map_err(|error| DrillError::Db {
-                    action: self.action(Action::Look),
-                    error,
-                })?;
-        if exists.is_some() {
+        let exists = self.left_by_dualkey(&mut conn, &scratch).await?;
+        if exists {
             drop_db(self, &mut conn, &scratch).await?;
         }
         let _ = conn.close().await;
-        Ok(exists.is_some())
+        Ok(exists)
+    }
+
+    /// Whether a database named `scratch` exists; refused when it does without the mark
+    /// ([`SCRATCH_MARK`]) dualkey puts on every scratch database it creates: a database that
+    /// merely has the name is someone else's, and is never dropped.
+    async fn left_by_dualkey(
+        self,
+        conn: &mut PgConnection,
+        scratch: &str,
+    ) -> Result<bool, DrillError> {
+        let found: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+        )
+        .bind(scratch)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|error| DrillError::Db {
+            action: self.action(Action::Look),
+            error,
+        })?;
+        match found {
+            None => Ok(false),
+            Some(Some(c)) if c.starts_with(SCRATCH_MARK) => Ok(true),
+            Some(_) => Err(DrillError::Refused(format!(
+                "a database named {scratch} exists that dualkey did not create (it lacks dualkey's scratch mark); it is left alone. Drop or rename it yourself if it is not needed."
+            ))),
+        }
     }
 
     /// Creates this kind's scratch database next to `database_url`'s target, empty (dropped
@@ -146,15 +169,25 @@ impl ScratchKind {
     ) -> Result<Scratch, DrillError> {
         let scratch = self.checked(database_url, protected)?;
         let (_, mut conn) = admin(database_url).await?;
-        drop_db(self, &mut conn, &scratch).await?;
-        let sql = format!("CREATE DATABASE {}", quote_ident(&scratch));
-        sqlx::query(&sql)
-            .execute(&mut conn)
-            .await
-            .map_err(|error| DrillError::Db {
-                action: self.action(Action::Create),
-                error,
-            })?;
+        if self.left_by_dualkey(&mut conn, &scratch).await? {
+            drop_db(self, &mut conn, &scratch).await?;
+        }
+        let name = quote_ident(&scratch);
+        for sql in [
+            format!("CREATE DATABASE {name}"),
+            format!(
+                "COMMENT ON DATABASE {name} IS '{SCRATCH_MARK} ({}); dropped by dualkey'",
+                self.label()
+            ),
+        ] {
+            sqlx::query(&sql)
+                .execute(&mut conn)
+                .await
+                .map_err(|error| DrillError::Db {
+                    action: self.action(Action::Create),
+                    error,
+                })?;
+        }
         Ok(Scratch {
             kind: self,
             url: url_for_database(database_url, &scratch),
@@ -163,6 +196,10 @@ impl ScratchKind {
         })
     }
 }
+
+/// The comment dualkey puts on every scratch database it creates; an existing database with
+/// the scratch name is dropped only when it carries it.
+pub const SCRATCH_MARK: &str = "dualkey scratch database";
 
 #[derive(Clone, Copy)]
 enum Action {

@@ -35,8 +35,12 @@ pub(super) enum Attempt {
     Applied,
     /// Failed: the row is failed with `logs` set, as Prisma leaves it.
     Failed(PrismaUserError),
-    /// Ran out of `lock_timeout`: nothing written; the sessions it waited for.
+    /// Ran out of `lock_timeout` (or lost a deadlock): nothing written; the sessions it waited
+    /// for.
     LockTimeout(Vec<SessionInfo>),
+    /// PostgreSQL refused to run the script in a transaction block: nothing written (only
+    /// returned by [`attempt_in_transaction`]).
+    NotInTransaction,
 }
 
 /// One try: Prisma's order exactly ([`attempt_like_prisma`]) without timeouts or for a script
@@ -50,14 +54,38 @@ pub(super) async fn attempt(run: &mut Run<'_>, job: &Job<'_>) -> Result<Attempt,
     let transactional = review_script(job.script, run.server_version).transactional
         && transaction_ends(job.script).is_empty();
     if transactional {
-        attempt_in_transaction(run, job).await
+        match attempt_in_transaction(run, job).await? {
+            // PostgreSQL refused to run it in a transaction block after all (a form the review
+            // does not know: `DETACH PARTITION ... CONCURRENTLY`, a `CALL` that commits):
+            // nothing was written; run it as Prisma would.
+            Attempt::NotInTransaction => attempt_outside_transaction(run, job).await,
+            other => Ok(other),
+        }
     } else {
-        let set = timeouts_sql(&run.options, "SET");
-        run_script(&mut run.target.conn, &set)
-            .await
-            .map_err(PrismaError::db("setting the migration's timeouts"))?;
-        attempt_like_prisma(run, job).await
+        attempt_outside_transaction(run, job).await
     }
+}
+
+/// A script that cannot run in a transaction block, in Prisma's order under `statement_timeout`
+/// only: its waits are not bounded by `lock_timeout`, because a lock timeout in the later phases
+/// of `CREATE INDEX CONCURRENTLY` (which waits for older transactions, never blocking the app)
+/// would leave an INVALID index and a failed migration where Prisma would simply have waited.
+async fn attempt_outside_transaction(
+    run: &mut Run<'_>,
+    job: &Job<'_>,
+) -> Result<Attempt, PrismaError> {
+    let only_statement = DeployOptions {
+        lock_timeout: None,
+        ..run.options
+    };
+    let set = format!(
+        "SET lock_timeout = 0; {}",
+        timeouts_sql(&only_statement, "SET")
+    );
+    run_script(&mut run.target.conn, &set)
+        .await
+        .map_err(PrismaError::db("setting the migration's timeouts"))?;
+    attempt_like_prisma(run, job).await
 }
 
 /// Prisma's order: `INSERT` (autocommit), the script, then `applied_steps_count` and
@@ -123,6 +151,9 @@ async fn attempt_in_transaction(run: &mut Run<'_>, job: &Job<'_>) -> Result<Atte
     run_script(&mut target.conn, "ROLLBACK")
         .await
         .map_err(PrismaError::db("rolling back the migration's transaction"))?;
+    if in_script && refused_in_transaction(&err) {
+        return Ok(Attempt::NotInTransaction);
+    }
     if is_lock_timeout(&err) {
         if holders.is_empty() {
             // Not seen while it waited (a very short lock_timeout): whoever still holds a lock
@@ -167,11 +198,22 @@ fn p3018(job: &Job<'_>, err: &sqlx::Error) -> PrismaUserError {
     PrismaUserError::apply_migration_failed(job.name, &code, &text)
 }
 
-/// SQLSTATE 55P03 `lock_not_available`: `lock_timeout` ran out.
+/// SQLSTATE 55P03 `lock_not_available` (`lock_timeout` ran out) or 40P01 `deadlock_detected`
+/// (PostgreSQL chose the migration as the victim): either way the transaction rolled back whole,
+/// and a later try may get its locks.
 fn is_lock_timeout(err: &sqlx::Error) -> bool {
     err.as_database_error()
         .and_then(|e| e.code())
-        .is_some_and(|c| c == "55P03")
+        .is_some_and(|c| c == "55P03" || c == "40P01")
+}
+
+/// SQLSTATE 25001 `active_sql_transaction` ("cannot run inside a transaction block") or 2D000
+/// `invalid_transaction_termination` (a procedure's `COMMIT`): the script cannot run inside
+/// dualkey's transaction.
+fn refused_in_transaction(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|c| c == "25001" || c == "2D000")
 }
 
 /// `SET [LOCAL] lock_timeout = '…ms'; SET [LOCAL] statement_timeout = '…ms'`, each when set.

@@ -30,21 +30,26 @@
 //! the script (one simple query); `applied_steps_count + 1`; `finished_at`; `COMMIT`. The row
 //! and the script commit together or not at all; the committed row is the one Prisma writes.
 //!
-//! * Lock timeout (SQLSTATE 55P03): `ROLLBACK`. Nothing was written, not even the row. A
+//! * Lock timeout (SQLSTATE 55P03), or a deadlock PostgreSQL resolved against the migration
+//!   (40P01): `ROLLBACK`. Nothing was written, not even the row. A
 //!   [`DeployEvent::LockWait`] names the sessions it waited for (a second connection asks
 //!   `pg_blocking_pids` of the waiting backend while the script runs), then after
 //!   [`DeployOptions::backoff`] it is tried again, up to `lock_retries` more times. After the
 //!   last try the deploy stops with [`DeployStopReason::LockTimeout`]: the migration is still
 //!   pending, there is nothing to resolve.
+//! * PostgreSQL refuses the script inside a transaction block after all (25001, 2D000: a form
+//!   the review does not know, such as `DETACH PARTITION ... CONCURRENTLY` or a procedure that
+//!   commits): `ROLLBACK` (nothing written), then the script runs as in the next point.
 //! * Any other error (a `statement_timeout` included): `ROLLBACK`, then the row Prisma leaves
 //!   for a failed script (its `started_at`, `logs` = P3018, written autocommit), so the next
 //!   deploy stops with P3009 as today.
 //! * A script that cannot run in a transaction (`CREATE INDEX CONCURRENTLY`, its own
-//!   `COMMIT`): Prisma's order above, with the timeouts set for the session. A lock timeout is
-//!   then a failure like any other (P3018 row, no retry): such a script may have left something
-//!   behind (a lock timeout in the later phases of `CREATE INDEX CONCURRENTLY` leaves an INVALID
-//!   index), so "nothing applied" could not be promised.
-//!
+//!   `COMMIT`): Prisma's order above, under `statement_timeout` only, with `lock_timeout` off.
+//!   Such a script may leave something behind when cut short (a lock timeout in the later
+//!   phases of `CREATE INDEX CONCURRENTLY`, which waits for older transactions without blocking
+//!   the app, leaves an INVALID index), so it waits for its locks as Prisma would; an error is a
+//!   failure like any other (P3018 row, no retry).
+
 //! # Byte for byte: what was approved is what runs
 //!
 //! The folder is read once, before the lock is taken ([`list_migrations`]): each `migration.sql`
@@ -438,6 +443,9 @@ where
                 return Ok(Err(DeployStopReason::ScriptFailed { error }));
             }
             Attempt::LockTimeout(holders) => holders,
+            // `attempt` reruns such a script outside a transaction itself; should one come
+            // back, nothing was written, so trying again is safe.
+            Attempt::NotInTransaction => Vec::new(),
         };
         if tries > run.options.lock_retries {
             let lock_timeout = run.options.lock_timeout.unwrap_or_default();

@@ -28,6 +28,7 @@ use crate::core::audit::NewAudit;
 use crate::core::context::Core;
 use crate::core::event::ChannelRef;
 use crate::core::notify::enqueue_posts;
+use crate::core::ports::Backend;
 use crate::core::reply::Reply;
 use crate::store::{RehearsalEnd, RehearsalRow};
 
@@ -316,13 +317,17 @@ async fn refresh(core: &Core, row: &RehearsalRow) {
 pub async fn recover(core: &Arc<Core>) -> anyhow::Result<()> {
     let holder = core.lease_holder("rehearsal");
     let envs: Vec<String> = core.settings.environments.keys().cloned().collect();
+    // On SQLite one process owns the store, so whatever is left `running` at start is this
+    // store's dead process's, even while its lease has not expired yet (a restart within a
+    // minute); on PostgreSQL a live lease may be another replica's rehearsal in progress.
+    let single_process = core.store.backend() == Backend::Sqlite;
     for env in envs {
         let now = core.clock.now_ms();
-        if !core
+        let leased = core
             .store
             .try_lease(&lease_name(&env), &holder, now, LEASE_MS)
-            .await?
-        {
+            .await?;
+        if !leased && !single_process {
             continue;
         }
         interrupt_left(core, &env).await?;

@@ -404,6 +404,23 @@ async fn backup_for(core: &Arc<Core>, env: &str) -> Result<(BackupRow, bool), St
             return Ok((b, false));
         }
     }
+    // A fresh pg_dump beside a running deploy, restore or backup would make that operation's
+    // migrations wait behind the dump (or the dump behind them).
+    let busy = async {
+        let mut tx = core.store.begin().await?;
+        let busy = tx.active_operation_for_env(env).await?;
+        tx.commit().await?;
+        anyhow::Ok(busy)
+    }
+    .await
+    .map_err(|e| StepError(format!("reading the operations failed: {e:#}")))?;
+    if let Some(op) = busy {
+        return Err(StepError(format!(
+            "no verified backup of {env} younger than {} to rehearse on, and operation {} is running there: a fresh backup now would run beside it. Rehearse again when it has ended (`rehearse {env}`).",
+            crate::config::format_duration(core.settings.deploy.rehearsal_max_backup_age.0),
+            op.id
+        )));
+    }
     let note = Some("taken for a deploy rehearsal".to_string());
     let b = take_backup(core, env, BackupKind::Manual, None, note, None).await?;
     Ok((b, true))
@@ -475,10 +492,12 @@ pub async fn rehearse(
         deploy: crate::services::environment::deploy_options(&core.settings.deploy),
     };
     let work = async {
-        let (b, fresh) = tokio::select! {
-            r = backup_for(core, env) => r?,
-            () = cancelled(cancel.clone()) => return Err(cancel_error()),
-        };
+        // Not cut short by a cancel: a backup dropped half way would leave its catalog row
+        // `running`. A superseded rehearsal stops right after it.
+        let (b, fresh) = backup_for(core, env).await?;
+        if *cancel.borrow() {
+            return Err(cancel_error());
+        }
         let sha = b.sha256.clone().unwrap_or_default();
         let m = rehearse_backup(&t, Path::new(&b.path), &sha, pinned, cancel).await?;
         Ok(RehearsalOutcome {

@@ -56,12 +56,19 @@ pub struct LiveFacts {
     pub thresholds: DeploySettings,
 }
 
-/// Connects to the target the way every target connection does (TLS, `search_path`).
+/// Connects to the target the way every target connection does (TLS, `search_path`), with a
+/// short `lock_timeout`: reading a table's size takes ACCESS SHARE on it, which must not queue
+/// behind a migration's ACCESS EXCLUSIVE (and hold up every query behind the review).
 pub(crate) async fn connect(e: &EnvironmentSettings) -> Result<Target, String> {
     let url = database_url(e).map_err(|err| err.0)?;
-    Target::connect(url.expose_secret())
+    let mut t = Target::connect(url.expose_secret())
         .await
-        .map_err(|err| err.to_string())
+        .map_err(|err| err.to_string())?;
+    sqlx::query("SET lock_timeout = '500ms'")
+        .execute(&mut t.conn)
+        .await
+        .map_err(|err| err.to_string())?;
+    Ok(t)
 }
 
 /// The current types of the columns of every table `scripts` name, for a second review that
