@@ -7,7 +7,8 @@ use pg_query::protobuf::{
 };
 use pg_query::{NodeEnum, NodeRef};
 
-use super::parse::{hit, sval, table, Context, Hit};
+use super::context::Context;
+use super::nodes::{hit, sval, table, Hit};
 use super::rules::RuleId;
 use super::types::{binary_coercible, ColumnType};
 use super::TableRef;

@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 
 mod alter;
 mod catalog;
+mod context;
+mod nodes;
 mod parse;
 pub mod rules;
 mod types;

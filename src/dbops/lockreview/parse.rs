@@ -10,59 +10,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use pg_query::protobuf::{self, DropStmt, IndexStmt, ObjectType, RangeVar, RenameStmt};
+use pg_query::protobuf::{self, DropStmt, IndexStmt, ObjectType, RenameStmt};
 use pg_query::{NodeEnum, NodeRef};
 
 use super::alter::alter_table;
+use super::context::Context;
+use super::nodes::{hit, sval, table, Hit};
 use super::rules::RuleId;
 use super::types::{ColumnType, KnownColumns};
 use super::{Effect, ScriptReview, StatementReview, TableRef};
-
-/// One rules-table row a statement (or one of its subcommands) matched, with the tables it locks.
-pub(super) struct Hit {
-    pub(super) id: RuleId,
-    pub(super) tables: Vec<TableRef>,
-}
-
-pub(super) fn hit(id: RuleId, tables: Vec<TableRef>) -> Hit {
-    Hit { id, tables }
-}
-
-/// What the script did so far.
-pub(super) struct Context {
-    pub(super) version: u32,
-    pub(super) columns: KnownColumns,
-    /// (table, column) -> (constraint name, validated) for `CHECK (column IS NOT NULL)`.
-    pub(super) not_null_checks: HashMap<(String, String), (String, bool)>,
-    /// (table, constraint name) -> referenced table, for the foreign keys the script added.
-    pub(super) foreign_keys: HashMap<(String, String), TableRef>,
-    /// Tables the script created (not `IF NOT EXISTS`): empty, unknown to the running app.
-    created: HashSet<String>,
-}
-
-impl Context {
-    /// Remembers a foreign key of `table` (its name as written, else PostgreSQL's default name
-    /// `table_column_fkey`; `column` is the column of an inline `REFERENCES`).
-    pub(super) fn remember_fk(
-        &mut self,
-        table: &str,
-        c: &protobuf::Constraint,
-        column: Option<&str>,
-    ) {
-        let Some(pk) = c.pktable.as_ref() else { return };
-        let name = if c.conname.is_empty() {
-            let cols: Vec<String> = match column {
-                Some(col) => vec![col.to_string()],
-                None => c.fk_attrs.iter().filter_map(sval).collect(),
-            };
-            format!("{table}_{}_fkey", cols.join("_"))
-        } else {
-            c.conname.clone()
-        };
-        self.foreign_keys
-            .insert((table.to_string(), name), super::parse::table(pk));
-    }
-}
 
 /// Reviews `sql` for a server of `version`, knowing `known` column types.
 pub(super) fn review(sql: &str, version: u32, known: &KnownColumns) -> ScriptReview {
@@ -440,13 +396,6 @@ fn has_option(options: &[protobuf::Node], name: &str) -> bool {
     })
 }
 
-pub(super) fn table(r: &RangeVar) -> TableRef {
-    TableRef {
-        schema: (!r.schemaname.is_empty()).then(|| r.schemaname.clone()),
-        name: r.relname.clone(),
-    }
-}
-
 fn range_vars(nodes: &[protobuf::Node]) -> Vec<TableRef> {
     nodes
         .iter()
@@ -469,11 +418,4 @@ fn all_range_vars(node: &NodeEnum) -> Vec<TableRef> {
         }
     }
     out
-}
-
-pub(super) fn sval(n: &protobuf::Node) -> Option<String> {
-    match n.node.as_ref() {
-        Some(NodeEnum::String(s)) => Some(s.sval.clone()),
-        _ => None,
-    }
 }

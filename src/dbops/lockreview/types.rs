@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use pg_query::protobuf::{self, a_const};
 use pg_query::NodeEnum;
 
-use super::parse::sval;
+use super::nodes::sval;
 
 /// A column's type as the review compares it: the type's name (last component, lower case:
 /// `varchar`, `text`, `numeric`) and its modifiers (`[20]`, `[10, 2]`).
