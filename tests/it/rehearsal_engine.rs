@@ -280,10 +280,7 @@ async fn a_cancelled_rehearsal_drops_its_scratch_database() {
 async fn a_leftover_rehearsal_database_is_dropped_at_the_next_start() {
     let target = TestDb::create("rehl").await;
     let scratch = format!("{}_dualkey_rehearsal", target.name);
-    sqlx::raw_sql(&format!("CREATE DATABASE \"{scratch}\""))
-        .execute(&mut admin().await)
-        .await
-        .unwrap();
+    create_marked_scratch(&scratch).await;
     let var = format!("DK_TEST_URL_{}", uuid::Uuid::new_v4().simple());
     let setup = bin_setup(|t| own_production(&t, &var, "{dir}", ""));
     let dir = setup.dir.path().display().to_string();
@@ -324,10 +321,7 @@ async fn a_rehearsal_alive_on_another_replica_keeps_its_scratch_database() {
     let s = setup(Backend::Postgres, "", "").await;
     let core = &s.app.core;
     let scratch = format!("{}_dualkey_rehearsal", s.target.name);
-    sqlx::raw_sql(&format!("CREATE DATABASE \"{scratch}\""))
-        .execute(&mut admin().await)
-        .await
-        .unwrap();
+    create_marked_scratch(&scratch).await;
     let lease = dualkey::services::rehearsal::engine::lease_name("production");
     let now = core.clock.now_ms();
     assert!(core
@@ -387,4 +381,178 @@ async fn migrations_applied_since_the_backup_are_caught_up_first() {
         "{summary}"
     );
     assert_eq!(target_state(&s.target.url).await, before, "target changed");
+}
+
+/// The values of a one-column query on the SQLite store the real binary writes.
+async fn store_rows(store: &Path, sql: &str) -> Vec<String> {
+    let url = format!("sqlite://{}", store.display());
+    let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query_scalar(sql).fetch_all(&mut c).await.unwrap()
+}
+
+/// The real binary (`dualkey shell --as alice`, stdin kept open) in its own process group.
+fn spawn_shell(config: &Path, var: &str, url: &str) -> std::process::Child {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["shell", "--as", "alice", "--config"])
+        .arg(config)
+        .env(var, url)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    cmd.spawn().unwrap()
+}
+
+/// Waits (at most `secs`) until `cond` holds; whether it did.
+async fn wait_for<F, Fut>(secs: u64, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `/db rehearse production` typed into the real binary; SIGKILL while the pending migration
+/// runs on the scratch database (its pg_sleep seen in pg_stat_activity there). The scratch
+/// database outlives the kill; the next start of the binary drops it, marks the rehearsal
+/// interrupted (row and audit), and the target's history and schema are as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rehearsal_killed_mid_run_leaves_no_scratch_database_after_the_next_start() {
+    use std::io::Write;
+    const INIT: &str = "20250101000000_init";
+    let target = TestDb::create("rehk").await;
+    let scratch = format!("{}_dualkey_rehearsal", target.name);
+    let var = format!("DK_TEST_URL_{}", uuid::Uuid::new_v4().simple());
+    let setup = bin_setup(|t| own_production(&t, &var, "{dir}", ""));
+    let dir = setup.dir.path().to_path_buf();
+    let text = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace("{dir}", &dir.display().to_string());
+    std::fs::write(&setup.config, text).unwrap();
+    let migrations = dir.join("migrations");
+    let fixture = Path::new(crate::support::FIXTURE_MIGRATIONS);
+    std::fs::create_dir_all(migrations.join(INIT)).unwrap();
+    for f in ["migration_lock.toml", "20250101000000_init/migration.sql"] {
+        std::fs::copy(fixture.join(f), migrations.join(f)).unwrap();
+    }
+    let mut quiet = dualkey::dbops::prisma::NoProgress;
+    dualkey::dbops::prisma::deploy(&target.url, &migrations, &mut quiet)
+        .await
+        .unwrap();
+    exec(&target.url, DATA).await;
+    let slow = migrations.join("20250201000000_slow");
+    std::fs::create_dir_all(&slow).unwrap();
+    std::fs::write(
+        slow.join("migration.sql"),
+        "ALTER TABLE \"User\" ADD COLUMN \"nick\" TEXT;\nSELECT pg_sleep(25);\n",
+    )
+    .unwrap();
+    let before = target_state(&target.url).await;
+    let t0 = Instant::now();
+
+    let mut first = spawn_shell(&setup.config, &var, &target.url);
+    let stdin = first.stdin.as_mut().unwrap();
+    stdin.write_all(b"/db rehearse production\n").unwrap();
+    stdin.flush().unwrap();
+    let sleeping = || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE '%pg_sleep(25)%' AND pid <> pg_backend_pid()",
+        )
+        .bind(&scratch)
+        .fetch_one(&mut admin().await)
+        .await
+        .unwrap();
+        n > 0
+    };
+    let running = wait_for(20, sleeping).await;
+    let alive = first.try_wait().unwrap().is_none();
+    unsafe { libc::kill(-(first.id() as i32), libc::SIGKILL) };
+    first.wait().unwrap();
+    assert!(alive, "dualkey shell exited before the kill");
+    assert!(running, "the migration never ran on the scratch database");
+    assert!(
+        exists(&scratch).await,
+        "the scratch database is gone right after the kill: it did not happen mid-run"
+    );
+    let store = dir.join("data/dualkey.db");
+    let states = store_rows(&store, "SELECT state FROM rehearsals").await;
+    assert_eq!(states, ["running"], "the kill did not happen mid-run");
+
+    let mut second = spawn_shell(&setup.config, &var, &target.url);
+    let dropped = wait_for(15, || async { !exists(&scratch).await }).await;
+    let interrupted = wait_for(5, || async {
+        store_rows(
+            &store,
+            "SELECT state || ': ' || coalesce(error, '') FROM rehearsals",
+        )
+        .await
+            == ["error: interrupted by a restart"]
+    })
+    .await;
+    let alive = second.try_wait().unwrap().is_none();
+    drop(second.stdin.take());
+    let _ = second.kill();
+    let _ = second.wait();
+    assert!(alive, "the second dualkey shell exited");
+    let leases = store_rows(
+        &store,
+        "SELECT name || ' held by ' || holder || ' until ' || until FROM leases WHERE name LIKE 'rehearsal%'",
+    )
+    .await;
+    assert!(
+        dropped,
+        "the killed rehearsal's scratch database was not dropped at the next start (leases: {leases:?})"
+    );
+    assert!(
+        interrupted,
+        "{:?}",
+        store_rows(
+            &store,
+            "SELECT state || ': ' || coalesce(error, '') FROM rehearsals"
+        )
+        .await
+    );
+    let actions = store_rows(
+        &store,
+        "SELECT action FROM audit_events WHERE action LIKE 'rehearsal.%' ORDER BY seq",
+    )
+    .await;
+    assert_eq!(
+        actions,
+        [
+            "rehearsal.queued",
+            "rehearsal.started",
+            "rehearsal.interrupted",
+            "rehearsal.stale_dropped"
+        ],
+        "{actions:?}"
+    );
+    assert_eq!(target_state(&target.url).await, before, "target changed");
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+}
+
+/// A scratch database as dualkey creates it: with its mark (an unmarked one is never dropped).
+async fn create_marked_scratch(scratch: &str) {
+    let mut conn = admin().await;
+    sqlx::raw_sql(&format!("CREATE DATABASE \"{scratch}\""))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&format!(
+        "COMMENT ON DATABASE \"{scratch}\" IS '{} (rehearsal); dropped by dualkey'",
+        dualkey::dbops::backup::SCRATCH_MARK
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
 }

@@ -6,9 +6,10 @@
 //! - A rehearsal row moves `queued -> running -> passed | failed | error`; a newer one of the
 //!   same environment marks it `superseded`, which the runner sees within a second (it polls the
 //!   row) and cancels the engine: the scratch database is dropped and nothing is recorded.
-//! - At start, for every environment whose lease this process takes, rows left `running` by a
-//!   stopped process become `error` ("interrupted by a restart") and the scratch database a
-//!   killed rehearsal left is dropped, as drills are.
+//! - At start, for every environment whose lease this process takes (every one on a SQLite
+//!   store: one process), rows left `running` by a stopped process become `error`
+//!   ("interrupted by a restart") and the scratch database a killed rehearsal left is dropped,
+//!   as drills are.
 //! - The figures (per migration: time, tables rewritten, error) are audited as
 //!   `rehearsal.finished`, stored with the row (the summary line the card shows, and the
 //!   outcome as JSON), and the request's card is refreshed; a `rehearse` without a request gets
@@ -313,7 +314,8 @@ async fn refresh(core: &Core, row: &RehearsalRow) {
 
 /// At start: for every environment whose rehearsal lease this process gets, rehearsals left
 /// `running` become `error` (audited, cards refreshed) and a leftover scratch database is
-/// dropped.
+/// dropped. A SQLite store has one process (a lock file enforces it): there every environment
+/// is recovered, so that a killed predecessor's unexpired lease does not keep its leftovers.
 pub async fn recover(core: &Arc<Core>) -> anyhow::Result<()> {
     let holder = core.lease_holder("rehearsal");
     let envs: Vec<String> = core.settings.environments.keys().cloned().collect();
