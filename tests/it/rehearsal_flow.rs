@@ -123,6 +123,38 @@ async fn require_rehearsal_gates_approval_on_a_passed_rehearsal_of_exactly_the_s
     assert!(ok.contains("Approved"), "{ok}");
 }
 
+/// The newest verdict on a set decides: a set that passed once and failed on a later rehearsal
+/// (duplicates arrived since) cannot be approved on the old pass.
+#[tokio::test]
+async fn a_later_failed_rehearsal_of_the_same_set_blocks_approval_again() {
+    let (_db, app) = setup(&[INIT, PRIORITY], |d| {
+        d.rehearsal = Some(RehearsalMode::Auto);
+        d.require_rehearsal = true;
+    })
+    .await;
+    app.cmd("alice", "deploy").await;
+    let r1 = app.last_request().await;
+    let row1 = row_of(&app, &r1).await;
+    end(&app, &row1.id, "passed", "Rehearsed on backup b1", None).await;
+    app.clock.advance(60_000);
+    let queued = app.cmd("alice", "rehearse").await;
+    assert!(queued.contains("queued"), "{queued}");
+    let later = rows(&app).await.pop().unwrap();
+    assert_eq!(later.set_digest, row1.set_digest);
+    app.clock.advance(60_000);
+    end(
+        &app,
+        &later.id,
+        "failed",
+        "Rehearsal FAILED on backup b2",
+        Some("could not create unique index"),
+    )
+    .await;
+    let refused = app.click("bob", &format!("approve:{r1}")).await;
+    assert!(refused.contains("passed rehearsal"), "{refused}");
+    assert!(app.core.store.votes(&r1).await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn a_new_deploy_request_or_rehearse_supersedes_the_running_rehearsal() {
     let (_db, app) = setup(&[INIT, PRIORITY], |d| {
