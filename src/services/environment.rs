@@ -61,3 +61,15 @@ pub fn deploy_options(d: &crate::config::DeploySettings) -> crate::dbops::prisma
         backoff: crate::config::DeploySettings::lock_backoff,
     }
 }
+
+/// The database URLs of every configured environment whose URL variable is set: a drill's or a
+/// rehearsal's scratch database must be none of them.
+pub fn protected_urls(settings: &crate::config::Settings) -> Vec<String> {
+    use secrecy::ExposeSecret as _;
+    settings
+        .environments
+        .values()
+        .filter_map(|e| e.database_url().ok())
+        .map(|u| u.expose_secret().to_string())
+        .collect()
+}

@@ -19,22 +19,11 @@ use crate::core::reply::{Report, Section, Table, Warning};
 use crate::dbops::backup::{self as bk};
 use crate::services::backups::health::newest_verified;
 use crate::services::backups::schedule::show;
+use crate::services::environment::protected_urls;
 use crate::store::{Backend, BackupRow, DrillRow};
 
 /// How many of the largest tables a drill counts.
 pub const DRILL_TABLES: usize = 5;
-
-/// The database URLs of every configured environment (a drill's scratch database must be none
-/// of them).
-fn env_urls(core: &Core) -> Vec<String> {
-    use secrecy::ExposeSecret as _;
-    core.settings
-        .environments
-        .values()
-        .filter_map(|e| e.database_url().ok())
-        .map(|u| u.expose_secret().to_string())
-        .collect()
-}
 
 impl Scheduler {
     /// Drills left `running` by a stopped process are marked failed and their scratch databases
@@ -42,7 +31,7 @@ impl Scheduler {
     /// `drill:<id>` lease (renewed while a drill runs) expired, checked every 10 s. The scratch
     /// database of an environment with no drill running is dropped when `at_startup`.
     pub async fn recover_drills(&self, now: i64, at_startup: bool) -> anyhow::Result<()> {
-        let protected = env_urls(&self.core);
+        let protected = protected_urls(&self.core.settings);
         let envs: Vec<String> = self.core.settings.environments.keys().cloned().collect();
         for name in &envs {
             let drills = self.core.store.drills(name).await?;
@@ -230,7 +219,7 @@ async fn run_drill(core: &Core, env: &str, b: &BackupRow) -> Result<bk::DrillOut
         &migrations,
         pg_bin_dir.as_deref(),
         DRILL_TABLES,
-        &env_urls(core),
+        &protected_urls(&core.settings),
     )
     .await
     .map_err(|e| e.to_string())

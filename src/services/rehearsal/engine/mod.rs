@@ -29,6 +29,8 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::services::environment::protected_urls;
+
 use crate::core::context::Core;
 use crate::core::human;
 use crate::dbops::backup::{BackupKind, ScratchKind};
@@ -218,16 +220,6 @@ pub fn lease_name(env: &str) -> String {
 
 const LEASE_MS: i64 = 60_000;
 const LEASE_RENEW: Duration = Duration::from_secs(10);
-
-/// The database URLs of every configured environment: a scratch database is none of them.
-fn env_urls(core: &Core) -> Vec<String> {
-    core.settings
-        .environments
-        .values()
-        .filter_map(|e| e.database_url().ok())
-        .map(|u| u.expose_secret().to_string())
-        .collect()
-}
 
 /// Where and how a backup is rehearsed on: the target (only its server is used), the folder the
 /// deploy reads, the tools and the databases that must never be the scratch one.
@@ -483,7 +475,7 @@ pub async fn rehearse(
     let url = database_url(e)?;
     let _mark = Running::mark(env)?;
     take_lease(core, env).await?;
-    let protected = env_urls(core);
+    let protected = protected_urls(&core.settings);
     let t = RehearsalTarget {
         database_url: url.expose_secret(),
         migrations_dir: &e.migrations_dir,
@@ -558,7 +550,7 @@ pub async fn drop_leftover(
         }
     }
     ScratchKind::Rehearsal
-        .drop_stale(url.expose_secret(), &env_urls(core))
+        .drop_stale(url.expose_secret(), &protected_urls(&core.settings))
         .await
         .map_err(|e| StepError(e.to_string()))
 }
