@@ -542,3 +542,59 @@ async fn the_store_queues_supersedes_finishes_and_interrupts_rehearsals(b: Backe
     assert!(store.rehearsals_in("running").await.unwrap().is_empty());
 }
 both_backends!(the_store_queues_supersedes_finishes_and_interrupts_rehearsals);
+
+/// On a PostgreSQL store a replica that dies mid-rehearsal leaves its row `running` and its
+/// lease live; a running replica recovers it once the lease has run out (not before: a live
+/// replica renews it), without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_rehearsal_orphaned_by_a_dead_replica_is_recovered_when_its_lease_runs_out() {
+    use dualkey::services::rehearsal::runner;
+    let app = spawn_app(Backend::Postgres, 1, 0).await;
+    let store = app.core.store.clone();
+    let now = app.clock.now_ms();
+    let mut tx = store.begin().await.unwrap();
+    tx.queue_rehearsal(&row("horphan01", "production", "d1", now))
+        .await
+        .unwrap();
+    assert!(tx
+        .start_rehearsal("horphan01", "rehearsal@dead", now)
+        .await
+        .unwrap());
+    tx.commit().await.unwrap();
+    assert!(store
+        .try_lease(
+            &runner::lease_name("production"),
+            "rehearsal@dead",
+            now,
+            60_000
+        )
+        .await
+        .unwrap());
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(runner::run(app.core.clone(), stop));
+    let state = |id: &'static str| {
+        let store = store.clone();
+        async move { store.get_rehearsal(id).await.unwrap().unwrap().state }
+    };
+    // The dead replica's lease is live: the row is left alone.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    app.core.rehearsal_wake.notify_one();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert_eq!(state("horphan01").await, "running");
+    // Its lease runs out: the next tick recovers it.
+    app.clock.advance(61_000);
+    app.core.rehearsal_wake.notify_one();
+    let mut recovered = false;
+    for _ in 0..50 {
+        if state("horphan01").await == "error" {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    stop_tx.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(recovered, "the orphaned rehearsal was not recovered");
+    let r = store.get_rehearsal("horphan01").await.unwrap().unwrap();
+    assert_eq!(r.error.as_deref(), Some("interrupted by a restart"));
+}

@@ -59,6 +59,9 @@ pub async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) -> anyhow::Re
     let mut tasks: JoinSet<String> = JoinSet::new();
     let mut busy: HashSet<String> = HashSet::new();
     while !*stop.borrow() {
+        if let Err(e) = recover_orphans(&core, &busy).await {
+            tracing::error!(error = format!("{e:#}"), "recovering orphaned rehearsals");
+        }
         if let Err(e) = start_due(&core, &stop, &mut tasks, &mut busy).await {
             tracing::error!(error = format!("{e:#}"), "rehearsal runner");
         }
@@ -89,6 +92,35 @@ pub fn log_end(joined: Result<anyhow::Result<()>, tokio::task::JoinError>) {
         Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "rehearsal runner stopped"),
         Err(e) => tracing::error!(error = %e, "rehearsal runner panicked"),
     }
+}
+
+/// On a PostgreSQL store (several replicas), while running: a rehearsal left `running` by a
+/// replica that died after this one started is recovered once its lease has run out (this
+/// process gets the environment's lease while running none of its rehearsals): marked `error`,
+/// its scratch database dropped. A live replica renews its lease, so its rehearsal is never
+/// taken for dead. (A SQLite store is one process: [`recover`] at start covers it.)
+async fn recover_orphans(core: &Arc<Core>, busy: &HashSet<String>) -> anyhow::Result<()> {
+    if core.store.backend() != Backend::Postgres {
+        return Ok(());
+    }
+    let holder = core.lease_holder("rehearsal");
+    let mut seen: HashSet<String> = HashSet::new();
+    for row in core.store.rehearsals_in("running").await? {
+        if busy.contains(&row.env) || !seen.insert(row.env.clone()) {
+            continue;
+        }
+        let now = core.clock.now_ms();
+        if !core
+            .store
+            .try_lease(&lease_name(&row.env), &holder, now, LEASE_MS)
+            .await?
+        {
+            continue;
+        }
+        interrupt_left(core, &row.env).await?;
+        drop_left(core, &row.env).await?;
+    }
+    Ok(())
 }
 
 /// Starts the oldest queued rehearsal of every environment that has none running here and
@@ -333,22 +365,29 @@ pub async fn recover(core: &Arc<Core>) -> anyhow::Result<()> {
             continue;
         }
         interrupt_left(core, &env).await?;
-        match engine::drop_leftover(core, &env).await {
-            Ok(true) => {
-                tracing::warn!(env = %env, "dropped a rehearsal database left by a stopped rehearsal");
-                let details = json!({"scratch": crate::dbops::backup::REHEARSAL_SUFFIX});
-                core.audit(NewAudit::system(
-                    "rehearsal.stale_dropped",
-                    Some(&env),
-                    details,
-                ))
-                .await?;
-            }
-            Ok(false) => {}
-            // An unreachable target is reported by `status` and `doctor`, not at every start.
-            Err(e) => {
-                tracing::debug!(env = %env, error = %e, "could not check for a leftover rehearsal database")
-            }
+        drop_left(core, &env).await?;
+    }
+    Ok(())
+}
+
+/// Drops the scratch database a stopped rehearsal of `env` left (audited); an unreachable target
+/// is only logged (`status` and `doctor` report it).
+async fn drop_left(core: &Arc<Core>, env: &str) -> anyhow::Result<()> {
+    match engine::drop_leftover(core, env).await {
+        Ok(true) => {
+            tracing::warn!(env = %env, "dropped a rehearsal database left by a stopped rehearsal");
+            let details = json!({"scratch": crate::dbops::backup::REHEARSAL_SUFFIX});
+            core.audit(NewAudit::system(
+                "rehearsal.stale_dropped",
+                Some(env),
+                details,
+            ))
+            .await?;
+        }
+        Ok(false) => {}
+        // An unreachable target is reported by `status` and `doctor`, not at every start.
+        Err(e) => {
+            tracing::debug!(env = %env, error = %e, "could not check for a leftover rehearsal database")
         }
     }
     Ok(())
