@@ -59,6 +59,7 @@ pub fn deploy_options(d: &crate::config::DeploySettings) -> crate::dbops::prisma
         statement_timeout: d.statement_timeout.map(|t| t.0),
         lock_retries: d.lock_retries,
         backoff: crate::config::DeploySettings::lock_backoff,
+        refuse_under_dump: true,
     }
 }
 

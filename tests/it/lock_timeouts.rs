@@ -32,6 +32,7 @@ fn short() -> DeployOptions {
         statement_timeout: None,
         lock_retries: 2,
         backoff: |_| Duration::from_millis(100),
+        refuse_under_dump: false,
     }
 }
 
@@ -265,6 +266,36 @@ async fn other_failures_under_timeouts_leave_the_row_prisma_leaves() {
             .unwrap()
     };
     assert!(real_started <= Utc::now());
+}
+
+/// A dump that starts between the step's wait and the deploy is seen again under Prisma's
+/// advisory lock, before the first write: nothing is written, not even `_prisma_migrations`.
+#[tokio::test]
+async fn a_dump_running_when_the_deploy_takes_its_lock_stops_it_before_any_write() {
+    let db = TestDb::create("locktimeout_dumplock").await;
+    let url = &db.url;
+    let p = Project::from_fixture("prisma/blog");
+    let dir = p.migrations();
+    let dump = fake_dump(url, 2).await;
+    let options = DeployOptions {
+        refuse_under_dump: true,
+        ..short()
+    };
+    let err = prisma::deploy_pinned(url, &dir, &pins(&dir, &BLOG), options, &mut NoProgress)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, prisma::PrismaError::DumpRunning(s) if s.iter().any(|s| s.application == "pg_dump")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("nothing was applied"), "{err}");
+    assert!(!table_exists(url, "_prisma_migrations").await);
+    assert!(!table_exists(url, "User").await);
+    dump.await.unwrap();
+    let out = prisma::deploy_pinned(url, &dir, &pins(&dir, &BLOG), options, &mut NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(out.applied.len(), 3);
 }
 
 /// A session whose `application_name` is `pg_dump`, asleep for `secs`; returns when the target

@@ -253,6 +253,14 @@ where
     if let Some(approved) = approved {
         check_approved(&pending, approved)?;
     }
+    if run.options.refuse_under_dump && !pending.is_empty() {
+        let dumps = crate::dbops::sessions::dump_sessions(&mut target.conn)
+            .await
+            .map_err(PrismaError::db("looking for a running pg_dump"))?;
+        if !dumps.is_empty() {
+            return Err(PrismaError::DumpRunning(dumps));
+        }
+    }
     if create_table {
         target.create_migrations_table().await?;
     }

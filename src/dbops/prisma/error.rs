@@ -309,6 +309,10 @@ pub enum PrismaError {
         /// The PostgreSQL error, rendered like Prisma renders script errors.
         database_error: String,
     },
+    /// A `pg_dump` runs on the target ([`super::DeployOptions::refuse_under_dump`]); nothing
+    /// was written.
+    #[error("a pg_dump runs on the target ({}); nothing was applied", .0.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("; "))]
+    DumpRunning(Vec<crate::dbops::sessions::SessionInfo>),
     /// The progress observer asked to stop.
     #[error("stopped by the caller: {0}")]
     Aborted(String),

@@ -126,6 +126,10 @@ pub struct DeployOptions {
     pub lock_retries: u32,
     /// The pause before retry `n` (1-based).
     pub backoff: fn(u32) -> Duration,
+    /// Under Prisma's advisory lock, before the first write: stop with
+    /// [`super::PrismaError::DumpRunning`] (nothing written) when a `pg_dump` session runs on
+    /// the target (closes the gap between a caller's wait for dumps and the lock).
+    pub refuse_under_dump: bool,
 }
 
 impl Default for DeployOptions {
@@ -135,6 +139,7 @@ impl Default for DeployOptions {
             statement_timeout: None,
             lock_retries: 0,
             backoff: |_| Duration::ZERO,
+            refuse_under_dump: false,
         }
     }
 }

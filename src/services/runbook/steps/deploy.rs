@@ -48,23 +48,26 @@ pub(crate) async fn deploy(
         op_id: op.id.clone(),
     };
     let settings = &core.settings.deploy;
-    wait_for_dumps(
-        core,
-        op,
-        &observer,
-        url.expose_secret(),
-        settings.dump_wait.0,
-    )
-    .await?;
     let options = crate::services::environment::deploy_options(settings);
-    let result = prisma::deploy_pinned(
-        url.expose_secret(),
-        &e.migrations_dir,
-        &approved,
-        options,
-        &mut observer,
-    )
-    .await;
+    let deadline = Instant::now() + settings.dump_wait.0;
+    // Waits for dumps, then deploys; the deploy checks again under Prisma's advisory lock,
+    // before its first write, and a dump that started in between sends it back to waiting.
+    let result = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        wait_for_dumps(core, op, &observer, url.expose_secret(), left).await?;
+        match prisma::deploy_pinned(
+            url.expose_secret(),
+            &e.migrations_dir,
+            &approved,
+            options,
+            &mut observer,
+        )
+        .await
+        {
+            Err(prisma::PrismaError::DumpRunning(_)) if Instant::now() < deadline => continue,
+            other => break other,
+        }
+    };
     let out = match result {
         Ok(out) => out,
         Err(prisma::PrismaError::PlanChanged(changed)) => {
