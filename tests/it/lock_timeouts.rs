@@ -268,6 +268,50 @@ async fn other_failures_under_timeouts_leave_the_row_prisma_leaves() {
     assert!(real_started <= Utc::now());
 }
 
+/// A rollback's `down.sql` runs under the same `lock_timeout`: behind a held lock it is retried,
+/// then fails having rolled back nothing (rows and columns as before); once the lock is gone the
+/// same rollback runs.
+#[tokio::test]
+async fn a_rollback_behind_a_held_lock_retries_then_fails_having_rolled_back_nothing() {
+    let db = TestDb::create("locktimeout_down").await;
+    let url = &db.url;
+    let p = Project::from_fixture("prisma/blog");
+    let dir = p.migrations();
+    prisma::deploy(url, &dir, &mut NoProgress).await.unwrap();
+    p.add(NAME, NAME_SQL);
+    p.add_down(NAME, "ALTER TABLE \"User\" DROP COLUMN \"name\";\n");
+    prisma::deploy(url, &dir, &mut NoProgress).await.unwrap();
+    let rows_before = table_dump(url).await.unwrap();
+    let columns_before = columns(url, "User").await;
+    assert!(columns_before.contains(&"name".to_string()));
+
+    let (mut held, _pid) = blocker(url, "User").await;
+    let target = NAME;
+    let started = Instant::now();
+    let err = prisma::rollback_down_with(url, &dir, (target, None), short(), &mut NoProgress)
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    match &err {
+        prisma::PrismaError::DownScriptFailed {
+            database_error_code,
+            ..
+        } => assert_eq!(database_error_code, "55P03", "{err}"),
+        other => panic!("expected the lock timeout, got {other}"),
+    }
+    // Three tries of 1 s each, with two pauses between them.
+    assert!(took >= Duration::from_secs(3), "{took:?}");
+    assert_eq!(table_dump(url).await.unwrap(), rows_before);
+    assert_eq!(columns(url, "User").await, columns_before);
+
+    sqlx::raw_sql("COMMIT").execute(&mut held).await.unwrap();
+    let out = prisma::rollback_down_with(url, &dir, (target, None), short(), &mut NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(out.rolled_back, vec![NAME.to_string()]);
+    assert!(!columns(url, "User").await.contains(&"name".to_string()));
+}
+
 /// A dump that starts between the step's wait and the deploy is seen again under Prisma's
 /// advisory lock, before the first write: nothing is written, not even `_prisma_migrations`.
 #[tokio::test]

@@ -217,7 +217,7 @@ fn refused_in_transaction(err: &sqlx::Error) -> bool {
 }
 
 /// `SET [LOCAL] lock_timeout = '…ms'; SET [LOCAL] statement_timeout = '…ms'`, each when set.
-fn timeouts_sql(options: &DeployOptions, set: &str) -> String {
+pub(super) fn timeouts_sql(options: &DeployOptions, set: &str) -> String {
     let mut out = String::new();
     for (name, value) in [
         ("lock_timeout", options.lock_timeout),

@@ -93,8 +93,8 @@ pub use resolve::{
     resolve, resolve_applied, resolve_prisma_cli, resolve_rolled_back, ResolveOutcome,
 };
 pub use rollback::{
-    compute_rollback_plan, plan_rollback, rollback_down, RollbackEvent, RollbackOutcome,
-    RollbackPlan, RollbackStep,
+    compute_rollback_plan, plan_rollback, rollback_down, rollback_down_with, RollbackEvent,
+    RollbackOutcome, RollbackPlan, RollbackStep,
 };
 pub use status::{
     build_status_report, server_version_num, status, status_prisma_cli, Divergence,

@@ -19,6 +19,13 @@
 //! lexer, it is detected right after that `down.sql` ran and reported as an error; what it
 //! committed then stays committed.
 //!
+//! # Lock timeouts
+//!
+//! [`rollback_down_with`] sets `lock_timeout`/`statement_timeout` for the transaction (the
+//! deploy's `[deploy]` options): a `down.sql` that runs out of `lock_timeout` (55P03) or loses a
+//! deadlock (40P01) rolls the whole transaction back, so nothing was rolled back, and the rollback
+//! is tried again after the backoff, `lock_retries` times.
+//!
 //! # When dualkey dies (SIGKILL, OOM, node loss) during a `down` rollback
 //!
 //! Everything (each `down.sql` and each `rolled_back_at`) happens inside one explicit
@@ -37,6 +44,7 @@
 use super::error::{PrismaError, RollbackRefusal};
 use super::migrations::{list_migrations, MigrationsFolder};
 use super::observer::ProgressObserver;
+use super::outcome::DeployOptions;
 use super::table::{render_script_error, run_script, MigrationRow, Target};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -279,17 +287,45 @@ pub async fn rollback_down<O>(
 where
     O: ProgressObserver<RollbackEvent> + ?Sized,
 {
-    let mut target = Target::connect(database_url).await?;
-    let result = rollback_locked(
-        &mut target,
-        migrations_dir,
-        migration,
-        expected_fingerprint,
-        observer,
-    )
-    .await;
-    target.close().await;
-    result
+    let plain = DeployOptions::default();
+    let at = (migration, expected_fingerprint);
+    rollback_down_with(database_url, migrations_dir, at, plain, observer).await
+}
+
+/// [`rollback_down`] under `options`' `lock_timeout` and `statement_timeout` (set for the
+/// rollback's one transaction). A `down.sql` that runs out of `lock_timeout`, or loses a
+/// deadlock, rolls the whole transaction back (nothing was rolled back) and is tried again after
+/// `options.backoff`, up to `options.lock_retries` more times; then its
+/// [`PrismaError::DownScriptFailed`] (SQLSTATE 55P03 or 40P01) is returned.
+pub async fn rollback_down_with<O>(
+    database_url: &str,
+    migrations_dir: &Path,
+    (migration, expected_fingerprint): (&str, Option<&str>),
+    options: DeployOptions,
+    observer: &mut O,
+) -> Result<RollbackOutcome, PrismaError>
+where
+    O: ProgressObserver<RollbackEvent> + ?Sized,
+{
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let mut target = Target::connect(database_url).await?;
+        let at = (migration, expected_fingerprint);
+        let result = rollback_locked(&mut target, migrations_dir, at, &options, observer).await;
+        target.close().await;
+        match result {
+            Err(PrismaError::DownScriptFailed {
+                ref database_error_code,
+                ..
+            }) if (database_error_code == "55P03" || database_error_code == "40P01")
+                && tries <= options.lock_retries =>
+            {
+                tokio::time::sleep((options.backoff)(tries)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Under the advisory lock: the plan recomputed and checked, then every step in one transaction
@@ -297,8 +333,8 @@ where
 async fn rollback_locked<O>(
     target: &mut Target,
     migrations_dir: &Path,
-    migration: &str,
-    expected_fingerprint: Option<&str>,
+    (migration, expected_fingerprint): (&str, Option<&str>),
+    options: &DeployOptions,
     observer: &mut O,
 ) -> Result<RollbackOutcome, PrismaError>
 where
@@ -323,6 +359,12 @@ where
         .fetch_one(&mut *tx)
         .await
         .map_err(PrismaError::db("starting the rollback transaction"))?;
+    let timeouts = super::apply::timeouts_sql(options, "SET LOCAL");
+    if !timeouts.is_empty() {
+        run_script(&mut tx, &timeouts)
+            .await
+            .map_err(PrismaError::db("setting the rollback's timeouts"))?;
+    }
     for (i, step) in plan.steps.iter().enumerate() {
         run_down_step(&mut tx, xid, step, i + 1, total, observer).await?;
     }

@@ -27,11 +27,14 @@ pub(crate) async fn rollback_down(
         env: op.env.clone(),
         op_id: op.id.clone(),
     };
-    let out = prisma::rollback_down(
+    // The deploy's timeouts and retries: a down.sql waiting behind a long transaction would hold
+    // every query behind it as a migration would.
+    let options = crate::services::environment::deploy_options(&core.settings.deploy);
+    let out = prisma::rollback_down_with(
         url.expose_secret(),
         &e.migrations_dir,
-        migration,
-        Some(fingerprint),
+        (migration, Some(fingerprint)),
+        options,
         &mut observer,
     )
     .await
