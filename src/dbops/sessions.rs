@@ -5,7 +5,7 @@
 //! with the time of their statistics.
 //!
 //! Every function reads the catalog over a connection the caller opened with
-//! [`crate::dbops::prisma::Target::connect`] (TLS and `search_path` as for every target
+//! `crate::dbops::prisma::Target::connect` (TLS and `search_path` as for every target
 //! connection) and writes nothing. Tables are passed as `regclass` text (`"Task"`,
 //! `"public"."Task"`), resolved with `to_regclass`, so a name that does not exist (yet: a table
 //! the migration creates) is skipped, never an error.

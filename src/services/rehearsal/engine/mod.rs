@@ -92,7 +92,7 @@ impl RehearsalOutcome {
     }
 
     /// "Rehearsed on backup b… (2 h old, 1.5M rows in Task): 3 migrations in 41 s; 20250301_add_uid rewrote Task (38 s)"
-    /// or, on failure, "Rehearsal FAILED on backup b… …: 20250301_uniq failed: <error> (statement: …)"
+    /// or, on failure, "Rehearsal FAILED on backup b… …: 20250301_uniq failed: `<error>` (statement: …)"
     pub fn summary(&self, now_ms: i64) -> String {
         let mut about = vec![format!(
             "{} old",
