@@ -45,10 +45,19 @@ impl Drop for TestDb {
                 .unwrap();
             rt.block_on(async move {
                 if let Ok(mut admin) = PgConnection::connect(&format!("{base}/postgres")).await {
-                    let _ =
-                        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                            .execute(&mut admin)
-                            .await;
+                    // With it, the scratch databases a drill or a rehearsal of it may have left
+                    // (a test that kills the bot mid-rehearsal, or ends while one runs).
+                    for db in [
+                        name.clone(),
+                        format!("{name}_dualkey_drill"),
+                        format!("{name}_dualkey_rehearsal"),
+                    ] {
+                        let _ = sqlx::raw_sql(&format!(
+                            "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
+                        ))
+                        .execute(&mut admin)
+                        .await;
+                    }
                 }
             })
         })
