@@ -183,6 +183,7 @@ async fn holders_of_tables(
         .iter()
         .flat_map(|s| s.tables.iter().map(|t| t.regclass()))
         .collect();
+    tables.sort();
     tables.dedup();
     if tables.is_empty() {
         return Vec::new();
